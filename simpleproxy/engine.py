@@ -1,0 +1,845 @@
+"""The event loop: one ``selectors`` loop owns every socket.
+
+A connection (a ``Session``) moves through these states; every transition is in this table and
+``Session._enter`` refuses any other::
+
+    HEADER      reading the PROXY header (accept-proxy binds only); nothing is chosen or connected
+    CONNECTING  a server was chosen; non-blocking connect in progress, the header and any client
+                bytes already read wait in the client-to-server buffer
+    RELAY       bytes flow both ways; each direction ends on its own (half-close)
+    CLOSED      both sockets closed, the log line written
+
+Relaying, and why it looks the way it does:
+
+* Reads go into one loop-wide buffer (``recv_into``) and are sent on at once, so the common case
+  allocates nothing. Only what the peer's socket would not take is copied into that direction's
+  ``pending`` bytes; while a direction has pending bytes its source is not read (backpressure), so
+  a connection holds at most one read's worth per direction, and nothing while idle.
+* EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are out;
+  the other direction keeps flowing. A reset on one side is passed on as a reset (SO_LINGER 0).
+* Timers live in one heap. Each session keeps one live entry; reads and writes only stamp
+  ``session.active`` with the loop's clock, and the entry, when it comes due, works out whether
+  the session really timed out or re-arms itself. No timer operation per read.
+* Selector interest is changed only when a direction blocks or unblocks, not per read.
+"""
+import errno
+import resource
+import heapq
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+
+from .balancer import BackendPool
+from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
+from .logs import LOG
+from .proxyproto import aws_vpce_id, build_v1, build_v2, parse_header
+
+HEADER = "HEADER"
+CONNECTING = "CONNECTING"
+RELAY = "RELAY"
+CLOSED = "CLOSED"
+
+SESSION_TRANSITIONS = {
+    None: (HEADER, CONNECTING, CLOSED),
+    HEADER: (CONNECTING, CLOSED),
+    CONNECTING: (CONNECTING, RELAY, CLOSED),   # CONNECTING again = a retry
+    RELAY: (CLOSED,),
+    CLOSED: (),
+}
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+# Errors that mean "this peer is gone", as opposed to a bug of ours.
+PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT,
+                              errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED))
+DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
+ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
+
+
+def _inet_endpoint(sockaddr):
+    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
+    host = sockaddr[0]
+    if "%" in host:
+        host = host.split("%", 1)[0]
+    return host, sockaddr[1]
+
+
+def _endpoint_text(endpoint):
+    """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
+    if endpoint is None:
+        return "-"
+    if isinstance(endpoint, str):
+        return "unix@" + (endpoint or "(unnamed)")
+    host, port = endpoint
+    if ":" in host:
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+class LoopTimer(object):
+    """A one-shot callback in the loop's timer heap (for the loop's own chores)."""
+
+    __slots__ = ("callback", "due")
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.due = None
+
+    def on_timer(self, when, now):
+        if when == self.due:
+            self.due = None
+            self.callback()
+
+
+class Listener(object):
+    """A listening socket of a frontend, and its accept loop."""
+
+    def __init__(self, engine, fe, bind, sock):
+        self.engine = engine
+        self.fe = fe
+        self.frontend = fe.frontend
+        self.bind = bind
+        self.sock = sock
+        self.is_unix = sock.family == socket.AF_UNIX
+        self.paused = False
+
+    def on_event(self, mask):
+        engine = self.engine
+        for _ in range(ACCEPT_BATCH):
+            if self.paused:
+                return           # a connection limit was reached by the previous accept
+            try:
+                csock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
+                    engine.back_off_accepting(exc)
+                elif exc.errno not in PEER_GONE_ERRNOS:
+                    LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
+                return
+            csock.setblocking(False)
+            Session(engine, self, csock, peer)
+
+    def close(self):
+        self.sock.close()
+        if self.is_unix:
+            try:
+                os.unlink(self.bind.address.sockaddr)
+            except OSError:
+                pass
+
+
+class FrontendState(object):
+    """Run-time counters of a frontend."""
+
+    __slots__ = ("frontend", "pool", "active", "listeners")
+
+    def __init__(self, frontend, pool):
+        self.frontend = frontend
+        self.pool = pool
+        self.active = 0
+        self.listeners = []
+
+
+class Session(object):
+    """One client connection and, once chosen, its server connection."""
+
+    __slots__ = (
+        "engine", "listener", "fe", "csock", "ssock", "peer", "state", "server",
+        "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
+        "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
+        "started", "connect_started", "connected_at", "active", "timer_at", "retries_left",
+        "tried", "end",
+    )
+
+    def __init__(self, engine, listener, csock, peer):
+        self.engine = engine
+        self.listener = listener
+        self.fe = listener.fe
+        self.csock = csock
+        self.ssock = None
+        self.peer = peer if listener.is_unix else _inet_endpoint(peer)
+        self.state = None
+        self.server = None
+        self.client = self.peer      # the client as the frontend sees it (header or TCP peer)
+        self.local = None            # the address the client reached, looked up when needed
+        self.header = None
+        self.inbuf = None
+        self.c2s = b""               # bytes read from the client that the server has not taken
+        self.s2c = b""
+        self.c2s_eof = self.s2c_eof = False      # EOF read from that direction's source
+        self.c2s_done = self.s2c_done = False    # EOF passed on (shutdown sent)
+        self.cmask = self.smask = 0
+        self.bytes_in = self.bytes_out = 0
+        self.started = self.active = engine.now
+        self.connect_started = self.connected_at = None
+        self.timer_at = None
+        self.retries_left = 0
+        self.tried = []
+        self.end = None
+        engine.session_opened(self)
+        try:
+            if listener.bind.accept_proxy:
+                self._enter(HEADER)
+                self.inbuf = bytearray()
+                self._want(True, EVENT_READ)
+                self._arm(self.started + self.fe.frontend.timeout_proxy_header)
+            else:
+                self._choose_server()
+        except Exception:
+            self._crash()
+
+    # -- state, interest and timers -------------------------------------------------------------
+
+    def _enter(self, state):
+        if state not in SESSION_TRANSITIONS[self.state]:
+            raise AssertionError("session cannot go from %s to %s" % (self.state, state))
+        self.state = state
+
+    def _want(self, client_side, mask):
+        """Set the selector interest of one side, touching the selector only on a change."""
+        if client_side:
+            old, sock, callback = self.cmask, self.csock, self.on_client_event
+            self.cmask = mask
+        else:
+            old, sock, callback = self.smask, self.ssock, self.on_server_event
+            self.smask = mask
+        if old == mask:
+            return
+        selector = self.engine.selector
+        if not old:
+            selector.register(sock, mask, callback)
+        elif not mask:
+            selector.unregister(sock)
+        else:
+            selector.modify(sock, mask, callback)
+
+    def _arm(self, due):
+        if self.timer_at is None or due < self.timer_at:
+            self.timer_at = due
+            self.engine.add_timer(due, self)
+
+    def _deadline(self):
+        """When this session times out if nothing happens, and what to call it then."""
+        state = self.state
+        if state == HEADER:
+            return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
+        if state == CONNECTING:
+            return self.connect_started + self.server.backend.timeout_connect, "connect-timeout"
+        frontend, backend = self.fe.frontend, self.server.backend
+        half_closed = self.c2s_done or self.s2c_done
+        client_timeout = frontend.timeout_client_fin if half_closed else frontend.timeout_client
+        server_timeout = backend.timeout_server_fin if half_closed else backend.timeout_server
+        # Whose silence are we waiting on? Pending bytes name the side that does not read.
+        if self.c2s:
+            return self.active + server_timeout, "server-timeout"
+        if self.s2c:
+            return self.active + client_timeout, "client-timeout"
+        if client_timeout <= server_timeout:
+            return self.active + client_timeout, "client-timeout"
+        return self.active + server_timeout, "server-timeout"
+
+    def on_timer(self, when, now):
+        if when != self.timer_at or self.state == CLOSED:
+            return            # a stale heap entry: a newer one is (or was) in the heap
+        self.timer_at = None
+        try:
+            due, cause = self._deadline()
+            if due > now:
+                self._arm(due)
+            elif self.state == CONNECTING:
+                self._connect_failed("connect-timeout")
+            else:
+                self.close(cause, abort=True)
+        except Exception:
+            self._crash()
+
+    # -- the PROXY header -----------------------------------------------------------------------
+
+    def on_client_event(self, mask):
+        try:
+            if self.state == HEADER:
+                self._read_header()
+            else:
+                self._relay_event(True, mask)
+        except Exception:
+            self._crash()
+
+    def _read_header(self):
+        engine = self.engine
+        try:
+            n = self.csock.recv_into(engine.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close("client-abort", abort=True)
+            return
+        inbuf = self.inbuf
+        inbuf += engine.view[:n]
+        try:
+            header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
+        except ProxyHeaderError as exc:
+            self.close("bad-header:%s" % exc.kind, detail=exc.reason)
+            return
+        if header is None:
+            return
+        self.header = header
+        self.c2s = bytes(inbuf[header.header_len:])
+        self.inbuf = None
+        if header.has_addresses:
+            if header.family == "UNIX":
+                self.client, self.local = header.src_addr, header.dst_addr
+            else:
+                self.client = (header.src_addr, header.src_port)
+                self.local = (header.dst_addr, header.dst_port)
+        self.active = engine.now
+        self._want(True, 0)
+        self._choose_server()
+
+    # -- choosing and connecting ----------------------------------------------------------------
+
+    def _choose_server(self):
+        pool = self.fe.pool
+        server = pool.pick(self.client) if pool is not None else None
+        if server is None:
+            self.close("no-server")
+            return
+        self.retries_left = pool.backend.retries
+        self.server = server
+        self._connect()
+
+    def _connect(self):
+        server = self.server
+        address = server.server.address
+        self._enter(CONNECTING)
+        self.tried.append(server)
+        self.fe.pool.connection_started(server)
+        self.connect_started = self.engine.now
+        try:
+            sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self.fe.pool.connection_ended(server)
+            self.close("internal-error", detail="cannot create a socket: %s" % exc)
+            return
+        self.ssock = sock
+        if address.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(address.sockaddr)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            self._connect_failed("connect-error", os.strerror(err))
+            return
+        self._want(False, EVENT_WRITE)
+        self._arm(self.connect_started + server.backend.timeout_connect)
+
+    def _connect_failed(self, cause, detail=None):
+        """Close the failed server socket and retry, on another server if redispatch is on."""
+        server = self.server
+        self._want(False, 0)
+        self.ssock.close()
+        self.ssock = None
+        pool = self.fe.pool
+        pool.connection_ended(server)
+        self.engine.server_connect_failed(server, cause, detail)
+        if self.retries_left <= 0 or self.engine.stopping:
+            self.close(cause, detail=detail)
+            return
+        self.retries_left -= 1
+        if pool.backend.redispatch:
+            server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
+        if server is None or not server.usable:
+            self.close(cause, detail=detail)
+            return
+        self.server = server
+        self._connect()
+
+    def on_server_event(self, mask):
+        try:
+            if self.state == CONNECTING:
+                self._connected()
+            else:
+                self._relay_event(False, mask)
+        except Exception:
+            self._crash()
+
+    def _connected(self):
+        err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            cause = "connect-refused" if err == errno.ECONNREFUSED else "connect-error"
+            self._connect_failed(cause, os.strerror(err))
+            return
+        self._enter(RELAY)
+        self.connected_at = self.engine.now
+        self.active = self.engine.now
+        header = self._outgoing_header()
+        if header:
+            self.c2s = header + self.c2s
+        self._want(False, EVENT_READ)
+        if self.c2s:
+            self._flush(True)
+        else:
+            self._want(True, EVENT_READ)
+
+    def _outgoing_header(self):
+        version = self.server.server.send_proxy
+        if not version:
+            return b""
+        client, local = self.client, self.local
+        if self.header is None or not self.header.has_addresses:
+            client = self.peer
+            local = self._real_local()
+        if version == 1:
+            return build_v1(client, local)
+        options = self.server.server.proxy_v2_options
+        tlvs = []
+        if "unique-id" in options:
+            tlvs.append((0x05, self.engine.unique_id()))
+        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options)
+
+    def _real_local(self):
+        """The address the client actually reached (never the wildcard of the bind)."""
+        if self.listener.is_unix:
+            return self.listener.bind.address.sockaddr
+        return _inet_endpoint(self.csock.getsockname())
+
+    # -- relaying --------------------------------------------------------------------------------
+
+    def _relay_event(self, client_side, mask):
+        if mask & EVENT_WRITE:
+            # The side that is writable is the destination of the other side's direction.
+            self._flush(not client_side)
+            if self.state == CLOSED:
+                return
+        if mask & EVENT_READ:
+            self._pump(client_side)
+
+    def _pump(self, from_client):
+        """Read once from one side and pass it straight to the other."""
+        engine = self.engine
+        src, dst = (self.csock, self.ssock) if from_client else (self.ssock, self.csock)
+        try:
+            n = src.recv_into(engine.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._peer_gone(from_client, exc)
+            return
+        self.active = engine.now
+        if not n:
+            self._source_ended(from_client)
+            return
+        if from_client:
+            self.bytes_in += n
+        else:
+            self.bytes_out += n
+        data = engine.view[:n]
+        try:
+            sent = dst.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._peer_gone(not from_client, exc)
+            return
+        if sent < n:
+            # The destination is full: keep the rest and stop reading this source until it drains.
+            rest = bytes(data[sent:])
+            if from_client:
+                self.c2s = rest
+                self._want(True, self.cmask & ~EVENT_READ)
+                self._want(False, self.smask | EVENT_WRITE)
+            else:
+                self.s2c = rest
+                self._want(False, self.smask & ~EVENT_READ)
+                self._want(True, self.cmask | EVENT_WRITE)
+
+    def _flush(self, to_server):
+        """Send a direction's pending bytes; once empty, read its source again."""
+        pending = self.c2s if to_server else self.s2c
+        dst = self.ssock if to_server else self.csock
+        try:
+            sent = dst.send(pending)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._peer_gone(not to_server, exc)
+            return
+        if sent:
+            self.active = self.engine.now
+        pending = pending[sent:]
+        if to_server:
+            self.c2s = pending
+            eof, done = self.c2s_eof, self.c2s_done
+        else:
+            self.s2c = pending
+            eof, done = self.s2c_eof, self.s2c_done
+        if pending:
+            if to_server:
+                self._want(False, self.smask | EVENT_WRITE)
+            else:
+                self._want(True, self.cmask | EVENT_WRITE)
+            return
+        # Drained: stop watching the destination for room, resume the source.
+        if to_server:
+            self._want(False, self.smask & ~EVENT_WRITE)
+            if not eof:
+                self._want(True, self.cmask | EVENT_READ)
+        else:
+            self._want(True, self.cmask & ~EVENT_WRITE)
+            if not eof:
+                self._want(False, self.smask | EVENT_READ)
+        if eof and not done:
+            self._pass_eof(to_server)
+
+    def _source_ended(self, from_client):
+        """EOF read from one side: stop reading it, pass the EOF on once its bytes are out."""
+        if from_client:
+            self.c2s_eof = True
+            self._want(True, self.cmask & ~EVENT_READ)
+            if not self.c2s:
+                self._pass_eof(True)
+        else:
+            self.s2c_eof = True
+            self._want(False, self.smask & ~EVENT_READ)
+            if not self.s2c:
+                self._pass_eof(False)
+
+    def _pass_eof(self, to_server):
+        dst = self.ssock if to_server else self.csock
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass            # the destination is gone; its own read will say how
+        if to_server:
+            self.c2s_done = True
+        else:
+            self.s2c_done = True
+        if self.c2s_done and self.s2c_done:
+            self.close("normal")
+
+    def _peer_gone(self, client_side, exc):
+        if isinstance(exc, OSError) and exc.errno not in PEER_GONE_ERRNOS:
+            raise exc
+        self.close("client-abort" if client_side else "server-abort", abort=True)
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def close(self, cause, abort=False, detail=None):
+        """Close both sides, once, and write the log line."""
+        if self.state == CLOSED:
+            return
+        had_server_socket = self.ssock is not None
+        self._enter(CLOSED)
+        self.end = cause
+        engine = self.engine
+        selector = engine.selector
+        for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
+            if sock is None:
+                continue
+            if mask:
+                selector.unregister(sock)
+            if abort:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                except OSError:
+                    pass
+            sock.close()
+        self.cmask = self.smask = 0
+        self.c2s = self.s2c = b""
+        if had_server_socket:
+            self.fe.pool.connection_ended(self.server)
+        self.ssock = None
+        engine.session_closed(self, detail)
+
+    def _crash(self):
+        """An unexpected error in this session: log it with its traceback, close only this one."""
+        LOG.error("internal error on a connection from %s:\n%s",
+                  _endpoint_text(self.peer), traceback.format_exc().rstrip())
+        try:
+            self.close("internal-error", abort=True)
+        except Exception:
+            LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
+
+    def log_line(self, detail=None):
+        """The connection's log line, in the spirit of HAProxy's tcplog."""
+        now = self.engine.now
+        server = self.server.label if self.server is not None else "-"
+        connect_ms = ("%d" % ((self.connected_at - self.connect_started) * 1000)
+                      if self.connected_at is not None else "-")
+        parts = [
+            _endpoint_text(self.client),
+            "peer=" + _endpoint_text(self.peer),
+            "fe=" + self.fe.frontend.name,
+            "be=" + server,
+            "Tc=" + connect_ms,
+            "Tt=%d" % ((now - self.started) * 1000),
+            "in=%d" % self.bytes_in,
+            "out=%d" % self.bytes_out,
+            "end=" + self.end,
+        ]
+        header = self.header
+        if header is not None:
+            parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
+                                       else header.family))
+            vpce = aws_vpce_id(header)
+            if vpce:
+                parts.append("vpce=" + vpce)
+        if len(self.tried) > 1:
+            parts.append("retries=%d" % (len(self.tried) - 1))
+        if detail:
+            parts.append('reason="%s"' % detail.replace('"', "'"))
+        return " ".join(parts)
+
+
+LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
+
+
+class Engine(object):
+    """Owns the selector, the listeners, the timer heap and every session."""
+
+    def __init__(self, config):
+        self.config = config
+        self.selector = selectors.DefaultSelector()
+        self.now = time.monotonic()
+        self.timers = []
+        self._timer_seq = 0
+        self.buffer = bytearray(config.global_settings.bufsize)
+        self.view = memoryview(self.buffer)
+        self.maxconn = config.global_settings.maxconn or default_maxconn()
+        self.active = 0
+        self.sessions = set()
+        self.stopping = False
+        self.listeners = []
+        self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
+        self.frontends = {}
+        for frontend in config.frontends:
+            self.frontends[frontend.name] = FrontendState(
+                frontend, self.pools.get(frontend.default_backend))
+        self._accept_paused_until = None
+        self.paused_listeners = 0
+        self._resume_timer = LoopTimer(self._resume_accepting)
+        self._unique_ids = 0
+        self._calls = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+
+    # -- setting up -----------------------------------------------------------------------------
+
+    def bind_all(self):
+        """Open every listening socket, or raise SimpleProxyError naming the one that failed."""
+        for frontend in self.config.frontends:
+            fe = self.frontends[frontend.name]
+            for bind in frontend.binds:
+                sock = open_listener(bind)
+                listener = Listener(self, fe, bind, sock)
+                fe.listeners.append(listener)
+                self.listeners.append(listener)
+        for listener in self.listeners:
+            self.selector.register(listener.sock, EVENT_READ, listener.on_event)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self):
+        """Serve until stop() (or SIGTERM/SIGINT through install_signal_handlers)."""
+        selector = self.selector
+        timers = self.timers
+        monotonic = time.monotonic
+        while not self.stopping:
+            timeout = None
+            if timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
+            events = selector.select(timeout)
+            self.now = now = monotonic()
+            for key, mask in events:
+                key.data(mask)
+            while timers and timers[0][0] <= now:
+                when, _, target = heapq.heappop(timers)
+                target.on_timer(when, now)
+        self._shutdown()
+
+    def add_timer(self, due, target):
+        self._timer_seq += 1
+        heapq.heappush(self.timers, (due, self._timer_seq, target))
+
+    def call_soon_threadsafe(self, callback):
+        """Run ``callback()`` on the loop's thread soon; safe to call from any thread."""
+        self._calls.append(callback)
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass         # the pipe is full, so the loop is awake anyway
+
+    def _on_wakeup(self, mask):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        calls = self._calls
+        while calls:
+            callback = calls.popleft()
+            try:
+                callback()
+            except Exception:
+                LOG.error("internal error in a loop callback:\n%s", traceback.format_exc().rstrip())
+
+    def install_signal_handlers(self):
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def stop(self):
+        """Ask the loop to stop; callable from any thread."""
+        def _stop():
+            self.stopping = True
+        self.call_soon_threadsafe(_stop)
+
+    def _shutdown(self):
+        for listener in self.listeners:
+            if not listener.paused:
+                self.selector.unregister(listener.sock)
+            listener.close()
+        for session in list(self.sessions):
+            session.close("shutdown", abort=True)
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        LOG.info("stopped")
+
+    # -- connection accounting ------------------------------------------------------------------
+
+    def session_opened(self, session):
+        self.active += 1
+        fe = session.fe
+        fe.active += 1
+        self.sessions.add(session)
+        if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
+            self._update_accepting()
+
+    def session_closed(self, session, detail):
+        self.active -= 1
+        fe = session.fe
+        fe.active -= 1
+        self.sessions.discard(session)
+        frontend = fe.frontend
+        quiet = ((session.end == "normal" and frontend.dontlog_normal) or
+                 (frontend.dontlognull and session.bytes_in == 0 and session.end in
+                  ("normal", "client-abort", "bad-header:%s" % TRUNCATED)))
+        if not quiet:
+            LOG.info("%s", session.log_line(detail))
+        if self.paused_listeners:
+            self._update_accepting()
+
+    def server_connect_failed(self, server, cause, detail):
+        LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
+
+    def unique_id(self):
+        self._unique_ids += 1
+        return ("%x-%x-%x" % (os.getpid(), int(time.time()), self._unique_ids)).encode()
+
+    def back_off_accepting(self, exc):
+        """Out of descriptors: stop accepting for a moment instead of spinning on EMFILE."""
+        if self._accept_paused_until is None:
+            LOG.warning("accept failed (%s): pausing accepts for %dms", exc, ACCEPT_BACKOFF * 1000)
+        self._accept_paused_until = self.now + ACCEPT_BACKOFF
+        self._update_accepting()
+        self._resume_timer.due = self._accept_paused_until
+        self.add_timer(self._accept_paused_until, self._resume_timer)
+
+    def _resume_accepting(self):
+        self._accept_paused_until = None
+        self._update_accepting()
+
+    def _update_accepting(self):
+        """Listen on exactly the listeners whose frontend may take a connection now."""
+        if self.stopping:
+            return
+        globally_open = self.active < self.maxconn and self._accept_paused_until is None
+        paused = 0
+        for fe in self.frontends.values():
+            limit = fe.frontend.maxconn
+            accepting = globally_open and not (limit and fe.active >= limit)
+            for listener in fe.listeners:
+                if accepting and listener.paused:
+                    self.selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    listener.paused = False
+                elif not accepting and not listener.paused:
+                    self.selector.unregister(listener.sock)
+                    listener.paused = True
+                paused += listener.paused
+        self.paused_listeners = paused
+
+
+def default_maxconn():
+    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(1, (soft - 64) // 2)
+
+
+def open_listener(bind):
+    """A non-blocking listening socket for a bind line; SimpleProxyError names what went wrong."""
+    address = bind.address
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_UNIX:
+            _remove_stale_unix_socket(address.sockaddr)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if address.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if bind.v6only else 0)
+        sock.bind(address.sockaddr)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise SimpleProxyError("cannot listen on %s (line %d): %s"
+                               % (address.text, bind.line, exc.strerror or exc))
+    return sock
+
+
+def _remove_stale_unix_socket(path):
+    """Remove a socket file nobody listens on any more; never one that is in use."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass
+    else:
+        raise OSError(errno.EADDRINUSE, "address already in use")
+    finally:
+        probe.close()
+
+
+def run_proxy(config):
+    """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
+    engine = Engine(config)
+    engine.bind_all()
+    engine.install_signal_handlers()
+    LOG.info("simpleproxy ready: %s", ", ".join(
+        "%s %s" % (listener.frontend.name, listener.bind.address.text)
+        for listener in engine.listeners))
+    sys.stderr.flush()
+    engine.run()
+    return 0
