@@ -1,0 +1,274 @@
+"""Test helpers: real loopback servers and clients, and the proxy run as a real process.
+
+Everything waits on conditions with deadlines; nothing sleeps and hopes.
+"""
+import hashlib
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLE = os.path.join(REPO, "simpleproxy.py")
+DEFAULT_TIMEOUT = 10.0
+
+
+def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.005, what="condition"):
+    """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def free_port(host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def hostport(host, port):
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+class Connection(object):
+    """What one connection to a RecordingServer carried."""
+
+    def __init__(self, peer):
+        self.peer = peer
+        self.received = bytearray()     # everything, except in "hash" mode
+        self.count = 0
+        self.digest = None
+        self.done = threading.Event()
+        self.error = None
+
+
+class RecordingServer(object):
+    """A loopback TCP (or Unix) server, one thread per connection.
+
+    mode "record": read to EOF, then send ``reply`` and close (exercises half-close).
+    mode "echo": send back everything as it arrives, close after EOF.
+    mode "hash": read to EOF counting and hashing, then send the digest, close.
+    mode "silent": accept, read to EOF, never answer.
+    """
+
+    def __init__(self, host="127.0.0.1", mode="record", reply=b"", path=None):
+        self.mode = mode
+        self.reply = reply
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(path)
+            self.address = path
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
+            self.sock.bind((host, 0))
+            self.address = (host, self.sock.getsockname()[1])
+        self.sock.listen(128)
+        self.connections = queue.Queue()
+        self.accepted = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self):
+        return self.address[1]
+
+    @property
+    def config_address(self):
+        if isinstance(self.address, str):
+            return "unix@" + self.address
+        return hostport(*self.address)
+
+    def _accept_loop(self):
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            record = Connection(peer)
+            self.accepted.append(record)
+            threading.Thread(target=self._serve, args=(conn, record), daemon=True).start()
+
+    def _serve(self, conn, record):
+        digest = hashlib.sha256()
+        try:
+            conn.settimeout(60)
+            while True:
+                data = conn.recv(262144)
+                if not data:
+                    break
+                record.count += len(data)
+                if self.mode == "hash":
+                    digest.update(data)
+                    continue
+                record.received += data
+                if self.mode == "echo":
+                    conn.sendall(data)
+            if self.mode == "record" and self.reply:
+                conn.sendall(self.reply)
+            elif self.mode == "hash":
+                record.digest = digest.hexdigest()
+                conn.sendall(record.digest.encode())
+        except OSError as exc:
+            record.error = exc
+        finally:
+            conn.close()
+            record.done.set()
+            self.connections.put(record)
+
+    def next_connection(self, timeout=DEFAULT_TIMEOUT):
+        """The next connection that has finished, in order of finishing."""
+        try:
+            return self.connections.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("the backend saw no finished connection in %.1fs" % timeout)
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def connect(address, timeout=DEFAULT_TIMEOUT):
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET,
+                             socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(address)
+    return sock
+
+
+def read_to_eof(sock, limit=1 << 30):
+    chunks = []
+    total = 0
+    while total < limit:
+        data = sock.recv(262144)
+        if not data:
+            break
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks)
+
+
+def exchange(address, payload, timeout=DEFAULT_TIMEOUT):
+    """Send ``payload``, half-close, and return everything received until EOF."""
+    sock = connect(address, timeout)
+    try:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return read_to_eof(sock)
+    finally:
+        sock.close()
+
+
+def bundle_copy(directory):
+    """A copy of the one-file build in an empty folder, where no package can shadow it."""
+    os.makedirs(directory, exist_ok=True)
+    target = os.path.join(directory, "simpleproxy.py")
+    shutil.copy(BUNDLE, target)
+    return target
+
+
+def proxy_command(launch, workdir):
+    if launch == "bundle":
+        return [sys.executable, bundle_copy(os.path.join(workdir, "bundle"))]
+    return [sys.executable, "-m", "simpleproxy"]
+
+
+def proxy_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(args, launch="module", workdir=None, timeout=60):
+    """Run the command line to completion; returns CompletedProcess with text output."""
+    workdir = workdir or REPO
+    return subprocess.run(proxy_command(launch, workdir) + list(args), cwd=workdir,
+                          env=proxy_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout)
+
+
+class ProxyProcess(object):
+    """simpleproxy running as a real process on a config written for the test."""
+
+    def __init__(self, config_text, workdir, launch="module", args=()):
+        os.makedirs(str(workdir), exist_ok=True)
+        self.config_path = os.path.join(str(workdir), "proxy.ini")
+        with open(self.config_path, "w") as f:
+            f.write(config_text)
+        self.lines = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            proxy_command(launch, str(workdir)) + list(args) + [self.config_path],
+            cwd=str(workdir), env=proxy_env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+        self.wait_for("simpleproxy ready")
+
+    def _read_output(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, text, timeout=DEFAULT_TIMEOUT, start=0):
+        """The first output line (from index ``start``) containing ``text``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError("no output line with %r; output so far:\n%s"
+                                         % (text, "\n".join(self.lines)))
+                self._cond.wait(min(remaining, 0.2))
+
+    def log_lines(self, text):
+        with self._cond:
+            return [line for line in self.lines if text in line]
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def open_fds(self):
+        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def stop(self, timeout=DEFAULT_TIMEOUT):
+        """SIGTERM, and the exit status (which should be 0)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("the proxy did not stop within %.1fs of SIGTERM" % timeout)
+        self._reader.join(timeout)
+        return code

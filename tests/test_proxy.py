@@ -1,0 +1,467 @@
+"""The proxy end to end: real processes, real loopback sockets, bytes compared exactly.
+
+Both launch forms run every test here: ``python -m simpleproxy`` and a copy of the one-file
+build in an empty folder.
+"""
+import hashlib
+import os
+import socket
+import struct
+import threading
+
+import pytest
+
+from support import (ProxyProcess, RecordingServer, connect, exchange, free_port, hostport,
+                     read_to_eof, wait_until)
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+CLAIMED_V1 = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
+CLAIMED_V2 = (V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 12) + socket.inet_aton("203.0.113.7")
+              + socket.inet_aton("198.51.100.1") + struct.pack("!HH", 5555, 80))
+PAYLOAD = b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)) * 4   # every byte value, NUL and CRLF too
+REPLY = b"HTTP/1.0 200 OK\r\n\r\nhello \x00\xff"
+SEND_OPTION = {"none": "", "v1": "send-proxy", "v2": "send-proxy-v2"}
+
+
+@pytest.fixture(params=["module", "bundle"])
+def launch(request):
+    return request.param
+
+
+def v2_tcp4(src, dst, sport, dport):
+    """A v2 PROXY/TCP4 header built by hand, independently of the code under test."""
+    return (V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 12) + socket.inet_aton(src)
+            + socket.inet_aton(dst) + struct.pack("!HH", sport, dport))
+
+
+def config(frontends, backends, defaults="", global_=""):
+    """An INI config from (name, bind lines, backend) and (name, server lines) pairs."""
+    parts = ["[global]\n" + global_,
+             "[defaults]\ntimeout connect = 2s\ntimeout client = 10s\ntimeout server = 10s\n"
+             + defaults]
+    for name, binds, backend, extra in frontends:
+        parts.append("[frontend %s]\nbind = %s\ndefault_backend = %s\n%s"
+                     % (name, "\n       ".join(binds), backend, extra))
+    for name, servers, extra in backends:
+        parts.append("[backend %s]\n%s\n%s" % (name, "\n".join(servers), extra))
+    return "\n".join(parts)
+
+
+# -- every bind x server header combination ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def matrix_backend():
+    server = RecordingServer(mode="record", reply=REPLY)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module", params=["module", "bundle"])
+def matrix_proxy(request, tmp_path_factory, matrix_backend):
+    """One proxy with a frontend for each (incoming, outgoing) header combination."""
+    ports = {}
+    frontends, backends = [], []
+    for out in ("none", "v1", "v2"):
+        backends.append(("be_%s" % out, ["server s1 = %s %s" % (
+            matrix_backend.config_address, SEND_OPTION[out])], ""))
+        for inc in ("none", "v1", "v2"):
+            port = ports[inc, out] = free_port()
+            bind = "127.0.0.1:%d%s" % (port, "" if inc == "none" else " accept-proxy")
+            frontends.append(("fe_%s_%s" % (inc, out), [bind], "be_%s" % out, ""))
+    proxy = ProxyProcess(config(frontends, backends), tmp_path_factory.mktemp("matrix"),
+                         launch=request.param)
+    yield proxy, ports
+    assert proxy.stop() == 0
+
+
+@pytest.mark.parametrize("inc", ["none", "v1", "v2"])
+@pytest.mark.parametrize("out", ["none", "v1", "v2"])
+def test_header_matrix_exact_bytes(matrix_proxy, matrix_backend, inc, out):
+    proxy, ports = matrix_proxy
+    port = ports[inc, out]
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    sock.sendall({"none": b"", "v1": CLAIMED_V1, "v2": CLAIMED_V2}[inc] + PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    sock.close()
+    got = matrix_backend.next_connection()
+    if inc == "none":
+        src, dst, sport, dport = "127.0.0.1", "127.0.0.1", client_port, port
+    else:
+        src, dst, sport, dport = "203.0.113.7", "198.51.100.1", 5555, 80
+    expected_header = {
+        "none": b"",
+        "v1": b"PROXY TCP4 %s %s %d %d\r\n" % (src.encode(), dst.encode(), sport, dport),
+        "v2": v2_tcp4(src, dst, sport, dport),
+    }[out]
+    assert bytes(got.received) == expected_header + PAYLOAD
+    line = proxy.wait_for("fe=fe_%s_%s " % (inc, out))
+    assert line.split(" ")[3:4] == ["%s:%d" % (src, sport)]   # the client as the header gave it
+    assert "peer=127.0.0.1:%d" % client_port in line
+    assert "end=normal" in line
+
+
+# -- address families ---------------------------------------------------------------------------
+
+def _one_shot(tmp_path, launch, bind, server, payload):
+    """Run one proxy with one frontend/backend and return (backend bytes, proxy)."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    proxy = ProxyProcess(config([("fe", [bind], "be", "")],
+                                [("be", ["server s1 = %s %s" % (backend.config_address, server)],
+                                  "")]), tmp_path, launch=launch)
+    return backend, proxy
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_client_gets_tcp6_line(tmp_path, launch):
+    port = free_port("::1")
+    backend, proxy = _one_shot(tmp_path, launch, "[::1]:%d" % port, "send-proxy", PAYLOAD)
+    sock = connect(("::1", port))
+    client_port = sock.getsockname()[1]
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    got = backend.next_connection()
+    assert bytes(got.received) == b"PROXY TCP6 ::1 ::1 %d %d\r\n" % (client_port, port) + PAYLOAD
+    assert proxy.stop() == 0
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_wildcard_v6_bind_names_real_ipv4_destination(tmp_path, launch):
+    """An IPv4 client on [::] arrives v4-mapped: it goes out as TCP4, and never as '::'."""
+    port = free_port("::")
+    backend, proxy = _one_shot(tmp_path, launch, "[::]:%d" % port, "send-proxy-v2", PAYLOAD)
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    got = backend.next_connection()
+    assert bytes(got.received) == v2_tcp4("127.0.0.1", "127.0.0.1", client_port, port) + PAYLOAD
+    assert proxy.stop() == 0
+
+
+def test_unix_socket_bind(tmp_path, launch):
+    path = str(tmp_path / "front.sock")
+    backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy-v2", PAYLOAD)
+    assert exchange(path, PAYLOAD) == REPLY
+    got = backend.next_connection()
+    unix_block = b"\0" * 108 + path.encode().ljust(108, b"\0")
+    assert bytes(got.received) == (V2_SIGNATURE + b"\x21\x31" + struct.pack("!H", 216)
+                                   + unix_block + PAYLOAD)
+    assert proxy.stop() == 0
+    assert not os.path.exists(path)
+
+
+def test_unix_socket_client_sends_v1_unknown(tmp_path, launch):
+    path = str(tmp_path / "front.sock")
+    backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy", PAYLOAD)
+    assert exchange(path, PAYLOAD) == REPLY
+    assert bytes(backend.next_connection().received) == b"PROXY UNKNOWN\r\n" + PAYLOAD
+    assert proxy.stop() == 0
+
+
+# -- accept-proxy: split headers, LOCAL, malformed ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def accepting(tmp_path_factory):
+    """A proxy with an accept-proxy bind that sends v1 on, and its backend."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    port = free_port()
+    proxy = ProxyProcess(config(
+        [("fe", ["127.0.0.1:%d accept-proxy" % port], "be", "")],
+        [("be", ["server s1 = %s send-proxy" % backend.config_address], "")],
+        defaults="timeout proxy-header = 3s\n"), tmp_path_factory.mktemp("accepting"))
+    yield proxy, port, backend
+    assert proxy.stop() == 0
+    backend.close()
+
+
+@pytest.mark.parametrize("header", [CLAIMED_V1, CLAIMED_V2], ids=["v1", "v2"])
+def test_header_split_into_single_bytes(accepting, header):
+    proxy, port, backend = accepting
+    sock = connect(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(header)):
+        sock.send(header[i:i + 1])
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    got = backend.next_connection()
+    assert bytes(got.received) == CLAIMED_V1 + PAYLOAD
+
+
+def test_v2_local_uses_real_addresses(accepting):
+    proxy, port, backend = accepting
+    local = V2_SIGNATURE + b"\x20\x00\x00\x00"
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    sock.sendall(local + PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
+    assert bytes(backend.next_connection().received) == expected + PAYLOAD
+
+
+def test_second_header_is_payload(accepting):
+    proxy, port, backend = accepting
+    forged = b"PROXY TCP4 6.6.6.6 6.6.6.6 1 2\r\n"
+    assert exchange(("127.0.0.1", port), CLAIMED_V1 + forged + PAYLOAD) == REPLY
+    assert bytes(backend.next_connection().received) == CLAIMED_V1 + forged + PAYLOAD
+
+
+MALFORMED = [
+    ("not-proxy", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("not-proxy", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),      # a TLS ClientHello
+    ("malformed", b"PROXY TCP4 1.2.3.4 5.6.7.8 80 08080\r\n"),
+    ("malformed", b"PROXY TCP4 1.2.3.4  5.6.7.8 80 443\r\n"),
+    ("malformed", b"PROXY TCP6 1.2.3.4 5.6.7.8 80 443\r\n"),
+    ("too-long", b"PROXY UNKNOWN " + b"x" * 120 + b"\r\n"),
+    ("truncated", b"PROXY TCP4 1.2.3.4 5.6.7.8 80"),
+    ("truncated", CLAIMED_V2[:20]),
+    ("malformed", V2_SIGNATURE + b"\x21\x11\x00\x05" + b"\x00" * 5),     # length < address block
+    ("unsupported", V2_SIGNATURE + b"\x23\x11\x00\x0c" + b"\x00" * 12),  # command 3
+]
+
+
+@pytest.mark.parametrize("kind,data", MALFORMED, ids=[m[0] + "-%d" % i for i, m in
+                                                      enumerate(MALFORMED)])
+def test_bad_header_closes_without_touching_backend(accepting, kind, data):
+    proxy, port, backend = accepting
+    before = len(backend.accepted)
+    start = len(proxy.lines)
+    sock = connect(("127.0.0.1", port))
+    sock.sendall(data)
+    sock.shutdown(socket.SHUT_WR)
+    try:
+        assert read_to_eof(sock) == b""        # closed, and not a byte sent back
+    except ConnectionResetError:
+        pass
+    sock.close()
+    line = proxy.wait_for("end=bad-header:%s" % kind, start=start)
+    assert "be=-" in line
+    assert len(backend.accepted) == before
+
+
+# -- relaying: volume, half-close, backpressure ------------------------------------------------
+
+def test_64_mib_each_way_byte_exact(tmp_path, launch):
+    backend = RecordingServer(mode="echo")
+    port = free_port()
+    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
+                                [("be", ["server s1 = %s" % backend.config_address], "")]),
+                         tmp_path, launch=launch)
+    size = 64 << 20
+    block = hashlib.sha256(b"seed").digest() * 4096        # 128 KiB of varied bytes
+    sock = connect(("127.0.0.1", port), timeout=60)
+    sent_hash = hashlib.sha256()
+
+    def send_all():
+        for _ in range(size // len(block)):
+            sock.sendall(block)
+            sent_hash.update(block)
+        sock.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    received_hash = hashlib.sha256()
+    received = 0
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        received += len(data)
+        received_hash.update(data)
+    sender.join(60)
+    sock.close()
+    assert received == size
+    assert received_hash.hexdigest() == sent_hash.hexdigest()
+    line = proxy.wait_for("end=normal")
+    assert "in=%d out=%d" % (size, size) in line
+    assert proxy.stop() == 0
+
+
+class GreetThenRead(RecordingServer):
+    """A server that speaks first, half-closes, then reads what the client still sends."""
+
+    def _serve(self, conn, record):
+        try:
+            conn.sendall(b"220 hello\r\n")
+            conn.shutdown(socket.SHUT_WR)
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                record.received += data
+        finally:
+            conn.close()
+            record.done.set()
+            self.connections.put(record)
+
+
+def test_half_close_both_ways(tmp_path, launch):
+    record_backend = RecordingServer(mode="record", reply=REPLY)
+    greeter = GreetThenRead()
+    port_a, port_b = free_port(), free_port()
+    proxy = ProxyProcess(config(
+        [("client_closes", ["127.0.0.1:%d" % port_a], "rec", ""),
+         ("server_closes", ["127.0.0.1:%d" % port_b], "greet", "")],
+        [("rec", ["server s1 = %s" % record_backend.config_address], ""),
+         ("greet", ["server s1 = %s" % greeter.config_address], "")]), tmp_path, launch=launch)
+    # The client half-closes first; the server answers after seeing EOF.
+    assert exchange(("127.0.0.1", port_a), PAYLOAD) == REPLY
+    assert bytes(record_backend.next_connection().received) == PAYLOAD
+    # The server half-closes first; the client keeps sending afterwards.
+    sock = connect(("127.0.0.1", port_b))
+    assert read_to_eof(sock) == b"220 hello\r\n"
+    sock.sendall(PAYLOAD)
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    sock.close()
+    assert bytes(greeter.next_connection().received) == PAYLOAD * 2
+    assert len(proxy.log_lines("end=normal")) == 2 or proxy.wait_for("fe=server_closes")
+    assert proxy.stop() == 0
+
+
+class Firehose(RecordingServer):
+    """A server that sends ``total`` bytes as fast as the network takes them, then closes."""
+
+    total = 256 << 20
+
+    def _serve(self, conn, record):
+        chunk = b"\xab" * (1 << 20)
+        try:
+            for _ in range(self.total // len(chunk)):
+                conn.sendall(chunk)
+        except OSError as exc:
+            record.error = exc
+        finally:
+            conn.close()
+            record.done.set()
+            self.connections.put(record)
+
+
+def test_slow_reader_keeps_memory_bounded(tmp_path, launch):
+    backend = Firehose()
+    port = free_port()
+    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
+                                [("be", ["server s1 = %s" % backend.config_address], "")]),
+                         tmp_path, launch=launch)
+    baseline = proxy.rss_kib()
+    sock = connect(("127.0.0.1", port), timeout=60)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    # Read a little, then stall long enough for the proxy to fill every buffer in its way.
+    received = len(sock.recv(65536))
+    stalled = wait_until(lambda: _proxy_blocked(proxy), timeout=10, what="the proxy to block")
+    peak = proxy.rss_kib()
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        received += len(data)
+        if received % (32 << 20) < len(data):
+            peak = max(peak, proxy.rss_kib())
+    sock.close()
+    assert stalled
+    assert received == Firehose.total
+    # One read buffer (256 KiB) per direction at most, plus interpreter noise: far below 256 MiB.
+    assert peak - baseline < 16 * 1024, (baseline, peak)
+    assert proxy.stop() == 0
+
+
+def _proxy_blocked(proxy):
+    """True when the proxy's server-side socket has unread bytes queued (it stopped reading)."""
+    with open("/proc/%d/net/tcp" % proxy.proc.pid) as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    # rx_queue is the second half of field 4 ("tx:rx", hex); a big one means backpressure works.
+    return any(int(row[4].split(":")[1], 16) > 1 << 20 for row in rows)
+
+
+# -- timeouts ------------------------------------------------------------------------------------
+
+def test_timeouts_fire(tmp_path, launch):
+    echo = RecordingServer(mode="echo")
+    # A listener whose accept queue is full drops SYNs: connects to it hang until the timeout.
+    jammed = socket.socket()
+    jammed.bind(("127.0.0.1", 0))
+    jammed.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(jammed.getsockname())
+        fillers.append(filler)
+    ports = [free_port() for _ in range(3)]
+    proxy = ProxyProcess(config(
+        [("idle", ["127.0.0.1:%d" % ports[0]], "echo", "timeout client = 300ms\n"),
+         ("header", ["127.0.0.1:%d accept-proxy" % ports[1]], "echo",
+          "timeout proxy-header = 300ms\n"),
+         ("connect", ["127.0.0.1:%d" % ports[2]], "jammed", "")],
+        [("echo", ["server s1 = %s" % echo.config_address], "timeout server = 300ms\n"),
+         ("jammed", ["server s1 = %s" % hostport(*jammed.getsockname())],
+          "timeout connect = 300ms\nretries = 0\n")]), tmp_path, launch=launch)
+    socks = [connect(("127.0.0.1", port)) for port in ports]
+    socks[0].sendall(b"ping")
+    assert socks[0].recv(10) == b"ping"
+    for sock in socks:
+        assert read_to_eof(sock) == b""            # each closed by the proxy within its timeout
+    assert "end=client-timeout" in proxy.wait_for("fe=idle ")
+    assert "end=header-timeout" in proxy.wait_for("fe=header ")
+    assert "end=connect-timeout" in proxy.wait_for("fe=connect ")
+    assert proxy.stop() == 0
+    for sock in socks + fillers + [jammed]:
+        sock.close()
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+def test_maxconn_stops_accepting_then_resumes(tmp_path, launch):
+    echo = RecordingServer(mode="echo")
+    port = free_port()
+    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
+                                [("be", ["server s1 = %s" % echo.config_address], "")],
+                                global_="maxconn = 2\n"), tmp_path, launch=launch)
+    first, second = connect(("127.0.0.1", port)), connect(("127.0.0.1", port))
+    for sock in (first, second):
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+    third = connect(("127.0.0.1", port))        # completes in the kernel's backlog...
+    third.sendall(b"y")
+    third.settimeout(0.3)
+    with pytest.raises(socket.timeout):
+        third.recv(1)                            # ...but the proxy does not take it yet
+    first.close()
+    third.settimeout(10)
+    assert third.recv(1) == b"y"                 # served as soon as a slot frees
+    for sock in (second, third):
+        sock.close()
+    assert proxy.stop() == 0
+
+
+# -- chaining ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("first_hop", ["send-proxy", "send-proxy-v2"])
+def test_chained_behind_another_simpleproxy(tmp_path, launch, first_hop):
+    backend = RecordingServer(mode="record", reply=REPLY)
+    inner_port, outer_port = free_port(), free_port()
+    inner = ProxyProcess(config(
+        [("inner", ["127.0.0.1:%d accept-proxy" % inner_port], "be", "")],
+        [("be", ["server s1 = %s send-proxy" % backend.config_address], "")]),
+        tmp_path / "inner", launch=launch)
+    outer = ProxyProcess(config(
+        [("outer", ["127.0.0.1:%d" % outer_port], "be", "")],
+        [("be", ["server inner = 127.0.0.1:%d %s" % (inner_port, first_hop)], "")]),
+        tmp_path / "outer", launch=launch)
+    sock = connect(("127.0.0.1", outer_port))
+    client_port = sock.getsockname()[1]
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    got = backend.next_connection()
+    # The innermost server is told about the original client, not about the outer proxy.
+    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, outer_port)
+    assert bytes(got.received) == expected + PAYLOAD
+    assert "127.0.0.1:%d " % client_port in inner.wait_for("fe=inner")
+    assert outer.stop() == 0
+    assert inner.stop() == 0
