@@ -87,15 +87,15 @@ def _endpoint_text(endpoint):
 class LoopTimer(object):
     """A one-shot callback in the loop's timer heap (for the loop's own chores)."""
 
-    __slots__ = ("callback", "due")
+    __slots__ = ("callback", "timer_at")
 
     def __init__(self, callback):
         self.callback = callback
-        self.due = None
+        self.timer_at = None
 
     def on_timer(self, when, now):
-        if when == self.due:
-            self.due = None
+        if when == self.timer_at:
+            self.timer_at = None
             self.callback()
 
 
@@ -249,8 +249,8 @@ class Session(object):
         return self.active + server_timeout, "server-timeout"
 
     def on_timer(self, when, now):
-        if when != self.timer_at or self.state == CLOSED:
-            return            # a stale heap entry: a newer one is (or was) in the heap
+        if when != self.timer_at:
+            return            # a stale heap entry: re-armed since, or closed
         self.timer_at = None
         try:
             due, cause = self._deadline()
@@ -538,6 +538,7 @@ class Session(object):
         had_server_socket = self.ssock is not None
         self._enter(CLOSED)
         self.end = cause
+        self.timer_at = None
         engine = self.engine
         selector = engine.selector
         for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
@@ -667,8 +668,19 @@ class Engine(object):
         self._shutdown()
 
     def add_timer(self, due, target):
+        """Schedule ``target.on_timer(due, now)``; ``target.timer_at`` must equal ``due``.
+
+        Entries are never removed when they go stale (a closed session, a re-armed timer); they
+        are skipped when they come due. So that a high connection rate with long timeouts cannot
+        pile them up, the heap is rebuilt from its live entries whenever it grows past a few
+        times the number of sessions.
+        """
         self._timer_seq += 1
-        heapq.heappush(self.timers, (due, self._timer_seq, target))
+        timers = self.timers
+        heapq.heappush(timers, (due, self._timer_seq, target))
+        if len(timers) > 4 * self.active + 1024:
+            timers[:] = [entry for entry in timers if entry[2].timer_at == entry[0]]
+            heapq.heapify(timers)
 
     def call_soon_threadsafe(self, callback):
         """Run ``callback()`` on the loop's thread soon; safe to call from any thread."""
@@ -759,7 +771,7 @@ class Engine(object):
             LOG.warning("accept failed (%s): pausing accepts for %dms", exc, ACCEPT_BACKOFF * 1000)
         self._accept_paused_until = self.now + ACCEPT_BACKOFF
         self._update_accepting()
-        self._resume_timer.due = self._accept_paused_until
+        self._resume_timer.timer_at = self._accept_paused_until
         self.add_timer(self._accept_paused_until, self._resume_timer)
 
     def _resume_accepting(self):
