@@ -91,10 +91,11 @@ def test_ci_runs_the_readme_test_command_word_for_word():
     assert _readme_commands()[1] == last_line
 
 
-def test_readme_run_command_names_a_config_that_exists():
+def test_readme_run_command_names_a_valid_config():
     words = _readme_commands()[0].split()
     assert words[:3] == ["python3", "-m", "simpleproxy"]
-    assert os.path.isfile(os.path.join(ROOT, words[3]))
+    result = run(sys.executable, "-m", "simpleproxy", "--check", *words[3:])
+    assert result.returncode == 0, result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,9 +161,18 @@ def test_good_package_bundles_in_import_order_and_runs(tmp_path):
     assert (result.returncode, result.stdout) == (3, "9.8.7 one=1 gap=4\n")
 
 
-def test_build_is_deterministic(tmp_path):
+def test_build_does_not_depend_on_hash_seed(tmp_path):
     package_dir = make_package(tmp_path, {})
-    assert bundle.build(package_dir, "pkg.py") == bundle.build(package_dir, "pkg.py")
+    outputs = []
+    for seed in ("1", "2"):
+        (tmp_path / seed).mkdir()
+        output = str(tmp_path / seed / "pkg.py")
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, BUNDLER, "--package", package_dir, "--output", output],
+                       env=env, check=True, stdout=subprocess.DEVNULL, timeout=RUN_TIMEOUT)
+        with open(output, "rb") as f:
+            outputs.append(f.read())
+    assert outputs[0] == outputs[1]
 
 
 REJECTED = [
@@ -214,7 +224,17 @@ REJECTED = [
      "pkg/__init__.py:3: __init__.py may hold only a docstring"),
     ("a __main__ guard outside __main__.py",
      {"extra.py": 'if __name__ == "__main__":\n    pass\n'},
-     "pkg/extra.py:1: `if __name__ == \"__main__\"` belongs in __main__.py only"),
+     "pkg/extra.py:1: `__name__` would be the one file's, not this module's, in the bundle"
+     " (only __main__.py may test it)"),
+    ("a logger named after its module",
+     {"extra.py": "import logging\n\n\ndef log():\n    return logging.getLogger(__name__)\n"},
+     "pkg/extra.py:5: `__name__` would be the one file's"),
+    ("a path next to the module",
+     {"extra.py": "import os\nHERE = os.path.dirname(__file__)\n"},
+     "pkg/extra.py:2: `__file__` would be the one file's"),
+    ("a syntax error",
+     {"extra.py": "def broken(:\n"},
+     "pkg/extra.py:1: "),
     ("an import from __main__",
      {"extra.py": "from .__main__ import sys\n"},
      "no module may import from __main__"),

@@ -26,6 +26,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BANNER_WIDTH = 79
+MODULE_DUNDERS = ("__name__", "__file__", "__doc__", "__package__", "__spec__", "__loader__")
 
 
 class BundleError(Exception):
@@ -36,14 +37,17 @@ def build(package_dir, output_name):
     """Return the text of the one-file build of the package in ``package_dir``."""
     package = os.path.basename(os.path.normpath(package_dir))
     sources = _read_modules(package_dir)
-    trees = {name: ast.parse(text, _display(package, name)) for name, text in sources.items()}
+    try:
+        trees = {name: ast.parse(text, _display(package, name)) for name, text in sources.items()}
+    except SyntaxError as error:
+        raise BundleError("%s:%s: %s" % (error.filename, error.lineno, error.msg))
     problems = []
     imports = {name: _package_imports(package, name, tree, problems) for name, tree in trees.items()}
     bindings = {name: _top_level_bindings(tree) for name, tree in trees.items() if name != "__init__"}
     problems += _import_problems(package, imports, bindings)
     problems += _clash_problems(package, bindings)
     problems += _init_problems(package, trees["__init__"])
-    problems += _main_guard_problems(package, trees)
+    problems += _module_dunder_problems(package, trees)
     if problems:
         raise BundleError("\n".join(sorted(problems, key=_natural_order)))
     order = _dependency_order(package, {name: imports[name] for name in bindings})
@@ -85,7 +89,7 @@ def _package_imports(package, module, tree, problems):
     Any other way of reaching into the package cannot be flattened and goes to ``problems``.
     """
     where = _display(package, module)
-    top_level = set(id(node) for node in tree.body)
+    top_level = set(tree.body)
     droppable = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -98,7 +102,7 @@ def _package_imports(package, module, tree, problems):
                 problems.append("%s:%d: absolute `from %s import ...`: use `from .module import name`"
                                 % (where, node.lineno, node.module))
             elif node.level > 0:
-                problem = _relative_import_problem(node, id(node) in top_level)
+                problem = _relative_import_problem(node, node in top_level)
                 if problem:
                     problems.append("%s:%d: %s" % (where, node.lineno, problem))
                 else:
@@ -208,18 +212,17 @@ def _init_problems(package, tree):
             % (_display(package, "__init__"), node.lineno) for node in extra]
 
 
-def _main_guard_problems(package, trees):
-    """Only __main__.py may run main(): anywhere else it would run before later sections exist."""
-    return ["%s:%d: `if __name__ == \"__main__\"` belongs in __main__.py only"
-            % (_display(package, module), node.lineno)
-            for module, tree in trees.items() if module != "__main__"
-            for node in tree.body if _is_main_guard(node)]
-
-
-def _is_main_guard(node):
-    test = getattr(node, "test", None)
-    return (isinstance(node, ast.If) and isinstance(test, ast.Compare)
-            and isinstance(test.left, ast.Name) and test.left.id == "__name__")
+def _module_dunder_problems(package, trees):
+    """Names like __file__ would describe the one file, silently, instead of the module."""
+    problems = []
+    for module, tree in trees.items():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Name) and node.id in MODULE_DUNDERS
+                    and not (module == "__main__" and node.id == "__name__")):
+                problems.append("%s:%d: `%s` would be the one file's, not this module's, in the bundle%s"
+                                % (_display(package, module), node.lineno, node.id,
+                                   " (only __main__.py may test it)" if node.id == "__name__" else ""))
+    return problems
 
 
 def _docstring_length(tree):
