@@ -259,7 +259,7 @@ class Session(object):
             elif self.state == CONNECTING:
                 self._connect_failed("connect-timeout")
             else:
-                self.close(cause, abort=True)
+                self.close(cause)
         except Exception:
             self._crash()
 
@@ -726,7 +726,7 @@ class Engine(object):
                 self.selector.unregister(listener.sock)
             listener.close()
         for session in list(self.sessions):
-            session.close("shutdown", abort=True)
+            session.close("shutdown")
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
         self.selector.close()
