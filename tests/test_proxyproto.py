@@ -1,0 +1,302 @@
+"""simpleproxy.proxyproto from tables: the checklist cases, the shared vectors, the builders,
+CRC32C and the --decode view."""
+
+import json
+import pathlib
+
+import pytest
+
+from proxyproto_cases import (
+    CASES, MAX_SIZE_CASES, NEED_MORE, SIGNATURE, assert_incremental, crc32c_bitwise, inet4,
+    inet6, outcome, tlv, unix_block, v2)
+from simpleproxy.errors import HEADER_ERROR_KINDS, TRUNCATED
+from simpleproxy.proxyproto import (
+    DEFAULT_MAX_HEADER, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader, aws_vpce_id, build_v1,
+    build_v2, crc32c, header_as_dict, parse_header)
+
+VECTORS_PATH = (pathlib.Path(__file__).resolve().parents[2]
+                / "shared" / "proxy-protocol" / "vectors.json")
+
+
+def case_id(case):
+    return "%s: %s" % (case.ref, case.name)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_case(case):
+    assert outcome(case.wire) == case.expect
+    at_eof = outcome(case.wire, eof=True)
+    assert at_eof == (TRUNCATED if case.expect == NEED_MORE else case.expect)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_case_fed_one_byte_at_a_time(case):
+    assert_incremental(case.wire)
+
+
+@pytest.mark.parametrize("case", CASES[:40], ids=case_id)
+def test_bytearray_and_memoryview_read_like_bytes(case):
+    assert outcome(bytearray(case.wire)) == outcome(memoryview(case.wire)) == case.expect
+
+
+@pytest.mark.parametrize("name, wire, max_size, expect", MAX_SIZE_CASES,
+                         ids=[case[0] for case in MAX_SIZE_CASES])
+def test_max_size(name, wire, max_size, expect):
+    result = outcome(wire, max_size=DEFAULT_MAX_HEADER if max_size is None else max_size)
+    if isinstance(expect, int):
+        assert result.header_len == expect
+    else:
+        assert result == expect
+
+
+def test_constants():
+    assert V1_SIGNATURE == b"PROXY"
+    assert V2_SIGNATURE == SIGNATURE
+    assert DEFAULT_MAX_HEADER == 16384
+
+
+# ### The shared vectors (CHECKLIST 10.1 conventions)
+
+def load_vectors():
+    if not VECTORS_PATH.exists():
+        return []
+    return json.loads(VECTORS_PATH.read_text())
+
+
+VECTORS = load_vectors()
+needs_vectors = pytest.mark.skipif(not VECTORS, reason="%s not found" % VECTORS_PATH)
+
+
+@needs_vectors
+@pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
+def test_vector(vector):
+    wire, expect = bytes.fromhex(vector["hex"]), vector["expect"]
+    result = outcome(wire)
+    if not vector["valid"]:
+        if expect.get("incomplete"):
+            assert result == NEED_MORE
+            assert outcome(wire, eof=True) == TRUNCATED
+        else:
+            assert result in HEADER_ERROR_KINDS
+        return
+    assert isinstance(result, ProxyHeader), result
+    view = header_as_dict(result)
+    for key, value in expect.items():
+        if key == "ssl":
+            assert {name: view["ssl"][name] for name in value} == value
+        else:
+            assert view[key] == value, key
+    assert_incremental(wire)
+
+
+@needs_vectors
+def test_vectors_cover_both_outcomes():
+    assert sum(vector["valid"] for vector in VECTORS) >= 30
+    assert sum(not vector["valid"] for vector in VECTORS) >= 30
+
+
+# ### CRC32C (RFC 4960 appendix B; the iSCSI values are RFC 3720 B.4)
+
+@pytest.mark.parametrize("data, value", [
+    (b"", 0),
+    (b"123456789", 0xE3069283),
+    (bytes(32), 0x8A9136AA),
+    (b"\xff" * 32, 0x62A8AB43),
+    (bytes(range(32)), 0x46DD794E),
+    (bytes(range(31, -1, -1)), 0x113FDB5C),
+])
+def test_crc32c_known_values(data, value):
+    assert crc32c(data) == value
+    assert crc32c(bytearray(data)) == crc32c(memoryview(data)) == value
+
+
+def test_crc32c_continues_and_matches_the_bitwise_definition():
+    data = bytes((index * 151 + 7) % 256 for index in range(2000))
+    assert crc32c(data) == crc32c_bitwise(data)
+    for split in (0, 1, 999, 2000):
+        assert crc32c(data[split:], crc32c(data[:split])) == crc32c(data)
+
+
+# ### Builders
+
+TLS_TLVS = [(0x01, b"h2"), (0x02, b"example.com")]
+V4_BLOCK = inet4("192.0.2.1", "198.51.100.2", 1234, 443)
+
+
+@pytest.mark.parametrize("src, dst, line", [
+    (("192.0.2.1", 1234), ("198.51.100.2", 443),
+     b"PROXY TCP4 192.0.2.1 198.51.100.2 1234 443\r\n"),
+    # two IPv4-mapped addresses go out as plain IPv4
+    (("::ffff:192.0.2.1", 1234), ("::FFFF:198.51.100.2", 443),
+     b"PROXY TCP4 192.0.2.1 198.51.100.2 1234 443\r\n"),
+    # a mixed pair goes out as TCP6, the IPv4 side mapped
+    (("192.0.2.1", 1), ("2001:db8::1", 2), b"PROXY TCP6 ::ffff:192.0.2.1 2001:db8::1 1 2\r\n"),
+    (("2001:DB8:0::1", 0, 0, 0), ("::ffff:10.0.0.1", 65535, 0, 0),
+     b"PROXY TCP6 2001:db8::1 ::ffff:10.0.0.1 0 65535\r\n"),
+    # getpeername()'s scope id names a local interface: the address goes, the zone does not
+    (("fe80::1%eth0", 5, 0, 2), ("fe80::2", 6, 0, 2), b"PROXY TCP6 fe80::1 fe80::2 5 6\r\n"),
+    ("/run/client.sock", "/run/server.sock", b"PROXY UNKNOWN\r\n"),
+    (None, None, b"PROXY UNKNOWN\r\n"),
+    (None, ("192.0.2.1", 1), b"PROXY UNKNOWN\r\n"),
+    ("/run/a.sock", ("192.0.2.1", 1), b"PROXY UNKNOWN\r\n"),
+])
+def test_build_v1(src, dst, line):
+    assert build_v1(src, dst) == line
+    assert parse_header(line).header_len == len(line)
+
+
+@pytest.mark.parametrize("src, dst, kwargs, header", [
+    (("192.0.2.1", 1234), ("198.51.100.2", 443), {}, v2(0x21, 0x11, V4_BLOCK)),
+    (("::ffff:192.0.2.1", 1234), ("::ffff:198.51.100.2", 443), {}, v2(0x21, 0x11, V4_BLOCK)),
+    (("2001:db8::1", 1), ("192.0.2.9", 2), {},
+     v2(0x21, 0x21, inet6("2001:db8::1", "::ffff:192.0.2.9", 1, 2))),
+    ("/run/a.sock", b"/run/b.sock", {},
+     v2(0x21, 0x31, unix_block(b"/run/a.sock", b"/run/b.sock"))),
+    ("", "/tmp/\udcff", {}, v2(0x21, 0x31, unix_block(b"", b"/tmp/\xff"))),
+    ("/" + "p" * 108, "/b", {}, v2(0x20, 0x00)),                # cannot be expressed
+    (None, None, {}, v2(0x20, 0x00)),
+    (("192.0.2.1", 1), None, {"tlvs": TLS_TLVS},
+     v2(0x20, 0x00, tlv(0x01, b"h2") + tlv(0x02, b"example.com"))),
+    ("/run/a.sock", ("192.0.2.1", 1), {}, v2(0x20, 0x00)),
+    # health checks: LOCAL whatever the endpoints
+    (("192.0.2.1", 1234), ("198.51.100.2", 443), {"local": True}, v2(0x20, 0x00)),
+    (("192.0.2.1", 1234), ("198.51.100.2", 443), {"tlvs": TLS_TLVS},
+     v2(0x21, 0x11, V4_BLOCK + tlv(0x01, b"h2") + tlv(0x02, b"example.com"))),
+    # a CRC32C in tlvs is never copied: it could not match the new header
+    (("192.0.2.1", 1234), ("198.51.100.2", 443), {"tlvs": [(0x03, b"\1\2\3\4"), (0x04, b"")]},
+     v2(0x21, 0x11, V4_BLOCK + tlv(0x04, b""))),
+])
+def test_build_v2(src, dst, kwargs, header):
+    assert build_v2(src, dst, **kwargs) == header
+    assert parse_header(header).header_len == len(header)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"src": ("192.0.2.1", 1234), "dst": ("198.51.100.2", 443), "tlvs": TLS_TLVS},
+    {"src": ("192.0.2.1", 1234), "dst": ("198.51.100.2", 443),
+     "tlvs": [(0x03, b"stale")] + TLS_TLVS},
+    {"src": None, "dst": None, "local": True},
+    {"src": "/a", "dst": "/b", "tlvs": [(0x05, b"id")]},
+])
+def test_build_v2_crc32c_goes_first_and_matches(kwargs):
+    header = build_v2(crc32c=True, **kwargs)
+    parsed = parse_header(header)
+    assert parsed.header_len == len(header)
+    assert parsed.tlvs[0][0] == 0x03
+    assert [tlv_type for tlv_type, _ in parsed.tlvs].count(0x03) == 1
+    assert parsed.tlvs[1:] == tuple((t, v) for t, v in kwargs.get("tlvs", ()) if t != 0x03)
+    block_end = len(header) - sum(3 + len(v) for _, v in parsed.tlvs)
+    zeroed = header[:block_end + 3] + bytes(4) + header[block_end + 7:]
+    assert int.from_bytes(parsed.tlvs[0][1], "big") == crc32c_bitwise(zeroed)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: build_v1(("192.0.2.1", 65536), ("192.0.2.2", 1)),
+    lambda: build_v1(("192.0.2.1", -1), ("192.0.2.2", 1)),
+    lambda: build_v1(("localhost", 1), ("192.0.2.2", 1)),
+    lambda: build_v2(("192.0.2.1", 1), ("1.2.3", 1)),
+    lambda: build_v2(None, None, tlvs=[(0x05, bytes(129))]),
+    lambda: build_v2(None, None, tlvs=[(256, b"")]),
+    lambda: build_v2(None, None, tlvs=[(0xE2, bytes(65536))]),
+    lambda: build_v2(None, None, tlvs=[(0xE2, bytes(40000)), (0xE2, bytes(40000))]),
+], ids=["port 65536", "port -1", "host name", "short ipv4", "UNIQUE_ID 129", "type 256",
+        "value 65536", "body over 65535"])
+def test_builders_refuse_what_cannot_be_sent(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+# ### The --decode view and the helpers built on it
+
+def test_header_as_dict_of_a_v1_header():
+    header = parse_header(b"PROXY TCP4 192.0.2.1 198.51.100.2 1234 443\r\n")
+    assert header_as_dict(header) == {
+        "version": 1, "command": "PROXY", "family": "TCP4", "transport": None,
+        "src_addr": "192.0.2.1", "src_port": 1234, "dst_addr": "198.51.100.2", "dst_port": 443,
+        "header_len": 44, "tlvs": []}
+
+
+SSL = (b"\x07\x00\x00\x00\x02" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"CN=\xc3\xa9")
+       + tlv(0x23, b"TLS_AES_128_GCM_SHA256") + tlv(0x24, b"RSA-SHA256") + tlv(0x25, b"EC256")
+       + tlv(0x26, b"x25519") + tlv(0x27, b"ecdsa_secp256r1_sha256") + tlv(0x28, b"\x30\x03")
+       + tlv(0x21, b"second"))
+DECODED = v2(0x21, 0x11, V4_BLOCK + tlv(0x01, b"h2") + tlv(0x02, b"example.com")
+             + tlv(0x05, b"\x00\xffid") + tlv(0x20, SSL) + tlv(0x30, b"blue")
+             + tlv(0xEA, b"\x02other") + tlv(0xEA, b"\x01vpce-08d2bf15fac5001c9")
+             + tlv(0xEE, b"\x01\xc1\x45\x00\x21") + tlv(0xE0, bytes.fromhex("0102030405060708"))
+             + tlv(0x01, b"http/1.1"))
+
+
+def test_header_as_dict_decodes_the_known_tlvs():
+    view = header_as_dict(parse_header(DECODED))
+    assert json.loads(json.dumps(view)) == view
+    assert view["tlvs"][0] == [1, "6832"] and len(view["tlvs"]) == 10
+    assert view["alpn"] == "h2"                      # the first of two
+    assert view["authority"] == "example.com"
+    assert view["unique_id"] == "00ff6964"
+    assert view["netns"] == "blue"
+    assert view["aws_vpce_id"] == "vpce-08d2bf15fac5001c9"
+    assert view["azure_linkid"] == 0x210045C1         # little-endian
+    assert view["gcp_psc_connection_id"] == 0x0102030405060708
+    assert view["ssl"] == {
+        "client": 7, "verify": 2, "client_ssl": True, "client_cert_conn": True,
+        "client_cert_sess": True,
+        "sub_tlvs": [[0x21, b"TLSv1.3".hex()], [0x22, b"CN=\xc3\xa9".hex()],
+                     [0x23, b"TLS_AES_128_GCM_SHA256".hex()], [0x24, b"RSA-SHA256".hex()],
+                     [0x25, b"EC256".hex()], [0x26, b"x25519".hex()],
+                     [0x27, b"ecdsa_secp256r1_sha256".hex()], [0x28, "3003"],
+                     [0x21, b"second".hex()]],
+        "version": "TLSv1.3", "cn": "CN=\u00e9", "cipher": "TLS_AES_128_GCM_SHA256",
+        "sig_alg": "RSA-SHA256", "key_alg": "EC256", "group": "x25519",
+        "sig_scheme": "ecdsa_secp256r1_sha256", "client_cert": "3003"}
+
+
+@pytest.mark.parametrize("tlvs, expect", [
+    ([(0xEA, b"\x01vpce-0abc")], "vpce-0abc"),
+    ([(0xEA, b"\x02vpce-0abc")], None),               # another subtype
+    ([(0xEA, b"\x01")], None),
+    ([(0xEA, b"")], None),
+    ([(0xEA, b"\x01vpce-0abc\r\nforged log line")], None),
+    ([(0xEA, b"\x01vpce-\xff")], None),
+    ([(0x04, b"\x01vpce-0abc")], None),
+    ([], None),
+])
+def test_aws_vpce_id(tlvs, expect):
+    assert aws_vpce_id(parse_header(build_v2(("192.0.2.1", 1), ("192.0.2.2", 2), tlvs))) == expect
+
+
+@pytest.mark.parametrize("tlvs, absent", [
+    ([(0xEE, b"\x01\x00\x00\x00")], "azure_linkid"),
+    ([(0xEE, b"\x02\x00\x00\x00\x01")], "azure_linkid"),
+    ([(0xE0, bytes(7))], "gcp_psc_connection_id"),
+    ([(0xE0, bytes(9))], "gcp_psc_connection_id"),
+])
+def test_header_as_dict_skips_vendor_tlvs_of_another_shape(tlvs, absent):
+    view = header_as_dict(parse_header(build_v2(("192.0.2.1", 1), ("192.0.2.2", 2), tlvs)))
+    assert absent not in view
+
+
+def test_header_as_dict_of_uninterpreted_tlvs():
+    header = parse_header(v2(0x20, 0x00, inet4("1.1.1.1", "2.2.2.2", 1, 2)))
+    view = header_as_dict(header)
+    assert view["tlvs"] is None and view["command"] == "LOCAL" and view["src_addr"] is None
+    assert aws_vpce_id(header) is None
+
+
+def test_header_as_dict_of_a_unix_path_that_is_not_utf8():
+    header = parse_header(v2(0x21, 0x31, unix_block(b"/tmp/\xff", b"/b")))
+    assert json.loads(json.dumps(header_as_dict(header)))["src_addr"] == "/tmp/\udcff"
+
+
+@pytest.mark.parametrize("wire, has_addresses", [
+    (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", True),
+    (b"PROXY TCP6 ::1 ::2 1 2\r\n", True),
+    (b"PROXY UNKNOWN 1.2.3.4 5.6.7.8 1 2\r\n", False),
+    (v2(0x21, 0x11, inet4("1.1.1.1", "2.2.2.2", 1, 2)), True),
+    (v2(0x21, 0x31, unix_block(b"/a", b"/b")), True),
+    (v2(0x20, 0x11, inet4("1.1.1.1", "2.2.2.2", 1, 2)), False),      # LOCAL: never (R55)
+    (v2(0x21, 0x10, inet4("1.1.1.1", "2.2.2.2", 1, 2)), False),
+    (v2(0x21, 0x00), False),
+])
+def test_has_addresses(wire, has_addresses):
+    assert parse_header(wire).has_addresses is has_addresses
