@@ -641,12 +641,12 @@ def _cfg_ini_values(lines, path, reader):
     try:
         parser.read_file(lines, source=path)
     except configparser.MissingSectionHeaderError as exc:
-        reader.error(exc.lineno, None, None, "%s comes before any section (expected a [section] "
-                     "line first)" % exc.line.strip())
+        reader.error(exc.lineno, None, None, "'%s' comes before any section (expected a "
+                     "[section] line first)" % lines[exc.lineno - 1].strip())
     except configparser.ParsingError as exc:
-        for number, line in exc.errors:
-            reader.error(number, None, None, "cannot read %s (expected KEY = VALUE, a flag, "
-                         "[SECTION] or a comment)" % line.strip())
+        for number, _ in exc.errors:     # the line is a repr before Python 3.13: not shown
+            reader.error(number, None, None, "cannot read '%s' (expected KEY = VALUE, a flag, "
+                         "[SECTION] or a comment)" % lines[number - 1].strip())
     return {header: list(parser[header].items()) for header in parser.sections()}
 
 # -- steps 2 and 3: the reader --------------------------------------------------------------------
@@ -758,8 +758,12 @@ class _CfgReader(object):
         settings, set_by, specials = {}, {}, []
         for key, value, line, lines in entries:
             negated = key.startswith("no option ")
-            spec_key = key[len("no "):] if negated else key.split()[0] if key.startswith(
-                "server ") else key
+            if negated:
+                spec_key = key[len("no "):]
+            elif key.split()[0] == "server":
+                spec_key = "server"              # server NAME
+            else:
+                spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
