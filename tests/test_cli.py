@@ -1,0 +1,172 @@
+"""The command line as a user meets it: --version, -c on good and bad configs, --decode,
+and refusing to start, through both launch forms."""
+import glob
+import json
+import os
+import socket
+
+import pytest
+
+from simpleproxy import __version__
+from support import REPO, run_cli
+
+GOOD_TAIL = """
+[frontend web]
+bind = 127.0.0.1:8080
+default_backend = app
+
+[backend app]
+server s1 = 127.0.0.1:9000
+"""
+
+# (config text, the exact error lines -c prints). Line numbers count from the first line.
+BAD_CONFIGS = [
+    ("[frontend web]\nbind = :80\ndefault_backend = webserver\n\n[backend webservers]\n"
+     "server s1 = 127.0.0.1:80\n",
+     ["{f}:3: [frontend web] default_backend: no backend named 'webserver' (backends: webservers)"]),
+    ("[defaults]\ntimeout connect = 5x\n" + GOOD_TAIL,
+     ["{f}:2: [defaults] timeout connect: '5x' is not a duration "
+      "(expected a number with ms, s, m, h or d)"]),
+    ("[defaults]\ntimeout client = s\n" + GOOD_TAIL,
+     ["{f}:2: [defaults] timeout client: 's' is not a duration "
+      "(expected a number with ms, s, m, h or d)"]),
+    ("[global]\nmaxconn = lots\n" + GOOD_TAIL,
+     ["{f}:2: [global] maxconn: 'lots' is not a whole number (expected a whole number of at least 1)"]),
+    ("[frontend web]\nbind = :80 accept-prox\ndefault_backend = app\n[backend app]\n"
+     "server s1 = 127.0.0.1:80\n",
+     ["{f}:2: [frontend web] bind: unknown bind option 'accept-prox', did you mean 'accept-proxy'? "
+      "(expected one of: accept-proxy, accept-proxy-from, accept-proxy-version, proxy-max-header, "
+      "proxy-optional-from, v6only)"]),
+    ("[frontend web]\nbind = [::1]:99999\ndefault_backend = app\n[backend app]\n"
+     "server s1 = 127.0.0.1:80\n",
+     ["{f}:2: [frontend web] bind: '99999' is not a port (expected 1 to 65535)"]),
+    ("[frontend web]\nbind = :80\ndefault_backend = app\n[backend app]\n"
+     "server s1 = 127.0.0.1:80 check chek\n",
+     ["{f}:5: [backend app] server s1: unknown server option 'chek', did you mean 'check'? "
+      "(expected one of: addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
+      "downinter, fall, fastinter, inter, maxconn, no-check-send-proxy, port, proxy-v2-options, "
+      "rise, send-proxy, send-proxy-v2, weight)"]),
+    ("[frontend web]\nbind = :80\ndefault_backend = app\n[backend app]\n"
+     "server s1 = 300.1.1.1:80\n",
+     ["{f}:5: [backend app] server s1: '300.1.1.1' is not an IPv4 address "
+      "(expected IPv4:PORT, [IPv6]:PORT, HOST:PORT or unix@/path)"]),
+    ("[frontend web]\nbind = :80\ndefault_backend = app\n[backend app]\n"
+     "server s1 = 127.0.0.1:80\nserver s1 = 127.0.0.1:81\n",
+     ["{f}:6: [backend app] server s1: duplicated server name (first defined on line 5)"]),
+    ("[frontend web]\nbind = :80\ndefault_backend = app\n[backend app]\n"
+     "server s1 = 127.0.0.1:80\nfrobnicate = yes\n",
+     ["{f}:6: [backend app] frobnicate: unknown key 'frobnicate' (expected one of: balance, "
+      "default-server, maxqueue, option allbackups, option redispatch, retries, server NAME, "
+      "timeout check, timeout connect, timeout queue, timeout server, timeout server-fin)"]),
+    ("[fronted x]\n" + GOOD_TAIL,
+     ["{f}:1: [fronted x]: unknown section kind 'fronted', did you mean 'frontend'? "
+      "(expected one of: global, defaults, frontend NAME, backend NAME, listen NAME)"]),
+    # Several errors at once: all reported, in file order.
+    ("[defaults]\ntimeout connect = 5x\n[frontend web]\nbind = :80\ndefault_backend = nope\n",
+     ["{f}:2: [defaults] timeout connect: '5x' is not a duration "
+      "(expected a number with ms, s, m, h or d)",
+      "{f}:5: [frontend web] default_backend: no backend named 'nope' (backends: none)"]),
+]
+
+
+@pytest.fixture(params=["module", "bundle"])
+def launch(request):
+    return request.param
+
+
+def test_version(launch, tmp_path):
+    result = run_cli(["--version"], launch, str(tmp_path))
+    assert result.returncode == 0
+    assert result.stdout.strip() == "simpleproxy " + __version__
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "conf", "*.ini"))),
+                         ids=os.path.basename)
+def test_example_configs_pass_check(path, launch, tmp_path):
+    result = run_cli(["-c", path], launch, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Configuration file is valid" in result.stdout
+
+
+@pytest.mark.parametrize("text,expected", BAD_CONFIGS, ids=range(len(BAD_CONFIGS)))
+def test_bad_config_check_messages(text, expected, tmp_path):
+    path = tmp_path / "bad.ini"
+    path.write_text(text)
+    result = run_cli(["-c", str(path)], "module", str(tmp_path))
+    assert result.returncode != 0
+    got = [line for line in result.stderr.splitlines() if line.strip()]
+    assert got == [line.format(f=str(path)) for line in expected]
+
+
+def test_proxy_refuses_to_start_with_the_same_messages(launch, tmp_path):
+    text, expected = BAD_CONFIGS[0]
+    path = tmp_path / "bad.ini"
+    path.write_text(text)
+    result = run_cli([str(path)], launch, str(tmp_path))
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.strip()] == \
+        [line.format(f=str(path)) for line in expected]
+
+
+def test_missing_config_file(tmp_path):
+    result = run_cli(["-c", str(tmp_path / "nope.ini")], "module", str(tmp_path))
+    assert result.returncode != 0
+    assert result.stderr.strip() == ("%s: cannot read the file: No such file or directory "
+                                     "(expected a readable INI file)" % (tmp_path / "nope.ini"))
+
+
+def test_port_in_use_is_one_clear_line(launch, tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    path = tmp_path / "busy.ini"
+    path.write_text(GOOD_TAIL.replace("127.0.0.1:8080", "127.0.0.1:%d" % port))
+    try:
+        result = run_cli([str(path)], launch, str(tmp_path))
+    finally:
+        busy.close()
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert errors[0].endswith("cannot listen on 127.0.0.1:%d (line 3): Address already in use"
+                              % port)
+
+
+DECODES = [
+    ("50524f5859205443503420312e322e332e3420352e362e372e3820383020343433 0d0a",
+     {"version": 1, "command": "PROXY", "family": "TCP4", "transport": None,
+      "src_addr": "1.2.3.4", "src_port": 80, "dst_addr": "5.6.7.8", "dst_port": 443,
+      "header_len": 35, "tlvs": []}),
+    ("0d0a0d0a000d0a515549540a 2000 0000",
+     {"version": 2, "command": "LOCAL", "family": "UNKNOWN", "transport": "UNSPEC",
+      "src_addr": None, "src_port": None, "dst_addr": None, "dst_port": None,
+      "header_len": 16, "tlvs": []}),
+    ("0d0a0d0a000d0a515549540a 2111 0011 7f000001 7f000002 0050 01bb 04 0002 abcd",
+     {"version": 2, "command": "PROXY", "family": "TCP4", "transport": "STREAM",
+      "src_addr": "127.0.0.1", "src_port": 80, "dst_addr": "127.0.0.2", "dst_port": 443,
+      "header_len": 33, "tlvs": [[4, "abcd"]]}),
+]
+
+
+@pytest.mark.parametrize("hex_text,expected", DECODES, ids=range(len(DECODES)))
+def test_decode_prints_one_json_object(hex_text, expected, launch, tmp_path):
+    result = run_cli(["--decode", hex_text], launch, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    decoded = json.loads(result.stdout)
+    assert {key: decoded[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize("hex_text,kind", [
+    ("474554202f20485454502f312e310d0a", "not-proxy"),
+    ("50524f585920544350342031", "truncated"),
+    ("zz", None),
+])
+def test_decode_rejects_with_one_line(hex_text, kind, tmp_path):
+    result = run_cli(["--decode", hex_text], "module", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    if kind:
+        assert "(%s)" % kind in result.stderr
+
