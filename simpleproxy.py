@@ -764,12 +764,12 @@ def _cfg_ini_values(lines, path, reader):
     try:
         parser.read_file(lines, source=path)
     except configparser.MissingSectionHeaderError as exc:
-        reader.error(exc.lineno, None, None, "%s comes before any section (expected a [section] "
-                     "line first)" % exc.line.strip())
+        reader.error(exc.lineno, None, None, "'%s' comes before any section (expected a "
+                     "[section] line first)" % lines[exc.lineno - 1].strip())
     except configparser.ParsingError as exc:
-        for number, line in exc.errors:
-            reader.error(number, None, None, "cannot read %s (expected KEY = VALUE, a flag, "
-                         "[SECTION] or a comment)" % line.strip())
+        for number, _ in exc.errors:     # the line is a repr before Python 3.13: not shown
+            reader.error(number, None, None, "cannot read '%s' (expected KEY = VALUE, a flag, "
+                         "[SECTION] or a comment)" % lines[number - 1].strip())
     return {header: list(parser[header].items()) for header in parser.sections()}
 
 # -- steps 2 and 3: the reader --------------------------------------------------------------------
@@ -881,8 +881,12 @@ class _CfgReader(object):
         settings, set_by, specials = {}, {}, []
         for key, value, line, lines in entries:
             negated = key.startswith("no option ")
-            spec_key = key[len("no "):] if negated else key.split()[0] if key.startswith(
-                "server ") else key
+            if negated:
+                spec_key = key[len("no "):]
+            elif key.split()[0] == "server":
+                spec_key = "server"              # server NAME
+            else:
+                spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
@@ -1397,11 +1401,10 @@ def _pp_parse_v1(data, eof):
         family, src_addr, src_port, dst_addr, dst_port = _pp_v1_fields(line[6:end])
         return ProxyHeader(1, "PROXY", family, None, src_addr, src_port, dst_addr, dst_port,
                            end + 2, ())
-    body = line[6:]
-    if body.endswith(b"\r"):
-        _pp_v1_fields(body[:-1])
-    elif len(line) > 5:
-        _pp_v1_fields(body + _pp_v1_completion(body))
+    if len(line) > 5:
+        # Refuse now if no continuation can be valid; a trailing CR can only start the CRLF.
+        body = line[6:]
+        _pp_v1_fields(body[:-1] if body.endswith(b"\r") else body + _pp_v1_completion(body))
     if len(line) >= V1_MAX_LINE:
         raise ProxyHeaderError(TOO_LONG, "no CRLF in the first %d bytes of a v1 line"
                                % V1_MAX_LINE)
@@ -1454,7 +1457,8 @@ def _pp_split_tlvs(head, pos, end, nested=False):
         value_start = pos + _PP_TLV_HEAD.size
         pos = value_start + size
         if pos > end:
-            raise _pp_malformed("%s 0x%02x runs %d bytes past its end" % (where, tlv_type, pos - end))
+            raise _pp_malformed("%s 0x%02x runs %d bytes past its end"
+                                % (where, tlv_type, pos - end))
         if tlv_type == PP2_TYPE_SSL and not nested:
             if size < _PP_SSL_FIXED:
                 raise _pp_malformed("SSL TLV shorter than its client and verify fields")
@@ -1744,7 +1748,7 @@ _PP_TLV_DECODERS = {
 def header_as_dict(header):
     """The JSON-ready view printed by --decode: the header's fields, TLVs as
     ``[type, hex]`` in wire order, and the known TLVs decoded by name (the first
-    occurrence of each)."""
+    occurrence of each; text as UTF-8 with undecodable bytes backslash-escaped)."""
     view = dict(header._asdict())
     if header.tlvs is not None:
         view["tlvs"] = [[tlv_type, value.hex()] for tlv_type, value in header.tlvs]
@@ -1754,7 +1758,8 @@ def header_as_dict(header):
 
 def aws_vpce_id(header):
     """The AWS VPC endpoint ID (TLV 0xEA, subtype 0x01) for log lines, or None."""
-    return _pp_named_views(header.tlvs or (), _PP_TLV_DECODERS).get("aws_vpce_id")
+    aws_only = {PP2_TYPE_AWS: _PP_TLV_DECODERS[PP2_TYPE_AWS]}
+    return _pp_named_views(header.tlvs or (), aws_only).get("aws_vpce_id")
 
 
 ###############################################################################
@@ -2018,7 +2023,7 @@ class Session(object):
             elif self.state == CONNECTING:
                 self._connect_failed("connect-timeout")
             else:
-                self.close(cause, abort=True)
+                self.close(cause)
         except Exception:
             self._crash()
 
@@ -2485,7 +2490,7 @@ class Engine(object):
                 self.selector.unregister(listener.sock)
             listener.close()
         for session in list(self.sessions):
-            session.close("shutdown", abort=True)
+            session.close("shutdown")
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
         self.selector.close()
