@@ -5,6 +5,7 @@ build in an empty folder.
 """
 import hashlib
 import os
+import signal
 import socket
 import struct
 import threading
@@ -465,3 +466,27 @@ def test_chained_behind_another_simpleproxy(tmp_path, launch, first_hop):
     assert "127.0.0.1:%d " % client_port in inner.wait_for("fe=inner")
     assert outer.stop() == 0
     assert inner.stop() == 0
+
+
+# -- listen sections and stopping ----------------------------------------------------------------
+
+def test_listen_section_and_sigint_stop(tmp_path, launch):
+    backend = RecordingServer(mode="record", reply=REPLY)
+    port = free_port()
+    text = ("[listen app]\nbind = 127.0.0.1:%d\nserver s1 = %s send-proxy\n"
+            % (port, backend.config_address))
+    proxy = ProxyProcess(text, tmp_path, launch=launch)
+    idle = connect(("127.0.0.1", port))          # still open when the proxy is told to stop
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
+    assert bytes(backend.next_connection().received) == expected + PAYLOAD
+    proxy.proc.send_signal(signal.SIGINT)
+    assert proxy.stop() == 0
+    assert read_to_eof(idle) == b""              # closed cleanly, not left hanging
+    assert proxy.log_lines("end=shutdown")
+    with pytest.raises(ConnectionRefusedError):
+        connect(("127.0.0.1", port))              # and the listener is gone
