@@ -354,7 +354,7 @@ def test_slow_reader_keeps_memory_bounded(tmp_path, launch):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     # Read a little, then stall long enough for the proxy to fill every buffer in its way.
     received = len(sock.recv(65536))
-    stalled = wait_until(lambda: _proxy_blocked(proxy), timeout=10, what="the proxy to block")
+    stalled = wait_until(lambda: _proxy_blocked(proxy, backend.port), timeout=10, what="the proxy to block")
     peak = proxy.rss_kib()
     while True:
         data = sock.recv(1 << 20)
@@ -371,12 +371,13 @@ def test_slow_reader_keeps_memory_bounded(tmp_path, launch):
     assert proxy.stop() == 0
 
 
-def _proxy_blocked(proxy):
-    """True when the proxy's server-side socket has unread bytes queued (it stopped reading)."""
+def _proxy_blocked(proxy, backend_port):
+    """True when bytes from the backend wait unread in the proxy's socket: it stopped reading."""
     with open("/proc/%d/net/tcp" % proxy.proc.pid) as f:
         rows = [line.split() for line in f.readlines()[1:]]
-    # rx_queue is the second half of field 4 ("tx:rx", hex); a big one means backpressure works.
-    return any(int(row[4].split(":")[1], 16) > 1 << 20 for row in rows)
+    # Field 2 is the remote "ADDR:PORT" and field 4 "tx_queue:rx_queue", all in hex.
+    return any(int(row[2].split(":")[1], 16) == backend_port
+               and int(row[4].split(":")[1], 16) >= 32768 for row in rows)
 
 
 # -- timeouts ------------------------------------------------------------------------------------
