@@ -230,11 +230,10 @@ def _pp_parse_v1(data, eof):
         family, src_addr, src_port, dst_addr, dst_port = _pp_v1_fields(line[6:end])
         return ProxyHeader(1, "PROXY", family, None, src_addr, src_port, dst_addr, dst_port,
                            end + 2, ())
-    body = line[6:]
-    if body.endswith(b"\r"):
-        _pp_v1_fields(body[:-1])
-    elif len(line) > 5:
-        _pp_v1_fields(body + _pp_v1_completion(body))
+    if len(line) > 5:
+        # Refuse now if no continuation can be valid; a trailing CR can only start the CRLF.
+        body = line[6:]
+        _pp_v1_fields(body[:-1] if body.endswith(b"\r") else body + _pp_v1_completion(body))
     if len(line) >= V1_MAX_LINE:
         raise ProxyHeaderError(TOO_LONG, "no CRLF in the first %d bytes of a v1 line"
                                % V1_MAX_LINE)
@@ -578,7 +577,7 @@ _PP_TLV_DECODERS = {
 def header_as_dict(header):
     """The JSON-ready view printed by --decode: the header's fields, TLVs as
     ``[type, hex]`` in wire order, and the known TLVs decoded by name (the first
-    occurrence of each)."""
+    occurrence of each; text as UTF-8 with undecodable bytes backslash-escaped)."""
     view = dict(header._asdict())
     if header.tlvs is not None:
         view["tlvs"] = [[tlv_type, value.hex()] for tlv_type, value in header.tlvs]
@@ -588,4 +587,5 @@ def header_as_dict(header):
 
 def aws_vpce_id(header):
     """The AWS VPC endpoint ID (TLV 0xEA, subtype 0x01) for log lines, or None."""
-    return _pp_named_views(header.tlvs or (), _PP_TLV_DECODERS).get("aws_vpce_id")
+    aws_only = {PP2_TYPE_AWS: _PP_TLV_DECODERS[PP2_TYPE_AWS]}
+    return _pp_named_views(header.tlvs or (), aws_only).get("aws_vpce_id")

@@ -161,7 +161,7 @@ V1_CASES = [
     # R14: UNKNOWN, short or with the rest of the line. Twisted rejects the short form and
     # HAProxy the long ones (disputed vectors v1_unknown_short, v1_unknown_free_text,
     # v1_unknown_trailing_spaces_icgood_sender); we accept both as R14 says (10.2.1).
-    v1_ok("unknown short", "R14", b"PROXY UNKNOWN\r\n"),
+    v1_ok("unknown short", "R14 R23", b"PROXY UNKNOWN\r\n"),
     v1_ok("unknown short then payload", "R14 R25", b"PROXY UNKNOWN\r\n", payload=HTTP),
     v1_ok("unknown with addresses", "R14",
           b"PROXY UNKNOWN 192.0.2.1 192.0.2.2 1 2\r\n"),
@@ -363,13 +363,13 @@ V2_CASES = [
     # decode all six (R35, 10.2.2).
     v2_ok("tcp4", "R29 R31 R33", tcp4_with(), "PROXY", "TCP4", "STREAM", TCP4_ADDRESSES,
           payload=HTTP),
-    v2_ok("udp4", "R29 R31", v2(0x21, 0x12, inet4("10.0.0.1", "10.0.0.2", 53, 5353)),
+    v2_ok("udp4", "R29 R31 R35", v2(0x21, 0x12, inet4("10.0.0.1", "10.0.0.2", 53, 5353)),
           "PROXY", "UDP4", "DGRAM", ("10.0.0.1", 53, "10.0.0.2", 5353)),
     v2_ok("tcp6", "R29 R31", v2(0x21, 0x21, inet6("2001:db8::1", "::1", 1, 65535)),
           "PROXY", "TCP6", "STREAM", ("2001:db8::1", 1, "::1", 65535)),
     v2_ok("udp6", "R29 R31", v2(0x21, 0x22, inet6("::ffff:192.0.2.1", "fe80::1", 0, 2)),
           "PROXY", "UDP6", "DGRAM", ("::ffff:192.0.2.1", 0, "fe80::1", 2)),
-    v2_ok("unix stream", "R29 R31", v2(0x21, 0x31, unix_block(b"/run/a.sock", b"/run/b"))
+    v2_ok("unix stream", "R29 R31 R35", v2(0x21, 0x31, unix_block(b"/run/a.sock", b"/run/b"))
           , "PROXY", "UNIX", "STREAM", ("/run/a.sock", None, "/run/b", None)),
     v2_ok("unix datagram", "R29 R31", v2(0x21, 0x32, unix_block(b"", b"\0abstract")),
           "PROXY", "UNIX", "DGRAM", ("", None, "", None)),
@@ -488,7 +488,7 @@ V2_CASES = [
         MALFORMED),
     bad("SSL stray byte", "R47", tcp4_with(tlv(0x20, ssl_value(1, 0) + b"\x21")), MALFORMED),
     # R51-R53: CRC32C, big-endian, over the header as received with its value zeroed
-    v2_ok("CRC32C first", "R51 R52", CRC_FIRST, "PROXY", "TCP4", "STREAM", TCP4_ADDRESSES,
+    v2_ok("CRC32C first", "R44 R51 R52", CRC_FIRST, "PROXY", "TCP4", "STREAM", TCP4_ADDRESSES,
           ((0x03, crc_at(CRC_FIRST, CRC_AT_FIRST_TLV)), (0x01, b"h2"))),
     v2_ok("CRC32C last, payload not covered", "R52 R53", CRC_LAST, "PROXY", "TCP4", "STREAM",
           TCP4_ADDRESSES, ((0x01, b"h2"), (0x03, crc_at(CRC_LAST, CRC_AT_FIRST_TLV + 5))),
