@@ -74,8 +74,12 @@ def random_ipv6(rng):
 
 # ### Random TLVs
 
+def random_bytes_of(rng, size):
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
 def random_bytes(rng, most):
-    return bytes(rng.getrandbits(8) for _ in range(rng.choice((0, 1, rng.randint(0, most)))))
+    return random_bytes_of(rng, rng.choice((0, 1, rng.randint(0, most))))
 
 
 def random_ssl(rng):
@@ -171,17 +175,19 @@ def random_v2(rng):
                             else rng.randrange(4) << 4 | rng.randrange(16))
     else:
         ver_cmd, family_transport = 0x21, rng.choice(UNSPEC_BYTES)
-    if kind != "PROXY":
-        block = random_bytes(rng, 30)
-        block_size = BLOCK_SIZES.get(family_transport >> 4)
-        if block_size is not None:
-            block = bytes(rng.getrandbits(8) for _ in range(block_size))
-    if kind != "PROXY" and (block_size is None or (block and rng.random() < 0.05)):
-        # No block size for the family, or a body cut inside the block: the receiver
-        # cannot tell where TLVs would start, so it does not interpret any.
-        wire, tlvs = v2(ver_cmd, family_transport, block[:rng.randrange(len(block) + 1)]), None
-    else:
+    block_size = BLOCK_SIZES.get(family_transport >> 4)
+    if kind == "PROXY":
         wire, tlvs = encode_v2(ver_cmd, family_transport, block, tlvs, crc_index)
+    elif block_size is None:
+        # No block size for the family: the receiver cannot tell where TLVs would start.
+        wire, tlvs = v2(ver_cmd, family_transport, random_bytes(rng, 30)), None
+    elif block_size and rng.random() < 0.05:
+        # A body that ends inside the family's block: no TLVs to read either.
+        wire = v2(ver_cmd, family_transport, random_bytes_of(rng, rng.randrange(block_size)))
+        tlvs = None
+    else:
+        wire, tlvs = encode_v2(ver_cmd, family_transport, random_bytes_of(rng, block_size),
+                               tlvs, crc_index)
     transport = family_transport & 0xF
     return wire, ProxyHeader(
         2, "PROXY" if ver_cmd == 0x21 else "LOCAL", FAMILY_NAMES.get(family_transport, "UNKNOWN"),
