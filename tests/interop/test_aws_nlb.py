@@ -1,0 +1,73 @@
+"""Real AWS NLB PROXY v2 headers (captures in shared/proxy-protocol/vectors.json) replayed at
+an accept-proxy bind: CRC32C checked over the bytes as received, the 0xEA VPC endpoint TLV
+in the log line, the client's address on the next hop."""
+import json
+import os
+
+import pytest
+
+from peers import PAYLOAD, REPLY, exchange_or_reset, peer_missing, v1_line
+from support import REPO, RecordingServer, exchange, free_port
+
+VECTORS = os.path.join(os.path.dirname(REPO), "shared", "proxy-protocol", "vectors.json")
+PP2_TYPE_AWS = 0xEA
+
+
+def aws_captures():
+    """The valid vectors carrying an AWS TLV (0xEA), as pytest params named after them."""
+    if not os.path.exists(VECTORS):
+        return [pytest.param(None, id="no-vectors")]
+    with open(VECTORS) as f:
+        vectors = json.load(f)
+    return [pytest.param(vector, id=vector["name"]) for vector in vectors
+            if vector["valid"] and any(tlv_type == PP2_TYPE_AWS
+                                       for tlv_type, _ in vector["expect"]["tlvs"] or ())]
+
+
+@pytest.fixture(params=aws_captures())
+def capture(request):
+    if request.param is None:
+        peer_missing("the AWS NLB captures are read from %s, which is missing" % VECTORS)
+    return request.param
+
+
+@pytest.fixture
+def nlb_target(lab):
+    """simpleproxy as an NLB target: accept-proxy, then send-proxy to a recording backend."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    port = free_port()
+    proxy = lab.simpleproxy("[listen behind_nlb]\nbind = 127.0.0.1:%d accept-proxy\n"
+                            "server app = %s send-proxy\n" % (port, backend.config_address))
+    yield proxy, backend, ("127.0.0.1", port)
+    backend.close()
+
+
+def vpce_id(vector):
+    """The VPC endpoint ID in the capture's 0xEA TLV (subtype 0x01, then ASCII)."""
+    value = bytes.fromhex(next(value for tlv_type, value in vector["expect"]["tlvs"]
+                               if tlv_type == PP2_TYPE_AWS))
+    assert value[0] == 0x01
+    return value[1:].decode("ascii")
+
+
+def test_nlb_capture_is_accepted_and_logs_the_vpc_endpoint(nlb_target, capture):
+    proxy, backend, address = nlb_target
+    expect = capture["expect"]
+    header = bytes.fromhex(capture["hex"])[:expect["header_len"]]
+    assert exchange(address, header + PAYLOAD) == REPLY
+    assert bytes(backend.next_connection().received) == v1_line(
+        expect["src_addr"], expect["dst_addr"], expect["src_port"], expect["dst_port"]) + PAYLOAD
+    line = proxy.wait_for("%s:%d " % (expect["src_addr"], expect["src_port"]))
+    assert "vpce=%s" % vpce_id(capture) in line.split()
+    assert "pp=v2/%s" % expect["family"] in line.split()
+
+
+def test_nlb_capture_with_an_altered_endpoint_id_fails_its_crc32c(nlb_target, capture):
+    """One changed byte in the VPC endpoint ID: the CRC32C no longer matches, nothing goes on."""
+    proxy, backend, address = nlb_target
+    header = bytearray.fromhex(capture["hex"])[:capture["expect"]["header_len"]]
+    position = header.index(vpce_id(capture).encode()) + len("vpce-")
+    header[position] ^= 0x01
+    assert exchange_or_reset(address, bytes(header) + PAYLOAD) in (b"", "reset")
+    assert "end=bad-header:bad-checksum" in proxy.wait_for("fe=behind_nlb ").split()
+    assert backend.accepted == []
