@@ -1763,6 +1763,169 @@ def aws_vpce_id(header):
 
 
 ###############################################################################
+# simpleproxy/trust.py ########################################################
+###############################################################################
+
+"""Whom to believe: a bind's PROXY header rules, decided on the real socket peer.
+
+A PROXY header is a claim about who the client is, and whoever may send one may claim to be
+anyone. So each connection on a bind with header handling is judged once, when it is
+accepted, on the address of the socket peer itself: never on an address that came in a
+header, in a chain of proxies too.
+
+* ``accept-proxy`` alone: every peer must send a header (the spec's rule and HAProxy's; the
+  configuration warns that any peer can then claim any address).
+* ``accept-proxy-from CIDR[,...]``: these peers must send a header, and only theirs are
+  believed. A peer in neither list is refused at once.
+* ``proxy-optional-from CIDR[,...]``: these peers may also connect without a header (health
+  probes, in-cluster clients). A header from one of them is believed only when it is trusted
+  too (in accept-proxy-from, or accept-proxy-from is empty); otherwise it is refused, so a
+  client behind an optional peer cannot slip its own header in.
+* ``unix`` in a list stands for Unix-socket peers. An IPv4-mapped IPv6 peer (a dual-stack
+  bind) is judged as the IPv4 address it is.
+* ``accept-proxy-version v1|v2`` refuses a header of the other version as ``unsupported``.
+
+Header or not, for a peer that may do either, is never guessed: only the first bytes
+against the two signatures decide. While the bytes so far are a prefix of a signature,
+more are awaited; bytes that cannot start one are the client's own data. A peer that
+stops (EOF) or stays silent until ``timeout proxy-header`` before completing a signature
+has sent no header, so server-speaks-first protocols still work for it, after that delay.
+"""
+import socket
+from collections import namedtuple
+
+
+ANY_PEER_RULE = "accept-proxy"        # the rule's name in the log when every peer is trusted
+NO_RULE = "none"
+UNIX_PEERS = "unix"
+
+END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither list
+END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
+
+# What the first bytes of a connection call for (judge_start).
+START_WAIT = "wait"            # a prefix of a signature so far: read on
+START_PARSE = "parse"          # hand the bytes to the header parser; it also says why they are bad
+START_BARE = "bare"            # no header: the bytes are the client's own, relay them
+START_UNTRUSTED = "untrusted"  # a signature from a peer whose headers are not believed
+
+_TRUST_VERSIONS = {"any": 0, "v1": 1, "v2": 2}
+_TRUST_SIGNATURES = ((1, V1_SIGNATURE), (2, V2_SIGNATURE))
+_TRUST_V4_MAPPED = 0xFFFF
+
+
+class PeerTrust(namedtuple("PeerTrust", "header_rule bare_rule version")):
+    """What one peer may do on one bind.
+
+    header_rule: the rule (as the log names it) under which this peer's header is believed,
+    or None when a header from it is refused. bare_rule: the rule under which it may connect
+    without a header, or None when it must send one. Neither: the peer is refused. version:
+    1 or 2 when the bind takes only that header version, 0 for either.
+    """
+
+    __slots__ = ()
+
+    @property
+    def refused(self):
+        return self.header_rule is None and self.bare_rule is None
+
+    @property
+    def screens_start(self):
+        """True when the first bytes must be judged before any parsing (judge_start)."""
+        return self.bare_rule is not None or self.version != 0
+
+    def rule_for(self, header):
+        """The rule to name in the log, given the header the connection brought (or None)."""
+        if header is not None and self.header_rule is not None:
+            return self.header_rule
+        return self.bare_rule or self.header_rule or NO_RULE
+
+
+class TrustPolicy(object):
+    """The trust rules of one bind, prepared once so that judging a peer is a few integer tests."""
+
+    __slots__ = ("version", "_header_rules", "_bare_rules")
+
+    def __init__(self, bind):
+        self.version = _TRUST_VERSIONS[bind.accept_proxy_version]
+        # None: every peer is trusted to send a header.
+        self._header_rules = (_trust_rules("accept-proxy-from", bind.accept_proxy_from)
+                              if bind.accept_proxy_from else None)
+        self._bare_rules = _trust_rules("optional", bind.proxy_optional_from)
+
+    def decide(self, peer):
+        """The PeerTrust of a socket peer: (host, port) as accept() gave it, or a str (Unix)."""
+        if isinstance(peer, str):
+            family, value = UNIX_PEERS, 0
+        else:
+            family, value = _trust_peer_address(peer[0])
+        if self._header_rules is None:
+            header_rule = ANY_PEER_RULE
+        else:
+            header_rule = _trust_match(self._header_rules[family], value)
+        return PeerTrust(header_rule, _trust_match(self._bare_rules[family], value), self.version)
+
+
+def _trust_rules(name, sources):
+    """Per peer family (4, 6, "unix"): (network, mask, log text) tuples, in the order given."""
+    rules = {4: [], 6: [], UNIX_PEERS: []}
+    for source in sources:
+        if source == UNIX_PEERS:
+            rules[UNIX_PEERS].append((0, 0, "%s:%s" % (name, UNIX_PEERS)))
+        else:
+            rules[source.version].append((int(source.network_address), int(source.netmask),
+                                          "%s:%s" % (name, source)))
+    return rules
+
+
+def _trust_match(rules, value):
+    for network, mask, text in rules:
+        if value & mask == network:
+            return text
+    return None
+
+
+def _trust_peer_address(host):
+    """(4 or 6, the address as an integer) of a peer's host text."""
+    if ":" not in host:
+        return 4, int.from_bytes(socket.inet_aton(host), "big")
+    value = int.from_bytes(socket.inet_pton(socket.AF_INET6, host), "big")
+    if value >> 32 == _TRUST_V4_MAPPED:
+        return 4, value & 0xFFFFFFFF
+    return 6, value
+
+
+def signature_version(data):
+    """1 or 2 when data starts with that version's signature, 0 when it cannot start either,
+    None while it is empty or a proper prefix of one."""
+    for version, signature in _TRUST_SIGNATURES:
+        head = data[:len(signature)]
+        if head == signature:
+            return version
+        if signature.startswith(head):
+            return None
+    return 0
+
+
+def judge_start(trust, data, ended):
+    """What the first bytes ``data`` of a connection from a peer with PeerTrust ``trust`` call
+    for: START_WAIT, START_PARSE, START_BARE or START_UNTRUSTED. ``ended``: the peer sent EOF,
+    or the header deadline passed. Raises ProxyHeaderError(UNSUPPORTED) for a signature of the
+    version the bind does not take."""
+    version = signature_version(data)
+    if not version:
+        if version is None and not ended:
+            return START_WAIT
+        # No header is coming: fine for a peer that may go without, the parser's to refuse if not.
+        return START_BARE if trust.bare_rule is not None else START_PARSE
+    if trust.header_rule is None:
+        return START_UNTRUSTED
+    if trust.version and version != trust.version:
+        raise ProxyHeaderError(UNSUPPORTED, "a v%d header on a bind that takes v%d only"
+                               % (version, trust.version))
+    return START_PARSE
+
+
+###############################################################################
 # simpleproxy/engine.py #######################################################
 ###############################################################################
 
@@ -1771,7 +1934,8 @@ def aws_vpce_id(header):
 A connection (a ``Session``) moves through these states; every transition is in this table and
 ``Session._enter`` refuses any other::
 
-    HEADER      reading the PROXY header (accept-proxy binds only); nothing is chosen or connected
+    HEADER      reading the PROXY header (binds with header handling, from peers trust.py lets
+                in); nothing is chosen or connected
     CONNECTING  a server was chosen; non-blocking connect in progress, the header and any client
                 bytes already read wait in the client-to-server buffer
     RELAY       bytes flow both ways; each direction ends on its own (half-close)
@@ -1826,6 +1990,8 @@ PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED,
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
 ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
+END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 
 
 def _inet_endpoint(sockaddr):
@@ -1874,6 +2040,7 @@ class Listener(object):
         self.sock = sock
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
+        self.trust = TrustPolicy(bind) if bind.accept_proxy else None
 
     def on_event(self, mask):
         engine = self.engine
@@ -1905,13 +2072,15 @@ class Listener(object):
 class FrontendState(object):
     """Run-time counters of a frontend."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners")
+    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
 
     def __init__(self, frontend, pool):
         self.frontend = frontend
         self.pool = pool
         self.active = 0
         self.listeners = []
+        self.awaiting_header = {}   # sessions in HEADER, oldest first (dicts keep insertion order)
+        self.per_source = {}        # real peer IP -> open sessions, with maxconn-per-source only
 
 
 class Session(object):
@@ -1922,7 +2091,7 @@ class Session(object):
         "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
         "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
         "started", "connect_started", "connected_at", "active", "timer_at", "retries_left",
-        "tried", "end",
+        "tried", "end", "trust",
     )
 
     def __init__(self, engine, listener, csock, peer):
@@ -1950,15 +2119,23 @@ class Session(object):
         self.retries_left = 0
         self.tried = []
         self.end = None
-        engine.session_opened(self)
+        self.trust = None            # the peer's PeerTrust, on binds with header handling
+        refusal = engine.session_opened(self)
         try:
-            if listener.bind.accept_proxy:
+            if refusal is not None:
+                self.close(refusal)
+            elif listener.trust is None:
+                self._choose_server()
+            else:
+                self.trust = listener.trust.decide(self.peer)
+                if self.trust.refused:
+                    self.close(END_UNTRUSTED_PEER)
+                    return
                 self._enter(HEADER)
                 self.inbuf = bytearray()
+                engine.header_wait_started(self)
                 self._want(True, EVENT_READ)
                 self._arm(self.started + self.fe.frontend.timeout_proxy_header)
-            else:
-                self._choose_server()
         except Exception:
             self._crash()
 
@@ -2022,6 +2199,8 @@ class Session(object):
                 self._arm(due)
             elif self.state == CONNECTING:
                 self._connect_failed("connect-timeout")
+            elif self.state == HEADER:
+                self._header_timed_out()
             else:
                 self.close(cause)
         except Exception:
@@ -2050,22 +2229,56 @@ class Session(object):
         inbuf = self.inbuf
         inbuf += engine.view[:n]
         try:
+            if self.trust.screens_start and not self._starts_header(not n):
+                return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
             self.close("bad-header:%s" % exc.kind, detail=exc.reason)
             return
-        if header is None:
-            return
-        self.header = header
-        self.c2s = bytes(inbuf[header.header_len:])
+        if header is not None:
+            self._header_done(header)
+
+    def _starts_header(self, ended):
+        """Judge the first bytes (header optional, or one version only); True: parse them.
+
+        Otherwise this has already acted: relayed them as they are, refused them, or left
+        them to wait for more.
+        """
+        start = judge_start(self.trust, self.inbuf, ended)
+        if start is START_PARSE:
+            return True
+        if start is START_BARE:
+            self._header_done(None)
+        elif start is START_UNTRUSTED:
+            self.close(END_UNTRUSTED_HEADER, detail="a PROXY header from a peer allowed only "
+                       "to connect without one")
+        return False
+
+    def _header_timed_out(self):
+        if self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
+                                                            True) is START_BARE:
+            self._header_done(None)      # a peer that may go without a header has sent none
+        else:
+            self.close("header-timeout")
+
+    def _header_done(self, header):
+        """Leave HEADER with the parsed header, or None: the bytes so far are the client's."""
+        inbuf = self.inbuf
         self.inbuf = None
-        if header.has_addresses:
-            if header.family == "UNIX":
-                self.client, self.local = header.src_addr, header.dst_addr
-            else:
-                self.client = (header.src_addr, header.src_port)
-                self.local = (header.dst_addr, header.dst_port)
-        self.active = engine.now
+        self.engine.header_wait_ended(self)
+        if header is None:
+            self.c2s = bytes(inbuf)
+        else:
+            self.header = header
+            self.c2s = bytes(inbuf[header.header_len:])
+            if header.has_addresses:
+                if header.family == "UNIX":
+                    self.client, self.local = header.src_addr, header.dst_addr
+                else:
+                    self.client = (header.src_addr, header.src_port)
+                    self.local = (header.dst_addr, header.dst_port)
+        self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
+        self.active = self.engine.now
         self._want(True, 0)
         self._choose_server()
 
@@ -2349,6 +2562,8 @@ class Session(object):
             "out=%d" % self.bytes_out,
             "end=" + self.end,
         ]
+        if self.trust is not None:
+            parts.append("trust=" + self.trust.rule_for(self.header))
         header = self.header
         if header is not None:
             parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
@@ -2501,18 +2716,31 @@ class Engine(object):
     # -- connection accounting ------------------------------------------------------------------
 
     def session_opened(self, session):
+        """Count a new session in; returns the end cause to refuse it with, or None."""
         self.active += 1
         fe = session.fe
         fe.active += 1
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
+        source = _limited_source(session)
+        if source is not None:
+            count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
+            if count > fe.frontend.maxconn_per_source:
+                return END_SOURCE_LIMIT
+        return None
 
     def session_closed(self, session, detail):
         self.active -= 1
         fe = session.fe
         fe.active -= 1
         self.sessions.discard(session)
+        self.header_wait_ended(session)
+        source = _limited_source(session)
+        if source is not None:
+            count = fe.per_source.pop(source) - 1
+            if count:
+                fe.per_source[source] = count
         frontend = fe.frontend
         quiet = ((session.end == "normal" and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and session.end in
@@ -2521,6 +2749,18 @@ class Engine(object):
             LOG.info("%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+
+    def header_wait_started(self, session):
+        """A session now waits for its header. At maxconn-pending-header, the oldest waiting
+        one is closed to make room, so that a flood of silent connections cannot keep real
+        clients out: they send their header at once, a flood's connections never do."""
+        waiting = session.fe.awaiting_header
+        if len(waiting) >= session.fe.frontend.maxconn_pending_header:
+            next(iter(waiting)).close(END_HEADER_EVICTED)
+        waiting[session] = None
+
+    def header_wait_ended(self, session):
+        session.fe.awaiting_header.pop(session, None)
 
     def server_connect_failed(self, server, cause, detail):
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
@@ -2560,6 +2800,17 @@ class Engine(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+def _limited_source(session):
+    """The real peer IP that maxconn-per-source counts the session under, or None when the limit
+    is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
+    if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
+        return None
+    host = session.peer[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 def default_maxconn():

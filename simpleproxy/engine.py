@@ -3,7 +3,8 @@
 A connection (a ``Session``) moves through these states; every transition is in this table and
 ``Session._enter`` refuses any other::
 
-    HEADER      reading the PROXY header (accept-proxy binds only); nothing is chosen or connected
+    HEADER      reading the PROXY header (binds with header handling, from peers trust.py lets
+                in); nothing is chosen or connected
     CONNECTING  a server was chosen; non-blocking connect in progress, the header and any client
                 bytes already read wait in the client-to-server buffer
     RELAY       bytes flow both ways; each direction ends on its own (half-close)
@@ -39,6 +40,8 @@ from .balancer import BackendPool
 from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
 from .logs import LOG
 from .proxyproto import aws_vpce_id, build_v1, build_v2, parse_header
+from .trust import (END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER, START_BARE, START_PARSE,
+                    START_UNTRUSTED, TrustPolicy, judge_start)
 
 HEADER = "HEADER"
 CONNECTING = "CONNECTING"
@@ -62,6 +65,8 @@ PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED,
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
 ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
+END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 
 
 def _inet_endpoint(sockaddr):
@@ -110,6 +115,7 @@ class Listener(object):
         self.sock = sock
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
+        self.trust = TrustPolicy(bind) if bind.accept_proxy else None
 
     def on_event(self, mask):
         engine = self.engine
@@ -141,13 +147,15 @@ class Listener(object):
 class FrontendState(object):
     """Run-time counters of a frontend."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners")
+    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
 
     def __init__(self, frontend, pool):
         self.frontend = frontend
         self.pool = pool
         self.active = 0
         self.listeners = []
+        self.awaiting_header = {}   # sessions in HEADER, oldest first (dicts keep insertion order)
+        self.per_source = {}        # real peer IP -> open sessions, with maxconn-per-source only
 
 
 class Session(object):
@@ -158,7 +166,7 @@ class Session(object):
         "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
         "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
         "started", "connect_started", "connected_at", "active", "timer_at", "retries_left",
-        "tried", "end",
+        "tried", "end", "trust",
     )
 
     def __init__(self, engine, listener, csock, peer):
@@ -186,15 +194,23 @@ class Session(object):
         self.retries_left = 0
         self.tried = []
         self.end = None
-        engine.session_opened(self)
+        self.trust = None            # the peer's PeerTrust, on binds with header handling
+        refusal = engine.session_opened(self)
         try:
-            if listener.bind.accept_proxy:
+            if refusal is not None:
+                self.close(refusal)
+            elif listener.trust is None:
+                self._choose_server()
+            else:
+                self.trust = listener.trust.decide(self.peer)
+                if self.trust.refused:
+                    self.close(END_UNTRUSTED_PEER)
+                    return
                 self._enter(HEADER)
                 self.inbuf = bytearray()
+                engine.header_wait_started(self)
                 self._want(True, EVENT_READ)
                 self._arm(self.started + self.fe.frontend.timeout_proxy_header)
-            else:
-                self._choose_server()
         except Exception:
             self._crash()
 
@@ -258,6 +274,8 @@ class Session(object):
                 self._arm(due)
             elif self.state == CONNECTING:
                 self._connect_failed("connect-timeout")
+            elif self.state == HEADER:
+                self._header_timed_out()
             else:
                 self.close(cause)
         except Exception:
@@ -286,22 +304,56 @@ class Session(object):
         inbuf = self.inbuf
         inbuf += engine.view[:n]
         try:
+            if self.trust.screens_start and not self._starts_header(not n):
+                return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
             self.close("bad-header:%s" % exc.kind, detail=exc.reason)
             return
-        if header is None:
-            return
-        self.header = header
-        self.c2s = bytes(inbuf[header.header_len:])
+        if header is not None:
+            self._header_done(header)
+
+    def _starts_header(self, ended):
+        """Judge the first bytes (header optional, or one version only); True: parse them.
+
+        Otherwise this has already acted: relayed them as they are, refused them, or left
+        them to wait for more.
+        """
+        start = judge_start(self.trust, self.inbuf, ended)
+        if start is START_PARSE:
+            return True
+        if start is START_BARE:
+            self._header_done(None)
+        elif start is START_UNTRUSTED:
+            self.close(END_UNTRUSTED_HEADER, detail="a PROXY header from a peer allowed only "
+                       "to connect without one")
+        return False
+
+    def _header_timed_out(self):
+        if self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
+                                                            True) is START_BARE:
+            self._header_done(None)      # a peer that may go without a header has sent none
+        else:
+            self.close("header-timeout")
+
+    def _header_done(self, header):
+        """Leave HEADER with the parsed header, or None: the bytes so far are the client's."""
+        inbuf = self.inbuf
         self.inbuf = None
-        if header.has_addresses:
-            if header.family == "UNIX":
-                self.client, self.local = header.src_addr, header.dst_addr
-            else:
-                self.client = (header.src_addr, header.src_port)
-                self.local = (header.dst_addr, header.dst_port)
-        self.active = engine.now
+        self.engine.header_wait_ended(self)
+        if header is None:
+            self.c2s = bytes(inbuf)
+        else:
+            self.header = header
+            self.c2s = bytes(inbuf[header.header_len:])
+            if header.has_addresses:
+                if header.family == "UNIX":
+                    self.client, self.local = header.src_addr, header.dst_addr
+                else:
+                    self.client = (header.src_addr, header.src_port)
+                    self.local = (header.dst_addr, header.dst_port)
+        self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
+        self.active = self.engine.now
         self._want(True, 0)
         self._choose_server()
 
@@ -585,6 +637,8 @@ class Session(object):
             "out=%d" % self.bytes_out,
             "end=" + self.end,
         ]
+        if self.trust is not None:
+            parts.append("trust=" + self.trust.rule_for(self.header))
         header = self.header
         if header is not None:
             parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
@@ -737,18 +791,31 @@ class Engine(object):
     # -- connection accounting ------------------------------------------------------------------
 
     def session_opened(self, session):
+        """Count a new session in; returns the end cause to refuse it with, or None."""
         self.active += 1
         fe = session.fe
         fe.active += 1
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
+        source = _limited_source(session)
+        if source is not None:
+            count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
+            if count > fe.frontend.maxconn_per_source:
+                return END_SOURCE_LIMIT
+        return None
 
     def session_closed(self, session, detail):
         self.active -= 1
         fe = session.fe
         fe.active -= 1
         self.sessions.discard(session)
+        self.header_wait_ended(session)
+        source = _limited_source(session)
+        if source is not None:
+            count = fe.per_source.pop(source) - 1
+            if count:
+                fe.per_source[source] = count
         frontend = fe.frontend
         quiet = ((session.end == "normal" and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and session.end in
@@ -757,6 +824,18 @@ class Engine(object):
             LOG.info("%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+
+    def header_wait_started(self, session):
+        """A session now waits for its header. At maxconn-pending-header, the oldest waiting
+        one is closed to make room, so that a flood of silent connections cannot keep real
+        clients out: they send their header at once, a flood's connections never do."""
+        waiting = session.fe.awaiting_header
+        if len(waiting) >= session.fe.frontend.maxconn_pending_header:
+            next(iter(waiting)).close(END_HEADER_EVICTED)
+        waiting[session] = None
+
+    def header_wait_ended(self, session):
+        session.fe.awaiting_header.pop(session, None)
 
     def server_connect_failed(self, server, cause, detail):
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
@@ -796,6 +875,17 @@ class Engine(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+def _limited_source(session):
+    """The real peer IP that maxconn-per-source counts the session under, or None when the limit
+    is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
+    if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
+        return None
+    host = session.peer[0]
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
 
 
 def default_maxconn():
