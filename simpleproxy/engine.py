@@ -339,7 +339,6 @@ class Session(object):
     def _header_done(self, header):
         """Leave HEADER with the parsed header, or None: the bytes so far are the client's."""
         inbuf = self.inbuf
-        self.inbuf = None
         self.engine.header_wait_ended(self)
         if header is None:
             self.c2s = bytes(inbuf)
@@ -835,7 +834,10 @@ class Engine(object):
         waiting[session] = None
 
     def header_wait_ended(self, session):
+        """The session no longer waits (its header is in, or it closed): its buffer goes now, not
+        when a stale timer entry that still holds the session comes due."""
         session.fe.awaiting_header.pop(session, None)
+        session.inbuf = None
 
     def server_connect_failed(self, server, cause, detail):
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
