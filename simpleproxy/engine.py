@@ -133,6 +133,8 @@ class Listener(object):
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
             csock.setblocking(False)
+            if engine.accepts_failing_since is not None:
+                engine.accepts_recovered()
             Session(engine, self, csock, peer)
 
     def close(self):
@@ -677,6 +679,7 @@ class Engine(object):
             self.frontends[frontend.name] = FrontendState(
                 frontend, self.pools.get(frontend.default_backend))
         self._accept_paused_until = None
+        self.accepts_failing_since = None      # when accept() began to fail for want of descriptors
         self.paused_listeners = 0
         self._resume_timer = LoopTimer(self._resume_accepting)
         self._unique_ids = 0
@@ -847,13 +850,23 @@ class Engine(object):
         return ("%x-%x-%x" % (os.getpid(), int(time.time()), self._unique_ids)).encode()
 
     def back_off_accepting(self, exc):
-        """Out of descriptors: stop accepting for a moment instead of spinning on EMFILE."""
-        if self._accept_paused_until is None:
-            LOG.warning("accept failed (%s): pausing accepts for %dms", exc, ACCEPT_BACKOFF * 1000)
+        """Out of descriptors: stop accepting for a moment instead of spinning on EMFILE.
+
+        Logged once when it starts and once when accepts succeed again, however long it lasts.
+        """
+        if self.accepts_failing_since is None:
+            self.accepts_failing_since = self.now
+            LOG.warning("accept failed (%s): pausing accepts for %dms at a time until descriptors "
+                        "free up", exc, ACCEPT_BACKOFF * 1000)
         self._accept_paused_until = self.now + ACCEPT_BACKOFF
         self._update_accepting()
         self._resume_timer.timer_at = self._accept_paused_until
         self.add_timer(self._accept_paused_until, self._resume_timer)
+
+    def accepts_recovered(self):
+        LOG.info("accepting again after %dms short of descriptors",
+                 (self.now - self.accepts_failing_since) * 1000)
+        self.accepts_failing_since = None
 
     def _resume_accepting(self):
         self._accept_paused_until = None
