@@ -104,9 +104,10 @@ def test_readme_run_command_names_a_valid_config():
 GOOD_PACKAGE = {
     "__init__.py": '"""pkg: a package for the bundler tests."""\nfrom ._version import __version__\n',
     "_version.py": '__version__ = "9.8.7"\n',
-    # apple sorts first but needs zebra: the order must follow the imports.
+    # apple sorts first but needs zebra: the order must follow the imports. The form feed
+    # counts as a line break for str.splitlines() but not for Python.
     "apple.py": (
-        '"""Needs zebra."""\n'
+        '"""Needs zebra.\fReally."""\n'
         'import os\n'
         '\n'
         'from .zebra import (\n'
@@ -155,6 +156,7 @@ def test_good_package_bundles_in_import_order_and_runs(tmp_path):
     assert text.startswith('#!/usr/bin/env python3\n"""pkg: a package for the bundler tests.\n')
     assert "Version 9.8.7." in text
     assert 'GAP = """\n\n\n\n"""' in text
+    assert '"""Needs zebra.\fReally."""\nimport os\n' in text
     assert "\n\n\n\n" not in text.replace('GAP = """\n\n\n\n"""', "GAP")  # no 3 blank lines
     (tmp_path / "pkg.py").write_text(text)
     result = run(sys.executable, "pkg.py", cwd=str(tmp_path))

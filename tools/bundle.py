@@ -51,7 +51,7 @@ def build(package_dir, output_name):
     if problems:
         raise BundleError("\n".join(sorted(problems, key=_natural_order)))
     order = _dependency_order(package, {name: imports[name] for name in bindings})
-    sections = [_section(package, name, sources[name], trees[name], imports[name]) for name in order]
+    sections = [_section(package, name, sources[name], imports[name]) for name in order]
     text = _header(package, trees, output_name) + "\n\n".join(sections) + "\n"
     try:
         compile(text, output_name, "exec")
@@ -294,14 +294,16 @@ def _version(trees):
     return None
 
 
-def _section(package, module, source, tree, package_imports):
+def _section(package, module, source, package_imports):
     """The module's text under a banner, its intra-package imports cut out."""
     cut = set()
     for node in package_imports:
         cut.update(range(node.lineno, node.end_lineno + 1))
     lines = []
     after_cut = False
-    for number, line in enumerate(source.splitlines(), 1):
+    # Split on "\n" only, as the tokenizer does: splitlines() would also break at form
+    # feeds and U+2028 inside string literals and shift every line number after them.
+    for number, line in enumerate(source.split("\n"), 1):
         if number in cut:
             after_cut = True
         elif line.strip():
