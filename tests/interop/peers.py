@@ -78,6 +78,17 @@ def program_output(argv):
     return result.stdout
 
 
+def free_port():
+    """A port free on every local address of both families at the time of asking (a port
+    free on 127.0.0.1 may still be taken on ::1 by someone else's connection)."""
+    family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        return sock.getsockname()[1]
+
+
 def port_listening(port):
     """True once some socket listens on ``port`` at any local address, IPv4 or IPv6.
 

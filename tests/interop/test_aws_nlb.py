@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from peers import PAYLOAD, REPLY, exchange_or_reset, peer_missing, v1_line
-from support import REPO, RecordingServer, exchange, free_port
+from peers import PAYLOAD, REPLY, exchange_or_reset, free_port, peer_missing, v1_line
+from support import REPO, RecordingServer, exchange
 
 VECTORS = os.path.join(os.path.dirname(REPO), "shared", "proxy-protocol", "vectors.json")
 PP2_TYPE_AWS = 0xEA

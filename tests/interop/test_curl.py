@@ -3,8 +3,9 @@ import subprocess
 
 import pytest
 
-from peers import CLIENTS, endpoint_text, find_program, program_output, wait_for_lines
-from support import DEFAULT_TIMEOUT, free_port
+from peers import (CLIENTS, endpoint_text, find_program, free_port, program_output,
+                   wait_for_lines)
+from support import DEFAULT_TIMEOUT
 
 NGINX_BODY = b"nginx http\n"
 

@@ -6,8 +6,8 @@ proxies' own 127.0.0.1; every check is on the exact bytes or log fields that car
 import pytest
 
 from peers import (CLIENTS, PAYLOAD, REPLY, complete_lines, endpoint_text, exchange_or_reset,
-                   round_trip, v1_line, v2_header)
-from support import RecordingServer, exchange, free_port, wait_until
+                   free_port, round_trip, v1_line, v2_header)
+from support import RecordingServer, exchange, wait_until
 
 HAPROXY_SENDS = {
     "v1": "send-proxy",

@@ -4,8 +4,8 @@ stream, logging ``$proxy_protocol_addr``/``$proxy_protocol_port``) and in front 
 import pytest
 
 from peers import (CLIENTS, PAYLOAD, REPLY, connect_from, endpoint_text, exchange_or_reset,
-                   round_trip, v1_line, wait_for_lines)
-from support import RecordingServer, free_port, read_to_eof
+                   free_port, round_trip, v1_line, wait_for_lines)
+from support import RecordingServer, read_to_eof
 
 HTTP_REQUEST = b"GET / HTTP/1.0\r\nHost: interop\r\n\r\n"
 BLOCKS = ("http", "stream")

@@ -9,8 +9,8 @@ over both instances of each tier.
 """
 from concurrent.futures import ThreadPoolExecutor
 
-from peers import complete_lines, connect_from
-from support import free_port, read_to_eof, wait_until
+from peers import complete_lines, connect_from, free_port
+from support import read_to_eof, wait_until
 
 CONNECTIONS = 200
 CONCURRENCY = 16
@@ -54,8 +54,8 @@ def test_two_tiers_keep_every_client_address(lab):
         results = list(pool.map(one_client, range(CONNECTIONS),
                                 [("127.0.0.1", haproxy_port)] * CONNECTIONS))
     assert all(reply.startswith(b"HTTP/1.1 200 OK\r\n") for _, _, reply in results)
+    # Compared as lists: a source port freed by a finished connection may come round again.
     clients = sorted((host, port) for host, port, _ in results)
-    assert len(set(clients)) == CONNECTIONS
 
     def lines_of(instances, read):
         """Each instance's lines, once all connections are in them."""
