@@ -78,37 +78,41 @@ def program_output(argv):
     return result.stdout
 
 
+def _wildcard_socket():
+    """A TCP socket, and the wildcard address that covers every local address of both
+    families (dual-stack ``::``, or ``0.0.0.0`` without IPv6)."""
+    if not socket.has_ipv6:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM), "0.0.0.0"
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    return sock, "::"
+
+
 def free_port():
     """A port free on every local address of both families at the time of asking (a port
     free on 127.0.0.1 may still be taken on ::1 by someone else's connection)."""
-    family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+    sock, wildcard = _wildcard_socket()
+    with sock:
+        sock.bind((wildcard, 0))
         return sock.getsockname()[1]
 
 
 def port_listening(port):
     """True once some socket listens on ``port`` at any local address, IPv4 or IPv6.
 
-    A probe binds the dual-stack wildcard with SO_REUSEADDR: Linux lets that through
-    everything on the port (time-wait leftovers included) except a listening socket. No
-    connection is made, so readiness leaves no trace in the peer's logs.
+    A probe binds the wildcard with SO_REUSEADDR: Linux lets that through everything on
+    the port (time-wait leftovers included) except a listening socket. No connection is
+    made, so readiness leaves no trace in the peer's logs.
     """
-    family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
-    try:
+    probe, wildcard = _wildcard_socket()
+    with probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        probe.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return True
-        raise
-    finally:
-        probe.close()
+        try:
+            probe.bind((wildcard, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
     return False
 
 

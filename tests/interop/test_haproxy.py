@@ -19,6 +19,11 @@ SIMPLEPROXY_SENDS = {"v1": "send-proxy", "v2": "send-proxy-v2"}
 HAPROXY_LOG_FORMAT = 'log-format "client=%ci:%cp dst=%fi:%fp uid=%[fc_pp_unique_id]"'
 
 
+def section_name(mode):
+    """A mode such as "v2+crc32c,unique-id" as a proxy name: "v2_crc32c_unique-id"."""
+    return mode.replace("+", "_").replace(",", "_")
+
+
 def expected_header(version, src, dst, sport, dport):
     return v1_line(src, dst, sport, dport) if version == "v1" else v2_header(src, dst, sport, dport)
 
@@ -36,7 +41,7 @@ def haproxy_in_front(module_lab):
                               % (out, backend.config_address, send))
     for mode, haproxy_send in HAPROXY_SENDS.items():
         for out in SIMPLEPROXY_SENDS:
-            name = "%s_to_%s" % (mode.replace("+", "_").replace(",", "_"), out)
+            name = "%s_to_%s" % (section_name(mode), out)
             proxy_port, haproxy_port = free_port(), free_port()
             haproxy_ports[mode, out] = haproxy_port
             proxy_sections.append("[frontend %s]\nbind = 127.0.0.1:%d accept-proxy\n"
@@ -86,7 +91,7 @@ def haproxy_behind(module_lab):
     for mode, send in sorted(sends.items()):
         for accept in ("", " accept-proxy"):
             port = ports[mode, bool(accept)] = free_port()
-            name = "%s%s" % (mode.replace("+", "_").replace(",", "_"), accept.replace(" ", "_"))
+            name = section_name(mode) + accept.replace(" ", "_")
             sections.append("[listen %s]\nbind = 127.0.0.1:%d%s\n       [::1]:%d%s\n"
                             "server hap = 127.0.0.1:%d %s\n"
                             % (name, port, accept, port, accept, haproxy_port, send))
