@@ -1,0 +1,604 @@
+#!/usr/bin/env python3
+"""Benchmark simpleproxy side by side with HAProxy and with no proxy at all, in one run.
+
+    python3 bench/bench.py                  the full run (about 8 minutes)
+    python3 bench/bench.py --quick          about a minute, for developers
+    python3 bench/bench.py --python /root/.pyenv/versions/3.8.18/bin/python --python python3.13
+    python3 bench/bench.py --tree mine=/path/to/other/checkout     compare two source trees
+
+Needs HAProxy (``apt-get install -y haproxy``; ``--skip-haproxy`` runs without it) and Linux
+(epoll, /proc). Everything runs on 127.0.0.1 and every loop ends by a deadline.
+
+What runs: one backend process (loadgen.py), one process per proxy under test, and the load
+generator in this process. Every proxy serves the same six routes: bulk sink, 16-byte reply and
+echo, each plain and with the PROXY protocol on (``accept-proxy`` on the bind, the client
+sending a v2 header; ``send-proxy-v2`` to the server). "no proxy" sends the same traffic to the
+backend directly: the limit of this machine. Rounds interleave the targets (each test runs for
+every target, in a rotating order, before the next test starts) and the table shows medians.
+
+Columns:
+  bulk 1 / bulk 8     MB/s (10^6 bytes) pushed through 1 or 8 connections
+  conn/s              new connections per second: connect, 16-byte reply, server closes
+  keep-alive req/s    16-byte request/response ping-pong, 32 connections, one request each in flight
+  CPU/conn            proxy CPU (user+system, from /proc/PID/stat) per connection, in µs
+  CPU/GB              proxy CPU seconds per GB in the 1-stream bulk test
+  idle KiB/conn       growth of the proxy's RSS over N idle proxied connections, divided by N,
+                      each measured on a freshly started proxy (kernel socket memory is not RSS)
+
+The machine has two cores shared by the load generator, the backend and the proxy: a second
+table says how much of a core each used, and how much every other process on the machine took
+meanwhile, so a rate capped by the load generator, or disturbed by someone else's work, shows
+as such.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from loadgen import bulk, connection_rate, idle_connections, keepalive
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+TCP_LISTEN = "0A"                             # the LISTEN state in /proc/net/tcp
+ROUTES = ("sink", "reply", "echo")            # the backend port each route ends on, plain mode
+PP_BACKEND_PORT = {"sink": "sink", "reply": "reply_pp", "echo": "echo_pp"}
+CONN_CONCURRENCY = 32
+WHO_USED_CPU = ("proxy", "loadgen", "backend", "other")
+BUSY_LOAD = 0.5                 # a one-minute load average above this before the run: not idle
+DISTURBED = 0.15                # other processes using more of a core than this during a test
+KEEPALIVE_CONNECTIONS = 32
+
+FULL = {"rounds": 5, "seconds": 3.0, "warmup": 0.5, "idle": 2000}
+QUICK = {"rounds": 2, "seconds": 0.8, "warmup": 0.2, "idle": 1000}
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a whole process (all its threads), from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds():
+    """CPU seconds spent by all processes over every core (/proc/stat), counted as a process's
+    own time is: user, nice, system, and the interrupts that tick accounting charges to it."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = f.readline().split()[1:8]
+    return sum(int(ticks) for ticks in (user, nice, system, irq, softirq)) / CLOCK_TICKS
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for process %d" % pid)
+
+
+def tcp_connections(pid):
+    """How many TCP sockets other than listeners process ``pid`` holds (/proc/net/tcp{,6})."""
+    fd_dir = "/proc/%d/fd" % pid
+    inodes = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue            # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if fields[3] != TCP_LISTEN and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def accepts_connections(port):
+    try:
+        socket.create_connection((HOST, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+class Process(object):
+    """A child process whose output goes to a log file, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, args, log_path, env=None, cwd=None, stdin=subprocess.DEVNULL):
+        self.args = args
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.popen = subprocess.Popen(args, stdin=stdin, stdout=self.log, stderr=subprocess.STDOUT,
+                                      env=env, cwd=cwd)
+        self.pid = self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def log_tail(self, lines=20):
+        with open(self.log_path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+
+    def stop(self):
+        if self.alive():
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self.log.close()
+
+
+class Backend(object):
+    """loadgen.py's backend, serving until its standard input closes."""
+
+    def __init__(self, workdir):
+        log_path = os.path.join(workdir, "backend.log")
+        self.process = Process([sys.executable, os.path.join(BENCH_DIR, "loadgen.py"), "backend"],
+                               log_path, stdin=subprocess.PIPE)
+        self.log = open(log_path, "rb")
+        line = b""
+        deadline = time.monotonic() + 10
+        while not line.endswith(b"\n"):
+            if time.monotonic() > deadline or not self.process.alive():
+                raise RuntimeError("the backend did not start:\n" + self.process.log_tail())
+            line += self.log.readline()
+            time.sleep(0.01)
+        self.ports = json.loads(line.decode())
+        self.pid = self.process.pid
+
+    def stop(self):
+        self.process.popen.stdin.close()
+        self.process.stop()
+        self.log.close()
+
+
+# -- the targets ---------------------------------------------------------------------------------
+
+def backend_routes(backend_ports):
+    """Each route's backend port, and whether the route carries PROXY headers."""
+    table = {}
+    for route in ROUTES:
+        table[route] = (backend_ports[route], False)
+        table[route + "_pp"] = (backend_ports[PP_BACKEND_PORT[route]], True)
+    return table
+
+
+def route_table(backend_ports):
+    """Each route's listening port on a proxy, the backend port it forwards to, and its mode."""
+    return {route: (free_port(), backend_port, pp)
+            for route, (backend_port, pp) in backend_routes(backend_ports).items()}
+
+
+# Each proxy's configuration: a head, then one frontend/backend pair per route. HAProxy keeps its
+# defaults (nbthread 2 as on a two-core host, 16 KiB buffers, no splicing) and simpleproxy its own;
+# neither logs each connection (HAProxy has no "log" line; hotpath.py measures what simpleproxy's
+# log lines cost).
+CONFIG_TEMPLATES = {
+    "haproxy": (
+        "global\n    nbthread 2\n\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+        "    timeout client 30s\n    timeout server 30s\n\n",
+        "frontend fe_{name}\n    bind {listen}{accept}\n    default_backend be_{name}\n\n"
+        "backend be_{name}\n    server s1 {server}{send}\n\n"),
+    "simpleproxy": (
+        "[global]\nlog-level = warning\n\n[defaults]\ntimeout connect = 5s\n"
+        "timeout client = 30s\ntimeout server = 30s\n\n",
+        "[frontend fe_{name}]\nbind = {listen}{accept}\ndefault_backend = be_{name}\n\n"
+        "[backend be_{name}]\nserver s1 = {server}{send}\n\n"),
+}
+
+
+def proxy_config(kind, routes):
+    head, route_template = CONFIG_TEMPLATES[kind]
+    return head + "".join(
+        route_template.format(name=name, listen="%s:%d" % (HOST, port),
+                              accept=" accept-proxy" if pp else "",
+                              server="%s:%d" % (HOST, backend_port),
+                              send=" send-proxy-v2" if pp else "")
+        for name, (port, backend_port, pp) in sorted(routes.items()))
+
+
+class Instance(object):
+    """A running target: its process (None for "no proxy") and the address of each route."""
+
+    def __init__(self, process, addresses):
+        self.process = process
+        self.addresses = addresses
+
+    def stop(self):
+        if self.process:
+            self.process.stop()
+
+
+class Target(object):
+    """Something to send the traffic through: a proxy that can be started afresh, or nothing."""
+
+    def __init__(self, label, kind, python=None, tree=None, wrapper=(), options=()):
+        self.label = label
+        self.kind = kind             # "none", "haproxy" or "simpleproxy"
+        self.python = python
+        self.tree = tree
+        self.wrapper = list(wrapper)      # interpreter options before "-m simpleproxy"
+        self.options = list(options)      # command-line options of simpleproxy
+
+    def start(self, backend, workdir):
+        if self.kind == "none":
+            return Instance(None, {route: (HOST, port) for route, (port, _)
+                                   in backend_routes(backend.ports).items()})
+        routes = route_table(backend.ports)
+        os.makedirs(workdir, exist_ok=True)
+        config_path = os.path.join(workdir, "proxy.cfg")
+        with open(config_path, "w") as f:
+            f.write(proxy_config(self.kind, routes))
+        if self.kind == "haproxy":
+            args, env = [shutil.which("haproxy"), "-db", "-f"], None
+        else:
+            args = [self.python] + self.wrapper + ["-m", "simpleproxy"] + self.options
+            env = dict(os.environ, PYTHONPATH=self.tree)
+        process = Process(args + [config_path], os.path.join(workdir, "proxy.log"), env=env,
+                          cwd=workdir)
+        try:
+            for port, _, _ in routes.values():
+                wait_until(lambda: not process.alive() or accepts_connections(port), 15,
+                           "%s to listen" % self.label)
+                if not process.alive():
+                    raise RuntimeError("%s exited at start:\n%s" % (self.label, process.log_tail()))
+        except Exception:
+            process.stop()
+            raise
+        return Instance(process, {route: (HOST, port) for route, (port, _, _) in routes.items()})
+
+
+def interpreter_version(python):
+    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         stdout=subprocess.PIPE, check=True, universal_newlines=True)
+    return out.stdout.strip()
+
+
+def haproxy_version():
+    out = subprocess.run([shutil.which("haproxy"), "-v"], stdout=subprocess.PIPE,
+                         universal_newlines=True)
+    return out.stdout.split()[2]
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+TESTS = ("bulk1", "bulk8", "conn", "keepalive")
+MODES = ("plain", "pp")
+
+
+class Probe(object):
+    """CPU counters of the proxy, the backend, this process (the load generator) and the machine.
+
+    The machine's count less the other three is what everything else took from the cores.
+    """
+
+    def __init__(self, proxy_pid, backend_pid):
+        self.proxy_pid = proxy_pid
+        self.backend_pid = backend_pid
+
+    def __call__(self):
+        times = os.times()
+        return {"proxy": cpu_seconds(self.proxy_pid) if self.proxy_pid else None,
+                "backend": cpu_seconds(self.backend_pid),
+                "loadgen": times[0] + times[1],
+                "machine": machine_busy_seconds()}
+
+
+def run_load_test(test, instance, mode, backend, settings):
+    """One measurement: the rate, errors, each process's share of a core, proxy CPU per unit."""
+    suffix = "_pp" if mode == "pp" else ""
+    probe = Probe(instance.process.pid if instance.process else None, backend.pid)
+    common = dict(warmup=settings["warmup"], seconds=settings["seconds"], probe=probe,
+                  send_header=(mode == "pp"))
+    if test == "bulk1":
+        outcome = bulk(instance.addresses["sink" + suffix], 1, **common)
+    elif test == "bulk8":
+        outcome = bulk(instance.addresses["sink" + suffix], 8, **common)
+    elif test == "conn":
+        outcome = connection_rate(instance.addresses["reply" + suffix], CONN_CONCURRENCY, **common)
+    else:
+        outcome = keepalive(instance.addresses["echo" + suffix], KEEPALIVE_CONNECTIONS, **common)
+    figures = {"rate": outcome["rate"], "errors": outcome["errors"]}
+    for who in ("proxy", "backend", "loadgen", "machine"):
+        start, end = outcome["probe_start"][who], outcome["probe_end"][who]
+        figures["cpu_" + who] = None if start is None else (end - start) / outcome["seconds"]
+    ours = sum(figures["cpu_" + who] or 0 for who in ("proxy", "backend", "loadgen"))
+    figures["cpu_other"] = max(0.0, figures.pop("cpu_machine") - ours)
+    if figures["cpu_proxy"] is not None and outcome["count"]:
+        figures["cpu_per_unit"] = figures["cpu_proxy"] * outcome["seconds"] / outcome["count"]
+    return figures
+
+
+def run_idle_test(target, mode, backend, settings, workdir):
+    """KiB of proxy RSS per idle proxied connection, on a freshly started instance."""
+    instance = target.start(backend, workdir)
+    pid = instance.process.pid
+    address = instance.addresses["echo_pp" if mode == "pp" else "echo"]
+    send_header = mode == "pp"
+    try:
+        # What the first connections ever cost (lazy imports, pools) is not per-connection.
+        idle_connections(address, 20, lambda: None, send_header=send_header)
+        wait_until(lambda: tcp_connections(pid) == 0, 10,
+                   "%s to close the warm-up connections" % target.label)
+        before = rss_kib(pid)
+        after = idle_connections(address, settings["idle"], lambda: rss_kib(pid),
+                                 send_header=send_header)
+        return {"kib_per_conn": (after - before) / settings["idle"]}
+    finally:
+        instance.stop()
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def run_benchmark(targets, settings, workdir, say):
+    """Every test for every target and mode, interleaved, ``rounds`` times; returns the samples."""
+    samples = {}                     # (target label, mode, test) -> [figures, ...]
+    backend = Backend(workdir)
+    instances = {}
+    try:
+        for number, target in enumerate(targets):
+            instances[target.label] = target.start(
+                backend, os.path.join(workdir, "target%d" % number))
+        for round_index in range(settings["rounds"]):
+            shift = round_index % len(targets)
+            order = targets[shift:] + targets[:shift]
+            for mode in MODES:
+                for target in order:
+                    if target.kind == "none":
+                        continue
+                    figures = run_idle_test(target, mode, backend, settings,
+                                            os.path.join(workdir, "idle"))
+                    samples.setdefault((target.label, mode, "idle"), []).append(figures)
+                    say("round %d  idle       %-5s %-28s %6.2f KiB/conn" % (
+                        round_index + 1, mode, target.label, figures["kib_per_conn"]))
+            for test in TESTS:
+                for mode in MODES:
+                    for target in order:
+                        instance = instances[target.label]
+                        figures = run_load_test(test, instance, mode, backend, settings)
+                        if instance.process and not instance.process.alive():
+                            raise RuntimeError("%s died during %s:\n%s" % (
+                                target.label, test, instance.process.log_tail()))
+                        samples.setdefault((target.label, mode, test), []).append(figures)
+                        say("round %d  %-10s %-5s %-28s %12.1f/s  errors %d  cpu %s" % (
+                            round_index + 1, test, mode, target.label, figures["rate"],
+                            figures["errors"], cpu_shares(figures)))
+    finally:
+        for instance in instances.values():
+            instance.stop()
+        backend.stop()
+    return samples
+
+
+def cpu_shares(figures):
+    """proxy/loadgen/backend/other, each in % of one core."""
+    return "/".join("-" if figures.get("cpu_" + who) is None else "%d%%" % (100 * figures["cpu_" + who])
+                    for who in WHO_USED_CPU)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+def summarise(samples):
+    """Medians per (target, mode): the table's columns."""
+    summary = {}
+    for (label, mode, test), runs in samples.items():
+        row = summary.setdefault((label, mode), {})
+        if test == "idle":
+            row["idle"] = median(run["kib_per_conn"] for run in runs)
+            continue
+        row[test] = median(run["rate"] for run in runs)
+        row[test + "_errors"] = sum(run["errors"] for run in runs)
+        for who in WHO_USED_CPU:
+            row[test + "_cpu_" + who] = median(run.get("cpu_" + who) for run in runs)
+        per_unit = median(run.get("cpu_per_unit") for run in runs)
+        if test == "conn" and per_unit is not None:
+            row["cpu_conn_us"] = per_unit * 1e6
+        elif test == "bulk1" and per_unit is not None:
+            row["cpu_gb_s"] = per_unit * 1e9          # per byte -> per 10^9 bytes
+    return summary
+
+
+COLUMNS = (
+    ("bulk 1 MB/s", "bulk1", 1e-6, "%.0f"),
+    ("bulk 8 MB/s", "bulk8", 1e-6, "%.0f"),
+    ("conn/s", "conn", 1, "%.0f"),
+    ("keep-alive req/s", "keepalive", 1, "%.0f"),
+    ("CPU µs/conn", "cpu_conn_us", 1, "%.0f"),
+    ("CPU s/GB", "cpu_gb_s", 1, "%.2f"),
+    ("idle KiB/conn", "idle", 1, "%.1f"),
+)
+
+
+def row_label(target, mode):
+    if mode == "plain":
+        return target.label
+    if target.kind == "none":
+        return "no proxy, v2 header sent"
+    return target.label + ", accept-proxy + send-proxy-v2"
+
+
+def format_table(targets, summary, reference):
+    """A Markdown table; each cell also gives the ratio to ``reference`` (HAProxy) in its mode."""
+    lines = ["| target | " + " | ".join(title for title, _, _, _ in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for mode in MODES:
+        for target in targets:
+            row = summary.get((target.label, mode), {})
+            base = summary.get((reference.label, mode), {}) if reference else {}
+            cells = []
+            for _, key, scale, fmt in COLUMNS:
+                value = row.get(key)
+                if value is None:
+                    cells.append("-")
+                    continue
+                cell = fmt % (value * scale)
+                if base.get(key) and target is not reference:
+                    cell += " (%.2f×)" % (value / base[key])
+                cells.append(cell)
+            lines.append("| %s | %s |" % (row_label(target, mode), " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def format_cpu_table(targets, summary):
+    """Who used the cores during each test: proxy/load generator/backend/others, % of a core."""
+    tests = ("bulk1", "bulk8", "conn", "keepalive")
+    lines = ["| target | " + " | ".join(tests) + " |", "|---" * (len(tests) + 1) + "|"]
+    for mode in MODES:
+        for target in targets:
+            row = summary.get((target.label, mode), {})
+            cells = ["/".join("-" if row.get("%s_cpu_%s" % (test, who)) is None
+                              else "%d" % (100 * row["%s_cpu_%s" % (test, who)])
+                              for who in WHO_USED_CPU) for test in tests]
+            lines.append("| %s | %s |" % (row_label(target, mode), " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def machine_description():
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return "%s %s, %d CPUs (%s)" % (platform.system(), platform.release(), os.cpu_count(), model)
+
+
+def warnings_about(targets, summary):
+    """Failed connections, and tests during which other processes took a good part of a core."""
+    notes = []
+    disturbed = []
+    for mode in MODES:
+        for target in targets:
+            row = summary.get((target.label, mode), {})
+            for test in TESTS:
+                if row.get(test + "_errors"):
+                    notes.append("%s, %s: %d failed connections" % (
+                        row_label(target, mode), test, row[test + "_errors"]))
+                other = row.get(test + "_cpu_other") or 0
+                if other > DISTURBED:
+                    disturbed.append(other)
+    if disturbed:
+        notes.append("other processes took %d%% to %d%% of a core during %d of the %d load tests: "
+                     "those figures are low and noisy" % (
+                         100 * min(disturbed), 100 * max(disturbed), len(disturbed),
+                         len(TESTS) * len(MODES) * len(targets)))
+    return notes
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+def build_targets(args):
+    targets = [Target("no proxy", "none")]
+    if not args.skip_haproxy:
+        targets.append(Target("HAProxy " + haproxy_version(), "haproxy"))
+    trees = [("simpleproxy", REPO)] + [tuple(spec.split("=", 1)) for spec in args.tree]
+    for name, tree in trees:
+        for python in args.python or [sys.executable]:
+            label = "%s (py%s)" % (name, interpreter_version(python))
+            targets.append(Target(label, "simpleproxy", python=python, tree=os.path.abspath(tree)))
+    return targets
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute: 2 short rounds")
+    parser.add_argument("--rounds", type=int, help="rounds per test (medians are reported)")
+    parser.add_argument("--seconds", type=float, help="measuring window of each test")
+    parser.add_argument("--idle", type=int, help="connections in the idle-memory test")
+    parser.add_argument("--python", action="append", default=[],
+                        help="run simpleproxy with this interpreter (repeatable)")
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                        help="also run the simpleproxy package found in DIR (repeatable)")
+    parser.add_argument("--skip-haproxy", action="store_true", help="run without HAProxy")
+    parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
+    args = parser.parse_args(argv)
+    for spec in args.tree:
+        if "=" not in spec or not os.path.isdir(os.path.join(spec.split("=", 1)[1], "simpleproxy")):
+            parser.error("--tree wants LABEL=DIR with DIR/simpleproxy/ in it: %r" % spec)
+    if not args.skip_haproxy and not shutil.which("haproxy"):
+        parser.error("haproxy is not installed: apt-get install -y haproxy (or --skip-haproxy)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    settings = dict(QUICK if args.quick else FULL)
+    for key in ("rounds", "seconds", "idle"):
+        if getattr(args, key):
+            settings[key] = getattr(args, key)
+    targets = build_targets(args)
+    started = time.time()
+
+    def say(text):
+        sys.stderr.write("[%4.0fs] %s\n" % (time.time() - started, text))
+        sys.stderr.flush()
+
+    load_before = os.getloadavg()[0]
+    workdir = tempfile.mkdtemp(prefix="simpleproxy-bench-")
+    try:
+        samples = run_benchmark(targets, settings, workdir, say)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary = summarise(samples)
+    reference = next((target for target in targets if target.kind == "haproxy"), None)
+    print("simpleproxy benchmark, %s, %s" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+                                          machine_description()))
+    print("medians of %d rounds, %.1f s windows after %.1f s warm-up, %d idle connections; "
+          "load generator and backend in Python %s; took %.0f s; load average %.2f before" % (
+              settings["rounds"], settings["seconds"], settings["warmup"], settings["idle"],
+              platform.python_version(), time.time() - started, load_before))
+    if load_before > BUSY_LOAD:
+        print("warning: the machine was busy before the run (load average %.2f): other processes "
+              "shared the cores, so the figures are low and noisy" % load_before)
+    print()
+    print(format_table(targets, summary, reference))
+    print()
+    print("CPU use during each test, % of one core: proxy/load generator/backend/other processes")
+    print()
+    print(format_cpu_table(targets, summary))
+    for note in warnings_about(targets, summary):
+        print("warning: " + note)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": settings, "samples": [
+                {"target": label, "mode": mode, "test": test, "runs": runs}
+                for (label, mode, test), runs in sorted(samples.items())]}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
