@@ -24,25 +24,85 @@ __version__ = "0.1.0"
 """Choosing a server: the balancer only picks, it does no I/O.
 
 Each backend gets a ``BackendPool``; each of its servers a ``ServerState`` that the event loop
-updates (connection counts, health). The loop asks ``pick()`` for a server and reports back with
-``connection_started`` / ``connection_ended``.
+updates (connection counts, health, administrative state). The loop asks ``pick()`` for a
+server and reports back with ``connection_started`` / ``connection_ended``. Everything here is
+arithmetic on plain data, so it is tested from tables with a seeded random source.
+
+A server's state comes from two things kept apart: what the operator set (``admin``: READY,
+DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
+them into UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping them apart means a
+draining server that fails its checks and recovers goes back to draining, not to UP.
+
+The candidates are the UP servers with a weight above 0 among the normal servers; when there
+is none, among the backup servers: the first one in the config, or all of them with ``option
+allbackups``, as in HAProxy. They are worked out again only when a state changes, never per
+connection. A candidate that is full (its ``maxconn`` reached) is passed over; when every
+candidate is full, ``pick()`` returns None while ``candidates`` is not empty: the caller queues.
+
+The algorithms (``balance``):
+
+roundrobin   weighted and smooth, by stride scheduling: each candidate has a pass, the lowest
+             pass goes next and moves on by SPAN // weight. A heap keeps it O(log n) a pick. A
+             server coming back starts level with the others instead of catching up.
+static-rr    the same order worked out once for a whole turn (one slot per unit of weight),
+             then walked: O(1) a pick. Rebuilt whenever the candidates change.
+leastconn    the fewest connections per unit of weight, ``(active + 1) / weight`` as in
+             HAProxy; equal loads take turns. One scan of the candidates a pick.
+first        the first candidate in config order with a free slot: fills servers one by one.
+source       the client's IP address (as the PROXY header gave it) hashed onto a ring of 64
+             points per unit of weight (consistent hashing): a server leaving moves only its
+             own clients, and every proxy with the same config picks the same server for a
+             client. A client without an IP address (a Unix socket) gets no affinity.
+random       the power of two choices: two draws weighted by weight, the less loaded wins.
 """
+import binascii
+import heapq
+import random
+import socket
+
+UP = "UP"
+DOWN = "DOWN"
+DRAIN = "DRAIN"
+MAINT = "MAINT"
+READY = "READY"
+
+# What an operator may set, and what each administrative state may become.
+ADMIN_TRANSITIONS = {
+    READY: (DRAIN, MAINT),
+    DRAIN: (READY, MAINT),
+    MAINT: (READY, DRAIN),
+}
+
+# A server's state from (admin, healthy). DRAIN: finishes its connections, takes no new ones.
+# MAINT: out of service, and not checked (the health checker skips it).
+SERVER_STATES = {
+    (READY, True): UP,
+    (READY, False): DOWN,
+    (DRAIN, True): DRAIN,
+    (DRAIN, False): DOWN,
+    (MAINT, True): MAINT,
+    (MAINT, False): MAINT,
+}
 
 
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("server", "backend", "up", "active")
+    __slots__ = ("server", "backend", "admin", "healthy", "weight", "active", "state", "usable")
 
     def __init__(self, server, backend):
         self.server = server
         self.backend = backend
-        self.up = not server.disabled
-        self.active = 0
+        self.admin = MAINT if server.disabled else READY
+        self.healthy = True           # until checks say otherwise (unchecked servers: always)
+        self.weight = server.weight
+        self.active = 0               # connections connecting or relaying
+        self.state = self.usable = None
+        self._settle()
 
-    @property
-    def usable(self):
-        return self.up and self.server.weight > 0
+    def _settle(self):
+        self.state = SERVER_STATES[self.admin, self.healthy]
+        self.usable = self.state == UP and self.weight > 0
 
     @property
     def label(self):
@@ -50,28 +110,329 @@ class ServerState(object):
 
 
 class BackendPool(object):
-    """The servers of one backend and the rotation over them."""
+    """The servers of one backend, the algorithm choosing among them, and its queue."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, rng=None):
         self.backend = backend
         self.servers = [ServerState(s, backend) for s in backend.servers]
-        self._next = 0
+        self.candidates = []
+        self.waiting = {}             # queued sessions, oldest first (dicts keep insertion order)
+        self._picker = _LB_PICKERS[backend.balance](rng or random.Random())
+        self._refresh()
 
     def pick(self, client_key=None, exclude=()):
-        """The server for a new connection, or None when no server is usable."""
-        count = len(self.servers)
-        for step in range(count):
-            state = self.servers[(self._next + step) % count]
-            if state.usable and state not in exclude:
-                self._next = (self._next + step + 1) % count
-                return state
-        return None
+        """The server for a new connection from ``client_key`` (a (host, port) tuple, or a
+        Unix path), never one in ``exclude``; None when no candidate has a free slot."""
+        if not self.candidates:
+            return None
+        return self._picker.pick(client_key, exclude)
 
     def connection_started(self, state):
         state.active += 1
 
     def connection_ended(self, state):
         state.active -= 1
+
+    # -- state changes --------------------------------------------------------------------------
+
+    def set_health(self, state, healthy):
+        """Record what the checks now say; True if the server's state changed."""
+        return self._change(state, state.admin, healthy)
+
+    def set_admin(self, state, admin):
+        """Set the administrative state; True if the server's state changed."""
+        if admin not in ADMIN_TRANSITIONS[state.admin]:
+            raise ValueError("server %s cannot go from %s to %s"
+                             % (state.label, state.admin, admin))
+        return self._change(state, admin, state.healthy)
+
+    def _change(self, state, admin, healthy):
+        before = state.state
+        state.admin, state.healthy = admin, healthy
+        state._settle()
+        if state.state == before:
+            return False
+        self._refresh()
+        return True
+
+    def _refresh(self):
+        usable = [state for state in self.servers if state.usable]
+        normal = [state for state in usable if not state.server.backup]
+        if normal or self.backend.allbackups:
+            self.candidates = normal or usable
+        else:
+            self.candidates = usable[:1]
+        self._picker.rebuild(self.candidates)
+
+    def usable_counts(self):
+        """(normal, backup): how many servers of each kind could take a connection now."""
+        backup = sum(1 for state in self.servers if state.usable and state.server.backup)
+        return sum(1 for state in self.servers if state.usable) - backup, backup
+
+    # -- the queue (servers at maxconn) ---------------------------------------------------------
+
+    @property
+    def queue_full(self):
+        maxqueue = self.backend.maxqueue
+        return bool(maxqueue) and len(self.waiting) >= maxqueue
+
+    def enqueue(self, waiter):
+        self.waiting[waiter] = None
+
+    def dequeue(self, waiter):
+        self.waiting.pop(waiter, None)
+
+    def first_waiting(self):
+        """The waiter queued longest ago, or None."""
+        return next(iter(self.waiting), None)
+
+
+def _lb_acceptable(state, exclude):
+    """Whether a candidate may take this connection: not excluded, and below its maxconn."""
+    maxconn = state.server.maxconn
+    return (not maxconn or state.active < maxconn) and state not in exclude
+
+
+# -- roundrobin and static-rr: stride scheduling -------------------------------------------------
+
+_LB_STRIDE_SPAN = 1 << 32     # passes are integers: SPAN // weight is exact to 2**-24, never drifts
+
+
+def _lb_stride_heap(servers, passes, base):
+    """Heap entries [pass, position, stride, state]; the position breaks ties, so states are
+    never compared. A server keeps its pass from ``passes``; any other starts at ``base`` plus
+    a phase: half a stride, staggered among the servers of one weight so that they take turns
+    through the round instead of coming in a clump (this keeps every server within about one
+    connection of its share at any point, as nginx's smooth round robin does)."""
+    of_weight = {}
+    for state in servers:
+        of_weight[state.weight] = of_weight.get(state.weight, 0) + 1
+    rank = {}
+    heap = []
+    for position, state in enumerate(servers):
+        stride = _LB_STRIDE_SPAN // state.weight
+        nth = rank[state.weight] = rank.get(state.weight, -1) + 1
+        phase = stride * (2 * nth + 1) // (2 * of_weight[state.weight])
+        heap.append([passes.get(state, base + phase), position, stride, state])
+    heapq.heapify(heap)
+    return heap
+
+
+class _LbRoundRobinPicker(object):
+    """roundrobin: the acceptable entry with the lowest pass, which then moves on."""
+
+    def __init__(self, rng):
+        self._heap = []
+
+    def rebuild(self, servers):
+        heap = self._heap
+        passes = {entry[3]: entry[0] for entry in heap}
+        self._heap = _lb_stride_heap(servers, passes, heap[0][0] if heap else 0)
+
+    def pick(self, client_key, exclude):
+        heap = self._heap
+        passed_over = []
+        chosen = None
+        while heap:
+            entry = heapq.heappop(heap)
+            if _lb_acceptable(entry[3], exclude):
+                chosen = entry
+                entry[0] += entry[2]
+                heapq.heappush(heap, entry)
+                break
+            passed_over.append(entry)
+        for entry in passed_over:
+            heapq.heappush(heap, entry)
+        return chosen[3] if chosen is not None else None
+
+
+class _LbStaticRoundRobinPicker(object):
+    """static-rr: roundrobin's order for one whole turn, worked out at rebuild, then walked."""
+
+    def __init__(self, rng):
+        self._slots = []
+        self._next = 0
+
+    def rebuild(self, servers):
+        heap = _lb_stride_heap(servers, {}, 0)
+        slots = []
+        for _ in range(sum(state.weight for state in servers)):
+            entry = heap[0]
+            slots.append(entry[3])
+            entry[0] += entry[2]
+            heapq.heapreplace(heap, entry)
+        self._slots = slots
+        self._next = 0
+
+    def pick(self, client_key, exclude):
+        slots = self._slots
+        count = len(slots)
+        for step in range(count):
+            state = slots[(self._next + step) % count]
+            if _lb_acceptable(state, exclude):
+                self._next = (self._next + step + 1) % count
+                return state
+        return None
+
+
+# -- leastconn, first, random ----------------------------------------------------------------------
+
+def _lb_least_loaded(servers, start, exclude):
+    """The acceptable server with the lowest (active + 1) / weight, looking from ``start`` on so
+    that equal loads take turns; None if none is acceptable."""
+    best = None
+    count = len(servers)
+    for step in range(count):
+        state = servers[(start + step) % count]
+        if not _lb_acceptable(state, exclude):
+            continue
+        if best is None or (state.active + 1) * best.weight < (best.active + 1) * state.weight:
+            best = state
+    return best
+
+
+class _LbLeastConnPicker(object):
+
+    def __init__(self, rng):
+        self._servers = []
+        self._next = 0
+
+    def rebuild(self, servers):
+        self._servers = servers
+        self._next = 0
+
+    def pick(self, client_key, exclude):
+        start = self._next
+        self._next = (start + 1) % len(self._servers)
+        return _lb_least_loaded(self._servers, start, exclude)
+
+
+class _LbFirstPicker(object):
+
+    def __init__(self, rng):
+        self._servers = []
+
+    def rebuild(self, servers):
+        self._servers = servers
+
+    def pick(self, client_key, exclude):
+        for state in self._servers:
+            if _lb_acceptable(state, exclude):
+                return state
+        return None
+
+
+class _LbRandomPicker(object):
+    """Two draws weighted by weight; the less loaded acceptable one. When neither draw is
+    acceptable (full, or excluded by a retry), the least loaded of all."""
+
+    def __init__(self, rng):
+        self._rng = rng
+        self._servers = []
+        self._cumulative = []
+
+    def rebuild(self, servers):
+        total = 0
+        cumulative = []
+        for state in servers:
+            total += state.weight
+            cumulative.append(total)
+        self._servers, self._cumulative = servers, cumulative
+
+    def pick(self, client_key, exclude):
+        draws = self._rng.choices(self._servers, cum_weights=self._cumulative, k=2)
+        return (_lb_least_loaded(draws, 0, exclude) or
+                _lb_least_loaded(self._servers, 0, exclude))
+
+
+# -- source: consistent hashing --------------------------------------------------------------------
+
+_LB_RING_POINTS = 64          # ring points per unit of weight
+_LB_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _lb_mix32(value):
+    """MurmurHash3's finaliser: spreads a 32-bit value over all 32 bits."""
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & 0xFFFFFFFF
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & 0xFFFFFFFF
+    return value ^ (value >> 16)
+
+
+def _lb_client_hash(client_key):
+    """The ring position of a client's IP address, or None when it has none.
+
+    Hashed from the packed address, so every spelling of an address and an IPv4 client seen
+    v4-mapped on an IPv6 socket land on the same point. CRC32 is only the first step (it is
+    stable across runs, unlike hash()); the finaliser does the spreading.
+    """
+    if not isinstance(client_key, tuple):
+        return None
+    host = client_key[0].partition("%")[0]
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (OSError, ValueError):
+        return None
+    if packed.startswith(_LB_V4_MAPPED):
+        packed = packed[12:]
+    return _lb_mix32(binascii.crc32(packed))
+
+
+def _lb_ring_index(hashes, key):
+    """The index of the first point at or after ``key`` on the ring, wrapping to 0."""
+    low, high = 0, len(hashes)
+    while low < high:
+        middle = (low + high) // 2
+        if hashes[middle] < key:
+            low = middle + 1
+        else:
+            high = middle
+    return low % len(hashes)
+
+
+class _LbSourceHashPicker(object):
+    """source: the owner of the first ring point at or after the client's hash. Points are
+    named after the server, so they do not move when other servers come and go."""
+
+    def __init__(self, rng):
+        self._hashes = []
+        self._owners = []
+        self._unhashed = 0
+
+    def rebuild(self, servers):
+        points = sorted(
+            (_lb_mix32(binascii.crc32(("%s#%d" % (state.server.name, number)).encode())),
+             position)
+            for position, state in enumerate(servers)
+            for number in range(state.weight * _LB_RING_POINTS))
+        self._hashes = [point for point, _ in points]
+        self._owners = [servers[position] for _, position in points]
+
+    def pick(self, client_key, exclude):
+        key = _lb_client_hash(client_key)
+        if key is None:
+            # No address to keep affinity for: step round the ring instead.
+            self._unhashed = (self._unhashed + 1) & 0xFFFFFFFF
+            key = _lb_mix32(self._unhashed)
+        owners = self._owners
+        count = len(owners)
+        start = _lb_ring_index(self._hashes, key)
+        for step in range(count):
+            state = owners[(start + step) % count]
+            if _lb_acceptable(state, exclude):
+                return state
+        return None
+
+
+_LB_PICKERS = {
+    "roundrobin": _LbRoundRobinPicker,
+    "static-rr": _LbStaticRoundRobinPicker,
+    "leastconn": _LbLeastConnPicker,
+    "first": _LbFirstPicker,
+    "source": _LbSourceHashPicker,
+    "random": _LbRandomPicker,
+}
 
 
 ###############################################################################
@@ -1763,6 +2124,370 @@ def aws_vpce_id(header):
 
 
 ###############################################################################
+# simpleproxy/health.py #######################################################
+###############################################################################
+
+"""Health checks: worker threads probe the servers, the event loop decides what it means.
+
+The split (STYLE.md: the loop owns all state):
+
+* A check is described once per server by a ``CheckSpec``, a frozen record: where to connect,
+  which PROXY header to send, what to send and expect, the time limits. ``run_check(spec)``
+  probes with a blocking socket and returns a ``CheckResult``. It is all a worker thread ever
+  runs, and it touches nothing of the proxy.
+* ``CheckWorkers`` are the threads (``check-threads`` in [global]). Each result goes back to
+  the loop through ``Engine.call_soon_threadsafe``: a deque and a wake-up byte.
+* ``HealthChecker`` lives on the loop. It schedules every checked server in the loop's timer
+  heap, counts rise and fall (``HealthState``, HAProxy's counting), tells the server's
+  ``BackendPool`` and logs state changes. A result is applied only while it is current: not
+  after stop(), not for a server this checker no longer checks (a reload builds a new
+  checker), not from before a restart() of the server's checks (its generation).
+* Passive health, as HAProxy's ``observe layer4``: the engine reports real connections to a
+  server that failed (refused, timed out), and each counts as a failed check.
+
+Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
+gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
+check`` more. The checks of one server never overlap: the next one is scheduled when the
+result is in, ``inter`` later while the server is fully up, ``downinter`` while fully down,
+``fastinter`` in between (on its way up or down).
+
+PROXY headers on checks (``check-send-proxy``, on by default with send-proxy, see config.py):
+v2 sends LOCAL, the spec's word for a connection the proxy makes on its own behalf; v1, which
+has no LOCAL, sends a line that describes the check connection itself (its own address, then
+the server's), as the spec advises.
+"""
+import logging
+import queue
+import re
+import socket
+import threading
+import time
+import traceback
+from collections import namedtuple
+
+
+CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
+
+CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect connect_timeout "
+                                    "read_timeout")
+CheckSpec.__doc__ = """What a worker needs to check one server, and nothing of the proxy.
+
+address: the config Address to connect to; proxy_version: 0 (no header), 1 or 2; send: bytes
+or None; expect: a compiled bytes pattern the response must contain, or None; connect_timeout:
+seconds; read_timeout: seconds after the connect, or None: the check ends connect_timeout
+after it started, response included."""
+
+CheckResult = namedtuple("CheckResult", "ok reason duration")
+CheckResult.__doc__ = """How one check went: ok, the reason as the state-change line says it,
+and how long it took in seconds."""
+
+_HC_FAILURE_REASONS = {"connect-refused": "connection refused",
+                       "connect-timeout": "connection timeout"}
+
+
+def connection_failure_reason(cause, detail=None):
+    """How a failed connect reads in a state-change line, for a check and a real connection
+    alike; ``cause`` is the engine's end cause (connect-refused, connect-timeout, ...)."""
+    return _HC_FAILURE_REASONS.get(cause) or "connection error: %s" % detail
+
+
+def check_spec(server, backend):
+    """The CheckSpec of a server that has ``check``."""
+    address = server.check_addr or server.address
+    if server.check_addr is None and server.check_port is not None:
+        address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
+    version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
+    expect = None
+    if server.check_expect is not None:
+        kind, pattern = server.check_expect
+        expect = re.compile(re.escape(pattern) if kind == "string" else pattern)
+    if backend.timeout_check is None:
+        connect_timeout, read_timeout = server.inter, None
+    else:
+        connect_timeout = min(backend.timeout_connect, server.inter)
+        read_timeout = backend.timeout_check
+    return CheckSpec(address, version, server.check_send, expect, connect_timeout, read_timeout)
+
+
+def run_check(spec):
+    """Check one server, blocking (a worker thread's job), and say how it went."""
+    start = time.monotonic()
+    sock = socket.socket(spec.address.family, socket.SOCK_STREAM)
+    try:
+        ok, reason = _hc_probe(sock, spec, start)
+    finally:
+        sock.close()
+    return CheckResult(ok, reason, time.monotonic() - start)
+
+
+def _hc_probe(sock, spec, start):
+    sock.settimeout(spec.connect_timeout)
+    try:
+        sock.connect(spec.address.sockaddr)
+    except socket.timeout:
+        return False, connection_failure_reason("connect-timeout")
+    except ConnectionRefusedError:
+        return False, connection_failure_reason("connect-refused")
+    except OSError as exc:
+        return False, connection_failure_reason("connect-error", exc.strerror or exc)
+    if spec.read_timeout is None:
+        deadline = start + spec.connect_timeout
+    else:
+        deadline = time.monotonic() + spec.read_timeout
+    try:
+        # The header and the check's own bytes in one write, as with real traffic.
+        request = _hc_proxy_header(sock, spec.proxy_version) + (spec.send or b"")
+        if request:
+            _hc_time_left(sock, deadline)
+            sock.sendall(request)
+        if spec.expect is None:
+            return True, "layer4 check passed"
+        return _hc_expect(sock, spec.expect, deadline)
+    except socket.timeout:
+        return False, "response timeout"
+    except OSError as exc:
+        return False, connection_failure_reason("connect-error", exc.strerror or exc)
+
+
+def _hc_proxy_header(sock, version):
+    if version == 2:
+        return build_v2(None, None, local=True)
+    if version == 1:
+        return build_v1(sock.getsockname(), sock.getpeername())
+    return b""
+
+
+def _hc_time_left(sock, deadline):
+    """Let the socket wait until ``deadline`` at most; socket.timeout if it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("timed out")
+    sock.settimeout(left)
+
+
+def _hc_expect(sock, expect, deadline):
+    """Read until the response matches, ends, fills the limit or runs out of time."""
+    response = b""
+    try:
+        while len(response) < CHECK_READ_LIMIT:
+            _hc_time_left(sock, deadline)
+            data = sock.recv(CHECK_READ_LIMIT - len(response))
+            if not data:
+                break
+            response += data
+            if expect.search(response):
+                return True, "layer7 check passed"
+    except socket.timeout:
+        if not response:
+            raise
+    return False, "response did not match"
+
+
+class HealthState(object):
+    """Rise and fall as HAProxy counts them: pure, fed one result at a time.
+
+    ``health`` runs from 0 to rise + fall - 1, and the server is up from ``rise`` on. A
+    success counts up, and reaching ``rise`` jumps to the top; a failure counts down, and
+    dropping below ``rise`` falls to 0. So a server fully up goes down after ``fall`` failures
+    in a row, one fully down comes up after ``rise`` successes in a row. It starts at ``rise``:
+    up, but down at the first failure, so that a server dead at startup is found by its first
+    check rather than by the ``fall``-th.
+    """
+
+    __slots__ = ("rise", "fall", "health")
+
+    def __init__(self, rise, fall):
+        self.rise = rise
+        self.fall = fall
+        self.health = rise
+
+    @property
+    def up(self):
+        return self.health >= self.rise
+
+    def record(self, ok):
+        """Count one result; True if it turned the server up or down."""
+        was_up = self.up
+        if ok:
+            self.health = self.rise + self.fall - 1 if self.health + 1 >= self.rise else \
+                self.health + 1
+        elif self.health:
+            self.health = 0 if self.health - 1 < self.rise else self.health - 1
+        return self.up != was_up
+
+    def interval(self, server):
+        """The wait before the next check: inter fully up, downinter fully down, else fastinter
+        (config.py fills the last two with inter when they are not set)."""
+        if self.health == self.rise + self.fall - 1:
+            return server.inter
+        if self.health == 0:
+            return server.downinter
+        return server.fastinter
+
+
+class CheckWorkers(object):
+    """The threads that run checks. A job is a CheckSpec and the function to hand its result
+    to; the threads see nothing else."""
+
+    def __init__(self, count):
+        self._jobs = queue.Queue()
+        self._threads = [threading.Thread(target=self._work, name="simpleproxy-check-%d" % n,
+                                          daemon=True) for n in range(count)]
+
+    def start(self):
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, spec, deliver):
+        self._jobs.put((spec, deliver))
+
+    def stop(self):
+        """Let each thread end once it is free. They are daemons, so a check still running
+        never holds up the exit."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            spec, deliver = job
+            try:
+                result = run_check(spec)
+            except Exception:
+                LOG.error("internal error in a health check:\n%s", traceback.format_exc().rstrip())
+                result = CheckResult(False, "internal error", 0.0)
+            deliver(result)
+
+
+class ServerCheck(object):
+    """One checked server on the loop's side: its rise/fall count and its timer."""
+
+    __slots__ = ("checker", "pool", "state", "spec", "health", "generation", "running",
+                 "timer_at")
+
+    def __init__(self, checker, pool, state):
+        self.checker = checker
+        self.pool = pool
+        self.state = state
+        self.spec = check_spec(state.server, state.backend)
+        self.health = HealthState(state.server.rise, state.server.fall)
+        self.generation = 0           # a result from an older generation is ignored
+        self.running = False          # a worker has the check now
+        self.timer_at = None
+
+    def on_timer(self, when, now):
+        if when == self.timer_at:
+            self.timer_at = None
+            self.checker.launch(self)
+
+
+class HealthChecker(object):
+    """The loop's side of health: schedules checks, applies results, logs state changes."""
+
+    def __init__(self, engine, pools, threads):
+        self.engine = engine
+        self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
+        for pool in pools:
+            for state in pool.servers:
+                if state.server.check:
+                    self.checks[state] = ServerCheck(self, pool, state)
+        self.workers = CheckWorkers(min(threads, len(self.checks)))
+        self.stopped = False
+
+    def start(self):
+        """Start the threads, and spread the first checks over the first ``inter`` so that
+        they do not all go at once."""
+        self.workers.start()
+        count = len(self.checks)
+        for position, check in enumerate(self.checks.values()):
+            self._schedule(check, check.state.server.inter * position / count)
+
+    def stop(self):
+        self.stopped = True
+        self.workers.stop()
+
+    def _schedule(self, check, delay):
+        """Arm the check's timer ``delay`` from now, unless it is due sooner already."""
+        due = self.engine.now + delay
+        if check.timer_at is None or due < check.timer_at:
+            check.timer_at = due
+            self.engine.add_timer(due, check)
+
+    def launch(self, check):
+        """Hand a due check to a worker; a server in maintenance is not checked."""
+        if check.state.admin == MAINT:
+            self._schedule(check, check.state.server.inter)
+            return
+        check.running = True
+        generation = check.generation
+        engine = self.engine
+
+        def deliver(result):
+            # On the worker's thread: hand the result over, touch nothing else.
+            try:
+                engine.call_soon_threadsafe(lambda: self.check_done(check, generation, result))
+            except OSError:
+                pass            # the loop has closed its wake-up socket: it is gone
+        self.workers.submit(check.spec, deliver)
+
+    def check_done(self, check, generation, result):
+        """A worker's result, on the loop: counted unless stale (see the module docstring)."""
+        if (self.stopped or self.checks.get(check.state) is not check
+                or generation != check.generation):
+            return
+        check.running = False
+        self._count(check, result.ok, result.reason, result.duration)
+        self._schedule(check, check.health.interval(check.state.server))
+
+    def connection_failed(self, state, reason, duration):
+        """Passive health: a real connection to the server failed. It counts as a failed
+        check, and the next check comes at fastinter rather than at inter."""
+        check = self.checks.get(state)
+        if check is None:
+            return              # unchecked: nothing would ever bring it back up
+        self._count(check, False, reason + " (client traffic)", duration)
+        if not check.running:
+            self._schedule(check, check.health.interval(state.server))
+
+    def restart(self, state):
+        """Start a server's checks over (when it leaves maintenance, say): up, but down at the
+        first failure; a check still running is ignored; the next one goes now."""
+        check = self.checks[state]
+        check.generation += 1
+        check.running = False
+        check.health = HealthState(state.server.rise, state.server.fall)
+        self._apply(check, "checks restarted", 0.0)
+        self._schedule(check, 0.0)
+
+    def _count(self, check, ok, reason, duration):
+        if check.health.record(ok):
+            self._apply(check, reason, duration)
+
+    def _apply(self, check, reason, duration):
+        """Tell the pool what the count says; log a change, serve the queue if it helps."""
+        pool, state = check.pool, check.state
+        if not pool.set_health(state, check.health.up):
+            return
+        log_state_change(pool, state, reason, duration)
+        if state.usable:
+            self.engine.serve_queue(pool)
+
+
+def log_state_change(pool, state, reason, duration):
+    """HAProxy's line for a server changing state, and its alert when a backend has none left."""
+    normal, backup = pool.usable_counts()
+    online = state.state == UP
+    LOG.log(logging.INFO if online else logging.WARNING,
+            "server %s is %s, reason: %s, check duration: %dms, %d active and %d backup "
+            "servers %s", state.label, state.state, reason, duration * 1000, normal, backup,
+            "online" if online else "left")
+    if not pool.candidates:
+        LOG.error("backend %s has no server available!", pool.backend.name)
+
+
+###############################################################################
 # simpleproxy/trust.py ########################################################
 ###############################################################################
 
@@ -1936,6 +2661,8 @@ A connection (a ``Session``) moves through these states; every transition is in 
 
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py lets
                 in); nothing is chosen or connected
+    QUEUED      every server that could take it is at its maxconn: it waits in the backend's
+                queue, served oldest first as slots free, until ``timeout queue``
     CONNECTING  a server was chosen; non-blocking connect in progress, the header and any client
                 bytes already read wait in the client-to-server buffer
     RELAY       bytes flow both ways; each direction ends on its own (half-close)
@@ -1969,13 +2696,15 @@ from collections import deque
 
 
 HEADER = "HEADER"
+QUEUED = "QUEUED"
 CONNECTING = "CONNECTING"
 RELAY = "RELAY"
 CLOSED = "CLOSED"
 
 SESSION_TRANSITIONS = {
-    None: (HEADER, CONNECTING, CLOSED),
-    HEADER: (CONNECTING, CLOSED),
+    None: (HEADER, QUEUED, CONNECTING, CLOSED),
+    HEADER: (QUEUED, CONNECTING, CLOSED),
+    QUEUED: (CONNECTING, CLOSED),
     CONNECTING: (CONNECTING, RELAY, CLOSED),   # CONNECTING again = a retry
     RELAY: (CLOSED,),
     CLOSED: (),
@@ -2176,6 +2905,8 @@ class Session(object):
         state = self.state
         if state == HEADER:
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
+        if state == QUEUED:        # self.active: when it joined the queue
+            return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
         if state == CONNECTING:
             return self.connect_started + self.server.backend.timeout_connect, "connect-timeout"
         frontend, backend = self.fe.frontend, self.server.backend
@@ -2288,10 +3019,27 @@ class Session(object):
     def _choose_server(self):
         pool = self.fe.pool
         server = pool.pick(self.client) if pool is not None else None
-        if server is None:
+        if server is not None:
+            self._dispatch(server)
+        elif pool is None or not pool.candidates:
             self.close("no-server")
-            return
-        self.retries_left = pool.backend.retries
+        elif pool.queue_full:
+            self.close("queue-full")
+        else:
+            self._enter(QUEUED)
+            pool.enqueue(self)
+            self.active = self.engine.now
+            self._arm(self.active + pool.backend.timeout_queue)
+
+    def leave_queue(self, server):
+        """Its turn in the queue has come (Engine.serve_queue): connect to ``server``."""
+        try:
+            self._dispatch(server)
+        except Exception:
+            self._crash()
+
+    def _dispatch(self, server):
+        self.retries_left = self.fe.pool.backend.retries
         self.server = server
         self._connect()
 
@@ -2326,15 +3074,17 @@ class Session(object):
         self.ssock = None
         pool = self.fe.pool
         pool.connection_ended(server)
-        self.engine.server_connect_failed(server, cause, detail)
-        if self.retries_left <= 0 or self.engine.stopping:
+        engine = self.engine
+        engine.server_connect_failed(server, cause, detail, engine.now - self.connect_started)
+        if self.retries_left <= 0 or engine.stopping:
+            server = None
+        else:
+            self.retries_left -= 1
+            if pool.backend.redispatch:
+                server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
+        if server is None or not server.usable:      # passive health may have just marked it down
             self.close(cause, detail=detail)
-            return
-        self.retries_left -= 1
-        if pool.backend.redispatch:
-            server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
-        if server is None or not server.usable:
-            self.close(cause, detail=detail)
+            engine.serve_queue(pool)
             return
         self.server = server
         self._connect()
@@ -2513,6 +3263,8 @@ class Session(object):
         """Close both sides, once, and write the log line."""
         if self.state == CLOSED:
             return
+        if self.state == QUEUED:
+            self.fe.pool.dequeue(self)
         had_server_socket = self.ssock is not None
         self._enter(CLOSED)
         self.end = cause
@@ -2536,6 +3288,8 @@ class Session(object):
             self.fe.pool.connection_ended(self.server)
         self.ssock = None
         engine.session_closed(self, detail)
+        if had_server_socket:
+            engine.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one."""
@@ -2599,6 +3353,9 @@ class Engine(object):
         self.stopping = False
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
+        self.checker = HealthChecker(self, self.pools.values(),
+                                     config.global_settings.check_threads)
+        self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:
             self.frontends[frontend.name] = FrontendState(
@@ -2635,6 +3392,7 @@ class Engine(object):
         selector = self.selector
         timers = self.timers
         monotonic = time.monotonic
+        self.checker.start()
         while not self.stopping:
             timeout = None
             if timers:
@@ -2702,6 +3460,7 @@ class Engine(object):
         self.call_soon_threadsafe(_stop)
 
     def _shutdown(self):
+        self.checker.stop()
         for listener in self.listeners:
             if not listener.paused:
                 self.selector.unregister(listener.sock)
@@ -2767,8 +3526,30 @@ class Engine(object):
         session.fe.awaiting_header.pop(session, None)
         session.inbuf = None
 
-    def server_connect_failed(self, server, cause, detail):
+    def server_connect_failed(self, server, cause, detail, duration):
+        """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
+        self.checker.connection_failed(server, connection_failure_reason(cause, detail), duration)
+
+    def serve_queue(self, pool):
+        """Connect the sessions waiting for ``pool``, oldest first, while a server has room.
+
+        A session started here that fails at once frees its slot and calls back in; the call
+        already running carries on instead, so the stack does not grow with the queue.
+        """
+        if not pool.waiting or pool in self._serving_queues or self.stopping:
+            return
+        self._serving_queues.add(pool)
+        try:
+            while pool.waiting:
+                session = pool.first_waiting()
+                server = pool.pick(session.client)
+                if server is None:
+                    break
+                pool.dequeue(session)
+                session.leave_queue(server)
+        finally:
+            self._serving_queues.discard(pool)
 
     def unique_id(self):
         self._unique_ids += 1

@@ -5,6 +5,8 @@ A connection (a ``Session``) moves through these states; every transition is in 
 
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py lets
                 in); nothing is chosen or connected
+    QUEUED      every server that could take it is at its maxconn: it waits in the backend's
+                queue, served oldest first as slots free, until ``timeout queue``
     CONNECTING  a server was chosen; non-blocking connect in progress, the header and any client
                 bytes already read wait in the client-to-server buffer
     RELAY       bytes flow both ways; each direction ends on its own (half-close)
@@ -38,19 +40,22 @@ from collections import deque
 
 from .balancer import BackendPool
 from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
+from .health import HealthChecker, connection_failure_reason
 from .logs import LOG
 from .proxyproto import aws_vpce_id, build_v1, build_v2, parse_header
 from .trust import (END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER, START_BARE, START_PARSE,
                     START_UNTRUSTED, TrustPolicy, judge_start)
 
 HEADER = "HEADER"
+QUEUED = "QUEUED"
 CONNECTING = "CONNECTING"
 RELAY = "RELAY"
 CLOSED = "CLOSED"
 
 SESSION_TRANSITIONS = {
-    None: (HEADER, CONNECTING, CLOSED),
-    HEADER: (CONNECTING, CLOSED),
+    None: (HEADER, QUEUED, CONNECTING, CLOSED),
+    HEADER: (QUEUED, CONNECTING, CLOSED),
+    QUEUED: (CONNECTING, CLOSED),
     CONNECTING: (CONNECTING, RELAY, CLOSED),   # CONNECTING again = a retry
     RELAY: (CLOSED,),
     CLOSED: (),
@@ -251,6 +256,8 @@ class Session(object):
         state = self.state
         if state == HEADER:
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
+        if state == QUEUED:        # self.active: when it joined the queue
+            return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
         if state == CONNECTING:
             return self.connect_started + self.server.backend.timeout_connect, "connect-timeout"
         frontend, backend = self.fe.frontend, self.server.backend
@@ -363,10 +370,27 @@ class Session(object):
     def _choose_server(self):
         pool = self.fe.pool
         server = pool.pick(self.client) if pool is not None else None
-        if server is None:
+        if server is not None:
+            self._dispatch(server)
+        elif pool is None or not pool.candidates:
             self.close("no-server")
-            return
-        self.retries_left = pool.backend.retries
+        elif pool.queue_full:
+            self.close("queue-full")
+        else:
+            self._enter(QUEUED)
+            pool.enqueue(self)
+            self.active = self.engine.now
+            self._arm(self.active + pool.backend.timeout_queue)
+
+    def leave_queue(self, server):
+        """Its turn in the queue has come (Engine.serve_queue): connect to ``server``."""
+        try:
+            self._dispatch(server)
+        except Exception:
+            self._crash()
+
+    def _dispatch(self, server):
+        self.retries_left = self.fe.pool.backend.retries
         self.server = server
         self._connect()
 
@@ -401,15 +425,17 @@ class Session(object):
         self.ssock = None
         pool = self.fe.pool
         pool.connection_ended(server)
-        self.engine.server_connect_failed(server, cause, detail)
-        if self.retries_left <= 0 or self.engine.stopping:
+        engine = self.engine
+        engine.server_connect_failed(server, cause, detail, engine.now - self.connect_started)
+        if self.retries_left <= 0 or engine.stopping:
+            server = None
+        else:
+            self.retries_left -= 1
+            if pool.backend.redispatch:
+                server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
+        if server is None or not server.usable:      # passive health may have just marked it down
             self.close(cause, detail=detail)
-            return
-        self.retries_left -= 1
-        if pool.backend.redispatch:
-            server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
-        if server is None or not server.usable:
-            self.close(cause, detail=detail)
+            engine.serve_queue(pool)
             return
         self.server = server
         self._connect()
@@ -588,6 +614,8 @@ class Session(object):
         """Close both sides, once, and write the log line."""
         if self.state == CLOSED:
             return
+        if self.state == QUEUED:
+            self.fe.pool.dequeue(self)
         had_server_socket = self.ssock is not None
         self._enter(CLOSED)
         self.end = cause
@@ -611,6 +639,8 @@ class Session(object):
             self.fe.pool.connection_ended(self.server)
         self.ssock = None
         engine.session_closed(self, detail)
+        if had_server_socket:
+            engine.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one."""
@@ -674,6 +704,9 @@ class Engine(object):
         self.stopping = False
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
+        self.checker = HealthChecker(self, self.pools.values(),
+                                     config.global_settings.check_threads)
+        self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:
             self.frontends[frontend.name] = FrontendState(
@@ -710,6 +743,7 @@ class Engine(object):
         selector = self.selector
         timers = self.timers
         monotonic = time.monotonic
+        self.checker.start()
         while not self.stopping:
             timeout = None
             if timers:
@@ -777,6 +811,7 @@ class Engine(object):
         self.call_soon_threadsafe(_stop)
 
     def _shutdown(self):
+        self.checker.stop()
         for listener in self.listeners:
             if not listener.paused:
                 self.selector.unregister(listener.sock)
@@ -842,8 +877,30 @@ class Engine(object):
         session.fe.awaiting_header.pop(session, None)
         session.inbuf = None
 
-    def server_connect_failed(self, server, cause, detail):
+    def server_connect_failed(self, server, cause, detail, duration):
+        """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
+        self.checker.connection_failed(server, connection_failure_reason(cause, detail), duration)
+
+    def serve_queue(self, pool):
+        """Connect the sessions waiting for ``pool``, oldest first, while a server has room.
+
+        A session started here that fails at once frees its slot and calls back in; the call
+        already running carries on instead, so the stack does not grow with the queue.
+        """
+        if not pool.waiting or pool in self._serving_queues or self.stopping:
+            return
+        self._serving_queues.add(pool)
+        try:
+            while pool.waiting:
+                session = pool.first_waiting()
+                server = pool.pick(session.client)
+                if server is None:
+                    break
+                pool.dequeue(session)
+                session.leave_queue(server)
+        finally:
+            self._serving_queues.discard(pool)
 
     def unique_id(self):
         self._unique_ids += 1

@@ -1,0 +1,395 @@
+"""Backends end to end: health checks, backups, algorithms, retries and the queue, with the
+proxy as a real process and servers on loopback that can be killed and brought back.
+
+Checks run every 100 ms here, so that each state change takes well under a second; every
+wait is on a condition (a log line, a byte) with a deadline.
+"""
+import errno
+import re
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from support import (ProxyProcess, RecordingServer, connect, free_port, read_to_eof,
+                     wait_until)
+
+V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + struct.pack("!H", 0)
+MARGIN = 1.5        # seconds allowed beyond the ideal timing, for a busy machine
+
+
+@pytest.fixture(params=["module", "bundle"])
+def launch(request):
+    return request.param
+
+
+class NamedServer(object):
+    """A loopback server that greets every connection with its name, records what the client
+    sends until EOF, then closes; it can be killed and started again on the same port."""
+
+    def __init__(self, name):
+        self.name = name
+        self.port = 0
+        self.received = []       # what each connection sent, in the order they were accepted
+        self.sock = None
+        self.start()
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(128)
+        self.port = sock.getsockname()[1]
+        self.sock = sock
+        threading.Thread(target=self._accept_loop, args=(sock,), daemon=True).start()
+
+    def kill(self):
+        """Stop listening: new connections are refused (established ones carry on)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _accept_loop(self, sock):
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            record = bytearray()
+            self.received.append(record)
+            threading.Thread(target=self._serve, args=(conn, record), daemon=True).start()
+
+    def _serve(self, conn, record):
+        with conn:
+            try:
+                conn.settimeout(30)
+                conn.sendall(self.name.encode() + b"\n")
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    record += data
+            except OSError:
+                pass        # a health check that went away first
+
+
+def config(servers, backend="", frontend="", bind_options="", global_=""):
+    """A proxy config with one frontend on a fresh port and one backend; returns (text, port)."""
+    port = free_port()
+    text = ("[global]\n%s\n[defaults]\ntimeout connect = 2s\ntimeout client = 10s\n"
+            "timeout server = 10s\n[frontend fe]\nbind = 127.0.0.1:%d %s\ndefault_backend = be\n"
+            "%s\n[backend be]\n%s\n" % (global_, port, bind_options, frontend, backend))
+    text += "".join("server %s = %s\n" % (name, options) for name, options in servers)
+    return text, port
+
+
+def open_session(port, header=b""):
+    """Connect (sending a PROXY header first, if given) and return (socket, server name)."""
+    sock = connect(("127.0.0.1", port))
+    if header:
+        sock.sendall(header)
+    greeting = b""
+    while not greeting.endswith(b"\n"):
+        data = sock.recv(64)
+        if not data:
+            break
+        greeting += data
+    return sock, greeting.decode().strip()
+
+
+def finish(sock, payload=b""):
+    """Send ``payload``, half-close and read to EOF; returns what came back (b"" if the proxy
+    reset the connection: it closes clients it cannot serve with their bytes unread)."""
+    try:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return read_to_eof(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        return b""
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise
+        return b""
+    finally:
+        sock.close()
+
+
+def served_by(port, header=b""):
+    """Which server one short connection went to ('' if the proxy closed it)."""
+    sock, name = open_session(port, header)
+    finish(sock)
+    return name
+
+
+def wait_line(proxy, text, start, started_at, within):
+    """The log line with ``text`` (from line ``start`` on), required within ``within`` s of
+    ``started_at`` plus the margin."""
+    line = proxy.wait_for(text, timeout=within + MARGIN + 5, start=start)
+    elapsed = time.monotonic() - started_at
+    assert elapsed < within + MARGIN, (text, elapsed)
+    return line
+
+
+# -- health checks -----------------------------------------------------------------------------
+
+def test_dead_server_goes_down_gets_nothing_and_comes_back(tmp_path, launch):
+    s1, s2 = NamedServer("s1"), NamedServer("s2")
+    checks = "check inter 100ms rise 2 fall 3"
+    text, port = config([("s1", "%s %s" % (s1.address, checks)),
+                         ("s2", "%s %s" % (s2.address, checks))])
+    proxy = ProxyProcess(text, tmp_path, launch=launch)
+    assert {served_by(port) for _ in range(4)} == {"s1", "s2"}
+
+    start, killed_at = len(proxy.lines), time.monotonic()
+    s1.kill()
+    line = wait_line(proxy, "server be/s1 is DOWN", start, killed_at, within=0.1 * 3)
+    assert re.search(r" server be/s1 is DOWN, reason: connection refused, check duration: "
+                     r"\d+ms, 1 active and 0 backup servers left$", line), line
+    start = len(proxy.lines)
+    assert [served_by(port) for _ in range(6)] == ["s2"] * 6
+    # Not even tried: none of those went to s1 first and was retried.
+    logged = wait_for_count(proxy, "fe=fe ", start, 6)
+    assert not [line for line in logged if "retries=" in line], logged
+
+    start, revived_at = len(proxy.lines), time.monotonic()
+    s1.start()
+    line = wait_line(proxy, "server be/s1 is UP", start, revived_at, within=0.1 * 2)
+    assert "reason: layer4 check passed" in line
+    assert line.endswith("2 active and 0 backup servers online")
+    assert {served_by(port) for _ in range(4)} == {"s1", "s2"}
+    assert proxy.stop() == 0
+
+
+def wait_for_count(proxy, text, start, count):
+    """The log lines with ``text`` from line ``start`` on, once there are ``count`` of them."""
+    def enough():
+        lines = [line for line in proxy.lines[start:] if text in line]
+        return lines if len(lines) >= count else None
+    return wait_until(enough, what="%d lines with %r" % (count, text))
+
+
+@pytest.mark.parametrize("allbackups", [False, True])
+def test_backups_take_over_and_hand_back(tmp_path, allbackups):
+    servers = {name: NamedServer(name) for name in ("n1", "n2", "b1", "b2")}
+    checks = "check inter 100ms rise 1 fall 1"
+    text, port = config(
+        [(name, "%s %s%s" % (server.address, checks, " backup" if name[0] == "b" else ""))
+         for name, server in sorted(servers.items(), reverse=True)],
+        backend="option allbackups" if allbackups else "")
+    proxy = ProxyProcess(text, tmp_path)
+    assert {served_by(port) for _ in range(6)} == {"n1", "n2"}
+
+    start = len(proxy.lines)
+    servers["n1"].kill()
+    servers["n2"].kill()
+    for name in ("n1", "n2"):
+        proxy.wait_for("server be/%s is DOWN" % name, start=start)
+    assert proxy.log_lines("0 active and 2 backup servers left")
+    assert {served_by(port) for _ in range(6)} == ({"b1", "b2"} if allbackups else {"b2"})
+
+    start = len(proxy.lines)
+    servers["n1"].start()
+    proxy.wait_for("server be/n1 is UP", start=start)
+    assert {served_by(port) for _ in range(6)} == {"n1"}      # handed back at once
+    assert proxy.stop() == 0
+
+
+def test_check_send_proxy_exact_bytes(tmp_path):
+    v1, v2, other_port = RecordingServer(), RecordingServer(), RecordingServer()
+    text, port = config([
+        ("v1", "%s check inter 100ms send-proxy" % v1.config_address),
+        ("v2", "%s check inter 100ms send-proxy-v2" % v2.config_address),
+        # Checked on another port: no header there unless check-send-proxy says so.
+        ("elsewhere", "127.0.0.1:1 check inter 100ms send-proxy port %d" % other_port.port)])
+    proxy = ProxyProcess(text, tmp_path)
+    got = v1.next_connection()
+    assert bytes(got.received) == b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (
+        got.peer[1], v1.port)
+    assert bytes(v2.next_connection().received) == V2_LOCAL
+    assert bytes(other_port.next_connection().received) == b""
+    assert proxy.stop() == 0
+
+
+def test_no_usable_server_closes_clients_and_keeps_listening(tmp_path):
+    dead = NamedServer("s1")
+    dead.kill()
+    text, port = config([("s1", "%s check inter 100ms fall 1 rise 1" % dead.address)])
+    proxy = ProxyProcess(text, tmp_path)
+    proxy.wait_for("server be/s1 is DOWN")
+    proxy.wait_for("backend be has no server available!")
+    for _ in range(3):
+        started = time.monotonic()
+        assert served_by(port) == ""
+        assert time.monotonic() - started < MARGIN
+    proxy.wait_for("end=no-server")
+    dead.start()
+    proxy.wait_for("server be/s1 is UP")
+    assert served_by(port) == "s1"
+    assert proxy.stop() == 0
+
+
+# -- algorithms ---------------------------------------------------------------------------------
+
+def test_leastconn_follows_long_connections(tmp_path):
+    s1, s2 = NamedServer("s1"), NamedServer("s2")
+    text, port = config([("s1", s1.address), ("s2", s2.address)], backend="balance = leastconn")
+    proxy = ProxyProcess(text, tmp_path)
+    first, busy = open_session(port)                   # a long connection
+    idle = "s2" if busy == "s1" else "s1"
+    assert [served_by(port) for _ in range(4)] == [idle] * 4
+    second, name = open_session(port)
+    assert name == idle                                 # now one long connection each
+    finish(first)
+    proxy.wait_for("be=be/%s " % busy)                  # its end is logged: the slot is free
+    assert [served_by(port) for _ in range(4)] == [busy] * 4
+    finish(second)
+    assert proxy.stop() == 0
+
+
+def v1_header(client_ip):
+    return b"PROXY TCP4 %s 192.0.2.1 40000 80\r\n" % client_ip.encode()
+
+
+def test_source_hashing_is_stable_and_moves_only_the_dead_servers_clients(tmp_path):
+    servers = {name: NamedServer(name) for name in ("s1", "s2", "s3")}
+    text, port = config(
+        [(name, "%s check inter 100ms rise 1 fall 1" % server.address)
+         for name, server in sorted(servers.items())],
+        backend="balance = source", bind_options="accept-proxy")
+    proxy = ProxyProcess(text, tmp_path)
+    clients = ["198.51.100.%d" % n for n in range(1, 31)]
+
+    def owners():
+        return {client: served_by(port, v1_header(client)) for client in clients}
+
+    before = owners()
+    assert set(before.values()) == {"s1", "s2", "s3"}
+    assert owners() == before                            # stable for each client
+
+    start = len(proxy.lines)
+    servers["s2"].kill()
+    proxy.wait_for("server be/s2 is DOWN", start=start)
+    during = owners()
+    moved = {client for client in clients if during[client] != before[client]}
+    assert moved == {client for client in clients if before[client] == "s2"}
+    assert "s2" not in during.values()
+
+    start = len(proxy.lines)
+    servers["s2"].start()
+    proxy.wait_for("server be/s2 is UP", start=start)
+    assert owners() == before                            # and they come back
+    assert proxy.stop() == 0
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+PAYLOAD = b"hello\r\n" + bytes(range(256))
+
+
+@pytest.mark.parametrize("redispatch, retries, end, tried", [
+    (True, 3, "end=normal", "retries=1"),        # the first pick refuses, the next one serves
+    (False, 2, "end=connect-refused", "retries=2"),
+])
+def test_retries_and_redispatch(tmp_path, redispatch, retries, end, tried):
+    good = RecordingServer(reply=b"served")
+    text, port = config(
+        [("refuses", "127.0.0.1:%d" % free_port()),
+         ("good", "%s send-proxy" % good.config_address)],
+        backend="balance = first\nretries = %d\n%s" % (
+            retries, "option redispatch" if redispatch else ""))
+    proxy = ProxyProcess(text, tmp_path)
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    reply = finish(sock, PAYLOAD)
+    line = proxy.wait_for("fe=fe ")
+    assert end in line and tried in line
+    if redispatch:
+        assert reply == b"served"
+        # The PROXY header and the client's bytes arrive exactly once, in one piece.
+        assert bytes(good.next_connection().received) == b"PROXY TCP4 127.0.0.1 127.0.0.1 " \
+            b"%d %d\r\n" % (client_port, port) + PAYLOAD
+        assert "be=be/good " in line
+    else:
+        assert reply == b"" and good.accepted == []
+    assert proxy.stop() == 0
+
+
+def test_refused_traffic_marks_a_server_down(tmp_path):
+    """Passive health: the check port answers, the traffic port refuses. Each refused client
+    connection counts as a failed check, so the server goes down after ``fall`` of them (one
+    more if the first check, which passes, lands in between), and the next client goes
+    straight to the other server."""
+    good, check_only = NamedServer("good"), NamedServer("check")
+    text, port = config(
+        [("refuses", "127.0.0.1:%d check port %d inter 10s rise 1 fall 2"
+          % (free_port(), check_only.port)),
+         ("good", good.address)],
+        backend="balance = first\noption redispatch")
+    proxy = ProxyProcess(text, tmp_path)
+    for clients in range(1, 5):
+        assert served_by(port) == "good"
+        logged = wait_for_count(proxy, "fe=fe ", 0, clients)
+        if "retries=" not in logged[-1]:
+            break
+    assert ["retries=1" in line for line in logged] in (
+        [True, True, False], [True, True, True, False])
+    line = proxy.log_lines("server be/refuses is DOWN")[-1]
+    assert "reason: connection refused (client traffic)" in line
+    assert proxy.stop() == 0
+
+
+# -- the queue ------------------------------------------------------------------------------------
+
+def one_slot_proxy(tmp_path, backend):
+    """A proxy in front of one server with maxconn 1: (the server, the proxy, its port)."""
+    server = NamedServer("s1")
+    text, port = config([("s1", "%s maxconn 1" % server.address)], backend=backend)
+    return server, ProxyProcess(text, tmp_path), port
+
+
+def test_queue_serves_in_order_as_slots_free(tmp_path):
+    server, proxy, port = one_slot_proxy(tmp_path, "timeout queue = 10s")
+    holder, name = open_session(port)
+    assert name == "s1"
+    holder.sendall(b"A")
+    waiting = []
+    for tag in b"BCD":
+        # Each connect completes before the next starts, so the proxy accepts them in order.
+        sock = connect(("127.0.0.1", port))
+        sock.sendall(bytes([tag]))
+        waiting.append(sock)
+    current = holder
+    for sock in waiting:
+        finish(current)
+        assert sock.recv(64) == b"s1\n"            # served as soon as the slot frees
+        current = sock
+    finish(current)
+    wait_for_count(proxy, "end=normal", 0, 4)
+    assert [bytes(record) for record in server.received] == [b"A", b"B", b"C", b"D"]
+    assert proxy.stop() == 0
+
+
+def test_timeout_queue_and_maxqueue(tmp_path):
+    server, proxy, port = one_slot_proxy(tmp_path, "timeout queue = 300ms\nmaxqueue = 1")
+    holder, _ = open_session(port)
+    queued = connect(("127.0.0.1", port))
+    queued_at = time.monotonic()
+    refused = connect(("127.0.0.1", port))               # the queue is full
+    assert read_to_eof(refused) == b""
+    assert "end=queue-full" in proxy.wait_for("end=queue")
+    assert read_to_eof(queued) == b""
+    assert 0.25 < time.monotonic() - queued_at < 0.3 + MARGIN
+    proxy.wait_for("end=queue-timeout")
+    finish(holder)
+    assert served_by(port) == "s1"                        # the frontend serves on
+    for sock in (queued, refused):
+        sock.close()
+    assert proxy.stop() == 0

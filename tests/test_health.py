@@ -1,0 +1,303 @@
+"""Health checks: rise and fall from tables, real checks against loopback servers, and the
+loop's side (stale results, passive health) on an Engine that is not running."""
+import queue
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from simpleproxy.balancer import DOWN, MAINT, UP
+from simpleproxy.config import parse_config
+from simpleproxy.engine import Engine
+from simpleproxy.health import CheckResult, CheckWorkers, HealthState, check_spec, run_check
+
+from support import RecordingServer, free_port, hostport
+
+V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + struct.pack("!H", 0)
+
+
+# -- rise and fall -------------------------------------------------------------------------------
+
+# (rise, fall, results as "+" ok / "-" failed, the state after each: U up, D down)
+RISE_FALL = [
+    (2, 3, "-", "D"),                 # starts up, but the first failure takes it down
+    (2, 3, "+---", "UUUD"),           # once fully up, it takes fall failures
+    (2, 3, "++--+---", "UUUUUUUD"),   # a success in between climbs back to the top
+    (2, 3, "-++", "DDU"),             # down: rise successes bring it up
+    (2, 3, "-+-++", "DDDDU"),         # a failure on the way up starts the climb over
+    (2, 3, "-----++", "DDDDDDU"),     # failures while down do not dig a hole
+    (1, 1, "-+-+", "DUDU"),
+    (3, 2, "+--+++", "UUDDDU"),
+    (5, 1, "+-+++++", "UDDDDDU"),
+]
+
+
+@pytest.mark.parametrize("rise, fall, results, states", RISE_FALL)
+def test_rise_and_fall(rise, fall, results, states):
+    health = HealthState(rise, fall)
+    seen = []
+    changes = 0
+    for result in results:
+        was_up = health.up
+        changed = health.record(result == "+")
+        assert changed == (health.up != was_up)
+        changes += changed
+        seen.append("U" if health.up else "D")
+    assert "".join(seen) == states
+    assert changes == sum(1 for a, b in zip("U" + states, states) if a != b)
+
+
+def _server(options, extra=""):
+    config = parse_config("[frontend f]\nbind = :8000\ndefault_backend = b\n[backend b]\n%s\n"
+                          "server s1 = %s\n" % (extra, options))
+    backend = config.backends["b"]
+    return backend.servers[0], backend
+
+
+@pytest.mark.parametrize("results, interval", [
+    ("", "fastinter"),        # on its way: it starts at rise, below the top
+    ("+", "inter"),           # fully up
+    ("+-", "fastinter"),      # going down
+    ("-", "downinter"),       # fully down
+    ("-+", "fastinter"),      # coming up
+])
+def test_check_interval_follows_the_count(results, interval):
+    server, _ = _server("127.0.0.1:1 check inter 2s fastinter 300ms downinter 10s")
+    health = HealthState(server.rise, server.fall)
+    for result in results:
+        health.record(result == "+")
+    assert health.interval(server) == getattr(server, interval)
+
+
+# -- real checks on loopback ----------------------------------------------------------------------
+
+def _check(options, extra=""):
+    return run_check(check_spec(*_server(options, extra)))
+
+
+def test_open_port_passes_and_closed_port_is_refused():
+    listener = RecordingServer()
+    ok = _check("%s check" % listener.config_address)
+    assert (ok.ok, ok.reason) == (True, "layer4 check passed")
+    closed = _check("127.0.0.1:%d check" % free_port())
+    assert (closed.ok, closed.reason) == (False, "connection refused")
+    listener.close()
+
+
+def test_connect_timeout():
+    # A listener whose accept queue is full drops SYNs, so a connect to it hangs.
+    jammed = socket.socket()
+    jammed.bind(("127.0.0.1", 0))
+    jammed.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(jammed.getsockname())
+        fillers.append(filler)
+    result = _check("%s check inter 200ms" % hostport(*jammed.getsockname()))
+    assert (result.ok, result.reason) == (False, "connection timeout")
+    assert 0.15 < result.duration < 2
+    for sock in fillers + [jammed]:
+        sock.close()
+
+
+V1_LINE = b"PROXY TCP4 127.0.0.1 127.0.0.1 %(check_port)d %(server_port)d\r\n"
+
+
+@pytest.mark.parametrize("options, expected", [
+    ("send-proxy", V1_LINE),
+    ("send-proxy-v2", V2_LOCAL),
+    ("check-send-proxy", V1_LINE),
+    ("send-proxy-v2 check-send-proxy", V2_LOCAL),
+    ("send-proxy no-check-send-proxy", b""),
+    ("", b""),
+    ("send-proxy-v2 check-send PING", V2_LOCAL + b"PING"),
+], ids=["v1", "v2-local", "v1-forced", "v2-forced", "turned-off", "none", "v2-then-payload"])
+def test_check_sends_exactly(options, expected):
+    """v2: LOCAL; v1: a line from the check connection's own address to the server's."""
+    server = RecordingServer()
+    assert _check("%s check %s" % (server.config_address, options)).ok
+    got = server.next_connection()
+    if expected.startswith(b"PROXY"):
+        expected = expected % {b"check_port": got.peer[1], b"server_port": server.port}
+    assert bytes(got.received) == expected
+    server.close()
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_v1_check_line_over_ipv6():
+    server = RecordingServer(host="::1")
+    assert _check("%s check send-proxy" % server.config_address).ok
+    got = server.next_connection()
+    assert bytes(got.received) == b"PROXY TCP6 ::1 ::1 %d %d\r\n" % (got.peer[1], server.port)
+    server.close()
+
+
+def test_unix_server_check_gets_v1_unknown_or_v2_local(tmp_path):
+    for option, expected in (("send-proxy", b"PROXY UNKNOWN\r\n"), ("send-proxy-v2", V2_LOCAL)):
+        path = str(tmp_path / option)
+        server = RecordingServer(path=path)
+        assert _check("unix@%s check %s" % (path, option)).ok
+        assert bytes(server.next_connection().received) == expected
+        server.close()
+
+
+def test_check_port_goes_elsewhere_without_a_header():
+    traffic, checked = RecordingServer(), RecordingServer()
+    assert _check("%s check send-proxy port %d" % (traffic.config_address, checked.port)).ok
+    assert bytes(checked.next_connection().received) == b""
+    assert traffic.accepted == []
+    traffic.close()
+    checked.close()
+
+
+class Responder(object):
+    """Answers each connection with ``reply`` once it has read ``wait_for`` (or at once)."""
+
+    def __init__(self, reply, wait_for=b"", delay_event=None):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = hostport(*self.sock.getsockname())
+        self.reply, self.wait_for, self.hold = reply, wait_for, delay_event
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                received = b""
+                try:
+                    while self.wait_for not in received:
+                        data = conn.recv(4096)
+                        if not data:
+                            break
+                        received += data
+                    if self.hold is not None:
+                        self.hold.wait(5)
+                    conn.sendall(self.reply)
+                    conn.recv(1)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+HTTP_2XX = 'rstring "^HTTP/1[.][01] 2[0-9][0-9] "'
+
+
+@pytest.mark.parametrize("reply, expect, ok, reason", [
+    (b"+PONG\r\n", 'string "+PONG"', True, "layer7 check passed"),
+    (b"-ERR\r\n", 'string "+PONG"', False, "response did not match"),
+    (b"HTTP/1.0 200 OK\r\n", HTTP_2XX, True, "layer7 check passed"),
+    (b"HTTP/1.0 503 Busy\r\n", HTTP_2XX, False, "response did not match"),
+])
+def test_send_and_expect(reply, expect, ok, reason):
+    responder = Responder(reply, wait_for=b"PING\r\n")
+    result = _check('%s check inter 300ms check-send "PING\\r\\n" check-expect %s'
+                    % (responder.address, expect))
+    assert (result.ok, result.reason) == (ok, reason)
+    responder.close()
+
+
+@pytest.mark.parametrize("extra, limit", [("", 0.3), ("timeout check = 200ms", 0.2)])
+def test_silent_server_times_out(extra, limit):
+    hold = threading.Event()
+    responder = Responder(b"+PONG", delay_event=hold)
+    start = time.monotonic()
+    result = _check('%s check inter 300ms check-expect string "+PONG"' % responder.address, extra)
+    hold.set()
+    assert (result.ok, result.reason) == (False, "response timeout")
+    assert limit * 0.9 < time.monotonic() - start < limit + 2
+    responder.close()
+
+
+def test_workers_run_checks_and_stop():
+    listener = RecordingServer()
+    spec = check_spec(*_server("%s check" % listener.config_address))
+    workers = CheckWorkers(3)
+    workers.start()
+    results = queue.Queue()
+    for n in range(9):
+        workers.submit(spec, lambda result, n=n: results.put((n, result)))
+    got = sorted(results.get(timeout=10) for _ in range(9))
+    assert [n for n, _ in got] == list(range(9)) and all(result.ok for _, result in got)
+    workers.stop()
+    for thread in workers._threads:
+        thread.join(10)
+        assert not thread.is_alive()
+    listener.close()
+
+
+# -- the loop's side, on an Engine that is not running --------------------------------------------
+
+def _engine(servers, extra=""):
+    text = ("[frontend f]\nbind = 127.0.0.1:%d\ndefault_backend = b\n[backend b]\n%s\n"
+            % (free_port(), extra))
+    text += "".join("server s%d = %s\n" % (n, options) for n, options in enumerate(servers, 1))
+    engine = Engine(parse_config(text))
+    pool = engine.pools["b"]
+    return engine, pool, engine.checker
+
+
+FAILED = CheckResult(False, "connection refused", 0.001)
+PASSED = CheckResult(True, "layer4 check passed", 0.001)
+
+
+def test_results_apply_rise_and_fall_and_stale_ones_are_ignored():
+    engine, pool, checker = _engine(["127.0.0.1:1 check rise 2 fall 2", "127.0.0.1:2 check"])
+    s1 = pool.servers[0]
+    check = checker.checks[s1]
+    checker.check_done(check, check.generation, FAILED)
+    assert s1.state == DOWN and pool.usable_counts() == (1, 0)
+    stale = check.generation
+    checker.restart(s1)                                   # e.g. it left maintenance
+    assert s1.state == UP
+    checker.check_done(check, stale, FAILED)              # a check from before the restart
+    assert s1.state == UP
+    checker.check_done(check, check.generation, FAILED)
+    assert s1.state == DOWN
+    checker.stop()
+    checker.check_done(check, check.generation, PASSED)   # after stop: nothing changes
+    checker.check_done(check, check.generation, PASSED)
+    assert s1.state == DOWN
+
+
+def test_result_for_a_server_no_longer_checked_is_ignored():
+    engine, pool, checker = _engine(["127.0.0.1:1 check"])
+    s1 = pool.servers[0]
+    check = checker.checks.pop(s1)                        # as after a reload without it
+    checker.check_done(check, check.generation, FAILED)
+    assert s1.state == UP
+
+
+def test_real_connection_failures_count_as_failed_checks():
+    engine, pool, checker = _engine(["127.0.0.1:1 check rise 1 fall 2 inter 1h fastinter 1s",
+                                     "127.0.0.1:2"])
+    s1, s2 = pool.servers
+    checker.check_done(checker.checks[s1], 0, PASSED)     # fully up: two failures to go down
+    check = checker.checks[s1]
+    assert check.timer_at == pytest.approx(engine.now + 3600)
+    checker.connection_failed(s1, "connection refused", 0.0)
+    assert s1.state == UP
+    assert check.timer_at == pytest.approx(engine.now + 1)    # look again soon (fastinter)
+    checker.connection_failed(s1, "connection refused", 0.0)
+    assert s1.state == DOWN
+    checker.connection_failed(s2, "connection refused", 0.0)  # unchecked: never marked down
+    assert s2.state == UP
+
+
+def test_maintenance_is_not_checked():
+    engine, pool, checker = _engine(["127.0.0.1:1 check disabled inter 5s"])
+    check = checker.checks[pool.servers[0]]
+    assert pool.servers[0].state == MAINT
+    checker.launch(check)
+    assert not check.running and check.timer_at == pytest.approx(engine.now + 5)
