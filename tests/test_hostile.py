@@ -31,10 +31,10 @@ PEER_CLOSED_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
 DEFAULT_FUZZ_CASES = 2000
 
 
-def one_frontend(binds, server, frontend="", defaults="", global_=""):
-    """A config with frontend ``fe`` (these bind lines) in front of one server line."""
-    return config([("fe", binds, "be", frontend)], [("be", ["server s1 = " + server], "")],
-                  defaults=defaults, global_=global_)
+def one_frontend(binds, server, frontend="", backend=""):
+    """A config with frontend ``fe`` (these bind lines) in front of one server line; frontend
+    and backend: more lines for either section."""
+    return config([("fe", binds, "be", frontend)], [("be", ["server s1 = " + server], backend)])
 
 
 @pytest.fixture
