@@ -71,6 +71,7 @@ DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOB
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
 ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_HEALTH_CHECK = "health-check"   # LOCAL header, then EOF or reset: a peer's check, logged at debug
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 
 
@@ -255,6 +256,8 @@ class Session(object):
         """When this session times out if nothing happens, and what to call it then."""
         state = self.state
         if state == HEADER:
+            if self.header is not None:     # LOCAL, waiting for its first byte of payload
+                return self.active + self.fe.frontend.timeout_client, "client-timeout"
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
         if state == QUEUED:        # self.active: when it joined the queue
             return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
@@ -308,7 +311,10 @@ class Session(object):
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close("client-abort", abort=True)
+            self.close(END_HEALTH_CHECK if self.header else "client-abort", abort=True)
+            return
+        if self.header is not None:
+            self._after_local(n)
             return
         inbuf = self.inbuf
         inbuf += engine.view[:n]
@@ -338,8 +344,21 @@ class Session(object):
                        "to connect without one")
         return False
 
+    def _after_local(self, n):
+        """The first read after a LOCAL header with nothing behind it."""
+        if not n:
+            self.close(END_HEALTH_CHECK)
+            return
+        self.c2s = bytes(self.engine.view[:n])
+        self.bytes_in += n
+        self.active = self.engine.now
+        self._want(True, 0)
+        self._choose_server()
+
     def _header_timed_out(self):
-        if self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
+        if self.header is not None:
+            self.close("client-timeout")
+        elif self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
                                                             True) is START_BARE:
             self._header_done(None)      # a peer that may go without a header has sent none
         else:
@@ -354,6 +373,13 @@ class Session(object):
         else:
             self.header = header
             self.c2s = bytes(inbuf[header.header_len:])
+            if header.command == "LOCAL" and not self.c2s:
+                # A proxy's own connection, most often its health check: it connects, sends
+                # LOCAL and closes. Choose a server only once a byte of payload arrives, so
+                # checks never reach a backend as client traffic.
+                self.inbuf = None
+                self.active = self.engine.now
+                return
             if header.has_addresses:
                 if header.family == "UNIX":
                     self.client, self.local = header.src_addr, header.dst_addr
@@ -857,7 +883,9 @@ class Engine(object):
         quiet = ((session.end == "normal" and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and session.end in
                   ("normal", "client-abort", "bad-header:%s" % TRUNCATED)))
-        if not quiet:
+        if session.end == END_HEALTH_CHECK:
+            LOG.debug("%s", session.log_line(detail))
+        elif not quiet:
             LOG.info("%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()

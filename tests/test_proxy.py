@@ -205,6 +205,39 @@ def test_v2_local_uses_real_addresses(accepting):
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
 
 
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_local_health_check_never_reaches_the_backend(accepting, reset):
+    """A LOCAL header and then EOF or a reset is a peer's health check: no server is chosen."""
+    proxy, port, backend = accepting
+    before = len(backend.accepted)
+    sock = connect(("127.0.0.1", port))
+    sock.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    else:
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock) == b""
+    sock.close()
+    # A real client right after it is served, and it is the only one the backend sees.
+    assert exchange(("127.0.0.1", port), CLAIMED_V1 + PAYLOAD) == REPLY
+    assert bytes(backend.next_connection().received) == CLAIMED_V1 + PAYLOAD
+    assert len(backend.accepted) == before + 1
+    assert not proxy.log_lines("end=health-check")        # logged at debug level only
+
+
+def test_local_then_payload_later_is_relayed(accepting):
+    proxy, port, backend = accepting
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")     # its own segment, most likely
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
+    assert bytes(backend.next_connection().received) == expected + PAYLOAD
+
+
 def test_second_header_is_payload(accepting):
     proxy, port, backend = accepting
     forged = b"PROXY TCP4 6.6.6.6 6.6.6.6 1 2\r\n"

@@ -173,9 +173,6 @@ def test_haproxy_refuses_a_v2_unix_family_and_takes_v1_unknown(lab, tmp_path):
 
 # -- HAProxy's health checks: check-send-proxy, LOCAL ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine: after a v2 LOCAL header, Session._read_header connects a server at once, so each "
-    "check (LOCAL, then a reset) reaches the backend and is logged end=client-abort"))
 def test_haproxy_local_health_checks_are_accepted_and_stay_off_the_backend(lab):
     """HAProxy checks a send-proxy-v2 server with check-send-proxy by connecting, sending a
     v2 LOCAL header (``20 00 00 00``, since 2.2) and resetting the connection (SO_LINGER 0).
