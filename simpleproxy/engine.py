@@ -40,7 +40,7 @@ from collections import deque
 
 from .balancer import BackendPool
 from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
-from .health import HealthChecker, connection_failure_reason
+from .health import HealthChecker
 from .logs import LOG
 from .proxyproto import aws_vpce_id, build_v1, build_v2, parse_header
 from .trust import (END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER, START_BARE, START_PARSE,
@@ -908,7 +908,7 @@ class Engine(object):
     def server_connect_failed(self, server, cause, detail, duration):
         """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
-        self.checker.connection_failed(server, connection_failure_reason(cause, detail), duration)
+        self.checker.connection_failed(server, cause, duration)
 
     def serve_queue(self, pool):
         """Connect the sessions waiting for ``pool``, oldest first, while a server has room.

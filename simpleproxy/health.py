@@ -55,14 +55,15 @@ CheckResult = namedtuple("CheckResult", "ok reason duration")
 CheckResult.__doc__ = """How one check went: ok, the reason as the state-change line says it,
 and how long it took in seconds."""
 
-_HC_FAILURE_REASONS = {"connect-refused": "connection refused",
+# The failed connects that tell about the server itself, by the engine's end cause, as a
+# state-change line says them. Others (out of local ports or descriptors) do not count
+# against the server in passive health.
+_HC_SERVER_FAILURES = {"connect-refused": "connection refused",
                        "connect-timeout": "connection timeout"}
 
 
-def connection_failure_reason(cause, detail=None):
-    """How a failed connect reads in a state-change line, for a check and a real connection
-    alike; ``cause`` is the engine's end cause (connect-refused, connect-timeout, ...)."""
-    return _HC_FAILURE_REASONS.get(cause) or "connection error: %s" % detail
+def _hc_failure_reason(cause, detail=None):
+    return _HC_SERVER_FAILURES.get(cause) or "connection error: %s" % detail
 
 
 def check_spec(server, backend):
@@ -99,11 +100,11 @@ def _hc_probe(sock, spec, start):
     try:
         sock.connect(spec.address.sockaddr)
     except socket.timeout:
-        return False, connection_failure_reason("connect-timeout")
+        return False, _hc_failure_reason("connect-timeout")
     except ConnectionRefusedError:
-        return False, connection_failure_reason("connect-refused")
+        return False, _hc_failure_reason("connect-refused")
     except OSError as exc:
-        return False, connection_failure_reason("connect-error", exc.strerror or exc)
+        return False, _hc_failure_reason("connect-error", exc.strerror or exc)
     if spec.read_timeout is None:
         deadline = start + spec.connect_timeout
     else:
@@ -120,7 +121,7 @@ def _hc_probe(sock, spec, start):
     except socket.timeout:
         return False, "response timeout"
     except OSError as exc:
-        return False, connection_failure_reason("connect-error", exc.strerror or exc)
+        return False, _hc_failure_reason("connect-error", exc.strerror or exc)
 
 
 def _hc_proxy_header(sock, version):
@@ -315,13 +316,15 @@ class HealthChecker(object):
         self._count(check, result.ok, result.reason, result.duration)
         self._schedule(check, check.health.interval(check.state.server))
 
-    def connection_failed(self, state, reason, duration):
-        """Passive health: a real connection to the server failed. It counts as a failed
-        check, and the next check comes at fastinter rather than at inter."""
+    def connection_failed(self, state, cause, duration):
+        """Passive health: a real connection to the server failed with the end ``cause``
+        (connect-refused, connect-timeout). It counts as a failed check, and the next check
+        comes at fastinter rather than at inter. An unchecked server is left alone: nothing
+        would ever bring it back up."""
         check = self.checks.get(state)
-        if check is None:
-            return              # unchecked: nothing would ever bring it back up
-        self._count(check, False, reason + " (client traffic)", duration)
+        if check is None or cause not in _HC_SERVER_FAILURES:
+            return
+        self._count(check, False, _hc_failure_reason(cause) + " (client traffic)", duration)
         if not check.running:
             self._schedule(check, check.health.interval(state.server))
 

@@ -286,12 +286,14 @@ def test_real_connection_failures_count_as_failed_checks():
     checker.check_done(checker.checks[s1], 0, PASSED)     # fully up: two failures to go down
     check = checker.checks[s1]
     assert check.timer_at == pytest.approx(engine.now + 3600)
-    checker.connection_failed(s1, "connection refused", 0.0)
+    checker.connection_failed(s1, "connect-error", 0.0)       # e.g. out of local ports
+    assert check.health.health == 2
+    checker.connection_failed(s1, "connect-refused", 0.0)
     assert s1.state == UP
     assert check.timer_at == pytest.approx(engine.now + 1)    # look again soon (fastinter)
-    checker.connection_failed(s1, "connection refused", 0.0)
+    checker.connection_failed(s1, "connect-refused", 0.0)
     assert s1.state == DOWN
-    checker.connection_failed(s2, "connection refused", 0.0)  # unchecked: never marked down
+    checker.connection_failed(s2, "connect-refused", 0.0)  # unchecked: never marked down
     assert s2.state == UP
 
 
