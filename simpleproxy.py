@@ -2722,6 +2722,7 @@ PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED,
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
 ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
+RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that just failed
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
 END_HEALTH_CHECK = "health-check"   # LOCAL header, then EOF or reset: a peer's check, logged at debug
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
@@ -2914,6 +2915,8 @@ class Session(object):
         if state == QUEUED:        # self.active: when it joined the queue
             return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
         if state == CONNECTING:
+            if self.ssock is None:         # waiting to retry: connect_started is in the future
+                return self.connect_started, "retry"
             return self.connect_started + self.server.backend.timeout_connect, "connect-timeout"
         frontend, backend = self.fe.frontend, self.server.backend
         half_closed = self.c2s_done or self.s2c_done
@@ -2937,7 +2940,10 @@ class Session(object):
             if due > now:
                 self._arm(due)
             elif self.state == CONNECTING:
-                self._connect_failed("connect-timeout")
+                if self.ssock is None:
+                    self._connect()
+                else:
+                    self._connect_failed("connect-timeout")
             elif self.state == HEADER:
                 self._header_timed_out()
             else:
@@ -3114,6 +3120,13 @@ class Session(object):
         if server is None or not server.usable:      # passive health may have just marked it down
             self.close(cause, detail=detail)
             engine.serve_queue(pool)
+            return
+        if server is self.server:
+            # The same server again: after a turn-around time, as HAProxy does, so that a
+            # server that is restarting is not hammered with the retries all at once.
+            self.connect_started = engine.now + min(server.backend.timeout_connect,
+                                                    RETRY_TURNAROUND)
+            self._arm(self.connect_started)
             return
         self.server = server
         self._connect()

@@ -299,18 +299,22 @@ PAYLOAD = b"hello\r\n" + bytes(range(256))
     (False, 2, "end=connect-refused", "retries=2"),
 ])
 def test_retries_and_redispatch(tmp_path, redispatch, retries, end, tried):
+    """Another server is tried at once; the same one after min(timeout connect, 1s)."""
     good = RecordingServer(reply=b"served")
     text, port = config(
         [("refuses", "127.0.0.1:%d" % free_port()),
          ("good", "%s send-proxy" % good.config_address)],
-        backend="balance = first\nretries = %d\n%s" % (
+        backend="balance = first\nretries = %d\ntimeout connect = 200ms\n%s" % (
             retries, "option redispatch" if redispatch else ""))
     proxy = ProxyProcess(text, tmp_path)
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
+    started = time.monotonic()
     reply = finish(sock, PAYLOAD)
+    elapsed = time.monotonic() - started
     line = proxy.wait_for("fe=fe ")
     assert end in line and tried in line
+    assert elapsed < MARGIN if redispatch else 2 * 0.2 <= elapsed < 2 * 0.2 + MARGIN
     if redispatch:
         assert reply == b"served"
         # The PROXY header and the client's bytes arrive exactly once, in one piece.
