@@ -2456,8 +2456,11 @@ class HealthChecker(object):
 
     def restart(self, state):
         """Start a server's checks over (when it leaves maintenance, say): up, but down at the
-        first failure; a check still running is ignored; the next one goes now."""
-        check = self.checks[state]
+        first failure; a check still running is ignored; the next one goes now. Nothing to do
+        for a server without checks."""
+        check = self.checks.get(state)
+        if check is None:
+            return
         check.generation += 1
         check.running = False
         check.health = HealthState(state.server.rise, state.server.fall)

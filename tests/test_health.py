@@ -277,6 +277,8 @@ def test_result_for_a_server_no_longer_checked_is_ignored():
     check = checker.checks.pop(s1)                        # as after a reload without it
     checker.check_done(check, check.generation, FAILED)
     assert s1.state == UP
+    checker.restart(s1)                                   # not checked: nothing to restart
+    assert check.generation == 0
 
 
 def test_real_connection_failures_count_as_failed_checks():
