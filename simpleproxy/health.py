@@ -33,7 +33,6 @@ import re
 import socket
 import threading
 import time
-import traceback
 from collections import namedtuple
 
 from .balancer import MAINT, UP
@@ -231,7 +230,7 @@ class CheckWorkers(object):
             try:
                 result = run_check(spec)
             except Exception:
-                LOG.error("internal error in a health check:\n%s", traceback.format_exc().rstrip())
+                LOG.exception("internal error in a health check")
                 result = CheckResult(False, "internal error", 0.0)
             deliver(result)
 
