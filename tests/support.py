@@ -104,31 +104,35 @@ class RecordingServer(object):
             threading.Thread(target=self._serve, args=(conn, record), daemon=True).start()
 
     def _serve(self, conn, record):
-        digest = hashlib.sha256()
+        conn.settimeout(60)
         try:
-            conn.settimeout(60)
-            while True:
-                data = conn.recv(262144)
-                if not data:
-                    break
-                record.count += len(data)
-                if self.mode == "hash":
-                    digest.update(data)
-                    continue
-                record.received += data
-                if self.mode == "echo":
-                    conn.sendall(data)
-            if self.mode == "record" and self.reply:
-                conn.sendall(self.reply)
-            elif self.mode == "hash":
-                record.digest = digest.hexdigest()
-                conn.sendall(record.digest.encode())
+            self.handle(conn, record)
         except OSError as exc:
             record.error = exc
         finally:
             conn.close()
             record.done.set()
             self.connections.put(record)
+
+    def handle(self, conn, record):
+        """Serve one connection the way ``mode`` says; subclasses misbehave here."""
+        digest = hashlib.sha256()
+        while True:
+            data = conn.recv(262144)
+            if not data:
+                break
+            record.count += len(data)
+            if self.mode == "hash":
+                digest.update(data)
+                continue
+            record.received += data
+            if self.mode == "echo":
+                conn.sendall(data)
+        if self.mode == "record" and self.reply:
+            conn.sendall(self.reply)
+        elif self.mode == "hash":
+            record.digest = digest.hexdigest()
+            conn.sendall(record.digest.encode())
 
     def next_connection(self, timeout=DEFAULT_TIMEOUT):
         """The next connection that has finished, in order of finishing."""
@@ -143,6 +147,31 @@ class RecordingServer(object):
         except OSError:
             pass
         self.sock.close()
+
+
+class JammedListener(object):
+    """A loopback port whose accept queue is full, so the kernel drops SYNs to it: a connect
+    there hangs until the connecting side's own timeout."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.address = self.sock.getsockname()
+        self._fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(self.address)
+            self._fillers.append(filler)
+
+    @property
+    def config_address(self):
+        return hostport(*self.address)
+
+    def close(self):
+        for sock in self._fillers + [self.sock]:
+            sock.close()
 
 
 def connect(address, timeout=DEFAULT_TIMEOUT):

@@ -49,8 +49,7 @@ class BothWays(RecordingServer):
         self.download = download
         super().__init__(mode="hash", **kwargs)
 
-    def _serve(self, conn, record):
-        conn.settimeout(60)
+    def handle(self, conn, record):
         sender = threading.Thread(target=self._send, args=(conn, record))
         sender.start()
         hashed = hashlib.sha256()
@@ -62,12 +61,8 @@ class BothWays(RecordingServer):
                 record.count += len(data)
                 hashed.update(data)
             record.digest = hashed.hexdigest()
-        except OSError as exc:
-            record.error = exc
-        sender.join(60)
-        conn.close()
-        record.done.set()
-        self.connections.put(record)
+        finally:
+            sender.join(60)
 
     def _send(self, conn, record):
         try:
@@ -124,8 +119,7 @@ class ResetsAfter(RecordingServer):
         self.read, self.data = read, data
         super().__init__()
 
-    def _serve(self, conn, record):
-        conn.settimeout(DEFAULT_TIMEOUT)
+    def handle(self, conn, record):
         try:
             while len(record.received) < self.read:
                 chunk = conn.recv(self.read - len(record.received))
@@ -135,9 +129,6 @@ class ResetsAfter(RecordingServer):
             conn.sendall(self.data)
         finally:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            conn.close()
-            record.done.set()
-            self.connections.put(record)
 
 
 class NeverAnswers(RecordingServer):
@@ -147,9 +138,8 @@ class NeverAnswers(RecordingServer):
         self.released = threading.Event()
         super().__init__()
 
-    def _serve(self, conn, record):
+    def handle(self, conn, record):
         self.released.wait(60)
-        conn.close()
 
     def close(self):
         self.released.set()
@@ -159,16 +149,10 @@ class NeverAnswers(RecordingServer):
 class StopsReading(RecordingServer):
     """Reads one chunk, shuts its read side, answers, and closes."""
 
-    def _serve(self, conn, record):
-        conn.settimeout(DEFAULT_TIMEOUT)
-        try:
-            record.received += conn.recv(65536)
-            conn.shutdown(socket.SHUT_RD)
-            conn.sendall(self.reply)
-        finally:
-            conn.close()
-            record.done.set()
-            self.connections.put(record)
+    def handle(self, conn, record):
+        record.received += conn.recv(65536)
+        conn.shutdown(socket.SHUT_RD)
+        conn.sendall(self.reply)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from simpleproxy.config import parse_config
 from simpleproxy.engine import Engine
 from simpleproxy.health import CheckResult, CheckWorkers, HealthState, check_spec, run_check
 
-from support import RecordingServer, free_port, hostport
+from support import JammedListener, RecordingServer, free_port, hostport
 
 V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + struct.pack("!H", 0)
 
@@ -87,21 +87,11 @@ def test_open_port_passes_and_closed_port_is_refused():
 
 
 def test_connect_timeout():
-    # A listener whose accept queue is full drops SYNs, so a connect to it hangs.
-    jammed = socket.socket()
-    jammed.bind(("127.0.0.1", 0))
-    jammed.listen(0)
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(jammed.getsockname())
-        fillers.append(filler)
-    result = _check("%s check inter 200ms" % hostport(*jammed.getsockname()))
+    jammed = JammedListener()
+    result = _check("%s check inter 200ms" % jammed.config_address)
     assert (result.ok, result.reason) == (False, "connection timeout")
     assert 0.15 < result.duration < 2
-    for sock in fillers + [jammed]:
-        sock.close()
+    jammed.close()
 
 
 V1_LINE = b"PROXY TCP4 127.0.0.1 127.0.0.1 %(check_port)d %(server_port)d\r\n"

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from support import (ProxyProcess, RecordingServer, connect, exchange, free_port, hostport,
+from support import (JammedListener, ProxyProcess, RecordingServer, connect, exchange, free_port,
                      read_to_eof, wait_until)
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -319,19 +319,14 @@ def test_64_mib_each_way_byte_exact(tmp_path, launch):
 class GreetThenRead(RecordingServer):
     """A server that speaks first, half-closes, then reads what the client still sends."""
 
-    def _serve(self, conn, record):
-        try:
-            conn.sendall(b"220 hello\r\n")
-            conn.shutdown(socket.SHUT_WR)
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                record.received += data
-        finally:
-            conn.close()
-            record.done.set()
-            self.connections.put(record)
+    def handle(self, conn, record):
+        conn.sendall(b"220 hello\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            record.received += data
 
 
 def test_half_close_both_ways(tmp_path, launch):
@@ -363,17 +358,10 @@ class Firehose(RecordingServer):
 
     total = 256 << 20
 
-    def _serve(self, conn, record):
+    def handle(self, conn, record):
         chunk = b"\xab" * (1 << 20)
-        try:
-            for _ in range(self.total // len(chunk)):
-                conn.sendall(chunk)
-        except OSError as exc:
-            record.error = exc
-        finally:
-            conn.close()
-            record.done.set()
-            self.connections.put(record)
+        for _ in range(self.total // len(chunk)):
+            conn.sendall(chunk)
 
 
 def test_slow_reader_keeps_memory_bounded(tmp_path, launch):
@@ -417,16 +405,7 @@ def _proxy_blocked(proxy, backend_port):
 
 def test_timeouts_fire(tmp_path, launch):
     echo = RecordingServer(mode="echo")
-    # A listener whose accept queue is full drops SYNs: connects to it hang until the timeout.
-    jammed = socket.socket()
-    jammed.bind(("127.0.0.1", 0))
-    jammed.listen(0)
-    fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        filler.connect_ex(jammed.getsockname())
-        fillers.append(filler)
+    jammed = JammedListener()
     ports = [free_port() for _ in range(3)]
     proxy = ProxyProcess(config(
         [("idle", ["127.0.0.1:%d" % ports[0]], "echo", "timeout client = 300ms\n"),
@@ -434,7 +413,7 @@ def test_timeouts_fire(tmp_path, launch):
           "timeout proxy-header = 300ms\n"),
          ("connect", ["127.0.0.1:%d" % ports[2]], "jammed", "")],
         [("echo", ["server s1 = %s" % echo.config_address], "timeout server = 300ms\n"),
-         ("jammed", ["server s1 = %s" % hostport(*jammed.getsockname())],
+         ("jammed", ["server s1 = %s" % jammed.config_address],
           "timeout connect = 300ms\nretries = 0\n")]), tmp_path, launch=launch)
     socks = [connect(("127.0.0.1", port)) for port in ports]
     socks[0].sendall(b"ping")
@@ -445,8 +424,9 @@ def test_timeouts_fire(tmp_path, launch):
     assert "end=header-timeout" in proxy.wait_for("fe=header ")
     assert "end=connect-timeout" in proxy.wait_for("fe=connect ")
     assert proxy.stop() == 0
-    for sock in socks + fillers + [jammed]:
+    for sock in socks:
         sock.close()
+    jammed.close()
 
 
 # -- limits --------------------------------------------------------------------------------------
