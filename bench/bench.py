@@ -53,7 +53,6 @@ ROUTES = ("sink", "reply", "echo")            # the backend port each route ends
 PP_BACKEND_PORT = {"sink": "sink", "reply": "reply_pp", "echo": "echo_pp"}
 CONN_CONCURRENCY = 32
 WHO_USED_CPU = ("proxy", "loadgen", "backend", "other")
-BUSY_LOAD = 0.5                 # a one-minute load average above this before the run: not idle
 DISTURBED = 0.15                # other processes using more of a core than this during a test
 KEEPALIVE_CONNECTIONS = 32
 
@@ -63,11 +62,15 @@ QUICK = {"rounds": 2, "seconds": 0.8, "warmup": 0.2, "idle": 1000}
 
 # -- processes -----------------------------------------------------------------------------------
 
-def cpu_seconds(pid):
-    """User plus system CPU time of a whole process (all its threads), from /proc/PID/stat."""
+def cpu_times(pid):
+    """(user, system) CPU seconds of a whole process (all its threads), from /proc/PID/stat."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid):
+    return sum(cpu_times(pid))
 
 
 def machine_busy_seconds():
@@ -581,9 +584,6 @@ def main(argv=None):
           "load generator and backend in Python %s; took %.0f s; load average %.2f before" % (
               settings["rounds"], settings["seconds"], settings["warmup"], settings["idle"],
               platform.python_version(), time.time() - started, load_before))
-    if load_before > BUSY_LOAD:
-        print("warning: the machine was busy before the run (load average %.2f): other processes "
-              "shared the cores, so the figures are low and noisy" % load_before)
     print()
     print(format_table(targets, summary, reference))
     print()

@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections import Counter
 
-from bench import Backend, Probe, Target, haproxy_version, interpreter_version, REPO
+from bench import Backend, Probe, Target, cpu_times, haproxy_version, interpreter_version, REPO
 from loadgen import connection_rate, keepalive
 
 CONCURRENCY = 32
@@ -97,14 +97,18 @@ def count_syscalls(target, backend, workdir, seconds):
     rows = []
     for test, mode in (("conn", "plain"), ("conn", "pp"), ("keepalive", "plain")):
         instance = target.start(backend, workdir)
+        pid = instance.process.pid
         try:
-            perf = PerfCounters(instance.process.pid)
+            perf = PerfCounters(pid)
             perf.enable()
+            user, system = cpu_times(pid)
             outcome = run_workload(test, instance, mode, backend, seconds)
+            user_end, system_end = cpu_times(pid)
             perf.disable()
             counts = perf.finish()
         finally:
             instance.stop()
+        counts["user"], counts["system"] = user_end - user, system_end - system
         # perf counted the whole workload, warm-up included: divide by everything it served.
         per_unit = {event: value / outcome["total"] for event, value in counts.items()}
         rows.append((target.label, test, mode, outcome["rate"], per_unit))
@@ -113,12 +117,14 @@ def count_syscalls(target, backend, workdir, seconds):
 
 def print_syscall_tables(rows):
     print("## 1. Per connection (conn) or per request (keepalive), perf stat on the proxy process\n")
-    print("| proxy | test | mode | rate/s | syscalls | CPU µs | context switches |")
-    print("|---|---|---|---|---|---|---|")
+    print("| proxy | test | mode | rate/s | syscalls | CPU µs | of which user µs | system µs "
+          "| context switches |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for label, test, mode, rate, per_unit in rows:
-        print("| %s | %s | %s | %.0f | %.1f | %.1f | %.2f |" % (
+        print("| %s | %s | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %.2f |" % (
             label, test, mode, rate, per_unit["raw_syscalls:sys_enter"],
-            per_unit.get("task-clock", 0) * 1000, per_unit.get("context-switches", 0)))
+            per_unit.get("task-clock", 0) * 1000, per_unit["user"] * 1e6,
+            per_unit["system"] * 1e6, per_unit.get("context-switches", 0)))
     print("\nWhich syscalls, per connection / request (0.05 and over):\n")
     for label, test, mode, rate, per_unit in rows:
         calls = sorted(((value, event.split("sys_enter_", 1)[1]) for event, value in per_unit.items()
