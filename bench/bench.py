@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import statistics
@@ -51,10 +52,11 @@ HOST = "127.0.0.1"
 TCP_LISTEN = "0A"                             # the LISTEN state in /proc/net/tcp
 ROUTES = ("sink", "reply", "echo")            # the backend port each route ends on, plain mode
 PP_BACKEND_PORT = {"sink": "sink", "reply": "reply_pp", "echo": "echo_pp"}
-CONN_CONCURRENCY = 32
+CONN_CONCURRENCY = 32                         # connections in flight in the conn/s test
+KEEPALIVE_CONNECTIONS = 32
 WHO_USED_CPU = ("proxy", "loadgen", "backend", "other")
 DISTURBED = 0.15                # other processes using more of a core than this during a test
-KEEPALIVE_CONNECTIONS = 32
+FD_RESERVE = 200                # descriptors a proxy needs besides its idle connections
 
 FULL = {"rounds": 5, "seconds": 3.0, "warmup": 0.5, "idle": 2000}
 QUICK = {"rounds": 2, "seconds": 0.8, "warmup": 0.2, "idle": 1000}
@@ -162,7 +164,7 @@ class Process(object):
         self.log.close()
 
 
-class Backend(object):
+class BackendProcess(object):
     """loadgen.py's backend, serving until its standard input closes."""
 
     def __init__(self, workdir):
@@ -291,7 +293,7 @@ def interpreter_version(python):
 def haproxy_version():
     out = subprocess.run([shutil.which("haproxy"), "-v"], stdout=subprocess.PIPE,
                          universal_newlines=True)
-    return out.stdout.split()[2]
+    return out.stdout.split()[2].split("-")[0]          # 2.6.12-1+deb12u4: 2.6.12
 
 
 # -- the tests -----------------------------------------------------------------------------------
@@ -370,7 +372,7 @@ def median(values):
 def run_benchmark(targets, settings, workdir, say):
     """Every test for every target and mode, interleaved, ``rounds`` times; returns the samples."""
     samples = {}                     # (target label, mode, test) -> [figures, ...]
-    backend = Backend(workdir)
+    backend = BackendProcess(workdir)
     instances = {}
     try:
         for number, target in enumerate(targets):
@@ -409,8 +411,8 @@ def run_benchmark(targets, settings, workdir, say):
 
 def cpu_shares(figures):
     """proxy/loadgen/backend/other, each in % of one core."""
-    return "/".join("-" if figures.get("cpu_" + who) is None else "%d%%" % (100 * figures["cpu_" + who])
-                    for who in WHO_USED_CPU)
+    shares = (figures.get("cpu_" + who) for who in WHO_USED_CPU)
+    return "/".join("-" if share is None else "%d%%" % (100 * share) for share in shares)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -552,6 +554,15 @@ def parse_args(argv):
     for spec in args.tree:
         if "=" not in spec or not os.path.isdir(os.path.join(spec.split("=", 1)[1], "simpleproxy")):
             parser.error("--tree wants LABEL=DIR with DIR/simpleproxy/ in it: %r" % spec)
+    # A proxied idle connection holds two descriptors in the proxy: the open-file limit, raised
+    # here to its hard value for this process and its children, bounds the idle test.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        most_idle = (hard - FD_RESERVE) // 2
+        if args.idle and args.idle > most_idle:
+            parser.error("the open-file limit (%d) allows at most %d idle connections here"
+                         % (hard, most_idle))
     if not args.skip_haproxy and not shutil.which("haproxy"):
         parser.error("haproxy is not installed: apt-get install -y haproxy (or --skip-haproxy)")
     return args
@@ -578,8 +589,8 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)
     summary = summarise(samples)
     reference = next((target for target in targets if target.kind == "haproxy"), None)
-    print("simpleproxy benchmark, %s, %s" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-                                          machine_description()))
+    print("simpleproxy benchmark, %s, %s" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), machine_description()))
     print("medians of %d rounds, %.1f s windows after %.1f s warm-up, %d idle connections; "
           "load generator and backend in Python %s; took %.0f s; load average %.2f before" % (
               settings["rounds"], settings["seconds"], settings["warmup"], settings["idle"],

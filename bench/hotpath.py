@@ -31,7 +31,8 @@ import tempfile
 import time
 from collections import Counter
 
-from bench import Backend, Probe, Target, cpu_times, haproxy_version, interpreter_version, REPO
+from bench import (BackendProcess, Probe, Target, cpu_times, haproxy_version, interpreter_version,
+                   REPO)
 from loadgen import connection_rate, keepalive
 
 CONCURRENCY = 32
@@ -116,7 +117,8 @@ def count_syscalls(target, backend, workdir, seconds):
 
 
 def print_syscall_tables(rows):
-    print("## 1. Per connection (conn) or per request (keepalive), perf stat on the proxy process\n")
+    print("## 1. Per connection (conn) or per request (keepalive), "
+          "perf stat on the proxy process\n")
     print("| proxy | test | mode | rate/s | syscalls | CPU µs | of which user µs | system µs "
           "| context switches |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -127,7 +129,8 @@ def print_syscall_tables(rows):
             per_unit["system"] * 1e6, per_unit.get("context-switches", 0)))
     print("\nWhich syscalls, per connection / request (0.05 and over):\n")
     for label, test, mode, rate, per_unit in rows:
-        calls = sorted(((value, event.split("sys_enter_", 1)[1]) for event, value in per_unit.items()
+        calls = sorted(((value, event.split("sys_enter_", 1)[1])
+                        for event, value in per_unit.items()
                         if event.startswith("syscalls:") and value >= 0.05), reverse=True)
         print("- %s, %s %s: %s" % (label, test, mode,
                                    ", ".join("%s %.2f" % (name, value) for value, name in calls)))
@@ -170,7 +173,8 @@ def print_py_spy(own, title):
             hottest[function] = (count, line.rstrip(")"))
     print("### %s: own time, %% of %d busy samples (hottest line)\n" % (title, total))
     for function, count in functions.most_common(15):
-        print("    %5.1f%%  %s  (line %s)" % (100.0 * count / total, function, hottest[function][1]))
+        print("    %5.1f%%  %s  (line %s)" % (100.0 * count / total, function,
+                                              hottest[function][1]))
     print()
 
 
@@ -213,7 +217,8 @@ def logging_cost(target, backend, workdir, seconds, rounds):
                 instance.stop()
             cpu = outcome["probe_end"]["proxy"] - outcome["probe_start"]["proxy"]
             results.setdefault(name, []).append((outcome["rate"], cpu * 1e6 / outcome["count"]))
-    print("## 4. What the per-connection log line costs (conn test, plain; medians of %d)\n" % rounds)
+    print("## 4. What the per-connection log line costs (conn test, plain; medians of %d)\n"
+          % rounds)
     for name, runs in results.items():
         rates = sorted(rate for rate, _ in runs)
         cpus = sorted(cpu for _, cpu in runs)
@@ -239,7 +244,7 @@ def main(argv=None):
     if not args.skip_haproxy:
         targets.insert(0, Target("HAProxy " + haproxy_version(), "haproxy"))
     workdir = tempfile.mkdtemp(prefix="simpleproxy-hotpath-")
-    backend = Backend(workdir)
+    backend = BackendProcess(workdir)
     try:
         print("# simpleproxy hot path, %s, load average %.2f before\n" % (
             time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[0]))

@@ -20,7 +20,6 @@ Every loop is bounded in time (a deadline) and, where it counts things, in count
 """
 import errno
 import json
-import os
 import select
 import socket
 import struct
@@ -367,7 +366,7 @@ def connection_rate(address, concurrency, warmup, seconds, probe, send_header=Fa
 
 
 def keepalive(address, connections, warmup, seconds, probe, send_header=False):
-    """Ping-pong 16-byte requests over ``connections`` long-lived connections, one in flight each."""
+    """Ping-pong 16-byte requests over long-lived ``connections``, one in flight on each."""
     header = _header_for(address, send_header)
     epoll = select.epoll()
     socks = {}
@@ -406,18 +405,17 @@ def keepalive(address, connections, warmup, seconds, probe, send_header=False):
 
 
 def idle_connections(address, count, settle, send_header=False, deadline_seconds=120):
-    """Open ``count`` connections, prove each one relays (one echoed byte), return them open.
-
-    ``settle()`` is called once all are idle; the caller reads the proxy's memory there. The
-    connections are closed before returning.
-    """
+    """Open ``count`` connections and prove each one relays (one echoed byte), then call
+    ``settle()`` while all of them sit idle (the caller reads the proxy's memory there), close
+    them, and return what ``settle()`` returned."""
     header = _header_for(address, send_header)
     deadline = time.monotonic() + deadline_seconds
     socks = []
     try:
         for _ in range(count):
             if time.monotonic() > deadline:
-                raise RuntimeError("opening %d connections took over %ds" % (count, deadline_seconds))
+                raise RuntimeError("opening %d connections took over %ds"
+                                   % (count, deadline_seconds))
             sock = _open_blocking(address, header)
             socks.append(sock)
             sock.sendall(b"!")
