@@ -2687,6 +2687,7 @@ Relaying, and why it looks the way it does:
 * Selector interest is changed only when a direction blocks or unblocks, not per read.
 """
 import errno
+import logging
 import resource
 import heapq
 import os
@@ -2957,8 +2958,11 @@ class Session(object):
 
     def on_client_event(self, mask):
         try:
-            if self.state == HEADER:
+            state = self.state
+            if state == HEADER:
                 self._read_header()
+            elif state == CONNECTING or state == QUEUED:
+                self._read_before_relay()
             else:
                 self._relay_event(True, mask)
         except Exception:
@@ -3012,7 +3016,6 @@ class Session(object):
         self.c2s = bytes(self.engine.view[:n])
         self.bytes_in += n
         self.active = self.engine.now
-        self._want(True, 0)
         self._choose_server()
 
     def _header_timed_out(self):
@@ -3048,7 +3051,6 @@ class Session(object):
                     self.local = (header.dst_addr, header.dst_port)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
         self.active = self.engine.now
-        self._want(True, 0)
         self._choose_server()
 
     # -- choosing and connecting ----------------------------------------------------------------
@@ -3142,6 +3144,26 @@ class Session(object):
         except Exception:
             self._crash()
 
+    def _read_before_relay(self):
+        """Client bytes or EOF while no server is connected yet: keep them and stop reading.
+
+        The client stays registered from its header through QUEUED and CONNECTING, so the
+        usual case (nothing more until the server answers) costs no selector change at all.
+        """
+        try:
+            n = self.csock.recv_into(self.engine.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close("client-abort", abort=True)
+            return
+        self._want(True, 0)
+        if n:
+            self.c2s += self.engine.view[:n]
+            self.bytes_in += n
+        else:
+            self.c2s_eof = True
+
     def _connected(self):
         err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
@@ -3157,6 +3179,8 @@ class Session(object):
         self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)
+        elif self.c2s_eof:
+            self._pass_eof(True)
         else:
             self._want(True, EVENT_READ)
 
@@ -3284,17 +3308,19 @@ class Session(object):
                 self._pass_eof(False)
 
     def _pass_eof(self, to_server):
-        dst = self.ssock if to_server else self.csock
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass            # the destination is gone; its own read will say how
         if to_server:
             self.c2s_done = True
         else:
             self.s2c_done = True
         if self.c2s_done and self.s2c_done:
+            # Both EOFs were read, so nothing is left unread and close() sends the last FIN.
             self.close("normal")
+            return
+        dst = self.ssock if to_server else self.csock
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass            # the destination is gone; its own read will say how
 
     def _peer_gone(self, client_side, exc):
         if isinstance(exc, OSError) and exc.errno not in PEER_GONE_ERRNOS:
@@ -3550,10 +3576,11 @@ class Engine(object):
         quiet = ((session.end == "normal" and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and session.end in
                   ("normal", "client-abort", "bad-header:%s" % TRUNCATED)))
-        if session.end == END_HEALTH_CHECK:
-            LOG.debug("%s", session.log_line(detail))
-        elif not quiet:
-            LOG.info("%s", session.log_line(detail))
+        level = logging.DEBUG if session.end == END_HEALTH_CHECK else logging.INFO
+        # The line is built only when it will be written: it is a tenth of a connection's
+        # interpreter time, and a busy proxy may run at log-level warning.
+        if (level == logging.DEBUG or not quiet) and LOG.isEnabledFor(level):
+            LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
 
