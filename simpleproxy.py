@@ -3490,10 +3490,16 @@ class Engine(object):
             events = selector.select(timeout)
             self.now = now = monotonic()
             for key, mask in events:
-                key.data(mask)
+                try:
+                    key.data(mask)
+                except Exception:
+                    _log_loop_error("an event handler")
             while timers and timers[0][0] <= now:
                 when, _, target = heapq.heappop(timers)
-                target.on_timer(when, now)
+                try:
+                    target.on_timer(when, now)
+                except Exception:
+                    _log_loop_error("a timer")
         self._shutdown()
 
     def add_timer(self, due, target):
@@ -3531,7 +3537,7 @@ class Engine(object):
             try:
                 callback()
             except Exception:
-                LOG.error("internal error in a loop callback:\n%s", traceback.format_exc().rstrip())
+                _log_loop_error("a loop callback")
 
     def install_signal_handlers(self):
         """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
@@ -3700,6 +3706,12 @@ def _limited_source(session):
     if host.startswith("::ffff:") and "." in host:
         return host[7:]
     return host
+
+
+def _log_loop_error(where):
+    """Sessions contain their own errors; this is the loop's last line of defence, so that
+    nothing unexpected ever stops it."""
+    LOG.error("internal error in %s:\n%s", where, traceback.format_exc().rstrip())
 
 
 def default_maxconn():
