@@ -2708,7 +2708,6 @@ Relaying, and why it looks the way it does:
 """
 import errno
 import logging
-import resource
 import heapq
 import os
 import selectors
@@ -3716,8 +3715,8 @@ def _log_loop_error(where):
 
 def default_maxconn():
     """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
+    soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
+    if soft <= 0:                        # -1: unlimited
         soft = 65536
     return max(1, (soft - 64) // 2)
 
