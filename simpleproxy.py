@@ -3296,9 +3296,13 @@ class Session(object):
             self.s2c = pending
             eof, done = self.s2c_eof, self.s2c_done
         if pending:
+            # Bytes still wait for the destination: its source is not read until they are out
+            # (the client may still be registered from its header when the first flush is short).
             if to_server:
+                self._want(True, self.cmask & ~EVENT_READ)
                 self._want(False, self.smask | EVENT_WRITE)
             else:
+                self._want(False, self.smask & ~EVENT_READ)
                 self._want(True, self.cmask | EVENT_WRITE)
             return
         # Drained: stop watching the destination for room, resume the source.

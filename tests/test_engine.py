@@ -3,6 +3,7 @@
 A bug in the handling of one connection must cost that connection only: it is logged with its
 traceback, closed, and every other connection carries on.
 """
+import hashlib
 import io
 import socket
 import threading
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from simpleproxy.config import parse_config
-from simpleproxy.engine import Engine, Session
+from simpleproxy.engine import EVENT_READ, Engine, Session
 from simpleproxy.logs import setup_logging
 from support import RecordingServer, connect, exchange, free_port, read_to_eof, wait_until
 
@@ -76,3 +77,68 @@ def test_an_error_outside_any_session_does_not_stop_the_loop(running_engine):
     wait_until(lambda: "ValueError: a broken callback" in log.getvalue(), what="the error logged")
     assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
 
+
+
+class PausingHasher(RecordingServer):
+    """Hashes all it receives, but after its first read waits for ``go`` before reading on."""
+
+    def __init__(self):
+        self.go = threading.Event()
+        super().__init__(mode="hash")
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # inherited on accept
+
+    def handle(self, conn, record):
+        digest = hashlib.sha256()
+        first = True
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            record.count += len(data)
+            digest.update(data)
+            if first:
+                first = False
+                self.go.wait(10)
+        record.digest = digest.hexdigest()
+        conn.sendall(record.digest.encode())
+
+
+def test_first_flight_stays_in_order_when_the_server_side_is_short(monkeypatch):
+    """The header and a first flight come in one read and do not fit the server socket at
+    once; then the client sends more. Every byte must arrive once and in order: while bytes
+    are pending toward the server, the client is not read."""
+    real_connect = Session._connect
+
+    def small_send_buffer(session):
+        real_connect(session)
+        if session.ssock is not None:
+            session.ssock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    monkeypatch.setattr(Session, "_connect", small_send_buffer)
+    backend = PausingHasher()
+    port = free_port()
+    config = parse_config("[listen app]\nbind = 127.0.0.1:%d accept-proxy\nserver s1 = %s\n"
+                          % (port, backend.config_address))
+    setup_logging("info", io.StringIO())
+    engine = Engine(config)
+    engine.bind_all()
+    thread = threading.Thread(target=engine.run, daemon=True)
+    header = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
+    stream = hashlib.sha256(b"order").digest() * (128 << 10)        # 4 MiB
+    sock = connect(("127.0.0.1", port), timeout=60)
+    sock.sendall(header + stream[:60000])        # all there before the loop first reads
+    thread.start()
+    wait_until(lambda: backend.accepted and backend.accepted[0].count,
+               what="the first flight to reach the server")
+    sock.sendall(stream[60000:100000])           # more while the server side is still full
+    wait_until(lambda: engine.sessions and all(not s.cmask & EVENT_READ
+                                              for s in list(engine.sessions)),
+               what="the proxy to stop reading the client")
+    backend.go.set()
+    sock.sendall(stream[100000:])
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock).decode() == hashlib.sha256(stream).hexdigest()
+    assert backend.next_connection().count == len(stream)
+    engine.stop()
+    thread.join(10)
+    backend.close()
