@@ -2763,6 +2763,8 @@ def _endpoint_text(endpoint):
     if endpoint is None:
         return "-"
     if isinstance(endpoint, str):
+        if endpoint.startswith("\0"):
+            return "unix@@" + endpoint[1:]          # Linux's abstract namespace, as ss(8) shows it
         return "unix@" + (endpoint or "(unnamed)")
     host, port = endpoint
     if ":" in host:
@@ -2858,7 +2860,11 @@ class Session(object):
         self.fe = listener.fe
         self.csock = csock
         self.ssock = None
-        self.peer = peer if listener.is_unix else _inet_endpoint(peer)
+        if listener.is_unix:
+            # An unnamed peer is '', a path is str, an abstract address comes as bytes.
+            self.peer = os.fsdecode(peer) if isinstance(peer, bytes) else peer
+        else:
+            self.peer = _inet_endpoint(peer)
         self.state = None
         self.server = None
         self.client = self.peer      # the client as the frontend sees it (header or TCP peer)
@@ -2982,8 +2988,9 @@ class Session(object):
                 self._read_header()
             elif state == CONNECTING or state == QUEUED:
                 self._read_before_relay()
-            else:
+            elif state == RELAY:
                 self._relay_event(True, mask)
+            # CLOSED: select() returned this event with others; an earlier one closed us.
         except Exception:
             self._crash()
 
@@ -3118,7 +3125,8 @@ class Session(object):
         if address.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
-        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+        # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
+        if err not in (0, errno.EINPROGRESS):
             self._connect_failed("connect-error", os.strerror(err))
             return
         self._want(False, EVENT_WRITE)
@@ -3156,9 +3164,10 @@ class Session(object):
 
     def on_server_event(self, mask):
         try:
-            if self.state == CONNECTING:
+            state = self.state
+            if state == CONNECTING:
                 self._connected()
-            else:
+            elif state == RELAY:
                 self._relay_event(False, mask)
         except Exception:
             self._crash()
@@ -3385,9 +3394,11 @@ class Session(object):
             engine.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
-        """An unexpected error in this session: log it with its traceback, close only this one."""
-        LOG.error("internal error on a connection from %s:\n%s",
-                  _endpoint_text(self.peer), traceback.format_exc().rstrip())
+        """An unexpected error in this session: log it with its traceback, close only this one.
+
+        Nothing here may raise in turn, or the session would be left open."""
+        LOG.error("internal error on a connection from %r:\n%s",
+                  self.peer, traceback.format_exc().rstrip())
         try:
             self.close("internal-error", abort=True)
         except Exception:

@@ -302,6 +302,8 @@ class ProxyProcess(object):
             self.proc.wait()
             raise AssertionError("the proxy did not stop within %.1fs of SIGTERM" % timeout)
         self._reader.join(timeout)
+        crashes = [line for line in self.lines if "internal error" in line]
+        assert not crashes, "the proxy logged internal errors:\n%s" % "\n".join(self.lines)
         return code
 
 

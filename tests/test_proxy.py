@@ -155,6 +155,22 @@ def test_unix_socket_bind(tmp_path, launch):
     assert not os.path.exists(path)
 
 
+def test_unix_client_with_an_abstract_address(tmp_path, launch):
+    path = str(tmp_path / "front.sock")
+    backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy", PAYLOAD)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(b"\0simpleproxy-test-%d" % os.getpid())
+    sock.settimeout(10)
+    sock.connect(path)
+    sock.sendall(PAYLOAD)
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_eof(sock) == REPLY
+    sock.close()
+    assert bytes(backend.next_connection().received) == b"PROXY UNKNOWN\r\n" + PAYLOAD
+    assert "unix@@simpleproxy-test-%d " % os.getpid() in proxy.wait_for("end=normal")
+    assert proxy.stop() == 0
+
+
 def test_unix_socket_client_sends_v1_unknown(tmp_path, launch):
     path = str(tmp_path / "front.sock")
     backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy", PAYLOAD)
