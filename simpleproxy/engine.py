@@ -263,8 +263,6 @@ class Session(object):
         """When this session times out if nothing happens, and what to call it then."""
         state = self.state
         if state == HEADER:
-            if self.header is not None:     # LOCAL, waiting for its first byte of payload
-                return self.active + self.fe.frontend.timeout_client, "client-timeout"
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
         if state == QUEUED:        # self.active: when it joined the queue
             return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
@@ -365,14 +363,15 @@ class Session(object):
         if not n:
             self.close(END_HEALTH_CHECK)
             return
+        self.engine.header_wait_ended(self)
         self.c2s = bytes(self.engine.view[:n])
         self.bytes_in += n
         self.active = self.engine.now
         self._choose_server()
 
     def _header_timed_out(self):
-        if self.header is not None:
-            self.close("client-timeout")
+        if self.header is not None:         # LOCAL, and no payload in time: a silent probe
+            self.close(END_HEALTH_CHECK)
         elif self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
                                                             True) is START_BARE:
             self._header_done(None)      # a peer that may go without a header has sent none
@@ -382,7 +381,6 @@ class Session(object):
     def _header_done(self, header):
         """Leave HEADER with the parsed header, or None: the bytes so far are the client's."""
         inbuf = self.inbuf
-        self.engine.header_wait_ended(self)
         if header is None:
             self.c2s = bytes(inbuf)
         else:
@@ -391,9 +389,10 @@ class Session(object):
             if header.command == "LOCAL" and not self.c2s:
                 # A proxy's own connection, most often its health check: it connects, sends
                 # LOCAL and closes. Choose a server only once a byte of payload arrives, so
-                # checks never reach a backend as client traffic.
-                self.inbuf = None
-                self.active = self.engine.now
+                # checks never reach a backend as client traffic. Until then it still counts
+                # as waiting for its header (limit and deadline), so a flood of LOCAL-and-
+                # silent connections is bounded like any other.
+                self.inbuf = bytearray()
                 return
             if header.has_addresses:
                 if header.family == "UNIX":
@@ -401,6 +400,7 @@ class Session(object):
                 else:
                     self.client = (header.src_addr, header.src_port)
                     self.local = (header.dst_addr, header.dst_port)
+        self.engine.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
         self.active = self.engine.now
         self._choose_server()

@@ -241,6 +241,31 @@ def test_local_health_check_never_reaches_the_backend(accepting, reset):
     assert not proxy.log_lines("end=health-check")        # logged at debug level only
 
 
+def test_local_and_silent_counts_as_waiting_for_its_header(tmp_path):
+    """LOCAL and then nothing: bounded by maxconn-pending-header and timeout proxy-header,
+    like a connection whose header never comes."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    port = free_port()
+    proxy = ProxyProcess(config(
+        [("fe", ["127.0.0.1:%d accept-proxy" % port], "be",
+          "maxconn-pending-header = 2\ntimeout proxy-header = 500ms\n")],
+        [("be", ["server s1 = %s" % backend.config_address], "")]), tmp_path)
+    probes = [connect(("127.0.0.1", port), timeout=3) for _ in range(3)]
+    for probe in probes:
+        probe.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
+    proxy.wait_for("end=evicted:maxconn-pending-header")
+    for probe in probes:
+        # Evicted (a reset: its bytes were never read), or closed at the 500 ms header
+        # deadline, not after timeout client (10 s), which would time this read out.
+        try:
+            assert read_to_eof(probe) == b""
+        except ConnectionResetError:
+            pass
+        probe.close()
+    assert backend.accepted == []
+    assert proxy.stop() == 0
+
+
 def test_local_then_payload_later_is_relayed(accepting):
     proxy, port, backend = accepting
     sock = connect(("127.0.0.1", port))
