@@ -487,6 +487,7 @@ class Session(object):
             return
         self.server = server
         self._connect()
+        engine.serve_queue(pool)        # the slot given up on the failed server may be a waiter's
 
     def on_server_event(self, mask):
         try:

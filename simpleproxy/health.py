@@ -51,8 +51,8 @@ seconds; read_timeout: seconds after the connect, or None: the check ends connec
 after it started, response included."""
 
 CheckResult = namedtuple("CheckResult", "ok reason duration")
-CheckResult.__doc__ = """How one check went: ok, the reason as the state-change line says it,
-and how long it took in seconds."""
+CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
+the reason as the state-change line says it, and how long it took in seconds."""
 
 # The failed connects that tell about the server itself, by the engine's end cause, as a
 # state-change line says them. Others (out of local ports or descriptors) do not count
@@ -84,9 +84,16 @@ def check_spec(server, backend):
 
 
 def run_check(spec):
-    """Check one server, blocking (a worker thread's job), and say how it went."""
+    """Check one server, blocking (a worker thread's job), and say how it went.
+
+    Out of descriptors or buffers here, the check says nothing about the server: its result
+    has ``ok`` None, and it is not counted (a proxy short of descriptors must not take all
+    its servers down)."""
     start = time.monotonic()
-    sock = socket.socket(spec.address.family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(spec.address.family, socket.SOCK_STREAM)
+    except OSError as exc:
+        return CheckResult(None, "no check made: %s" % exc.strerror, 0.0)
     try:
         ok, reason = _hc_probe(sock, spec, start)
     finally:
@@ -312,7 +319,8 @@ class HealthChecker(object):
                 or generation != check.generation):
             return
         check.running = False
-        self._count(check, result.ok, result.reason, result.duration)
+        if result.ok is not None:
+            self._count(check, result.ok, result.reason, result.duration)
         self._schedule(check, check.health.interval(check.state.server))
 
     def connection_failed(self, state, cause, duration):
@@ -352,6 +360,10 @@ class HealthChecker(object):
         log_state_change(pool, state, reason, duration)
         if state.usable:
             self.engine.serve_queue(pool)
+        elif not pool.candidates:
+            # No server left: queued clients are closed at once, not at timeout queue.
+            for session in list(pool.waiting):
+                session.close("no-server")
 
 
 def log_state_change(pool, state, reason, duration):

@@ -397,3 +397,21 @@ def test_timeout_queue_and_maxqueue(tmp_path):
     for sock in (queued, refused):
         sock.close()
     assert proxy.stop() == 0
+
+
+def test_queued_clients_are_closed_when_the_last_server_goes_down(tmp_path):
+    server = NamedServer("s1")
+    text, port = config([("s1", "%s maxconn 1 check inter 100ms fall 1" % server.address)],
+                        backend="timeout queue = 30s")
+    proxy = ProxyProcess(text, tmp_path)
+    holder, _ = open_session(port)
+    queued = connect(("127.0.0.1", port))
+    queued_at = time.monotonic()
+    server.kill()
+    proxy.wait_for("server be/s1 is DOWN")
+    assert read_to_eof(queued) == b""              # at once, not at timeout queue (30 s)
+    assert time.monotonic() - queued_at < 1 + MARGIN
+    assert "end=no-server" in proxy.wait_for("end=no-server")
+    for sock in (holder, queued):
+        sock.close()
+    assert proxy.stop() == 0

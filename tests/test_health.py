@@ -77,6 +77,33 @@ def _check(options, extra=""):
     return run_check(check_spec(*_server(options, extra)))
 
 
+OUT_OF_DESCRIPTORS_SCRIPT = r"""
+import os, resource, sys
+sys.path[:0] = sys.argv[1:3]
+from test_health import _server
+from simpleproxy.health import check_spec, run_check
+spec = check_spec(*_server("127.0.0.1:9 check"))
+open_now = len(os.listdir("/proc/self/fd")) - 1   # less the one listdir used
+resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, open_now))
+print(run_check(spec))
+"""
+
+
+def test_out_of_descriptors_is_no_verdict():
+    """A check that cannot even get a socket says nothing about the server (ok is None), so a
+    proxy short of descriptors does not mark its servers down. Run where the limit is real."""
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS_SCRIPT, here,
+                             os.path.dirname(here)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip() == ("CheckResult(ok=None, reason='no check made: Too many open "
+                                     "files', duration=0.0)")
+
+
 def test_open_port_passes_and_closed_port_is_refused():
     listener = RecordingServer()
     ok = _check("%s check" % listener.config_address)
