@@ -2925,13 +2925,17 @@ class Session(object):
     def _want(self, client_side, mask):
         """Set the selector interest of one side, touching the selector only on a change."""
         if client_side:
-            old, sock, callback = self.cmask, self.csock, self.on_client_event
+            old = self.cmask
+            if old == mask:
+                return
             self.cmask = mask
+            sock, callback = self.csock, self.on_client_event
         else:
-            old, sock, callback = self.smask, self.ssock, self.on_server_event
+            old = self.smask
+            if old == mask:
+                return
             self.smask = mask
-        if old == mask:
-            return
+            sock, callback = self.ssock, self.on_server_event
         selector = self.engine.selector
         if not old:
             selector.register(sock, mask, callback)
