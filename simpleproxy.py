@@ -2863,7 +2863,7 @@ class Session(object):
         "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
         "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
         "started", "connect_started", "connected_at", "active", "timer_at", "retries_left",
-        "tried", "end", "trust",
+        "tried", "end", "trust", "slot",
     )
 
     def __init__(self, engine, listener, csock, peer):
@@ -2894,6 +2894,7 @@ class Session(object):
         self.timer_at = None
         self.retries_left = 0
         self.tried = []
+        self.slot = None             # the server whose connection count includes this session
         self.end = None
         self.trust = None            # the peer's PeerTrust, on binds with header handling
         refusal = engine.session_opened(self)
@@ -3129,12 +3130,13 @@ class Session(object):
         address = server.server.address
         self._enter(CONNECTING)
         self.tried.append(server)
-        self.fe.pool.connection_started(server)
+        if self.slot is not server:          # a retry on the same server keeps its slot
+            self.fe.pool.connection_started(server)
+            self.slot = server
         self.connect_started = self.engine.now
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.fe.pool.connection_ended(server)
             self.close("internal-error", detail="cannot create a socket: %s" % exc)
             return
         self.ssock = sock
@@ -3155,7 +3157,6 @@ class Session(object):
         self.ssock.close()
         self.ssock = None
         pool = self.fe.pool
-        pool.connection_ended(server)
         engine = self.engine
         engine.server_connect_failed(server, cause, detail, engine.now - self.connect_started)
         if self.retries_left <= 0 or engine.stopping:
@@ -3166,15 +3167,17 @@ class Session(object):
                 server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
         if server is None or not server.usable:      # passive health may have just marked it down
             self.close(cause, detail=detail)
-            engine.serve_queue(pool)
             return
         if server is self.server:
             # The same server again: after a turn-around time, as HAProxy does, so that a
-            # server that is restarting is not hammered with the retries all at once.
+            # server that is restarting is not hammered with the retries all at once. The
+            # session keeps its slot meanwhile, so the server's maxconn holds.
             self.connect_started = engine.now + min(server.backend.timeout_connect,
                                                     RETRY_TURNAROUND)
             self._arm(self.connect_started)
             return
+        pool.connection_ended(self.slot)
+        self.slot = None
         self.server = server
         self._connect()
         engine.serve_queue(pool)        # the slot given up on the failed server may be a waiter's
@@ -3384,7 +3387,8 @@ class Session(object):
             return
         if self.state == QUEUED:
             self.fe.pool.dequeue(self)
-        had_server_socket = self.ssock is not None
+        slot = self.slot
+        self.slot = None
         self._enter(CLOSED)
         self.end = cause
         self.timer_at = None
@@ -3403,11 +3407,11 @@ class Session(object):
             sock.close()
         self.cmask = self.smask = 0
         self.c2s = self.s2c = b""
-        if had_server_socket:
-            self.fe.pool.connection_ended(self.server)
+        if slot is not None:
+            self.fe.pool.connection_ended(slot)
         self.ssock = None
         engine.session_closed(self, detail)
-        if had_server_socket:
+        if slot is not None:
             engine.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
