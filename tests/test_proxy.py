@@ -545,3 +545,35 @@ def test_listen_section_and_sigint_stop(tmp_path, launch):
     assert proxy.log_lines("end=shutdown")
     with pytest.raises(ConnectionRefusedError):
         connect(("127.0.0.1", port))              # and the listener is gone
+
+
+def test_unix_server_with_a_full_backlog_is_a_connect_error(tmp_path):
+    """A non-blocking connect to a Unix listener whose backlog is full fails at once (EAGAIN);
+    it is a failed connect, not a connection."""
+    path = str(tmp_path / "full.sock")
+    full = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    full.bind(path)
+    full.listen(0)
+    fillers = []
+    while True:                                   # fill the backlog; never accept
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        fillers.append(filler)
+        try:
+            filler.connect(path)
+        except BlockingIOError:
+            break
+        assert len(fillers) < 100
+    port = free_port()
+    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
+                                [("be", ["server s1 = unix@%s" % path], "retries = 0\n")]),
+                         tmp_path)
+    try:
+        assert exchange(("127.0.0.1", port), PAYLOAD) == b""
+    except ConnectionResetError:
+        pass                                      # closed with the payload unread: a reset
+    line = proxy.wait_for("fe=fe ")
+    assert "end=connect-error" in line and 'reason="Resource temporarily unavailable"' in line
+    assert proxy.stop() == 0                      # and no internal error was logged
+    for sock in fillers + [full]:
+        sock.close()
