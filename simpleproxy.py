@@ -3100,10 +3100,10 @@ class Session(object):
 
     def _choose_server(self):
         pool = self.fe.pool
-        server = pool.pick(self.client) if pool is not None else None
+        server = pool.pick(self.client)
         if server is not None:
             self._dispatch(server)
-        elif pool is None or not pool.candidates:
+        elif not pool.candidates:
             self.close("no-server")
         elif pool.queue_full:
             self.close("queue-full")
@@ -3484,7 +3484,7 @@ class Engine(object):
         self.frontends = {}
         for frontend in config.frontends:
             self.frontends[frontend.name] = FrontendState(
-                frontend, self.pools.get(frontend.default_backend))
+                frontend, self.pools[frontend.default_backend])
         self._accept_paused_until = None
         self.accepts_failing_since = None      # when accept() began to fail for want of descriptors
         self.paused_listeners = 0
