@@ -244,6 +244,20 @@ defaults
         super().__init__([find_program("haproxy"), "-db", "-f", self.config_path,
                           "-p", os.path.join(workdir, "haproxy.pid")], workdir, ports)
 
+    def _listening(self, ports):
+        """Ready once the stats socket answers too: HAProxy may bind it after the ports."""
+        return super()._listening(ports) and self._stats_socket_accepts()
+
+    def _stats_socket_accepts(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.stats_path)
+        except OSError:
+            return False
+        finally:
+            sock.close()
+        return True
+
     def log_lines(self):
         return complete_lines(self.output_path)
 
