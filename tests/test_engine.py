@@ -51,16 +51,21 @@ def test_a_failing_connection_is_contained(running_engine, monkeypatch):
         return real_header(session)
 
     monkeypatch.setattr(Session, "_outgoing_header", broken_once)
-    victim = connect(("127.0.0.1", port))
+    try:
+        victim = connect(("127.0.0.1", port))
+    except ConnectionResetError:                # on a busy host the reset can beat connect()
+        victim = None
     wait_until(lambda: len(calls) == 1, what="the first connection to reach its header")
     healthy = connect(("127.0.0.1", port))      # opened while the failure is being handled
-    try:
-        assert read_to_eof(victim) == b""        # closed (a reset is fine too)
-    except ConnectionResetError:
-        pass
-    wait_until(lambda: "RuntimeError: injected failure" in log.getvalue(),
-               what="the traceback in the log")
-    assert "end=internal-error" in log.getvalue()
+    if victim is not None:
+        with victim:
+            try:
+                assert read_to_eof(victim) == b""        # closed (a reset is fine too)
+            except ConnectionResetError:
+                pass
+    wait_until(lambda: "RuntimeError: injected failure" in log.getvalue()
+               and "end=internal-error" in log.getvalue(),
+               what="the traceback and the connection's end in the log")
     assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
     healthy.sendall(PAYLOAD)
     healthy.shutdown(socket.SHUT_WR)
