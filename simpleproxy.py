@@ -18,424 +18,6 @@ __version__ = "0.1.0"
 
 
 ###############################################################################
-# simpleproxy/balancer.py #####################################################
-###############################################################################
-
-"""Choosing a server: the balancer only picks, it does no I/O.
-
-Each backend gets a ``BackendPool``; each of its servers a ``ServerState`` that the event loop
-updates (connection counts, health, administrative state). The loop asks ``pick()`` for a
-server and reports back with ``connection_started`` / ``connection_ended``. Everything here is
-arithmetic on plain data, so it is tested from tables with a seeded random source.
-
-A server's state comes from two things kept apart: what the operator set (``admin``: READY,
-DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
-them into UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping them apart means a
-draining server that fails its checks and recovers goes back to draining, not to UP.
-
-The candidates are the UP servers with a weight above 0 among the normal servers; when there
-is none, among the backup servers: the first one in the config, or all of them with ``option
-allbackups``, as in HAProxy. They are worked out again only when a state changes, never per
-connection. A candidate that is full (its ``maxconn`` reached) is passed over; when every
-candidate is full, ``pick()`` returns None while ``candidates`` is not empty: the caller queues.
-
-The algorithms (``balance``):
-
-roundrobin   weighted and smooth, by stride scheduling: each candidate has a pass, the lowest
-             pass goes next and moves on by SPAN // weight. A heap keeps it O(log n) a pick. A
-             server coming back starts level with the others instead of catching up.
-static-rr    the same order worked out once for a whole turn (one slot per unit of weight),
-             then walked: O(1) a pick. Rebuilt whenever the candidates change.
-leastconn    the fewest connections per unit of weight, ``(active + 1) / weight`` as in
-             HAProxy; equal loads take turns. One scan of the candidates a pick.
-first        the first candidate in config order with a free slot: fills servers one by one.
-source       the client's IP address (as the PROXY header gave it) hashed onto a ring of 64
-             points per unit of weight (consistent hashing): a server leaving moves only its
-             own clients, and every proxy with the same config picks the same server for a
-             client. A client without an IP address (a Unix socket) gets no affinity.
-random       the power of two choices: two draws weighted by weight, the less loaded wins.
-"""
-import binascii
-import heapq
-import random
-import socket
-
-UP = "UP"
-DOWN = "DOWN"
-DRAIN = "DRAIN"
-MAINT = "MAINT"
-READY = "READY"
-
-# What an operator may set, and what each administrative state may become.
-ADMIN_TRANSITIONS = {
-    READY: (DRAIN, MAINT),
-    DRAIN: (READY, MAINT),
-    MAINT: (READY, DRAIN),
-}
-
-# A server's state from (admin, healthy). DRAIN: finishes its connections, takes no new ones.
-# MAINT: out of service, and not checked (the health checker skips it).
-SERVER_STATES = {
-    (READY, True): UP,
-    (READY, False): DOWN,
-    (DRAIN, True): DRAIN,
-    (DRAIN, False): DOWN,
-    (MAINT, True): MAINT,
-    (MAINT, False): MAINT,
-}
-
-
-class ServerState(object):
-    """The run-time state of one configured server."""
-
-    __slots__ = ("server", "backend", "admin", "healthy", "weight", "active", "state", "usable")
-
-    def __init__(self, server, backend):
-        self.server = server
-        self.backend = backend
-        self.admin = MAINT if server.disabled else READY
-        self.healthy = True           # until checks say otherwise (unchecked servers: always)
-        self.weight = server.weight
-        self.active = 0               # connections connecting or relaying
-        self.state = self.usable = None
-        self._settle()
-
-    def _settle(self):
-        self.state = SERVER_STATES[self.admin, self.healthy]
-        self.usable = self.state == UP and self.weight > 0
-
-    @property
-    def label(self):
-        return "%s/%s" % (self.backend.name, self.server.name)
-
-
-class BackendPool(object):
-    """The servers of one backend, the algorithm choosing among them, and its queue."""
-
-    def __init__(self, backend, rng=None):
-        self.backend = backend
-        self.servers = [ServerState(s, backend) for s in backend.servers]
-        self.candidates = []
-        self.waiting = {}             # queued sessions, oldest first (dicts keep insertion order)
-        self._picker = _LB_PICKERS[backend.balance](rng or random.Random())
-        self._refresh()
-
-    def pick(self, client_key=None, exclude=()):
-        """The server for a new connection from ``client_key`` (a (host, port) tuple, or a
-        Unix path), never one in ``exclude``; None when no candidate has a free slot."""
-        if not self.candidates:
-            return None
-        return self._picker.pick(client_key, exclude)
-
-    def connection_started(self, state):
-        state.active += 1
-
-    def connection_ended(self, state):
-        state.active -= 1
-
-    # -- state changes --------------------------------------------------------------------------
-
-    def set_health(self, state, healthy):
-        """Record what the checks now say; True if the server's state changed."""
-        return self._change(state, state.admin, healthy)
-
-    def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's state changed."""
-        if admin not in ADMIN_TRANSITIONS[state.admin]:
-            raise ValueError("server %s cannot go from %s to %s"
-                             % (state.label, state.admin, admin))
-        return self._change(state, admin, state.healthy)
-
-    def _change(self, state, admin, healthy):
-        before = state.state
-        state.admin, state.healthy = admin, healthy
-        state._settle()
-        if state.state == before:
-            return False
-        self._refresh()
-        return True
-
-    def _refresh(self):
-        usable = [state for state in self.servers if state.usable]
-        normal = [state for state in usable if not state.server.backup]
-        if normal or self.backend.allbackups:
-            self.candidates = normal or usable
-        else:
-            self.candidates = usable[:1]
-        self._picker.rebuild(self.candidates)
-
-    def usable_counts(self):
-        """(normal, backup): how many servers of each kind could take a connection now."""
-        backup = sum(1 for state in self.servers if state.usable and state.server.backup)
-        return sum(1 for state in self.servers if state.usable) - backup, backup
-
-    # -- the queue (servers at maxconn) ---------------------------------------------------------
-
-    @property
-    def queue_full(self):
-        maxqueue = self.backend.maxqueue
-        return bool(maxqueue) and len(self.waiting) >= maxqueue
-
-    def enqueue(self, waiter):
-        self.waiting[waiter] = None
-
-    def dequeue(self, waiter):
-        self.waiting.pop(waiter, None)
-
-    def first_waiting(self):
-        """The waiter queued longest ago, or None."""
-        return next(iter(self.waiting), None)
-
-
-def _lb_acceptable(state, exclude):
-    """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.server.maxconn
-    return (not maxconn or state.active < maxconn) and state not in exclude
-
-
-# -- roundrobin and static-rr: stride scheduling -------------------------------------------------
-
-_LB_STRIDE_SPAN = 1 << 32     # passes are integers: SPAN // weight is exact to 2**-24, never drifts
-
-
-def _lb_stride_heap(servers, passes, base):
-    """Heap entries [pass, position, stride, state]; the position breaks ties, so states are
-    never compared. A server keeps its pass from ``passes``; any other starts at ``base`` plus
-    a phase: half a stride, staggered among the servers of one weight so that they take turns
-    through the round instead of coming in a clump (this keeps every server within about one
-    connection of its share at any point, as nginx's smooth round robin does)."""
-    of_weight = {}
-    for state in servers:
-        of_weight[state.weight] = of_weight.get(state.weight, 0) + 1
-    rank = {}
-    heap = []
-    for position, state in enumerate(servers):
-        stride = _LB_STRIDE_SPAN // state.weight
-        nth = rank[state.weight] = rank.get(state.weight, -1) + 1
-        phase = stride * (2 * nth + 1) // (2 * of_weight[state.weight])
-        heap.append([passes.get(state, base + phase), position, stride, state])
-    heapq.heapify(heap)
-    return heap
-
-
-class _LbRoundRobinPicker(object):
-    """roundrobin: the acceptable entry with the lowest pass, which then moves on."""
-
-    def __init__(self, rng):
-        self._heap = []
-
-    def rebuild(self, servers):
-        heap = self._heap
-        passes = {entry[3]: entry[0] for entry in heap}
-        self._heap = _lb_stride_heap(servers, passes, heap[0][0] if heap else 0)
-
-    def pick(self, client_key, exclude):
-        heap = self._heap
-        passed_over = []
-        chosen = None
-        while heap:
-            entry = heapq.heappop(heap)
-            if _lb_acceptable(entry[3], exclude):
-                chosen = entry
-                entry[0] += entry[2]
-                heapq.heappush(heap, entry)
-                break
-            passed_over.append(entry)
-        for entry in passed_over:
-            heapq.heappush(heap, entry)
-        return chosen[3] if chosen is not None else None
-
-
-class _LbStaticRoundRobinPicker(object):
-    """static-rr: roundrobin's order for one whole turn, worked out at rebuild, then walked."""
-
-    def __init__(self, rng):
-        self._slots = []
-        self._next = 0
-
-    def rebuild(self, servers):
-        heap = _lb_stride_heap(servers, {}, 0)
-        slots = []
-        for _ in range(sum(state.weight for state in servers)):
-            entry = heap[0]
-            slots.append(entry[3])
-            entry[0] += entry[2]
-            heapq.heapreplace(heap, entry)
-        self._slots = slots
-        self._next = 0
-
-    def pick(self, client_key, exclude):
-        slots = self._slots
-        count = len(slots)
-        for step in range(count):
-            state = slots[(self._next + step) % count]
-            if _lb_acceptable(state, exclude):
-                self._next = (self._next + step + 1) % count
-                return state
-        return None
-
-
-# -- leastconn, first, random ----------------------------------------------------------------------
-
-def _lb_least_loaded(servers, start, exclude):
-    """The acceptable server with the lowest (active + 1) / weight, looking from ``start`` on so
-    that equal loads take turns; None if none is acceptable."""
-    best = None
-    count = len(servers)
-    for step in range(count):
-        state = servers[(start + step) % count]
-        if not _lb_acceptable(state, exclude):
-            continue
-        if best is None or (state.active + 1) * best.weight < (best.active + 1) * state.weight:
-            best = state
-    return best
-
-
-class _LbLeastConnPicker(object):
-
-    def __init__(self, rng):
-        self._servers = []
-        self._next = 0
-
-    def rebuild(self, servers):
-        self._servers = servers
-        self._next = 0
-
-    def pick(self, client_key, exclude):
-        start = self._next
-        self._next = (start + 1) % len(self._servers)
-        return _lb_least_loaded(self._servers, start, exclude)
-
-
-class _LbFirstPicker(object):
-
-    def __init__(self, rng):
-        self._servers = []
-
-    def rebuild(self, servers):
-        self._servers = servers
-
-    def pick(self, client_key, exclude):
-        for state in self._servers:
-            if _lb_acceptable(state, exclude):
-                return state
-        return None
-
-
-class _LbRandomPicker(object):
-    """Two draws weighted by weight; the less loaded acceptable one. When neither draw is
-    acceptable (full, or excluded by a retry), the least loaded of all."""
-
-    def __init__(self, rng):
-        self._rng = rng
-        self._servers = []
-        self._cumulative = []
-
-    def rebuild(self, servers):
-        total = 0
-        cumulative = []
-        for state in servers:
-            total += state.weight
-            cumulative.append(total)
-        self._servers, self._cumulative = servers, cumulative
-
-    def pick(self, client_key, exclude):
-        draws = self._rng.choices(self._servers, cum_weights=self._cumulative, k=2)
-        return (_lb_least_loaded(draws, 0, exclude) or
-                _lb_least_loaded(self._servers, 0, exclude))
-
-
-# -- source: consistent hashing --------------------------------------------------------------------
-
-_LB_RING_POINTS = 64          # ring points per unit of weight
-_LB_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
-
-
-def _lb_mix32(value):
-    """MurmurHash3's finaliser: spreads a 32-bit value over all 32 bits."""
-    value ^= value >> 16
-    value = (value * 0x85EBCA6B) & 0xFFFFFFFF
-    value ^= value >> 13
-    value = (value * 0xC2B2AE35) & 0xFFFFFFFF
-    return value ^ (value >> 16)
-
-
-def _lb_client_hash(client_key):
-    """The ring position of a client's IP address, or None when it has none.
-
-    Hashed from the packed address, so every spelling of an address and an IPv4 client seen
-    v4-mapped on an IPv6 socket land on the same point. CRC32 is only the first step (it is
-    stable across runs, unlike hash()); the finaliser does the spreading.
-    """
-    if not isinstance(client_key, tuple):
-        return None
-    host = client_key[0].partition("%")[0]
-    try:
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except (OSError, ValueError):
-        return None
-    if packed.startswith(_LB_V4_MAPPED):
-        packed = packed[12:]
-    return _lb_mix32(binascii.crc32(packed))
-
-
-def _lb_ring_index(hashes, key):
-    """The index of the first point at or after ``key`` on the ring, wrapping to 0."""
-    low, high = 0, len(hashes)
-    while low < high:
-        middle = (low + high) // 2
-        if hashes[middle] < key:
-            low = middle + 1
-        else:
-            high = middle
-    return low % len(hashes)
-
-
-class _LbSourceHashPicker(object):
-    """source: the owner of the first ring point at or after the client's hash. Points are
-    named after the server, so they do not move when other servers come and go."""
-
-    def __init__(self, rng):
-        self._hashes = []
-        self._owners = []
-        self._unhashed = 0
-
-    def rebuild(self, servers):
-        points = sorted(
-            (_lb_mix32(binascii.crc32(("%s#%d" % (state.server.name, number)).encode())),
-             position)
-            for position, state in enumerate(servers)
-            for number in range(state.weight * _LB_RING_POINTS))
-        self._hashes = [point for point, _ in points]
-        self._owners = [servers[position] for _, position in points]
-
-    def pick(self, client_key, exclude):
-        key = _lb_client_hash(client_key)
-        if key is None:
-            # No address to keep affinity for: step round the ring instead.
-            self._unhashed = (self._unhashed + 1) & 0xFFFFFFFF
-            key = _lb_mix32(self._unhashed)
-        owners = self._owners
-        count = len(owners)
-        start = _lb_ring_index(self._hashes, key)
-        for step in range(count):
-            state = owners[(start + step) % count]
-            if _lb_acceptable(state, exclude):
-                return state
-        return None
-
-
-_LB_PICKERS = {
-    "roundrobin": _LbRoundRobinPicker,
-    "static-rr": _LbStaticRoundRobinPicker,
-    "leastconn": _LbLeastConnPicker,
-    "first": _LbFirstPicker,
-    "source": _LbSourceHashPicker,
-    "random": _LbRandomPicker,
-}
-
-
-###############################################################################
 # simpleproxy/errors.py #######################################################
 ###############################################################################
 
@@ -1948,23 +1530,28 @@ def crc32c(data, crc=0):
 
 # ### Builders
 
-_PP_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+
+
+def packed_ip(host):
+    """The binary form of an IP address text: 16 bytes for IPv6, 4 for IPv4 and for
+    IPv4-mapped IPv6 (how a dual-stack socket sees an IPv4 peer), so that every spelling of
+    one address compares equal. A zone id (``%eth0``) names a local interface, not part of
+    the address, and is dropped. ValueError for anything else."""
+    host = host.partition("%")[0]
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        raise ValueError("%r is neither IPv4 nor IPv6 text" % (host,)) from None
+    return packed[12:] if packed.startswith(V4_MAPPED_PREFIX) else packed
 
 
 def _pp_ip_endpoint(endpoint):
-    """(packed address, port) of a (host, port, ...) tuple; IPv4-mapped IPv6 comes out as IPv4."""
+    """(packed address, port) of a (host, port, ...) tuple."""
     host, port = endpoint[0], endpoint[1]
     if not 0 <= port <= 0xFFFF:
         raise ValueError("port %r is outside 0-65535" % (port,))
-    # A scope id names a local interface; the address itself is what travels.
-    host = host.partition("%")[0]
-    for af in (socket.AF_INET, socket.AF_INET6):
-        try:
-            packed = socket.inet_pton(af, host)
-        except OSError:
-            continue
-        return (packed[12:] if packed.startswith(_PP_V4_MAPPED) else packed), port
-    raise ValueError("%r is neither IPv4 nor IPv6 text" % (host,))
+    return packed_ip(host), port
 
 
 def _pp_unix_path_bytes(path):
@@ -1978,8 +1565,8 @@ def _pp_address_pair(src, dst):
         (src_ip, src_port), (dst_ip, dst_port) = _pp_ip_endpoint(src), _pp_ip_endpoint(dst)
         if len(src_ip) == len(dst_ip) == 4:
             return _PP_INET, src_ip, src_port, dst_ip, dst_port
-        return (_PP_INET6, src_ip if len(src_ip) == 16 else _PP_V4_MAPPED + src_ip, src_port,
-                dst_ip if len(dst_ip) == 16 else _PP_V4_MAPPED + dst_ip, dst_port)
+        return (_PP_INET6, src_ip if len(src_ip) == 16 else V4_MAPPED_PREFIX + src_ip, src_port,
+                dst_ip if len(dst_ip) == 16 else V4_MAPPED_PREFIX + dst_ip, dst_port)
     if isinstance(src, (str, bytes)) and isinstance(dst, (str, bytes)):
         src_path, dst_path = _pp_unix_path_bytes(src), _pp_unix_path_bytes(dst)
         if max(len(src_path), len(dst_path)) <= 108:
@@ -2141,6 +1728,420 @@ def aws_vpce_id(header):
     """The AWS VPC endpoint ID (TLV 0xEA, subtype 0x01) for log lines, or None."""
     aws_only = {PP2_TYPE_AWS: _PP_TLV_DECODERS[PP2_TYPE_AWS]}
     return _pp_named_views(header.tlvs or (), aws_only).get("aws_vpce_id")
+
+
+###############################################################################
+# simpleproxy/balancer.py #####################################################
+###############################################################################
+
+"""Choosing a server: the balancer only picks, it does no I/O.
+
+Each backend gets a ``BackendPool``; each of its servers a ``ServerState`` that the event loop
+updates (connection counts, health, administrative state). The loop asks ``pick()`` for a
+server and reports back with ``connection_started`` / ``connection_ended``. Everything here is
+arithmetic on plain data, so it is tested from tables with a seeded random source.
+
+A server's state comes from two things kept apart: what the operator set (``admin``: READY,
+DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
+them into UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping them apart means a
+draining server that fails its checks and recovers goes back to draining, not to UP.
+
+The candidates are the UP servers with a weight above 0 among the normal servers; when there
+is none, among the backup servers: the first one in the config, or all of them with ``option
+allbackups``, as in HAProxy. They are worked out again only when a state changes, never per
+connection. A candidate that is full (its ``maxconn`` reached) is passed over; when every
+candidate is full, ``pick()`` returns None while ``candidates`` is not empty: the caller queues.
+
+The algorithms (``balance``):
+
+roundrobin   weighted and smooth, by stride scheduling: each candidate has a pass, the lowest
+             pass goes next and moves on by SPAN // weight. A heap keeps it O(log n) a pick. A
+             server coming back starts level with the others instead of catching up.
+static-rr    the same order worked out once for a whole turn (one slot per unit of weight),
+             then walked: O(1) a pick. Rebuilt whenever the candidates change.
+leastconn    the fewest connections per unit of weight, ``(active + 1) / weight`` as in
+             HAProxy; equal loads take turns. One scan of the candidates a pick.
+first        the first candidate in config order with a free slot: fills servers one by one.
+source       the client's IP address (as the PROXY header gave it) hashed onto a ring of 64
+             points per unit of weight (consistent hashing): a server leaving moves only its
+             own clients, and every proxy with the same config picks the same server for a
+             client. A client without an IP address (a Unix socket) gets no affinity.
+random       the power of two choices: two draws weighted by weight, the less loaded wins.
+"""
+import binascii
+import heapq
+import random
+
+
+UP = "UP"
+DOWN = "DOWN"
+DRAIN = "DRAIN"
+MAINT = "MAINT"
+READY = "READY"
+
+# What an operator may set, and what each administrative state may become.
+ADMIN_TRANSITIONS = {
+    READY: (DRAIN, MAINT),
+    DRAIN: (READY, MAINT),
+    MAINT: (READY, DRAIN),
+}
+
+# A server's state from (admin, healthy). DRAIN: finishes its connections, takes no new ones.
+# MAINT: out of service, and not checked (the health checker skips it).
+SERVER_STATES = {
+    (READY, True): UP,
+    (READY, False): DOWN,
+    (DRAIN, True): DRAIN,
+    (DRAIN, False): DOWN,
+    (MAINT, True): MAINT,
+    (MAINT, False): MAINT,
+}
+
+
+class ServerState(object):
+    """The run-time state of one configured server."""
+
+    __slots__ = ("server", "backend", "admin", "healthy", "weight", "active", "state", "usable")
+
+    def __init__(self, server, backend):
+        self.server = server
+        self.backend = backend
+        self.admin = MAINT if server.disabled else READY
+        self.healthy = True           # until checks say otherwise (unchecked servers: always)
+        self.weight = server.weight
+        self.active = 0               # connections connecting or relaying
+        self.state = self.usable = None
+        self._settle()
+
+    def _settle(self):
+        self.state = SERVER_STATES[self.admin, self.healthy]
+        self.usable = self.state == UP and self.weight > 0
+
+    @property
+    def label(self):
+        return "%s/%s" % (self.backend.name, self.server.name)
+
+
+class BackendPool(object):
+    """The servers of one backend, the algorithm choosing among them, and its queue."""
+
+    def __init__(self, backend, rng=None):
+        self.backend = backend
+        self.servers = [ServerState(s, backend) for s in backend.servers]
+        self.candidates = []
+        self.waiting = {}             # queued sessions, oldest first (dicts keep insertion order)
+        self._picker = _LB_PICKERS[backend.balance](rng or random.Random())
+        self._refresh()
+
+    def pick(self, client_key=None, exclude=()):
+        """The server for a new connection from ``client_key`` (a (host, port) tuple, or a
+        Unix path), never one in ``exclude``; None when no candidate has a free slot."""
+        if not self.candidates:
+            return None
+        return self._picker.pick(client_key, exclude)
+
+    def connection_started(self, state):
+        state.active += 1
+
+    def connection_ended(self, state):
+        state.active -= 1
+
+    # -- state changes --------------------------------------------------------------------------
+
+    def set_health(self, state, healthy):
+        """Record what the checks now say; True if the server's state changed."""
+        return self._change(state, state.admin, healthy)
+
+    def set_admin(self, state, admin):
+        """Set the administrative state; True if the server's state changed."""
+        if admin not in ADMIN_TRANSITIONS[state.admin]:
+            raise ValueError("server %s cannot go from %s to %s"
+                             % (state.label, state.admin, admin))
+        return self._change(state, admin, state.healthy)
+
+    def _change(self, state, admin, healthy):
+        before = state.state
+        state.admin, state.healthy = admin, healthy
+        state._settle()
+        if state.state == before:
+            return False
+        self._refresh()
+        return True
+
+    def _refresh(self):
+        usable = [state for state in self.servers if state.usable]
+        normal = [state for state in usable if not state.server.backup]
+        if normal or self.backend.allbackups:
+            self.candidates = normal or usable
+        else:
+            self.candidates = usable[:1]
+        self._picker.rebuild(self.candidates)
+
+    def usable_counts(self):
+        """(normal, backup): how many servers of each kind could take a connection now."""
+        backup = sum(1 for state in self.servers if state.usable and state.server.backup)
+        return sum(1 for state in self.servers if state.usable) - backup, backup
+
+    # -- the queue (servers at maxconn) ---------------------------------------------------------
+
+    @property
+    def queue_full(self):
+        maxqueue = self.backend.maxqueue
+        return bool(maxqueue) and len(self.waiting) >= maxqueue
+
+    def enqueue(self, waiter):
+        self.waiting[waiter] = None
+
+    def dequeue(self, waiter):
+        self.waiting.pop(waiter, None)
+
+    def first_waiting(self):
+        """The waiter queued longest ago, or None."""
+        return next(iter(self.waiting), None)
+
+
+def _lb_acceptable(state, exclude):
+    """Whether a candidate may take this connection: not excluded, and below its maxconn."""
+    maxconn = state.server.maxconn
+    return (not maxconn or state.active < maxconn) and state not in exclude
+
+
+# -- roundrobin and static-rr: stride scheduling -------------------------------------------------
+
+_LB_STRIDE_SPAN = 1 << 32     # passes are integers: SPAN // weight is exact to 2**-24, never drifts
+
+
+def _lb_stride_heap(servers, passes, base):
+    """Heap entries [pass, position, stride, state]; the position breaks ties, so states are
+    never compared. A server keeps its pass from ``passes``; any other starts at ``base`` plus
+    a phase: half a stride, staggered among the servers of one weight so that they take turns
+    through the round instead of coming in a clump (this keeps every server within about one
+    connection of its share at any point, as nginx's smooth round robin does)."""
+    of_weight = {}
+    for state in servers:
+        of_weight[state.weight] = of_weight.get(state.weight, 0) + 1
+    rank = {}
+    heap = []
+    for position, state in enumerate(servers):
+        stride = _LB_STRIDE_SPAN // state.weight
+        nth = rank[state.weight] = rank.get(state.weight, -1) + 1
+        phase = stride * (2 * nth + 1) // (2 * of_weight[state.weight])
+        heap.append([passes.get(state, base + phase), position, stride, state])
+    heapq.heapify(heap)
+    return heap
+
+
+class _LbRoundRobinPicker(object):
+    """roundrobin: the acceptable entry with the lowest pass, which then moves on."""
+
+    def __init__(self, rng):
+        self._heap = []
+
+    def rebuild(self, servers):
+        heap = self._heap
+        passes = {entry[3]: entry[0] for entry in heap}
+        self._heap = _lb_stride_heap(servers, passes, heap[0][0] if heap else 0)
+
+    def pick(self, client_key, exclude):
+        heap = self._heap
+        passed_over = []
+        chosen = None
+        while heap:
+            entry = heapq.heappop(heap)
+            if _lb_acceptable(entry[3], exclude):
+                chosen = entry
+                entry[0] += entry[2]
+                heapq.heappush(heap, entry)
+                break
+            passed_over.append(entry)
+        for entry in passed_over:
+            heapq.heappush(heap, entry)
+        return chosen[3] if chosen is not None else None
+
+
+class _LbStaticRoundRobinPicker(object):
+    """static-rr: roundrobin's order for one whole turn, worked out at rebuild, then walked."""
+
+    def __init__(self, rng):
+        self._slots = []
+        self._next = 0
+
+    def rebuild(self, servers):
+        heap = _lb_stride_heap(servers, {}, 0)
+        slots = []
+        for _ in range(sum(state.weight for state in servers)):
+            entry = heap[0]
+            slots.append(entry[3])
+            entry[0] += entry[2]
+            heapq.heapreplace(heap, entry)
+        self._slots = slots
+        self._next = 0
+
+    def pick(self, client_key, exclude):
+        slots = self._slots
+        count = len(slots)
+        for step in range(count):
+            state = slots[(self._next + step) % count]
+            if _lb_acceptable(state, exclude):
+                self._next = (self._next + step + 1) % count
+                return state
+        return None
+
+
+# -- leastconn, first, random ----------------------------------------------------------------------
+
+def _lb_least_loaded(servers, start, exclude):
+    """The acceptable server with the lowest (active + 1) / weight, looking from ``start`` on so
+    that equal loads take turns; None if none is acceptable."""
+    best = None
+    count = len(servers)
+    for step in range(count):
+        state = servers[(start + step) % count]
+        if not _lb_acceptable(state, exclude):
+            continue
+        if best is None or (state.active + 1) * best.weight < (best.active + 1) * state.weight:
+            best = state
+    return best
+
+
+class _LbLeastConnPicker(object):
+
+    def __init__(self, rng):
+        self._servers = []
+        self._next = 0
+
+    def rebuild(self, servers):
+        self._servers = servers
+        self._next = 0
+
+    def pick(self, client_key, exclude):
+        start = self._next
+        self._next = (start + 1) % len(self._servers)
+        return _lb_least_loaded(self._servers, start, exclude)
+
+
+class _LbFirstPicker(object):
+
+    def __init__(self, rng):
+        self._servers = []
+
+    def rebuild(self, servers):
+        self._servers = servers
+
+    def pick(self, client_key, exclude):
+        for state in self._servers:
+            if _lb_acceptable(state, exclude):
+                return state
+        return None
+
+
+class _LbRandomPicker(object):
+    """Two draws weighted by weight; the less loaded acceptable one. When neither draw is
+    acceptable (full, or excluded by a retry), the least loaded of all."""
+
+    def __init__(self, rng):
+        self._rng = rng
+        self._servers = []
+        self._cumulative = []
+
+    def rebuild(self, servers):
+        total = 0
+        cumulative = []
+        for state in servers:
+            total += state.weight
+            cumulative.append(total)
+        self._servers, self._cumulative = servers, cumulative
+
+    def pick(self, client_key, exclude):
+        draws = self._rng.choices(self._servers, cum_weights=self._cumulative, k=2)
+        return (_lb_least_loaded(draws, 0, exclude) or
+                _lb_least_loaded(self._servers, 0, exclude))
+
+
+# -- source: consistent hashing --------------------------------------------------------------------
+
+_LB_RING_POINTS = 64          # ring points per unit of weight
+
+
+def _lb_mix32(value):
+    """MurmurHash3's finaliser: spreads a 32-bit value over all 32 bits."""
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & 0xFFFFFFFF
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & 0xFFFFFFFF
+    return value ^ (value >> 16)
+
+
+def _lb_client_hash(client_key):
+    """The ring position of a client's IP address, or None when it has none.
+
+    Hashed from the packed address, so every spelling of an address and an IPv4 client seen
+    v4-mapped on an IPv6 socket land on the same point. CRC32 is only the first step (it is
+    stable across runs, unlike hash()); the finaliser does the spreading.
+    """
+    if not isinstance(client_key, tuple):
+        return None
+    try:
+        packed = packed_ip(client_key[0])
+    except ValueError:
+        return None
+    return _lb_mix32(binascii.crc32(packed))
+
+
+def _lb_ring_index(hashes, key):
+    """The index of the first point at or after ``key`` on the ring, wrapping to 0."""
+    low, high = 0, len(hashes)
+    while low < high:
+        middle = (low + high) // 2
+        if hashes[middle] < key:
+            low = middle + 1
+        else:
+            high = middle
+    return low % len(hashes)
+
+
+class _LbSourceHashPicker(object):
+    """source: the owner of the first ring point at or after the client's hash. Points are
+    named after the server, so they do not move when other servers come and go."""
+
+    def __init__(self, rng):
+        self._hashes = []
+        self._owners = []
+        self._unhashed = 0
+
+    def rebuild(self, servers):
+        points = sorted(
+            (_lb_mix32(binascii.crc32(("%s#%d" % (state.server.name, number)).encode())),
+             position)
+            for position, state in enumerate(servers)
+            for number in range(state.weight * _LB_RING_POINTS))
+        self._hashes = [point for point, _ in points]
+        self._owners = [servers[position] for _, position in points]
+
+    def pick(self, client_key, exclude):
+        key = _lb_client_hash(client_key)
+        if key is None:
+            # No address to keep affinity for: step round the ring instead.
+            self._unhashed = (self._unhashed + 1) & 0xFFFFFFFF
+            key = _lb_mix32(self._unhashed)
+        owners = self._owners
+        count = len(owners)
+        start = _lb_ring_index(self._hashes, key)
+        for step in range(count):
+            state = owners[(start + step) % count]
+            if _lb_acceptable(state, exclude):
+                return state
+        return None
+
+
+_LB_PICKERS = {
+    "roundrobin": _LbRoundRobinPicker,
+    "static-rr": _LbStaticRoundRobinPicker,
+    "leastconn": _LbLeastConnPicker,
+    "first": _LbFirstPicker,
+    "source": _LbSourceHashPicker,
+    "random": _LbRandomPicker,
+}
 
 
 ###############################################################################
@@ -2461,10 +2462,12 @@ class HealthChecker(object):
 
     def check_done(self, check, generation, result):
         """A worker's result, on the loop: counted unless stale (see the module docstring)."""
-        if (self.stopped or self.checks.get(check.state) is not check
-                or generation != check.generation):
+        if self.stopped or self.checks.get(check.state) is not check:
             return
         check.running = False
+        if generation != check.generation:
+            self._schedule(check, 0.0)      # restarted meanwhile: the new count starts now
+            return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
         self._schedule(check, check.health.interval(check.state.server))
@@ -2483,16 +2486,17 @@ class HealthChecker(object):
 
     def restart(self, state):
         """Start a server's checks over (when it leaves maintenance, say): up, but down at the
-        first failure; a check still running is ignored; the next one goes now. Nothing to do
-        for a server without checks."""
+        first failure. The next check goes now, or, when one is running, as soon as its result
+        (ignored) is in, so that checks never overlap. Nothing to do for a server without
+        checks."""
         check = self.checks.get(state)
         if check is None:
             return
         check.generation += 1
-        check.running = False
         check.health = HealthState(state.server.rise, state.server.fall)
         self._apply(check, "checks restarted", 0.0)
-        self._schedule(check, 0.0)
+        if not check.running:
+            self._schedule(check, 0.0)
 
     def _count(self, check, ok, reason, duration):
         if check.health.record(ok):
@@ -2553,7 +2557,6 @@ more are awaited; bytes that cannot start one are the client's own data. A peer 
 stops (EOF) or stays silent until ``timeout proxy-header`` before completing a signature
 has sent no header, so server-speaks-first protocols still work for it, after that delay.
 """
-import socket
 from collections import namedtuple
 
 
@@ -2572,7 +2575,6 @@ START_UNTRUSTED = "untrusted"  # a signature from a peer whose headers are not b
 
 _TRUST_VERSIONS = {"any": 0, "v1": 1, "v2": 2}
 _TRUST_SIGNATURES = ((1, V1_SIGNATURE), (2, V2_SIGNATURE))
-_TRUST_V4_MAPPED = 0xFFFF
 
 
 class PeerTrust(namedtuple("PeerTrust", "header_rule bare_rule version")):
@@ -2648,12 +2650,8 @@ def _trust_match(rules, value):
 
 def _trust_peer_address(host):
     """(4 or 6, the address as an integer) of a peer's host text."""
-    if ":" not in host:
-        return 4, int.from_bytes(socket.inet_aton(host), "big")
-    value = int.from_bytes(socket.inet_pton(socket.AF_INET6, host), "big")
-    if value >> 32 == _TRUST_V4_MAPPED:
-        return 4, value & 0xFFFFFFFF
-    return 6, value
+    packed = packed_ip(host)
+    return (4 if len(packed) == 4 else 6), int.from_bytes(packed, "big")
 
 
 def signature_version(data):
@@ -2714,8 +2712,8 @@ Relaying, and why it looks the way it does:
 * EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are out;
   the other direction keeps flowing. A reset on one side is passed on as a reset (SO_LINGER 0).
 * Timers live in one heap. Each session keeps one live entry; reads and writes only stamp
-  ``session.active`` with the loop's clock, and the entry, when it comes due, works out whether
-  the session really timed out or re-arms itself. No timer operation per read.
+  ``session.last_activity`` with the loop's clock, and the entry, when it comes due, works out
+  whether the session really timed out or re-arms itself. No timer operation per read.
 * Selector interest is changed only when a direction blocks or unblocks, not per read.
 """
 import errno
@@ -2852,7 +2850,7 @@ class FrontendState(object):
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER, oldest first (dicts keep insertion order)
-        self.per_source = {}        # real peer IP -> open sessions, with maxconn-per-source only
+        self.per_source = {}        # real peer IP (packed) -> open sessions, with maxconn-per-source only
 
 
 class Session(object):
@@ -2862,8 +2860,8 @@ class Session(object):
         "engine", "listener", "fe", "csock", "ssock", "peer", "state", "server",
         "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
         "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
-        "started", "connect_started", "connected_at", "active", "timer_at", "retries_left",
-        "tried", "end", "trust", "slot",
+        "started", "connect_started", "connected_at", "last_activity", "timer_at",
+        "retries_left", "tried", "end", "trust", "slot",
     )
 
     def __init__(self, engine, listener, csock, peer):
@@ -2889,7 +2887,7 @@ class Session(object):
         self.c2s_done = self.s2c_done = False    # EOF passed on (shutdown sent)
         self.cmask = self.smask = 0
         self.bytes_in = self.bytes_out = 0
-        self.started = self.active = engine.now
+        self.started = self.last_activity = engine.now
         self.connect_started = self.connected_at = None
         self.timer_at = None
         self.retries_left = 0
@@ -2955,8 +2953,8 @@ class Session(object):
         state = self.state
         if state == HEADER:
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
-        if state == QUEUED:        # self.active: when it joined the queue
-            return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
+        if state == QUEUED:        # self.last_activity: when it joined the queue
+            return self.last_activity + self.fe.pool.backend.timeout_queue, "queue-timeout"
         if state == CONNECTING:
             if self.ssock is None:         # waiting to retry: connect_started is in the future
                 return self.connect_started, "retry"
@@ -2967,12 +2965,12 @@ class Session(object):
         server_timeout = backend.timeout_server_fin if half_closed else backend.timeout_server
         # Whose silence are we waiting on? Pending bytes name the side that does not read.
         if self.c2s:
-            return self.active + server_timeout, "server-timeout"
+            return self.last_activity + server_timeout, "server-timeout"
         if self.s2c:
-            return self.active + client_timeout, "client-timeout"
+            return self.last_activity + client_timeout, "client-timeout"
         if client_timeout <= server_timeout:
-            return self.active + client_timeout, "client-timeout"
-        return self.active + server_timeout, "server-timeout"
+            return self.last_activity + client_timeout, "client-timeout"
+        return self.last_activity + server_timeout, "server-timeout"
 
     def on_timer(self, when, now):
         if when != self.timer_at:
@@ -3057,7 +3055,7 @@ class Session(object):
         self.engine.header_wait_ended(self)
         self.c2s = bytes(self.engine.view[:n])
         self.bytes_in += n
-        self.active = self.engine.now
+        self.last_activity = self.engine.now
         self._choose_server()
 
     def _header_timed_out(self):
@@ -3093,7 +3091,7 @@ class Session(object):
                     self.local = (header.dst_addr, header.dst_port)
         self.engine.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
-        self.active = self.engine.now
+        self.last_activity = self.engine.now
         self._choose_server()
 
     # -- choosing and connecting ----------------------------------------------------------------
@@ -3110,8 +3108,8 @@ class Session(object):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
-            self.active = self.engine.now
-            self._arm(self.active + pool.backend.timeout_queue)
+            self.last_activity = self.engine.now
+            self._arm(self.last_activity + pool.backend.timeout_queue)
 
     def leave_queue(self, server):
         """Its turn in the queue has come (Engine.serve_queue): connect to ``server``."""
@@ -3220,7 +3218,7 @@ class Session(object):
             return
         self._enter(RELAY)
         self.connected_at = self.engine.now
-        self.active = self.engine.now
+        self.last_activity = self.engine.now
         header = self._outgoing_header()
         if header:
             self.c2s = header + self.c2s
@@ -3276,7 +3274,7 @@ class Session(object):
         except OSError as exc:
             self._peer_gone(from_client, exc)
             return
-        self.active = engine.now
+        self.last_activity = engine.now
         if not n:
             self._source_ended(from_client)
             return
@@ -3293,16 +3291,20 @@ class Session(object):
             self._peer_gone(not from_client, exc)
             return
         if sent < n:
-            # The destination is full: keep the rest and stop reading this source until it drains.
-            rest = bytes(data[sent:])
-            if from_client:
-                self.c2s = rest
-                self._want(True, self.cmask & ~EVENT_READ)
-                self._want(False, self.smask | EVENT_WRITE)
-            else:
-                self.s2c = rest
-                self._want(False, self.smask & ~EVENT_READ)
-                self._want(True, self.cmask | EVENT_WRITE)
+            self._hold(from_client, bytes(data[sent:]))   # the loop's buffer is reused next read
+
+    def _hold(self, to_server, pending):
+        """The destination is full: keep ``pending`` for it, watch it for room, and do not read
+        the source until the bytes are out (the client may still be registered from its header
+        when the first flush is short)."""
+        if to_server:
+            self.c2s = pending
+            self._want(True, self.cmask & ~EVENT_READ)
+            self._want(False, self.smask | EVENT_WRITE)
+        else:
+            self.s2c = pending
+            self._want(False, self.smask & ~EVENT_READ)
+            self._want(True, self.cmask | EVENT_WRITE)
 
     def _flush(self, to_server):
         """Send a direction's pending bytes; once empty, read its source again."""
@@ -3316,31 +3318,22 @@ class Session(object):
             self._peer_gone(not to_server, exc)
             return
         if sent:
-            self.active = self.engine.now
-        pending = pending[sent:]
-        if to_server:
-            self.c2s = pending
-            eof, done = self.c2s_eof, self.c2s_done
-        else:
-            self.s2c = pending
-            eof, done = self.s2c_eof, self.s2c_done
+            self.last_activity = self.engine.now
+            pending = memoryview(pending)[sent:]      # a view: a slow reader costs no copies
         if pending:
-            # Bytes still wait for the destination: its source is not read until they are out
-            # (the client may still be registered from its header when the first flush is short).
-            if to_server:
-                self._want(True, self.cmask & ~EVENT_READ)
-                self._want(False, self.smask | EVENT_WRITE)
-            else:
-                self._want(False, self.smask & ~EVENT_READ)
-                self._want(True, self.cmask | EVENT_WRITE)
+            self._hold(to_server, pending)
             return
         # Drained: stop watching the destination for room, resume the source.
         if to_server:
+            self.c2s = b""
             self._want(False, self.smask & ~EVENT_WRITE)
+            eof, done = self.c2s_eof, self.c2s_done
             if not eof:
                 self._want(True, self.cmask | EVENT_READ)
         else:
+            self.s2c = b""
             self._want(True, self.cmask & ~EVENT_WRITE)
+            eof, done = self.s2c_eof, self.s2c_done
             if not eof:
                 self._want(False, self.smask | EVENT_READ)
         if eof and not done:
@@ -3737,10 +3730,7 @@ def _limited_source(session):
     is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
     if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
         return None
-    host = session.peer[0]
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
+    return packed_ip(session.peer[0])
 
 
 def _log_loop_error(where):

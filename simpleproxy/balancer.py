@@ -35,7 +35,8 @@ random       the power of two choices: two draws weighted by weight, the less lo
 import binascii
 import heapq
 import random
-import socket
+
+from .proxyproto import packed_ip
 
 UP = "UP"
 DOWN = "DOWN"
@@ -325,7 +326,6 @@ class _LbRandomPicker(object):
 # -- source: consistent hashing --------------------------------------------------------------------
 
 _LB_RING_POINTS = 64          # ring points per unit of weight
-_LB_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
 
 def _lb_mix32(value):
@@ -346,13 +346,10 @@ def _lb_client_hash(client_key):
     """
     if not isinstance(client_key, tuple):
         return None
-    host = client_key[0].partition("%")[0]
     try:
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except (OSError, ValueError):
+        packed = packed_ip(client_key[0])
+    except ValueError:
         return None
-    if packed.startswith(_LB_V4_MAPPED):
-        packed = packed[12:]
     return _lb_mix32(binascii.crc32(packed))
 
 

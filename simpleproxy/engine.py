@@ -21,8 +21,8 @@ Relaying, and why it looks the way it does:
 * EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are out;
   the other direction keeps flowing. A reset on one side is passed on as a reset (SO_LINGER 0).
 * Timers live in one heap. Each session keeps one live entry; reads and writes only stamp
-  ``session.active`` with the loop's clock, and the entry, when it comes due, works out whether
-  the session really timed out or re-arms itself. No timer operation per read.
+  ``session.last_activity`` with the loop's clock, and the entry, when it comes due, works out
+  whether the session really timed out or re-arms itself. No timer operation per read.
 * Selector interest is changed only when a direction blocks or unblocks, not per read.
 """
 import errno
@@ -42,7 +42,7 @@ from .balancer import BackendPool
 from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
 from .health import HealthChecker
 from .logs import LOG
-from .proxyproto import aws_vpce_id, build_v1, build_v2, parse_header
+from .proxyproto import aws_vpce_id, build_v1, build_v2, packed_ip, parse_header
 from .trust import (END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER, START_BARE, START_PARSE,
                     START_UNTRUSTED, TrustPolicy, judge_start)
 
@@ -166,7 +166,7 @@ class FrontendState(object):
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER, oldest first (dicts keep insertion order)
-        self.per_source = {}        # real peer IP -> open sessions, with maxconn-per-source only
+        self.per_source = {}        # real peer IP (packed) -> open sessions, with maxconn-per-source only
 
 
 class Session(object):
@@ -176,8 +176,8 @@ class Session(object):
         "engine", "listener", "fe", "csock", "ssock", "peer", "state", "server",
         "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
         "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
-        "started", "connect_started", "connected_at", "active", "timer_at", "retries_left",
-        "tried", "end", "trust", "slot",
+        "started", "connect_started", "connected_at", "last_activity", "timer_at",
+        "retries_left", "tried", "end", "trust", "slot",
     )
 
     def __init__(self, engine, listener, csock, peer):
@@ -203,7 +203,7 @@ class Session(object):
         self.c2s_done = self.s2c_done = False    # EOF passed on (shutdown sent)
         self.cmask = self.smask = 0
         self.bytes_in = self.bytes_out = 0
-        self.started = self.active = engine.now
+        self.started = self.last_activity = engine.now
         self.connect_started = self.connected_at = None
         self.timer_at = None
         self.retries_left = 0
@@ -269,8 +269,8 @@ class Session(object):
         state = self.state
         if state == HEADER:
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
-        if state == QUEUED:        # self.active: when it joined the queue
-            return self.active + self.fe.pool.backend.timeout_queue, "queue-timeout"
+        if state == QUEUED:        # self.last_activity: when it joined the queue
+            return self.last_activity + self.fe.pool.backend.timeout_queue, "queue-timeout"
         if state == CONNECTING:
             if self.ssock is None:         # waiting to retry: connect_started is in the future
                 return self.connect_started, "retry"
@@ -281,12 +281,12 @@ class Session(object):
         server_timeout = backend.timeout_server_fin if half_closed else backend.timeout_server
         # Whose silence are we waiting on? Pending bytes name the side that does not read.
         if self.c2s:
-            return self.active + server_timeout, "server-timeout"
+            return self.last_activity + server_timeout, "server-timeout"
         if self.s2c:
-            return self.active + client_timeout, "client-timeout"
+            return self.last_activity + client_timeout, "client-timeout"
         if client_timeout <= server_timeout:
-            return self.active + client_timeout, "client-timeout"
-        return self.active + server_timeout, "server-timeout"
+            return self.last_activity + client_timeout, "client-timeout"
+        return self.last_activity + server_timeout, "server-timeout"
 
     def on_timer(self, when, now):
         if when != self.timer_at:
@@ -371,7 +371,7 @@ class Session(object):
         self.engine.header_wait_ended(self)
         self.c2s = bytes(self.engine.view[:n])
         self.bytes_in += n
-        self.active = self.engine.now
+        self.last_activity = self.engine.now
         self._choose_server()
 
     def _header_timed_out(self):
@@ -407,7 +407,7 @@ class Session(object):
                     self.local = (header.dst_addr, header.dst_port)
         self.engine.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
-        self.active = self.engine.now
+        self.last_activity = self.engine.now
         self._choose_server()
 
     # -- choosing and connecting ----------------------------------------------------------------
@@ -424,8 +424,8 @@ class Session(object):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
-            self.active = self.engine.now
-            self._arm(self.active + pool.backend.timeout_queue)
+            self.last_activity = self.engine.now
+            self._arm(self.last_activity + pool.backend.timeout_queue)
 
     def leave_queue(self, server):
         """Its turn in the queue has come (Engine.serve_queue): connect to ``server``."""
@@ -534,7 +534,7 @@ class Session(object):
             return
         self._enter(RELAY)
         self.connected_at = self.engine.now
-        self.active = self.engine.now
+        self.last_activity = self.engine.now
         header = self._outgoing_header()
         if header:
             self.c2s = header + self.c2s
@@ -590,7 +590,7 @@ class Session(object):
         except OSError as exc:
             self._peer_gone(from_client, exc)
             return
-        self.active = engine.now
+        self.last_activity = engine.now
         if not n:
             self._source_ended(from_client)
             return
@@ -607,16 +607,20 @@ class Session(object):
             self._peer_gone(not from_client, exc)
             return
         if sent < n:
-            # The destination is full: keep the rest and stop reading this source until it drains.
-            rest = bytes(data[sent:])
-            if from_client:
-                self.c2s = rest
-                self._want(True, self.cmask & ~EVENT_READ)
-                self._want(False, self.smask | EVENT_WRITE)
-            else:
-                self.s2c = rest
-                self._want(False, self.smask & ~EVENT_READ)
-                self._want(True, self.cmask | EVENT_WRITE)
+            self._hold(from_client, bytes(data[sent:]))   # the loop's buffer is reused next read
+
+    def _hold(self, to_server, pending):
+        """The destination is full: keep ``pending`` for it, watch it for room, and do not read
+        the source until the bytes are out (the client may still be registered from its header
+        when the first flush is short)."""
+        if to_server:
+            self.c2s = pending
+            self._want(True, self.cmask & ~EVENT_READ)
+            self._want(False, self.smask | EVENT_WRITE)
+        else:
+            self.s2c = pending
+            self._want(False, self.smask & ~EVENT_READ)
+            self._want(True, self.cmask | EVENT_WRITE)
 
     def _flush(self, to_server):
         """Send a direction's pending bytes; once empty, read its source again."""
@@ -630,31 +634,22 @@ class Session(object):
             self._peer_gone(not to_server, exc)
             return
         if sent:
-            self.active = self.engine.now
-        pending = pending[sent:]
-        if to_server:
-            self.c2s = pending
-            eof, done = self.c2s_eof, self.c2s_done
-        else:
-            self.s2c = pending
-            eof, done = self.s2c_eof, self.s2c_done
+            self.last_activity = self.engine.now
+            pending = memoryview(pending)[sent:]      # a view: a slow reader costs no copies
         if pending:
-            # Bytes still wait for the destination: its source is not read until they are out
-            # (the client may still be registered from its header when the first flush is short).
-            if to_server:
-                self._want(True, self.cmask & ~EVENT_READ)
-                self._want(False, self.smask | EVENT_WRITE)
-            else:
-                self._want(False, self.smask & ~EVENT_READ)
-                self._want(True, self.cmask | EVENT_WRITE)
+            self._hold(to_server, pending)
             return
         # Drained: stop watching the destination for room, resume the source.
         if to_server:
+            self.c2s = b""
             self._want(False, self.smask & ~EVENT_WRITE)
+            eof, done = self.c2s_eof, self.c2s_done
             if not eof:
                 self._want(True, self.cmask | EVENT_READ)
         else:
+            self.s2c = b""
             self._want(True, self.cmask & ~EVENT_WRITE)
+            eof, done = self.s2c_eof, self.s2c_done
             if not eof:
                 self._want(False, self.smask | EVENT_READ)
         if eof and not done:
@@ -1051,10 +1046,7 @@ def _limited_source(session):
     is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
     if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
         return None
-    host = session.peer[0]
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
+    return packed_ip(session.peer[0])
 
 
 def _log_loop_error(where):

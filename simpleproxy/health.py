@@ -315,10 +315,12 @@ class HealthChecker(object):
 
     def check_done(self, check, generation, result):
         """A worker's result, on the loop: counted unless stale (see the module docstring)."""
-        if (self.stopped or self.checks.get(check.state) is not check
-                or generation != check.generation):
+        if self.stopped or self.checks.get(check.state) is not check:
             return
         check.running = False
+        if generation != check.generation:
+            self._schedule(check, 0.0)      # restarted meanwhile: the new count starts now
+            return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
         self._schedule(check, check.health.interval(check.state.server))
@@ -337,16 +339,17 @@ class HealthChecker(object):
 
     def restart(self, state):
         """Start a server's checks over (when it leaves maintenance, say): up, but down at the
-        first failure; a check still running is ignored; the next one goes now. Nothing to do
-        for a server without checks."""
+        first failure. The next check goes now, or, when one is running, as soon as its result
+        (ignored) is in, so that checks never overlap. Nothing to do for a server without
+        checks."""
         check = self.checks.get(state)
         if check is None:
             return
         check.generation += 1
-        check.running = False
         check.health = HealthState(state.server.rise, state.server.fall)
         self._apply(check, "checks restarted", 0.0)
-        self._schedule(check, 0.0)
+        if not check.running:
+            self._schedule(check, 0.0)
 
     def _count(self, check, ok, reason, duration):
         if check.health.record(ok):

@@ -396,23 +396,28 @@ def crc32c(data, crc=0):
 
 # ### Builders
 
-_PP_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+V4_MAPPED_PREFIX = b"\0" * 10 + b"\xff\xff"
+
+
+def packed_ip(host):
+    """The binary form of an IP address text: 16 bytes for IPv6, 4 for IPv4 and for
+    IPv4-mapped IPv6 (how a dual-stack socket sees an IPv4 peer), so that every spelling of
+    one address compares equal. A zone id (``%eth0``) names a local interface, not part of
+    the address, and is dropped. ValueError for anything else."""
+    host = host.partition("%")[0]
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        raise ValueError("%r is neither IPv4 nor IPv6 text" % (host,)) from None
+    return packed[12:] if packed.startswith(V4_MAPPED_PREFIX) else packed
 
 
 def _pp_ip_endpoint(endpoint):
-    """(packed address, port) of a (host, port, ...) tuple; IPv4-mapped IPv6 comes out as IPv4."""
+    """(packed address, port) of a (host, port, ...) tuple."""
     host, port = endpoint[0], endpoint[1]
     if not 0 <= port <= 0xFFFF:
         raise ValueError("port %r is outside 0-65535" % (port,))
-    # A scope id names a local interface; the address itself is what travels.
-    host = host.partition("%")[0]
-    for af in (socket.AF_INET, socket.AF_INET6):
-        try:
-            packed = socket.inet_pton(af, host)
-        except OSError:
-            continue
-        return (packed[12:] if packed.startswith(_PP_V4_MAPPED) else packed), port
-    raise ValueError("%r is neither IPv4 nor IPv6 text" % (host,))
+    return packed_ip(host), port
 
 
 def _pp_unix_path_bytes(path):
@@ -426,8 +431,8 @@ def _pp_address_pair(src, dst):
         (src_ip, src_port), (dst_ip, dst_port) = _pp_ip_endpoint(src), _pp_ip_endpoint(dst)
         if len(src_ip) == len(dst_ip) == 4:
             return _PP_INET, src_ip, src_port, dst_ip, dst_port
-        return (_PP_INET6, src_ip if len(src_ip) == 16 else _PP_V4_MAPPED + src_ip, src_port,
-                dst_ip if len(dst_ip) == 16 else _PP_V4_MAPPED + dst_ip, dst_port)
+        return (_PP_INET6, src_ip if len(src_ip) == 16 else V4_MAPPED_PREFIX + src_ip, src_port,
+                dst_ip if len(dst_ip) == 16 else V4_MAPPED_PREFIX + dst_ip, dst_port)
     if isinstance(src, (str, bytes)) and isinstance(dst, (str, bytes)):
         src_path, dst_path = _pp_unix_path_bytes(src), _pp_unix_path_bytes(dst)
         if max(len(src_path), len(dst_path)) <= 108:

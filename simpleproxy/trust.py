@@ -23,11 +23,10 @@ more are awaited; bytes that cannot start one are the client's own data. A peer 
 stops (EOF) or stays silent until ``timeout proxy-header`` before completing a signature
 has sent no header, so server-speaks-first protocols still work for it, after that delay.
 """
-import socket
 from collections import namedtuple
 
 from .errors import UNSUPPORTED, ProxyHeaderError
-from .proxyproto import V1_SIGNATURE, V2_SIGNATURE
+from .proxyproto import V1_SIGNATURE, V2_SIGNATURE, packed_ip
 
 ANY_PEER_RULE = "accept-proxy"        # the rule's name in the log when every peer is trusted
 NO_RULE = "none"
@@ -44,7 +43,6 @@ START_UNTRUSTED = "untrusted"  # a signature from a peer whose headers are not b
 
 _TRUST_VERSIONS = {"any": 0, "v1": 1, "v2": 2}
 _TRUST_SIGNATURES = ((1, V1_SIGNATURE), (2, V2_SIGNATURE))
-_TRUST_V4_MAPPED = 0xFFFF
 
 
 class PeerTrust(namedtuple("PeerTrust", "header_rule bare_rule version")):
@@ -120,12 +118,8 @@ def _trust_match(rules, value):
 
 def _trust_peer_address(host):
     """(4 or 6, the address as an integer) of a peer's host text."""
-    if ":" not in host:
-        return 4, int.from_bytes(socket.inet_aton(host), "big")
-    value = int.from_bytes(socket.inet_pton(socket.AF_INET6, host), "big")
-    if value >> 32 == _TRUST_V4_MAPPED:
-        return 4, value & 0xFFFFFFFF
-    return 6, value
+    packed = packed_ip(host)
+    return (4 if len(packed) == 4 else 6), int.from_bytes(packed, "big")
 
 
 def signature_version(data):

@@ -288,6 +288,22 @@ def test_results_apply_rise_and_fall_and_stale_ones_are_ignored():
     assert s1.state == DOWN
 
 
+def test_a_restart_while_a_check_runs_waits_for_that_check():
+    """Checks of one server never overlap, across a restart too: the restarted count's first
+    check goes when the running check's result (ignored) is in, not beside it."""
+    engine, pool, checker = _engine(["127.0.0.1:1 check rise 2 fall 1"])
+    s1 = pool.servers[0]
+    check = checker.checks[s1]
+    checker.launch(check)                                 # queued for a worker (none started)
+    stale = check.generation
+    checker.restart(s1)
+    assert check.running and check.timer_at is None       # nothing launched beside it
+    checker.check_done(check, stale, FAILED)
+    assert s1.state == UP and not check.running           # the old result did not count
+    assert check.timer_at == engine.now                   # the new count's first check: now
+    checker.stop()
+
+
 def test_result_for_a_server_no_longer_checked_is_ignored():
     engine, pool, checker = _engine(["127.0.0.1:1 check"])
     s1 = pool.servers[0]
