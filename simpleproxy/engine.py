@@ -176,8 +176,8 @@ class Session(object):
         "engine", "listener", "fe", "csock", "ssock", "peer", "state", "server",
         "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
         "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
-        "started", "connect_started", "connected_at", "last_activity", "timer_at",
-        "retries_left", "tried", "end", "trust", "slot",
+        "started", "queued_at", "queue_wait", "connect_started", "connected_at",
+        "last_activity", "timer_at", "retries_left", "tried", "end", "trust", "slot",
     )
 
     def __init__(self, engine, listener, csock, peer):
@@ -204,6 +204,8 @@ class Session(object):
         self.cmask = self.smask = 0
         self.bytes_in = self.bytes_out = 0
         self.started = self.last_activity = engine.now
+        self.queued_at = None
+        self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
         self.connect_started = self.connected_at = None
         self.timer_at = None
         self.retries_left = 0
@@ -269,8 +271,8 @@ class Session(object):
         state = self.state
         if state == HEADER:
             return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
-        if state == QUEUED:        # self.last_activity: when it joined the queue
-            return self.last_activity + self.fe.pool.backend.timeout_queue, "queue-timeout"
+        if state == QUEUED:
+            return self.queued_at + self.fe.pool.backend.timeout_queue, "queue-timeout"
         if state == CONNECTING:
             if self.ssock is None:         # waiting to retry: connect_started is in the future
                 return self.connect_started, "retry"
@@ -424,11 +426,12 @@ class Session(object):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
-            self.last_activity = self.engine.now
-            self._arm(self.last_activity + pool.backend.timeout_queue)
+            self.queued_at = self.engine.now
+            self._arm(self.queued_at + pool.backend.timeout_queue)
 
     def leave_queue(self, server):
         """Its turn in the queue has come (Engine.serve_queue): connect to ``server``."""
+        self.queue_wait = self.engine.now - self.queued_at
         try:
             self._dispatch(server)
         except Exception:
@@ -696,6 +699,7 @@ class Session(object):
             return
         if self.state == QUEUED:
             self.fe.pool.dequeue(self)
+            self.queue_wait = self.engine.now - self.queued_at
         slot = self.slot
         self.slot = None
         self._enter(CLOSED)
@@ -745,6 +749,7 @@ class Session(object):
             "peer=" + _endpoint_text(self.peer),
             "fe=" + self.fe.frontend.name,
             "be=" + server,
+            "Tw=%d" % (self.queue_wait * 1000),
             "Tc=" + connect_ms,
             "Tt=%d" % ((now - self.started) * 1000),
             "in=%d" % self.bytes_in,

@@ -359,6 +359,12 @@ def one_slot_proxy(tmp_path, backend):
     return server, ProxyProcess(text, tmp_path), port
 
 
+def timings(line):
+    """The log line's Tw, Tc and Tt in ms (None for "-")."""
+    fields = dict(re.findall(r" (Tw|Tc|Tt)=(-|\d+)(?= )", line))
+    return tuple(None if fields[name] == "-" else int(fields[name]) for name in ("Tw", "Tc", "Tt"))
+
+
 def test_queue_serves_in_order_as_slots_free(tmp_path):
     server, proxy, port = one_slot_proxy(tmp_path, "timeout queue = 10s")
     holder, name = open_session(port)
@@ -376,8 +382,12 @@ def test_queue_serves_in_order_as_slots_free(tmp_path):
         assert sock.recv(64) == b"s1\n"            # served as soon as the slot frees
         current = sock
     finish(current)
-    wait_for_count(proxy, "end=normal", 0, 4)
+    lines = wait_for_count(proxy, "end=normal", 0, 4)
     assert [bytes(record) for record in server.received] == [b"A", b"B", b"C", b"D"]
+    # Tw: time in the queue (none for the holder); Tt covers it and the connect (Tc).
+    assert timings(lines[0])[0] == 0
+    for tw, tc, tt in map(timings, lines):
+        assert tc is not None and tw + tc <= tt
     assert proxy.stop() == 0
 
 
@@ -388,10 +398,12 @@ def test_timeout_queue_and_maxqueue(tmp_path):
     queued_at = time.monotonic()
     refused = connect(("127.0.0.1", port))               # the queue is full
     assert read_to_eof(refused) == b""
-    assert "end=queue-full" in proxy.wait_for("end=queue")
+    full = proxy.wait_for("end=queue")
+    assert "end=queue-full" in full and timings(full)[:2] == (0, None)   # never queued
     assert read_to_eof(queued) == b""
     assert 0.25 < time.monotonic() - queued_at < 0.3 + MARGIN
-    proxy.wait_for("end=queue-timeout")
+    tw, tc, tt = timings(proxy.wait_for("end=queue-timeout"))
+    assert 300 <= tw < 300 + MARGIN * 1000 and tc is None and tw <= tt
     finish(holder)
     assert served_by(port) == "s1"                        # the frontend serves on
     for sock in (queued, refused):
