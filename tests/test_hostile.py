@@ -246,7 +246,7 @@ def test_trickled_header_cannot_outlast_the_deadline(start_proxy, backend):
             break
     elapsed = time.monotonic() - started
     sock.close()
-    assert closed and 0.9 < elapsed < 1.6, elapsed
+    assert closed and 0.9 < elapsed < 2.5, elapsed      # the whole line would take 4.5 s
     assert "end=header-timeout" in proxy.wait_for("peer=127.0.0.1")
     assert backend.accepted == []
 
