@@ -166,7 +166,7 @@ class FrontendState(object):
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER, oldest first (dicts keep insertion order)
-        self.per_source = {}        # real peer IP (packed) -> open sessions, with maxconn-per-source only
+        self.per_source = {}        # packed peer IP -> open sessions (maxconn-per-source only)
 
 
 class Session(object):
