@@ -5,6 +5,7 @@ Everything waits on conditions with deadlines; nothing sleeps and hopes.
 import hashlib
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -32,11 +33,43 @@ def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.005, what="conditi
         time.sleep(interval)
 
 
-def free_port(host="127.0.0.1"):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _test_ports():
+    """Ports outside the kernel's ephemeral range, shuffled, each handed out once per run.
+
+    A port the kernel picked for bind(0) is in the ephemeral range, and once it is free again
+    any connect() on the machine may take it before the test's server binds it. connect()
+    never picks a port outside that range on its own.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = map(int, f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    ports = [port for port in range(10000, 65536) if not low <= port <= high]
+    random.shuffle(ports)
+    return iter(ports)
+
+
+_TEST_PORTS = _test_ports()
+
+
+def free_port(host="127.0.0.1", make_socket=None):
+    """A port that nothing uses now and that only an explicit bind will take (see _test_ports).
+
+    The probe binds ``host``, or the (socket, address) that ``make_socket()`` returns."""
+    for port in _TEST_PORTS:
+        if make_socket is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock, address = socket.socket(family, socket.SOCK_STREAM), host
+        else:
+            sock, address = make_socket()
+        with sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("every test port has been handed out")
 
 
 def hostport(host, port):

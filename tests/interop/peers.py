@@ -22,6 +22,7 @@ import subprocess
 import pytest
 
 from support import DEFAULT_TIMEOUT, ProxyProcess, exchange, read_to_eof, wait_until
+from support import free_port as free_port_probed_with
 
 PEERS_REQUIRED = os.environ.get("SIMPLEPROXY_REQUIRE_PEERS") == "1"
 SYSTEM_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin", "/usr/local/bin")
@@ -89,12 +90,9 @@ def _wildcard_socket():
 
 
 def free_port():
-    """A port free on every local address of both families at the time of asking (a port
-    free on 127.0.0.1 may still be taken on ::1 by someone else's connection)."""
-    sock, wildcard = _wildcard_socket()
-    with sock:
-        sock.bind((wildcard, 0))
-        return sock.getsockname()[1]
+    """A port free on every local address of both families (a port free on 127.0.0.1 may
+    still be taken on ::1 by someone else's connection)."""
+    return free_port_probed_with(make_socket=_wildcard_socket)
 
 
 def port_listening(port):
