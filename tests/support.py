@@ -2,6 +2,7 @@
 
 Everything waits on conditions with deadlines; nothing sleeps and hopes.
 """
+import errno
 import hashlib
 import os
 import queue
@@ -239,6 +240,33 @@ def exchange(address, payload, timeout=DEFAULT_TIMEOUT):
         return read_to_eof(sock)
     finally:
         sock.close()
+
+
+RESET = "reset"
+PEER_CLOSED_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
+
+
+def finish(sock, payload=b""):
+    """Send ``payload`` and EOF on ``sock``, read to EOF and close it: what came back, or RESET.
+
+    The proxy resets a client it closes with bytes unread, and the reset can come at any
+    point: during the send (EPIPE, ECONNRESET), before the half-close (ENOTCONN) or the read.
+    """
+    try:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return read_to_eof(sock)
+    except OSError as exc:
+        if exc.errno not in PEER_CLOSED_ERRNOS:
+            raise
+        return RESET
+    finally:
+        sock.close()
+
+
+def exchange_or_reset(address, payload):
+    """exchange(), for a connection the proxy may close with a reset: the reply, or RESET."""
+    return finish(connect(address), payload)
 
 
 def bundle_copy(directory):

@@ -5,7 +5,6 @@ Clients choose their loopback source address (all of 127.0.0.0/8 is local), so t
 see different real peers without leaving the machine.
 """
 import collections
-import errno
 import os
 import random
 import resource
@@ -19,15 +18,13 @@ import pytest
 from proxyproto_cases import CASES, outcome
 from simpleproxy.errors import HEADER_ERROR_KINDS
 from simpleproxy.proxyproto import ProxyHeader
-from support import (DEFAULT_TIMEOUT, ProxyProcess, RecordingServer, free_port, read_to_eof,
+from support import (DEFAULT_TIMEOUT, RESET, ProxyProcess, RecordingServer, finish, free_port,
                      skip_or_fail, wait_until)
 from test_proxy import CLAIMED_V1, CLAIMED_V2, PAYLOAD, REPLY, V2_SIGNATURE, config
 from test_proxyproto_random import mutate, random_header
 
 TRUSTED, UNTRUSTED, OPTIONAL, BOTH = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
 FORGED = b"PROXY TCP4 127.0.0.2 127.0.0.1 1 2\r\n"    # claims a trusted address
-RESET = "reset"
-PEER_CLOSED_ERRNOS = (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN)
 DEFAULT_FUZZ_CASES = 2000
 
 
@@ -72,20 +69,6 @@ def dial(port, source=None, host="127.0.0.1", timeout=DEFAULT_TIMEOUT):
         sock.bind((source, 0))
     sock.connect((host, port))
     return sock
-
-
-def finish(sock, data):
-    """Send data and EOF, then everything the proxy sends back until it closes, or RESET."""
-    try:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        return read_to_eof(sock)
-    except OSError as exc:
-        if exc.errno not in PEER_CLOSED_ERRNOS:
-            raise
-        return RESET
-    finally:
-        sock.close()
 
 
 def closed_by_proxy(sock):

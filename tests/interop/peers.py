@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from support import DEFAULT_TIMEOUT, ProxyProcess, exchange, read_to_eof, wait_until
+from support import DEFAULT_TIMEOUT, ProxyProcess, read_to_eof, wait_until
 from support import free_port as free_port_probed_with
 
 PEERS_REQUIRED = os.environ.get("SIMPLEPROXY_REQUIRE_PEERS") == "1"
@@ -160,14 +160,6 @@ def round_trip(source_host, address):
     finally:
         sock.close()
     return client_port
-
-
-def exchange_or_reset(address, payload):
-    """The reply to ``payload`` (see support.exchange), or "reset" if the connection was."""
-    try:
-        return exchange(address, payload)
-    except (ConnectionResetError, BrokenPipeError):
-        return "reset"
 
 
 class PeerProcess(object):

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from peers import PAYLOAD, REPLY, exchange_or_reset, free_port, peer_missing, v1_line
-from support import REPO, RecordingServer, exchange
+from peers import PAYLOAD, REPLY, free_port, peer_missing, v1_line
+from support import REPO, RESET, RecordingServer, exchange, exchange_or_reset
 
 VECTORS = os.path.join(os.path.dirname(REPO), "shared", "proxy-protocol", "vectors.json")
 PP2_TYPE_AWS = 0xEA
@@ -68,6 +68,6 @@ def test_nlb_capture_with_an_altered_endpoint_id_fails_its_crc32c(nlb_target, ca
     header = bytearray.fromhex(capture["hex"])[:capture["expect"]["header_len"]]
     position = header.index(vpce_id(capture).encode()) + len("vpce-")
     header[position] ^= 0x01
-    assert exchange_or_reset(address, bytes(header) + PAYLOAD) in (b"", "reset")
+    assert exchange_or_reset(address, bytes(header) + PAYLOAD) in (b"", RESET)
     assert "end=bad-header:bad-checksum" in proxy.wait_for("fe=behind_nlb ").split()
     assert backend.accepted == []

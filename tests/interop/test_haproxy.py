@@ -5,9 +5,9 @@ proxies' own 127.0.0.1; every check is on the exact bytes or log fields that car
 """
 import pytest
 
-from peers import (CLIENTS, PAYLOAD, REPLY, complete_lines, endpoint_text, exchange_or_reset,
-                   free_port, round_trip, v1_line, v2_header)
-from support import RecordingServer, exchange, wait_until
+from peers import (CLIENTS, PAYLOAD, REPLY, complete_lines, endpoint_text, free_port, round_trip,
+                   v1_line, v2_header)
+from support import RESET, RecordingServer, exchange, exchange_or_reset, wait_until
 
 HAPROXY_SENDS = {
     "v1": "send-proxy",
@@ -159,7 +159,7 @@ def test_haproxy_refuses_a_v2_unix_family_and_takes_v1_unknown(lab, tmp_path):
 
     # HAProxy resets the connection; simpleproxy passes the reset on, which on a Unix socket
     # reads as a reset or as a plain EOF, depending on what the client had left unread.
-    assert exchange_or_reset(paths["v2"], PAYLOAD) in (b"", "reset")
+    assert exchange_or_reset(paths["v2"], PAYLOAD) in (b"", RESET)
     line = proxy.wait_for("fe=unix_v2 ")
     assert "end=server-abort" in line.split(), line
     assert backend.accepted == []

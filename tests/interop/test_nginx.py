@@ -3,9 +3,9 @@ stream, logging ``$proxy_protocol_addr``/``$proxy_protocol_port``) and in front 
 ``proxy_protocol on;``, which sends v1)."""
 import pytest
 
-from peers import (CLIENTS, PAYLOAD, REPLY, connect_from, endpoint_text, exchange_or_reset,
-                   free_port, round_trip, v1_line, wait_for_lines)
-from support import RecordingServer, read_to_eof
+from peers import (CLIENTS, PAYLOAD, REPLY, connect_from, endpoint_text, free_port, round_trip,
+                   v1_line, wait_for_lines)
+from support import RESET, RecordingServer, exchange_or_reset, read_to_eof
 
 HTTP_REQUEST = b"GET / HTTP/1.0\r\nHost: interop\r\n\r\n"
 BLOCKS = ("http", "stream")
@@ -151,7 +151,7 @@ def test_nginx_mixed_family_line_is_refused(lab, listen_host, claimed_src, claim
     assert bytes(recorder.next_connection().received) == b"PROXY %s %s %s 5555 %d\r\n%s" % (
         word, claimed_src.encode(), listen_host.encode(), to_recorder, PAYLOAD)
 
-    assert exchange_or_reset((listen_host, to_proxy), claimed + PAYLOAD) in (b"", "reset")
+    assert exchange_or_reset((listen_host, to_proxy), claimed + PAYLOAD) in (b"", RESET)
     line = proxy.wait_for("fe=from_nginx ")
     assert "end=bad-header:malformed" in line.split(), line
     assert backend.accepted == []
