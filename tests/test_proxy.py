@@ -225,7 +225,7 @@ def test_v2_local_uses_real_addresses(accepting):
 def test_local_health_check_never_reaches_the_backend(accepting, reset):
     """A LOCAL header and then EOF or a reset is a peer's health check: no server is chosen."""
     proxy, port, backend = accepting
-    before = len(backend.accepted)
+    before, descriptors = len(backend.accepted), proxy.open_fds()
     sock = connect(("127.0.0.1", port))
     sock.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
     if reset:
@@ -237,6 +237,8 @@ def test_local_health_check_never_reaches_the_backend(accepting, reset):
     # A real client right after it is served, and it is the only one the backend sees.
     assert exchange(("127.0.0.1", port), CLAIMED_V1 + PAYLOAD) == REPLY
     assert bytes(backend.next_connection().received) == CLAIMED_V1 + PAYLOAD
+    # Both connections are over (a reset may be taken after the client that came later).
+    wait_until(lambda: proxy.open_fds() == descriptors, what="both connections closed")
     assert len(backend.accepted) == before + 1
     assert not proxy.log_lines("end=health-check")        # logged at debug level only
 
