@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from support import (RESET, JammedListener, ProxyProcess, RecordingServer, connect, exchange,
-                     exchange_or_reset, free_port, read_to_eof, wait_until)
+                     exchange_or_reset, finish, free_port, read_to_eof, wait_until)
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 CLAIMED_V1 = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
@@ -82,10 +82,8 @@ def test_header_matrix_exact_bytes(matrix_proxy, matrix_backend, inc, out):
     port = ports[inc, out]
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
-    sock.sendall({"none": b"", "v1": CLAIMED_V1, "v2": CLAIMED_V2}[inc] + PAYLOAD)
-    sock.shutdown(socket.SHUT_WR)
-    assert read_to_eof(sock) == REPLY
-    sock.close()
+    claimed = {"none": b"", "v1": CLAIMED_V1, "v2": CLAIMED_V2}[inc]
+    assert finish(sock, claimed + PAYLOAD) == REPLY
     got = matrix_backend.next_connection()
     if inc == "none":
         src, dst, sport, dport = "127.0.0.1", "127.0.0.1", client_port, port
@@ -120,9 +118,7 @@ def test_ipv6_client_gets_tcp6_line(tmp_path, launch):
     backend, proxy = _one_shot(tmp_path, launch, "[::1]:%d" % port, "send-proxy", PAYLOAD)
     sock = connect(("::1", port))
     client_port = sock.getsockname()[1]
-    sock.sendall(PAYLOAD)
-    sock.shutdown(socket.SHUT_WR)
-    assert read_to_eof(sock) == REPLY
+    assert finish(sock, PAYLOAD) == REPLY
     got = backend.next_connection()
     assert bytes(got.received) == b"PROXY TCP6 ::1 ::1 %d %d\r\n" % (client_port, port) + PAYLOAD
     assert proxy.stop() == 0
@@ -135,9 +131,7 @@ def test_wildcard_v6_bind_names_real_ipv4_destination(tmp_path, launch):
     backend, proxy = _one_shot(tmp_path, launch, "[::]:%d" % port, "send-proxy-v2", PAYLOAD)
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
-    sock.sendall(PAYLOAD)
-    sock.shutdown(socket.SHUT_WR)
-    assert read_to_eof(sock) == REPLY
+    assert finish(sock, PAYLOAD) == REPLY
     got = backend.next_connection()
     assert bytes(got.received) == v2_tcp4("127.0.0.1", "127.0.0.1", client_port, port) + PAYLOAD
     assert proxy.stop() == 0
@@ -220,9 +214,7 @@ def test_v2_local_uses_real_addresses(accepting):
     local = V2_SIGNATURE + b"\x20\x00\x00\x00"
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
-    sock.sendall(local + PAYLOAD)
-    sock.shutdown(socket.SHUT_WR)
-    assert read_to_eof(sock) == REPLY
+    assert finish(sock, local + PAYLOAD) == REPLY
     expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
 
@@ -515,9 +507,7 @@ def test_chained_behind_another_simpleproxy(tmp_path, launch, first_hop):
         tmp_path / "outer", launch=launch)
     sock = connect(("127.0.0.1", outer_port))
     client_port = sock.getsockname()[1]
-    sock.sendall(PAYLOAD)
-    sock.shutdown(socket.SHUT_WR)
-    assert read_to_eof(sock) == REPLY
+    assert finish(sock, PAYLOAD) == REPLY
     got = backend.next_connection()
     # The innermost server is told about the original client, not about the outer proxy.
     expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, outer_port)
@@ -538,9 +528,7 @@ def test_listen_section_and_sigint_stop(tmp_path, launch):
     idle = connect(("127.0.0.1", port))          # still open when the proxy is told to stop
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
-    sock.sendall(PAYLOAD)
-    sock.shutdown(socket.SHUT_WR)
-    assert read_to_eof(sock) == REPLY
+    assert finish(sock, PAYLOAD) == REPLY
     expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
     proxy.proc.send_signal(signal.SIGINT)

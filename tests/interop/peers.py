@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from support import DEFAULT_TIMEOUT, ProxyProcess, read_to_eof, wait_until
+from support import DEFAULT_TIMEOUT, ProxyProcess, finish, read_to_eof, wait_until
 from support import free_port as free_port_probed_with
 
 PEERS_REQUIRED = os.environ.get("SIMPLEPROXY_REQUIRE_PEERS") == "1"
@@ -152,13 +152,8 @@ def round_trip(source_host, address):
     """PAYLOAD from ``source_host`` to ``address``, half-closed, and REPLY back through
     whatever chain is there; returns the client's port, the one its headers must carry."""
     sock = connect_from(source_host, address)
-    try:
-        client_port = sock.getsockname()[1]
-        sock.sendall(PAYLOAD)
-        sock.shutdown(socket.SHUT_WR)
-        assert read_to_eof(sock) == REPLY
-    finally:
-        sock.close()
+    client_port = sock.getsockname()[1]
+    assert finish(sock, PAYLOAD) == REPLY
     return client_port
 
 
