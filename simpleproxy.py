@@ -21,7 +21,11 @@ __version__ = "0.1.0"
 # simpleproxy/errors.py #######################################################
 ###############################################################################
 
-"""The one error base class, and the errors the rest of simpleproxy raises."""
+"""The one error base class, and the errors the rest of simpleproxy raises.
+
+The protocol core keeps its own error, ``proxyproto.ProxyHeaderError``, so that it imports
+nothing of the project; it never leaves a session or --decode.
+"""
 
 
 class SimpleProxyError(Exception):
@@ -36,29 +40,6 @@ class ConfigError(SimpleProxyError):
             messages = [messages]
         self.messages = list(messages)
         super().__init__("\n".join(self.messages))
-
-
-class ProxyHeaderError(SimpleProxyError):
-    """A PROXY header that cannot be accepted; ``kind`` says which way it failed.
-
-    The kinds are counted apart in logs and metrics, so they are a closed set:
-    see ``HEADER_ERROR_KINDS``.
-    """
-
-    def __init__(self, kind, reason):
-        self.kind = kind
-        self.reason = reason
-        super().__init__("%s: %s" % (kind, reason))
-
-
-NOT_PROXY = "not-proxy"          # neither signature: the peer does not speak PROXY
-MALFORMED = "malformed"          # a PROXY header that breaks the grammar
-TRUNCATED = "truncated"          # EOF (or the deadline) before the header was complete
-TOO_LONG = "too-long"            # longer than the limit (107 bytes for v1, the cap for v2)
-BAD_CHECKSUM = "bad-checksum"    # CRC32C TLV present and wrong
-UNSUPPORTED = "unsupported"      # well-formed, but a version/command we must drop
-
-HEADER_ERROR_KINDS = (NOT_PROXY, MALFORMED, TRUNCATED, TOO_LONG, BAD_CHECKSUM, UNSUPPORTED)
 
 
 ###############################################################################
@@ -1131,6 +1112,193 @@ def setup_logging(level="info", stream=None):
 
 
 ###############################################################################
+# simpleproxy/loop.py #########################################################
+###############################################################################
+
+"""The event loop proper: a selector, a timer heap, a thread-safe hand-off, run and stop.
+
+It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
+sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
+``Timer`` objects for the time-outs they need. Every socket of the proxy is served on the
+loop's thread; other threads (health checks) and signals only reach it through
+``call_soon_threadsafe`` and the wake-up socket.
+
+Timers, and why they look the way they do:
+
+* One heap for every timer. A ``Timer`` is re-armable and owns its heap entry; re-arming or
+  cancelling it does not search the heap, it marks the old entry dead, and dead entries are
+  skipped when they come due (lazy cancellation, asyncio's ``TimerHandle``). So that many
+  long time-outs re-armed or cancelled early cannot pile up, the heap is rebuilt from its
+  live entries once more than half of it is dead.
+* ``Timer(loop, callback)`` is the one timer API (asyncio's ``call_at``, re-armable);
+  ``arm_by`` arms a timer unless it is already due sooner: a session keeps one entry and
+  works out, when it comes due, whether it really timed out (from a last-activity stamp) or
+  re-arms itself. No timer operation per read.
+
+The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
+appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
+signal arriving while select() sleeps makes it return at once (Python runs the handler only
+between bytecodes of the main thread, which select() would otherwise keep waiting).
+"""
+import heapq
+import selectors
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
+
+
+class Timer(object):
+    """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
+
+    ``when`` is None while it is not armed (new, cancelled, or fired)."""
+
+    __slots__ = ("loop", "callback", "when", "_entry")
+
+    def __init__(self, loop, callback):
+        self.loop = loop
+        self.callback = callback
+        self.when = None
+        self._entry = None           # [when, sequence, self] in the heap; [.., .., None] is dead
+
+    def arm(self, when):
+        """Fire at ``when`` (loop clock), instead of whenever it was armed for."""
+        loop = self.loop
+        if self._entry is not None:
+            self._entry[2] = None
+            loop._dead_timers += 1
+        self.when = when
+        loop._timer_sequence += 1
+        entry = self._entry = [when, loop._timer_sequence, self]
+        timers = loop._timers
+        heapq.heappush(timers, entry)
+        if loop._dead_timers > TIMER_HEAP_SLACK and loop._dead_timers * 2 > len(timers):
+            loop._drop_dead_timers()
+
+    def arm_by(self, when):
+        """Make sure it fires by ``when``: arm it unless it is already due sooner."""
+        if self.when is None or when < self.when:
+            self.arm(when)
+
+    def cancel(self):
+        if self._entry is not None:
+            self._entry[2] = None
+            self._entry = None
+            self.when = None
+            self.loop._dead_timers += 1
+
+
+class EventLoop(object):
+    """A selector loop with timers; ``run()`` serves until ``stop()``."""
+
+    def __init__(self):
+        self.selector = selectors.DefaultSelector()
+        self.now = time.monotonic()
+        self.stopping = False
+        self._timers = []
+        self._timer_sequence = 0
+        self._dead_timers = 0
+        self._calls = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+
+    def run(self):
+        """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
+        selector = self.selector
+        timers = self._timers
+        monotonic = time.monotonic
+        while not self.stopping:
+            timeout = None
+            if timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
+            events = selector.select(timeout)
+            self.now = now = monotonic()
+            for key, mask in events:
+                try:
+                    key.data(mask)
+                except Exception:
+                    log_loop_error("an event handler")
+            while timers and timers[0][0] <= now:
+                timer = heapq.heappop(timers)[2]
+                if timer is None:
+                    self._dead_timers -= 1
+                    continue
+                timer._entry = timer.when = None
+                try:
+                    timer.callback()
+                except Exception:
+                    log_loop_error("a timer")
+
+    def _drop_dead_timers(self):
+        timers = self._timers
+        timers[:] = [entry for entry in timers if entry[2] is not None]
+        heapq.heapify(timers)
+        self._dead_timers = 0
+
+    def call_soon_threadsafe(self, callback):
+        """Run ``callback()`` on the loop's thread soon; safe to call from any thread. This
+        is the only door into the loop for other threads."""
+        self._calls.append(callback)
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass         # the pipe is full, so the loop is awake anyway
+
+    def _on_wakeup(self, mask):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        calls = self._calls
+        while calls:
+            callback = calls.popleft()
+            try:
+                callback()
+            except Exception:
+                log_loop_error("a loop callback")
+
+    def install_signal_handlers(self):
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def stop(self):
+        """Ask the loop to stop; callable from any thread."""
+        def _stop():
+            self.stopping = True
+        self.call_soon_threadsafe(_stop)
+
+    def close(self):
+        """Release the selector and the wake-up sockets, once run() has returned."""
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def log_loop_error(where):
+    """Sessions contain their own errors; this is the loop's last line of defence, so that
+    nothing unexpected ever stops it."""
+    LOG.error("internal error in %s:\n%s", where, traceback.format_exc().rstrip())
+
+
+###############################################################################
 # simpleproxy/proxyproto.py ###################################################
 ###############################################################################
 
@@ -1174,6 +1342,30 @@ import socket
 import struct
 from collections import namedtuple
 
+
+class ProxyHeaderError(ValueError):
+    """A PROXY header that cannot be accepted; ``kind`` says which way it failed.
+
+    It lives here, not beside SimpleProxyError, so that the protocol core imports nothing of
+    the project: callers catch it at their boundary (the session, --decode). The kinds are a
+    closed set, ``HEADER_ERROR_KINDS``; each is an end cause of its own in the log
+    (``bad-header:KIND``, endings.py).
+    """
+
+    def __init__(self, kind, reason):
+        self.kind = kind
+        self.reason = reason
+        super().__init__("%s: %s" % (kind, reason))
+
+
+NOT_PROXY = "not-proxy"          # neither signature: the peer does not speak PROXY
+MALFORMED = "malformed"          # a PROXY header that breaks the grammar
+TRUNCATED = "truncated"          # EOF (or the deadline) before the header was complete
+TOO_LONG = "too-long"            # longer than the limit (107 bytes for v1, the cap for v2)
+BAD_CHECKSUM = "bad-checksum"    # CRC32C TLV present and wrong
+UNSUPPORTED = "unsupported"      # well-formed, but a version/command we must drop
+
+HEADER_ERROR_KINDS = (NOT_PROXY, MALFORMED, TRUNCATED, TOO_LONG, BAD_CHECKSUM, UNSUPPORTED)
 
 V1_SIGNATURE = b"PROXY"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -1743,8 +1935,9 @@ arithmetic on plain data, so it is tested from tables with a seeded random sourc
 
 A server's state comes from two things kept apart: what the operator set (``admin``: READY,
 DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
-them into UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping them apart means a
-draining server that fails its checks and recovers goes back to draining, not to UP.
+them into its ``status``: UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping
+them apart means a draining server that fails its checks and recovers goes back to draining,
+not to UP.
 
 The candidates are the UP servers with a weight above 0 among the normal servers; when there
 is none, among the backup servers: the first one in the config, or all of them with ``option
@@ -1779,7 +1972,9 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become.
+# What an operator may set, and what each administrative state may become. Nothing sets it
+# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
+# through BackendPool.set_admin.
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -1801,25 +1996,25 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("server", "backend", "admin", "healthy", "weight", "active", "state", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
 
     def __init__(self, server, backend):
-        self.server = server
+        self.config = server          # the configured Server
         self.backend = backend
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
         self.weight = server.weight
         self.active = 0               # connections connecting or relaying
-        self.state = self.usable = None
+        self.status = self.usable = None
         self._settle()
 
     def _settle(self):
-        self.state = SERVER_STATES[self.admin, self.healthy]
-        self.usable = self.state == UP and self.weight > 0
+        self.status = SERVER_STATES[self.admin, self.healthy]
+        self.usable = self.status == UP and self.weight > 0
 
     @property
     def label(self):
-        return "%s/%s" % (self.backend.name, self.server.name)
+        return "%s/%s" % (self.backend.name, self.config.name)
 
 
 class BackendPool(object):
@@ -1853,24 +2048,26 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's state changed."""
+        """Set the administrative state; True if the server's status changed. Kept for the
+        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
+        maintenance); tested in test_balancer.py until then."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
     def _change(self, state, admin, healthy):
-        before = state.state
+        before = state.status
         state.admin, state.healthy = admin, healthy
         state._settle()
-        if state.state == before:
+        if state.status == before:
             return False
         self._refresh()
         return True
 
     def _refresh(self):
         usable = [state for state in self.servers if state.usable]
-        normal = [state for state in usable if not state.server.backup]
+        normal = [state for state in usable if not state.config.backup]
         if normal or self.backend.allbackups:
             self.candidates = normal or usable
         else:
@@ -1879,7 +2076,7 @@ class BackendPool(object):
 
     def usable_counts(self):
         """(normal, backup): how many servers of each kind could take a connection now."""
-        backup = sum(1 for state in self.servers if state.usable and state.server.backup)
+        backup = sum(1 for state in self.servers if state.usable and state.config.backup)
         return sum(1 for state in self.servers if state.usable) - backup, backup
 
     # -- the queue (servers at maxconn) ---------------------------------------------------------
@@ -1902,7 +2099,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.server.maxconn
+    maxconn = state.config.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 
@@ -2111,7 +2308,7 @@ class _LbSourceHashPicker(object):
 
     def rebuild(self, servers):
         points = sorted(
-            (_lb_mix32(binascii.crc32(("%s#%d" % (state.server.name, number)).encode())),
+            (_lb_mix32(binascii.crc32(("%s#%d" % (state.config.name, number)).encode())),
              position)
             for position, state in enumerate(servers)
             for number in range(state.weight * _LB_RING_POINTS))
@@ -2145,6 +2342,76 @@ _LB_PICKERS = {
 
 
 ###############################################################################
+# simpleproxy/endings.py ######################################################
+###############################################################################
+
+"""How a connection can end: the closed set of words its log line ends with (``end=``).
+
+One table, as HAProxy keeps its termination codes in one list: the session closes with one
+of these words, the log takes its level from here, and passive health (health.py) asks here
+whether a failed connect tells anything about the server. README.md lists the same words;
+tests/test_layout.py checks that the two agree.
+
+Each ``EndCause`` has the word, the log level of the connection's line, and ``server_fault``:
+None when the end says nothing about the server, or the reason a server state-change line
+gives when it counts as a failed check (HAProxy's ``observe layer4``). Running out of local
+ports or descriptors (``connect-error``) is the proxy's trouble, not the server's.
+"""
+import logging
+from collections import namedtuple
+
+
+EndCause = namedtuple("EndCause", "word level server_fault")
+
+END_NORMAL = "normal"                      # both sides sent EOF and every byte went through
+END_CLIENT_ABORT = "client-abort"          # the client reset or vanished
+END_SERVER_ABORT = "server-abort"
+END_CLIENT_TIMEOUT = "client-timeout"
+END_SERVER_TIMEOUT = "server-timeout"
+END_HEADER_TIMEOUT = "header-timeout"      # no complete PROXY header by timeout proxy-header
+END_CONNECT_TIMEOUT = "connect-timeout"
+END_CONNECT_REFUSED = "connect-refused"
+END_CONNECT_ERROR = "connect-error"        # any other failed connect (unreachable, no ports)
+END_NO_SERVER = "no-server"                # the backend has no usable server
+END_QUEUE_FULL = "queue-full"
+END_QUEUE_TIMEOUT = "queue-timeout"
+END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither trust list
+END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
+END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_HEADER_EVICTED = "evicted:maxconn-pending-header"
+END_HEALTH_CHECK = "health-check"          # LOCAL header, then EOF, reset or silence: a peer's check
+END_INTERNAL_ERROR = "internal-error"      # a bug of ours, contained to this connection
+END_SHUTDOWN = "shutdown"                  # the proxy stopped
+END_BAD_HEADER = {kind: "bad-header:" + kind for kind in HEADER_ERROR_KINDS}
+
+END_CAUSES = {cause.word: cause for cause in [
+    EndCause(END_NORMAL, logging.INFO, None),
+    EndCause(END_CLIENT_ABORT, logging.INFO, None),
+    EndCause(END_SERVER_ABORT, logging.INFO, None),
+    EndCause(END_CLIENT_TIMEOUT, logging.INFO, None),
+    EndCause(END_SERVER_TIMEOUT, logging.INFO, None),
+    EndCause(END_HEADER_TIMEOUT, logging.INFO, None),
+    EndCause(END_CONNECT_TIMEOUT, logging.INFO, "connection timeout"),
+    EndCause(END_CONNECT_REFUSED, logging.INFO, "connection refused"),
+    EndCause(END_CONNECT_ERROR, logging.INFO, None),
+    EndCause(END_NO_SERVER, logging.INFO, None),
+    EndCause(END_QUEUE_FULL, logging.INFO, None),
+    EndCause(END_QUEUE_TIMEOUT, logging.INFO, None),
+] + [EndCause(word, logging.INFO, None) for word in END_BAD_HEADER.values()] + [
+    EndCause(END_UNTRUSTED_PEER, logging.INFO, None),
+    EndCause(END_UNTRUSTED_HEADER, logging.INFO, None),
+    EndCause(END_SOURCE_LIMIT, logging.INFO, None),
+    EndCause(END_HEADER_EVICTED, logging.INFO, None),
+    EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
+    EndCause(END_INTERNAL_ERROR, logging.INFO, None),     # its traceback is logged at error
+    EndCause(END_SHUTDOWN, logging.INFO, None),
+]}
+
+# ``option dontlognull``: the ends of a connection that sent nothing, as HAProxy leaves them out.
+END_NULL_QUIET = frozenset((END_NORMAL, END_CLIENT_ABORT, END_BAD_HEADER[TRUNCATED]))
+
+
+###############################################################################
 # simpleproxy/health.py #######################################################
 ###############################################################################
 
@@ -2157,14 +2424,16 @@ The split (STYLE.md: the loop owns all state):
   probes with a blocking socket and returns a ``CheckResult``. It is all a worker thread ever
   runs, and it touches nothing of the proxy.
 * ``CheckWorkers`` are the threads (``check-threads`` in [global]). Each result goes back to
-  the loop through ``Engine.call_soon_threadsafe``: a deque and a wake-up byte.
-* ``HealthChecker`` lives on the loop. It schedules every checked server in the loop's timer
-  heap, counts rise and fall (``HealthState``, HAProxy's counting), tells the server's
-  ``BackendPool`` and logs state changes. A result is applied only while it is current: not
-  after stop(), not for a server this checker no longer checks (a reload builds a new
-  checker), not from before a restart() of the server's checks (its generation).
-* Passive health, as HAProxy's ``observe layer4``: the engine reports real connections to a
-  server that failed (refused, timed out), and each counts as a failed check.
+  the loop through ``EventLoop.call_soon_threadsafe``: a deque and a wake-up byte. That is
+  the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
+* ``HealthChecker`` lives on the loop. It keeps a loop ``Timer`` per checked server, counts
+  rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
+  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  is current: not after stop(), not for a server this checker does not check, not from
+  before a restart() of the server's checks (its generation).
+* Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
+  server that failed, and those that tell about the server (endings.py: refused, timed
+  out) count as failed checks.
 
 Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
 gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
@@ -2201,15 +2470,10 @@ CheckResult = namedtuple("CheckResult", "ok reason duration")
 CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
 the reason as the state-change line says it, and how long it took in seconds."""
 
-# The failed connects that tell about the server itself, by the engine's end cause, as a
-# state-change line says them. Others (out of local ports or descriptors) do not count
-# against the server in passive health.
-_HC_SERVER_FAILURES = {"connect-refused": "connection refused",
-                       "connect-timeout": "connection timeout"}
-
 
 def _hc_failure_reason(cause, detail=None):
-    return _HC_SERVER_FAILURES.get(cause) or "connection error: %s" % detail
+    """How a status-change line words a failed connect with the end cause ``cause``."""
+    return END_CAUSES[cause].server_fault or "connection error: %s" % detail
 
 
 def check_spec(server, backend):
@@ -2253,11 +2517,11 @@ def _hc_probe(sock, spec, start):
     try:
         sock.connect(spec.address.sockaddr)
     except socket.timeout:
-        return False, _hc_failure_reason("connect-timeout")
+        return False, _hc_failure_reason(END_CONNECT_TIMEOUT)
     except ConnectionRefusedError:
-        return False, _hc_failure_reason("connect-refused")
+        return False, _hc_failure_reason(END_CONNECT_REFUSED)
     except OSError as exc:
-        return False, _hc_failure_reason("connect-error", exc.strerror or exc)
+        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
     if spec.read_timeout is None:
         deadline = start + spec.connect_timeout
     else:
@@ -2274,7 +2538,7 @@ def _hc_probe(sock, spec, start):
     except socket.timeout:
         return False, "response timeout"
     except OSError as exc:
-        return False, _hc_failure_reason("connect-error", exc.strerror or exc)
+        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
 
 
 def _hc_proxy_header(sock, version):
@@ -2392,35 +2656,36 @@ class CheckWorkers(object):
 class ServerCheck(object):
     """One checked server on the loop's side: its rise/fall count and its timer."""
 
-    __slots__ = ("checker", "pool", "state", "spec", "health", "generation", "running",
-                 "timer_at")
+    __slots__ = ("checker", "pool", "server", "spec", "health", "generation", "running",
+                 "timer")
 
-    def __init__(self, checker, pool, state):
+    def __init__(self, checker, pool, server):
         self.checker = checker
         self.pool = pool
-        self.state = state
-        self.spec = check_spec(state.server, state.backend)
-        self.health = HealthState(state.server.rise, state.server.fall)
+        self.server = server          # its ServerState
+        self.spec = check_spec(server.config, server.backend)
+        self.health = HealthState(server.config.rise, server.config.fall)
         self.generation = 0           # a result from an older generation is ignored
         self.running = False          # a worker has the check now
-        self.timer_at = None
+        self.timer = Timer(checker.loop, self._due)
 
-    def on_timer(self, when, now):
-        if when == self.timer_at:
-            self.timer_at = None
-            self.checker.launch(self)
+    def _due(self):
+        self.checker.launch(self)
 
 
 class HealthChecker(object):
-    """The loop's side of health: schedules checks, applies results, logs state changes."""
+    """The loop's side of health: schedules checks, applies results, logs status changes.
 
-    def __init__(self, engine, pools, threads):
-        self.engine = engine
+    ``on_change(pool, server)`` is called on the loop when a server's status changed."""
+
+    def __init__(self, loop, pools, threads, on_change):
+        self.loop = loop
+        self.on_change = on_change
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
         for pool in pools:
-            for state in pool.servers:
-                if state.server.check:
-                    self.checks[state] = ServerCheck(self, pool, state)
+            for server in pool.servers:
+                if server.config.check:
+                    self.checks[server] = ServerCheck(self, pool, server)
         self.workers = CheckWorkers(min(threads, len(self.checks)))
         self.stopped = False
 
@@ -2430,39 +2695,38 @@ class HealthChecker(object):
         self.workers.start()
         count = len(self.checks)
         for position, check in enumerate(self.checks.values()):
-            self._schedule(check, check.state.server.inter * position / count)
+            self._schedule(check, check.server.config.inter * position / count)
 
     def stop(self):
         self.stopped = True
         self.workers.stop()
+        for check in self.checks.values():
+            check.timer.cancel()
 
     def _schedule(self, check, delay):
-        """Arm the check's timer ``delay`` from now, unless it is due sooner already."""
-        due = self.engine.now + delay
-        if check.timer_at is None or due < check.timer_at:
-            check.timer_at = due
-            self.engine.add_timer(due, check)
+        """Have the check go ``delay`` from now, unless it is due sooner already."""
+        check.timer.arm_by(self.loop.now + delay)
 
     def launch(self, check):
         """Hand a due check to a worker; a server in maintenance is not checked."""
-        if check.state.admin == MAINT:
-            self._schedule(check, check.state.server.inter)
+        if check.server.admin == MAINT:
+            self._schedule(check, check.server.config.inter)
             return
         check.running = True
         generation = check.generation
-        engine = self.engine
+        call_soon_threadsafe = self.loop.call_soon_threadsafe
 
         def deliver(result):
             # On the worker's thread: hand the result over, touch nothing else.
             try:
-                engine.call_soon_threadsafe(lambda: self.check_done(check, generation, result))
+                call_soon_threadsafe(lambda: self.check_done(check, generation, result))
             except OSError:
                 pass            # the loop has closed its wake-up socket: it is gone
         self.workers.submit(check.spec, deliver)
 
     def check_done(self, check, generation, result):
         """A worker's result, on the loop: counted unless stale (see the module docstring)."""
-        if self.stopped or self.checks.get(check.state) is not check:
+        if self.stopped or self.checks.get(check.server) is not check:
             return
         check.running = False
         if generation != check.generation:
@@ -2470,30 +2734,31 @@ class HealthChecker(object):
             return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
-        self._schedule(check, check.health.interval(check.state.server))
+        self._schedule(check, check.health.interval(check.server.config))
 
-    def connection_failed(self, state, cause, duration):
-        """Passive health: a real connection to the server failed with the end ``cause``
-        (connect-refused, connect-timeout). It counts as a failed check, and the next check
-        comes at fastinter rather than at inter. An unchecked server is left alone: nothing
-        would ever bring it back up."""
-        check = self.checks.get(state)
-        if check is None or cause not in _HC_SERVER_FAILURES:
+    def connection_failed(self, server, cause, duration):
+        """Passive health: a real connection to ``server`` failed with the end ``cause``. When
+        the cause tells about the server (endings.py), it counts as a failed check, and the
+        next check comes at fastinter rather than at inter. An unchecked server is left
+        alone: nothing would ever bring it back up."""
+        check = self.checks.get(server)
+        if check is None or END_CAUSES[cause].server_fault is None:
             return
         self._count(check, False, _hc_failure_reason(cause) + " (client traffic)", duration)
         if not check.running:
-            self._schedule(check, check.health.interval(state.server))
+            self._schedule(check, check.health.interval(server.config))
 
-    def restart(self, state):
-        """Start a server's checks over (when it leaves maintenance, say): up, but down at the
-        first failure. The next check goes now, or, when one is running, as soon as its result
-        (ignored) is in, so that checks never overlap. Nothing to do for a server without
-        checks."""
-        check = self.checks.get(state)
+    def restart(self, server):
+        """Start a server's checks over: up, but down at the first failure. The next check
+        goes now, or, when one is running, as soon as its result (ignored) is in, so that
+        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
+        API issue, which calls it when a server leaves maintenance (with
+        BackendPool.set_admin); tested in test_health.py until then."""
+        check = self.checks.get(server)
         if check is None:
             return
         check.generation += 1
-        check.health = HealthState(state.server.rise, state.server.fall)
+        check.health = HealthState(server.config.rise, server.config.fall)
         self._apply(check, "checks restarted", 0.0)
         if not check.running:
             self._schedule(check, 0.0)
@@ -2503,29 +2768,212 @@ class HealthChecker(object):
             self._apply(check, reason, duration)
 
     def _apply(self, check, reason, duration):
-        """Tell the pool what the count says; log a change, serve the queue if it helps."""
-        pool, state = check.pool, check.state
-        if not pool.set_health(state, check.health.up):
+        """Tell the pool what the count says; log a change and tell the proxy."""
+        pool, server = check.pool, check.server
+        if not pool.set_health(server, check.health.up):
             return
-        log_state_change(pool, state, reason, duration)
-        if state.usable:
-            self.engine.serve_queue(pool)
-        elif not pool.candidates:
-            # No server left: queued clients are closed at once, not at timeout queue.
-            for session in list(pool.waiting):
-                session.close("no-server")
+        log_status_change(pool, server, reason, duration)
+        self.on_change(pool, server)
 
 
-def log_state_change(pool, state, reason, duration):
-    """HAProxy's line for a server changing state, and its alert when a backend has none left."""
+def log_status_change(pool, server, reason, duration):
+    """HAProxy's line for a server changing status, and its alert when a backend has none left."""
     normal, backup = pool.usable_counts()
-    online = state.state == UP
+    online = server.status == UP
     LOG.log(logging.INFO if online else logging.WARNING,
             "server %s is %s, reason: %s, check duration: %dms, %d active and %d backup "
-            "servers %s", state.label, state.state, reason, duration * 1000, normal, backup,
+            "servers %s", server.label, server.status, reason, duration * 1000, normal, backup,
             "online" if online else "left")
     if not pool.candidates:
         LOG.error("backend %s has no server available!", pool.backend.name)
+
+
+###############################################################################
+# simpleproxy/relay.py ########################################################
+###############################################################################
+
+"""The relay: bytes both ways between a client and its server, once both are connected.
+
+A session has two directions. One word names them everywhere: ``upstream`` is True for the
+client-to-server direction (its source is the client socket, its destination the server
+socket, its pending bytes ``c2s``) and False for server-to-client (``s2c``).
+
+Why it looks the way it does (this is the hot path: no Python call is added per read):
+
+* Reads go into one proxy-wide buffer (``recv_into``) and are sent on at once, so the common
+  case allocates nothing. Only what the destination would not take is copied into that
+  direction's pending bytes; while a direction has pending bytes its source is not read
+  (backpressure), so a connection holds at most one read's worth per direction, and nothing
+  while idle.
+* EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are
+  out (half-close); the other direction keeps flowing. A reset on one side is passed on as a
+  reset (SO_LINGER 0, in Session.close).
+* Reads and writes only stamp ``last_activity`` with the loop's clock; the session's one
+  timer works out from it, when it comes due, whether the connection really idled out.
+* Selector interest is changed only when a direction blocks or unblocks, not per read.
+
+``Relay`` is the part of ``Session`` (session.py) that does this; it is a base class rather
+than an object of its own so that a read costs no extra call or attribute hop.
+"""
+import errno
+import socket
+
+
+# Errors that mean "this peer is gone", as opposed to a bug of ours.
+PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT,
+                              errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED))
+
+
+class Relay(object):
+    """Pump, flush, hold and half-close for a Session; see the module docstring."""
+
+    __slots__ = ("loop", "proxy", "state", "csock", "ssock", "c2s", "s2c", "c2s_eof", "s2c_eof",
+                 "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
+                 "last_activity")
+
+    def _want_client(self, mask):
+        """Set the client socket's selector interest, touching the selector only on a change."""
+        old = self.cmask
+        if old != mask:
+            self.cmask = mask
+            _change_interest(self.loop.selector, self.csock, old, mask, self.on_client_event)
+
+    def _want_server(self, mask):
+        old = self.smask
+        if old != mask:
+            self.smask = mask
+            _change_interest(self.loop.selector, self.ssock, old, mask, self.on_server_event)
+
+    def _relay_event(self, upstream, mask):
+        """An event on the source socket of the ``upstream`` direction (True: the client)."""
+        if mask & EVENT_WRITE:
+            # The socket that has room is the destination of the other direction.
+            self._flush(not upstream)
+            if self.state.closed:
+                return
+        if mask & EVENT_READ:
+            self._pump(upstream)
+
+    def _pump(self, upstream):
+        """Read once from the direction's source and pass it straight to its destination."""
+        proxy = self.proxy
+        src, dst = (self.csock, self.ssock) if upstream else (self.ssock, self.csock)
+        try:
+            n = src.recv_into(proxy.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._peer_gone(exc, END_CLIENT_ABORT if upstream else END_SERVER_ABORT)
+            return
+        self.last_activity = self.loop.now
+        if not n:
+            self._source_ended(upstream)
+            return
+        if upstream:
+            self.bytes_in += n
+        else:
+            self.bytes_out += n
+        data = proxy.view[:n]
+        try:
+            sent = dst.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._peer_gone(exc, END_SERVER_ABORT if upstream else END_CLIENT_ABORT)
+            return
+        if sent < n:
+            self._hold(upstream, bytes(data[sent:]))   # the proxy's buffer is reused next read
+
+    def _hold(self, upstream, pending):
+        """The destination is full: keep ``pending`` for it, watch it for room, and do not read
+        the source until the bytes are out (the client may still be registered from its header
+        when the first flush is short)."""
+        if upstream:
+            self.c2s = pending
+            self._want_client(self.cmask & ~EVENT_READ)
+            self._want_server(self.smask | EVENT_WRITE)
+        else:
+            self.s2c = pending
+            self._want_server(self.smask & ~EVENT_READ)
+            self._want_client(self.cmask | EVENT_WRITE)
+
+    def _flush(self, upstream):
+        """Send a direction's pending bytes; once empty, read its source again."""
+        pending = self.c2s if upstream else self.s2c
+        dst = self.ssock if upstream else self.csock
+        try:
+            sent = dst.send(pending)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._peer_gone(exc, END_SERVER_ABORT if upstream else END_CLIENT_ABORT)
+            return
+        if sent:
+            self.last_activity = self.loop.now
+            pending = memoryview(pending)[sent:]      # a view: a slow reader costs no copies
+        if pending:
+            self._hold(upstream, pending)
+            return
+        # Drained: stop watching the destination for room, resume the source.
+        if upstream:
+            self.c2s = b""
+            self._want_server(self.smask & ~EVENT_WRITE)
+            eof, done = self.c2s_eof, self.c2s_done
+            if not eof:
+                self._want_client(self.cmask | EVENT_READ)
+        else:
+            self.s2c = b""
+            self._want_client(self.cmask & ~EVENT_WRITE)
+            eof, done = self.s2c_eof, self.s2c_done
+            if not eof:
+                self._want_server(self.smask | EVENT_READ)
+        if eof and not done:
+            self._pass_eof(upstream)
+
+    def _source_ended(self, upstream):
+        """EOF read from a direction's source: stop reading it, pass the EOF on once its bytes
+        are out."""
+        if upstream:
+            self.c2s_eof = True
+            self._want_client(self.cmask & ~EVENT_READ)
+            if not self.c2s:
+                self._pass_eof(True)
+        else:
+            self.s2c_eof = True
+            self._want_server(self.smask & ~EVENT_READ)
+            if not self.s2c:
+                self._pass_eof(False)
+
+    def _pass_eof(self, upstream):
+        """Half-close: the direction's destination gets our FIN; both done is the normal end."""
+        if upstream:
+            self.c2s_done = True
+        else:
+            self.s2c_done = True
+        if self.c2s_done and self.s2c_done:
+            # Both EOFs were read, so nothing is left unread and close() sends the last FIN.
+            self.close(END_NORMAL)
+            return
+        dst = self.ssock if upstream else self.csock
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass            # the destination is gone; its own read will say how
+
+    def _peer_gone(self, exc, cause):
+        """A peer reset or vanished: pass a reset on. Any other error is a bug: raise it."""
+        if exc.errno not in PEER_GONE_ERRNOS:
+            raise exc
+        self.close(cause, abort=True)
+
+
+def _change_interest(selector, sock, old, mask, callback):
+    if not old:
+        selector.register(sock, mask, callback)
+    elif not mask:
+        selector.unregister(sock)
+    else:
+        selector.modify(sock, mask, callback)
 
 
 ###############################################################################
@@ -2564,8 +3012,6 @@ ANY_PEER_RULE = "accept-proxy"        # the rule's name in the log when every pe
 NO_RULE = "none"
 UNIX_PEERS = "unix"
 
-END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither list
-END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 
 # What the first bytes of a connection call for (judge_start).
 START_WAIT = "wait"            # a prefix of a signature so far: read on
@@ -2686,81 +3132,60 @@ def judge_start(trust, data, ended):
 
 
 ###############################################################################
-# simpleproxy/engine.py #######################################################
+# simpleproxy/session.py ######################################################
 ###############################################################################
 
-"""The event loop: one ``selectors`` loop owns every socket.
+"""A session: one client connection and, once chosen, its server connection.
 
-A connection (a ``Session``) moves through these states; every transition is in this table and
-``Session._enter`` refuses any other::
+Its life is a state machine, and the table at the end of this module is all of it (h11's
+``_state.py`` is the model): what an event on either socket does in each state, when the
+state's deadline falls and what happens then, and which states it may go to.
+``Session._enter`` refuses any other transition; nothing about the life of a session lives
+in flags::
 
-    HEADER      reading the PROXY header (binds with header handling, from peers trust.py lets
-                in); nothing is chosen or connected
+    HEADER      reading the PROXY header (binds with header handling, from peers trust.py
+                lets in); nothing is chosen or connected
+    LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health
+                check, which connects, sends LOCAL and closes. A server is chosen only once a
+                byte of payload arrives, so checks never reach a backend as client traffic;
+                until then it still counts as waiting for its header (limit and deadline)
     QUEUED      every server that could take it is at its maxconn: it waits in the backend's
                 queue, served oldest first as slots free, until ``timeout queue``
-    CONNECTING  a server was chosen; non-blocking connect in progress, the header and any client
-                bytes already read wait in the client-to-server buffer
-    RELAY       bytes flow both ways; each direction ends on its own (half-close)
+    CONNECTING  a server was chosen; non-blocking connect in progress, the header and any
+                client bytes already read wait in the client-to-server buffer
+    RETRY_WAIT  a connect failed and the same server is tried again after a turn-around
+                time, keeping its slot meanwhile (so the server's maxconn holds)
+    RELAY       bytes flow both ways (relay.py); each direction ends on its own (half-close)
     CLOSED      both sockets closed, the log line written
 
-Relaying, and why it looks the way it does:
-
-* Reads go into one loop-wide buffer (``recv_into``) and are sent on at once, so the common case
-  allocates nothing. Only what the peer's socket would not take is copied into that direction's
-  ``pending`` bytes; while a direction has pending bytes its source is not read (backpressure), so
-  a connection holds at most one read's worth per direction, and nothing while idle.
-* EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are out;
-  the other direction keeps flowing. A reset on one side is passed on as a reset (SO_LINGER 0).
-* Timers live in one heap. Each session keeps one live entry; reads and writes only stamp
-  ``session.last_activity`` with the loop's clock, and the entry, when it comes due, works out
-  whether the session really timed out or re-arms itself. No timer operation per read.
-* Selector interest is changed only when a direction blocks or unblocks, not per read.
+Every socket event goes to ``state.on_event(session, upstream, mask)`` (``upstream``: the
+event is on the client socket) and every due timer to ``state.deadline(session)``, which says
+when the state times out and as what; once that time has passed, ``state.on_timeout(session,
+cause)`` runs. A session keeps one timer and re-arms it from its last-activity stamp, so
+reads and writes never touch the timer heap.
 """
 import errno
-import logging
-import heapq
 import os
-import selectors
-import signal
 import socket
-import sys
-import threading
-import time
 import traceback
-from collections import deque
+from collections import namedtuple
 
 
-HEADER = "HEADER"
-QUEUED = "QUEUED"
-CONNECTING = "CONNECTING"
-RELAY = "RELAY"
-CLOSED = "CLOSED"
-
-SESSION_TRANSITIONS = {
-    None: (HEADER, QUEUED, CONNECTING, CLOSED),
-    HEADER: (QUEUED, CONNECTING, CLOSED),
-    QUEUED: (CONNECTING, CLOSED),
-    CONNECTING: (CONNECTING, RELAY, CLOSED),   # CONNECTING again = a retry
-    RELAY: (CLOSED,),
-    CLOSED: (),
-}
-
-EVENT_READ = selectors.EVENT_READ
-EVENT_WRITE = selectors.EVENT_WRITE
-
-# Errors that mean "this peer is gone", as opposed to a bug of ours.
-PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT,
-                              errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED))
-DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
-ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
 RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that just failed
-END_SOURCE_LIMIT = "rejected:maxconn-per-source"
-END_HEALTH_CHECK = "health-check"   # LOCAL header, then EOF or reset: a peer's check, logged at debug
-END_HEADER_EVICTED = "evicted:maxconn-pending-header"
+LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 
 
-def _inet_endpoint(sockaddr):
+class SessionState(namedtuple("SessionState", "name on_event deadline on_timeout next_states")):
+    """One row of the table (see the module docstring); the functions take the session."""
+
+    __slots__ = ()
+
+    @property
+    def closed(self):
+        return not self.next_states
+
+
+def inet_endpoint(sockaddr):
     """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
     host = sockaddr[0]
     if "%" in host:
@@ -2768,7 +3193,7 @@ def _inet_endpoint(sockaddr):
     return host, sockaddr[1]
 
 
-def _endpoint_text(endpoint):
+def endpoint_text(endpoint):
     """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
     if endpoint is None:
         return "-"
@@ -2782,90 +3207,18 @@ def _endpoint_text(endpoint):
     return "%s:%d" % (host, port)
 
 
-class LoopTimer(object):
-    """A one-shot callback in the loop's timer heap (for the loop's own chores)."""
-
-    __slots__ = ("callback", "timer_at")
-
-    def __init__(self, callback):
-        self.callback = callback
-        self.timer_at = None
-
-    def on_timer(self, when, now):
-        if when == self.timer_at:
-            self.timer_at = None
-            self.callback()
-
-
-class Listener(object):
-    """A listening socket of a frontend, and its accept loop."""
-
-    def __init__(self, engine, fe, bind, sock):
-        self.engine = engine
-        self.fe = fe
-        self.frontend = fe.frontend
-        self.bind = bind
-        self.sock = sock
-        self.is_unix = sock.family == socket.AF_UNIX
-        self.paused = False
-        self.trust = TrustPolicy(bind) if bind.accept_proxy else None
-
-    def on_event(self, mask):
-        engine = self.engine
-        for _ in range(ACCEPT_BATCH):
-            if self.paused:
-                return           # a connection limit was reached by the previous accept
-            try:
-                csock, peer = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
-                    engine.back_off_accepting(exc)
-                elif exc.errno not in PEER_GONE_ERRNOS:
-                    LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
-                return
-            csock.setblocking(False)
-            if engine.accepts_failing_since is not None:
-                engine.accepts_recovered()
-            Session(engine, self, csock, peer)
-
-    def close(self):
-        self.sock.close()
-        if self.is_unix:
-            try:
-                os.unlink(self.bind.address.sockaddr)
-            except OSError:
-                pass
-
-
-class FrontendState(object):
-    """Run-time counters of a frontend."""
-
-    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
-
-    def __init__(self, frontend, pool):
-        self.frontend = frontend
-        self.pool = pool
-        self.active = 0
-        self.listeners = []
-        self.awaiting_header = {}   # sessions in HEADER, oldest first (dicts keep insertion order)
-        self.per_source = {}        # packed peer IP -> open sessions (maxconn-per-source only)
-
-
-class Session(object):
+class Session(Relay):
     """One client connection and, once chosen, its server connection."""
 
     __slots__ = (
-        "engine", "listener", "fe", "csock", "ssock", "peer", "state", "server",
-        "client", "local", "header", "inbuf", "c2s", "s2c", "c2s_eof", "s2c_eof",
-        "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
-        "started", "queued_at", "queue_wait", "connect_started", "connected_at",
-        "last_activity", "timer_at", "retries_left", "tried", "end", "trust", "slot",
+        "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
+        "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
+        "retries_left", "tried", "end", "trust", "slot",
     )
 
-    def __init__(self, engine, listener, csock, peer):
-        self.engine = engine
+    def __init__(self, proxy, listener, csock, peer):
+        loop = self.loop = proxy.loop
+        self.proxy = proxy
         self.listener = listener
         self.fe = listener.fe
         self.csock = csock
@@ -2874,8 +3227,8 @@ class Session(object):
             # An unnamed peer is '', a path is str, an abstract address comes as bytes.
             self.peer = os.fsdecode(peer) if isinstance(peer, bytes) else peer
         else:
-            self.peer = _inet_endpoint(peer)
-        self.state = None
+            self.peer = inet_endpoint(peer)
+        self.state = NEW
         self.server = None
         self.client = self.peer      # the client as the frontend sees it (header or TCP peer)
         self.local = None            # the address the client reached, looked up when needed
@@ -2887,17 +3240,17 @@ class Session(object):
         self.c2s_done = self.s2c_done = False    # EOF passed on (shutdown sent)
         self.cmask = self.smask = 0
         self.bytes_in = self.bytes_out = 0
-        self.started = self.last_activity = engine.now
+        self.started = self.last_activity = loop.now
         self.queued_at = None
         self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
         self.connect_started = self.connected_at = None
-        self.timer_at = None
+        self.timer = Timer(loop, self.on_timer)
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
         self.end = None
         self.trust = None            # the peer's PeerTrust, on binds with header handling
-        refusal = engine.session_opened(self)
+        refusal = proxy.session_opened(self)
         try:
             if refusal is not None:
                 self.close(refusal)
@@ -2910,125 +3263,92 @@ class Session(object):
                     return
                 self._enter(HEADER)
                 self.inbuf = bytearray()
-                engine.header_wait_started(self)
-                self._want(True, EVENT_READ)
-                self._arm(self.started + self.fe.frontend.timeout_proxy_header)
+                proxy.header_wait_started(self)
+                self._want_client(EVENT_READ)
+                self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 
-    # -- state, interest and timers -------------------------------------------------------------
+    # -- the machine ----------------------------------------------------------------------------
 
     def _enter(self, state):
-        if state not in SESSION_TRANSITIONS[self.state]:
-            raise AssertionError("session cannot go from %s to %s" % (self.state, state))
+        if state.name not in self.state.next_states:
+            raise AssertionError("session cannot go from %s to %s"
+                                 % (self.state.name, state.name))
         self.state = state
 
-    def _want(self, client_side, mask):
-        """Set the selector interest of one side, touching the selector only on a change."""
-        if client_side:
-            old = self.cmask
-            if old == mask:
-                return
-            self.cmask = mask
-            sock, callback = self.csock, self.on_client_event
-        else:
-            old = self.smask
-            if old == mask:
-                return
-            self.smask = mask
-            sock, callback = self.ssock, self.on_server_event
-        selector = self.engine.selector
-        if not old:
-            selector.register(sock, mask, callback)
-        elif not mask:
-            selector.unregister(sock)
-        else:
-            selector.modify(sock, mask, callback)
+    def on_client_event(self, mask):
+        try:
+            self.state.on_event(self, True, mask)
+        except Exception:
+            self._crash()
 
-    def _arm(self, due):
-        if self.timer_at is None or due < self.timer_at:
-            self.timer_at = due
-            self.engine.add_timer(due, self)
+    def on_server_event(self, mask):
+        try:
+            self.state.on_event(self, False, mask)
+        except Exception:
+            self._crash()
 
-    def _deadline(self):
-        """When this session times out if nothing happens, and what to call it then."""
-        state = self.state
-        if state == HEADER:
-            return self.started + self.fe.frontend.timeout_proxy_header, "header-timeout"
-        if state == QUEUED:
-            return self.queued_at + self.fe.pool.backend.timeout_queue, "queue-timeout"
-        if state == CONNECTING:
-            if self.ssock is None:         # waiting to retry: connect_started is in the future
-                return self.connect_started, "retry"
-            return self.connect_started + self.server.backend.timeout_connect, "connect-timeout"
+    def on_timer(self):
+        try:
+            due, cause = self.state.deadline(self)
+            if due > self.loop.now:
+                self.timer.arm_by(due)
+            else:
+                self.state.on_timeout(self, cause)
+        except Exception:
+            self._crash()
+
+    def _ignore_event(self, upstream, mask):
+        """CLOSED: select() returned this event with others, and an earlier one closed us."""
+
+    def _close_on_timeout(self, cause):
+        self.close(cause)
+
+    def _header_deadline(self):
+        return self.started + self.fe.frontend.timeout_proxy_header, END_HEADER_TIMEOUT
+
+    def _queue_deadline(self):
+        return self.queued_at + self.fe.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
+
+    def _connect_deadline(self):
+        return self.connect_started + self.server.backend.timeout_connect, END_CONNECT_TIMEOUT
+
+    def _retry_deadline(self):
+        return self.connect_started, END_CONNECT_TIMEOUT     # connect_started is the retry time
+
+    def _idle_deadline(self):
         frontend, backend = self.fe.frontend, self.server.backend
         half_closed = self.c2s_done or self.s2c_done
         client_timeout = frontend.timeout_client_fin if half_closed else frontend.timeout_client
         server_timeout = backend.timeout_server_fin if half_closed else backend.timeout_server
         # Whose silence are we waiting on? Pending bytes name the side that does not read.
         if self.c2s:
-            return self.last_activity + server_timeout, "server-timeout"
+            return self.last_activity + server_timeout, END_SERVER_TIMEOUT
         if self.s2c:
-            return self.last_activity + client_timeout, "client-timeout"
+            return self.last_activity + client_timeout, END_CLIENT_TIMEOUT
         if client_timeout <= server_timeout:
-            return self.last_activity + client_timeout, "client-timeout"
-        return self.last_activity + server_timeout, "server-timeout"
-
-    def on_timer(self, when, now):
-        if when != self.timer_at:
-            return            # a stale heap entry: re-armed since, or closed
-        self.timer_at = None
-        try:
-            due, cause = self._deadline()
-            if due > now:
-                self._arm(due)
-            elif self.state == CONNECTING:
-                if self.ssock is None:
-                    self._connect()
-                else:
-                    self._connect_failed("connect-timeout")
-            elif self.state == HEADER:
-                self._header_timed_out()
-            else:
-                self.close(cause)
-        except Exception:
-            self._crash()
+            return self.last_activity + client_timeout, END_CLIENT_TIMEOUT
+        return self.last_activity + server_timeout, END_SERVER_TIMEOUT
 
     # -- the PROXY header -----------------------------------------------------------------------
 
-    def on_client_event(self, mask):
+    def _read_header(self, upstream, mask):
         try:
-            state = self.state
-            if state == HEADER:
-                self._read_header()
-            elif state == CONNECTING or state == QUEUED:
-                self._read_before_relay()
-            elif state == RELAY:
-                self._relay_event(True, mask)
-            # CLOSED: select() returned this event with others; an earlier one closed us.
-        except Exception:
-            self._crash()
-
-    def _read_header(self):
-        engine = self.engine
-        try:
-            n = self.csock.recv_into(engine.buffer)
+            n = self.csock.recv_into(self.proxy.buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close(END_HEALTH_CHECK if self.header else "client-abort", abort=True)
-            return
-        if self.header is not None:
-            self._after_local(n)
+            self.close(END_CLIENT_ABORT, abort=True)
             return
         inbuf = self.inbuf
-        inbuf += engine.view[:n]
+        inbuf += self.proxy.view[:n]
         try:
             if self.trust.screens_start and not self._starts_header(not n):
                 return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
-            self.close("bad-header:%s" % exc.kind, detail=exc.reason)
+            self.close(END_BAD_HEADER[exc.kind], detail=exc.reason)
             return
         if header is not None:
             self._header_done(header)
@@ -3049,25 +3369,12 @@ class Session(object):
                        "to connect without one")
         return False
 
-    def _after_local(self, n):
-        """The first read after a LOCAL header with nothing behind it."""
-        if not n:
-            self.close(END_HEALTH_CHECK)
-            return
-        self.engine.header_wait_ended(self)
-        self.c2s = bytes(self.engine.view[:n])
-        self.bytes_in += n
-        self.last_activity = self.engine.now
-        self._choose_server()
-
-    def _header_timed_out(self):
-        if self.header is not None:         # LOCAL, and no payload in time: a silent probe
-            self.close(END_HEALTH_CHECK)
-        elif self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
+    def _header_timed_out(self, cause):
+        if self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
                                                             True) is START_BARE:
             self._header_done(None)      # a peer that may go without a header has sent none
         else:
-            self.close("header-timeout")
+            self.close(cause)
 
     def _header_done(self, header):
         """Leave HEADER with the parsed header, or None: the bytes so far are the client's."""
@@ -3078,12 +3385,8 @@ class Session(object):
             self.header = header
             self.c2s = bytes(inbuf[header.header_len:])
             if header.command == "LOCAL" and not self.c2s:
-                # A proxy's own connection, most often its health check: it connects, sends
-                # LOCAL and closes. Choose a server only once a byte of payload arrives, so
-                # checks never reach a backend as client traffic. Until then it still counts
-                # as waiting for its header (limit and deadline), so a flood of LOCAL-and-
-                # silent connections is bounded like any other.
-                self.inbuf = bytearray()
+                self._enter(LOCAL_WAIT)
+                self.inbuf = None
                 return
             if header.has_addresses:
                 if header.family == "UNIX":
@@ -3091,9 +3394,23 @@ class Session(object):
                 else:
                     self.client = (header.src_addr, header.src_port)
                     self.local = (header.dst_addr, header.dst_port)
-        self.engine.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
-        self.last_activity = self.engine.now
+        self._header_wait_over()
+
+    def _read_after_local(self, upstream, mask):
+        """LOCAL_WAIT: payload after all (choose a server for it), or EOF or a reset (a check)."""
+        self._read_before_relay(END_HEALTH_CHECK)
+        if self.c2s:
+            self._header_wait_over()
+        elif self.c2s_eof:
+            self.close(END_HEALTH_CHECK)
+
+    def _local_timed_out(self, cause):
+        self.close(END_HEALTH_CHECK)          # LOCAL, and no payload in time: a silent probe
+
+    def _header_wait_over(self):
+        self.proxy.header_wait_ended(self)
+        self.last_activity = self.loop.now
         self._choose_server()
 
     # -- choosing and connecting ----------------------------------------------------------------
@@ -3104,18 +3421,18 @@ class Session(object):
         if server is not None:
             self._dispatch(server)
         elif not pool.candidates:
-            self.close("no-server")
+            self.close(END_NO_SERVER)
         elif pool.queue_full:
-            self.close("queue-full")
+            self.close(END_QUEUE_FULL)
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
-            self.queued_at = self.engine.now
-            self._arm(self.queued_at + pool.backend.timeout_queue)
+            self.queued_at = self.loop.now
+            self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
 
     def leave_queue(self, server):
-        """Its turn in the queue has come (Engine.serve_queue): connect to ``server``."""
-        self.queue_wait = self.engine.now - self.queued_at
+        """Its turn in the queue has come (Proxy.serve_queue): connect to ``server``."""
+        self.queue_wait = self.loop.now - self.queued_at
         try:
             self._dispatch(server)
         except Exception:
@@ -3126,19 +3443,20 @@ class Session(object):
         self.server = server
         self._connect()
 
-    def _connect(self):
+    def _connect(self, cause=None):
+        """Connect to ``self.server`` (also RETRY_WAIT's timeout: ``cause`` is then unused)."""
         server = self.server
-        address = server.server.address
+        address = server.config.address
         self._enter(CONNECTING)
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.fe.pool.connection_started(server)
             self.slot = server
-        self.connect_started = self.engine.now
+        self.connect_started = self.loop.now
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.close("internal-error", detail="cannot create a socket: %s" % exc)
+            self.close(END_INTERNAL_ERROR, detail="cannot create a socket: %s" % exc)
             return
         self.ssock = sock
         if address.family != socket.AF_UNIX:
@@ -3146,21 +3464,25 @@ class Session(object):
         err = sock.connect_ex(address.sockaddr)
         # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
         if err not in (0, errno.EINPROGRESS):
-            self._connect_failed("connect-error", os.strerror(err))
+            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
             return
-        self._want(False, EVENT_WRITE)
-        self._arm(self.connect_started + server.backend.timeout_connect)
+        self._want_server(EVENT_WRITE)
+        self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+
+    def _connect_timed_out(self, cause):
+        self._connect_failed(cause)
 
     def _connect_failed(self, cause, detail=None):
         """Close the failed server socket and retry, on another server if redispatch is on."""
         server = self.server
-        self._want(False, 0)
+        self._want_server(0)
         self.ssock.close()
         self.ssock = None
         pool = self.fe.pool
-        engine = self.engine
-        engine.server_connect_failed(server, cause, detail, engine.now - self.connect_started)
-        if self.retries_left <= 0 or engine.stopping:
+        proxy = self.proxy
+        now = self.loop.now
+        proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
+        if self.retries_left <= 0 or self.loop.stopping:
             server = None
         else:
             self.retries_left -= 1
@@ -3171,44 +3493,44 @@ class Session(object):
             return
         if server is self.server:
             # The same server again: after a turn-around time, as HAProxy does, so that a
-            # server that is restarting is not hammered with the retries all at once. The
-            # session keeps its slot meanwhile, so the server's maxconn holds.
-            self.connect_started = engine.now + min(server.backend.timeout_connect,
-                                                    RETRY_TURNAROUND)
-            self._arm(self.connect_started)
+            # server that is restarting is not hammered with the retries all at once.
+            self._enter(RETRY_WAIT)
+            self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
+            self.timer.arm_by(self.connect_started)
             return
         pool.connection_ended(self.slot)
         self.slot = None
         self.server = server
         self._connect()
-        engine.serve_queue(pool)        # the slot given up on the failed server may be a waiter's
+        proxy.serve_queue(pool)        # the slot given up on the failed server may be a waiter's
 
-    def on_server_event(self, mask):
-        try:
-            state = self.state
-            if state == CONNECTING:
-                self._connected()
-            elif state == RELAY:
-                self._relay_event(False, mask)
-        except Exception:
-            self._crash()
+    def _waiting_event(self, upstream, mask):
+        """QUEUED, RETRY_WAIT: only the client is registered."""
+        self._read_before_relay(END_CLIENT_ABORT)
 
-    def _read_before_relay(self):
+    def _connecting_event(self, upstream, mask):
+        if upstream:
+            self._read_before_relay(END_CLIENT_ABORT)
+        else:
+            self._connected()
+
+    def _read_before_relay(self, gone_cause):
         """Client bytes or EOF while no server is connected yet: keep them and stop reading.
 
         The client stays registered from its header through QUEUED and CONNECTING, so the
         usual case (nothing more until the server answers) costs no selector change at all.
+        A reset ends the session as ``gone_cause``.
         """
         try:
-            n = self.csock.recv_into(self.engine.buffer)
+            n = self.csock.recv_into(self.proxy.buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close("client-abort", abort=True)
+            self.close(gone_cause, abort=True)
             return
-        self._want(True, 0)
+        self._want_client(0)
         if n:
-            self.c2s += self.engine.view[:n]
+            self.c2s += self.proxy.view[:n]
             self.bytes_in += n
         else:
             self.c2s_eof = True
@@ -3216,25 +3538,25 @@ class Session(object):
     def _connected(self):
         err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            cause = "connect-refused" if err == errno.ECONNREFUSED else "connect-error"
+            cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
             self._connect_failed(cause, os.strerror(err))
             return
         self._enter(RELAY)
-        self.connected_at = self.engine.now
-        self.last_activity = self.engine.now
+        self.connected_at = self.last_activity = self.loop.now
         header = self._outgoing_header()
         if header:
             self.c2s = header + self.c2s
-        self._want(False, EVENT_READ)
+        self._want_server(EVENT_READ)
         if self.c2s:
             self._flush(True)
         elif self.c2s_eof:
             self._pass_eof(True)
         else:
-            self._want(True, EVENT_READ)
+            self._want_client(EVENT_READ)
 
     def _outgoing_header(self):
-        version = self.server.server.send_proxy
+        config = self.server.config
+        version = config.send_proxy
         if not version:
             return b""
         client, local = self.client, self.local
@@ -3243,154 +3565,34 @@ class Session(object):
             local = self._real_local()
         if version == 1:
             return build_v1(client, local)
-        options = self.server.server.proxy_v2_options
+        options = config.proxy_v2_options
         tlvs = []
         if "unique-id" in options:
-            tlvs.append((0x05, self.engine.unique_id()))
+            tlvs.append((0x05, self.proxy.unique_id()))
         return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options)
 
     def _real_local(self):
         """The address the client actually reached (never the wildcard of the bind)."""
         if self.listener.is_unix:
             return self.listener.bind.address.sockaddr
-        return _inet_endpoint(self.csock.getsockname())
-
-    # -- relaying --------------------------------------------------------------------------------
-
-    def _relay_event(self, client_side, mask):
-        if mask & EVENT_WRITE:
-            # The side that is writable is the destination of the other side's direction.
-            self._flush(not client_side)
-            if self.state == CLOSED:
-                return
-        if mask & EVENT_READ:
-            self._pump(client_side)
-
-    def _pump(self, from_client):
-        """Read once from one side and pass it straight to the other."""
-        engine = self.engine
-        src, dst = (self.csock, self.ssock) if from_client else (self.ssock, self.csock)
-        try:
-            n = src.recv_into(engine.buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._peer_gone(from_client, exc)
-            return
-        self.last_activity = engine.now
-        if not n:
-            self._source_ended(from_client)
-            return
-        if from_client:
-            self.bytes_in += n
-        else:
-            self.bytes_out += n
-        data = engine.view[:n]
-        try:
-            sent = dst.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._peer_gone(not from_client, exc)
-            return
-        if sent < n:
-            self._hold(from_client, bytes(data[sent:]))   # the loop's buffer is reused next read
-
-    def _hold(self, to_server, pending):
-        """The destination is full: keep ``pending`` for it, watch it for room, and do not read
-        the source until the bytes are out (the client may still be registered from its header
-        when the first flush is short)."""
-        if to_server:
-            self.c2s = pending
-            self._want(True, self.cmask & ~EVENT_READ)
-            self._want(False, self.smask | EVENT_WRITE)
-        else:
-            self.s2c = pending
-            self._want(False, self.smask & ~EVENT_READ)
-            self._want(True, self.cmask | EVENT_WRITE)
-
-    def _flush(self, to_server):
-        """Send a direction's pending bytes; once empty, read its source again."""
-        pending = self.c2s if to_server else self.s2c
-        dst = self.ssock if to_server else self.csock
-        try:
-            sent = dst.send(pending)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._peer_gone(not to_server, exc)
-            return
-        if sent:
-            self.last_activity = self.engine.now
-            pending = memoryview(pending)[sent:]      # a view: a slow reader costs no copies
-        if pending:
-            self._hold(to_server, pending)
-            return
-        # Drained: stop watching the destination for room, resume the source.
-        if to_server:
-            self.c2s = b""
-            self._want(False, self.smask & ~EVENT_WRITE)
-            eof, done = self.c2s_eof, self.c2s_done
-            if not eof:
-                self._want(True, self.cmask | EVENT_READ)
-        else:
-            self.s2c = b""
-            self._want(True, self.cmask & ~EVENT_WRITE)
-            eof, done = self.s2c_eof, self.s2c_done
-            if not eof:
-                self._want(False, self.smask | EVENT_READ)
-        if eof and not done:
-            self._pass_eof(to_server)
-
-    def _source_ended(self, from_client):
-        """EOF read from one side: stop reading it, pass the EOF on once its bytes are out."""
-        if from_client:
-            self.c2s_eof = True
-            self._want(True, self.cmask & ~EVENT_READ)
-            if not self.c2s:
-                self._pass_eof(True)
-        else:
-            self.s2c_eof = True
-            self._want(False, self.smask & ~EVENT_READ)
-            if not self.s2c:
-                self._pass_eof(False)
-
-    def _pass_eof(self, to_server):
-        if to_server:
-            self.c2s_done = True
-        else:
-            self.s2c_done = True
-        if self.c2s_done and self.s2c_done:
-            # Both EOFs were read, so nothing is left unread and close() sends the last FIN.
-            self.close("normal")
-            return
-        dst = self.ssock if to_server else self.csock
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass            # the destination is gone; its own read will say how
-
-    def _peer_gone(self, client_side, exc):
-        if isinstance(exc, OSError) and exc.errno not in PEER_GONE_ERRNOS:
-            raise exc
-        self.close("client-abort" if client_side else "server-abort", abort=True)
+        return inet_endpoint(self.csock.getsockname())
 
     # -- the end ---------------------------------------------------------------------------------
 
     def close(self, cause, abort=False, detail=None):
         """Close both sides, once, and write the log line."""
-        if self.state == CLOSED:
+        state = self.state
+        if state.closed:
             return
-        if self.state == QUEUED:
+        if state is QUEUED:
             self.fe.pool.dequeue(self)
-            self.queue_wait = self.engine.now - self.queued_at
+            self.queue_wait = self.loop.now - self.queued_at
         slot = self.slot
         self.slot = None
         self._enter(CLOSED)
         self.end = cause
-        self.timer_at = None
-        engine = self.engine
-        selector = engine.selector
+        self.timer.cancel()
+        selector = self.loop.selector
         for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
             if sock is None:
                 continue
@@ -3407,9 +3609,10 @@ class Session(object):
         if slot is not None:
             self.fe.pool.connection_ended(slot)
         self.ssock = None
-        engine.session_closed(self, detail)
+        self.proxy.session_closed(self)
+        self._log_end(detail)
         if slot is not None:
-            engine.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
+            self.proxy.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one.
@@ -3418,19 +3621,31 @@ class Session(object):
         LOG.error("internal error on a connection from %r:\n%s",
                   self.peer, traceback.format_exc().rstrip())
         try:
-            self.close("internal-error", abort=True)
+            self.close(END_INTERNAL_ERROR, abort=True)
         except Exception:
             LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
 
+    def _log_end(self, detail):
+        """Write the log line at its end cause's level, unless the frontend leaves it out."""
+        frontend = self.fe.frontend
+        end = self.end
+        level = END_CAUSES[end].level
+        quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
+                 (frontend.dontlognull and self.bytes_in == 0 and end in END_NULL_QUIET))
+        # The line is built only when it will be written: it is a tenth of a connection's
+        # interpreter time, and a busy proxy may run at log-level warning.
+        if not quiet and LOG.isEnabledFor(level):
+            LOG.log(level, "%s", self.log_line(detail))
+
     def log_line(self, detail=None):
         """The connection's log line, in the spirit of HAProxy's tcplog."""
-        now = self.engine.now
+        now = self.loop.now
         server = self.server.label if self.server is not None else "-"
         connect_ms = ("%d" % ((self.connected_at - self.connect_started) * 1000)
                       if self.connected_at is not None else "-")
         parts = [
-            _endpoint_text(self.client),
-            "peer=" + _endpoint_text(self.peer),
+            endpoint_text(self.client),
+            "peer=" + endpoint_text(self.peer),
             "fe=" + self.fe.frontend.name,
             "be=" + server,
             "Tw=%d" % (self.queue_wait * 1000),
@@ -3456,300 +3671,127 @@ class Session(object):
         return " ".join(parts)
 
 
-LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
+# The table: per state, the handler of socket events, the deadline, what its passing does,
+# and the states it may become.
+NEW = SessionState("NEW", None, None, None, ("HEADER", "QUEUED", "CONNECTING", "CLOSED"))
+HEADER = SessionState(
+    "HEADER", Session._read_header, Session._header_deadline, Session._header_timed_out,
+    ("LOCAL_WAIT", "QUEUED", "CONNECTING", "CLOSED"))
+LOCAL_WAIT = SessionState(
+    "LOCAL_WAIT", Session._read_after_local, Session._header_deadline, Session._local_timed_out,
+    ("QUEUED", "CONNECTING", "CLOSED"))
+QUEUED = SessionState(
+    "QUEUED", Session._waiting_event, Session._queue_deadline, Session._close_on_timeout,
+    ("CONNECTING", "CLOSED"))
+CONNECTING = SessionState(
+    "CONNECTING", Session._connecting_event, Session._connect_deadline,
+    Session._connect_timed_out,
+    ("RETRY_WAIT", "CONNECTING", "RELAY", "CLOSED"))     # CONNECTING again: another server
+RETRY_WAIT = SessionState(
+    "RETRY_WAIT", Session._waiting_event, Session._retry_deadline, Session._connect,
+    ("CONNECTING", "CLOSED"))
+RELAY = SessionState(
+    "RELAY", Session._relay_event, Session._idle_deadline, Session._close_on_timeout,
+    ("CLOSED",))
+CLOSED = SessionState("CLOSED", Session._ignore_event, None, None, ())
 
 
-class Engine(object):
-    """Owns the selector, the listeners, the timer heap and every session."""
+###############################################################################
+# simpleproxy/listeners.py ####################################################
+###############################################################################
 
-    def __init__(self, config):
-        self.config = config
-        self.selector = selectors.DefaultSelector()
-        self.now = time.monotonic()
-        self.timers = []
-        self._timer_seq = 0
-        self.buffer = bytearray(config.global_settings.bufsize)
-        self.view = memoryview(self.buffer)
-        self.maxconn = config.global_settings.maxconn or default_maxconn()
-        self.active = 0
-        self.sessions = set()
-        self.stopping = False
-        self.listeners = []
-        self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
-        self.checker = HealthChecker(self, self.pools.values(),
-                                     config.global_settings.check_threads)
-        self._serving_queues = set()
-        self.frontends = {}
-        for frontend in config.frontends:
-            self.frontends[frontend.name] = FrontendState(
-                frontend, self.pools[frontend.default_backend])
-        self._accept_paused_until = None
-        self.accepts_failing_since = None      # when accept() began to fail for want of descriptors
-        self.paused_listeners = 0
-        self._resume_timer = LoopTimer(self._resume_accepting)
-        self._unique_ids = 0
-        self._calls = deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+"""Listening sockets: opening them, a stale Unix socket file, the accept loop, EMFILE back-off.
 
-    # -- setting up -----------------------------------------------------------------------------
+Out of descriptors, accept() fails at once again on the next readiness event, so an accept
+loop that only logged would spin. Instead every listener stops being watched for a moment
+(``ACCEPT_BACKOFF``), as asyncio's ``_accept_connection`` does, and is watched again when
+that moment is over; a connection closing meanwhile frees a descriptor for the next try.
+"""
+import errno
+import os
+import socket
 
-    def bind_all(self):
-        """Open every listening socket, or raise SimpleProxyError naming the one that failed."""
-        for frontend in self.config.frontends:
-            fe = self.frontends[frontend.name]
-            for bind in frontend.binds:
-                sock = open_listener(bind)
-                listener = Listener(self, fe, bind, sock)
-                fe.listeners.append(listener)
-                self.listeners.append(listener)
-        for listener in self.listeners:
-            self.selector.register(listener.sock, EVENT_READ, listener.on_event)
 
-    # -- the loop -------------------------------------------------------------------------------
+DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
+ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
 
-    def run(self):
-        """Serve until stop() (or SIGTERM/SIGINT through install_signal_handlers)."""
-        selector = self.selector
-        timers = self.timers
-        monotonic = time.monotonic
-        self.checker.start()
-        while not self.stopping:
-            timeout = None
-            if timers:
-                timeout = max(0.0, timers[0][0] - monotonic())
-            events = selector.select(timeout)
-            self.now = now = monotonic()
-            for key, mask in events:
-                try:
-                    key.data(mask)
-                except Exception:
-                    _log_loop_error("an event handler")
-            while timers and timers[0][0] <= now:
-                when, _, target = heapq.heappop(timers)
-                try:
-                    target.on_timer(when, now)
-                except Exception:
-                    _log_loop_error("a timer")
-        self._shutdown()
 
-    def add_timer(self, due, target):
-        """Schedule ``target.on_timer(due, now)``; ``target.timer_at`` must equal ``due``.
+class Listener(object):
+    """A listening socket of a frontend, and its accept loop."""
 
-        Entries are never removed when they go stale (a closed session, a re-armed timer); they
-        are skipped when they come due. So that a high connection rate with long timeouts cannot
-        pile them up, the heap is rebuilt from its live entries whenever it grows past a few
-        times the number of sessions.
-        """
-        self._timer_seq += 1
-        timers = self.timers
-        heapq.heappush(timers, (due, self._timer_seq, target))
-        if len(timers) > 4 * self.active + 1024:
-            timers[:] = [entry for entry in timers if entry[2].timer_at == entry[0]]
-            heapq.heapify(timers)
+    def __init__(self, proxy, fe, bind, sock):
+        self.proxy = proxy
+        self.fe = fe
+        self.frontend = fe.frontend
+        self.bind = bind
+        self.sock = sock
+        self.is_unix = sock.family == socket.AF_UNIX
+        self.paused = False
+        self.trust = TrustPolicy(bind) if bind.accept_proxy else None
 
-    def call_soon_threadsafe(self, callback):
-        """Run ``callback()`` on the loop's thread soon; safe to call from any thread."""
-        self._calls.append(callback)
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass         # the pipe is full, so the loop is awake anyway
-
-    def _on_wakeup(self, mask):
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        calls = self._calls
-        while calls:
-            callback = calls.popleft()
+    def on_event(self, mask):
+        proxy = self.proxy
+        backoff = proxy.accept_backoff
+        for _ in range(ACCEPT_BATCH):
+            if self.paused:
+                return           # a connection limit was reached by the previous accept
             try:
-                callback()
-            except Exception:
-                _log_loop_error("a loop callback")
+                csock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
+                    backoff.failed(exc)
+                elif exc.errno not in PEER_GONE_ERRNOS:
+                    LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
+                return
+            csock.setblocking(False)
+            if backoff.failing_since is not None:
+                backoff.recovered()
+            Session(proxy, self, csock, peer)
 
-    def install_signal_handlers(self):
-        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
-        signal.set_wakeup_fd(self._wake_w.fileno())
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
+    def close(self):
+        self.sock.close()
+        if self.is_unix:
+            try:
+                os.unlink(self.bind.address.sockaddr)
+            except OSError:
+                pass
 
-    def _on_signal(self, signum, frame):
-        LOG.info("received %s, stopping", signal.Signals(signum).name)
-        self.stopping = True
 
-    def stop(self):
-        """Ask the loop to stop; callable from any thread."""
-        def _stop():
-            self.stopping = True
-        self.call_soon_threadsafe(_stop)
+class AcceptBackoff(object):
+    """Whether accepts are paused for want of descriptors, and the timer that ends the pause.
 
-    def _shutdown(self):
-        self.checker.stop()
-        for listener in self.listeners:
-            if not listener.paused:
-                self.selector.unregister(listener.sock)
-            listener.close()
-        for session in list(self.sessions):
-            session.close("shutdown")
-        if threading.current_thread() is threading.main_thread():
-            signal.set_wakeup_fd(-1)
-        self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        LOG.info("stopped")
+    ``on_change()`` (the proxy's) is called when the pause starts and when it ends; it decides
+    which listeners to watch. Logged once when it starts and once when accepts succeed again,
+    however long it lasts."""
 
-    # -- connection accounting ------------------------------------------------------------------
+    def __init__(self, loop, on_change):
+        self.loop = loop
+        self.on_change = on_change
+        self.paused_until = None
+        self.failing_since = None      # when accept() began to fail for want of descriptors
+        self._timer = Timer(loop, self._resume)
 
-    def session_opened(self, session):
-        """Count a new session in; returns the end cause to refuse it with, or None."""
-        self.active += 1
-        fe = session.fe
-        fe.active += 1
-        self.sessions.add(session)
-        if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
-            self._update_accepting()
-        source = _limited_source(session)
-        if source is not None:
-            count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
-            if count > fe.frontend.maxconn_per_source:
-                return END_SOURCE_LIMIT
-        return None
-
-    def session_closed(self, session, detail):
-        self.active -= 1
-        fe = session.fe
-        fe.active -= 1
-        self.sessions.discard(session)
-        self.header_wait_ended(session)
-        source = _limited_source(session)
-        if source is not None:
-            count = fe.per_source.pop(source) - 1
-            if count:
-                fe.per_source[source] = count
-        frontend = fe.frontend
-        quiet = ((session.end == "normal" and frontend.dontlog_normal) or
-                 (frontend.dontlognull and session.bytes_in == 0 and session.end in
-                  ("normal", "client-abort", "bad-header:%s" % TRUNCATED)))
-        level = logging.DEBUG if session.end == END_HEALTH_CHECK else logging.INFO
-        # The line is built only when it will be written: it is a tenth of a connection's
-        # interpreter time, and a busy proxy may run at log-level warning.
-        if (level == logging.DEBUG or not quiet) and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", session.log_line(detail))
-        if self.paused_listeners:
-            self._update_accepting()
-
-    def header_wait_started(self, session):
-        """A session now waits for its header. At maxconn-pending-header, the oldest waiting
-        one is closed to make room, so that a flood of silent connections cannot keep real
-        clients out: they send their header at once, a flood's connections never do."""
-        waiting = session.fe.awaiting_header
-        if len(waiting) >= session.fe.frontend.maxconn_pending_header:
-            next(iter(waiting)).close(END_HEADER_EVICTED)
-        waiting[session] = None
-
-    def header_wait_ended(self, session):
-        """The session no longer waits (its header is in, or it closed): its buffer goes now, not
-        when a stale timer entry that still holds the session comes due."""
-        session.fe.awaiting_header.pop(session, None)
-        session.inbuf = None
-
-    def server_connect_failed(self, server, cause, detail, duration):
-        """A real connection to a server failed: passive health counts it (observe layer4)."""
-        LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
-        self.checker.connection_failed(server, cause, duration)
-
-    def serve_queue(self, pool):
-        """Connect the sessions waiting for ``pool``, oldest first, while a server has room.
-
-        A session started here that fails at once frees its slot and calls back in; the call
-        already running carries on instead, so the stack does not grow with the queue.
-        """
-        if not pool.waiting or pool in self._serving_queues or self.stopping:
-            return
-        self._serving_queues.add(pool)
-        try:
-            while pool.waiting:
-                session = pool.first_waiting()
-                server = pool.pick(session.client)
-                if server is None:
-                    break
-                pool.dequeue(session)
-                session.leave_queue(server)
-        finally:
-            self._serving_queues.discard(pool)
-
-    def unique_id(self):
-        self._unique_ids += 1
-        return ("%x-%x-%x" % (os.getpid(), int(time.time()), self._unique_ids)).encode()
-
-    def back_off_accepting(self, exc):
-        """Out of descriptors: stop accepting for a moment instead of spinning on EMFILE.
-
-        Logged once when it starts and once when accepts succeed again, however long it lasts.
-        """
-        if self.accepts_failing_since is None:
-            self.accepts_failing_since = self.now
+    def failed(self, exc):
+        now = self.loop.now
+        if self.failing_since is None:
+            self.failing_since = now
             LOG.warning("accept failed (%s): pausing accepts for %dms at a time until descriptors "
                         "free up", exc, ACCEPT_BACKOFF * 1000)
-        self._accept_paused_until = self.now + ACCEPT_BACKOFF
-        self._update_accepting()
-        self._resume_timer.timer_at = self._accept_paused_until
-        self.add_timer(self._accept_paused_until, self._resume_timer)
+        self.paused_until = now + ACCEPT_BACKOFF
+        self.on_change()
+        self._timer.arm(self.paused_until)
 
-    def accepts_recovered(self):
+    def recovered(self):
         LOG.info("accepting again after %dms short of descriptors",
-                 (self.now - self.accepts_failing_since) * 1000)
-        self.accepts_failing_since = None
+                 (self.loop.now - self.failing_since) * 1000)
+        self.failing_since = None
 
-    def _resume_accepting(self):
-        self._accept_paused_until = None
-        self._update_accepting()
-
-    def _update_accepting(self):
-        """Listen on exactly the listeners whose frontend may take a connection now."""
-        if self.stopping:
-            return
-        globally_open = self.active < self.maxconn and self._accept_paused_until is None
-        paused = 0
-        for fe in self.frontends.values():
-            limit = fe.frontend.maxconn
-            accepting = globally_open and not (limit and fe.active >= limit)
-            for listener in fe.listeners:
-                if accepting and listener.paused:
-                    self.selector.register(listener.sock, EVENT_READ, listener.on_event)
-                    listener.paused = False
-                elif not accepting and not listener.paused:
-                    self.selector.unregister(listener.sock)
-                    listener.paused = True
-                paused += listener.paused
-        self.paused_listeners = paused
-
-
-def _limited_source(session):
-    """The real peer IP that maxconn-per-source counts the session under, or None when the limit
-    is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
-    if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
-        return None
-    return packed_ip(session.peer[0])
-
-
-def _log_loop_error(where):
-    """Sessions contain their own errors; this is the loop's last line of defence, so that
-    nothing unexpected ever stops it."""
-    LOG.error("internal error in %s:\n%s", where, traceback.format_exc().rstrip())
-
-
-def default_maxconn():
-    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
-    soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
-    if soft <= 0:                        # -1: unlimited
-        soft = 65536
-    return max(1, (soft - 64) // 2)
+    def _resume(self):
+        self.paused_until = None
+        self.on_change()
 
 
 def open_listener(bind):
@@ -3793,16 +3835,231 @@ def _remove_stale_unix_socket(path):
         probe.close()
 
 
+###############################################################################
+# simpleproxy/proxy.py ########################################################
+###############################################################################
+
+"""The proxy on top of the loop: frontends, pools, accounting, the queue, ``run_proxy``.
+
+``Proxy`` owns what is proxy-wide: the listeners of every frontend, a ``BackendPool`` per
+backend, the health checker, the set of open sessions, and the counts the limits are made of
+(``maxconn`` in [global] and per frontend, ``maxconn-per-source``, ``maxconn-pending-header``).
+A listener is watched only while its frontend may take a connection (``_update_accepting``),
+so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
+it when they open and close, and it serves a backend's queue whenever a slot may have freed.
+
+The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
+(accept), session.py (a connection's life), relay.py (bytes both ways).
+"""
+import os
+import sys
+import time
+
+
+class FrontendState(object):
+    """Run-time counters of a frontend."""
+
+    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
+
+    def __init__(self, frontend, pool):
+        self.frontend = frontend
+        self.pool = pool
+        self.active = 0
+        self.listeners = []
+        self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
+        self.per_source = {}        # packed peer IP -> open sessions (maxconn-per-source only)
+
+
+class Proxy(object):
+    """Every frontend, backend and session of one configuration, on one EventLoop."""
+
+    def __init__(self, config):
+        self.config = config
+        self.loop = EventLoop()
+        self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
+        self.view = memoryview(self.buffer)
+        self.maxconn = config.global_settings.maxconn or default_maxconn()
+        self.active = 0
+        self.sessions = set()
+        self.listeners = []
+        self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
+        self.checker = HealthChecker(self.loop, self.pools.values(),
+                                     config.global_settings.check_threads, self._server_changed)
+        self._serving_queues = set()
+        self.frontends = {}
+        for frontend in config.frontends:
+            self.frontends[frontend.name] = FrontendState(
+                frontend, self.pools[frontend.default_backend])
+        self.accept_backoff = AcceptBackoff(self.loop, self._update_accepting)
+        self.paused_listeners = 0
+        self._unique_ids = 0
+
+    # -- starting and stopping ------------------------------------------------------------------
+
+    def bind_all(self):
+        """Open every listening socket, or raise SimpleProxyError naming the one that failed."""
+        for frontend in self.config.frontends:
+            fe = self.frontends[frontend.name]
+            for bind in frontend.binds:
+                sock = open_listener(bind)
+                listener = Listener(self, fe, bind, sock)
+                fe.listeners.append(listener)
+                self.listeners.append(listener)
+        for listener in self.listeners:
+            self.loop.selector.register(listener.sock, EVENT_READ, listener.on_event)
+
+    def run(self):
+        """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
+        self.checker.start()
+        self.loop.run()
+        self._shutdown()
+
+    def stop(self):
+        """Ask the proxy to stop; callable from any thread."""
+        self.loop.stop()
+
+    def _shutdown(self):
+        self.checker.stop()
+        for listener in self.listeners:
+            if not listener.paused:
+                self.loop.selector.unregister(listener.sock)
+            listener.close()
+        for session in list(self.sessions):
+            session.close(END_SHUTDOWN)
+        self.loop.close()
+        LOG.info("stopped")
+
+    # -- connection accounting ------------------------------------------------------------------
+
+    def session_opened(self, session):
+        """Count a new session in; returns the end cause to refuse it with, or None."""
+        self.active += 1
+        fe = session.fe
+        fe.active += 1
+        self.sessions.add(session)
+        if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
+            self._update_accepting()
+        source = _limited_source(session)
+        if source is not None:
+            count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
+            if count > fe.frontend.maxconn_per_source:
+                return END_SOURCE_LIMIT
+        return None
+
+    def session_closed(self, session):
+        self.active -= 1
+        fe = session.fe
+        fe.active -= 1
+        self.sessions.discard(session)
+        self.header_wait_ended(session)
+        source = _limited_source(session)
+        if source is not None:
+            count = fe.per_source.pop(source) - 1
+            if count:
+                fe.per_source[source] = count
+        if self.paused_listeners:
+            self._update_accepting()
+
+    def header_wait_started(self, session):
+        """A session now waits for its header. At maxconn-pending-header, the oldest waiting
+        one is closed to make room, so that a flood of silent connections cannot keep real
+        clients out: they send their header at once, a flood's connections never do."""
+        waiting = session.fe.awaiting_header
+        if len(waiting) >= session.fe.frontend.maxconn_pending_header:
+            next(iter(waiting)).close(END_HEADER_EVICTED)
+        waiting[session] = None
+
+    def header_wait_ended(self, session):
+        """The session no longer waits (its header is in, or it closed): its buffer goes now."""
+        session.fe.awaiting_header.pop(session, None)
+        session.inbuf = None
+
+    def server_connect_failed(self, server, cause, detail, duration):
+        """A real connection to a server failed: passive health counts it (observe layer4)."""
+        LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
+        self.checker.connection_failed(server, cause, duration)
+
+    def _server_changed(self, pool, server):
+        """Health changed a server's state: a server up may serve the queue; with none left,
+        queued clients are closed at once, not at timeout queue."""
+        if server.usable:
+            self.serve_queue(pool)
+        elif not pool.candidates:
+            for session in list(pool.waiting):
+                session.close(END_NO_SERVER)
+
+    def serve_queue(self, pool):
+        """Connect the sessions waiting for ``pool``, oldest first, while a server has room.
+
+        A session started here that fails at once frees its slot and calls back in; the call
+        already running carries on instead, so the stack does not grow with the queue.
+        """
+        if not pool.waiting or pool in self._serving_queues or self.loop.stopping:
+            return
+        self._serving_queues.add(pool)
+        try:
+            while pool.waiting:
+                session = pool.first_waiting()
+                server = pool.pick(session.client)
+                if server is None:
+                    break
+                pool.dequeue(session)
+                session.leave_queue(server)
+        finally:
+            self._serving_queues.discard(pool)
+
+    def unique_id(self):
+        """A UNIQUE_ID for send-proxy-v2's unique-id option: pid, start time, counter."""
+        self._unique_ids += 1
+        return ("%x-%x-%x" % (os.getpid(), int(time.time()), self._unique_ids)).encode()
+
+    def _update_accepting(self):
+        """Listen on exactly the listeners whose frontend may take a connection now."""
+        if self.loop.stopping:
+            return
+        globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
+        paused = 0
+        selector = self.loop.selector
+        for fe in self.frontends.values():
+            limit = fe.frontend.maxconn
+            accepting = globally_open and not (limit and fe.active >= limit)
+            for listener in fe.listeners:
+                if accepting and listener.paused:
+                    selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    listener.paused = False
+                elif not accepting and not listener.paused:
+                    selector.unregister(listener.sock)
+                    listener.paused = True
+                paused += listener.paused
+        self.paused_listeners = paused
+
+
+def _limited_source(session):
+    """The real peer IP that maxconn-per-source counts the session under, or None when the limit
+    is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
+    if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
+        return None
+    return packed_ip(session.peer[0])
+
+
+def default_maxconn():
+    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
+    soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
+    if soft <= 0:                        # -1: unlimited
+        soft = 65536
+    return max(1, (soft - 64) // 2)
+
+
 def run_proxy(config):
     """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
-    engine = Engine(config)
-    engine.bind_all()
-    engine.install_signal_handlers()
+    proxy = Proxy(config)
+    proxy.bind_all()
+    proxy.loop.install_signal_handlers()
     LOG.info("simpleproxy ready: %s", ", ".join(
         "%s %s" % (listener.frontend.name, listener.bind.address.text)
-        for listener in engine.listeners))
+        for listener in proxy.listeners))
     sys.stderr.flush()
-    engine.run()
+    proxy.run()
     return 0
 
 

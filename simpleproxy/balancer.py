@@ -7,8 +7,9 @@ arithmetic on plain data, so it is tested from tables with a seeded random sourc
 
 A server's state comes from two things kept apart: what the operator set (``admin``: READY,
 DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
-them into UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping them apart means a
-draining server that fails its checks and recovers goes back to draining, not to UP.
+them into its ``status``: UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping
+them apart means a draining server that fails its checks and recovers goes back to draining,
+not to UP.
 
 The candidates are the UP servers with a weight above 0 among the normal servers; when there
 is none, among the backup servers: the first one in the config, or all of them with ``option
@@ -44,7 +45,9 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become.
+# What an operator may set, and what each administrative state may become. Nothing sets it
+# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
+# through BackendPool.set_admin.
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -66,25 +69,25 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("server", "backend", "admin", "healthy", "weight", "active", "state", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
 
     def __init__(self, server, backend):
-        self.server = server
+        self.config = server          # the configured Server
         self.backend = backend
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
         self.weight = server.weight
         self.active = 0               # connections connecting or relaying
-        self.state = self.usable = None
+        self.status = self.usable = None
         self._settle()
 
     def _settle(self):
-        self.state = SERVER_STATES[self.admin, self.healthy]
-        self.usable = self.state == UP and self.weight > 0
+        self.status = SERVER_STATES[self.admin, self.healthy]
+        self.usable = self.status == UP and self.weight > 0
 
     @property
     def label(self):
-        return "%s/%s" % (self.backend.name, self.server.name)
+        return "%s/%s" % (self.backend.name, self.config.name)
 
 
 class BackendPool(object):
@@ -118,24 +121,26 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's state changed."""
+        """Set the administrative state; True if the server's status changed. Kept for the
+        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
+        maintenance); tested in test_balancer.py until then."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
     def _change(self, state, admin, healthy):
-        before = state.state
+        before = state.status
         state.admin, state.healthy = admin, healthy
         state._settle()
-        if state.state == before:
+        if state.status == before:
             return False
         self._refresh()
         return True
 
     def _refresh(self):
         usable = [state for state in self.servers if state.usable]
-        normal = [state for state in usable if not state.server.backup]
+        normal = [state for state in usable if not state.config.backup]
         if normal or self.backend.allbackups:
             self.candidates = normal or usable
         else:
@@ -144,7 +149,7 @@ class BackendPool(object):
 
     def usable_counts(self):
         """(normal, backup): how many servers of each kind could take a connection now."""
-        backup = sum(1 for state in self.servers if state.usable and state.server.backup)
+        backup = sum(1 for state in self.servers if state.usable and state.config.backup)
         return sum(1 for state in self.servers if state.usable) - backup, backup
 
     # -- the queue (servers at maxconn) ---------------------------------------------------------
@@ -167,7 +172,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.server.maxconn
+    maxconn = state.config.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 
@@ -376,7 +381,7 @@ class _LbSourceHashPicker(object):
 
     def rebuild(self, servers):
         points = sorted(
-            (_lb_mix32(binascii.crc32(("%s#%d" % (state.server.name, number)).encode())),
+            (_lb_mix32(binascii.crc32(("%s#%d" % (state.config.name, number)).encode())),
              position)
             for position, state in enumerate(servers)
             for number in range(state.weight * _LB_RING_POINTS))

@@ -4,10 +4,10 @@ import sys
 
 from ._version import __version__
 from .config import load_config
-from .engine import run_proxy
-from .errors import ConfigError, ProxyHeaderError, SimpleProxyError
+from .errors import ConfigError, SimpleProxyError
 from .logs import LOG, setup_logging
-from .proxyproto import header_as_dict, parse_header
+from .proxy import run_proxy
+from .proxyproto import ProxyHeaderError, header_as_dict, parse_header
 
 
 def build_arg_parser():

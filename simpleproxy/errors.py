@@ -1,4 +1,8 @@
-"""The one error base class, and the errors the rest of simpleproxy raises."""
+"""The one error base class, and the errors the rest of simpleproxy raises.
+
+The protocol core keeps its own error, ``proxyproto.ProxyHeaderError``, so that it imports
+nothing of the project; it never leaves a session or --decode.
+"""
 
 
 class SimpleProxyError(Exception):
@@ -13,26 +17,3 @@ class ConfigError(SimpleProxyError):
             messages = [messages]
         self.messages = list(messages)
         super().__init__("\n".join(self.messages))
-
-
-class ProxyHeaderError(SimpleProxyError):
-    """A PROXY header that cannot be accepted; ``kind`` says which way it failed.
-
-    The kinds are counted apart in logs and metrics, so they are a closed set:
-    see ``HEADER_ERROR_KINDS``.
-    """
-
-    def __init__(self, kind, reason):
-        self.kind = kind
-        self.reason = reason
-        super().__init__("%s: %s" % (kind, reason))
-
-
-NOT_PROXY = "not-proxy"          # neither signature: the peer does not speak PROXY
-MALFORMED = "malformed"          # a PROXY header that breaks the grammar
-TRUNCATED = "truncated"          # EOF (or the deadline) before the header was complete
-TOO_LONG = "too-long"            # longer than the limit (107 bytes for v1, the cap for v2)
-BAD_CHECKSUM = "bad-checksum"    # CRC32C TLV present and wrong
-UNSUPPORTED = "unsupported"      # well-formed, but a version/command we must drop
-
-HEADER_ERROR_KINDS = (NOT_PROXY, MALFORMED, TRUNCATED, TOO_LONG, BAD_CHECKSUM, UNSUPPORTED)

@@ -7,14 +7,16 @@ The split (STYLE.md: the loop owns all state):
   probes with a blocking socket and returns a ``CheckResult``. It is all a worker thread ever
   runs, and it touches nothing of the proxy.
 * ``CheckWorkers`` are the threads (``check-threads`` in [global]). Each result goes back to
-  the loop through ``Engine.call_soon_threadsafe``: a deque and a wake-up byte.
-* ``HealthChecker`` lives on the loop. It schedules every checked server in the loop's timer
-  heap, counts rise and fall (``HealthState``, HAProxy's counting), tells the server's
-  ``BackendPool`` and logs state changes. A result is applied only while it is current: not
-  after stop(), not for a server this checker no longer checks (a reload builds a new
-  checker), not from before a restart() of the server's checks (its generation).
-* Passive health, as HAProxy's ``observe layer4``: the engine reports real connections to a
-  server that failed (refused, timed out), and each counts as a failed check.
+  the loop through ``EventLoop.call_soon_threadsafe``: a deque and a wake-up byte. That is
+  the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
+* ``HealthChecker`` lives on the loop. It keeps a loop ``Timer`` per checked server, counts
+  rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
+  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  is current: not after stop(), not for a server this checker does not check, not from
+  before a restart() of the server's checks (its generation).
+* Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
+  server that failed, and those that tell about the server (endings.py: refused, timed
+  out) count as failed checks.
 
 Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
 gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
@@ -36,7 +38,9 @@ import time
 from collections import namedtuple
 
 from .balancer import MAINT, UP
+from .endings import END_CAUSES, END_CONNECT_ERROR, END_CONNECT_REFUSED, END_CONNECT_TIMEOUT
 from .logs import LOG
+from .loop import Timer
 from .proxyproto import build_v1, build_v2
 
 CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
@@ -54,15 +58,10 @@ CheckResult = namedtuple("CheckResult", "ok reason duration")
 CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
 the reason as the state-change line says it, and how long it took in seconds."""
 
-# The failed connects that tell about the server itself, by the engine's end cause, as a
-# state-change line says them. Others (out of local ports or descriptors) do not count
-# against the server in passive health.
-_HC_SERVER_FAILURES = {"connect-refused": "connection refused",
-                       "connect-timeout": "connection timeout"}
-
 
 def _hc_failure_reason(cause, detail=None):
-    return _HC_SERVER_FAILURES.get(cause) or "connection error: %s" % detail
+    """How a status-change line words a failed connect with the end cause ``cause``."""
+    return END_CAUSES[cause].server_fault or "connection error: %s" % detail
 
 
 def check_spec(server, backend):
@@ -106,11 +105,11 @@ def _hc_probe(sock, spec, start):
     try:
         sock.connect(spec.address.sockaddr)
     except socket.timeout:
-        return False, _hc_failure_reason("connect-timeout")
+        return False, _hc_failure_reason(END_CONNECT_TIMEOUT)
     except ConnectionRefusedError:
-        return False, _hc_failure_reason("connect-refused")
+        return False, _hc_failure_reason(END_CONNECT_REFUSED)
     except OSError as exc:
-        return False, _hc_failure_reason("connect-error", exc.strerror or exc)
+        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
     if spec.read_timeout is None:
         deadline = start + spec.connect_timeout
     else:
@@ -127,7 +126,7 @@ def _hc_probe(sock, spec, start):
     except socket.timeout:
         return False, "response timeout"
     except OSError as exc:
-        return False, _hc_failure_reason("connect-error", exc.strerror or exc)
+        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
 
 
 def _hc_proxy_header(sock, version):
@@ -245,35 +244,36 @@ class CheckWorkers(object):
 class ServerCheck(object):
     """One checked server on the loop's side: its rise/fall count and its timer."""
 
-    __slots__ = ("checker", "pool", "state", "spec", "health", "generation", "running",
-                 "timer_at")
+    __slots__ = ("checker", "pool", "server", "spec", "health", "generation", "running",
+                 "timer")
 
-    def __init__(self, checker, pool, state):
+    def __init__(self, checker, pool, server):
         self.checker = checker
         self.pool = pool
-        self.state = state
-        self.spec = check_spec(state.server, state.backend)
-        self.health = HealthState(state.server.rise, state.server.fall)
+        self.server = server          # its ServerState
+        self.spec = check_spec(server.config, server.backend)
+        self.health = HealthState(server.config.rise, server.config.fall)
         self.generation = 0           # a result from an older generation is ignored
         self.running = False          # a worker has the check now
-        self.timer_at = None
+        self.timer = Timer(checker.loop, self._due)
 
-    def on_timer(self, when, now):
-        if when == self.timer_at:
-            self.timer_at = None
-            self.checker.launch(self)
+    def _due(self):
+        self.checker.launch(self)
 
 
 class HealthChecker(object):
-    """The loop's side of health: schedules checks, applies results, logs state changes."""
+    """The loop's side of health: schedules checks, applies results, logs status changes.
 
-    def __init__(self, engine, pools, threads):
-        self.engine = engine
+    ``on_change(pool, server)`` is called on the loop when a server's status changed."""
+
+    def __init__(self, loop, pools, threads, on_change):
+        self.loop = loop
+        self.on_change = on_change
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
         for pool in pools:
-            for state in pool.servers:
-                if state.server.check:
-                    self.checks[state] = ServerCheck(self, pool, state)
+            for server in pool.servers:
+                if server.config.check:
+                    self.checks[server] = ServerCheck(self, pool, server)
         self.workers = CheckWorkers(min(threads, len(self.checks)))
         self.stopped = False
 
@@ -283,39 +283,38 @@ class HealthChecker(object):
         self.workers.start()
         count = len(self.checks)
         for position, check in enumerate(self.checks.values()):
-            self._schedule(check, check.state.server.inter * position / count)
+            self._schedule(check, check.server.config.inter * position / count)
 
     def stop(self):
         self.stopped = True
         self.workers.stop()
+        for check in self.checks.values():
+            check.timer.cancel()
 
     def _schedule(self, check, delay):
-        """Arm the check's timer ``delay`` from now, unless it is due sooner already."""
-        due = self.engine.now + delay
-        if check.timer_at is None or due < check.timer_at:
-            check.timer_at = due
-            self.engine.add_timer(due, check)
+        """Have the check go ``delay`` from now, unless it is due sooner already."""
+        check.timer.arm_by(self.loop.now + delay)
 
     def launch(self, check):
         """Hand a due check to a worker; a server in maintenance is not checked."""
-        if check.state.admin == MAINT:
-            self._schedule(check, check.state.server.inter)
+        if check.server.admin == MAINT:
+            self._schedule(check, check.server.config.inter)
             return
         check.running = True
         generation = check.generation
-        engine = self.engine
+        call_soon_threadsafe = self.loop.call_soon_threadsafe
 
         def deliver(result):
             # On the worker's thread: hand the result over, touch nothing else.
             try:
-                engine.call_soon_threadsafe(lambda: self.check_done(check, generation, result))
+                call_soon_threadsafe(lambda: self.check_done(check, generation, result))
             except OSError:
                 pass            # the loop has closed its wake-up socket: it is gone
         self.workers.submit(check.spec, deliver)
 
     def check_done(self, check, generation, result):
         """A worker's result, on the loop: counted unless stale (see the module docstring)."""
-        if self.stopped or self.checks.get(check.state) is not check:
+        if self.stopped or self.checks.get(check.server) is not check:
             return
         check.running = False
         if generation != check.generation:
@@ -323,30 +322,31 @@ class HealthChecker(object):
             return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
-        self._schedule(check, check.health.interval(check.state.server))
+        self._schedule(check, check.health.interval(check.server.config))
 
-    def connection_failed(self, state, cause, duration):
-        """Passive health: a real connection to the server failed with the end ``cause``
-        (connect-refused, connect-timeout). It counts as a failed check, and the next check
-        comes at fastinter rather than at inter. An unchecked server is left alone: nothing
-        would ever bring it back up."""
-        check = self.checks.get(state)
-        if check is None or cause not in _HC_SERVER_FAILURES:
+    def connection_failed(self, server, cause, duration):
+        """Passive health: a real connection to ``server`` failed with the end ``cause``. When
+        the cause tells about the server (endings.py), it counts as a failed check, and the
+        next check comes at fastinter rather than at inter. An unchecked server is left
+        alone: nothing would ever bring it back up."""
+        check = self.checks.get(server)
+        if check is None or END_CAUSES[cause].server_fault is None:
             return
         self._count(check, False, _hc_failure_reason(cause) + " (client traffic)", duration)
         if not check.running:
-            self._schedule(check, check.health.interval(state.server))
+            self._schedule(check, check.health.interval(server.config))
 
-    def restart(self, state):
-        """Start a server's checks over (when it leaves maintenance, say): up, but down at the
-        first failure. The next check goes now, or, when one is running, as soon as its result
-        (ignored) is in, so that checks never overlap. Nothing to do for a server without
-        checks."""
-        check = self.checks.get(state)
+    def restart(self, server):
+        """Start a server's checks over: up, but down at the first failure. The next check
+        goes now, or, when one is running, as soon as its result (ignored) is in, so that
+        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
+        API issue, which calls it when a server leaves maintenance (with
+        BackendPool.set_admin); tested in test_health.py until then."""
+        check = self.checks.get(server)
         if check is None:
             return
         check.generation += 1
-        check.health = HealthState(state.server.rise, state.server.fall)
+        check.health = HealthState(server.config.rise, server.config.fall)
         self._apply(check, "checks restarted", 0.0)
         if not check.running:
             self._schedule(check, 0.0)
@@ -356,26 +356,21 @@ class HealthChecker(object):
             self._apply(check, reason, duration)
 
     def _apply(self, check, reason, duration):
-        """Tell the pool what the count says; log a change, serve the queue if it helps."""
-        pool, state = check.pool, check.state
-        if not pool.set_health(state, check.health.up):
+        """Tell the pool what the count says; log a change and tell the proxy."""
+        pool, server = check.pool, check.server
+        if not pool.set_health(server, check.health.up):
             return
-        log_state_change(pool, state, reason, duration)
-        if state.usable:
-            self.engine.serve_queue(pool)
-        elif not pool.candidates:
-            # No server left: queued clients are closed at once, not at timeout queue.
-            for session in list(pool.waiting):
-                session.close("no-server")
+        log_status_change(pool, server, reason, duration)
+        self.on_change(pool, server)
 
 
-def log_state_change(pool, state, reason, duration):
-    """HAProxy's line for a server changing state, and its alert when a backend has none left."""
+def log_status_change(pool, server, reason, duration):
+    """HAProxy's line for a server changing status, and its alert when a backend has none left."""
     normal, backup = pool.usable_counts()
-    online = state.state == UP
+    online = server.status == UP
     LOG.log(logging.INFO if online else logging.WARNING,
             "server %s is %s, reason: %s, check duration: %dms, %d active and %d backup "
-            "servers %s", state.label, state.state, reason, duration * 1000, normal, backup,
+            "servers %s", server.label, server.status, reason, duration * 1000, normal, backup,
             "online" if online else "left")
     if not pool.candidates:
         LOG.error("backend %s has no server available!", pool.backend.name)

@@ -38,8 +38,30 @@ import socket
 import struct
 from collections import namedtuple
 
-from .errors import (
-    BAD_CHECKSUM, MALFORMED, NOT_PROXY, TOO_LONG, TRUNCATED, UNSUPPORTED, ProxyHeaderError)
+
+class ProxyHeaderError(ValueError):
+    """A PROXY header that cannot be accepted; ``kind`` says which way it failed.
+
+    It lives here, not beside SimpleProxyError, so that the protocol core imports nothing of
+    the project: callers catch it at their boundary (the session, --decode). The kinds are a
+    closed set, ``HEADER_ERROR_KINDS``; each is an end cause of its own in the log
+    (``bad-header:KIND``, endings.py).
+    """
+
+    def __init__(self, kind, reason):
+        self.kind = kind
+        self.reason = reason
+        super().__init__("%s: %s" % (kind, reason))
+
+
+NOT_PROXY = "not-proxy"          # neither signature: the peer does not speak PROXY
+MALFORMED = "malformed"          # a PROXY header that breaks the grammar
+TRUNCATED = "truncated"          # EOF (or the deadline) before the header was complete
+TOO_LONG = "too-long"            # longer than the limit (107 bytes for v1, the cap for v2)
+BAD_CHECKSUM = "bad-checksum"    # CRC32C TLV present and wrong
+UNSUPPORTED = "unsupported"      # well-formed, but a version/command we must drop
+
+HEADER_ERROR_KINDS = (NOT_PROXY, MALFORMED, TRUNCATED, TOO_LONG, BAD_CHECKSUM, UNSUPPORTED)
 
 V1_SIGNATURE = b"PROXY"
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"

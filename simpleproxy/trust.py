@@ -25,15 +25,12 @@ has sent no header, so server-speaks-first protocols still work for it, after th
 """
 from collections import namedtuple
 
-from .errors import UNSUPPORTED, ProxyHeaderError
-from .proxyproto import V1_SIGNATURE, V2_SIGNATURE, packed_ip
+from .proxyproto import UNSUPPORTED, V1_SIGNATURE, V2_SIGNATURE, ProxyHeaderError, packed_ip
 
 ANY_PEER_RULE = "accept-proxy"        # the rule's name in the log when every peer is trusted
 NO_RULE = "none"
 UNIX_PEERS = "unix"
 
-END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither list
-END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 
 # What the first bytes of a connection call for (judge_start).
 START_WAIT = "wait"            # a prefix of a signature so far: read on

@@ -4,7 +4,7 @@ The helpers here encode headers on their own (struct, socket, a bitwise CRC32C) 
 bug in simpleproxy.proxyproto's builders cannot hide the same bug in its parser.
 
 Every case is Case(name, ref, wire, expect): ``ref`` names the CHECKLIST items it checks,
-``expect`` is a ProxyHeader, an error kind from simpleproxy.errors, or NEED_MORE (the
+``expect`` is a ProxyHeader, an error kind from simpleproxy.proxyproto, or NEED_MORE (the
 parser waits; at EOF it must say TRUNCATED). Cases whose shared vector carries a
 ``disputed`` entry say which reading we follow, next to the case.
 """
@@ -13,10 +13,9 @@ import socket
 import struct
 from collections import namedtuple
 
-from simpleproxy.errors import (
-    BAD_CHECKSUM, HEADER_ERROR_KINDS, MALFORMED, NOT_PROXY, TOO_LONG, UNSUPPORTED,
-    ProxyHeaderError)
-from simpleproxy.proxyproto import DEFAULT_MAX_HEADER, ProxyHeader, parse_header
+from simpleproxy.proxyproto import (
+    BAD_CHECKSUM, DEFAULT_MAX_HEADER, HEADER_ERROR_KINDS, MALFORMED, NOT_PROXY, TOO_LONG,
+    UNSUPPORTED, ProxyHeader, ProxyHeaderError, parse_header)
 
 NEED_MORE = "need-more"
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"

@@ -22,11 +22,11 @@ def make_pool(balance, servers, extra="", seed=1):
 
 
 def server(pool, name):
-    return next(state for state in pool.servers if state.server.name == name)
+    return next(state for state in pool.servers if state.config.name == name)
 
 
 def names(picks):
-    return " ".join(state.server.name if state is not None else "-" for state in picks)
+    return " ".join(state.config.name if state is not None else "-" for state in picks)
 
 
 def pick_names(pool, count, client=CLIENT, exclude=()):
@@ -149,7 +149,7 @@ CLIENTS = [("198.51.%d.%d" % (n // 200, n % 200 + 1), 40000 + n) for n in range(
 
 
 def owners(pool, clients=CLIENTS):
-    return {client[0]: pool.pick(client).server.name for client in clients}
+    return {client[0]: pool.pick(client).config.name for client in clients}
 
 
 def test_source_is_stable_for_a_client_and_across_proxies():
@@ -159,7 +159,7 @@ def test_source_is_stable_for_a_client_and_across_proxies():
     assert set(first.values()) == {"s1", "s2", "s3"}
     pool = make_pool("source", ["", "", ""])
     # Its port, and how the address is spelled, do not matter.
-    picks = {pool.pick(client).server.name for client in [
+    picks = {pool.pick(client).config.name for client in [
         ("192.0.2.9", 1), ("192.0.2.9", 65535), ("::ffff:192.0.2.9", 80)]}
     assert len(picks) == 1
     assert pool.pick(("2001:db8::1", 1)) is pool.pick(("2001:db8:0:0::1", 2))
@@ -219,7 +219,7 @@ def test_all_full_means_queue_and_none_usable_means_no_server(balance):
 def test_weight_zero_and_down_servers_get_nothing(balance):
     pool = make_pool(balance, ["weight 0", "", ""])
     pool.set_health(server(pool, "s3"), False)
-    assert {pool.pick(client).server.name for client in CLIENTS[:60]} == {"s2"}
+    assert {pool.pick(client).config.name for client in CLIENTS[:60]} == {"s2"}
 
 
 # -- backups --------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_admin_transitions(start, target):
             pool.set_admin(s1, target)
         return
     assert pool.set_admin(s1, target) is True
-    assert s1.state == SERVER_STATES[target, True]
+    assert s1.status == SERVER_STATES[target, True]
     assert (s1 in pool.candidates) == (target == READY)
 
 
@@ -286,11 +286,11 @@ def test_drain_survives_a_failed_and_recovered_health_check():
     s1 = pool.servers[0]
     pool.set_admin(s1, DRAIN)
     assert pick_names(pool, 2) == "s2 s2"
-    assert pool.set_health(s1, False) and s1.state == DOWN
-    assert pool.set_health(s1, True) and s1.state == DRAIN     # still draining, not UP
+    assert pool.set_health(s1, False) and s1.status == DOWN
+    assert pool.set_health(s1, True) and s1.status == DRAIN     # still draining, not UP
     assert pool.set_health(s1, True) is False
     pool.set_admin(s1, READY)
-    assert s1.state == UP and s1 in pool.candidates
+    assert s1.status == UP and s1 in pool.candidates
 
 
 # -- the queue ------------------------------------------------------------------------------------

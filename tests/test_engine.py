@@ -1,4 +1,4 @@
-"""The engine in this process, on real loopback sockets: what cannot be provoked from outside.
+"""The proxy in this process, on real loopback sockets: what cannot be provoked from outside.
 
 A bug in the handling of one connection must cost that connection only: it is logged with its
 traceback, closed, and every other connection carries on.
@@ -11,7 +11,9 @@ import threading
 import pytest
 
 from simpleproxy.config import parse_config
-from simpleproxy.engine import EVENT_READ, Engine, Session
+from simpleproxy.loop import EVENT_READ
+from simpleproxy.proxy import Proxy
+from simpleproxy.session import Session
 from simpleproxy.logs import setup_logging
 from support import RecordingServer, connect, exchange, free_port, read_to_eof, wait_until
 
@@ -20,27 +22,27 @@ REPLY = b"reply"
 
 
 @pytest.fixture
-def running_engine():
-    """Start an Engine on a thread with one frontend; yields (engine, port, backend, log)."""
+def running_proxy():
+    """Start a Proxy on a thread with one frontend; yields (proxy, port, backend, log)."""
     backend = RecordingServer(mode="record", reply=REPLY)
     port = free_port()
     config = parse_config("[listen app]\nbind = 127.0.0.1:%d\nserver s1 = %s send-proxy\n"
                           % (port, backend.config_address))
     log = io.StringIO()
     setup_logging("info", log)
-    engine = Engine(config)
-    engine.bind_all()
-    thread = threading.Thread(target=engine.run, daemon=True)
+    proxy = Proxy(config)
+    proxy.bind_all()
+    thread = threading.Thread(target=proxy.run, daemon=True)
     thread.start()
-    yield engine, port, backend, log
-    engine.stop()
+    yield proxy, port, backend, log
+    proxy.stop()
     thread.join(10)
     assert not thread.is_alive()
     backend.close()
 
 
-def test_a_failing_connection_is_contained(running_engine, monkeypatch):
-    engine, port, backend, log = running_engine
+def test_a_failing_connection_is_contained(running_proxy, monkeypatch):
+    proxy, port, backend, log = running_proxy
     real_header = Session._outgoing_header
     calls = []
 
@@ -72,13 +74,13 @@ def test_a_failing_connection_is_contained(running_engine, monkeypatch):
     assert read_to_eof(healthy) == REPLY
 
 
-def test_an_error_outside_any_session_does_not_stop_the_loop(running_engine):
-    engine, port, backend, log = running_engine
+def test_an_error_outside_any_session_does_not_stop_the_loop(running_proxy):
+    proxy, port, backend, log = running_proxy
 
     def explode():
         raise ValueError("a broken callback")
 
-    engine.call_soon_threadsafe(explode)      # the entry point the health-check threads use
+    proxy.loop.call_soon_threadsafe(explode)      # the entry point the health-check threads use
     wait_until(lambda: "ValueError: a broken callback" in log.getvalue(), what="the error logged")
     assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
 
@@ -125,9 +127,9 @@ def test_first_flight_stays_in_order_when_the_server_side_is_short(monkeypatch):
     config = parse_config("[listen app]\nbind = 127.0.0.1:%d accept-proxy\nserver s1 = %s\n"
                           % (port, backend.config_address))
     setup_logging("info", io.StringIO())
-    engine = Engine(config)
-    engine.bind_all()
-    thread = threading.Thread(target=engine.run, daemon=True)
+    proxy = Proxy(config)
+    proxy.bind_all()
+    thread = threading.Thread(target=proxy.run, daemon=True)
     header = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
     stream = hashlib.sha256(b"order").digest() * (128 << 10)        # 4 MiB
     sock = connect(("127.0.0.1", port), timeout=60)
@@ -136,14 +138,14 @@ def test_first_flight_stays_in_order_when_the_server_side_is_short(monkeypatch):
     wait_until(lambda: backend.accepted and backend.accepted[0].count,
                what="the first flight to reach the server")
     sock.sendall(stream[60000:100000])           # more while the server side is still full
-    wait_until(lambda: engine.sessions and all(not s.cmask & EVENT_READ
-                                              for s in list(engine.sessions)),
+    wait_until(lambda: proxy.sessions and all(not s.cmask & EVENT_READ
+                                             for s in list(proxy.sessions)),
                what="the proxy to stop reading the client")
     backend.go.set()
     sock.sendall(stream[100000:])
     sock.shutdown(socket.SHUT_WR)
     assert read_to_eof(sock).decode() == hashlib.sha256(stream).hexdigest()
     assert backend.next_connection().count == len(stream)
-    engine.stop()
+    proxy.stop()
     thread.join(10)
     backend.close()

@@ -1,5 +1,5 @@
 """Health checks: rise and fall from tables, real checks against loopback servers, and the
-loop's side (stale results, passive health) on an Engine that is not running."""
+loop's side (stale results, passive health) on a Proxy that is not running."""
 import queue
 import socket
 import struct
@@ -10,7 +10,7 @@ import pytest
 
 from simpleproxy.balancer import DOWN, MAINT, UP
 from simpleproxy.config import parse_config
-from simpleproxy.engine import Engine
+from simpleproxy.proxy import Proxy
 from simpleproxy.health import CheckResult, CheckWorkers, HealthState, check_spec, run_check
 
 from support import JammedListener, RecordingServer, free_port, hostport
@@ -254,15 +254,15 @@ def test_workers_run_checks_and_stop():
     listener.close()
 
 
-# -- the loop's side, on an Engine that is not running --------------------------------------------
+# -- the loop's side, on a Proxy that is not running --------------------------------------------
 
-def _engine(servers, extra=""):
+def _proxy(servers, extra=""):
     text = ("[frontend f]\nbind = 127.0.0.1:%d\ndefault_backend = b\n[backend b]\n%s\n"
             % (free_port(), extra))
     text += "".join("server s%d = %s\n" % (n, options) for n, options in enumerate(servers, 1))
-    engine = Engine(parse_config(text))
-    pool = engine.pools["b"]
-    return engine, pool, engine.checker
+    proxy = Proxy(parse_config(text))
+    pool = proxy.pools["b"]
+    return proxy.loop, pool, proxy.checker
 
 
 FAILED = CheckResult(False, "connection refused", 0.001)
@@ -270,71 +270,71 @@ PASSED = CheckResult(True, "layer4 check passed", 0.001)
 
 
 def test_results_apply_rise_and_fall_and_stale_ones_are_ignored():
-    engine, pool, checker = _engine(["127.0.0.1:1 check rise 2 fall 2", "127.0.0.1:2 check"])
+    loop, pool, checker = _proxy(["127.0.0.1:1 check rise 2 fall 2", "127.0.0.1:2 check"])
     s1 = pool.servers[0]
     check = checker.checks[s1]
     checker.check_done(check, check.generation, FAILED)
-    assert s1.state == DOWN and pool.usable_counts() == (1, 0)
+    assert s1.status == DOWN and pool.usable_counts() == (1, 0)
     stale = check.generation
     checker.restart(s1)                                   # e.g. it left maintenance
-    assert s1.state == UP
+    assert s1.status == UP
     checker.check_done(check, stale, FAILED)              # a check from before the restart
-    assert s1.state == UP
+    assert s1.status == UP
     checker.check_done(check, check.generation, FAILED)
-    assert s1.state == DOWN
+    assert s1.status == DOWN
     checker.stop()
     checker.check_done(check, check.generation, PASSED)   # after stop: nothing changes
     checker.check_done(check, check.generation, PASSED)
-    assert s1.state == DOWN
+    assert s1.status == DOWN
 
 
 def test_a_restart_while_a_check_runs_waits_for_that_check():
     """Checks of one server never overlap, across a restart too: the restarted count's first
     check goes when the running check's result (ignored) is in, not beside it."""
-    engine, pool, checker = _engine(["127.0.0.1:1 check rise 2 fall 1"])
+    loop, pool, checker = _proxy(["127.0.0.1:1 check rise 2 fall 1"])
     s1 = pool.servers[0]
     check = checker.checks[s1]
     checker.launch(check)                                 # queued for a worker (none started)
     stale = check.generation
     checker.restart(s1)
-    assert check.running and check.timer_at is None       # nothing launched beside it
+    assert check.running and check.timer.when is None       # nothing launched beside it
     checker.check_done(check, stale, FAILED)
-    assert s1.state == UP and not check.running           # the old result did not count
-    assert check.timer_at == engine.now                   # the new count's first check: now
+    assert s1.status == UP and not check.running           # the old result did not count
+    assert check.timer.when == loop.now                   # the new count's first check: now
     checker.stop()
 
 
 def test_result_for_a_server_no_longer_checked_is_ignored():
-    engine, pool, checker = _engine(["127.0.0.1:1 check"])
+    loop, pool, checker = _proxy(["127.0.0.1:1 check"])
     s1 = pool.servers[0]
     check = checker.checks.pop(s1)                        # as after a reload without it
     checker.check_done(check, check.generation, FAILED)
-    assert s1.state == UP
+    assert s1.status == UP
     checker.restart(s1)                                   # not checked: nothing to restart
     assert check.generation == 0
 
 
 def test_real_connection_failures_count_as_failed_checks():
-    engine, pool, checker = _engine(["127.0.0.1:1 check rise 1 fall 2 inter 1h fastinter 1s",
+    loop, pool, checker = _proxy(["127.0.0.1:1 check rise 1 fall 2 inter 1h fastinter 1s",
                                      "127.0.0.1:2"])
     s1, s2 = pool.servers
     checker.check_done(checker.checks[s1], 0, PASSED)     # fully up: two failures to go down
     check = checker.checks[s1]
-    assert check.timer_at == pytest.approx(engine.now + 3600)
+    assert check.timer.when == pytest.approx(loop.now + 3600)
     checker.connection_failed(s1, "connect-error", 0.0)       # e.g. out of local ports
     assert check.health.health == 2
     checker.connection_failed(s1, "connect-refused", 0.0)
-    assert s1.state == UP
-    assert check.timer_at == pytest.approx(engine.now + 1)    # look again soon (fastinter)
+    assert s1.status == UP
+    assert check.timer.when == pytest.approx(loop.now + 1)    # look again soon (fastinter)
     checker.connection_failed(s1, "connect-refused", 0.0)
-    assert s1.state == DOWN
+    assert s1.status == DOWN
     checker.connection_failed(s2, "connect-refused", 0.0)  # unchecked: never marked down
-    assert s2.state == UP
+    assert s2.status == UP
 
 
 def test_maintenance_is_not_checked():
-    engine, pool, checker = _engine(["127.0.0.1:1 check disabled inter 5s"])
+    loop, pool, checker = _proxy(["127.0.0.1:1 check disabled inter 5s"])
     check = checker.checks[pool.servers[0]]
-    assert pool.servers[0].state == MAINT
+    assert pool.servers[0].status == MAINT
     checker.launch(check)
-    assert not check.running and check.timer_at == pytest.approx(engine.now + 5)
+    assert not check.running and check.timer.when == pytest.approx(loop.now + 5)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from proxyproto_cases import CASES, outcome
-from simpleproxy.errors import HEADER_ERROR_KINDS
+from simpleproxy.proxyproto import HEADER_ERROR_KINDS
 from simpleproxy.proxyproto import ProxyHeader
 from support import (DEFAULT_TIMEOUT, RESET, ProxyProcess, RecordingServer, finish, free_port,
                      skip_or_fail, wait_until)

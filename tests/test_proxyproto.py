@@ -10,10 +10,9 @@ import pytest
 from proxyproto_cases import (
     CASES, MAX_SIZE_CASES, NEED_MORE, SIGNATURE, assert_incremental, crc32c_bitwise, inet4,
     inet6, outcome, tlv, unix_block, v2)
-from simpleproxy.errors import HEADER_ERROR_KINDS, TRUNCATED
 from simpleproxy.proxyproto import (
-    DEFAULT_MAX_HEADER, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader, aws_vpce_id, build_v1,
-    build_v2, crc32c, header_as_dict, parse_header)
+    DEFAULT_MAX_HEADER, HEADER_ERROR_KINDS, TRUNCATED, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader,
+    aws_vpce_id, build_v1, build_v2, crc32c, header_as_dict, parse_header)
 from support import skip_or_fail
 
 VECTORS_PATH = (pathlib.Path(__file__).resolve().parents[2]

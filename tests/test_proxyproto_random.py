@@ -14,8 +14,8 @@ import time
 from proxyproto_cases import (
     CASES, NEED_MORE, NO_ADDRESSES, assert_incremental, crc32c_bitwise, inet4, inet6, outcome,
     ssl_value, tlv, unix_block, v2, with_crc)
-from simpleproxy.errors import HEADER_ERROR_KINDS, TRUNCATED
-from simpleproxy.proxyproto import ProxyHeader, build_v1, build_v2, header_as_dict
+from simpleproxy.proxyproto import (
+    HEADER_ERROR_KINDS, TRUNCATED, ProxyHeader, build_v1, build_v2, header_as_dict)
 
 DEFAULT_FUZZ_CASES = 100000
 FAMILY_NAMES = {0x11: "TCP4", 0x12: "UDP4", 0x21: "TCP6", 0x22: "UDP6", 0x31: "UNIX",

@@ -3,7 +3,7 @@ bytes in, what they call for out."""
 import pytest
 
 from simpleproxy.config import parse_config
-from simpleproxy.errors import UNSUPPORTED, ProxyHeaderError
+from simpleproxy.proxyproto import UNSUPPORTED, ProxyHeaderError
 from simpleproxy.proxyproto import parse_header
 from simpleproxy.trust import (START_BARE, START_PARSE, START_UNTRUSTED, START_WAIT, PeerTrust,
                                TrustPolicy, judge_start, signature_version)

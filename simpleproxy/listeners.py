@@ -1,0 +1,139 @@
+"""Listening sockets: opening them, a stale Unix socket file, the accept loop, EMFILE back-off.
+
+Out of descriptors, accept() fails at once again on the next readiness event, so an accept
+loop that only logged would spin. Instead every listener stops being watched for a moment
+(``ACCEPT_BACKOFF``), as asyncio's ``_accept_connection`` does, and is watched again when
+that moment is over; a connection closing meanwhile frees a descriptor for the next try.
+"""
+import errno
+import os
+import socket
+
+from .errors import SimpleProxyError
+from .logs import LOG
+from .loop import Timer
+from .relay import PEER_GONE_ERRNOS
+from .session import Session
+from .trust import TrustPolicy
+
+DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
+ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
+
+
+class Listener(object):
+    """A listening socket of a frontend, and its accept loop."""
+
+    def __init__(self, proxy, fe, bind, sock):
+        self.proxy = proxy
+        self.fe = fe
+        self.frontend = fe.frontend
+        self.bind = bind
+        self.sock = sock
+        self.is_unix = sock.family == socket.AF_UNIX
+        self.paused = False
+        self.trust = TrustPolicy(bind) if bind.accept_proxy else None
+
+    def on_event(self, mask):
+        proxy = self.proxy
+        backoff = proxy.accept_backoff
+        for _ in range(ACCEPT_BATCH):
+            if self.paused:
+                return           # a connection limit was reached by the previous accept
+            try:
+                csock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
+                    backoff.failed(exc)
+                elif exc.errno not in PEER_GONE_ERRNOS:
+                    LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
+                return
+            csock.setblocking(False)
+            if backoff.failing_since is not None:
+                backoff.recovered()
+            Session(proxy, self, csock, peer)
+
+    def close(self):
+        self.sock.close()
+        if self.is_unix:
+            try:
+                os.unlink(self.bind.address.sockaddr)
+            except OSError:
+                pass
+
+
+class AcceptBackoff(object):
+    """Whether accepts are paused for want of descriptors, and the timer that ends the pause.
+
+    ``on_change()`` (the proxy's) is called when the pause starts and when it ends; it decides
+    which listeners to watch. Logged once when it starts and once when accepts succeed again,
+    however long it lasts."""
+
+    def __init__(self, loop, on_change):
+        self.loop = loop
+        self.on_change = on_change
+        self.paused_until = None
+        self.failing_since = None      # when accept() began to fail for want of descriptors
+        self._timer = Timer(loop, self._resume)
+
+    def failed(self, exc):
+        now = self.loop.now
+        if self.failing_since is None:
+            self.failing_since = now
+            LOG.warning("accept failed (%s): pausing accepts for %dms at a time until descriptors "
+                        "free up", exc, ACCEPT_BACKOFF * 1000)
+        self.paused_until = now + ACCEPT_BACKOFF
+        self.on_change()
+        self._timer.arm(self.paused_until)
+
+    def recovered(self):
+        LOG.info("accepting again after %dms short of descriptors",
+                 (self.loop.now - self.failing_since) * 1000)
+        self.failing_since = None
+
+    def _resume(self):
+        self.paused_until = None
+        self.on_change()
+
+
+def open_listener(bind):
+    """A non-blocking listening socket for a bind line; SimpleProxyError names what went wrong."""
+    address = bind.address
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_UNIX:
+            _remove_stale_unix_socket(address.sockaddr)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted sockets inherit TCP_NODELAY from the listener: small replies are not
+            # held back by Nagle, at no cost per connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if address.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if bind.v6only else 0)
+        sock.bind(address.sockaddr)
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise SimpleProxyError("cannot listen on %s (line %d): %s"
+                               % (address.text, bind.line, exc.strerror or exc))
+    return sock
+
+
+def _remove_stale_unix_socket(path):
+    """Remove a socket file nobody listens on any more; never one that is in use."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass
+    else:
+        raise OSError(errno.EADDRINUSE, "address already in use")
+    finally:
+        probe.close()

@@ -1,0 +1,182 @@
+"""The event loop proper: a selector, a timer heap, a thread-safe hand-off, run and stop.
+
+It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
+sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
+``Timer`` objects for the time-outs they need. Every socket of the proxy is served on the
+loop's thread; other threads (health checks) and signals only reach it through
+``call_soon_threadsafe`` and the wake-up socket.
+
+Timers, and why they look the way they do:
+
+* One heap for every timer. A ``Timer`` is re-armable and owns its heap entry; re-arming or
+  cancelling it does not search the heap, it marks the old entry dead, and dead entries are
+  skipped when they come due (lazy cancellation, asyncio's ``TimerHandle``). So that many
+  long time-outs re-armed or cancelled early cannot pile up, the heap is rebuilt from its
+  live entries once more than half of it is dead.
+* ``Timer(loop, callback)`` is the one timer API (asyncio's ``call_at``, re-armable);
+  ``arm_by`` arms a timer unless it is already due sooner: a session keeps one entry and
+  works out, when it comes due, whether it really timed out (from a last-activity stamp) or
+  re-arms itself. No timer operation per read.
+
+The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
+appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
+signal arriving while select() sleeps makes it return at once (Python runs the handler only
+between bytecodes of the main thread, which select() would otherwise keep waiting).
+"""
+import heapq
+import selectors
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections import deque
+
+from .logs import LOG
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
+
+
+class Timer(object):
+    """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
+
+    ``when`` is None while it is not armed (new, cancelled, or fired)."""
+
+    __slots__ = ("loop", "callback", "when", "_entry")
+
+    def __init__(self, loop, callback):
+        self.loop = loop
+        self.callback = callback
+        self.when = None
+        self._entry = None           # [when, sequence, self] in the heap; [.., .., None] is dead
+
+    def arm(self, when):
+        """Fire at ``when`` (loop clock), instead of whenever it was armed for."""
+        loop = self.loop
+        if self._entry is not None:
+            self._entry[2] = None
+            loop._dead_timers += 1
+        self.when = when
+        loop._timer_sequence += 1
+        entry = self._entry = [when, loop._timer_sequence, self]
+        timers = loop._timers
+        heapq.heappush(timers, entry)
+        if loop._dead_timers > TIMER_HEAP_SLACK and loop._dead_timers * 2 > len(timers):
+            loop._drop_dead_timers()
+
+    def arm_by(self, when):
+        """Make sure it fires by ``when``: arm it unless it is already due sooner."""
+        if self.when is None or when < self.when:
+            self.arm(when)
+
+    def cancel(self):
+        if self._entry is not None:
+            self._entry[2] = None
+            self._entry = None
+            self.when = None
+            self.loop._dead_timers += 1
+
+
+class EventLoop(object):
+    """A selector loop with timers; ``run()`` serves until ``stop()``."""
+
+    def __init__(self):
+        self.selector = selectors.DefaultSelector()
+        self.now = time.monotonic()
+        self.stopping = False
+        self._timers = []
+        self._timer_sequence = 0
+        self._dead_timers = 0
+        self._calls = deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+
+    def run(self):
+        """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
+        selector = self.selector
+        timers = self._timers
+        monotonic = time.monotonic
+        while not self.stopping:
+            timeout = None
+            if timers:
+                timeout = max(0.0, timers[0][0] - monotonic())
+            events = selector.select(timeout)
+            self.now = now = monotonic()
+            for key, mask in events:
+                try:
+                    key.data(mask)
+                except Exception:
+                    log_loop_error("an event handler")
+            while timers and timers[0][0] <= now:
+                timer = heapq.heappop(timers)[2]
+                if timer is None:
+                    self._dead_timers -= 1
+                    continue
+                timer._entry = timer.when = None
+                try:
+                    timer.callback()
+                except Exception:
+                    log_loop_error("a timer")
+
+    def _drop_dead_timers(self):
+        timers = self._timers
+        timers[:] = [entry for entry in timers if entry[2] is not None]
+        heapq.heapify(timers)
+        self._dead_timers = 0
+
+    def call_soon_threadsafe(self, callback):
+        """Run ``callback()`` on the loop's thread soon; safe to call from any thread. This
+        is the only door into the loop for other threads."""
+        self._calls.append(callback)
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass         # the pipe is full, so the loop is awake anyway
+
+    def _on_wakeup(self, mask):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        calls = self._calls
+        while calls:
+            callback = calls.popleft()
+            try:
+                callback()
+            except Exception:
+                log_loop_error("a loop callback")
+
+    def install_signal_handlers(self):
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def stop(self):
+        """Ask the loop to stop; callable from any thread."""
+        def _stop():
+            self.stopping = True
+        self.call_soon_threadsafe(_stop)
+
+    def close(self):
+        """Release the selector and the wake-up sockets, once run() has returned."""
+        if threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def log_loop_error(where):
+    """Sessions contain their own errors; this is the loop's last line of defence, so that
+    nothing unexpected ever stops it."""
+    LOG.error("internal error in %s:\n%s", where, traceback.format_exc().rstrip())

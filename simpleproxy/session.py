@@ -1,0 +1,569 @@
+"""A session: one client connection and, once chosen, its server connection.
+
+Its life is a state machine, and the table at the end of this module is all of it (h11's
+``_state.py`` is the model): what an event on either socket does in each state, when the
+state's deadline falls and what happens then, and which states it may go to.
+``Session._enter`` refuses any other transition; nothing about the life of a session lives
+in flags::
+
+    HEADER      reading the PROXY header (binds with header handling, from peers trust.py
+                lets in); nothing is chosen or connected
+    LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health
+                check, which connects, sends LOCAL and closes. A server is chosen only once a
+                byte of payload arrives, so checks never reach a backend as client traffic;
+                until then it still counts as waiting for its header (limit and deadline)
+    QUEUED      every server that could take it is at its maxconn: it waits in the backend's
+                queue, served oldest first as slots free, until ``timeout queue``
+    CONNECTING  a server was chosen; non-blocking connect in progress, the header and any
+                client bytes already read wait in the client-to-server buffer
+    RETRY_WAIT  a connect failed and the same server is tried again after a turn-around
+                time, keeping its slot meanwhile (so the server's maxconn holds)
+    RELAY       bytes flow both ways (relay.py); each direction ends on its own (half-close)
+    CLOSED      both sockets closed, the log line written
+
+Every socket event goes to ``state.on_event(session, upstream, mask)`` (``upstream``: the
+event is on the client socket) and every due timer to ``state.deadline(session)``, which says
+when the state times out and as what; once that time has passed, ``state.on_timeout(session,
+cause)`` runs. A session keeps one timer and re-arms it from its last-activity stamp, so
+reads and writes never touch the timer heap.
+"""
+import errno
+import os
+import socket
+import traceback
+from collections import namedtuple
+
+from .endings import (
+    END_BAD_HEADER, END_CAUSES, END_CLIENT_ABORT, END_CLIENT_TIMEOUT, END_CONNECT_ERROR,
+    END_CONNECT_REFUSED, END_CONNECT_TIMEOUT, END_HEADER_TIMEOUT, END_HEALTH_CHECK,
+    END_INTERNAL_ERROR, END_NO_SERVER, END_NORMAL, END_NULL_QUIET, END_QUEUE_FULL,
+    END_QUEUE_TIMEOUT, END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
+from .logs import LOG
+from .loop import EVENT_READ, EVENT_WRITE, Timer
+from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, build_v2, parse_header
+from .relay import Relay
+from .trust import START_BARE, START_PARSE, START_UNTRUSTED, judge_start
+
+RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that just failed
+LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
+
+
+class SessionState(namedtuple("SessionState", "name on_event deadline on_timeout next_states")):
+    """One row of the table (see the module docstring); the functions take the session."""
+
+    __slots__ = ()
+
+    @property
+    def closed(self):
+        return not self.next_states
+
+
+def inet_endpoint(sockaddr):
+    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
+    host = sockaddr[0]
+    if "%" in host:
+        host = host.split("%", 1)[0]
+    return host, sockaddr[1]
+
+
+def endpoint_text(endpoint):
+    """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
+    if endpoint is None:
+        return "-"
+    if isinstance(endpoint, str):
+        if endpoint.startswith("\0"):
+            return "unix@@" + endpoint[1:]          # Linux's abstract namespace, as ss(8) shows it
+        return "unix@" + (endpoint or "(unnamed)")
+    host, port = endpoint
+    if ":" in host:
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+class Session(Relay):
+    """One client connection and, once chosen, its server connection."""
+
+    __slots__ = (
+        "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
+        "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
+        "retries_left", "tried", "end", "trust", "slot",
+    )
+
+    def __init__(self, proxy, listener, csock, peer):
+        loop = self.loop = proxy.loop
+        self.proxy = proxy
+        self.listener = listener
+        self.fe = listener.fe
+        self.csock = csock
+        self.ssock = None
+        if listener.is_unix:
+            # An unnamed peer is '', a path is str, an abstract address comes as bytes.
+            self.peer = os.fsdecode(peer) if isinstance(peer, bytes) else peer
+        else:
+            self.peer = inet_endpoint(peer)
+        self.state = NEW
+        self.server = None
+        self.client = self.peer      # the client as the frontend sees it (header or TCP peer)
+        self.local = None            # the address the client reached, looked up when needed
+        self.header = None
+        self.inbuf = None
+        self.c2s = b""               # bytes read from the client that the server has not taken
+        self.s2c = b""
+        self.c2s_eof = self.s2c_eof = False      # EOF read from that direction's source
+        self.c2s_done = self.s2c_done = False    # EOF passed on (shutdown sent)
+        self.cmask = self.smask = 0
+        self.bytes_in = self.bytes_out = 0
+        self.started = self.last_activity = loop.now
+        self.queued_at = None
+        self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
+        self.connect_started = self.connected_at = None
+        self.timer = Timer(loop, self.on_timer)
+        self.retries_left = 0
+        self.tried = []
+        self.slot = None             # the server whose connection count includes this session
+        self.end = None
+        self.trust = None            # the peer's PeerTrust, on binds with header handling
+        refusal = proxy.session_opened(self)
+        try:
+            if refusal is not None:
+                self.close(refusal)
+            elif listener.trust is None:
+                self._choose_server()
+            else:
+                self.trust = listener.trust.decide(self.peer)
+                if self.trust.refused:
+                    self.close(END_UNTRUSTED_PEER)
+                    return
+                self._enter(HEADER)
+                self.inbuf = bytearray()
+                proxy.header_wait_started(self)
+                self._want_client(EVENT_READ)
+                self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
+        except Exception:
+            self._crash()
+
+    # -- the machine ----------------------------------------------------------------------------
+
+    def _enter(self, state):
+        if state.name not in self.state.next_states:
+            raise AssertionError("session cannot go from %s to %s"
+                                 % (self.state.name, state.name))
+        self.state = state
+
+    def on_client_event(self, mask):
+        try:
+            self.state.on_event(self, True, mask)
+        except Exception:
+            self._crash()
+
+    def on_server_event(self, mask):
+        try:
+            self.state.on_event(self, False, mask)
+        except Exception:
+            self._crash()
+
+    def on_timer(self):
+        try:
+            due, cause = self.state.deadline(self)
+            if due > self.loop.now:
+                self.timer.arm_by(due)
+            else:
+                self.state.on_timeout(self, cause)
+        except Exception:
+            self._crash()
+
+    def _ignore_event(self, upstream, mask):
+        """CLOSED: select() returned this event with others, and an earlier one closed us."""
+
+    def _close_on_timeout(self, cause):
+        self.close(cause)
+
+    def _header_deadline(self):
+        return self.started + self.fe.frontend.timeout_proxy_header, END_HEADER_TIMEOUT
+
+    def _queue_deadline(self):
+        return self.queued_at + self.fe.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
+
+    def _connect_deadline(self):
+        return self.connect_started + self.server.backend.timeout_connect, END_CONNECT_TIMEOUT
+
+    def _retry_deadline(self):
+        return self.connect_started, END_CONNECT_TIMEOUT     # connect_started is the retry time
+
+    def _idle_deadline(self):
+        frontend, backend = self.fe.frontend, self.server.backend
+        half_closed = self.c2s_done or self.s2c_done
+        client_timeout = frontend.timeout_client_fin if half_closed else frontend.timeout_client
+        server_timeout = backend.timeout_server_fin if half_closed else backend.timeout_server
+        # Whose silence are we waiting on? Pending bytes name the side that does not read.
+        if self.c2s:
+            return self.last_activity + server_timeout, END_SERVER_TIMEOUT
+        if self.s2c:
+            return self.last_activity + client_timeout, END_CLIENT_TIMEOUT
+        if client_timeout <= server_timeout:
+            return self.last_activity + client_timeout, END_CLIENT_TIMEOUT
+        return self.last_activity + server_timeout, END_SERVER_TIMEOUT
+
+    # -- the PROXY header -----------------------------------------------------------------------
+
+    def _read_header(self, upstream, mask):
+        try:
+            n = self.csock.recv_into(self.proxy.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close(END_CLIENT_ABORT, abort=True)
+            return
+        inbuf = self.inbuf
+        inbuf += self.proxy.view[:n]
+        try:
+            if self.trust.screens_start and not self._starts_header(not n):
+                return
+            header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
+        except ProxyHeaderError as exc:
+            self.close(END_BAD_HEADER[exc.kind], detail=exc.reason)
+            return
+        if header is not None:
+            self._header_done(header)
+
+    def _starts_header(self, ended):
+        """Judge the first bytes (header optional, or one version only); True: parse them.
+
+        Otherwise this has already acted: relayed them as they are, refused them, or left
+        them to wait for more.
+        """
+        start = judge_start(self.trust, self.inbuf, ended)
+        if start is START_PARSE:
+            return True
+        if start is START_BARE:
+            self._header_done(None)
+        elif start is START_UNTRUSTED:
+            self.close(END_UNTRUSTED_HEADER, detail="a PROXY header from a peer allowed only "
+                       "to connect without one")
+        return False
+
+    def _header_timed_out(self, cause):
+        if self.trust.bare_rule is not None and judge_start(self.trust, self.inbuf,
+                                                            True) is START_BARE:
+            self._header_done(None)      # a peer that may go without a header has sent none
+        else:
+            self.close(cause)
+
+    def _header_done(self, header):
+        """Leave HEADER with the parsed header, or None: the bytes so far are the client's."""
+        inbuf = self.inbuf
+        if header is None:
+            self.c2s = bytes(inbuf)
+        else:
+            self.header = header
+            self.c2s = bytes(inbuf[header.header_len:])
+            if header.command == "LOCAL" and not self.c2s:
+                self._enter(LOCAL_WAIT)
+                self.inbuf = None
+                return
+            if header.has_addresses:
+                if header.family == "UNIX":
+                    self.client, self.local = header.src_addr, header.dst_addr
+                else:
+                    self.client = (header.src_addr, header.src_port)
+                    self.local = (header.dst_addr, header.dst_port)
+        self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
+        self._header_wait_over()
+
+    def _read_after_local(self, upstream, mask):
+        """LOCAL_WAIT: payload after all (choose a server for it), or EOF or a reset (a check)."""
+        self._read_before_relay(END_HEALTH_CHECK)
+        if self.c2s:
+            self._header_wait_over()
+        elif self.c2s_eof:
+            self.close(END_HEALTH_CHECK)
+
+    def _local_timed_out(self, cause):
+        self.close(END_HEALTH_CHECK)          # LOCAL, and no payload in time: a silent probe
+
+    def _header_wait_over(self):
+        self.proxy.header_wait_ended(self)
+        self.last_activity = self.loop.now
+        self._choose_server()
+
+    # -- choosing and connecting ----------------------------------------------------------------
+
+    def _choose_server(self):
+        pool = self.fe.pool
+        server = pool.pick(self.client)
+        if server is not None:
+            self._dispatch(server)
+        elif not pool.candidates:
+            self.close(END_NO_SERVER)
+        elif pool.queue_full:
+            self.close(END_QUEUE_FULL)
+        else:
+            self._enter(QUEUED)
+            pool.enqueue(self)
+            self.queued_at = self.loop.now
+            self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
+
+    def leave_queue(self, server):
+        """Its turn in the queue has come (Proxy.serve_queue): connect to ``server``."""
+        self.queue_wait = self.loop.now - self.queued_at
+        try:
+            self._dispatch(server)
+        except Exception:
+            self._crash()
+
+    def _dispatch(self, server):
+        self.retries_left = self.fe.pool.backend.retries
+        self.server = server
+        self._connect()
+
+    def _connect(self, cause=None):
+        """Connect to ``self.server`` (also RETRY_WAIT's timeout: ``cause`` is then unused)."""
+        server = self.server
+        address = server.config.address
+        self._enter(CONNECTING)
+        self.tried.append(server)
+        if self.slot is not server:          # a retry on the same server keeps its slot
+            self.fe.pool.connection_started(server)
+            self.slot = server
+        self.connect_started = self.loop.now
+        try:
+            sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        except OSError as exc:
+            self.close(END_INTERNAL_ERROR, detail="cannot create a socket: %s" % exc)
+            return
+        self.ssock = sock
+        if address.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        err = sock.connect_ex(address.sockaddr)
+        # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
+        if err not in (0, errno.EINPROGRESS):
+            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
+            return
+        self._want_server(EVENT_WRITE)
+        self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+
+    def _connect_timed_out(self, cause):
+        self._connect_failed(cause)
+
+    def _connect_failed(self, cause, detail=None):
+        """Close the failed server socket and retry, on another server if redispatch is on."""
+        server = self.server
+        self._want_server(0)
+        self.ssock.close()
+        self.ssock = None
+        pool = self.fe.pool
+        proxy = self.proxy
+        now = self.loop.now
+        proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
+        if self.retries_left <= 0 or self.loop.stopping:
+            server = None
+        else:
+            self.retries_left -= 1
+            if pool.backend.redispatch:
+                server = pool.pick(self.client, exclude=self.tried) or pool.pick(self.client)
+        if server is None or not server.usable:      # passive health may have just marked it down
+            self.close(cause, detail=detail)
+            return
+        if server is self.server:
+            # The same server again: after a turn-around time, as HAProxy does, so that a
+            # server that is restarting is not hammered with the retries all at once.
+            self._enter(RETRY_WAIT)
+            self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
+            self.timer.arm_by(self.connect_started)
+            return
+        pool.connection_ended(self.slot)
+        self.slot = None
+        self.server = server
+        self._connect()
+        proxy.serve_queue(pool)        # the slot given up on the failed server may be a waiter's
+
+    def _waiting_event(self, upstream, mask):
+        """QUEUED, RETRY_WAIT: only the client is registered."""
+        self._read_before_relay(END_CLIENT_ABORT)
+
+    def _connecting_event(self, upstream, mask):
+        if upstream:
+            self._read_before_relay(END_CLIENT_ABORT)
+        else:
+            self._connected()
+
+    def _read_before_relay(self, gone_cause):
+        """Client bytes or EOF while no server is connected yet: keep them and stop reading.
+
+        The client stays registered from its header through QUEUED and CONNECTING, so the
+        usual case (nothing more until the server answers) costs no selector change at all.
+        A reset ends the session as ``gone_cause``.
+        """
+        try:
+            n = self.csock.recv_into(self.proxy.buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close(gone_cause, abort=True)
+            return
+        self._want_client(0)
+        if n:
+            self.c2s += self.proxy.view[:n]
+            self.bytes_in += n
+        else:
+            self.c2s_eof = True
+
+    def _connected(self):
+        err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
+            self._connect_failed(cause, os.strerror(err))
+            return
+        self._enter(RELAY)
+        self.connected_at = self.last_activity = self.loop.now
+        header = self._outgoing_header()
+        if header:
+            self.c2s = header + self.c2s
+        self._want_server(EVENT_READ)
+        if self.c2s:
+            self._flush(True)
+        elif self.c2s_eof:
+            self._pass_eof(True)
+        else:
+            self._want_client(EVENT_READ)
+
+    def _outgoing_header(self):
+        config = self.server.config
+        version = config.send_proxy
+        if not version:
+            return b""
+        client, local = self.client, self.local
+        if self.header is None or not self.header.has_addresses:
+            client = self.peer
+            local = self._real_local()
+        if version == 1:
+            return build_v1(client, local)
+        options = config.proxy_v2_options
+        tlvs = []
+        if "unique-id" in options:
+            tlvs.append((0x05, self.proxy.unique_id()))
+        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options)
+
+    def _real_local(self):
+        """The address the client actually reached (never the wildcard of the bind)."""
+        if self.listener.is_unix:
+            return self.listener.bind.address.sockaddr
+        return inet_endpoint(self.csock.getsockname())
+
+    # -- the end ---------------------------------------------------------------------------------
+
+    def close(self, cause, abort=False, detail=None):
+        """Close both sides, once, and write the log line."""
+        state = self.state
+        if state.closed:
+            return
+        if state is QUEUED:
+            self.fe.pool.dequeue(self)
+            self.queue_wait = self.loop.now - self.queued_at
+        slot = self.slot
+        self.slot = None
+        self._enter(CLOSED)
+        self.end = cause
+        self.timer.cancel()
+        selector = self.loop.selector
+        for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
+            if sock is None:
+                continue
+            if mask:
+                selector.unregister(sock)
+            if abort:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                except OSError:
+                    pass
+            sock.close()
+        self.cmask = self.smask = 0
+        self.c2s = self.s2c = b""
+        if slot is not None:
+            self.fe.pool.connection_ended(slot)
+        self.ssock = None
+        self.proxy.session_closed(self)
+        self._log_end(detail)
+        if slot is not None:
+            self.proxy.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
+
+    def _crash(self):
+        """An unexpected error in this session: log it with its traceback, close only this one.
+
+        Nothing here may raise in turn, or the session would be left open."""
+        LOG.error("internal error on a connection from %r:\n%s",
+                  self.peer, traceback.format_exc().rstrip())
+        try:
+            self.close(END_INTERNAL_ERROR, abort=True)
+        except Exception:
+            LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
+
+    def _log_end(self, detail):
+        """Write the log line at its end cause's level, unless the frontend leaves it out."""
+        frontend = self.fe.frontend
+        end = self.end
+        level = END_CAUSES[end].level
+        quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
+                 (frontend.dontlognull and self.bytes_in == 0 and end in END_NULL_QUIET))
+        # The line is built only when it will be written: it is a tenth of a connection's
+        # interpreter time, and a busy proxy may run at log-level warning.
+        if not quiet and LOG.isEnabledFor(level):
+            LOG.log(level, "%s", self.log_line(detail))
+
+    def log_line(self, detail=None):
+        """The connection's log line, in the spirit of HAProxy's tcplog."""
+        now = self.loop.now
+        server = self.server.label if self.server is not None else "-"
+        connect_ms = ("%d" % ((self.connected_at - self.connect_started) * 1000)
+                      if self.connected_at is not None else "-")
+        parts = [
+            endpoint_text(self.client),
+            "peer=" + endpoint_text(self.peer),
+            "fe=" + self.fe.frontend.name,
+            "be=" + server,
+            "Tw=%d" % (self.queue_wait * 1000),
+            "Tc=" + connect_ms,
+            "Tt=%d" % ((now - self.started) * 1000),
+            "in=%d" % self.bytes_in,
+            "out=%d" % self.bytes_out,
+            "end=" + self.end,
+        ]
+        if self.trust is not None:
+            parts.append("trust=" + self.trust.rule_for(self.header))
+        header = self.header
+        if header is not None:
+            parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
+                                       else header.family))
+            vpce = aws_vpce_id(header)
+            if vpce:
+                parts.append("vpce=" + vpce)
+        if len(self.tried) > 1:
+            parts.append("retries=%d" % (len(self.tried) - 1))
+        if detail:
+            parts.append('reason="%s"' % detail.replace('"', "'"))
+        return " ".join(parts)
+
+
+# The table: per state, the handler of socket events, the deadline, what its passing does,
+# and the states it may become.
+NEW = SessionState("NEW", None, None, None, ("HEADER", "QUEUED", "CONNECTING", "CLOSED"))
+HEADER = SessionState(
+    "HEADER", Session._read_header, Session._header_deadline, Session._header_timed_out,
+    ("LOCAL_WAIT", "QUEUED", "CONNECTING", "CLOSED"))
+LOCAL_WAIT = SessionState(
+    "LOCAL_WAIT", Session._read_after_local, Session._header_deadline, Session._local_timed_out,
+    ("QUEUED", "CONNECTING", "CLOSED"))
+QUEUED = SessionState(
+    "QUEUED", Session._waiting_event, Session._queue_deadline, Session._close_on_timeout,
+    ("CONNECTING", "CLOSED"))
+CONNECTING = SessionState(
+    "CONNECTING", Session._connecting_event, Session._connect_deadline,
+    Session._connect_timed_out,
+    ("RETRY_WAIT", "CONNECTING", "RELAY", "CLOSED"))     # CONNECTING again: another server
+RETRY_WAIT = SessionState(
+    "RETRY_WAIT", Session._waiting_event, Session._retry_deadline, Session._connect,
+    ("CONNECTING", "CLOSED"))
+RELAY = SessionState(
+    "RELAY", Session._relay_event, Session._idle_deadline, Session._close_on_timeout,
+    ("CLOSED",))
+CLOSED = SessionState("CLOSED", Session._ignore_event, None, None, ())
