@@ -9,7 +9,7 @@ The split (STYLE.md: the loop owns all state):
 * ``CheckWorkers`` are the threads (``check-threads`` in [global]). Each result goes back to
   the loop through ``EventLoop.call_soon_threadsafe``: a deque and a wake-up byte. That is
   the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
-* ``HealthChecker`` lives on the loop. It keeps a loop ``Timer`` per checked server, counts
+* ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
   rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
   logs status changes and tells the proxy (``on_change``). A result is applied only while it
   is current: not after stop(), not for a server this checker does not check, not from
@@ -40,7 +40,6 @@ from collections import namedtuple
 from .balancer import MAINT, UP
 from .endings import END_CAUSES, END_CONNECT_ERROR, END_CONNECT_REFUSED, END_CONNECT_TIMEOUT
 from .logs import LOG
-from .loop import Timer
 from .proxyproto import build_v1, build_v2
 
 CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
@@ -255,7 +254,7 @@ class ServerCheck(object):
         self.health = HealthState(server.config.rise, server.config.fall)
         self.generation = 0           # a result from an older generation is ignored
         self.running = False          # a worker has the check now
-        self.timer = Timer(checker.loop, self._due)
+        self.timer = checker.loop.timer(self._due)
 
     def _due(self):
         self.checker.launch(self)

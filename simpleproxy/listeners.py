@@ -11,7 +11,6 @@ import socket
 
 from .errors import SimpleProxyError
 from .logs import LOG
-from .loop import Timer
 from .relay import PEER_GONE_ERRNOS
 from .session import Session
 from .trust import TrustPolicy
@@ -76,7 +75,7 @@ class AcceptBackoff(object):
         self.on_change = on_change
         self.paused_until = None
         self.failing_since = None      # when accept() began to fail for want of descriptors
-        self._timer = Timer(loop, self._resume)
+        self._timer = loop.timer(self._resume)
 
     def failed(self, exc):
         now = self.loop.now

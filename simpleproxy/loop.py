@@ -2,7 +2,7 @@
 
 It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
 sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
-``Timer`` objects for the time-outs they need. Every socket of the proxy is served on the
+timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served on the
 loop's thread; other threads (health checks) and signals only reach it through
 ``call_soon_threadsafe`` and the wake-up socket.
 
@@ -13,10 +13,10 @@ Timers, and why they look the way they do:
   skipped when they come due (lazy cancellation, asyncio's ``TimerHandle``). So that many
   long time-outs re-armed or cancelled early cannot pile up, the heap is rebuilt from its
   live entries once more than half of it is dead.
-* ``Timer(loop, callback)`` is the one timer API (asyncio's ``call_at``, re-armable);
-  ``arm_by`` arms a timer unless it is already due sooner: a session keeps one entry and
-  works out, when it comes due, whether it really timed out (from a last-activity stamp) or
-  re-arms itself. No timer operation per read.
+* ``loop.timer(callback)`` is the one timer API (asyncio's ``call_at``, made re-armable):
+  ``arm(when)`` fires it at ``when``; ``arm_by(when)`` arms it unless it is already due
+  sooner. A session keeps one timer and works out, when it comes due, whether it really
+  timed out (from a last-activity stamp) or re-arms itself. No timer operation per read.
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
@@ -94,6 +94,10 @@ class EventLoop(object):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+
+    def timer(self, callback):
+        """A Timer of this loop, not armed yet: ``callback()`` runs once it is armed and due."""
+        return Timer(self, callback)
 
     def run(self):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""

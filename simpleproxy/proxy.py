@@ -15,7 +15,8 @@ import sys
 import time
 
 from .balancer import BackendPool
-from .endings import END_HEADER_EVICTED, END_NO_SERVER, END_SHUTDOWN, END_SOURCE_LIMIT
+from .endings import (END_CAUSES, END_HEADER_EVICTED, END_NO_SERVER, END_NORMAL,
+                      END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
 from .health import HealthChecker
 from .listeners import AcceptBackoff, Listener, open_listener
 from .logs import LOG
@@ -113,7 +114,9 @@ class Proxy(object):
                 return END_SOURCE_LIMIT
         return None
 
-    def session_closed(self, session):
+    def session_closed(self, session, detail):
+        """Count a closed session out, and write its log line at its end cause's level unless
+        the frontend leaves it out (dontlog-normal, dontlognull)."""
         self.active -= 1
         fe = session.fe
         fe.active -= 1
@@ -124,6 +127,15 @@ class Proxy(object):
             count = fe.per_source.pop(source) - 1
             if count:
                 fe.per_source[source] = count
+        frontend = fe.frontend
+        end = session.end
+        level = END_CAUSES[end].level
+        quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
+                 (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
+        # The line is built only when it will be written: it is a tenth of a connection's
+        # interpreter time, and a busy proxy may run at log-level warning.
+        if not quiet and LOG.isEnabledFor(level):
+            LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
 

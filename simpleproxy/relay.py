@@ -2,7 +2,8 @@
 
 A session has two directions. One word names them everywhere: ``upstream`` is True for the
 client-to-server direction (its source is the client socket, its destination the server
-socket, its pending bytes ``c2s``) and False for server-to-client (``s2c``).
+socket, its pending bytes ``c2s``) and False for server-to-client (``s2c``). A socket is
+named by the direction it is the source of: ``_want(True, mask)`` is the client's interest.
 
 Why it looks the way it does (this is the hot path: no Python call is added per read):
 
@@ -39,18 +40,28 @@ class Relay(object):
                  "c2s_done", "s2c_done", "cmask", "smask", "bytes_in", "bytes_out",
                  "last_activity")
 
-    def _want_client(self, mask):
-        """Set the client socket's selector interest, touching the selector only on a change."""
-        old = self.cmask
-        if old != mask:
+    def _want(self, upstream, mask):
+        """Set the selector interest of the socket the ``upstream`` direction is read from
+        (True: the client, False: the server), touching the selector only on a change."""
+        if upstream:
+            old = self.cmask
+            if old == mask:
+                return
             self.cmask = mask
-            _change_interest(self.loop.selector, self.csock, old, mask, self.on_client_event)
-
-    def _want_server(self, mask):
-        old = self.smask
-        if old != mask:
+            sock, callback = self.csock, self.on_client_event
+        else:
+            old = self.smask
+            if old == mask:
+                return
             self.smask = mask
-            _change_interest(self.loop.selector, self.ssock, old, mask, self.on_server_event)
+            sock, callback = self.ssock, self.on_server_event
+        selector = self.loop.selector
+        if not old:
+            selector.register(sock, mask, callback)
+        elif not mask:
+            selector.unregister(sock)
+        else:
+            selector.modify(sock, mask, callback)
 
     def _relay_event(self, upstream, mask):
         """An event on the source socket of the ``upstream`` direction (True: the client)."""
@@ -98,12 +109,12 @@ class Relay(object):
         when the first flush is short)."""
         if upstream:
             self.c2s = pending
-            self._want_client(self.cmask & ~EVENT_READ)
-            self._want_server(self.smask | EVENT_WRITE)
+            self._want(True, self.cmask & ~EVENT_READ)
+            self._want(False, self.smask | EVENT_WRITE)
         else:
             self.s2c = pending
-            self._want_server(self.smask & ~EVENT_READ)
-            self._want_client(self.cmask | EVENT_WRITE)
+            self._want(False, self.smask & ~EVENT_READ)
+            self._want(True, self.cmask | EVENT_WRITE)
 
     def _flush(self, upstream):
         """Send a direction's pending bytes; once empty, read its source again."""
@@ -125,16 +136,16 @@ class Relay(object):
         # Drained: stop watching the destination for room, resume the source.
         if upstream:
             self.c2s = b""
-            self._want_server(self.smask & ~EVENT_WRITE)
+            self._want(False, self.smask & ~EVENT_WRITE)
             eof, done = self.c2s_eof, self.c2s_done
             if not eof:
-                self._want_client(self.cmask | EVENT_READ)
+                self._want(True, self.cmask | EVENT_READ)
         else:
             self.s2c = b""
-            self._want_client(self.cmask & ~EVENT_WRITE)
+            self._want(True, self.cmask & ~EVENT_WRITE)
             eof, done = self.s2c_eof, self.s2c_done
             if not eof:
-                self._want_server(self.smask | EVENT_READ)
+                self._want(False, self.smask | EVENT_READ)
         if eof and not done:
             self._pass_eof(upstream)
 
@@ -143,12 +154,12 @@ class Relay(object):
         are out."""
         if upstream:
             self.c2s_eof = True
-            self._want_client(self.cmask & ~EVENT_READ)
+            self._want(True, self.cmask & ~EVENT_READ)
             if not self.c2s:
                 self._pass_eof(True)
         else:
             self.s2c_eof = True
-            self._want_server(self.smask & ~EVENT_READ)
+            self._want(False, self.smask & ~EVENT_READ)
             if not self.s2c:
                 self._pass_eof(False)
 
@@ -174,11 +185,3 @@ class Relay(object):
             raise exc
         self.close(cause, abort=True)
 
-
-def _change_interest(selector, sock, old, mask, callback):
-    if not old:
-        selector.register(sock, mask, callback)
-    elif not mask:
-        selector.unregister(sock)
-    else:
-        selector.modify(sock, mask, callback)

@@ -31,12 +31,11 @@ import errno
 import os
 import socket
 import traceback
-from collections import namedtuple
 
 from .endings import (
-    END_BAD_HEADER, END_CAUSES, END_CLIENT_ABORT, END_CLIENT_TIMEOUT, END_CONNECT_ERROR,
+    END_BAD_HEADER, END_CLIENT_ABORT, END_CLIENT_TIMEOUT, END_CONNECT_ERROR,
     END_CONNECT_REFUSED, END_CONNECT_TIMEOUT, END_HEADER_TIMEOUT, END_HEALTH_CHECK,
-    END_INTERNAL_ERROR, END_NO_SERVER, END_NORMAL, END_NULL_QUIET, END_QUEUE_FULL,
+    END_INTERNAL_ERROR, END_NO_SERVER, END_QUEUE_FULL,
     END_QUEUE_TIMEOUT, END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
 from .logs import LOG
 from .loop import EVENT_READ, EVENT_WRITE, Timer
@@ -48,14 +47,19 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 
 
-class SessionState(namedtuple("SessionState", "name on_event deadline on_timeout next_states")):
-    """One row of the table (see the module docstring); the functions take the session."""
+class SessionState(object):
+    """One row of the table (see the module docstring); the functions take the session.
+    ``closed``: the final state, the one that may become no other."""
 
-    __slots__ = ()
+    __slots__ = ("name", "on_event", "deadline", "on_timeout", "next_states", "closed")
 
-    @property
-    def closed(self):
-        return not self.next_states
+    def __init__(self, name, on_event, deadline, on_timeout, next_states):
+        self.name = name
+        self.on_event = on_event
+        self.deadline = deadline
+        self.on_timeout = on_timeout
+        self.next_states = next_states
+        self.closed = not next_states
 
 
 def inet_endpoint(sockaddr):
@@ -137,7 +141,7 @@ class Session(Relay):
                 self._enter(HEADER)
                 self.inbuf = bytearray()
                 proxy.header_wait_started(self)
-                self._want_client(EVENT_READ)
+                self._want(True, EVENT_READ)
                 self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
@@ -267,24 +271,23 @@ class Session(Relay):
                 else:
                     self.client = (header.src_addr, header.src_port)
                     self.local = (header.dst_addr, header.dst_port)
+        self.proxy.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
-        self._header_wait_over()
+        self.last_activity = self.loop.now
+        self._choose_server()
 
     def _read_after_local(self, upstream, mask):
         """LOCAL_WAIT: payload after all (choose a server for it), or EOF or a reset (a check)."""
         self._read_before_relay(END_HEALTH_CHECK)
         if self.c2s:
-            self._header_wait_over()
+            self.proxy.header_wait_ended(self)
+            self.last_activity = self.loop.now
+            self._choose_server()
         elif self.c2s_eof:
             self.close(END_HEALTH_CHECK)
 
     def _local_timed_out(self, cause):
         self.close(END_HEALTH_CHECK)          # LOCAL, and no payload in time: a silent probe
-
-    def _header_wait_over(self):
-        self.proxy.header_wait_ended(self)
-        self.last_activity = self.loop.now
-        self._choose_server()
 
     # -- choosing and connecting ----------------------------------------------------------------
 
@@ -339,7 +342,7 @@ class Session(Relay):
         if err not in (0, errno.EINPROGRESS):
             self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
             return
-        self._want_server(EVENT_WRITE)
+        self._want(False, EVENT_WRITE)
         self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
 
     def _connect_timed_out(self, cause):
@@ -348,7 +351,7 @@ class Session(Relay):
     def _connect_failed(self, cause, detail=None):
         """Close the failed server socket and retry, on another server if redispatch is on."""
         server = self.server
-        self._want_server(0)
+        self._want(False, 0)
         self.ssock.close()
         self.ssock = None
         pool = self.fe.pool
@@ -401,7 +404,7 @@ class Session(Relay):
         except OSError:
             self.close(gone_cause, abort=True)
             return
-        self._want_client(0)
+        self._want(True, 0)
         if n:
             self.c2s += self.proxy.view[:n]
             self.bytes_in += n
@@ -419,13 +422,13 @@ class Session(Relay):
         header = self._outgoing_header()
         if header:
             self.c2s = header + self.c2s
-        self._want_server(EVENT_READ)
+        self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)
         elif self.c2s_eof:
             self._pass_eof(True)
         else:
-            self._want_client(EVENT_READ)
+            self._want(True, EVENT_READ)
 
     def _outgoing_header(self):
         config = self.server.config
@@ -482,8 +485,7 @@ class Session(Relay):
         if slot is not None:
             self.fe.pool.connection_ended(slot)
         self.ssock = None
-        self.proxy.session_closed(self)
-        self._log_end(detail)
+        self.proxy.session_closed(self, detail)
         if slot is not None:
             self.proxy.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
 
@@ -497,18 +499,6 @@ class Session(Relay):
             self.close(END_INTERNAL_ERROR, abort=True)
         except Exception:
             LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
-
-    def _log_end(self, detail):
-        """Write the log line at its end cause's level, unless the frontend leaves it out."""
-        frontend = self.fe.frontend
-        end = self.end
-        level = END_CAUSES[end].level
-        quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
-                 (frontend.dontlognull and self.bytes_in == 0 and end in END_NULL_QUIET))
-        # The line is built only when it will be written: it is a tenth of a connection's
-        # interpreter time, and a busy proxy may run at log-level warning.
-        if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", self.log_line(detail))
 
     def log_line(self, detail=None):
         """The connection's log line, in the spirit of HAProxy's tcplog."""

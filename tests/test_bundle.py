@@ -150,7 +150,7 @@ def make_package(tmp_path, changes):
 
 def test_good_package_bundles_in_import_order_and_runs(tmp_path):
     text = bundle.build(make_package(tmp_path, {}), "pkg.py")
-    banners = re.findall(r"^# pkg/(\S+)\.py #", text, re.M)
+    banners = re.findall(r"^# (?:.* \()?pkg/(\S+)\.py\)? #", text, re.M)
     assert banners == ["_version", "zebra", "apple", "cli", "__main__"]
     assert "from ." not in text
     assert text.startswith('#!/usr/bin/env python3\n"""pkg: a package for the bundler tests.\n')
@@ -161,6 +161,46 @@ def test_good_package_bundles_in_import_order_and_runs(tmp_path):
     (tmp_path / "pkg.py").write_text(text)
     result = run(sys.executable, "pkg.py", cwd=str(tmp_path))
     assert (result.returncode, result.stdout) == (3, "9.8.7 one=1 gap=4\n")
+
+
+def contents_of(text):
+    """[(line number, title)] from the contents in a bundle's docstring."""
+    return [(int(number), title) for number, title in
+            re.findall(r"^ +(\d+)  (.+\S)$", text.split('"""', 2)[1], re.M)]
+
+
+def test_contents_give_the_line_of_each_banner(tmp_path):
+    text = bundle.build(make_package(tmp_path, {}), "pkg.py")
+    lines = text.split("\n")
+    contents = contents_of(text)
+    assert [title for _, title in contents] == [
+        "Version (pkg/_version.py)", "pkg/zebra.py", "pkg/apple.py", "The command line (pkg/cli.py)",
+        "Entry point (pkg/__main__.py)"]
+    for number, title in contents:
+        assert lines[number - 1].startswith("# %s #" % title)
+
+
+def test_committed_bundle_reads_from_the_protocol_core_out_to_the_command_line():
+    with open(BUNDLE, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.split("\n")
+    contents = contents_of(text)
+    modules = [re.search(r"simpleproxy/(\w+)\.py", title).group(1) for _, title in contents]
+    assert modules == [module for module, _ in bundle.READING_ORDER]
+    for number, title in contents:
+        assert lines[number - 1].startswith("# %s " % title)
+
+
+def test_a_module_the_reading_order_does_not_name_comes_with_its_first_user(tmp_path):
+    """config.py needs a new helper module: it is read just before config, not at the end."""
+    package = make_package(tmp_path, {
+        "config.py": "from .inifile import LINES\nCONFIG = LINES\n",
+        "inifile.py": "LINES = []\n",
+        "loop.py": "LOOP = 1\n",
+    })
+    text = bundle.build(package, "pkg.py")
+    banners = re.findall(r"^# (?:.* \()?pkg/(\S+)\.py\)? #", text, re.M)
+    assert banners[:4] == ["_version", "inifile", "config", "loop"]
 
 
 def test_build_does_not_depend_on_hash_seed(tmp_path):

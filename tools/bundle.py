@@ -10,8 +10,15 @@ of two project rules, both checked here rather than trusted:
 - top-level names are unique across modules, so concatenation shadows nothing.
 
 Modules keep their own standard-library imports where they stand (repeats are harmless and
-keep each section readable on its own). ``__init__.py`` lends its docstring to the file;
-``__main__.py`` comes last, so its ``if __name__ == "__main__"`` block ends the file.
+keep each section readable on its own). ``__init__.py`` lends its docstring (what it is, how
+to run it) to the file; ``__main__.py`` comes last, so its ``if __name__ == "__main__"``
+block ends the file.
+
+The sections come in the order a reader wants them (``READING_ORDER``: from the protocol
+core outward to the command line), as far as the imports allow: a module never comes before
+one it imports from. A module the table does not name is read with the first module that
+needs it. The file's docstring ends with a table of contents with line numbers, and each
+section's banner names its concept and its path.
 
     python3 tools/bundle.py            write simpleproxy.py
     python3 tools/bundle.py --check    exit 1 with a diff if the committed file is stale
@@ -27,6 +34,28 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BANNER_WIDTH = 79
 MODULE_DUNDERS = ("__name__", "__file__", "__doc__", "__package__", "__spec__", "__loader__")
+
+
+# The order a reader meets the sections in, and the concept each banner names.
+READING_ORDER = (
+    ("_version", "Version"),
+    ("proxyproto", "The PROXY protocol core: parser, builders"),
+    ("errors", "Errors"),
+    ("config", "Configuration: INI into frozen objects"),
+    ("balancer", "Balancing: choosing a server"),
+    ("trust", "Trust: whose PROXY header to believe"),
+    ("logs", "Logging"),
+    ("endings", "How a connection ends: the end causes"),
+    ("health", "Health checks"),
+    ("loop", "The event loop: selector, timers, hand-off"),
+    ("relay", "The proxy: relaying bytes both ways"),
+    ("session", "The proxy: a connection's life"),
+    ("listeners", "The proxy: listening and accepting"),
+    ("proxy", "The proxy: frontends, pools, limits"),
+    ("cli", "The command line"),
+    ("__main__", "Entry point"),
+)
+SECTION_TITLES = dict(READING_ORDER)
 
 
 class BundleError(Exception):
@@ -52,7 +81,8 @@ def build(package_dir, output_name):
         raise BundleError("\n".join(sorted(problems, key=_natural_order)))
     order = _dependency_order(package, {name: imports[name] for name in bindings})
     sections = [_section(package, name, sources[name], imports[name]) for name in order]
-    text = _header(package, trees, output_name) + "\n\n".join(sections) + "\n"
+    header = _header(package, trees, output_name, order, sections)
+    text = header + "\n\n".join(sections) + "\n"
     try:
         compile(text, output_name, "exec")
     except SyntaxError as error:
@@ -230,28 +260,45 @@ def _docstring_length(tree):
 
 
 def _dependency_order(package, imports):
-    """Modules after the modules they import from; ties alphabetical; __main__ last."""
+    """Modules after the modules they import from, otherwise in READING_ORDER; __main__ last."""
     needs = {module: set(statements.values()) for module, statements in imports.items()}
     if any("__main__" in sources for sources in needs.values()):
         raise BundleError("no module may import from __main__")
     waiting = dict(needs)
     waiting.pop("__main__", None)
+    rank = _reading_rank(waiting)
     order = []
-    ready = [module for module, sources in waiting.items() if not sources]
+    ready = [(rank[module], module) for module, sources in waiting.items() if not sources]
     heapq.heapify(ready)
     while ready:
-        module = heapq.heappop(ready)
+        module = heapq.heappop(ready)[1]
         order.append(module)
         del waiting[module]
         for other, sources in waiting.items():
             if module in sources:
                 sources.discard(module)
                 if not sources:
-                    heapq.heappush(ready, other)
+                    heapq.heappush(ready, (rank[other], other))
     if waiting:
         raise BundleError("import cycle: %s" % " -> ".join(
             _display(package, module) for module in _find_cycle(waiting)))
     return order + (["__main__"] if "__main__" in needs else [])
+
+
+def _reading_rank(needs):
+    """{module: its place in READING_ORDER}; a module not there takes the earliest place of
+    the modules that import it, directly or not (the last place when none does)."""
+    places = {module: position for position, (module, _) in enumerate(READING_ORDER)}
+    rank = {module: places.get(module, len(READING_ORDER)) for module in needs}
+    changed = True
+    while changed:
+        changed = False
+        for module, sources in needs.items():
+            for source in sources:
+                if source in rank and rank[module] < rank[source] and source not in places:
+                    rank[source] = rank[module]
+                    changed = True
+    return rank
 
 
 def _find_cycle(waiting):
@@ -262,26 +309,38 @@ def _find_cycle(waiting):
     return path[path.index(path[-1]):]
 
 
-def _header(package, trees, output_name):
-    init = trees["__init__"]
-    summary = ast.get_docstring(init) or package
+def _header(package, trees, output_name, order, sections):
+    """The shebang and the file's docstring: what it is, how to run it, the contents."""
+    about = ast.get_docstring(trees["__init__"]) or package
     version = _version(trees)
-    lines = [
-        "#!/usr/bin/env python3",
-        '"""' + summary,
-        "",
+    lines = ('#!/usr/bin/env python3\n"""' + about).split("\n") + [""]
+    lines += [
         "%sOne self-contained file: copy it to a host and run" % (
             "Version %s. " % version if version else ""),
         "``python3 %s conf.ini`` (``--help`` lists the options)." % output_name,
         "",
         "Generated by tools/bundle.py from the %s/ package, each module under a" % package,
-        "banner of its name: edit the package and rebuild instead of editing this file.",
-        '"""',
+        "banner naming its concept and its path: edit the package and rebuild instead of",
+        "editing this file.",
         "",
-        "",
+        "Contents (line numbers in this file):",
         "",
     ]
-    return "\n".join(lines)
+    toc_at = len(lines)
+    lines += [None] * len(order) + ['"""', "", "", ""]
+    line = len(lines) + 1                    # the first section's title, under a ### line
+    width = max(len(_title(package, module)) for module in order)
+    for position, (module, section) in enumerate(zip(order, sections)):
+        lines[toc_at + position] = "    %5d  %s" % (line, _title(package, module).ljust(width))
+        line += section.count("\n") + 2     # and two blank lines between sections
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _title(package, module):
+    """A section's name in its banner and in the contents: the concept, then the path."""
+    concept = SECTION_TITLES.get(module)
+    path = _display(package, module)
+    return "%s (%s)" % (concept, path) if concept else path
 
 
 def _version(trees):
@@ -317,8 +376,8 @@ def _section(package, module, source, package_imports):
         lines.pop()
     while lines and not lines[0].strip():
         lines.pop(0)
-    title = "# %s " % _display(package, module)
-    banner = ["#" * BANNER_WIDTH, title.ljust(BANNER_WIDTH, "#"), "#" * BANNER_WIDTH, ""]
+    title = ("# %s " % _title(package, module)).ljust(BANNER_WIDTH, "#").rstrip()
+    banner = ["#" * BANNER_WIDTH, title, "#" * BANNER_WIDTH, ""]
     return "\n".join(banner + lines) + "\n"
 
 
