@@ -22,20 +22,20 @@ Contents (line numbers in this file):
 
        43  Version (simpleproxy/_version.py)
        51  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      675  Errors (simpleproxy/errors.py)
-      700  Configuration: INI into frozen objects (simpleproxy/config.py)
-     1724  Balancing: choosing a server (simpleproxy/balancer.py)
-     2143  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2298  Logging (simpleproxy/logs.py)
-     2343  How a connection ends: the end causes (simpleproxy/endings.py)
-     2413  Health checks (simpleproxy/health.py)
-     2790  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     2981  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     3171  The proxy: a connection's life (simpleproxy/session.py)
-     3726  The proxy: listening and accepting (simpleproxy/listeners.py)
-     3865  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     4104  The command line (simpleproxy/cli.py)
-     4174  Entry point (simpleproxy/__main__.py)
+      680  Errors (simpleproxy/errors.py)
+      705  Configuration: INI into frozen objects (simpleproxy/config.py)
+     1729  Balancing: choosing a server (simpleproxy/balancer.py)
+     2148  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2303  Logging (simpleproxy/logs.py)
+     2348  How a connection ends: the end causes (simpleproxy/endings.py)
+     2418  Health checks (simpleproxy/health.py)
+     2795  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     2986  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     3176  The proxy: a connection's life (simpleproxy/session.py)
+     3731  The proxy: listening and accepting (simpleproxy/listeners.py)
+     3870  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     4109  The command line (simpleproxy/cli.py)
+     4179  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -87,6 +87,11 @@ leaves room:
 """
 
 import re
+# Only for its address-text functions (inet_pton/inet_ntop) and their AF_ constants: no socket
+# is ever opened here (tests/test_layout.py holds it to that). ipaddress would do the same
+# job at 10-20 times the cost (measured on Python 3.11: 0.7 us against 6.4 us to turn a v2
+# IPv4 address into text, 1.1 us against 23 us to check and normalise v1 IPv6 text), on every
+# header parsed and built; and inet_pton is exactly the strictness the spec asks of v1.
 import socket
 import struct
 from collections import namedtuple

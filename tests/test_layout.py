@@ -3,7 +3,7 @@
 Each rule is one row or one test, so that the one that breaks names itself:
 
 - the protocol core (proxyproto.py) imports no other project module, and no selectors or
-  threading: it does no I/O and is usable alone;
+  threading: it does no I/O and is usable alone (socket only for address text);
 - the balancer (and config, see below) imports no socket: they only decide, from data;
 - the loop (loop.py) imports no module of the proxy: it knows nothing of proxying;
 - health's worker threads reach the loop only through its hand-off, call_soon_threadsafe;
@@ -59,6 +59,14 @@ def test_protocol_core_imports_no_project_module_and_no_io_machinery():
     project, stdlib = imports_of("proxyproto")
     assert project == set()
     assert stdlib & {"selectors", "threading", "select", "asyncio"} == set()
+
+
+def test_protocol_core_uses_socket_only_for_address_text():
+    """proxyproto imports socket for inet_pton/inet_ntop (faster than ipaddress, see there)."""
+    used = {node.attr for node in ast.walk(_tree("proxyproto"))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == "socket"}
+    assert used <= {"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"}
 
 
 def test_balancer_imports_no_socket():
