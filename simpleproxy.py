@@ -32,10 +32,10 @@ Contents (line numbers in this file):
      2795  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      2986  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      3176  The proxy: a connection's life (simpleproxy/session.py)
-     3731  The proxy: listening and accepting (simpleproxy/listeners.py)
-     3870  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     4109  The command line (simpleproxy/cli.py)
-     4179  Entry point (simpleproxy/__main__.py)
+     3732  The proxy: listening and accepting (simpleproxy/listeners.py)
+     3871  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     4110  The command line (simpleproxy/cli.py)
+     4180  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3184,6 +3184,7 @@ state's deadline falls and what happens then, and which states it may go to.
 ``Session._enter`` refuses any other transition; nothing about the life of a session lives
 in flags::
 
+    NEW         being set up: counted in, judged by the trust rules of its bind
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py
                 lets in); nothing is chosen or connected
     LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health

@@ -6,6 +6,7 @@ state's deadline falls and what happens then, and which states it may go to.
 ``Session._enter`` refuses any other transition; nothing about the life of a session lives
 in flags::
 
+    NEW         being set up: counted in, judged by the trust rules of its bind
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py
                 lets in); nothing is chosen or connected
     LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health
