@@ -2382,7 +2382,7 @@ END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither t
 END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
-END_HEALTH_CHECK = "health-check"          # LOCAL header, then EOF, reset or silence: a peer's check
+END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
 END_INTERNAL_ERROR = "internal-error"      # a bug of ours, contained to this connection
 END_SHUTDOWN = "shutdown"                  # the proxy stopped
 END_BAD_HEADER = {kind: "bad-header:" + kind for kind in HEADER_ERROR_KINDS}
@@ -2799,8 +2799,8 @@ def log_status_change(pool, server, reason, duration):
 
 It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
 sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
-timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served on the
-loop's thread; other threads (health checks) and signals only reach it through
+timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is
+served on the loop's thread; other threads (health checks) and signals only reach it through
 ``call_soon_threadsafe`` and the wake-up socket.
 
 Timers, and why they look the way they do:
@@ -3290,7 +3290,7 @@ class Session(Relay):
         self.queued_at = None
         self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
         self.connect_started = self.connected_at = None
-        self.timer = Timer(loop, self.on_timer)
+        self.timer = Timer(loop, self.on_timer)     # loop.timer() without its call: hot path
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session

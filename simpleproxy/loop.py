@@ -2,8 +2,8 @@
 
 It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
 sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
-timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served on the
-loop's thread; other threads (health checks) and signals only reach it through
+timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is
+served on the loop's thread; other threads (health checks) and signals only reach it through
 ``call_soon_threadsafe`` and the wake-up socket.
 
 Timers, and why they look the way they do:

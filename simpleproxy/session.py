@@ -122,7 +122,7 @@ class Session(Relay):
         self.queued_at = None
         self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
         self.connect_started = self.connected_at = None
-        self.timer = Timer(loop, self.on_timer)
+        self.timer = Timer(loop, self.on_timer)     # loop.timer() without its call: hot path
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
