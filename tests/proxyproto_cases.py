@@ -170,9 +170,16 @@ V1_CASES = [
     v1_ok("unknown with free text", "R14", b"PROXY UNKNOWN anything could go here\r\n"),
     bad("unknown glued to text", "R14", b"PROXY UNKNOWNX\r\n", MALFORMED),
     bad("unknown then tab", "R14", b"PROXY UNKNOWN\tx\r\n", MALFORMED),
-    # The ignored rest is still a US-ASCII text line: control bytes and non-ASCII are refused.
-    bad("unknown with a control byte", "R12 R14", b"PROXY UNKNOWN a\x01b\r\n", MALFORMED),
-    bad("unknown with non-ASCII", "R12 R14", b"PROXY UNKNOWN caf\xc3\xa9\r\n", MALFORMED),
+    # The rest is ignored whatever it holds, up to the first CRLF within 107 bytes: control
+    # bytes, NUL, non-ASCII, a lone CR or LF (R21 only forbids ending the line on them).
+    v1_ok("unknown with a control byte", "R14", b"PROXY UNKNOWN a\x01b\r\n"),
+    v1_ok("unknown with non-ASCII", "R14", b"PROXY UNKNOWN caf\xc3\xa9\r\n"),
+    v1_ok("unknown with NUL, DEL and 0xff", "R14", b"PROXY UNKNOWN \x00\x7f\xff\r\n"),
+    v1_ok("unknown with a lone LF", "R14 R21", b"PROXY UNKNOWN a\nb\r\n", payload=HTTP),
+    v1_ok("unknown with 91 bytes of binary, 107 in all", "R14 R19",
+          b"PROXY UNKNOWN " + bytes(range(14, 14 + 91)) + b"\r\n"),
+    bad("unknown with binary bytes past 107", "R14 R20",
+        b"PROXY UNKNOWN " + bytes(range(14, 14 + 92)) + b"\r\n", TOO_LONG),
     # R15: strict IPv4 text. HAProxy accepts most of these (disputed vectors
     # v1_tcp4_leading_zero_octet_01, v1_tcp4_octet_256, v1_tcp4_octet_0255,
     # v1_tcp4_three_octets, v1_ipv4_short_form); we follow R15 strictly (10.2.1).
@@ -268,7 +275,7 @@ V1_CASES = [
     bad("CR then tab", "R21", b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\r\t", MALFORMED),
     bad("lone CR then a later CRLF", "R21",
         b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443\rGET / HTTP/1.0\r\n", MALFORMED),
-    bad("unknown with lone CR", "R14 R21", b"PROXY UNKNOWN a\rb\r\n", MALFORMED),
+    v1_ok("unknown with lone CR", "R14 R21", b"PROXY UNKNOWN a\rb\r\n"),
     # R22: reject as soon as no continuation can be valid; wait while one can
     bad("GET", "R22 R37", b"GET ", NOT_PROXY),
     bad("PRAX", "R22 R37", b"PRAX", NOT_PROXY),
@@ -289,7 +296,7 @@ V1_CASES = [
     bad("port 01 so far", "R22", b"PROXY TCP4 1.2.3.4 5.6.7.8 01", MALFORMED),
     bad("extra field so far", "R22", b"PROXY TCP4 1.2.3.4 5.6.7.8 80 443 ", MALFORMED),
     bad("CR too early", "R21 R22", b"PROXY TCP4 1.2.3.4\r", MALFORMED),
-    bad("unknown control byte so far", "R22", b"PROXY UNKNOWN \x00", MALFORMED),
+    more("unknown control byte so far", "R14 R22", b"PROXY UNKNOWN \x00"),
     more("nothing yet", "R5", b""),
     more("P", "R5 R37", b"P"),
     more("PROXY", "R5 R37", b"PROXY"),

@@ -175,6 +175,13 @@ def test_build_v1(src, dst, line):
     (("192.0.2.1", 1234), ("198.51.100.2", 443), {"local": True}, v2(0x20, 0x00)),
     (("192.0.2.1", 1234), ("198.51.100.2", 443), {"tlvs": TLS_TLVS},
      v2(0x21, 0x11, V4_BLOCK + tlv(0x01, b"h2") + tlv(0x02, b"example.com"))),
+    # the transport the client announced is kept: UDP goes on as DGRAM
+    (("192.0.2.1", 1234), ("198.51.100.2", 443), {"transport": "DGRAM"}, v2(0x21, 0x12, V4_BLOCK)),
+    (("2001:db8::1", 1), ("2001:db8::2", 2), {"transport": "DGRAM"},
+     v2(0x21, 0x22, inet6("2001:db8::1", "2001:db8::2", 1, 2))),
+    ("/run/a.sock", "/run/b.sock", {"transport": "DGRAM"},
+     v2(0x21, 0x32, unix_block(b"/run/a.sock", b"/run/b.sock"))),
+    (None, None, {"transport": "DGRAM"}, v2(0x20, 0x00)),       # nothing to announce
     # a CRC32C in tlvs is never copied: it could not match the new header
     (("192.0.2.1", 1234), ("198.51.100.2", 443), {"tlvs": [(0x03, b"\1\2\3\4"), (0x04, b"")]},
      v2(0x21, 0x11, V4_BLOCK + tlv(0x04, b""))),
@@ -182,6 +189,19 @@ def test_build_v1(src, dst, line):
 def test_build_v2(src, dst, kwargs, header):
     assert build_v2(src, dst, **kwargs) == header
     assert parse_header(header).header_len == len(header)
+
+
+@pytest.mark.parametrize("received", [
+    v2(0x21, 0x12, V4_BLOCK), v2(0x21, 0x22, inet6("2001:db8::1", "2001:db8::2", 1, 2)),
+    v2(0x21, 0x11, V4_BLOCK), v2(0x21, 0x32, unix_block(b"/a", b"/b")),
+], ids=["udp4", "udp6", "tcp4", "unix-dgram"])
+def test_a_received_header_rebuilt_from_its_fields_is_the_same_header(received):
+    header = parse_header(received)
+    if header.family.startswith("UNIX"):
+        src, dst = header.src_addr, header.dst_addr
+    else:
+        src, dst = (header.src_addr, header.src_port), (header.dst_addr, header.dst_port)
+    assert build_v2(src, dst, transport=header.transport) == received
 
 
 @pytest.mark.parametrize("kwargs", [
