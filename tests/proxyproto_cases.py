@@ -537,3 +537,221 @@ MAX_SIZE_CASES = [
     # v1 is capped at 107 whatever max_size says
     ("v1 ignores max_size", TCP4_LINE, 20, len(TCP4_LINE)),
 ]
+
+
+# ### Seeded random headers and mutations (the fuzzers and the proxy under fuzz share them)
+
+FAMILY_NAMES = {0x11: "TCP4", 0x12: "UDP4", 0x21: "TCP6", 0x22: "UDP6", 0x31: "UNIX",
+                0x32: "UNIX"}
+TRANSPORT_NAMES = ("UNSPEC", "STREAM", "DGRAM")
+BLOCK_SIZES = {0x0: 0, 0x1: 12, 0x2: 36, 0x3: 216}
+UNSPEC_BYTES = (0x00, 0x01, 0x02, 0x10, 0x20, 0x30)
+PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+# ### Random addresses, in every spelling a sender may use
+
+def random_port(rng):
+    return rng.choice((0, 1, 65535, rng.randrange(65536)))
+
+
+def random_ipv4(rng):
+    return socket.inet_ntop(socket.AF_INET, rng.getrandbits(32).to_bytes(4, "big"))
+
+
+def random_ipv6_packed(rng):
+    groups = [rng.choice((0, 0, 1, 0xFFFF, rng.getrandbits(16))) for _ in range(8)]
+    shape = rng.randrange(4)
+    if shape == 0:
+        groups[:6] = [0, 0, 0, 0, 0, 0xFFFF]           # IPv4-mapped
+    elif shape == 1:
+        start = rng.randrange(8)
+        groups[start:rng.randint(start, 8)] = [0] * 8   # a run of zeros
+        groups = groups[:8]
+    return struct.pack("!8H", *groups)
+
+
+def spell_ipv6(rng, packed):
+    """Any valid IPv6 text for packed: any case, leading zeros, any zero run compressed or
+    none, the last 32 bits dotted or not."""
+    groups = list(struct.unpack("!8H", packed))
+    dotted = rng.random() < 0.25
+    hex_groups = groups[:6] if dotted else groups
+    text = ["%x", "%X", "%04x"]
+    parts = [rng.choice(text) % group for group in hex_groups]
+    zero_runs = [(start, end) for start in range(len(parts))
+                 for end in range(start + 1, len(parts) + 1)
+                 if all(group == 0 for group in hex_groups[start:end])]
+    tail = ["%d.%d.%d.%d" % tuple(packed[12:])] if dotted else []
+    if zero_runs and rng.random() < 0.7:
+        start, end = rng.choice(zero_runs)
+        head, rest = parts[:start], parts[end:] + tail
+        return ":".join(head) + "::" + ":".join(rest)
+    return ":".join(parts + tail)
+
+
+def random_ipv6(rng):
+    packed = random_ipv6_packed(rng)
+    return spell_ipv6(rng, packed), socket.inet_ntop(socket.AF_INET6, packed)
+
+
+# ### Random TLVs
+
+def random_bytes_of(rng, size):
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
+def random_bytes(rng, most):
+    return random_bytes_of(rng, rng.choice((0, 1, rng.randint(0, most))))
+
+
+def random_ssl(rng):
+    sub_tlvs = [tlv(rng.choice((0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x20, 0x99)),
+                    random_bytes(rng, 40)) for _ in range(rng.randint(0, 5))]
+    return ssl_value(rng.randrange(8), rng.choice((0, rng.getrandbits(32))), *sub_tlvs)
+
+
+TLV_MAKERS = (
+    lambda rng: (0x01, rng.choice((b"h2", b"http/1.1", random_bytes(rng, 20)))),
+    lambda rng: (0x02, rng.choice((b"example.com", random_bytes(rng, 300)))),
+    lambda rng: (0x04, random_bytes(rng, 40)),
+    lambda rng: (0x05, random_bytes(rng, 128)),
+    lambda rng: (0x20, random_ssl(rng)),
+    lambda rng: (0x30, b"netns-%d" % rng.randrange(10)),
+    lambda rng: (0xEA, b"\x01vpce-%017x" % rng.getrandbits(68)),
+    lambda rng: (0xEE, b"\x01" + random_bytes(rng, 4).ljust(4, b"\0")[:4]),
+    lambda rng: (0xE0, rng.getrandbits(64).to_bytes(8, "big")),
+    lambda rng: (rng.choice((0x00, 0x06, 0x21, 0x31, 0xE1, 0xF0, 0xFF)), random_bytes(rng, 60)),
+)
+
+
+def random_tlvs(rng):
+    return [rng.choice(TLV_MAKERS)(rng) for _ in range(rng.choice((0, 0, 1, 3, 6)))]
+
+
+def encode_v2(ver_cmd, family_transport, block, tlvs, crc_index):
+    """Wire bytes and the expected tlvs, with a correct CRC32C inserted at crc_index."""
+    if crc_index is not None:
+        tlvs = tlvs[:crc_index] + [(0x03, bytes(4))] + tlvs[crc_index:]
+    wire = v2(ver_cmd, family_transport, block + b"".join(tlv(t, value) for t, value in tlvs))
+    if crc_index is None:
+        return wire, tuple(tlvs)
+    value_offset = 16 + len(block) + sum(3 + len(v) for _, v in tlvs[:crc_index]) + 3
+    wire = with_crc(wire, value_offset)
+    tlvs[crc_index] = (0x03, wire[value_offset:value_offset + 4])
+    return wire, tuple(tlvs)
+
+
+# ### Random headers of every kind, with the header the parser must return
+
+def random_v1(rng):
+    kind = rng.choice(("TCP4", "TCP6", "UNKNOWN", "UNKNOWN long"))
+    if kind.startswith("UNKNOWN"):
+        rest = b""
+        if kind == "UNKNOWN long":
+            rest = b" " + bytes(rng.choice(PRINTABLE) for _ in range(rng.randint(0, 91)))
+        line = b"PROXY UNKNOWN" + rest + b"\r\n"
+        return line, ProxyHeader(1, "PROXY", "UNKNOWN", None, *NO_ADDRESSES, len(line), ())
+    sport, dport = random_port(rng), random_port(rng)
+    if kind == "TCP4":
+        (src, src_text), (dst, dst_text) = [(text, text) for text in (random_ipv4(rng),
+                                                                       random_ipv4(rng))]
+    else:
+        (src_text, src), (dst_text, dst) = random_ipv6(rng), random_ipv6(rng)
+    line = ("PROXY %s %s %s %d %d\r\n" % (kind, src_text, dst_text, sport, dport)).encode()
+    if len(line) > 107:              # long spellings: send the short ones
+        line = ("PROXY %s %s %s %d %d\r\n" % (kind, src, dst, sport, dport)).encode()
+    return line, ProxyHeader(1, "PROXY", kind, None, src, sport, dst, dport, len(line), ())
+
+
+def random_unix_path(rng):
+    return bytes(rng.choice(PRINTABLE + b"\x80\xff") for _ in range(rng.randint(0, 108)))
+
+
+def random_addresses(rng, family_transport):
+    """The address block for a PROXY header of that family, and what the parser reports."""
+    family = family_transport >> 4
+    if family == 0x3:
+        src, dst = random_unix_path(rng), random_unix_path(rng)
+        expected = [path.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+                    for path in (src, dst)]
+        return unix_block(src, dst), (expected[0], None, expected[1], None)
+    sport, dport = random_port(rng), random_port(rng)
+    if family == 0x1:
+        src, dst = random_ipv4(rng), random_ipv4(rng)
+        return inet4(src, dst, sport, dport), (src, sport, dst, dport)
+    src, dst = random_ipv6(rng)[1], random_ipv6(rng)[1]
+    return inet6(src, dst, sport, dport), (src, sport, dst, dport)
+
+
+def random_v2(rng):
+    tlvs = random_tlvs(rng)
+    crc_index = rng.randint(0, len(tlvs)) if rng.random() < 0.3 else None
+    kind = rng.choice(("PROXY", "PROXY", "LOCAL", "UNSPEC"))
+    addresses = NO_ADDRESSES
+    if kind == "PROXY":
+        ver_cmd, family_transport = 0x21, rng.choice(sorted(FAMILY_NAMES))
+        block, addresses = random_addresses(rng, family_transport)
+    elif kind == "LOCAL":
+        ver_cmd = 0x20
+        family_transport = (rng.getrandbits(8) if rng.random() < 0.3
+                            else rng.randrange(4) << 4 | rng.randrange(16))
+    else:
+        ver_cmd, family_transport = 0x21, rng.choice(UNSPEC_BYTES)
+    block_size = BLOCK_SIZES.get(family_transport >> 4)
+    if kind == "PROXY":
+        wire, tlvs = encode_v2(ver_cmd, family_transport, block, tlvs, crc_index)
+    elif block_size is None:
+        # No block size for the family: the receiver cannot tell where TLVs would start.
+        wire, tlvs = v2(ver_cmd, family_transport, random_bytes(rng, 30)), None
+    elif block_size and rng.random() < 0.05:
+        # A body that ends inside the family's block: no TLVs to read either.
+        wire = v2(ver_cmd, family_transport, random_bytes_of(rng, rng.randrange(block_size)))
+        tlvs = None
+    else:
+        wire, tlvs = encode_v2(ver_cmd, family_transport, random_bytes_of(rng, block_size),
+                               tlvs, crc_index)
+    transport = family_transport & 0xF
+    return wire, ProxyHeader(
+        2, "PROXY" if ver_cmd == 0x21 else "LOCAL", FAMILY_NAMES.get(family_transport, "UNKNOWN"),
+        TRANSPORT_NAMES[transport] if transport < 3 else hex(transport), *addresses,
+        header_len=len(wire), tlvs=tlvs)
+
+
+def random_header(rng):
+    return random_v1(rng) if rng.random() < 0.35 else random_v2(rng)
+
+
+# ### The mutation fuzzer
+
+INTERESTING = b" \r\n\x00\xff:.09PX\x20\x21\x11\x03"
+
+
+def mutate(rng, data, seeds):
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        pos = rng.randrange(len(data) + 1)
+        where = pos % len(data) if data else 0
+        op = rng.randrange(8)
+        if op == 0 and data:
+            data[where] ^= 1 << rng.randrange(8)
+        elif op == 1 and data:
+            data[where] = rng.choice(INTERESTING) if rng.random() < 0.5 else rng.getrandbits(8)
+        elif op == 2:
+            data[pos:pos] = bytes((rng.choice(INTERESTING),)) * rng.randint(1, 3)
+        elif op == 3:
+            del data[pos:pos + rng.randint(1, 4)]
+        elif op == 4:
+            del data[pos:]
+        elif op == 5:
+            start = rng.randrange(len(data) + 1)
+            data[pos:pos] = data[start:start + rng.randint(1, 16)]
+        elif op == 6:
+            other = rng.choice(seeds)
+            data[pos:] = other[rng.randrange(len(other) + 1):]
+        elif len(data) >= 16:
+            # the v2 length field: near its value, or anything
+            length = (data[14] << 8 | data[15]) + rng.randint(-4, 4)
+            length = length if rng.random() < 0.8 else rng.getrandbits(16)
+            data[14:16] = struct.pack("!H", length % 65536)
+    return bytes(data)

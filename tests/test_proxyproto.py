@@ -1,8 +1,7 @@
-"""simpleproxy.proxyproto from tables: the checklist cases, the shared vectors, the builders,
-CRC32C and the --decode view."""
+"""simpleproxy.proxyproto from tables: the cases of docs/proxy-protocol.md's rules, the vectors
+of tests/data, the builders, CRC32C and the --decode view."""
 
 import json
-import pathlib
 import re
 
 import pytest
@@ -14,10 +13,7 @@ from simpleproxy.errors import HEADER_ERROR_KINDS, TRUNCATED
 from simpleproxy.proxyproto import (
     DEFAULT_MAX_HEADER, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader, aws_vpce_id, build_v1,
     build_v2, crc32c, header_as_dict, parse_header)
-from support import skip_or_fail
-
-VECTORS_PATH = (pathlib.Path(__file__).resolve().parents[2]
-                / "shared" / "proxy-protocol" / "vectors.json")
+from support import load_vectors
 
 
 def case_id(case):
@@ -63,25 +59,11 @@ def test_constants():
     assert DEFAULT_MAX_HEADER == 16384
 
 
-# ### The shared vectors (CHECKLIST 10.1 conventions)
-
-def load_vectors():
-    if not VECTORS_PATH.exists():
-        return []
-    return json.loads(VECTORS_PATH.read_text())
-
+# ### The vectors of tests/data (conventions in docs/proxy-protocol.md, "Test vectors")
 
 VECTORS = load_vectors()
 
 
-@pytest.fixture
-def needs_vectors():
-    """The shared vectors live beside the checkout (../shared); CI must have them."""
-    if not VECTORS:
-        skip_or_fail("%s not found" % VECTORS_PATH)
-
-
-@pytest.mark.usefixtures("needs_vectors")
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
 def test_vector(vector):
     wire, expect = bytes.fromhex(vector["hex"]), vector["expect"]
@@ -103,7 +85,7 @@ def test_vector(vector):
     assert_incremental(wire)
 
 
-def test_vectors_cover_both_outcomes(needs_vectors):
+def test_vectors_cover_both_outcomes():
     assert sum(vector["valid"] for vector in VECTORS) >= 30
     assert sum(not vector["valid"] for vector in VECTORS) >= 30
 
