@@ -1137,7 +1137,7 @@ def setup_logging(level="info", stream=None):
 """The PROXY protocol core: an incremental header parser, the v1/v2 builders, and --decode.
 
 Pure functions only: no sockets, clocks or threads. The rules are those of the HAProxy spec
-as read in shared/proxy-protocol/CHECKLIST.md, section 10.2. The choices made where it
+as read in docs/proxy-protocol.md (R-numbers), section 10.2. The choices made where it
 leaves room:
 
 * The stream must start with one of the two signatures; anything else is NOT_PROXY at

@@ -1,11 +1,12 @@
-"""PROXY header cases on the wire, by CHECKLIST item, and helpers the proxyproto tests share.
+"""PROXY header cases on the wire, by rule of docs/proxy-protocol.md, seeded random headers and
+mutations, and helpers the proxyproto tests (and the proxy under fuzz) share.
 
 The helpers here encode headers on their own (struct, socket, a bitwise CRC32C) so that a
 bug in simpleproxy.proxyproto's builders cannot hide the same bug in its parser.
 
-Every case is Case(name, ref, wire, expect): ``ref`` names the CHECKLIST items it checks,
-``expect`` is a ProxyHeader, an error kind from simpleproxy.errors, or NEED_MORE (the
-parser waits; at EOF it must say TRUNCATED). Cases whose shared vector carries a
+Every case is Case(name, ref, wire, expect): ``ref`` names the rules it checks (R12,
+10.2.3 ...), ``expect`` is a ProxyHeader, an error kind from simpleproxy.errors, or NEED_MORE
+(the parser waits; at EOF it must say TRUNCATED). Cases whose vector in tests/data carries a
 ``disputed`` entry say which reading we follow, next to the case.
 """
 
@@ -130,7 +131,7 @@ TCP4_BLOCK = inet4("192.0.2.10", "198.51.100.20", 40000, 443)
 TCP4_ADDRESSES = ("192.0.2.10", 40000, "198.51.100.20", 443)
 HTTP = b"GET / HTTP/1.1\r\n\r\n"
 
-# ### Version 1 (CHECKLIST section 2)
+# ### Version 1 (docs/proxy-protocol.md section 2)
 
 V1_CASES = [
     # R12: the line layout
@@ -234,7 +235,7 @@ V1_CASES = [
     bad("tcp6 with plain ipv4", "R17", b"PROXY TCP6 192.0.2.1 192.0.2.2 1 2\r\n", MALFORMED),
     bad("tcp6 with plain ipv4 dst", "R17", b"PROXY TCP6 2001:db8::1 192.0.2.1 1 2\r\n", MALFORMED),
     # R18: ports. HAProxy and Twisted take 99999 (disputed vector v1_port_99999); Python's
-    # int() takes +80, 8_0 and Unicode digits (CHECKLIST 11.3): all refused here.
+    # int() takes +80, 8_0 and Unicode digits (docs/proxy-protocol.md 11.3): all refused here.
     bad("port 65536", "R18", b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 443\r\n", MALFORMED),
     bad("port 99999", "R18", b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 443\r\n", MALFORMED),
     bad("port 6 digits", "R18", b"PROXY TCP4 1.2.3.4 5.6.7.8 100000 443\r\n", MALFORMED),
@@ -314,7 +315,7 @@ V1_CASES = [
 ]
 
 
-# ### Version 2 (CHECKLIST sections 3-5, 9 and 10.2)
+# ### Version 2 (docs/proxy-protocol.md sections 3-5, 9 and 10.2)
 
 def tcp4_with(*tlvs):
     """A PROXY TCP4 header carrying the given TLV bytes."""
