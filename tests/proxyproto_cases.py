@@ -650,7 +650,9 @@ def random_v1(rng):
     if kind.startswith("UNKNOWN"):
         rest = b""
         if kind == "UNKNOWN long":
-            rest = b" " + bytes(rng.choice(PRINTABLE) for _ in range(rng.randint(0, 91)))
+            # R14: any bytes at all, except the CRLF that ends the line
+            rest = b" " + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 91)))
+            rest = rest.replace(b"\r\n", b"\r ")
         line = b"PROXY UNKNOWN" + rest + b"\r\n"
         return line, ProxyHeader(1, "PROXY", "UNKNOWN", None, *NO_ADDRESSES, len(line), ())
     sport, dport = random_port(rng), random_port(rng)

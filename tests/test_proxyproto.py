@@ -1,7 +1,9 @@
 """simpleproxy.proxyproto from tables: the cases of docs/proxy-protocol.md's rules, the vectors
 of tests/data, the builders, CRC32C and the --decode view."""
 
+import glob
 import json
+import os
 import re
 
 import pytest
@@ -13,7 +15,7 @@ from simpleproxy.errors import HEADER_ERROR_KINDS, TRUNCATED
 from simpleproxy.proxyproto import (
     DEFAULT_MAX_HEADER, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader, aws_vpce_id, build_v1,
     build_v2, crc32c, header_as_dict, parse_header)
-from support import load_vectors
+from support import REPO, load_vectors
 
 
 def case_id(case):
@@ -45,6 +47,21 @@ def test_max_size(name, wire, max_size, expect):
         assert result.header_len == expect
     else:
         assert result == expect
+
+
+def test_the_rules_cited_are_in_docs_proxy_protocol():
+    """Every R-number and 10.x/11.x item the code and the cases cite is in the notes."""
+    with open(os.path.join(REPO, "docs", "proxy-protocol.md"), encoding="utf-8") as f:
+        notes = f.read()
+    cited = set()
+    for path in glob.glob(os.path.join(REPO, "simpleproxy", "*.py")) + [
+            os.path.join(REPO, "tests", "proxyproto_cases.py")]:
+        with open(path, encoding="utf-8") as f:
+            cited.update(re.findall(r"\bR\d+\b", f.read()))
+    cited.update(re.findall(r"\bR\d+\b", " ".join(case.ref for case in CASES)))
+    assert cited and {rule for rule in cited if "**%s**" % rule not in notes} == set()
+    for section in ("### 10.1", "### 10.2", "### 11.1", "### 11.2", "### 11.3"):
+        assert "\n%s " % section in notes
 
 
 def test_tables_cover_every_receiving_item_of_the_checklist():
