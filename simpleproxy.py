@@ -22,20 +22,20 @@ Contents (line numbers in this file):
 
        43  Version (simpleproxy/_version.py)
        51  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      680  Errors (simpleproxy/errors.py)
-      705  Configuration: INI into frozen objects (simpleproxy/config.py)
-     1729  Balancing: choosing a server (simpleproxy/balancer.py)
-     2148  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2303  Logging (simpleproxy/logs.py)
-     2348  How a connection ends: the end causes (simpleproxy/endings.py)
-     2418  Health checks (simpleproxy/health.py)
-     2795  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     2986  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     3176  The proxy: a connection's life (simpleproxy/session.py)
-     3732  The proxy: listening and accepting (simpleproxy/listeners.py)
-     3871  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     4110  The command line (simpleproxy/cli.py)
-     4180  Entry point (simpleproxy/__main__.py)
+      683  Errors (simpleproxy/errors.py)
+      708  Configuration: INI into frozen objects (simpleproxy/config.py)
+     1732  Balancing: choosing a server (simpleproxy/balancer.py)
+     2151  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2306  Logging (simpleproxy/logs.py)
+     2351  How a connection ends: the end causes (simpleproxy/endings.py)
+     2421  Health checks (simpleproxy/health.py)
+     2798  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     2989  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     3179  The proxy: a connection's life (simpleproxy/session.py)
+     3737  The proxy: listening and accepting (simpleproxy/listeners.py)
+     3876  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     4115  The command line (simpleproxy/cli.py)
+     4185  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -54,7 +54,7 @@ __version__ = "0.1.0"
 """The PROXY protocol core: an incremental header parser, the v1/v2 builders, and --decode.
 
 Pure functions only: no sockets, clocks or threads. The rules are those of the HAProxy spec
-as read in shared/proxy-protocol/CHECKLIST.md, section 10.2. The choices made where it
+as read in docs/proxy-protocol.md (R-numbers), section 10.2. The choices made where it
 leaves room:
 
 * The stream must start with one of the two signatures; anything else is NOT_PROXY at
@@ -63,7 +63,8 @@ leaves room:
 * v1 is strict: single spaces, CRLF within 107 bytes, strict IPv4 text (no leading zero,
   exactly four parts), IPv6 text as inet_pton reads it (no zone id, no plain IPv4),
   ``::ffff:a.b.c.d`` allowed, ports ``0|[1-9][0-9]{0,4}`` up to 65535. ``PROXY UNKNOWN``
-  may be followed by a space and any printable US-ASCII up to the CRLF (R14).
+  may be followed by a space and any bytes at all up to the first CRLF (within the 107
+  bytes): the receiver must ignore them (R14), so they are never read, kept or shown.
 * A partial v1 line is rejected as soon as no completion of it can be valid (R22): the
   parser completes it with the shortest plausible fields and checks the result.
 * v2 with a version nibble other than 2, or a command other than LOCAL/PROXY, is
@@ -210,7 +211,7 @@ _PP_V1_IPV4 = re.compile(_PP_IPV4_TEXT)
 # the C library's inet_pton would let through; inet_pton then checks the structure.
 _PP_V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}(?:(?<=:)%s)?" % _PP_IPV4_TEXT)
 _PP_V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
-_PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: [\x20-\x7e]*)?")
+_PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: .*)?", re.DOTALL)
 _PP_V1_NO_ADDRESSES = ("UNKNOWN", None, None, None, None)
 
 
@@ -272,7 +273,7 @@ def _pp_v1_fields(body):
         if _PP_V1_UNKNOWN.fullmatch(body) is not None:
             return _PP_V1_NO_ADDRESSES
         if body.startswith(b"UNKNOWN"):
-            raise _pp_malformed("v1 UNKNOWN may only be followed by a space and printable text")
+            raise _pp_malformed("v1 UNKNOWN may only be followed by a space")
         raise _pp_malformed("v1 protocol is not TCP4, TCP6 or UNKNOWN")
     if len(fields) != 5:
         raise _pp_malformed("v1 line needs exactly 4 single-spaced fields after the protocol")
@@ -546,17 +547,19 @@ def _pp_with_crc32c(header, value_start):
             + header[value_start + 4:])
 
 
-def build_v2(src, dst, tlvs=(), crc32c=False, local=False):
+def build_v2(src, dst, tlvs=(), crc32c=False, local=False, transport="STREAM"):
     """A v2 header for the pair (see build_v1), or LOCAL/UNSPEC when local is true or the
-    pair cannot be expressed. tlvs go out in the given order, except that any CRC32C in
-    them is dropped (it could not match the new header); crc32c=True puts a correct one
-    first, as HAProxy does."""
+    pair cannot be expressed. transport is the one announced: STREAM for a TCP client, or
+    what a received header said (DGRAM for UDP), kept as the client sent it. tlvs go out in
+    the given order, except that any CRC32C in them is dropped (it could not match the new
+    header); crc32c=True puts a correct one first, as HAProxy does."""
     pair = None if local else _pp_address_pair(src, dst)
     if pair is None:
         ver_cmd, family_transport, block = 0x20 | _PP_V2_LOCAL, 0x00, b""
     else:
         family, src_addr, src_port, dst_addr, dst_port = pair
-        ver_cmd, family_transport = 0x20 | _PP_V2_PROXY, family << 4 | 0x1
+        ver_cmd = 0x20 | _PP_V2_PROXY
+        family_transport = family << 4 | _PP_V2_TRANSPORTS.index(transport)
         if family == _PP_UNIX:
             block = _PP_V2_UNIX.pack(src_addr, dst_addr)
         else:
@@ -3604,17 +3607,19 @@ class Session(Relay):
         version = config.send_proxy
         if not version:
             return b""
-        client, local = self.client, self.local
+        client, local, transport = self.client, self.local, "STREAM"
         if self.header is None or not self.header.has_addresses:
             client = self.peer
             local = self._real_local()
+        elif self.header.version == 2:
+            transport = self.header.transport
         if version == 1:
             return build_v1(client, local)
         options = config.proxy_v2_options
         tlvs = []
         if "unique-id" in options:
             tlvs.append((0x05, self.proxy.unique_id()))
-        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options)
+        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options, transport=transport)
 
     def _real_local(self):
         """The address the client actually reached (never the wildcard of the bind)."""

@@ -1,7 +1,7 @@
 """The PROXY protocol core: an incremental header parser, the v1/v2 builders, and --decode.
 
 Pure functions only: no sockets, clocks or threads. The rules are those of the HAProxy spec
-as read in shared/proxy-protocol/CHECKLIST.md, section 10.2. The choices made where it
+as read in docs/proxy-protocol.md (R-numbers), section 10.2. The choices made where it
 leaves room:
 
 * The stream must start with one of the two signatures; anything else is NOT_PROXY at
@@ -10,7 +10,8 @@ leaves room:
 * v1 is strict: single spaces, CRLF within 107 bytes, strict IPv4 text (no leading zero,
   exactly four parts), IPv6 text as inet_pton reads it (no zone id, no plain IPv4),
   ``::ffff:a.b.c.d`` allowed, ports ``0|[1-9][0-9]{0,4}`` up to 65535. ``PROXY UNKNOWN``
-  may be followed by a space and any printable US-ASCII up to the CRLF (R14).
+  may be followed by a space and any bytes at all up to the first CRLF (within the 107
+  bytes): the receiver must ignore them (R14), so they are never read, kept or shown.
 * A partial v1 line is rejected as soon as no completion of it can be valid (R22): the
   parser completes it with the shortest plausible fields and checks the result.
 * v2 with a version nibble other than 2, or a command other than LOCAL/PROXY, is
@@ -157,7 +158,7 @@ _PP_V1_IPV4 = re.compile(_PP_IPV4_TEXT)
 # the C library's inet_pton would let through; inet_pton then checks the structure.
 _PP_V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}(?:(?<=:)%s)?" % _PP_IPV4_TEXT)
 _PP_V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
-_PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: [\x20-\x7e]*)?")
+_PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: .*)?", re.DOTALL)
 _PP_V1_NO_ADDRESSES = ("UNKNOWN", None, None, None, None)
 
 
@@ -219,7 +220,7 @@ def _pp_v1_fields(body):
         if _PP_V1_UNKNOWN.fullmatch(body) is not None:
             return _PP_V1_NO_ADDRESSES
         if body.startswith(b"UNKNOWN"):
-            raise _pp_malformed("v1 UNKNOWN may only be followed by a space and printable text")
+            raise _pp_malformed("v1 UNKNOWN may only be followed by a space")
         raise _pp_malformed("v1 protocol is not TCP4, TCP6 or UNKNOWN")
     if len(fields) != 5:
         raise _pp_malformed("v1 line needs exactly 4 single-spaced fields after the protocol")
@@ -493,17 +494,19 @@ def _pp_with_crc32c(header, value_start):
             + header[value_start + 4:])
 
 
-def build_v2(src, dst, tlvs=(), crc32c=False, local=False):
+def build_v2(src, dst, tlvs=(), crc32c=False, local=False, transport="STREAM"):
     """A v2 header for the pair (see build_v1), or LOCAL/UNSPEC when local is true or the
-    pair cannot be expressed. tlvs go out in the given order, except that any CRC32C in
-    them is dropped (it could not match the new header); crc32c=True puts a correct one
-    first, as HAProxy does."""
+    pair cannot be expressed. transport is the one announced: STREAM for a TCP client, or
+    what a received header said (DGRAM for UDP), kept as the client sent it. tlvs go out in
+    the given order, except that any CRC32C in them is dropped (it could not match the new
+    header); crc32c=True puts a correct one first, as HAProxy does."""
     pair = None if local else _pp_address_pair(src, dst)
     if pair is None:
         ver_cmd, family_transport, block = 0x20 | _PP_V2_LOCAL, 0x00, b""
     else:
         family, src_addr, src_port, dst_addr, dst_port = pair
-        ver_cmd, family_transport = 0x20 | _PP_V2_PROXY, family << 4 | 0x1
+        ver_cmd = 0x20 | _PP_V2_PROXY
+        family_transport = family << 4 | _PP_V2_TRANSPORTS.index(transport)
         if family == _PP_UNIX:
             block = _PP_V2_UNIX.pack(src_addr, dst_addr)
         else:

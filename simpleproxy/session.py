@@ -436,17 +436,19 @@ class Session(Relay):
         version = config.send_proxy
         if not version:
             return b""
-        client, local = self.client, self.local
+        client, local, transport = self.client, self.local, "STREAM"
         if self.header is None or not self.header.has_addresses:
             client = self.peer
             local = self._real_local()
+        elif self.header.version == 2:
+            transport = self.header.transport
         if version == 1:
             return build_v1(client, local)
         options = config.proxy_v2_options
         tlvs = []
         if "unique-id" in options:
             tlvs.append((0x05, self.proxy.unique_id()))
-        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options)
+        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options, transport=transport)
 
     def _real_local(self):
         """The address the client actually reached (never the wildcard of the bind)."""

@@ -1,7 +1,60 @@
-"""Shared pytest options and fixtures."""
+"""Shared pytest options, fixtures and markers.
+
+The fixtures every module uses (helpers in support.py):
+
+* ``launch``: a support.Launcher. ``launch(config_text)`` starts simpleproxy as a real
+  process and returns its ProxyProcess; ``launch.cli(args)`` runs the command line to the
+  end. Every proxy it started is stopped when the test ends, pass or fail, and must exit 0.
+  The launch form is ``python -m simpleproxy`` unless the test is parametrized with
+  ``support.BOTH_FORMS`` (or ``indirect`` "module"/"bundle" params of its own).
+* ``proxy_python``: the interpreter that runs the proxy (support.proxy_python()).
+
+Every test that starts the proxy depends on ``proxy_python`` (``launch`` does) and is marked
+``proxy``: ``pytest -m proxy`` runs exactly those, which is how the proxy36/proxy37 tox envs
+run them a second time with the proxy on Python 3.6 and 3.7 (SIMPLEPROXY_PYTHON).
+"""
+import pytest
+
+from support import Launcher, proxy_python as find_proxy_python, skip_or_fail
 
 
 def pytest_addoption(parser):
     parser.addoption(
         "--fuzz-cases", type=int, default=None,
         help="run the seeded fuzzers with this many cases instead of their default")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "proxy: starts simpleproxy as a process (on $SIMPLEPROXY_PYTHON if set); "
+                   "added to every test that depends on the proxy_python fixture")
+
+
+def pytest_report_header(config):
+    try:
+        return "simpleproxy runs on: %s" % find_proxy_python()
+    except LookupError as exc:
+        return "simpleproxy runs on: nothing (%s)" % exc
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "proxy_python" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.proxy)
+
+
+@pytest.fixture(scope="session")
+def proxy_python():
+    """The proxy's interpreter; a test needing one that is missing skips, or fails where
+    SIMPLEPROXY_REQUIRE_PEERS=1."""
+    try:
+        return find_proxy_python()
+    except LookupError as exc:
+        skip_or_fail(str(exc))
+
+
+@pytest.fixture
+def launch(request, tmp_path, proxy_python):
+    """Start proxies; all of them are stopped at the end of the test (see the module doc)."""
+    with Launcher(getattr(request, "param", "module"), tmp_path) as launcher:
+        yield launcher

@@ -3,13 +3,17 @@
 Everything waits on conditions with deadlines; nothing sleeps and hopes.
 """
 import errno
+import functools
+import glob
 import hashlib
+import json
 import os
 import queue
 import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -17,9 +21,88 @@ import time
 
 import pytest
 
+from simpleproxy.config import parse_config
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "simpleproxy.py")
+DATA = os.path.join(REPO, "tests", "data")
 DEFAULT_TIMEOUT = 10.0
+# Seconds a timed event may come later than it ideally would, on a busy shared machine. Every
+# upper bound on a duration is the ideal plus this; lower bounds have no slack (a timer that
+# fires early is a bug).
+TIMING_MARGIN = 1.5
+# The interpreter that runs the proxy in end-to-end tests: pytest's own, or the one this
+# variable names (a path, or a command such as python3.6 found on PATH or in pyenv).
+PROXY_PYTHON_VARIABLE = "SIMPLEPROXY_PYTHON"
+
+
+# -- bytes on the wire, built by hand (independently of simpleproxy.proxyproto) -----------------
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V2_LOCAL = V2_SIGNATURE + b"\x20\x00\x00\x00"
+PAYLOAD = b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)) * 4   # every byte value, NUL and CRLF too
+REPLY = b"HTTP/1.0 200 OK\r\n\r\nhello \x00\xff"
+
+
+def v1_line(src, dst, sport, dport):
+    """The v1 line for a TCP connection."""
+    return b"PROXY %s %s %s %d %d\r\n" % (b"TCP6" if ":" in src else b"TCP4", src.encode(),
+                                           dst.encode(), sport, dport)
+
+
+def v2_header(src, dst, sport, dport, transport=0x1):
+    """The v2 PROXY header for an IP connection (transport 1 TCP, 2 UDP), with no TLVs."""
+    family, family_nibble = (socket.AF_INET6, 0x20) if ":" in src else (socket.AF_INET, 0x10)
+    block = (socket.inet_pton(family, src) + socket.inet_pton(family, dst)
+             + struct.pack("!HH", sport, dport))
+    return V2_SIGNATURE + struct.pack("!BBH", 0x21, family_nibble | transport, len(block)) + block
+
+
+CLAIMED_V1 = v1_line("203.0.113.7", "198.51.100.1", 5555, 80)
+CLAIMED_V2 = v2_header("203.0.113.7", "198.51.100.1", 5555, 80)
+
+
+def load_vectors():
+    """The PROXY header vectors of tests/data/vectors.json (sources in tests/data/README.md)."""
+    with open(os.path.join(DATA, "vectors.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+# -- proxy configurations ------------------------------------------------------------------------
+
+TEST_DEFAULTS = "timeout connect = 2s\ntimeout client = 10s\ntimeout server = 10s\n"
+
+
+def config(frontends=(), backends=(), defaults="", global_="", sections=""):
+    """An INI config: [global] and [defaults] (short timeouts, then ``defaults``), a section per
+    (name, bind lines, backend, more lines) frontend and (name, server lines, more lines)
+    backend, then ``sections`` as written."""
+    parts = ["[global]\n" + global_, "[defaults]\n" + TEST_DEFAULTS + defaults]
+    for name, binds, backend, extra in frontends:
+        parts.append("[frontend %s]\nbind = %s\ndefault_backend = %s\n%s"
+                     % (name, "\n       ".join(binds), backend, extra))
+    for name, servers, extra in backends:
+        parts.append("[backend %s]\n%s\n%s" % (name, "\n".join(servers), extra))
+    parts.append(sections)
+    return "\n".join(parts)
+
+
+def parsed_server(options, extra=""):
+    """The parsed (Server, Backend) of a config whose one backend has the server ``options``
+    (``ADDRESS OPTIONS``) and the lines ``extra``."""
+    parsed = parse_config(one_frontend(["127.0.0.1:8000"], options, backend=extra))
+    return parsed.backends["be"].servers[0], parsed.backends["be"]
+
+
+def one_frontend(binds, servers, frontend="", backend="", global_=""):
+    """config() with frontend ``fe`` (these bind lines) in front of backend ``be``; servers: one
+    server's ``ADDRESS OPTIONS`` text, or a list of (name, that text) pairs; frontend and
+    backend: more lines for either section."""
+    if isinstance(servers, str):
+        servers = [("s1", servers)]
+    return config([("fe", binds, "be", frontend)],
+                  [("be", ["server %s = %s" % pair for pair in servers], backend)],
+                  global_=global_)
 
 
 def wait_until(predicate, timeout=DEFAULT_TIMEOUT, interval=0.005, what="condition"):
@@ -208,15 +291,28 @@ class JammedListener(object):
             sock.close()
 
 
-def connect(address, timeout=DEFAULT_TIMEOUT):
+def connect(address, timeout=DEFAULT_TIMEOUT, source=None):
+    """A connected socket to a Unix path or (host, port), from ``source`` if given (any of
+    127.0.0.0/8 is local, so a test can be several clients)."""
     if isinstance(address, str):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     else:
         sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET,
                              socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.connect(address)
+    try:
+        sock.settimeout(timeout)
+        if source:
+            sock.bind((source, 0))
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def dial(port, source=None, timeout=DEFAULT_TIMEOUT):
+    """connect() to 127.0.0.1:port."""
+    return connect(("127.0.0.1", port), timeout, source)
 
 
 def read_to_eof(sock, limit=1 << 30):
@@ -277,10 +373,48 @@ def bundle_copy(directory):
     return target
 
 
-def proxy_command(launch, workdir):
-    if launch == "bundle":
-        return [sys.executable, bundle_copy(os.path.join(workdir, "bundle"))]
-    return [sys.executable, "-m", "simpleproxy"]
+@functools.lru_cache(maxsize=None)
+def proxy_python():
+    """The interpreter that runs the proxy: $SIMPLEPROXY_PYTHON, else pytest's own.
+
+    The variable holds a path or a command name (python3.6). A name is looked for among
+    pyenv's installed versions first (its shim on PATH exists even where the version is not
+    active, and then fails), then on PATH. Raises LookupError when nothing found runs.
+    """
+    wanted = os.environ.get(PROXY_PYTHON_VARIABLE)
+    if not wanted:
+        return sys.executable
+    candidates = [wanted] if os.sep in wanted else (
+        sorted(glob.glob(os.path.join(_pyenv_root(), "versions", "*", "bin", wanted)))
+        + [shutil.which(wanted)])
+    for candidate in filter(None, candidates):
+        try:
+            subprocess.run([candidate, "-c", "import sys"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=DEFAULT_TIMEOUT, check=True)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        return candidate
+    raise LookupError("%s=%s: no interpreter of that name runs here (looked in pyenv's %s "
+                      "and on PATH)" % (PROXY_PYTHON_VARIABLE, wanted, _pyenv_root()))
+
+
+def _pyenv_root():
+    """Where pyenv keeps its versions (``pyenv root``), wherever pyenv is installed."""
+    if os.environ.get("PYENV_ROOT"):
+        return os.environ["PYENV_ROOT"]
+    try:
+        return subprocess.run(["pyenv", "root"], stdout=subprocess.PIPE, universal_newlines=True,
+                              timeout=DEFAULT_TIMEOUT).stdout.strip()
+    except OSError:
+        return os.path.expanduser("~/.pyenv")
+
+
+def proxy_command(form, workdir):
+    """How to start simpleproxy: ``python -m simpleproxy`` ("module"), or a copy of the one
+    file in an empty folder ("bundle"), on proxy_python()."""
+    if form == "bundle":
+        return [proxy_python(), bundle_copy(os.path.join(workdir, "bundle"))]
+    return [proxy_python(), "-m", "simpleproxy"]
 
 
 def proxy_env():
@@ -290,10 +424,10 @@ def proxy_env():
     return env
 
 
-def run_cli(args, launch="module", workdir=None, timeout=60):
+def run_cli(args, form="module", workdir=None, timeout=60):
     """Run the command line to completion; returns CompletedProcess with text output."""
     workdir = workdir or REPO
-    return subprocess.run(proxy_command(launch, workdir) + list(args), cwd=workdir,
+    return subprocess.run(proxy_command(form, workdir) + list(args), cwd=workdir,
                           env=proxy_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=timeout)
 
@@ -301,7 +435,7 @@ def run_cli(args, launch="module", workdir=None, timeout=60):
 class ProxyProcess(object):
     """simpleproxy running as a real process on a config written for the test."""
 
-    def __init__(self, config_text, workdir, launch="module", args=()):
+    def __init__(self, config_text, workdir, form="module", args=()):
         os.makedirs(str(workdir), exist_ok=True)
         self.config_path = os.path.join(str(workdir), "proxy.ini")
         with open(self.config_path, "w") as f:
@@ -309,7 +443,7 @@ class ProxyProcess(object):
         self.lines = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            proxy_command(launch, str(workdir)) + list(args) + [self.config_path],
+            proxy_command(form, str(workdir)) + list(args) + [self.config_path],
             cwd=str(workdir), env=proxy_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         self._reader = threading.Thread(target=self._read_output, daemon=True)
@@ -366,6 +500,53 @@ class ProxyProcess(object):
         crashes = [line for line in self.lines if "internal error" in line]
         assert not crashes, "the proxy logged internal errors:\n%s" % "\n".join(self.lines)
         return code
+
+
+class Launcher(object):
+    """Starts proxies (ProxyProcess) in one launch form, each in a folder of its own under
+    ``folder``, and stops them all in stop_all(): the `launch` fixture, or a ``with`` block
+    for a fixture of wider scope. Every proxy must exit 0 on SIGTERM and log no internal
+    error; a proxy a test stopped itself is only checked again."""
+
+    def __init__(self, form, folder):
+        self.form = form
+        self.folder = str(folder)
+        self.started = []
+
+    def __call__(self, config_text, args=()):
+        """Start a proxy on ``config_text`` and wait until it is ready."""
+        workdir = os.path.join(self.folder, "proxy%d" % len(self.started))
+        proxy = ProxyProcess(config_text, workdir, form=self.form, args=args)
+        self.started.append(proxy)
+        return proxy
+
+    def cli(self, args, timeout=60):
+        """run_cli() in this launch form, from this folder."""
+        return run_cli(args, self.form, self.folder, timeout)
+
+    def stop_all(self):
+        failures = []
+        while self.started:
+            proxy = self.started.pop()
+            try:
+                status = proxy.stop()
+            except AssertionError as exc:
+                failures.append(str(exc))
+                continue
+            if status != 0:
+                failures.append("simpleproxy exited with status %s; its last lines:\n%s"
+                                % (status, "\n".join(proxy.lines[-20:])))
+        assert not failures, "\n".join(failures)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop_all()
+
+
+# Run a test (or, as a module's pytestmark, every test there) in both launch forms.
+BOTH_FORMS = pytest.mark.parametrize("launch", ["module", "bundle"], indirect=True)
 
 
 def skip_or_fail(reason):

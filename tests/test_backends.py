@@ -6,22 +6,13 @@ wait is on a condition (a log line, a byte) with a deadline.
 """
 import re
 import socket
-import struct
 import threading
 import time
 
 import pytest
 
-from support import (RESET, ProxyProcess, RecordingServer, connect, finish, free_port,
-                     read_to_eof, wait_until)
-
-V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + struct.pack("!H", 0)
-MARGIN = 1.5        # seconds allowed beyond the ideal timing, for a busy machine
-
-
-@pytest.fixture(params=["module", "bundle"])
-def launch(request):
-    return request.param
+from support import (BOTH_FORMS, RESET, TIMING_MARGIN, V2_LOCAL, RecordingServer, connect, finish,
+                     free_port, one_frontend, read_to_eof, v1_line, wait_until)
 
 
 class NamedServer(object):
@@ -80,14 +71,11 @@ class NamedServer(object):
                 pass        # a health check that went away first
 
 
-def config(servers, backend="", frontend="", bind_options="", global_=""):
-    """A proxy config with one frontend on a fresh port and one backend; returns (text, port)."""
+def config(servers, backend="", bind_options=""):
+    """one_frontend() on a fresh port for these (name, address and options) servers; returns
+    (text, port)."""
     port = free_port()
-    text = ("[global]\n%s\n[defaults]\ntimeout connect = 2s\ntimeout client = 10s\n"
-            "timeout server = 10s\n[frontend fe]\nbind = 127.0.0.1:%d %s\ndefault_backend = be\n"
-            "%s\n[backend be]\n%s\n" % (global_, port, bind_options, frontend, backend))
-    text += "".join("server %s = %s\n" % (name, options) for name, options in servers)
-    return text, port
+    return one_frontend(["127.0.0.1:%d %s" % (port, bind_options)], servers, backend=backend), port
 
 
 def open_session(port, header=b""):
@@ -114,20 +102,21 @@ def served_by(port, header=b""):
 def wait_line(proxy, text, start, started_at, within):
     """The log line with ``text`` (from line ``start`` on), required within ``within`` s of
     ``started_at`` plus the margin."""
-    line = proxy.wait_for(text, timeout=within + MARGIN + 5, start=start)
+    line = proxy.wait_for(text, timeout=within + TIMING_MARGIN + 5, start=start)
     elapsed = time.monotonic() - started_at
-    assert elapsed < within + MARGIN, (text, elapsed)
+    assert elapsed < within + TIMING_MARGIN, (text, elapsed)
     return line
 
 
 # -- health checks -----------------------------------------------------------------------------
 
-def test_dead_server_goes_down_gets_nothing_and_comes_back(tmp_path, launch):
+@BOTH_FORMS
+def test_dead_server_goes_down_gets_nothing_and_comes_back(launch):
     s1, s2 = NamedServer("s1"), NamedServer("s2")
     checks = "check inter 100ms rise 2 fall 3"
     text, port = config([("s1", "%s %s" % (s1.address, checks)),
                          ("s2", "%s %s" % (s2.address, checks))])
-    proxy = ProxyProcess(text, tmp_path, launch=launch)
+    proxy = launch(text)
     assert {served_by(port) for _ in range(4)} == {"s1", "s2"}
 
     start, killed_at = len(proxy.lines), time.monotonic()
@@ -147,7 +136,6 @@ def test_dead_server_goes_down_gets_nothing_and_comes_back(tmp_path, launch):
     assert "reason: layer4 check passed" in line
     assert line.endswith("2 active and 0 backup servers online")
     assert {served_by(port) for _ in range(4)} == {"s1", "s2"}
-    assert proxy.stop() == 0
 
 
 def wait_for_count(proxy, text, start, count):
@@ -159,14 +147,14 @@ def wait_for_count(proxy, text, start, count):
 
 
 @pytest.mark.parametrize("allbackups", [False, True])
-def test_backups_take_over_and_hand_back(tmp_path, allbackups):
+def test_backups_take_over_and_hand_back(launch, allbackups):
     servers = {name: NamedServer(name) for name in ("n1", "n2", "b1", "b2")}
     checks = "check inter 100ms rise 1 fall 1"
     text, port = config(
         [(name, "%s %s%s" % (server.address, checks, " backup" if name[0] == "b" else ""))
          for name, server in sorted(servers.items(), reverse=True)],
         backend="option allbackups" if allbackups else "")
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     assert {served_by(port) for _ in range(6)} == {"n1", "n2"}
 
     start = len(proxy.lines)
@@ -181,49 +169,46 @@ def test_backups_take_over_and_hand_back(tmp_path, allbackups):
     servers["n1"].start()
     proxy.wait_for("server be/n1 is UP", start=start)
     assert {served_by(port) for _ in range(6)} == {"n1"}      # handed back at once
-    assert proxy.stop() == 0
 
 
-def test_check_send_proxy_exact_bytes(tmp_path):
+def test_check_send_proxy_exact_bytes(launch):
     v1, v2, other_port = RecordingServer(), RecordingServer(), RecordingServer()
     text, port = config([
         ("v1", "%s check inter 100ms send-proxy" % v1.config_address),
         ("v2", "%s check inter 100ms send-proxy-v2" % v2.config_address),
         # Checked on another port: no header there unless check-send-proxy says so.
         ("elsewhere", "127.0.0.1:1 check inter 100ms send-proxy port %d" % other_port.port)])
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     got = v1.next_connection()
     assert bytes(got.received) == b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (
         got.peer[1], v1.port)
     assert bytes(v2.next_connection().received) == V2_LOCAL
     assert bytes(other_port.next_connection().received) == b""
-    assert proxy.stop() == 0
 
 
-def test_no_usable_server_closes_clients_and_keeps_listening(tmp_path):
+def test_no_usable_server_closes_clients_and_keeps_listening(launch):
     dead = NamedServer("s1")
     dead.kill()
     text, port = config([("s1", "%s check inter 100ms fall 1 rise 1" % dead.address)])
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     proxy.wait_for("server be/s1 is DOWN")
     proxy.wait_for("backend be has no server available!")
     for _ in range(3):
         started = time.monotonic()
         assert served_by(port) == ""
-        assert time.monotonic() - started < MARGIN
+        assert time.monotonic() - started < TIMING_MARGIN
     proxy.wait_for("end=no-server")
     dead.start()
     proxy.wait_for("server be/s1 is UP")
     assert served_by(port) == "s1"
-    assert proxy.stop() == 0
 
 
 # -- algorithms ---------------------------------------------------------------------------------
 
-def test_leastconn_follows_long_connections(tmp_path):
+def test_leastconn_follows_long_connections(launch):
     s1, s2 = NamedServer("s1"), NamedServer("s2")
     text, port = config([("s1", s1.address), ("s2", s2.address)], backend="balance = leastconn")
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     first, busy = open_session(port)                   # a long connection
     idle = "s2" if busy == "s1" else "s1"
     assert [served_by(port) for _ in range(4)] == [idle] * 4
@@ -233,20 +218,19 @@ def test_leastconn_follows_long_connections(tmp_path):
     proxy.wait_for("be=be/%s " % busy)                  # its end is logged: the slot is free
     assert [served_by(port) for _ in range(4)] == [busy] * 4
     finish(second)
-    assert proxy.stop() == 0
 
 
 def v1_header(client_ip):
     return b"PROXY TCP4 %s 192.0.2.1 40000 80\r\n" % client_ip.encode()
 
 
-def test_source_hashing_is_stable_and_moves_only_the_dead_servers_clients(tmp_path):
+def test_source_hashing_is_stable_and_moves_only_the_dead_servers_clients(launch):
     servers = {name: NamedServer(name) for name in ("s1", "s2", "s3")}
     text, port = config(
         [(name, "%s check inter 100ms rise 1 fall 1" % server.address)
          for name, server in sorted(servers.items())],
         backend="balance = source", bind_options="accept-proxy")
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     clients = ["198.51.100.%d" % n for n in range(1, 31)]
 
     def owners():
@@ -268,7 +252,6 @@ def test_source_hashing_is_stable_and_moves_only_the_dead_servers_clients(tmp_pa
     servers["s2"].start()
     proxy.wait_for("server be/s2 is UP", start=start)
     assert owners() == before                            # and they come back
-    assert proxy.stop() == 0
 
 
 # -- retries -------------------------------------------------------------------------------------
@@ -280,7 +263,7 @@ PAYLOAD = b"hello\r\n" + bytes(range(256))
     (True, 3, "end=normal", "retries=1"),        # the first pick refuses, the next one serves
     (False, 2, "end=connect-refused", "retries=2"),
 ])
-def test_retries_and_redispatch(tmp_path, redispatch, retries, end, tried):
+def test_retries_and_redispatch(launch, redispatch, retries, end, tried):
     """Another server is tried at once; the same one after min(timeout connect, 1s)."""
     good = RecordingServer(reply=b"served")
     text, port = config(
@@ -288,7 +271,7 @@ def test_retries_and_redispatch(tmp_path, redispatch, retries, end, tried):
          ("good", "%s send-proxy" % good.config_address)],
         backend="balance = first\nretries = %d\ntimeout connect = 200ms\n%s" % (
             retries, "option redispatch" if redispatch else ""))
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
     started = time.monotonic()
@@ -296,19 +279,18 @@ def test_retries_and_redispatch(tmp_path, redispatch, retries, end, tried):
     elapsed = time.monotonic() - started
     line = proxy.wait_for("fe=fe ")
     assert end in line and tried in line
-    assert elapsed < MARGIN if redispatch else 2 * 0.2 <= elapsed < 2 * 0.2 + MARGIN
+    assert elapsed < TIMING_MARGIN if redispatch else 2 * 0.2 <= elapsed < 2 * 0.2 + TIMING_MARGIN
     if redispatch:
         assert reply == b"served"
         # The PROXY header and the client's bytes arrive exactly once, in one piece.
-        assert bytes(good.next_connection().received) == b"PROXY TCP4 127.0.0.1 127.0.0.1 " \
-            b"%d %d\r\n" % (client_port, port) + PAYLOAD
+        assert bytes(good.next_connection().received) == v1_line(
+            "127.0.0.1", "127.0.0.1", client_port, port) + PAYLOAD
         assert "be=be/good " in line
     else:
         assert reply in (b"", RESET) and good.accepted == []
-    assert proxy.stop() == 0
 
 
-def test_refused_traffic_marks_a_server_down(tmp_path):
+def test_refused_traffic_marks_a_server_down(launch):
     """Passive health: the check port answers, the traffic port refuses. Each refused client
     connection counts as a failed check, so the server goes down after ``fall`` of them (one
     more if the first check, which passes, lands in between), and the next client goes
@@ -319,7 +301,7 @@ def test_refused_traffic_marks_a_server_down(tmp_path):
           % (free_port(), check_only.port)),
          ("good", good.address)],
         backend="balance = first\noption redispatch")
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     for clients in range(1, 5):
         assert served_by(port) == "good"
         logged = wait_for_count(proxy, "fe=fe ", 0, clients)
@@ -329,16 +311,15 @@ def test_refused_traffic_marks_a_server_down(tmp_path):
         [True, True, False], [True, True, True, False])
     line = proxy.log_lines("server be/refuses is DOWN")[-1]
     assert "reason: connection refused (client traffic)" in line
-    assert proxy.stop() == 0
 
 
 # -- the queue ------------------------------------------------------------------------------------
 
-def one_slot_proxy(tmp_path, backend):
+def one_slot_proxy(launch, backend):
     """A proxy in front of one server with maxconn 1: (the server, the proxy, its port)."""
     server = NamedServer("s1")
     text, port = config([("s1", "%s maxconn 1" % server.address)], backend=backend)
-    return server, ProxyProcess(text, tmp_path), port
+    return server, launch(text), port
 
 
 def timings(line):
@@ -347,8 +328,8 @@ def timings(line):
     return tuple(None if fields[name] == "-" else int(fields[name]) for name in ("Tw", "Tc", "Tt"))
 
 
-def test_queue_serves_in_order_as_slots_free(tmp_path):
-    server, proxy, port = one_slot_proxy(tmp_path, "timeout queue = 10s")
+def test_queue_serves_in_order_as_slots_free(launch):
+    server, proxy, port = one_slot_proxy(launch, "timeout queue = 10s")
     holder, name = open_session(port)
     assert name == "s1"
     holder.sendall(b"A")
@@ -370,11 +351,10 @@ def test_queue_serves_in_order_as_slots_free(tmp_path):
     assert timings(lines[0])[0] == 0
     for tw, tc, tt in map(timings, lines):
         assert tc is not None and tw + tc <= tt
-    assert proxy.stop() == 0
 
 
-def test_timeout_queue_and_maxqueue(tmp_path):
-    server, proxy, port = one_slot_proxy(tmp_path, "timeout queue = 300ms\nmaxqueue = 1")
+def test_timeout_queue_and_maxqueue(launch):
+    server, proxy, port = one_slot_proxy(launch, "timeout queue = 300ms\nmaxqueue = 1")
     holder, _ = open_session(port)
     queued = connect(("127.0.0.1", port))
     queued_at = time.monotonic()
@@ -383,29 +363,28 @@ def test_timeout_queue_and_maxqueue(tmp_path):
     full = proxy.wait_for("end=queue")
     assert "end=queue-full" in full and timings(full)[:2] == (0, None)   # never queued
     assert read_to_eof(queued) == b""
-    assert 0.25 < time.monotonic() - queued_at < 0.3 + MARGIN
+    assert 0.25 < time.monotonic() - queued_at < 0.3 + TIMING_MARGIN
     tw, tc, tt = timings(proxy.wait_for("end=queue-timeout"))
-    assert 300 <= tw < 300 + MARGIN * 1000 and tc is None and tw <= tt
+    assert 300 <= tw < 300 + TIMING_MARGIN * 1000 and tc is None and tw <= tt
     finish(holder)
     assert served_by(port) == "s1"                        # the frontend serves on
     for sock in (queued, refused):
         sock.close()
-    assert proxy.stop() == 0
 
 
-def test_queued_clients_are_closed_when_the_last_server_goes_down(tmp_path):
+def test_queued_clients_are_closed_when_the_last_server_goes_down(launch):
     server = NamedServer("s1")
     text, port = config([("s1", "%s maxconn 1 check inter 100ms fall 1" % server.address)],
                         backend="timeout queue = 30s")
-    proxy = ProxyProcess(text, tmp_path)
+    proxy = launch(text)
     holder, _ = open_session(port)
     queued = connect(("127.0.0.1", port))
     queued_at = time.monotonic()
     server.kill()
     proxy.wait_for("server be/s1 is DOWN")
     assert read_to_eof(queued) == b""              # at once, not at timeout queue (30 s)
-    assert time.monotonic() - queued_at < 1 + MARGIN
-    assert "end=no-server" in proxy.wait_for("end=no-server")
+    assert time.monotonic() - queued_at < 1 + TIMING_MARGIN
+    line = proxy.wait_for("peer=127.0.0.1:%d " % queued.getsockname()[1])
+    assert "end=no-server" in line.split()
     for sock in (holder, queued):
         sock.close()
-    assert proxy.stop() == 0

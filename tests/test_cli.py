@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from simpleproxy import __version__
-from support import REPO, run_cli
+from support import BOTH_FORMS, REPO
 
 GOOD_TAIL = """
 [frontend web]
@@ -69,52 +69,51 @@ BAD_CONFIGS = [
 ]
 
 
-@pytest.fixture(params=["module", "bundle"])
-def launch(request):
-    return request.param
-
-
-def test_version(launch, tmp_path):
-    result = run_cli(["--version"], launch, str(tmp_path))
+@BOTH_FORMS
+def test_version(launch):
+    result = launch.cli(["--version"])
     assert result.returncode == 0
     assert result.stdout.strip() == "simpleproxy " + __version__
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "conf", "*.ini"))),
                          ids=os.path.basename)
-def test_example_configs_pass_check(path, launch, tmp_path):
-    result = run_cli(["-c", path], launch, str(tmp_path))
+@BOTH_FORMS
+def test_example_configs_pass_check(path, launch):
+    result = launch.cli(["-c", path])
     assert result.returncode == 0, result.stderr
     assert "Configuration file is valid" in result.stdout
 
 
 @pytest.mark.parametrize("text,expected", BAD_CONFIGS, ids=range(len(BAD_CONFIGS)))
-def test_bad_config_check_messages(text, expected, tmp_path):
+def test_bad_config_check_messages(text, expected, launch, tmp_path):
     path = tmp_path / "bad.ini"
     path.write_text(text)
-    result = run_cli(["-c", str(path)], "module", str(tmp_path))
+    result = launch.cli(["-c", str(path)])
     assert result.returncode != 0
     got = [line for line in result.stderr.splitlines() if line.strip()]
     assert got == [line.format(f=str(path)) for line in expected]
 
 
+@BOTH_FORMS
 def test_proxy_refuses_to_start_with_the_same_messages(launch, tmp_path):
     text, expected = BAD_CONFIGS[0]
     path = tmp_path / "bad.ini"
     path.write_text(text)
-    result = run_cli([str(path)], launch, str(tmp_path))
+    result = launch.cli([str(path)])
     assert result.returncode != 0
     assert [line for line in result.stderr.splitlines() if line.strip()] == \
         [line.format(f=str(path)) for line in expected]
 
 
-def test_missing_config_file(tmp_path):
-    result = run_cli(["-c", str(tmp_path / "nope.ini")], "module", str(tmp_path))
+def test_missing_config_file(launch, tmp_path):
+    result = launch.cli(["-c", str(tmp_path / "nope.ini")])
     assert result.returncode != 0
     assert result.stderr.strip() == ("%s: cannot read the file: No such file or directory "
                                      "(expected a readable INI file)" % (tmp_path / "nope.ini"))
 
 
+@BOTH_FORMS
 def test_port_in_use_is_one_clear_line(launch, tmp_path):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
@@ -123,7 +122,7 @@ def test_port_in_use_is_one_clear_line(launch, tmp_path):
     path = tmp_path / "busy.ini"
     path.write_text(GOOD_TAIL.replace("127.0.0.1:8080", "127.0.0.1:%d" % port))
     try:
-        result = run_cli([str(path)], launch, str(tmp_path))
+        result = launch.cli([str(path)])
     finally:
         busy.close()
     assert result.returncode == 1
@@ -150,8 +149,9 @@ DECODES = [
 
 
 @pytest.mark.parametrize("hex_text,expected", DECODES, ids=range(len(DECODES)))
-def test_decode_prints_one_json_object(hex_text, expected, launch, tmp_path):
-    result = run_cli(["--decode", hex_text], launch, str(tmp_path))
+@BOTH_FORMS
+def test_decode_prints_one_json_object(hex_text, expected, launch):
+    result = launch.cli(["--decode", hex_text])
     assert result.returncode == 0, result.stderr
     decoded = json.loads(result.stdout)
     assert {key: decoded[key] for key in expected} == expected
@@ -162,8 +162,8 @@ def test_decode_prints_one_json_object(hex_text, expected, launch, tmp_path):
     ("50524f585920544350342031", "truncated"),
     ("zz", None),
 ])
-def test_decode_rejects_with_one_line(hex_text, kind, tmp_path):
-    result = run_cli(["--decode", hex_text], "module", str(tmp_path))
+def test_decode_rejects_with_one_line(hex_text, kind, launch):
+    result = launch.cli(["--decode", hex_text])
     assert result.returncode == 1
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1

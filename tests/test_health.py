@@ -13,7 +13,8 @@ from simpleproxy.config import parse_config
 from simpleproxy.proxy import Proxy
 from simpleproxy.health import CheckResult, CheckWorkers, HealthState, check_spec, run_check
 
-from support import JammedListener, RecordingServer, free_port, hostport
+from support import (TIMING_MARGIN, JammedListener, RecordingServer, free_port, hostport,
+                     parsed_server)
 
 V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + struct.pack("!H", 0)
 
@@ -49,13 +50,6 @@ def test_rise_and_fall(rise, fall, results, states):
     assert changes == sum(1 for a, b in zip("U" + states, states) if a != b)
 
 
-def _server(options, extra=""):
-    config = parse_config("[frontend f]\nbind = :8000\ndefault_backend = b\n[backend b]\n%s\n"
-                          "server s1 = %s\n" % (extra, options))
-    backend = config.backends["b"]
-    return backend.servers[0], backend
-
-
 @pytest.mark.parametrize("results, interval", [
     ("", "fastinter"),        # on its way: it starts at rise, below the top
     ("+", "inter"),           # fully up
@@ -64,7 +58,7 @@ def _server(options, extra=""):
     ("-+", "fastinter"),      # coming up
 ])
 def test_check_interval_follows_the_count(results, interval):
-    server, _ = _server("127.0.0.1:1 check inter 2s fastinter 300ms downinter 10s")
+    server, _ = parsed_server("127.0.0.1:1 check inter 2s fastinter 300ms downinter 10s")
     health = HealthState(server.rise, server.fall)
     for result in results:
         health.record(result == "+")
@@ -74,15 +68,15 @@ def test_check_interval_follows_the_count(results, interval):
 # -- real checks on loopback ----------------------------------------------------------------------
 
 def _check(options, extra=""):
-    return run_check(check_spec(*_server(options, extra)))
+    return run_check(check_spec(*parsed_server(options, extra)))
 
 
 OUT_OF_DESCRIPTORS_SCRIPT = r"""
 import os, resource, sys
 sys.path[:0] = sys.argv[1:3]
-from test_health import _server
+from support import parsed_server
 from simpleproxy.health import check_spec, run_check
-spec = check_spec(*_server("127.0.0.1:9 check"))
+spec = check_spec(*parsed_server("127.0.0.1:9 check"))
 open_now = len(os.listdir("/proc/self/fd")) - 1   # less the one listdir used
 resource.setrlimit(resource.RLIMIT_NOFILE, (open_now, open_now))
 print(run_check(spec))
@@ -233,13 +227,13 @@ def test_silent_server_times_out(extra, limit):
     result = _check('%s check inter 300ms check-expect string "+PONG"' % responder.address, extra)
     hold.set()
     assert (result.ok, result.reason) == (False, "response timeout")
-    assert limit * 0.9 < time.monotonic() - start < limit + 2
+    assert limit * 0.9 < time.monotonic() - start < limit + TIMING_MARGIN
     responder.close()
 
 
 def test_workers_run_checks_and_stop():
     listener = RecordingServer()
-    spec = check_spec(*_server("%s check" % listener.config_address))
+    spec = check_spec(*parsed_server("%s check" % listener.config_address))
     workers = CheckWorkers(3)
     workers.start()
     results = queue.Queue()

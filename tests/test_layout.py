@@ -128,30 +128,26 @@ def test_health_threads_reach_the_loop_only_through_its_hand_off():
 
 # -- the end causes ---------------------------------------------------------------------------
 
-END_LIST_MARKER = "The `end=` words:"
+END_TABLE_PAGE = os.path.join(ROOT, "docs", "log-format.md")
+END_TABLE_HEADING = "## `end=`: how a connection ended"
 
 
 def documented_end_words():
-    """{word: its note} from the documented end= list (README.md, or a page under docs/ once
-    the docs move there), with bad-header:KIND expanded."""
-    pages = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
-    for page in pages:
-        with open(page, encoding="utf-8") as f:
-            text = f.read()
-        if END_LIST_MARKER in text:
-            break
-    else:
-        pytest.fail("no page has the list %r" % END_LIST_MARKER)
-    listing = text.split(END_LIST_MARKER, 1)[1].split("\n\n", 1)[0]
-    listing = listing[:listing.index(". ")]          # the list is one sentence
-    kinds = re.search(r"\(KIND is one of ([^)]*)\)", listing)
+    """{word: its note} from the end= table of docs/log-format.md, bad-header:KIND expanded."""
+    with open(END_TABLE_PAGE, encoding="utf-8") as f:
+        text = f.read()
+    assert END_TABLE_HEADING in text, "docs/log-format.md lost its end= table"
+    section = text.split(END_TABLE_HEADING, 1)[1].split("\n## ", 1)[0]
     words = {}
-    for match in re.finditer(r"`([^`]+)`(?: \(([^)]*)\))?", re.sub(r"\(KIND[^)]*\)", "", listing)):
-        words[match.group(1)] = match.group(2) or ""
-    if kinds:
-        del words["bad-header:KIND"]
-        for kind in re.findall(r"`([^`]+)`", kinds.group(1)):
-            words["bad-header:" + kind] = ""
+    for match in re.finditer(r"^\| `([^`]+)` \| (.*) \|$", section, re.M):
+        word, note = match.groups()
+        if word == "end=":
+            continue                                # the table's own heading row
+        if word == "bad-header:KIND":
+            for kind in re.findall(r"`([^`]+)`", note):
+                words["bad-header:" + kind] = ""
+        else:
+            words[word] = note
     return words
 
 

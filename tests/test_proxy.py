@@ -12,40 +12,12 @@ import threading
 
 import pytest
 
-from support import (RESET, JammedListener, ProxyProcess, RecordingServer, connect, exchange,
-                     exchange_or_reset, finish, free_port, read_to_eof, wait_until)
+from support import (BOTH_FORMS, CLAIMED_V1, CLAIMED_V2, PAYLOAD, REPLY, RESET, V2_LOCAL,
+                     V2_SIGNATURE, JammedListener, Launcher, RecordingServer, config, connect,
+                     exchange, exchange_or_reset, finish, free_port, one_frontend, read_to_eof,
+                     v1_line, v2_header, wait_until)
 
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-CLAIMED_V1 = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
-CLAIMED_V2 = (V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 12) + socket.inet_aton("203.0.113.7")
-              + socket.inet_aton("198.51.100.1") + struct.pack("!HH", 5555, 80))
-PAYLOAD = b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)) * 4   # every byte value, NUL and CRLF too
-REPLY = b"HTTP/1.0 200 OK\r\n\r\nhello \x00\xff"
 SEND_OPTION = {"none": "", "v1": "send-proxy", "v2": "send-proxy-v2"}
-
-
-@pytest.fixture(params=["module", "bundle"])
-def launch(request):
-    return request.param
-
-
-def v2_tcp4(src, dst, sport, dport):
-    """A v2 PROXY/TCP4 header built by hand, independently of the code under test."""
-    return (V2_SIGNATURE + b"\x21\x11" + struct.pack("!H", 12) + socket.inet_aton(src)
-            + socket.inet_aton(dst) + struct.pack("!HH", sport, dport))
-
-
-def config(frontends, backends, defaults="", global_=""):
-    """An INI config from (name, bind lines, backend) and (name, server lines) pairs."""
-    parts = ["[global]\n" + global_,
-             "[defaults]\ntimeout connect = 2s\ntimeout client = 10s\ntimeout server = 10s\n"
-             + defaults]
-    for name, binds, backend, extra in frontends:
-        parts.append("[frontend %s]\nbind = %s\ndefault_backend = %s\n%s"
-                     % (name, "\n       ".join(binds), backend, extra))
-    for name, servers, extra in backends:
-        parts.append("[backend %s]\n%s\n%s" % (name, "\n".join(servers), extra))
-    return "\n".join(parts)
 
 
 # -- every bind x server header combination ------------------------------------------------------
@@ -58,7 +30,7 @@ def matrix_backend():
 
 
 @pytest.fixture(scope="module", params=["module", "bundle"])
-def matrix_proxy(request, tmp_path_factory, matrix_backend):
+def matrix_proxy(request, tmp_path_factory, proxy_python, matrix_backend):
     """One proxy with a frontend for each (incoming, outgoing) header combination."""
     ports = {}
     frontends, backends = [], []
@@ -69,10 +41,8 @@ def matrix_proxy(request, tmp_path_factory, matrix_backend):
             port = ports[inc, out] = free_port()
             bind = "127.0.0.1:%d%s" % (port, "" if inc == "none" else " accept-proxy")
             frontends.append(("fe_%s_%s" % (inc, out), [bind], "be_%s" % out, ""))
-    proxy = ProxyProcess(config(frontends, backends), tmp_path_factory.mktemp("matrix"),
-                         launch=request.param)
-    yield proxy, ports
-    assert proxy.stop() == 0
+    with Launcher(request.param, tmp_path_factory.mktemp("matrix")) as launch:
+        yield launch(config(frontends, backends)), ports
 
 
 @pytest.mark.parametrize("inc", ["none", "v1", "v2"])
@@ -91,8 +61,8 @@ def test_header_matrix_exact_bytes(matrix_proxy, matrix_backend, inc, out):
         src, dst, sport, dport = "203.0.113.7", "198.51.100.1", 5555, 80
     expected_header = {
         "none": b"",
-        "v1": b"PROXY TCP4 %s %s %d %d\r\n" % (src.encode(), dst.encode(), sport, dport),
-        "v2": v2_tcp4(src, dst, sport, dport),
+        "v1": v1_line(src, dst, sport, dport),
+        "v2": v2_header(src, dst, sport, dport),
     }[out]
     assert bytes(got.received) == expected_header + PAYLOAD
     line = proxy.wait_for("fe=fe_%s_%s " % (inc, out))
@@ -103,43 +73,41 @@ def test_header_matrix_exact_bytes(matrix_proxy, matrix_backend, inc, out):
 
 # -- address families ---------------------------------------------------------------------------
 
-def _one_shot(tmp_path, launch, bind, server, payload):
-    """Run one proxy with one frontend/backend and return (backend bytes, proxy)."""
+def _one_shot(launch, bind, server):
+    """Run one proxy with one frontend/backend and return (backend, proxy)."""
     backend = RecordingServer(mode="record", reply=REPLY)
-    proxy = ProxyProcess(config([("fe", [bind], "be", "")],
-                                [("be", ["server s1 = %s %s" % (backend.config_address, server)],
-                                  "")]), tmp_path, launch=launch)
-    return backend, proxy
+    return backend, launch(one_frontend([bind], "%s %s" % (backend.config_address, server)))
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
-def test_ipv6_client_gets_tcp6_line(tmp_path, launch):
+@BOTH_FORMS
+def test_ipv6_client_gets_tcp6_line(launch):
     port = free_port("::1")
-    backend, proxy = _one_shot(tmp_path, launch, "[::1]:%d" % port, "send-proxy", PAYLOAD)
+    backend, proxy = _one_shot(launch, "[::1]:%d" % port, "send-proxy")
     sock = connect(("::1", port))
     client_port = sock.getsockname()[1]
     assert finish(sock, PAYLOAD) == REPLY
     got = backend.next_connection()
     assert bytes(got.received) == b"PROXY TCP6 ::1 ::1 %d %d\r\n" % (client_port, port) + PAYLOAD
-    assert proxy.stop() == 0
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
-def test_wildcard_v6_bind_names_real_ipv4_destination(tmp_path, launch):
+@BOTH_FORMS
+def test_wildcard_v6_bind_names_real_ipv4_destination(launch):
     """An IPv4 client on [::] arrives v4-mapped: it goes out as TCP4, and never as '::'."""
     port = free_port("::")
-    backend, proxy = _one_shot(tmp_path, launch, "[::]:%d" % port, "send-proxy-v2", PAYLOAD)
+    backend, proxy = _one_shot(launch, "[::]:%d" % port, "send-proxy-v2")
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
     assert finish(sock, PAYLOAD) == REPLY
     got = backend.next_connection()
-    assert bytes(got.received) == v2_tcp4("127.0.0.1", "127.0.0.1", client_port, port) + PAYLOAD
-    assert proxy.stop() == 0
+    assert bytes(got.received) == v2_header("127.0.0.1", "127.0.0.1", client_port, port) + PAYLOAD
 
 
+@BOTH_FORMS
 def test_unix_socket_bind(tmp_path, launch):
     path = str(tmp_path / "front.sock")
-    backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy-v2", PAYLOAD)
+    backend, proxy = _one_shot(launch, "unix@" + path, "send-proxy-v2")
     assert exchange(path, PAYLOAD) == REPLY
     got = backend.next_connection()
     unix_block = b"\0" * 108 + path.encode().ljust(108, b"\0")
@@ -149,9 +117,10 @@ def test_unix_socket_bind(tmp_path, launch):
     assert not os.path.exists(path)
 
 
+@BOTH_FORMS
 def test_unix_client_with_an_abstract_address(tmp_path, launch):
     path = str(tmp_path / "front.sock")
-    backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy", PAYLOAD)
+    backend, proxy = _one_shot(launch, "unix@" + path, "send-proxy")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(b"\0simpleproxy-test-%d" % os.getpid())
     sock.settimeout(10)
@@ -162,36 +131,34 @@ def test_unix_client_with_an_abstract_address(tmp_path, launch):
     sock.close()
     assert bytes(backend.next_connection().received) == b"PROXY UNKNOWN\r\n" + PAYLOAD
     assert "unix@@simpleproxy-test-%d " % os.getpid() in proxy.wait_for("end=normal")
-    assert proxy.stop() == 0
 
 
+@BOTH_FORMS
 def test_unix_socket_client_sends_v1_unknown(tmp_path, launch):
     path = str(tmp_path / "front.sock")
-    backend, proxy = _one_shot(tmp_path, launch, "unix@" + path, "send-proxy", PAYLOAD)
+    backend, proxy = _one_shot(launch, "unix@" + path, "send-proxy")
     assert exchange(path, PAYLOAD) == REPLY
     assert bytes(backend.next_connection().received) == b"PROXY UNKNOWN\r\n" + PAYLOAD
-    assert proxy.stop() == 0
 
 
 # -- accept-proxy: split headers, LOCAL, malformed ----------------------------------------------
 
-def start_accepting(workdir):
+def start_accepting(launch):
     """A proxy with an accept-proxy bind that sends v1 on: (the proxy, its port, the backend)."""
     backend = RecordingServer(mode="record", reply=REPLY)
     port = free_port()
-    proxy = ProxyProcess(config(
-        [("fe", ["127.0.0.1:%d accept-proxy" % port], "be", "")],
-        [("be", ["server s1 = %s send-proxy" % backend.config_address], "")],
-        defaults="timeout proxy-header = 3s\n"), workdir)
+    proxy = launch(config(
+        [("fe", ["127.0.0.1:%d accept-proxy" % port], "be", "timeout proxy-header = 3s\n")],
+        [("be", ["server s1 = %s send-proxy" % backend.config_address], "")]))
     return proxy, port, backend
 
 
 @pytest.fixture(scope="module")
-def accepting(tmp_path_factory):
+def accepting(tmp_path_factory, proxy_python):
     """start_accepting(), shared by the module's tests."""
-    proxy, port, backend = start_accepting(tmp_path_factory.mktemp("accepting"))
-    yield proxy, port, backend
-    assert proxy.stop() == 0
+    with Launcher("module", tmp_path_factory.mktemp("accepting")) as launch:
+        proxy, port, backend = start_accepting(launch)
+        yield proxy, port, backend
     backend.close()
 
 
@@ -211,21 +178,21 @@ def test_header_split_into_single_bytes(accepting, header):
 
 def test_v2_local_uses_real_addresses(accepting):
     proxy, port, backend = accepting
-    local = V2_SIGNATURE + b"\x20\x00\x00\x00"
+    local = V2_LOCAL
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
     assert finish(sock, local + PAYLOAD) == REPLY
-    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
+    expected = v1_line("127.0.0.1", "127.0.0.1", client_port, port)
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
-def test_local_health_check_never_reaches_the_backend(tmp_path, reset):
+def test_local_health_check_never_reaches_the_backend(launch, reset):
     """A LOCAL header and then EOF or a reset is a peer's health check: no server is chosen."""
-    proxy, port, backend = start_accepting(tmp_path)      # its own: idle descriptors counted
+    proxy, port, backend = start_accepting(launch)        # its own: idle descriptors counted
     descriptors = proxy.open_fds()
     sock = connect(("127.0.0.1", port))
-    sock.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
+    sock.sendall(V2_LOCAL)
     if reset:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     else:
@@ -239,22 +206,20 @@ def test_local_health_check_never_reaches_the_backend(tmp_path, reset):
     wait_until(lambda: proxy.open_fds() == descriptors, what="both connections closed")
     assert len(backend.accepted) == 1
     assert not proxy.log_lines("end=health-check")        # logged at debug level only
-    assert proxy.stop() == 0
     backend.close()
 
 
-def test_local_and_silent_counts_as_waiting_for_its_header(tmp_path):
+def test_local_and_silent_counts_as_waiting_for_its_header(launch):
     """LOCAL and then nothing: bounded by maxconn-pending-header and timeout proxy-header,
     like a connection whose header never comes."""
     backend = RecordingServer(mode="record", reply=REPLY)
     port = free_port()
-    proxy = ProxyProcess(config(
-        [("fe", ["127.0.0.1:%d accept-proxy" % port], "be",
-          "maxconn-pending-header = 2\ntimeout proxy-header = 500ms\n")],
-        [("be", ["server s1 = %s" % backend.config_address], "")]), tmp_path)
+    proxy = launch(one_frontend(["127.0.0.1:%d accept-proxy" % port], backend.config_address,
+                                frontend="maxconn-pending-header = 2\n"
+                                         "timeout proxy-header = 500ms\n"))
     probes = [connect(("127.0.0.1", port), timeout=3) for _ in range(3)]
     for probe in probes:
-        probe.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
+        probe.sendall(V2_LOCAL)
     proxy.wait_for("end=evicted:maxconn-pending-header")
     for probe in probes:
         # Evicted (a reset: its bytes were never read), or closed at the 500 ms header
@@ -265,7 +230,6 @@ def test_local_and_silent_counts_as_waiting_for_its_header(tmp_path):
             pass
         probe.close()
     assert backend.accepted == []
-    assert proxy.stop() == 0
 
 
 def test_local_then_payload_later_is_relayed(accepting):
@@ -273,12 +237,26 @@ def test_local_then_payload_later_is_relayed(accepting):
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")     # its own segment, most likely
+    sock.sendall(V2_LOCAL)     # its own segment, most likely
     sock.sendall(PAYLOAD)
     sock.shutdown(socket.SHUT_WR)
     assert read_to_eof(sock) == REPLY
-    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
+    expected = v1_line("127.0.0.1", "127.0.0.1", client_port, port)
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
+
+
+def test_unknown_with_any_bytes_uses_the_real_peer_and_logs_none_of_them(accepting):
+    """PROXY UNKNOWN: whatever comes before the CRLF is ignored (an escape sequence, NUL,
+    0xff here), the real endpoints go on, and none of those bytes reaches the log."""
+    proxy, port, backend = accepting
+    start = len(proxy.lines)
+    sock = connect(("127.0.0.1", port))
+    client_port = sock.getsockname()[1]
+    assert finish(sock, b"PROXY UNKNOWN \x1b[2J\x00\xff\r\n" + PAYLOAD) == REPLY
+    expected = v1_line("127.0.0.1", "127.0.0.1", client_port, port)
+    assert bytes(backend.next_connection().received) == expected + PAYLOAD
+    assert "end=normal" in proxy.wait_for("peer=127.0.0.1:%d " % client_port, start=start)
+    assert not [line for line in proxy.lines[start:] if "\x1b" in line or "\ufffd" in line]
 
 
 def test_second_header_is_payload(accepting):
@@ -286,6 +264,22 @@ def test_second_header_is_payload(accepting):
     forged = b"PROXY TCP4 6.6.6.6 6.6.6.6 1 2\r\n"
     assert exchange(("127.0.0.1", port), CLAIMED_V1 + forged + PAYLOAD) == REPLY
     assert bytes(backend.next_connection().received) == CLAIMED_V1 + forged + PAYLOAD
+
+
+@pytest.mark.parametrize("src, dst, family", [("203.0.113.7", "198.51.100.1", "UDP4"),
+                                               ("2001:db8::7", "2001:db8::1", "UDP6")])
+def test_udp_announced_by_the_client_goes_on_as_udp(launch, src, dst, family):
+    """A v2 header for a UDP flow (transport 2, DGRAM) is rebuilt for send-proxy-v2 with the
+    same transport, not relabelled TCP."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    port = free_port()
+    proxy = launch(one_frontend(["127.0.0.1:%d accept-proxy" % port],
+                                backend.config_address + " send-proxy-v2"))
+    udp = v2_header(src, dst, 5555, 53, transport=0x2)
+    assert exchange(("127.0.0.1", port), udp + PAYLOAD) == REPLY
+    assert bytes(backend.next_connection().received) == udp + PAYLOAD
+    assert "pp=v2/%s" % family in proxy.wait_for("end=normal").split()
+    backend.close()
 
 
 MALFORMED = [
@@ -316,12 +310,11 @@ def test_bad_header_closes_without_touching_backend(accepting, kind, data):
 
 # -- relaying: volume, half-close, backpressure ------------------------------------------------
 
-def test_64_mib_each_way_byte_exact(tmp_path, launch):
+@BOTH_FORMS
+def test_64_mib_each_way_byte_exact(launch):
     backend = RecordingServer(mode="echo")
     port = free_port()
-    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
-                                [("be", ["server s1 = %s" % backend.config_address], "")]),
-                         tmp_path, launch=launch)
+    proxy = launch(one_frontend(["127.0.0.1:%d" % port], backend.config_address))
     size = 64 << 20
     block = hashlib.sha256(b"seed").digest() * 4096        # 128 KiB of varied bytes
     sock = connect(("127.0.0.1", port), timeout=60)
@@ -349,7 +342,6 @@ def test_64_mib_each_way_byte_exact(tmp_path, launch):
     assert received_hash.hexdigest() == sent_hash.hexdigest()
     line = proxy.wait_for("end=normal")
     assert "in=%d out=%d" % (size, size) in line
-    assert proxy.stop() == 0
 
 
 class GreetThenRead(RecordingServer):
@@ -365,15 +357,16 @@ class GreetThenRead(RecordingServer):
             record.received += data
 
 
-def test_half_close_both_ways(tmp_path, launch):
+@BOTH_FORMS
+def test_half_close_both_ways(launch):
     record_backend = RecordingServer(mode="record", reply=REPLY)
     greeter = GreetThenRead()
     port_a, port_b = free_port(), free_port()
-    proxy = ProxyProcess(config(
+    proxy = launch(config(
         [("client_closes", ["127.0.0.1:%d" % port_a], "rec", ""),
          ("server_closes", ["127.0.0.1:%d" % port_b], "greet", "")],
         [("rec", ["server s1 = %s" % record_backend.config_address], ""),
-         ("greet", ["server s1 = %s" % greeter.config_address], "")]), tmp_path, launch=launch)
+         ("greet", ["server s1 = %s" % greeter.config_address], "")]))
     # The client half-closes first; the server answers after seeing EOF.
     assert exchange(("127.0.0.1", port_a), PAYLOAD) == REPLY
     assert bytes(record_backend.next_connection().received) == PAYLOAD
@@ -387,7 +380,6 @@ def test_half_close_both_ways(tmp_path, launch):
     assert bytes(greeter.next_connection().received) == PAYLOAD * 2
     assert "end=normal" in proxy.wait_for("fe=client_closes ")
     assert "end=normal" in proxy.wait_for("fe=server_closes ")
-    assert proxy.stop() == 0
 
 
 class Firehose(RecordingServer):
@@ -401,12 +393,11 @@ class Firehose(RecordingServer):
             conn.sendall(chunk)
 
 
-def test_slow_reader_keeps_memory_bounded(tmp_path, launch):
+@BOTH_FORMS
+def test_slow_reader_keeps_memory_bounded(launch):
     backend = Firehose()
     port = free_port()
-    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
-                                [("be", ["server s1 = %s" % backend.config_address], "")]),
-                         tmp_path, launch=launch)
+    proxy = launch(one_frontend(["127.0.0.1:%d" % port], backend.config_address))
     baseline = proxy.rss_kib()
     sock = connect(("127.0.0.1", port), timeout=60)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -426,7 +417,6 @@ def test_slow_reader_keeps_memory_bounded(tmp_path, launch):
     assert received == Firehose.total
     # One read buffer (256 KiB) per direction at most, plus interpreter noise: far below 256 MiB.
     assert peak - baseline < 16 * 1024, (baseline, peak)
-    assert proxy.stop() == 0
 
 
 def _proxy_blocked(proxy, backend_port):
@@ -440,18 +430,19 @@ def _proxy_blocked(proxy, backend_port):
 
 # -- timeouts ------------------------------------------------------------------------------------
 
-def test_timeouts_fire(tmp_path, launch):
+@BOTH_FORMS
+def test_timeouts_fire(launch):
     echo = RecordingServer(mode="echo")
     jammed = JammedListener()
     ports = [free_port() for _ in range(3)]
-    proxy = ProxyProcess(config(
+    proxy = launch(config(
         [("idle", ["127.0.0.1:%d" % ports[0]], "echo", "timeout client = 300ms\n"),
          ("header", ["127.0.0.1:%d accept-proxy" % ports[1]], "echo",
           "timeout proxy-header = 300ms\n"),
          ("connect", ["127.0.0.1:%d" % ports[2]], "jammed", "")],
         [("echo", ["server s1 = %s" % echo.config_address], "timeout server = 300ms\n"),
          ("jammed", ["server s1 = %s" % jammed.config_address],
-          "timeout connect = 300ms\nretries = 0\n")]), tmp_path, launch=launch)
+          "timeout connect = 300ms\nretries = 0\n")]))
     socks = [connect(("127.0.0.1", port)) for port in ports]
     socks[0].sendall(b"ping")
     assert socks[0].recv(10) == b"ping"
@@ -460,7 +451,6 @@ def test_timeouts_fire(tmp_path, launch):
     assert "end=client-timeout" in proxy.wait_for("fe=idle ")
     assert "end=header-timeout" in proxy.wait_for("fe=header ")
     assert "end=connect-timeout" in proxy.wait_for("fe=connect ")
-    assert proxy.stop() == 0
     for sock in socks:
         sock.close()
     jammed.close()
@@ -468,12 +458,11 @@ def test_timeouts_fire(tmp_path, launch):
 
 # -- limits --------------------------------------------------------------------------------------
 
-def test_maxconn_stops_accepting_then_resumes(tmp_path, launch):
+@BOTH_FORMS
+def test_maxconn_stops_accepting_then_resumes(launch):
     echo = RecordingServer(mode="echo")
     port = free_port()
-    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
-                                [("be", ["server s1 = %s" % echo.config_address], "")],
-                                global_="maxconn = 2\n"), tmp_path, launch=launch)
+    proxy = launch(one_frontend(["127.0.0.1:%d" % port], echo.config_address, global_="maxconn = 2\n"))
     first, second = connect(("127.0.0.1", port)), connect(("127.0.0.1", port))
     for sock in (first, second):
         sock.sendall(b"x")
@@ -488,48 +477,45 @@ def test_maxconn_stops_accepting_then_resumes(tmp_path, launch):
     assert third.recv(1) == b"y"                 # served as soon as a slot frees
     for sock in (second, third):
         sock.close()
-    assert proxy.stop() == 0
 
 
 # -- chaining ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("first_hop", ["send-proxy", "send-proxy-v2"])
-def test_chained_behind_another_simpleproxy(tmp_path, launch, first_hop):
+@BOTH_FORMS
+def test_chained_behind_another_simpleproxy(launch, first_hop):
     backend = RecordingServer(mode="record", reply=REPLY)
     inner_port, outer_port = free_port(), free_port()
-    inner = ProxyProcess(config(
+    inner = launch(config(
         [("inner", ["127.0.0.1:%d accept-proxy" % inner_port], "be", "")],
-        [("be", ["server s1 = %s send-proxy" % backend.config_address], "")]),
-        tmp_path / "inner", launch=launch)
-    outer = ProxyProcess(config(
+        [("be", ["server s1 = %s send-proxy" % backend.config_address], "")]))
+    outer = launch(config(
         [("outer", ["127.0.0.1:%d" % outer_port], "be", "")],
-        [("be", ["server inner = 127.0.0.1:%d %s" % (inner_port, first_hop)], "")]),
-        tmp_path / "outer", launch=launch)
+        [("be", ["server inner = 127.0.0.1:%d %s" % (inner_port, first_hop)], "")]))
     sock = connect(("127.0.0.1", outer_port))
     client_port = sock.getsockname()[1]
     assert finish(sock, PAYLOAD) == REPLY
     got = backend.next_connection()
     # The innermost server is told about the original client, not about the outer proxy.
-    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, outer_port)
+    expected = v1_line("127.0.0.1", "127.0.0.1", client_port, outer_port)
     assert bytes(got.received) == expected + PAYLOAD
     assert "127.0.0.1:%d " % client_port in inner.wait_for("fe=inner")
-    assert outer.stop() == 0
-    assert inner.stop() == 0
 
 
 # -- listen sections and stopping ----------------------------------------------------------------
 
-def test_listen_section_and_sigint_stop(tmp_path, launch):
+@BOTH_FORMS
+def test_listen_section_and_sigint_stop(launch):
     backend = RecordingServer(mode="record", reply=REPLY)
     port = free_port()
     text = ("[listen app]\nbind = 127.0.0.1:%d\nserver s1 = %s send-proxy\n"
             % (port, backend.config_address))
-    proxy = ProxyProcess(text, tmp_path, launch=launch)
+    proxy = launch(text)
     idle = connect(("127.0.0.1", port))          # still open when the proxy is told to stop
     sock = connect(("127.0.0.1", port))
     client_port = sock.getsockname()[1]
     assert finish(sock, PAYLOAD) == REPLY
-    expected = b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (client_port, port)
+    expected = v1_line("127.0.0.1", "127.0.0.1", client_port, port)
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
     proxy.proc.send_signal(signal.SIGINT)
     assert proxy.stop() == 0
@@ -539,7 +525,7 @@ def test_listen_section_and_sigint_stop(tmp_path, launch):
         connect(("127.0.0.1", port))              # and the listener is gone
 
 
-def test_unix_server_with_a_full_backlog_is_a_connect_error(tmp_path):
+def test_unix_server_with_a_full_backlog_is_a_connect_error(tmp_path, launch):
     """A non-blocking connect to a Unix listener whose backlog is full fails at once (EAGAIN);
     it is a failed connect, not a connection."""
     path = str(tmp_path / "full.sock")
@@ -557,9 +543,7 @@ def test_unix_server_with_a_full_backlog_is_a_connect_error(tmp_path):
             break
         assert len(fillers) < 100
     port = free_port()
-    proxy = ProxyProcess(config([("fe", ["127.0.0.1:%d" % port], "be", "")],
-                                [("be", ["server s1 = unix@%s" % path], "retries = 0\n")]),
-                         tmp_path)
+    proxy = launch(one_frontend(["127.0.0.1:%d" % port], "unix@" + path, backend="retries = 0\n"))
     assert exchange_or_reset(("127.0.0.1", port), PAYLOAD) in (b"", RESET)
     line = proxy.wait_for("fe=fe ")
     assert "end=connect-error" in line and 'reason="Resource temporarily unavailable"' in line

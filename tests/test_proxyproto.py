@@ -1,8 +1,9 @@
-"""simpleproxy.proxyproto from tables: the checklist cases, the shared vectors, the builders,
-CRC32C and the --decode view."""
+"""simpleproxy.proxyproto from tables: the cases of docs/proxy-protocol.md's rules, the vectors
+of tests/data, the builders, CRC32C and the --decode view."""
 
+import glob
 import json
-import pathlib
+import os
 import re
 
 import pytest
@@ -13,10 +14,7 @@ from proxyproto_cases import (
 from simpleproxy.proxyproto import (
     DEFAULT_MAX_HEADER, HEADER_ERROR_KINDS, TRUNCATED, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader,
     aws_vpce_id, build_v1, build_v2, crc32c, header_as_dict, parse_header)
-from support import skip_or_fail
-
-VECTORS_PATH = (pathlib.Path(__file__).resolve().parents[2]
-                / "shared" / "proxy-protocol" / "vectors.json")
+from support import REPO, load_vectors
 
 
 def case_id(case):
@@ -50,6 +48,21 @@ def test_max_size(name, wire, max_size, expect):
         assert result == expect
 
 
+def test_the_rules_cited_are_in_docs_proxy_protocol():
+    """Every R-number and 10.x/11.x item the code and the cases cite is in the notes."""
+    with open(os.path.join(REPO, "docs", "proxy-protocol.md"), encoding="utf-8") as f:
+        notes = f.read()
+    cited = set()
+    for path in glob.glob(os.path.join(REPO, "simpleproxy", "*.py")) + [
+            os.path.join(REPO, "tests", "proxyproto_cases.py")]:
+        with open(path, encoding="utf-8") as f:
+            cited.update(re.findall(r"\bR\d+\b", f.read()))
+    cited.update(re.findall(r"\bR\d+\b", " ".join(case.ref for case in CASES)))
+    assert cited and {rule for rule in cited if "**%s**" % rule not in notes} == set()
+    for section in ("### 10.1", "### 10.2", "### 11.1", "### 11.2", "### 11.3"):
+        assert "\n%s " % section in notes
+
+
 def test_tables_cover_every_receiving_item_of_the_checklist():
     referenced = {int(number) for case in CASES for number in re.findall(r"R(\d+)", case.ref)}
     # R24 (what senders put in the line) is the builders' part, tested below.
@@ -62,25 +75,11 @@ def test_constants():
     assert DEFAULT_MAX_HEADER == 16384
 
 
-# ### The shared vectors (CHECKLIST 10.1 conventions)
-
-def load_vectors():
-    if not VECTORS_PATH.exists():
-        return []
-    return json.loads(VECTORS_PATH.read_text())
-
+# ### The vectors of tests/data (conventions in docs/proxy-protocol.md, "Test vectors")
 
 VECTORS = load_vectors()
 
 
-@pytest.fixture
-def needs_vectors():
-    """The shared vectors live beside the checkout (../shared); CI must have them."""
-    if not VECTORS:
-        skip_or_fail("%s not found" % VECTORS_PATH)
-
-
-@pytest.mark.usefixtures("needs_vectors")
 @pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
 def test_vector(vector):
     wire, expect = bytes.fromhex(vector["hex"]), vector["expect"]
@@ -102,7 +101,7 @@ def test_vector(vector):
     assert_incremental(wire)
 
 
-def test_vectors_cover_both_outcomes(needs_vectors):
+def test_vectors_cover_both_outcomes():
     assert sum(vector["valid"] for vector in VECTORS) >= 30
     assert sum(not vector["valid"] for vector in VECTORS) >= 30
 
@@ -174,6 +173,13 @@ def test_build_v1(src, dst, line):
     (("192.0.2.1", 1234), ("198.51.100.2", 443), {"local": True}, v2(0x20, 0x00)),
     (("192.0.2.1", 1234), ("198.51.100.2", 443), {"tlvs": TLS_TLVS},
      v2(0x21, 0x11, V4_BLOCK + tlv(0x01, b"h2") + tlv(0x02, b"example.com"))),
+    # the transport the client announced is kept: UDP goes on as DGRAM
+    (("192.0.2.1", 1234), ("198.51.100.2", 443), {"transport": "DGRAM"}, v2(0x21, 0x12, V4_BLOCK)),
+    (("2001:db8::1", 1), ("2001:db8::2", 2), {"transport": "DGRAM"},
+     v2(0x21, 0x22, inet6("2001:db8::1", "2001:db8::2", 1, 2))),
+    ("/run/a.sock", "/run/b.sock", {"transport": "DGRAM"},
+     v2(0x21, 0x32, unix_block(b"/run/a.sock", b"/run/b.sock"))),
+    (None, None, {"transport": "DGRAM"}, v2(0x20, 0x00)),       # nothing to announce
     # a CRC32C in tlvs is never copied: it could not match the new header
     (("192.0.2.1", 1234), ("198.51.100.2", 443), {"tlvs": [(0x03, b"\1\2\3\4"), (0x04, b"")]},
      v2(0x21, 0x11, V4_BLOCK + tlv(0x04, b""))),
@@ -181,6 +187,19 @@ def test_build_v1(src, dst, line):
 def test_build_v2(src, dst, kwargs, header):
     assert build_v2(src, dst, **kwargs) == header
     assert parse_header(header).header_len == len(header)
+
+
+@pytest.mark.parametrize("received", [
+    v2(0x21, 0x12, V4_BLOCK), v2(0x21, 0x22, inet6("2001:db8::1", "2001:db8::2", 1, 2)),
+    v2(0x21, 0x11, V4_BLOCK), v2(0x21, 0x32, unix_block(b"/a", b"/b")),
+], ids=["udp4", "udp6", "tcp4", "unix-dgram"])
+def test_a_received_header_rebuilt_from_its_fields_is_the_same_header(received):
+    header = parse_header(received)
+    if header.family.startswith("UNIX"):
+        src, dst = header.src_addr, header.dst_addr
+    else:
+        src, dst = (header.src_addr, header.src_port), (header.dst_addr, header.dst_port)
+    assert build_v2(src, dst, transport=header.transport) == received
 
 
 @pytest.mark.parametrize("kwargs", [

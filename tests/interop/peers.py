@@ -6,7 +6,7 @@ port it was given is listening (see port_listening), and it is stopped by the fi
 started it.
 
 A peer that is not installed skips the test, unless SIMPLEPROXY_REQUIRE_PEERS=1 (set by
-.ci/run), where it fails it: CI must never pass by skipping.
+.ci/run), where it fails it (support.skip_or_fail): CI must never pass by skipping.
 """
 import csv
 import errno
@@ -16,15 +16,12 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 
-import pytest
-
-from support import DEFAULT_TIMEOUT, ProxyProcess, finish, read_to_eof, wait_until
+from support import (DEFAULT_TIMEOUT, PAYLOAD, REPLY, Launcher, config, connect, finish,
+                     read_to_eof, skip_or_fail, wait_until)
 from support import free_port as free_port_probed_with
 
-PEERS_REQUIRED = os.environ.get("SIMPLEPROXY_REQUIRE_PEERS") == "1"
 SYSTEM_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/bin", "/usr/local/bin")
 NGINX_STREAM_MODULES = ("/usr/lib/nginx/modules/ngx_stream_module.so",
                         "/usr/lib64/nginx/modules/ngx_stream_module.so")
@@ -32,43 +29,13 @@ NGINX_STREAM_MODULES = ("/usr/lib/nginx/modules/ngx_stream_module.so",
 # Where test clients come from, and the address they reach, per family: 127.0.0.2 stands
 # apart from the proxies' own 127.0.0.1 (all of 127.0.0.0/8 is on loopback).
 CLIENTS = {"ipv4": ("127.0.0.2", "127.0.0.1"), "ipv6": ("::1", "::1")}
-PAYLOAD = b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256))   # NUL, CR, LF and every other byte
-REPLY = b"reply \x00\xff\r\n"
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-def endpoint_text(host, port):
-    """An endpoint as simpleproxy's log writes it."""
-    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
-
-
-def v1_line(src, dst, sport, dport):
-    """The v1 line for a TCP connection, built by hand (independently of simpleproxy)."""
-    return b"PROXY %s %s %s %d %d\r\n" % (b"TCP6" if ":" in src else b"TCP4", src.encode(),
-                                           dst.encode(), sport, dport)
-
-
-def v2_header(src, dst, sport, dport):
-    """The v2 PROXY header for a TCP connection, with no TLVs, built by hand."""
-    family, family_byte = (socket.AF_INET6, 0x21) if ":" in src else (socket.AF_INET, 0x11)
-    block = (socket.inet_pton(family, src) + socket.inet_pton(family, dst)
-             + struct.pack("!HH", sport, dport))
-    return V2_SIGNATURE + struct.pack("!BBH", 0x21, family_byte, len(block)) + block
-
-
-def peer_missing(reason):
-    """Skip the test for a missing peer, or fail it where CI requires every peer."""
-    if PEERS_REQUIRED:
-        pytest.fail("%s, and SIMPLEPROXY_REQUIRE_PEERS=1 makes that a failure" % reason,
-                    pytrace=False)
-    pytest.skip(reason)
 
 
 def find_program(name):
     """The peer's executable (sbin included, where Debian puts daemons), or skip/fail."""
     path = shutil.which(name) or shutil.which(name, path=os.pathsep.join(SYSTEM_BIN_DIRS))
     if path is None:
-        peer_missing("%s is not installed (Debian package %s)" % (name, name))
+        skip_or_fail("%s is not installed (Debian package %s)" % (name, name))
     return path
 
 
@@ -133,25 +100,10 @@ def wait_for_lines(path, count, timeout=DEFAULT_TIMEOUT, matching=""):
                       what="%d lines with %r in %s" % (count, matching, path))
 
 
-def connect_from(source_host, address, timeout=DEFAULT_TIMEOUT):
-    """A TCP connection to ``address`` from ``source_host`` (any 127.0.0.0/8 address works on
-    loopback), so the original client stands apart from the proxies' own 127.0.0.1."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.bind((source_host, 0))
-        sock.connect(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def round_trip(source_host, address):
     """PAYLOAD from ``source_host`` to ``address``, half-closed, and REPLY back through
     whatever chain is there; returns the client's port, the one its headers must carry."""
-    sock = connect_from(source_host, address)
+    sock = connect(address, source=source_host)
     client_port = sock.getsockname()[1]
     assert finish(sock, PAYLOAD) == REPLY
     return client_port
@@ -309,22 +261,18 @@ def _nginx_stream_module_directive(program):
         return ""
     modules = [path for path in NGINX_STREAM_MODULES if os.path.exists(path)]
     if not modules:
-        peer_missing("nginx has no stream module (Debian package libnginx-mod-stream)")
+        skip_or_fail("nginx has no stream module (Debian package libnginx-mod-stream)")
     return "load_module %s;" % modules[0]
 
 
-def simpleproxy_config(sections):
-    """A simpleproxy INI config: short timeouts, then the test's own sections."""
-    return ("[defaults]\ntimeout connect = 2s\ntimeout client = 10s\ntimeout server = 10s\n\n"
-            + sections)
-
-
 class Lab(object):
-    """The instances a test started, each in a folder of its own; ``stop_all`` ends them."""
+    """The instances a test started, each in a folder of its own; ``stop_all`` ends them.
+    simpleproxy instances are started by a support.Launcher, which checks how they exit."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, form="module"):
         self.folder = folder
         self.instances = []
+        self.launch = Launcher(form, folder / "simpleproxy")
 
     def _folder(self, name):
         path = self.folder / ("%s%d" % (name, len(self.instances)))
@@ -337,25 +285,18 @@ class Lab(object):
     def nginx(self, ports, http="", stream=""):
         return self._started(Nginx(self._folder("nginx"), ports, http=http, stream=stream))
 
-    def simpleproxy(self, sections, launch="module"):
-        return self._started(ProxyProcess(simpleproxy_config(sections),
-                                          self._folder("simpleproxy"), launch=launch))
+    def simpleproxy(self, sections):
+        """simpleproxy on config(sections=sections): the test's sections, short timeouts."""
+        return self.launch(config(sections=sections))
 
     def _started(self, instance):
         self.instances.append(instance)
         return instance
 
     def stop_all(self):
-        """Stop everything, newest first; simpleproxy must exit 0 on SIGTERM."""
-        failures = []
-        while self.instances:
-            instance = self.instances.pop()
-            try:
-                status = instance.stop()
-            except AssertionError as exc:
-                failures.append(str(exc))
-                continue
-            if isinstance(instance, ProxyProcess) and status != 0:
-                failures.append("simpleproxy exited with status %s; its last lines:\n%s"
-                                % (status, "\n".join(instance.lines[-20:])))
-        assert not failures, "\n".join(failures)
+        """Stop everything: the peers newest first, then simpleproxy (which must exit 0)."""
+        try:
+            while self.instances:
+                self.instances.pop().stop()
+        finally:
+            self.launch.stop_all()

@@ -3,9 +3,8 @@ import subprocess
 
 import pytest
 
-from peers import (CLIENTS, endpoint_text, find_program, free_port, program_output,
-                   wait_for_lines)
-from support import DEFAULT_TIMEOUT
+from peers import CLIENTS, find_program, free_port, program_output, wait_for_lines
+from support import DEFAULT_TIMEOUT, hostport
 
 NGINX_BODY = b"nginx http\n"
 
@@ -40,11 +39,11 @@ def run_curl(curl, *args):
 def test_curl_haproxy_protocol_through_simpleproxy_to_nginx(curl_chain, client):
     curl, proxy, nginx, proxy_port = curl_chain
     source, host = CLIENTS[client]
-    url = "http://%s/" % endpoint_text(host, proxy_port)
+    url = "http://%s/" % hostport(host, proxy_port)
     body, local_ip, local_port = run_curl(curl, "--haproxy-protocol", "--interface", source,
                                           "-g", url)
     assert (body, local_ip) == (NGINX_BODY, source)
-    line = proxy.wait_for(endpoint_text(source, local_port) + " ")
+    line = proxy.wait_for(hostport(source, local_port) + " ")
     assert "pp=v1/%s" % ("TCP4" if client == "ipv4" else "TCP6") in line.split()
     wait_for_lines(nginx.access_log("http.log"), 1, matching="%s %d " % (source, local_port))
 

@@ -5,9 +5,9 @@ proxies' own 127.0.0.1; every check is on the exact bytes or log fields that car
 """
 import pytest
 
-from peers import (CLIENTS, PAYLOAD, REPLY, complete_lines, endpoint_text, free_port, round_trip,
-                   v1_line, v2_header)
-from support import RESET, RecordingServer, exchange, exchange_or_reset, wait_until
+from peers import CLIENTS, complete_lines, free_port, round_trip
+from support import (PAYLOAD, REPLY, RESET, RecordingServer, exchange, exchange_or_reset, hostport,
+                     v1_line, v2_header, wait_until)
 
 HAPROXY_SENDS = {
     "v1": "send-proxy",
@@ -68,7 +68,7 @@ def test_haproxy_in_front_backend_sees_original_client(haproxy_in_front, mode, o
     got = backend.next_connection()
     assert bytes(got.received) == (expected_header(out, source, listen_host, client_port, port)
                                    + PAYLOAD)
-    line = proxy.wait_for(endpoint_text(source, client_port) + " ")
+    line = proxy.wait_for(hostport(source, client_port) + " ")
     fields = line.split()
     assert "pp=%s/%s" % (mode[:2], "TCP4" if client == "ipv4" else "TCP6") in fields
     assert "end=normal" in fields

@@ -3,9 +3,9 @@ stream, logging ``$proxy_protocol_addr``/``$proxy_protocol_port``) and in front 
 ``proxy_protocol on;``, which sends v1)."""
 import pytest
 
-from peers import (CLIENTS, PAYLOAD, REPLY, connect_from, endpoint_text, free_port, round_trip,
-                   v1_line, wait_for_lines)
-from support import RESET, RecordingServer, exchange_or_reset, read_to_eof
+from peers import CLIENTS, free_port, round_trip, wait_for_lines
+from support import (PAYLOAD, REPLY, RESET, RecordingServer, connect, exchange_or_reset, hostport,
+                     read_to_eof, v1_line)
 
 HTTP_REQUEST = b"GET / HTTP/1.0\r\nHost: interop\r\n\r\n"
 BLOCKS = ("http", "stream")
@@ -44,7 +44,7 @@ def test_nginx_behind_logs_the_original_client(nginx_behind, block, mode, client
     nginx, proxy_ports = nginx_behind
     source, listen_host = CLIENTS[client]
     port = proxy_ports[block, mode]
-    sock = connect_from(source, (listen_host, port))
+    sock = connect((listen_host, port), source=source)
     client_port = sock.getsockname()[1]
     if block == "http":
         sock.sendall(HTTP_REQUEST)
@@ -95,7 +95,7 @@ def test_nginx_in_front_v1_is_accepted(nginx_in_front, client):
     client_port, received = _through_nginx(nginx_in_front, client, source, host)
     nginx_port = nginx_in_front[2][client]
     assert received == v1_line(source, host, client_port, nginx_port) + PAYLOAD
-    line = proxy.wait_for(endpoint_text(source, client_port) + " ")
+    line = proxy.wait_for(hostport(source, client_port) + " ")
     assert "pp=v1/%s" % ("TCP4" if client == "ipv4" else "TCP6") in line.split()
 
 

@@ -9,8 +9,8 @@ over both instances of each tier.
 """
 from concurrent.futures import ThreadPoolExecutor
 
-from peers import complete_lines, connect_from, free_port
-from support import read_to_eof, wait_until
+from peers import complete_lines, free_port
+from support import connect, read_to_eof, wait_until
 
 CONNECTIONS = 200
 CONCURRENCY = 16
@@ -20,7 +20,7 @@ HTTP_REQUEST = b"GET / HTTP/1.0\r\nHost: two-tier\r\n\r\n"
 
 def one_client(number, address):
     """One HTTP request from a rotating 127.0.0.x: (source address, source port, reply)."""
-    sock = connect_from(SOURCES[number % len(SOURCES)], address)
+    sock = connect(address, source=SOURCES[number % len(SOURCES)])
     try:
         source = sock.getsockname()[:2]
         sock.sendall(HTTP_REQUEST)
