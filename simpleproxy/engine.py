@@ -43,6 +43,7 @@ from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
 from .health import HealthChecker
 from .logs import LOG
 from .proxyproto import aws_vpce_id, build_v1, build_v2, packed_ip, parse_header
+from .resolve import resolve_addresses
 from .trust import (END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER, START_BARE, START_PARSE,
                     START_UNTRUSTED, TrustPolicy, judge_start)
 
@@ -779,7 +780,7 @@ class Engine(object):
     """Owns the selector, the listeners, the timer heap and every session."""
 
     def __init__(self, config):
-        self.config = config
+        self.config = config = resolve_addresses(config)
         self.selector = selectors.DefaultSelector()
         self.now = time.monotonic()
         self.timers = []

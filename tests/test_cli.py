@@ -31,7 +31,7 @@ BAD_CONFIGS = [
      ["{f}:2: [defaults] timeout client: 's' is not a duration "
       "(expected a number with ms, s, m, h or d)"]),
     ("[global]\nmaxconn = lots\n" + GOOD_TAIL,
-     ["{f}:2: [global] maxconn: 'lots' is not a whole number (expected a whole number of at least 1)"]),
+     ["{f}:2: [global] maxconn: 'lots' is not a whole number (expected a whole number from 1 to 1000000)"]),
     ("[frontend web]\nbind = :80 accept-prox\ndefault_backend = app\n[backend app]\n"
      "server s1 = 127.0.0.1:80\n",
      ["{f}:2: [frontend web] bind: unknown bind option 'accept-prox', did you mean 'accept-proxy'? "

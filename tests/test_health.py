@@ -12,6 +12,7 @@ from simpleproxy.balancer import DOWN, MAINT, UP
 from simpleproxy.config import parse_config
 from simpleproxy.engine import Engine
 from simpleproxy.health import CheckResult, CheckWorkers, HealthState, check_spec, run_check
+from simpleproxy.resolve import resolve_addresses
 
 from support import JammedListener, RecordingServer, free_port, hostport
 
@@ -50,8 +51,8 @@ def test_rise_and_fall(rise, fall, results, states):
 
 
 def _server(options, extra=""):
-    config = parse_config("[frontend f]\nbind = :8000\ndefault_backend = b\n[backend b]\n%s\n"
-                          "server s1 = %s\n" % (extra, options))
+    config = resolve_addresses(parse_config("[frontend f]\nbind = :8000\ndefault_backend = b\n"
+                                            "[backend b]\n%s\nserver s1 = %s\n" % (extra, options)))
     backend = config.backends["b"]
     return backend.servers[0], backend
 
