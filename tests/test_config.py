@@ -1,5 +1,6 @@
 """The configuration reader: INI text in, frozen objects or exact messages out."""
 
+import ast
 import glob
 import ipaddress
 import os
@@ -52,6 +53,17 @@ def a_bind(line):
                           "server s1 = 127.0.0.1:8081\n" % line)
     return config.frontends[0].binds
 
+
+# -- the layout: reading a configuration needs no socket ----------------------------------------
+
+@pytest.mark.parametrize("module", ["ini", "config_values", "config", "balancer"])
+def test_config_and_balancer_import_no_socket(module):
+    with open(os.path.join(ROOT, "simpleproxy", module + ".py")) as f:
+        tree = ast.parse(f.read())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "socket" not in imported
 
 # -- durations and sizes ----------------------------------------------------------------------
 
