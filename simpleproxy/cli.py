@@ -8,6 +8,7 @@ from .errors import ConfigError, SimpleProxyError
 from .logs import LOG, setup_logging
 from .proxy import run_proxy
 from .proxyproto import ProxyHeaderError, header_as_dict, parse_header
+from .resolve import resolve_addresses
 
 
 def build_arg_parser():
@@ -17,6 +18,8 @@ def build_arg_parser():
     parser.add_argument("config", nargs="?", help="the INI configuration file")
     parser.add_argument("-c", "--check", action="store_true",
                         help="check the configuration and exit (0 when valid), binding nothing")
+    parser.add_argument("--resolve", action="store_true",
+                        help="with -c: also resolve the servers' host names, as start-up does")
     parser.add_argument("--decode", metavar="HEX",
                         help="decode one PROXY header given in hex (spaces allowed), print it as JSON")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -52,20 +55,28 @@ def main(argv=None):
         return 2
     try:
         config = load_config(args.config)
+        if args.check:
+            return check_command(config, args.resolve)
+        setup_logging(args.log_level or config.global_settings.log_level)
+        for warning in config.warnings:
+            LOG.warning("%s", warning)
+        return run_proxy(config)
     except ConfigError as exc:
+        # Before the proxy runs, and when a server name does not resolve as it starts:
+        # the lines go out as they are, one per problem, as -c prints them.
         for message in exc.messages:
             sys.stderr.write("%s\n" % message)
         return 1
-    if args.check:
-        for warning in config.warnings:
-            sys.stderr.write("warning: %s\n" % warning)
-        print("Configuration file is valid: %s" % args.config)
-        return 0
-    setup_logging(args.log_level or config.global_settings.log_level)
-    for warning in config.warnings:
-        LOG.warning("%s", warning)
-    try:
-        return run_proxy(config)
     except SimpleProxyError as exc:
         LOG.error("%s", exc)
         return 1
+
+
+def check_command(config, resolve):
+    """-c: warnings on stderr, the verdict on stdout, 0; host names resolved only if asked."""
+    if resolve:
+        resolve_addresses(config)
+    for warning in config.warnings:
+        sys.stderr.write("warning: %s\n" % warning)
+    print("Configuration file is valid: %s" % config.path)
+    return 0

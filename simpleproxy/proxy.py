@@ -22,6 +22,7 @@ from .listeners import AcceptBackoff, Listener, open_listener
 from .logs import LOG
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
+from .resolve import resolve_addresses
 
 
 class FrontendState(object):
@@ -42,7 +43,7 @@ class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
     def __init__(self, config):
-        self.config = config
+        self.config = config = resolve_addresses(config)
         self.loop = EventLoop()
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)

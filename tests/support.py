@@ -22,6 +22,7 @@ import time
 import pytest
 
 from simpleproxy.config import parse_config
+from simpleproxy.resolve import resolve_addresses
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "simpleproxy.py")
@@ -89,8 +90,9 @@ def config(frontends=(), backends=(), defaults="", global_="", sections=""):
 
 def parsed_server(options, extra=""):
     """The parsed (Server, Backend) of a config whose one backend has the server ``options``
-    (``ADDRESS OPTIONS``) and the lines ``extra``."""
-    parsed = parse_config(one_frontend(["127.0.0.1:8000"], options, backend=extra))
+    (``ADDRESS OPTIONS``) and the lines ``extra``, addresses resolved as at start-up."""
+    parsed = resolve_addresses(parse_config(one_frontend(["127.0.0.1:8000"], options,
+                                                         backend=extra)))
     return parsed.backends["be"].servers[0], parsed.backends["be"]
 
 

@@ -4,11 +4,13 @@ import glob
 import json
 import os
 import socket
+import subprocess
 
 import pytest
 
 from simpleproxy import __version__
-from support import BOTH_FORMS, REPO
+from simpleproxy.cli import main
+from support import BOTH_FORMS, REPO, proxy_command, proxy_env, run_cli
 
 GOOD_TAIL = """
 [frontend web]
@@ -31,7 +33,7 @@ BAD_CONFIGS = [
      ["{f}:2: [defaults] timeout client: 's' is not a duration "
       "(expected a number with ms, s, m, h or d)"]),
     ("[global]\nmaxconn = lots\n" + GOOD_TAIL,
-     ["{f}:2: [global] maxconn: 'lots' is not a whole number (expected a whole number of at least 1)"]),
+     ["{f}:2: [global] maxconn: 'lots' is not a whole number (expected a whole number from 1 to 1000000)"]),
     ("[frontend web]\nbind = :80 accept-prox\ndefault_backend = app\n[backend app]\n"
      "server s1 = 127.0.0.1:80\n",
      ["{f}:2: [frontend web] bind: unknown bind option 'accept-prox', did you mean 'accept-proxy'? "
@@ -111,6 +113,74 @@ def test_missing_config_file(launch, tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip() == ("%s: cannot read the file: No such file or directory "
                                      "(expected a readable INI file)" % (tmp_path / "nope.ini"))
+
+
+@pytest.mark.parametrize("path, kind", [("/dev/zero", "a character device"), (".", "a directory")])
+def test_check_refuses_what_is_not_a_file_in_one_line(path, kind, launch, tmp_path):
+    # /dev/zero was read until memory ran out, then a traceback.
+    result = launch.cli(["-c", path], timeout=30)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("%s: cannot read the file: it is %s (expected a regular file or "
+                             "a pipe)\n" % (path, kind))
+
+
+def test_check_reads_a_config_from_process_substitution(tmp_path):
+    path = tmp_path / "good.ini"
+    path.write_text(GOOD_TAIL)
+    command = proxy_command("module", str(tmp_path))
+    result = subprocess.run(["bash", "-c", 'exec "$@" -c <(cat "$CONFIG")', "bash"] + command,
+                            cwd=str(tmp_path), env=dict(proxy_env(), CONFIG=str(path)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("Configuration file is valid: /dev/fd/")
+
+
+def test_check_of_a_host_name_resolves_it_only_with_resolve(launch, tmp_path):
+    path = tmp_path / "names.ini"
+    # .invalid never resolves (RFC 6761): -c passes because it does not ask.
+    path.write_text(GOOD_TAIL.replace("127.0.0.1:9000", "app.invalid:9000"))
+    result = launch.cli(["-c", str(path)])
+    assert (result.returncode, result.stderr) == (0, "")
+    path.write_text(GOOD_TAIL.replace("127.0.0.1:9000", "localhost:9000"))
+    result = launch.cli(["-c", "--resolve", str(path)])
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+UNRESOLVED = ("{f}:7: [backend app] server s1: cannot resolve 'app.example': Name or service not "
+              "known (expected a host name that resolves, or an IP address)\n")
+
+
+@pytest.mark.parametrize("args, status, stderr", [
+    (["-c"], 0, ""),
+    (["-c", "--resolve"], 1, UNRESOLVED),
+    ([], 1, UNRESOLVED),                    # starting: the same line, before anything is bound
+])
+def test_names_are_looked_up_at_start_up_or_when_asked(args, status, stderr, tmp_path,
+                                                       monkeypatch, capsys):
+    looked_up = []
+
+    def no_such_name(host, *more, **options):
+        looked_up.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    # In process, with the lookup faked: a real failed lookup would ask a DNS server.
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    path = tmp_path / "names.ini"
+    path.write_text(GOOD_TAIL.replace("127.0.0.1:9000", "app.example:9000"))
+    assert main(args + [str(path)]) == status
+    assert capsys.readouterr().err == stderr.format(f=path)
+    assert looked_up == (["app.example"] if status else [])
+
+
+def test_a_long_token_with_control_characters_is_echoed_short_and_escaped(tmp_path):
+    path = tmp_path / "bad.ini"
+    path.write_bytes(b"[global]\nlog-level = \x1b]0;owned\x07" + b"v" * 5000 + b"\n"
+                     + GOOD_TAIL.encode())
+    result = run_cli(["-c", str(path)], "module", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr == (
+        "%s:2: [global] log-level: unknown log level '\\x1b]0;owned\\x07%s...' (5010 "
+        "characters) (expected one of: debug, error, info, warning)\n" % (path, "v" * 50))
 
 
 @BOTH_FORMS

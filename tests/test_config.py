@@ -4,12 +4,16 @@ import glob
 import ipaddress
 import os
 import socket
+import threading
+import time
 
 import pytest
 
 from simpleproxy.config import (Address, Backend, Bind, Frontend, GlobalSettings, Server,
-                                load_config, parse_config, parse_duration, parse_size)
+                                load_config, parse_config)
+from simpleproxy.config_values import parse_duration, parse_size
 from simpleproxy.errors import ConfigError
+from simpleproxy.resolve import resolve_addresses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = "conf/bad.ini"
@@ -93,14 +97,14 @@ def test_bad_sizes(text):
 
 
 @pytest.mark.parametrize("text, family, sockaddr", [
-    (":80", socket.AF_INET, ("0.0.0.0", 80)),
-    ("*:80", socket.AF_INET, ("0.0.0.0", 80)),
-    ("10.1.2.3:8080", socket.AF_INET, ("10.1.2.3", 8080)),
-    ("[::]:80", socket.AF_INET6, ("::", 80)),
-    ("[::1]:65535", socket.AF_INET6, ("::1", 65535)),
-    ("[0:0::1]:443", socket.AF_INET6, ("::1", 443)),             # canonical text
-    ("[::ffff:10.0.0.1]:443", socket.AF_INET6, ("::ffff:10.0.0.1", 443)),
-    ("unix@/run/simpleproxy.sock", socket.AF_UNIX, "/run/simpleproxy.sock"),
+    (":80", "ipv4", ("0.0.0.0", 80)),
+    ("*:80", "ipv4", ("0.0.0.0", 80)),
+    ("10.1.2.3:8080", "ipv4", ("10.1.2.3", 8080)),
+    ("[::]:80", "ipv6", ("::", 80)),
+    ("[::1]:65535", "ipv6", ("::1", 65535)),
+    ("[0:0::1]:443", "ipv6", ("::1", 443)),             # canonical text
+    ("[::ffff:10.0.0.1]:443", "ipv6", ("::ffff:10.0.0.1", 443)),
+    ("unix@/run/simpleproxy.sock", "unix", "/run/simpleproxy.sock"),
 ])
 def test_bind_addresses(text, family, sockaddr):
     (bind,) = a_bind(text)
@@ -118,7 +122,7 @@ BIND_FORMS = "(expected :PORT, *:PORT, IPv4:PORT, [IPv6]:PORT or unix@/path)"
     ("[fe80::1%lo]:80", "'fe80::1%lo' is not an IPv6 address " + BIND_FORMS),
     ("80", "'80' has no port " + BIND_FORMS),
     ("[::1]80", "'[::1]80' is not an address " + BIND_FORMS),
-    ("::1:80", "'::1:80' needs brackets around the IPv6 address (expected [::1]:80)"),
+    ("::1:80", "'::1:80' needs brackets around the IPv6 address (expected '[::1]:80')"),
     ("1.2.3.4:0", "'0' is not a port (expected 1 to 65535)"),
     ("1.2.3.4:65536", "'65536' is not a port (expected 1 to 65535)"),
     ("1.2.3.4:http", "'http' is not a port (expected 1 to 65535)"),
@@ -132,28 +136,54 @@ def test_bad_bind_addresses(text, problem):
 
 
 @pytest.mark.parametrize("text, family, sockaddr", [
-    ("10.0.0.1:80", socket.AF_INET, ("10.0.0.1", 80)),
-    ("[2001:db8::7]:3000", socket.AF_INET6, ("2001:db8::7", 3000)),
-    ("unix@/run/app.sock", socket.AF_UNIX, "/run/app.sock"),
+    ("10.0.0.1:80", "ipv4", ("10.0.0.1", 80)),
+    ("[2001:db8::7]:3000", "ipv6", ("2001:db8::7", 3000)),
+    ("unix@/run/app.sock", "unix", "/run/app.sock"),
 ])
 def test_server_addresses(text, family, sockaddr):
     assert a_server(text).address == Address(family, sockaddr, text)
 
 
-def test_server_host_name_is_resolved_once_at_load():
-    address = a_server("localhost:3000").address     # /etc/hosts: no traffic leaves the host
-    assert address.text == "localhost:3000"
-    assert (address.family, address.sockaddr) in [(socket.AF_INET, ("127.0.0.1", 3000)),
-                                                    (socket.AF_INET6, ("::1", 3000))]
+def test_server_host_name_is_kept_for_start_up_to_resolve():
+    address = a_server("localhost:3000").address
+    assert address == Address(None, ("localhost", 3000), "localhost:3000")
 
 
-def test_unresolvable_server_name_is_an_error(monkeypatch):
+def test_reading_a_config_asks_no_name_server(monkeypatch):
+    def no_lookups(*args, **kwargs):
+        raise AssertionError("a name was looked up")
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookups)
+    assert a_server("app.example:80").address.family is None
+
+
+def test_start_up_resolves_host_names_once():
+    config = resolve_addresses(parse_config("[listen l]\nbind = [::1]:8080\n"
+                                            "server s1 = localhost:3000 addr 127.0.0.2\n"
+                                            "server s2 = unix@/run/s2.sock\n"))
+    (bind,) = config.frontends[0].binds
+    assert bind.address == Address(socket.AF_INET6, ("::1", 8080), "[::1]:8080")
+    s1, s2 = config.backends["l"].servers
+    # /etc/hosts: no traffic leaves the host
+    assert (s1.address.family, s1.address.sockaddr) in [(socket.AF_INET, ("127.0.0.1", 3000)),
+                                                          (socket.AF_INET6, ("::1", 3000))]
+    assert s1.address.text == "localhost:3000"
+    assert s1.check_addr == Address(socket.AF_INET, ("127.0.0.2", 3000), "127.0.0.2")
+    assert s2.address == Address(socket.AF_UNIX, "/run/s2.sock", "unix@/run/s2.sock")
+
+
+def test_unresolvable_server_names_are_one_line_each_with_their_place(monkeypatch):
     def no_such_name(host, *args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     # Faked: a real failed lookup would ask a DNS server, and tests stay on loopback.
     monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
-    assert errors_of("[backend c]\nserver s1 = app.example:80\n" + FRAME) == [
+    config = parse_config("[backend c]\nserver s1 = app.example:80\n[listen l]\nbind = :81\n"
+                          "server s2 = db.example:5432\n" + FRAME, PATH)
+    with pytest.raises(ConfigError) as info:
+        resolve_addresses(config)
+    assert info.value.messages == [
         "conf/bad.ini:2: [backend c] server s1: cannot resolve 'app.example': Name or service "
+        "not known (expected a host name that resolves, or an IP address)",
+        "conf/bad.ini:5: [listen l] server s2: cannot resolve 'db.example': Name or service "
         "not known (expected a host name that resolves, or an IP address)"]
 
 
@@ -215,20 +245,20 @@ def test_contract_example():
                            accept_proxy_version="any", proxy_max_header=16384)
     assert config.frontends == (Frontend(
         name="mywebsite",
-        binds=(Bind(address=Address(socket.AF_INET, ("0.0.0.0", 80), ":80"), v6only=False,
+        binds=(Bind(address=Address("ipv4", ("0.0.0.0", 80), ":80"), v6only=False,
                     line=10, **header_handling),
                # :80 takes IPv4 on the same port, so [::]:80 is left the IPv6 clients.
-               Bind(address=Address(socket.AF_INET6, ("::", 80), "[::]:80"), v6only=True,
+               Bind(address=Address("ipv6", ("::", 80), "[::]:80"), v6only=True,
                     line=11, **header_handling)),
         default_backend="webservers", maxconn=None, timeout_client=30.0,
         timeout_client_fin=30.0, timeout_proxy_header=5.0, maxconn_per_source=0,
         maxconn_pending_header=1000, dontlognull=False, dontlog_normal=False, line=9),)
     assert config.backends == {"webservers": Backend(
         name="webservers", balance="roundrobin",
-        servers=(plain_server("s1", Address(socket.AF_INET, ("192.168.56.20", 3000),
+        servers=(plain_server("s1", Address("ipv4", ("192.168.56.20", 3000),
                                             "192.168.56.20:3000"), 16,
                               check=True, send_proxy=1, check_send_proxy=True),
-                 plain_server("s2", Address(socket.AF_INET, ("192.168.56.21", 3000),
+                 plain_server("s2", Address("ipv4", ("192.168.56.21", 3000),
                                             "192.168.56.21:3000"), 17,
                               check=True, send_proxy=2, check_send_proxy=True)),
         retries=3, redispatch=False, allbackups=False, timeout_connect=5.0, timeout_server=30.0,
@@ -285,13 +315,13 @@ def test_listen_section_with_defaults_and_default_server():
                                                     bufsize=1048576, check_threads=8)
     assert config.frontends == (Frontend(
         name="both",
-        binds=(Bind(Address(socket.AF_INET, ("127.0.0.1", 9000), "127.0.0.1:9000"), False, (),
+        binds=(Bind(Address("ipv4", ("127.0.0.1", 9000), "127.0.0.1:9000"), False, (),
                     (), "any", False, 4096, 16),
-               Bind(Address(socket.AF_INET6, ("::1", 9000), "[::1]:9000"), True,
+               Bind(Address("ipv6", ("::1", 9000), "[::1]:9000"), True,
                     (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"),
                      "unix"),
                     (ipaddress.ip_network("10.0.0.0/8"),), "v2", False, 1024, 17),
-               Bind(Address(socket.AF_UNIX, "/run/sp.sock", "unix@/run/sp.sock"), True,
+               Bind(Address("unix", "/run/sp.sock", "unix@/run/sp.sock"), True,
                     ("unix",), (), "any", False, 4096, 18)),
         default_backend="both", maxconn=50, timeout_client=60.0, timeout_client_fin=2.0,
         timeout_proxy_header=3.0, maxconn_per_source=10, maxconn_pending_header=20,
@@ -305,17 +335,17 @@ def test_listen_section_with_defaults_and_default_server():
     inherited = dict(inter=5.0, fastinter=5.0, downinter=5.0, fall=5, rise=4, send_proxy=2,
                      maxconn=100, check_send_proxy=True)
     assert backend.servers == (
-        plain_server("a", Address(socket.AF_INET, ("127.0.0.1", 9001), "127.0.0.1:9001"), 34,
+        plain_server("a", Address("ipv4", ("127.0.0.1", 9001), "127.0.0.1:9001"), 34,
                      check=True, **inherited),
-        plain_server("b", Address(socket.AF_INET6, ("::1", 9002), "[::1]:9002"), 35,
+        plain_server("b", Address("ipv6", ("::1", 9002), "[::1]:9002"), 35,
                      **dict(inherited, check=True, inter=3.0, fastinter=3.0, downinter=3.0,
                             proxy_v2_options=frozenset(["crc32c", "unique-id"]), weight=0,
                             backup=True, maxconn=0, disabled=True, check_port=9100,
                             check_send_proxy=False,
-                            check_addr=Address(socket.AF_INET, ("127.0.0.2", 9100),
+                            check_addr=Address("ipv4", ("127.0.0.2", 9100),
                                                "127.0.0.2"),
                             check_send=b"PING\r\n", check_expect=("string", b"+PONG"))),
-        plain_server("c", Address(socket.AF_UNIX, "/run/c.sock", "unix@/run/c.sock"), 36,
+        plain_server("c", Address("unix", "/run/c.sock", "unix@/run/c.sock"), 36,
                      **dict(inherited, check=True, send_proxy=1, check_send_proxy=False,
                             fastinter=0.1, downinter=60.0,
                             check_expect=("rstring", b"^OK \xff"))))
@@ -337,10 +367,10 @@ def test_check_send_proxy_follows_send_proxy_unless_set(options, check_send_prox
 
 
 @pytest.mark.parametrize("options, check_addr", [
-    ("addr 10.0.0.9", Address(socket.AF_INET, ("10.0.0.9", 80), "10.0.0.9")),
-    ("addr 10.0.0.9 port 81", Address(socket.AF_INET, ("10.0.0.9", 81), "10.0.0.9")),
-    ("addr ::1", Address(socket.AF_INET6, ("::1", 80), "::1")),
-    ("addr [::1]", Address(socket.AF_INET6, ("::1", 80), "::1")),
+    ("addr 10.0.0.9", Address("ipv4", ("10.0.0.9", 80), "10.0.0.9")),
+    ("addr 10.0.0.9 port 81", Address("ipv4", ("10.0.0.9", 81), "10.0.0.9")),
+    ("addr ::1", Address("ipv6", ("::1", 80), "::1")),
+    ("addr [::1]", Address("ipv6", ("::1", 80), "::1")),
     ("port 81", None),
 ])
 def test_check_address_carries_the_check_port(options, check_addr):
@@ -399,7 +429,7 @@ server s1 = 127.0.0.1:9000
 ])
 def test_v6only_is_settled_per_port(binds, v6only):
     (ipv6,) = [bind for bind in a_bind("\n  ".join(binds))
-               if bind.address.family == socket.AF_INET6]
+               if bind.address.family == "ipv6"]
     assert ipv6.v6only is v6only
 
 
@@ -553,20 +583,20 @@ BAD_CONFIGS = [
         "conf/bad.ini:2: [backend c] server s1: weight: 300 is out of range (expected a whole "
         "number from 0 to 256)",
         "conf/bad.ini:2: [backend c] server s1: rise: 0 is out of range (expected a whole "
-        "number of at least 1)",
+        "number from 1 to 1000)",
         "conf/bad.ini:2: [backend c] server s1: inter: 'soon' is not a duration " + DURATION,
         "conf/bad.ini:2: [backend c] server s1: check-expect: '(' is not a regular "
         "expression: missing ), unterminated subpattern at position 0 (expected a Python "
         "regular expression)"]),
     ("option without its value", "[backend c]\ndefault-server = check inter\n" + FRAME, [
         "conf/bad.ini:2: [backend c] default-server: 'inter' needs a value (expected inter "
-        "followed by a duration such as 5s)"]),
+        "followed by a duration such as 5s, at most 24d)"]),
     ("unknown check-expect kind", "[backend c]\nserver s1 = 10.0.0.1:80 check check-expect "
      "status 200\n" + FRAME, [
         "conf/bad.ini:2: [backend c] server s1: check-expect: unknown check-expect kind "
         "'status' (expected one of: rstring, string)"]),
     ("unterminated quote", "[backend c]\nserver s1 = 10.0.0.1:80 check-send \"PING\n" + FRAME, [
-        "conf/bad.ini:2: [backend c] server s1: unterminated quoted string \"PING (expected a "
+        "conf/bad.ini:2: [backend c] server s1: unterminated quoted string '\"PING' (expected a "
         "closing \")"]),
     ("quote inside a word", "[backend c]\nserver s1 = 10.0.0.1:80 check-send a\"b\"\n" + FRAME, [
         "conf/bad.ini:2: [backend c] server s1: 'a\"b\"' runs into a quote (expected whitespace "
@@ -589,7 +619,7 @@ BAD_CONFIGS = [
         "just 'option redispatch')"]),
     ("value missing", "[defaults]\ntimeout connect =\nretries\n" + FRAME, [
         "conf/bad.ini:2: [defaults] timeout connect: missing value (expected timeout connect = "
-        "a duration such as 5s)",
+        "a duration such as 5s, at most 24d)",
         "conf/bad.ini:3: [defaults] retries: missing value (expected retries = a whole number "
         "from 0 to 100)"]),
     ("option and no option", "[backend c]\noption redispatch\nno option redispatch\n"
@@ -602,7 +632,7 @@ BAD_CONFIGS = [
     ("bad global values", "[global]\nmaxconn = lots\nlog-level = verbose\ntune.bufsize = 1\n"
      + FRAME, [
         "conf/bad.ini:2: [global] maxconn: 'lots' is not a whole number (expected a whole "
-        "number of at least 1)",
+        "number from 1 to 1000000)",
         "conf/bad.ini:3: [global] log-level: unknown log level 'verbose' (expected one of: "
         "debug, error, info, warning)",
         "conf/bad.ini:4: [global] tune.bufsize: '1' is out of range (expected a size from 1024 "
@@ -639,6 +669,121 @@ timeout connect = 5x
 """ + FRAME)
     assert [message.split(":")[1] for message in messages] == ["2", "3", "5", "7"]
 
+# -- bounds: no value the event loop cannot take ---------------------------------------------------
+
+MAX_DURATION = "is more than the maximum, 24d (expected a duration of at most 24d)"
+MAX_COUNT = "is out of range (expected a whole number from %d to 1000000)"
+
+
+@pytest.mark.parametrize("line, value", [
+    ("timeout client = 24d", 24 * 86400.0),
+    ("timeout client = 2073600000", 24 * 86400.0),                   # 24d in ms
+    ("maxconn = 1000000", 1000000),
+    ("maxconn-per-source = 1000000", 1000000),
+])
+def test_the_maxima_are_accepted(line, value):
+    config = parse_config("[defaults]\n%s\n" % line + FRAME)
+    frontend = config.frontends[0]
+    assert value in (frontend.timeout_client, frontend.maxconn, frontend.maxconn_per_source)
+
+
+@pytest.mark.parametrize("line, problem", [
+    # 2^31 ms and above overflow a selector's timeout: the proxy died on the first timer.
+    ("timeout client = 25d", "'25d' " + MAX_DURATION),
+    ("timeout client = 2073600001", "'2073600001' " + MAX_DURATION),
+    ("timeout proxy-header = 2147483648", "'2147483648' " + MAX_DURATION),
+    ("timeout connect = 99999999999999999999", "'99999999999999999999' " + MAX_DURATION),
+    ("timeout server = 100000h", "'100000h' " + MAX_DURATION),
+    ("timeout check = " + "9" * 400, "'%s...' (400 characters) %s" % ("9" * 60, MAX_DURATION)),
+    ("maxconn = 1000001", "1000001 " + MAX_COUNT % 1),
+    ("maxqueue = 99999999999999999999",
+     "'99999999999999999999' " + MAX_COUNT % 0),
+    ("maxconn-pending-header = " + "9" * 5000,                        # int() of it: not free
+     "'%s...' (5000 characters) %s" % ("9" * 60, MAX_COUNT % 1)),
+    ("proxy-max-header = 99999999999999999999k",
+     "'99999999999999999999k' is too large a size (expected at most 18 digits)"),
+], ids=lambda value: value[:40])
+def test_durations_and_counts_beyond_their_maximum(line, problem):
+    key = line.split(" = ")[0]
+    assert errors_of("[defaults]\n%s\n" % line + FRAME) == [
+        "conf/bad.ini:2: [defaults] %s: %s" % (key, problem)]
+
+
+@pytest.mark.parametrize("option, problem", [
+    ("inter 25d", "inter: '25d' " + MAX_DURATION),
+    ("fastinter 2147483648", "fastinter: '2147483648' " + MAX_DURATION),
+    ("maxconn 1000001", "maxconn: 1000001 " + MAX_COUNT % 0),
+    ("rise 1001", "rise: 1001 is out of range (expected a whole number from 1 to 1000)"),
+    ("fall 99999999999999999999", "fall: '99999999999999999999' is out of range (expected a "
+     "whole number from 1 to 1000)"),
+])
+def test_server_durations_and_counts_beyond_their_maximum(option, problem):
+    assert errors_of("[backend c]\nserver s1 = 10.0.0.1:80 check %s\n" % option + FRAME) == [
+        "conf/bad.ini:2: [backend c] server s1: " + problem]
+
+# -- what is echoed back: short, and without control characters ------------------------------------
+
+
+def test_a_megabyte_unknown_token_is_answered_at_once_and_cut_short():
+    token = "x" * 1000000
+    started = time.monotonic()
+    messages = errors_of("[global]\n%s\n" % token + FRAME)
+    elapsed = time.monotonic() - started
+    cut = "'%s...' (1000000 characters)" % ("x" * 60)
+    assert messages == ["conf/bad.ini:2: [global] %s: unknown key %s (expected one of: "
+                        "check-threads, log-level, maxconn, tune.bufsize)" % (cut, cut)]
+    assert elapsed < 5, "was quadratic: a megabyte took %.1f s" % elapsed
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("balance = \x1b[2Jround\x07robin", "[backend c] balance: unknown balance algorithm "
+     "'\\x1b[2Jround\\x07robin' (expected one of: first, leastconn, random, roundrobin, "
+     "source, static-rr)"),
+    ("server s1 = 10.0.0.1:80 check-expect rstring \"(\\x1b\"",
+     "[backend c] server s1: check-expect: '(\\x1b' is not a regular expression: missing ), "
+     "unterminated subpattern at position 0 (expected a Python regular expression)"),
+    ("server s1 = 10.0.0.1:80 \"\\x9b31m\"", "[backend c] server s1: unknown server option "
+     "'\\x9b31m' (expected one of: %s)" % SERVER_OPTIONS),
+])
+def test_control_characters_are_escaped_where_they_are_echoed(line, problem):
+    assert errors_of("[backend c]\n%s\n" % line + FRAME) == ["conf/bad.ini:2: " + problem]
+
+# -- check-expect rstring: patterns that backtrack without end are refused -------------------------
+
+BACKTRACKING = ("{0} {1}, which can take exponential time on a reply and stall every connection "
+                "(expected a pattern without it, such as ^a+$ rather than ^(a+)+$)")
+NESTED = "repeats a group that itself repeats"
+OVERLAPPING = "repeats a group whose alternatives can match the same text"
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    ("^(a+)+$", NESTED),
+    ("(a*)*", NESTED),
+    ("(a+){2,}", NESTED),
+    ("((a+))+b", NESTED),
+    ("(x+x+)+y", NESTED),
+    ("^([a-z]+)*$", NESTED),
+    ("(\\d+\\.)+", NESTED),            # harmless in fact: the detector errs on the safe side
+    ("(a|a)*", OVERLAPPING),
+    ("^(a|ab)+$", OVERLAPPING),
+    ("(?:x|y|x)+", OVERLAPPING),
+])
+def test_a_pattern_that_can_backtrack_without_end_is_refused(pattern, reason):
+    assert errors_of("[backend c]\nserver s1 = 10.0.0.1:80 check check-expect rstring %s\n"
+                     % pattern + FRAME) == [
+        "conf/bad.ini:2: [backend c] server s1: check-expect: "
+        + BACKTRACKING.format("'%s'" % pattern.replace("\\\\", "\\"), reason)]
+
+
+@pytest.mark.parametrize("pattern", [
+    "^OK", "^HTTP/1\\.[01]\\x20200", "(GET|POST)\\x20/", "a+b+", "(ab)+", "[(+]+x", "\\(a+\\)+",
+    "(?:OK|READY)\\r\\n", "^(a+)?b", "(a|b)*c", "[a|a]*", "(ab){1}",
+])
+def test_ordinary_patterns_are_accepted(pattern):
+    assert a_server("10.0.0.1:80 check check-expect rstring %s" % pattern).check_expect == (
+        "rstring", pattern.replace("\\\\", "\\").encode())
+
+
 # -- files ----------------------------------------------------------------------------------------
 
 
@@ -658,11 +803,36 @@ def test_missing_file(tmp_path):
                                    "(expected a readable INI file)" % path]
 
 
-def test_directory_instead_of_a_file(tmp_path):
+@pytest.mark.parametrize("path, kind", [
+    (".", "a directory"), ("/dev/zero", "a character device"), ("/dev/null", "a character device"),
+])
+def test_only_a_regular_file_or_a_pipe_is_read(path, kind):
     with pytest.raises(ConfigError) as info:
-        load_config(str(tmp_path))
-    assert info.value.messages == ["%s: cannot read the file: Is a directory (expected a "
-                                   "readable INI file)" % tmp_path]
+        load_config(path)
+    assert info.value.messages == ["%s: cannot read the file: it is %s (expected a regular file "
+                                   "or a pipe)" % (path, kind)]
+
+
+def test_a_config_from_a_pipe_is_read(tmp_path):
+    path = str(tmp_path / "fifo")
+    os.mkfifo(path)
+    writer = threading.Thread(target=lambda: open(path, "w").write(CONTRACT_EXAMPLE),
+                              daemon=True)
+    writer.start()
+    try:
+        assert load_config(path) == parse_config(CONTRACT_EXAMPLE, path)
+    finally:
+        writer.join(10)
+
+
+def test_a_file_over_16_mib_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "huge.ini"
+    with open(str(path), "wb") as f:
+        f.write(b"# " + b"x" * (16 * 1024 * 1024) + b"\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    assert info.value.messages == ["%s: cannot read the file: it is larger than 16 MiB "
+                                   "(expected a configuration of at most 16 MiB)" % path]
 
 
 def test_file_that_is_not_utf8(tmp_path):

@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "simpleproxy")
 MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(PACKAGE, "*.py")))
 # The modules that make up the proxy on top of the loop: the loop may import none of them.
-PROXY_MODULES = {"balancer", "config", "endings", "health", "listeners", "proxy", "proxyproto",
-                 "relay", "session", "trust", "cli"}
+PROXY_MODULES = {"balancer", "config", "config_values", "endings", "health", "ini", "listeners",
+                 "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli"}
 
 
 def _tree(module):
@@ -69,15 +69,11 @@ def test_protocol_core_uses_socket_only_for_address_text():
     assert used <= {"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"}
 
 
-def test_balancer_imports_no_socket():
-    assert "socket" not in imports_of("balancer")[1]
-
-
-# The config helper's part of issue 10 (host names are resolved at start-up, not while the
-# config is read): until that branch lands, config.py still imports socket.
-@pytest.mark.xfail(strict=True, reason="config helper moves DNS out")
-def test_config_imports_no_socket():
-    assert "socket" not in imports_of("config")[1]
+@pytest.mark.parametrize("module", ["ini", "config_values", "config", "balancer"])
+def test_config_and_balancer_import_no_socket(module):
+    """Reading a configuration asks no name server: host names are resolved at start-up
+    (resolve.py), and choosing a server does no I/O."""
+    assert "socket" not in imports_of(module)[1]
 
 
 def test_loop_imports_no_proxy_module():
