@@ -2328,7 +2328,7 @@ def initial_addresses(init_addr, last, resolve):
     return StartAddresses(None, (), failure)
 
 
-# -- slots -------------------------------------------------------------------------------------------
+# -- slots ----------------------------------------------------------------------------------------
 
 def preference_order(addresses, prefer):
     """The addresses, once each, in the order free slots take them: the preferred family
@@ -2481,13 +2481,19 @@ def parse_init_addr(text):
     return tuple(methods)
 
 
-def server_template_names(prefix, count_text):
-    """The server names of ``server-template PREFIX = COUNT HOST:PORT [options]``:
-    PREFIX1..PREFIXCOUNT."""
-    if not _DNS_DIGITS.match(count_text) or not 1 <= int(count_text) <= MAX_TEMPLATE_SLOTS:
+def expand_server_template(prefix, words):
+    """``server-template PREFIX = COUNT HOST:PORT [options]``, its value split into words:
+    the names of its servers, PREFIX1..PREFIXCOUNT, and the words of the server line they
+    all share (HOST:PORT [options], read as a server line's)."""
+    if len(words) < 2:
+        raise ValueError("missing %s (expected server-template %s = COUNT HOST:PORT [options])"
+                         % ("count and address" if not words else "address", prefix))
+    count = words[0]
+    if not _DNS_DIGITS.match(count) or not 1 <= int(count) <= MAX_TEMPLATE_SLOTS:
         raise ValueError("'%s' is not a server count (expected a whole number from 1 to %d)"
-                         % (count_text, MAX_TEMPLATE_SLOTS))
-    return tuple("%s%d" % (prefix, number) for number in range(1, int(count_text) + 1))
+                         % (count, MAX_TEMPLATE_SLOTS))
+    names = tuple("%s%d" % (prefix, number) for number in range(1, int(count) + 1))
+    return names, list(words[1:])
 
 
 ###############################################################################

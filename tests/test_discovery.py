@@ -11,9 +11,9 @@ import pytest
 
 from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaintenance,
                                    IpAddress, LeaveMaintenance, LookupResult, NameResolution,
-                                   Notice, StartAddresses, assign_slots, initial_addresses,
-                                   ip_address, lookup, parse_init_addr, preference_order,
-                                   resolve_period, server_template_names)
+                                   Notice, StartAddresses, assign_slots, expand_server_template,
+                                   initial_addresses, ip_address, lookup, parse_init_addr,
+                                   preference_order, resolve_period)
 
 
 def ok(*texts):
@@ -331,14 +331,25 @@ def test_parse_init_addr_errors(text, error):
     assert str(caught.value) == error
 
 
-def test_server_template_names():
-    assert server_template_names("web", "3") == ("web1", "web2", "web3")
-    assert len(server_template_names("w", "1024")) == 1024
+def test_server_template_expands_to_numbered_servers_sharing_one_line():
+    assert expand_server_template("web", ["3", "web.test:80", "check", "weight", "2"]) == (
+        ("web1", "web2", "web3"), ["web.test:80", "check", "weight", "2"])
+    assert len(expand_server_template("w", ["1024", "w.test:80"])[0]) == 1024
 
 
-@pytest.mark.parametrize("count", ["0", "1025", "", "x", "3.0", "-1", "+2", "\u00b2", " 3"])
+@pytest.mark.parametrize("count", ["0", "1025", "x", "3.0", "-1", "+2", "\u00b2", "1_0"])
 def test_server_template_counts_are_bounded(count):
     with pytest.raises(ValueError) as caught:
-        server_template_names("web", count)
+        expand_server_template("web", [count, "web.test:80"])
     assert str(caught.value) == ("'%s' is not a server count (expected a whole number from 1 to "
                                  "1024)" % count)
+
+
+@pytest.mark.parametrize("words, error", [
+    ([], "missing count and address (expected server-template web = COUNT HOST:PORT [options])"),
+    (["3"], "missing address (expected server-template web = COUNT HOST:PORT [options])"),
+])
+def test_server_template_needs_a_count_and_an_address(words, error):
+    with pytest.raises(ValueError) as caught:
+        expand_server_template("web", words)
+    assert str(caught.value) == error
