@@ -13,17 +13,25 @@ Names are unique per process and lab, so parallel runs do not collide; ``close()
 dnsmasq and deletes the namespace and /etc/netns/NAME whatever happened before.
 """
 import itertools
+import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
-from support import DEFAULT_TIMEOUT, skip_or_fail, wait_until
+from simpleproxy.discovery import IpAddress, LookupResult
+from support import DEFAULT_TIMEOUT, proxy_env, skip_or_fail, wait_until
 
 _lab_ids = itertools.count()
 # The resolver gives up on a silent server after one second, instead of glibc's 5s x 2.
 RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+LOOKUP_SCRIPT = """import json, sys
+from simpleproxy.discovery import lookup
+result = lookup(sys.argv[1])
+print(json.dumps([[list(address) for address in result.addresses], result.failure, result.detail]))
+"""
 
 
 def _run(args, **kwargs):
@@ -49,6 +57,13 @@ class DnsLab(object):
     def run(self, *args, **kwargs):
         """Run a command inside the namespace to completion (text output, stderr included)."""
         return _run(self.command(*args), **kwargs)
+
+    def lookup(self, name):
+        """discovery.lookup(name) run in a process inside the namespace, as a LookupResult."""
+        result = self.run(sys.executable, "-c", LOOKUP_SCRIPT, name, env=proxy_env())
+        assert result.returncode == 0, result.stdout
+        addresses, failure, detail = json.loads(result.stdout)
+        return LookupResult(tuple(IpAddress(*address) for address in addresses), failure, detail)
 
     def start(self, records):
         """Create the namespace and start dnsmasq answering ``records``; a reason if the

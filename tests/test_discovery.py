@@ -1,7 +1,6 @@
 """Service discovery on its own: the per-name state machine and the slots, from tables of
-(time, lookup result) steps and the exact actions and log lines each one gives.
-
-The real resolver (getaddrinfo against a DNS server the test starts) is in test_dnslab.py.
+(time, lookup result) steps and the exact actions and log lines each one gives; then the same
+machine fed by real lookups of names a DNS server of the test's own serves (tests/dnslab.py).
 """
 import itertools
 import logging
@@ -9,6 +8,7 @@ import socket
 
 import pytest
 
+from dnslab import dns_lab  # noqa: F401 (a fixture)
 from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaintenance,
                                    IpAddress, LeaveMaintenance, LookupResult, NameResolution,
                                    Notice, StartAddresses, assign_slots, expand_server_template,
@@ -357,3 +357,51 @@ def test_server_template_needs_a_count_and_an_address(words, error):
     with pytest.raises(ValueError) as caught:
         expand_server_template("web", words)
     assert str(caught.value) == error
+
+
+# -- with a real resolver: lookups of names the lab's dnsmasq serves -------------------------------
+
+def started_by_libc(lab, host, init_addr="last,libc,none"):
+    return initial_addresses(parse_init_addr(init_addr), (), lambda: lab.lookup(host))
+
+
+def test_a_template_follows_its_name(dns_lab):
+    """server-template web = 3 web.test:80: two addresses leave a slot in maintenance, a third
+    fills it, and a name that disappears keeps them for hold nx, then takes them out."""
+    dns_lab.set_records({"web.test": ["127.0.0.3", "127.0.0.2"]})
+    resolution = make_resolution(THREE)
+    assert resolution.start(started_by_libc(dns_lab, "web.test"), 0.0) == []
+    assert addresses_of(resolution) == ["127.0.0.2", "127.0.0.3", None]
+
+    dns_lab.set_records({"web.test": ["127.0.0.3", "127.0.0.4", "127.0.0.2"]})
+    actions = resolution.update(dns_lab.lookup("web.test"), 10.0)
+    assert [render(action) for action in actions] == (moved("web3", None, "127.0.0.4") +
+                                                      ["web3" + READY])
+
+    dns_lab.set_records({"other.test": ["127.0.0.9"]})
+    actions = resolution.update(dns_lab.lookup("web.test"), 20.0)
+    assert [render(action) for action in actions] == [
+        "warning: be/web1..web3: web.test does not resolve: nx (Name or service not known); its "
+        "servers keep their addresses for at most 30s"]
+    actions = resolution.update(dns_lab.lookup("web.test"), 40.0)
+    assert [render(action) for action in actions] == [
+        "web1: maintenance (DNS NX status)", "web2: maintenance (DNS NX status)",
+        "web3: maintenance (DNS NX status)"]
+
+
+def test_init_addr_none_starts_before_the_name_exists(dns_lab):
+    resolution = make_resolution(ONE)
+    start = started_by_libc(dns_lab, "app.test")
+    assert start.method == "none"
+    assert [render(notice) for notice in resolution.start(start, 0.0)] == [
+        "warning: be/s1: app.test does not resolve: nx (Name or service not known); in "
+        "maintenance until it does (init-addr none)"]
+    dns_lab.set_records({"app.test": ["127.0.0.5"]})
+    actions = resolution.update(dns_lab.lookup("app.test"), 10.0)
+    assert [render(action) for action in actions] == (
+        [APP_BACK] + moved("s1", None, "127.0.0.5") + ["s1" + READY])
+
+
+def test_without_none_a_name_that_does_not_resolve_stops_the_start(dns_lab):
+    start = started_by_libc(dns_lab, "app.test", init_addr="last,libc")
+    assert start == StartAddresses(None, (), LookupResult((), NX, "Name or service not known"))
