@@ -10,7 +10,8 @@ The words and rules are HAProxy's (doc/configuration.txt: ``init-addr``, ``serve
 ``resolve-prefer``, and the ``hold`` periods of a ``resolvers`` section):
 
 init-addr        how a server gets its first address: each method in turn until one works.
-                 ``last``: the addresses it had before a reload (none at a cold start);
+                 ``last``: the address each server had before a reload, in its own slot
+                 (none at a cold start);
                  ``libc``: the system resolver, now; ``none``: no address, so the server starts
                  in maintenance and comes out once its name resolves; or an IP address.
                  ``last,libc`` by default, which is today's behaviour: a name that does not
@@ -82,8 +83,9 @@ failure), failure (None, NX, TIMEOUT or OTHER) and detail (the resolver's words 
 
 StartAddresses = namedtuple("StartAddresses", "method addresses failure")
 StartAddresses.__doc__ = """What init-addr gave a name at start: the method that worked
-("last", "libc", "none" or "ip"; None when none did), its addresses, and the failed libc
-LookupResult if libc was tried and failed (else None)."""
+("last", "libc", "none" or "ip"; None when none did), its addresses (for "last", one per slot,
+None for an empty one), and the failed libc LookupResult if libc was tried and failed (else
+None)."""
 
 # The actions update() answers with, for the loop to apply in order.
 AddressChange = namedtuple("AddressChange", "server old new")
@@ -160,12 +162,13 @@ def resolve_period(interval, resolve_option, template, host_named):
 def initial_addresses(init_addr, last, resolve):
     """A name's first addresses by init-addr: each method in turn until one works.
 
-    ``last``: the addresses the name had before a reload (empty at a cold start);
-    ``resolve``: a function doing the libc lookup (a LookupResult), called only if reached."""
+    ``last``: what each of the name's servers had before a reload, one per slot (None for no
+    address; empty at a cold start); ``resolve``: a function doing the libc lookup (a
+    LookupResult), called only if reached."""
     failure = None
     for method in init_addr:
         if method == "last":
-            if last:
+            if any(last):
                 return StartAddresses("last", tuple(last), None)
         elif method == "libc":
             result = resolve()
@@ -242,17 +245,21 @@ class NameResolution(object):
 
     def start(self, start, now):
         """Take init-addr's outcome (a StartAddresses); servers are created with address_of()
-        afterwards. Returns the Notices: a name that did not resolve at start is logged here,
-        once."""
-        self.slots = assign_slots(self.slots, preference_order(start.addresses, self.prefer))
-        if start.addresses:
+        afterwards. ``last`` puts each server back in its own slot, as before the reload, so
+        that nothing moves; other addresses fill the slots in order. Returns the Notices: a
+        name that did not resolve at start is logged here, once."""
+        if start.method == "last":
+            self.slots = list(start.addresses)
+        else:
+            self.slots = assign_slots(self.slots, preference_order(start.addresses, self.prefer))
+        if any(self.slots):
             self.last_valid = now
         if start.failure is None:
             return []
         self.failure, self.detail = start.failure.failure, start.failure.detail
-        if start.addresses:
+        if any(self.slots):
             outcome = "starting with %s from init-addr %s" % (
-                ", ".join(address_text(a) for a in start.addresses), start.method)
+                ", ".join(address_text(a) for a in self.slots if a), start.method)
         else:
             outcome = "in maintenance until it does (init-addr none)"
         return [Notice(logging.WARNING, "%s: %s does not resolve: %s; %s"
@@ -325,7 +332,8 @@ def parse_init_addr(text):
                 method = ip_address(item)
             except ValueError:
                 raise ValueError("unknown init-addr method '%s' (expected a comma list of last, "
-                                 "libc, none or an IP address, such as last,libc,none)" % item)
+                                 "libc, none or an IP address, such as last,libc,none)"
+                                 % item) from None
         if method in methods:
             raise ValueError("'%s' given twice (expected each init-addr method once)" % item)
         methods.append(method)

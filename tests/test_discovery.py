@@ -215,6 +215,17 @@ def test_a_name_that_does_not_resolve_at_start_is_logged_once(start, notice):
     assert resolution.update(start.failure, 5.0) == []
 
 
+def test_init_addr_last_puts_each_server_back_in_its_own_slot():
+    """After a reload, slots filled over time (not in sorted order) stay as they were."""
+    resolution = make_resolution(THREE)
+    last = (ip_address("10.0.0.9"), None, ip_address("10.0.0.1"))
+    assert resolution.start(StartAddresses("last", last, None), 0.0) == []
+    assert addresses_of(resolution) == ["10.0.0.9", None, "10.0.0.1"]
+    actions = resolution.update(ok("10.0.0.1", "10.0.0.5", "10.0.0.9"), 10.0)
+    assert [render(action) for action in actions] == (moved("web2", None, "10.0.0.5") +
+                                                      ["web2" + READY])
+
+
 def test_a_lapsed_server_remembers_its_address():
     resolution = make_resolution(ONE)
     resolution.start(started("10.0.0.1"), 0.0)
@@ -261,7 +272,9 @@ A, B = ip_address("192.0.2.1"), ip_address("2001:db8::1")
 
 @pytest.mark.parametrize("init_addr, last, libc, expected, looked_up", [
     (("last", "libc"), (A,), ok("192.0.2.9"), StartAddresses("last", (A,), None), False),
+    (("last", "libc"), (None, B), ok("192.0.2.9"), StartAddresses("last", (None, B), None), False),
     (("last", "libc"), (), ok("192.0.2.1"), StartAddresses("libc", (A,), None), True),
+    (("last", "libc"), (None, None), ok("192.0.2.1"), StartAddresses("libc", (A,), None), True),
     (("last", "libc"), (), NO_NAME, StartAddresses(None, (), NO_NAME), True),
     (("last", "libc", "none"), (), NO_NAME, StartAddresses("none", (), NO_NAME), True),
     (("libc", B), (), NO_ANSWER, StartAddresses("ip", (B,), NO_ANSWER), True),
