@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "simpleproxy")
 MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(PACKAGE, "*.py")))
 # The modules that make up the proxy on top of the loop: the loop may import none of them.
-PROXY_MODULES = {"balancer", "config", "config_values", "endings", "health", "ini", "listeners",
-                 "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli"}
+PROXY_MODULES = {"balancer", "config", "config_values", "discovery", "endings", "health", "ini",
+                 "listeners", "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli"}
 
 
 def _tree(module):

@@ -49,6 +49,7 @@ READING_ORDER = (
     ("logs", "Logging"),
     ("endings", "How a connection ends: the end causes"),
     ("health", "Health checks"),
+    ("discovery", "Service discovery: following host names"),
     ("resolve", "Start-up: resolving host names"),
     ("loop", "The event loop: selector, timers, hand-off"),
     ("relay", "The proxy: relaying bytes both ways"),
