@@ -25,21 +25,21 @@ Contents (line numbers in this file):
       687  Errors (simpleproxy/errors.py)
       712  Configuration: reading the INI file (simpleproxy/ini.py)
       990  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1426  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2006  Balancing: choosing a server (simpleproxy/balancer.py)
-     2425  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2580  Logging (simpleproxy/logs.py)
-     2625  How a connection ends: the end causes (simpleproxy/endings.py)
-     2695  Health checks (simpleproxy/health.py)
-     3072  Service discovery: following host names (simpleproxy/discovery.py)
-     3432  Start-up: resolving host names (simpleproxy/resolve.py)
-     3494  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     3685  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     3875  The proxy: a connection's life (simpleproxy/session.py)
-     4433  The proxy: listening and accepting (simpleproxy/listeners.py)
-     4572  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     4811  The command line (simpleproxy/cli.py)
-     4891  Entry point (simpleproxy/__main__.py)
+     1468  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2095  Balancing: choosing a server (simpleproxy/balancer.py)
+     2529  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2684  Logging (simpleproxy/logs.py)
+     2729  How a connection ends: the end causes (simpleproxy/endings.py)
+     2799  Service discovery: following host names (simpleproxy/discovery.py)
+     3115  Start-up: resolving host names (simpleproxy/resolve.py)
+     3227  Health checks (simpleproxy/health.py)
+     3704  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     3895  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     4085  The proxy: a connection's life (simpleproxy/session.py)
+     4643  The proxy: listening and accepting (simpleproxy/listeners.py)
+     4782  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5023  The command line (simpleproxy/cli.py)
+     5103  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1236,6 +1236,48 @@ def _cfg_check_addr(text):
 
 CHECK_ADDR_VALUE = ValueKind(_cfg_check_addr, "an IP address")
 
+# -- following host names: init-addr and server-template ------------------------------------------
+
+INIT_ADDR_METHODS = ("last", "libc", "none")
+DEFAULT_INIT_ADDR = ("last", "libc")
+_CFG_INIT_ADDR_FORMS = "a comma list of last, libc, none or an IP address, such as last,libc,none"
+MAX_TEMPLATE_SLOTS = 1024
+
+
+def _cfg_init_addr(text):
+    """init-addr: the methods in order, each a word or the canonical text of an IP address
+    (discovery.initial_addresses tries them at start-up)."""
+    methods = []
+    for item in text.split(","):
+        method = item if item in INIT_ADDR_METHODS else (
+            _cfg_ip(item, "ipv4") or _cfg_ip(item, "ipv6"))
+        if method is None:
+            raise ValueError("unknown init-addr method %s (expected %s)"
+                             % (shown(item), _CFG_INIT_ADDR_FORMS))
+        if method in methods:
+            raise ValueError("%s given twice (expected each init-addr method once)" % shown(item))
+        methods.append(method)
+    return tuple(methods)
+
+
+INIT_ADDR_VALUE = ValueKind(_cfg_init_addr, _CFG_INIT_ADDR_FORMS)
+
+
+def expand_server_template(prefix, words):
+    """``server-template PREFIX = COUNT HOST:PORT [options]``, its value split into words:
+    the names of its servers, PREFIX1..PREFIXCOUNT, and the words of the server line they
+    all share (HOST:PORT [options], read as a server line's)."""
+    if len(words) < 2:
+        raise ValueError("missing %s (expected server-template %s = COUNT HOST:PORT [options])"
+                         % ("count and address" if not words else "address", prefix))
+    count = words[0]
+    if (not _CFG_DIGITS.match(count) or len(count) > _CFG_MAX_DIGITS
+            or not 1 <= int(count) <= MAX_TEMPLATE_SLOTS):
+        raise ValueError("%s is not a server count (expected a whole number from 1 to %d)"
+                         % (shown(count), MAX_TEMPLATE_SLOTS))
+    names = tuple("%s%d" % (prefix, number) for number in range(1, int(count) + 1))
+    return names, list(words[1:])
+
 # -- listening and server addresses ---------------------------------------------------------------
 
 _CFG_BIND_FORMS = ":PORT, *:PORT, IPv4:PORT, [IPv6]:PORT or unix@/path"
@@ -1467,7 +1509,8 @@ float seconds."""
 
 Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
-                              "check_port check_addr check_send check_expect line")
+                              "check_port check_addr check_send check_expect host init_addr "
+                              "resolve_prefer resolve template line")
 Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
 
 send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
@@ -1476,7 +1519,12 @@ send-proxy unless the check goes to its own port or addr); check_port: int or No
 server's port); check_addr: an Address whose port is already the check port, or None
 (check the server's address); check_send: bytes or None; check_expect: None,
 ("string", bytes) or ("rstring", bytes pattern); maxconn 0: unlimited. Durations are
-float seconds."""
+float seconds.
+
+Following its host name (discovery.py): host is the name as written (None for an IP address
+or a Unix socket; ``address`` keeps it too until start-up resolves it); init_addr: the
+init-addr methods, words and IP texts; resolve_prefer: "ipv4" or "ipv6"; resolve: the
+``resolve`` option; template: the server-template's NAME for its servers, else None."""
 
 Backend = namedtuple("Backend", "name balance servers retries redispatch allbackups "
                                 "timeout_connect timeout_server timeout_server_fin timeout_queue "
@@ -1486,9 +1534,13 @@ Backend.__doc__ = """A backend or the back half of a listen section.
 servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
 unbounded."""
 
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
+                                              "resolve_interval resolve_hold_nx "
+                                              "resolve_hold_timeout resolve_hold_other")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
+the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
+names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
+failing name keeps its servers' addresses, by HAProxy's failure kinds."""
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -1546,6 +1598,9 @@ _CFG_SERVER_OPTIONS = {
     "check-send": _CfgOption("check_send", 1, CHECK_SEND_VALUE),
     "check-expect": _CfgOption("check_expect", 2,
                                CHECK_EXPECT_VALUE),
+    "resolve": _CfgOption("resolve", 0, True),
+    "init-addr": _CfgOption("init_addr", 1, INIT_ADDR_VALUE),
+    "resolve-prefer": _CfgOption("resolve_prefer", 1, one_of("address family", ("ipv4", "ipv6"))),
 }
 
 # The options that only matter to health checks: given without "check", they do nothing.
@@ -1556,7 +1611,8 @@ _CFG_SERVER_DEFAULTS = {
     "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
     "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
     "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None,
+    "check_send": None, "check_expect": None, "init_addr": DEFAULT_INIT_ADDR,
+    "resolve_prefer": "ipv6", "resolve": False,      # HAProxy's default family: IPv6
 }
 
 
@@ -1611,14 +1667,22 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "resolve-interval": _CfgKey("resolve_interval", DURATION_VALUE, ("global",)),
+    # HAProxy's ``hold nx`` and kin (words of its resolvers section, which simpleproxy has not).
+    "resolve-hold-nx": _CfgKey("resolve_hold_nx", DURATION_VALUE, ("global",)),
+    "resolve-hold-timeout": _CfgKey("resolve_hold_timeout", DURATION_VALUE, ("global",)),
+    "resolve-hold-other": _CfgKey("resolve_hold_other", DURATION_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
+                                      check_threads=4, resolve_interval=None,
+                                      resolve_hold_nx=30.0, resolve_hold_timeout=30.0,
+                                      resolve_hold_other=30.0)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
+    "server-template": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
     "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
     "timeout client": _CfgKey("timeout_client", DURATION_VALUE, _CFG_FRONT),
@@ -1688,7 +1752,8 @@ class _CfgProxySection(object):
         self.settings = {}
         self.given = set()            # the special keys present: bind, default_backend, ...
         self.binds = []
-        self.servers = []             # (name, Address, option values, option words, line)
+        self.servers = []             # (name, Address, option values, option words, line,
+                                      #  server-template NAME or None)
         self.default_server = {}
         self.default_backend = None   # (name, line)
 
@@ -1743,15 +1808,16 @@ class _CfgReader(ConfigProblems):
             negated = key.startswith("no option ")
             if negated:
                 spec_key = key[len("no "):]
-            elif key.split()[0] == "server":
-                spec_key = "server"              # server NAME
+            elif key.split()[0] in ("server", "server-template"):
+                spec_key = key.split()[0]        # server NAME, server-template NAME
             else:
                 spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
                 self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name == "server" else name for name in allowed))))
+                    name + " NAME" if name in ("server", "server-template") else name
+                    for name in allowed))))
             elif kind not in spec.sections:
                 self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
             elif spec.value is _CFG_SPECIAL:
@@ -1774,7 +1840,7 @@ class _CfgReader(ConfigProblems):
             proxy.given.add(spec_key)
             if spec_key == "bind":
                 self._read_bind_lines(proxy, value, line, lines)
-            elif spec_key == "server":
+            elif spec_key in ("server", "server-template"):
                 self._read_server(proxy, key, value, line)
             elif spec_key == "default-server":
                 words = self._words(proxy.title, key, value or "", line)
@@ -1838,10 +1904,12 @@ class _CfgReader(ConfigProblems):
                                 line))
 
     def _read_server(self, proxy, key, value, line):
-        names = key.split()[1:]
+        """A server line, or a server-template line: its COUNT servers share the rest."""
+        kind, names = key.split()[0], key.split()[1:]
+        form = ("server-template NAME = COUNT HOST:PORT [options]" if kind == "server-template"
+                else "server NAME = ADDRESS [options]")
         if len(names) != 1:
-            self.error(line, proxy.title, key, "needs exactly one name (expected server NAME = "
-                       "ADDRESS [options])")
+            self.error(line, proxy.title, key, "needs exactly one name (expected %s)" % form)
             return
         if not _CFG_NAME.match(names[0]):
             self.error(line, proxy.title, key, "%s is not a valid name (expected %s)"
@@ -1850,6 +1918,13 @@ class _CfgReader(ConfigProblems):
         words = self._words(proxy.title, key, value or "", line)
         if words is None:
             return
+        template = names[0] if kind == "server-template" else None
+        if template is not None:
+            try:
+                names, words = expand_server_template(template, words)
+            except ValueError as exc:
+                self.error(line, proxy.title, key, str(exc))
+                return
         if not words:
             self.error(line, proxy.title, key, "missing address (expected %s = ADDRESS "
                        "[options])" % key)
@@ -1857,12 +1932,16 @@ class _CfgReader(ConfigProblems):
         problems = []
         try:
             address = server_address(words[0])
+            if template is not None and address.family is not None:
+                problems.append("%s is not a host name (expected %s: its addresses fill the "
+                                "servers)" % (shown(words[0]), form))
         except ValueError as exc:
             problems.append(str(exc))
         values, given, option_problems = _cfg_read_options(words[1:], _CFG_SERVER_OPTIONS,
                                                            "server option")
         if self.report(line, proxy.title, key, problems + option_problems):
-            proxy.servers.append((names[0], address, values, given, line))
+            proxy.servers.extend((name, address, values, given, line, template)
+                                 for name in names)
 
     # -- applying defaults and checking references --------------------------------------------
 
@@ -1957,10 +2036,18 @@ class _CfgReader(ConfigProblems):
         if settings["timeout_queue"] is None:
             settings["timeout_queue"] = settings["timeout_connect"]
         servers = []
-        for name, address, values, given, line in proxy.servers:
+        first_line = {}
+        for name, address, values, given, line, template in proxy.servers:
+            if name in first_line:
+                # Plain server lines are compared as keys (ini.py); a template's names here.
+                self.error(line, proxy.title, "server-template " + template if template else
+                           "server " + name, "duplicated server name %s (first defined on line "
+                           "%d)" % (name, first_line[name]))
+                continue
+            first_line[name] = line
             options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
                                   proxy.default_server, values)
-            server = self._build_server(proxy.title, name, address, options, line)
+            server = self._build_server(proxy.title, name, address, options, line, template)
             if server is not None:
                 servers.append(server)
             idle = [given[field] for field in _CFG_CHECK_FIELDS if field in given]
@@ -1972,7 +2059,7 @@ class _CfgReader(ConfigProblems):
                       "(expected server NAME = ADDRESS [options])")
         return Backend(name=proxy.name, servers=tuple(servers), line=proxy.line, **settings)
 
-    def _build_server(self, title, name, address, options, line):
+    def _build_server(self, title, name, address, options, line, template):
         """The Server from its merged options, or None after reporting what contradicts."""
         problems = []
         if options["proxy_v2_options"] and options["send_proxy"] != 2:
@@ -1993,7 +2080,9 @@ class _CfgReader(ConfigProblems):
         for field in ("fastinter", "downinter"):
             if options[field] is None:
                 options[field] = options["inter"]
-        return Server(name=name, address=address, line=line, **options)
+        host = address.sockaddr[0] if address.family is None else None
+        return Server(name=name, address=address, host=host, template=template, line=line,
+                      **options)
 
 
 def _cfg_misplaced(kind, key, spec):
@@ -2017,7 +2106,9 @@ A server's state comes from two things kept apart: what the operator set (``admi
 DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
 them into its ``status``: UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping
 them apart means a draining server that fails its checks and recovers goes back to draining,
-not to UP.
+not to UP. A third input, ``dns_maint``, is set by service discovery (discovery.py) while a
+server has no address to use: it keeps the server in MAINT whatever the operator sets, so that
+setting READY cannot put a server without an address into service.
 
 The candidates are the UP servers with a weight above 0 among the normal servers; when there
 is none, among the backup servers: the first one in the config, or all of them with ``option
@@ -2076,20 +2167,26 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "resolution",
+                 "weight", "active", "status", "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
         self.backend = backend
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
+        # Where new connections go: the configured Address, resolved at start-up; service
+        # discovery changes it. None: a host name that gave no address yet (init-addr none).
+        self.address = server.address if server.address.family is not None else None
+        self.dns_maint = self.address is None
+        self.resolution = None        # the discovery.NameResolution following its name, if any
         self.weight = server.weight
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
 
     def _settle(self):
-        self.status = SERVER_STATES[self.admin, self.healthy]
+        self.status = MAINT if self.dns_maint else SERVER_STATES[self.admin, self.healthy]
         self.usable = self.status == UP and self.weight > 0
 
     @property
@@ -2136,9 +2233,16 @@ class BackendPool(object):
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
-    def _change(self, state, admin, healthy):
+    def set_dns_maint(self, state, dns_maint):
+        """Service discovery puts a server in maintenance (no address to use) or takes it
+        out; True if the server's status changed."""
+        return self._change(state, state.admin, state.healthy, dns_maint)
+
+    def _change(self, state, admin, healthy, dns_maint=None):
         before = state.status
         state.admin, state.healthy = admin, healthy
+        if dns_maint is not None:
+            state.dns_maint = dns_maint
         state._settle()
         if state.status == before:
             return False
@@ -2692,383 +2796,6 @@ END_NULL_QUIET = frozenset((END_NORMAL, END_CLIENT_ABORT, END_BAD_HEADER[TRUNCAT
 
 
 ###############################################################################
-# Health checks (simpleproxy/health.py) #######################################
-###############################################################################
-
-"""Health checks: worker threads probe the servers, the event loop decides what it means.
-
-The split (STYLE.md: the loop owns all state):
-
-* A check is described once per server by a ``CheckSpec``, a frozen record: where to connect,
-  which PROXY header to send, what to send and expect, the time limits. ``run_check(spec)``
-  probes with a blocking socket and returns a ``CheckResult``. It is all a worker thread ever
-  runs, and it touches nothing of the proxy.
-* ``CheckWorkers`` are the threads (``check-threads`` in [global]). Each result goes back to
-  the loop through ``EventLoop.call_soon_threadsafe``: a deque and a wake-up byte. That is
-  the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
-* ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
-  rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
-  logs status changes and tells the proxy (``on_change``). A result is applied only while it
-  is current: not after stop(), not for a server this checker does not check, not from
-  before a restart() of the server's checks (its generation).
-* Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
-  server that failed, and those that tell about the server (endings.py: refused, timed
-  out) count as failed checks.
-
-Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
-gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
-check`` more. The checks of one server never overlap: the next one is scheduled when the
-result is in, ``inter`` later while the server is fully up, ``downinter`` while fully down,
-``fastinter`` in between (on its way up or down).
-
-PROXY headers on checks (``check-send-proxy``, on by default with send-proxy, see config.py):
-v2 sends LOCAL, the spec's word for a connection the proxy makes on its own behalf; v1, which
-has no LOCAL, sends a line that describes the check connection itself (its own address, then
-the server's), as the spec advises.
-"""
-import logging
-import queue
-import re
-import socket
-import threading
-import time
-from collections import namedtuple
-
-
-CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
-
-CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect connect_timeout "
-                                    "read_timeout")
-CheckSpec.__doc__ = """What a worker needs to check one server, and nothing of the proxy.
-
-address: the config Address to connect to; proxy_version: 0 (no header), 1 or 2; send: bytes
-or None; expect: a compiled bytes pattern the response must contain, or None; connect_timeout:
-seconds; read_timeout: seconds after the connect, or None: the check ends connect_timeout
-after it started, response included."""
-
-CheckResult = namedtuple("CheckResult", "ok reason duration")
-CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
-the reason as the state-change line says it, and how long it took in seconds."""
-
-
-def _hc_failure_reason(cause, detail=None):
-    """How a status-change line words a failed connect with the end cause ``cause``."""
-    return END_CAUSES[cause].server_fault or "connection error: %s" % detail
-
-
-def check_spec(server, backend):
-    """The CheckSpec of a server that has ``check``."""
-    address = server.check_addr or server.address
-    if server.check_addr is None and server.check_port is not None:
-        address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
-    version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
-    expect = None
-    if server.check_expect is not None:
-        kind, pattern = server.check_expect
-        expect = re.compile(re.escape(pattern) if kind == "string" else pattern)
-    if backend.timeout_check is None:
-        connect_timeout, read_timeout = server.inter, None
-    else:
-        connect_timeout = min(backend.timeout_connect, server.inter)
-        read_timeout = backend.timeout_check
-    return CheckSpec(address, version, server.check_send, expect, connect_timeout, read_timeout)
-
-
-def run_check(spec):
-    """Check one server, blocking (a worker thread's job), and say how it went.
-
-    Out of descriptors or buffers here, the check says nothing about the server: its result
-    has ``ok`` None, and it is not counted (a proxy short of descriptors must not take all
-    its servers down)."""
-    start = time.monotonic()
-    try:
-        sock = socket.socket(spec.address.family, socket.SOCK_STREAM)
-    except OSError as exc:
-        return CheckResult(None, "no check made: %s" % exc.strerror, 0.0)
-    try:
-        ok, reason = _hc_probe(sock, spec, start)
-    finally:
-        sock.close()
-    return CheckResult(ok, reason, time.monotonic() - start)
-
-
-def _hc_probe(sock, spec, start):
-    sock.settimeout(spec.connect_timeout)
-    try:
-        sock.connect(spec.address.sockaddr)
-    except socket.timeout:
-        return False, _hc_failure_reason(END_CONNECT_TIMEOUT)
-    except ConnectionRefusedError:
-        return False, _hc_failure_reason(END_CONNECT_REFUSED)
-    except OSError as exc:
-        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
-    if spec.read_timeout is None:
-        deadline = start + spec.connect_timeout
-    else:
-        deadline = time.monotonic() + spec.read_timeout
-    try:
-        # The header and the check's own bytes in one write, as with real traffic.
-        request = _hc_proxy_header(sock, spec.proxy_version) + (spec.send or b"")
-        if request:
-            _hc_time_left(sock, deadline)
-            sock.sendall(request)
-        if spec.expect is None:
-            return True, "layer4 check passed"
-        return _hc_expect(sock, spec.expect, deadline)
-    except socket.timeout:
-        return False, "response timeout"
-    except OSError as exc:
-        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
-
-
-def _hc_proxy_header(sock, version):
-    if version == 2:
-        return build_v2(None, None, local=True)
-    if version == 1:
-        return build_v1(sock.getsockname(), sock.getpeername())
-    return b""
-
-
-def _hc_time_left(sock, deadline):
-    """Let the socket wait until ``deadline`` at most; socket.timeout if it has passed."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise socket.timeout("timed out")
-    sock.settimeout(left)
-
-
-def _hc_expect(sock, expect, deadline):
-    """Read until the response matches, ends, fills the limit or runs out of time."""
-    response = b""
-    try:
-        while len(response) < CHECK_READ_LIMIT:
-            _hc_time_left(sock, deadline)
-            data = sock.recv(CHECK_READ_LIMIT - len(response))
-            if not data:
-                break
-            response += data
-            if expect.search(response):
-                return True, "layer7 check passed"
-    except socket.timeout:
-        if not response:
-            raise
-    return False, "response did not match"
-
-
-class HealthState(object):
-    """Rise and fall as HAProxy counts them: pure, fed one result at a time.
-
-    ``health`` runs from 0 to rise + fall - 1, and the server is up from ``rise`` on. A
-    success counts up, and reaching ``rise`` jumps to the top; a failure counts down, and
-    dropping below ``rise`` falls to 0. So a server fully up goes down after ``fall`` failures
-    in a row, one fully down comes up after ``rise`` successes in a row. It starts at ``rise``:
-    up, but down at the first failure, so that a server dead at startup is found by its first
-    check rather than by the ``fall``-th.
-    """
-
-    __slots__ = ("rise", "fall", "health")
-
-    def __init__(self, rise, fall):
-        self.rise = rise
-        self.fall = fall
-        self.health = rise
-
-    @property
-    def up(self):
-        return self.health >= self.rise
-
-    def record(self, ok):
-        """Count one result; True if it turned the server up or down."""
-        was_up = self.up
-        if ok:
-            self.health = self.rise + self.fall - 1 if self.health + 1 >= self.rise else \
-                self.health + 1
-        elif self.health:
-            self.health = 0 if self.health - 1 < self.rise else self.health - 1
-        return self.up != was_up
-
-    def interval(self, server):
-        """The wait before the next check: inter fully up, downinter fully down, else fastinter
-        (config.py fills the last two with inter when they are not set)."""
-        if self.health == self.rise + self.fall - 1:
-            return server.inter
-        if self.health == 0:
-            return server.downinter
-        return server.fastinter
-
-
-class CheckWorkers(object):
-    """The threads that run checks. A job is a CheckSpec and the function to hand its result
-    to; the threads see nothing else."""
-
-    def __init__(self, count):
-        self._jobs = queue.Queue()
-        self._threads = [threading.Thread(target=self._work, name="simpleproxy-check-%d" % n,
-                                          daemon=True) for n in range(count)]
-
-    def start(self):
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, spec, deliver):
-        self._jobs.put((spec, deliver))
-
-    def stop(self):
-        """Let each thread end once it is free. They are daemons, so a check still running
-        never holds up the exit."""
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    def _work(self):
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            spec, deliver = job
-            try:
-                result = run_check(spec)
-            except Exception:
-                LOG.exception("internal error in a health check")
-                result = CheckResult(False, "internal error", 0.0)
-            deliver(result)
-
-
-class ServerCheck(object):
-    """One checked server on the loop's side: its rise/fall count and its timer."""
-
-    __slots__ = ("checker", "pool", "server", "spec", "health", "generation", "running",
-                 "timer")
-
-    def __init__(self, checker, pool, server):
-        self.checker = checker
-        self.pool = pool
-        self.server = server          # its ServerState
-        self.spec = check_spec(server.config, server.backend)
-        self.health = HealthState(server.config.rise, server.config.fall)
-        self.generation = 0           # a result from an older generation is ignored
-        self.running = False          # a worker has the check now
-        self.timer = checker.loop.timer(self._due)
-
-    def _due(self):
-        self.checker.launch(self)
-
-
-class HealthChecker(object):
-    """The loop's side of health: schedules checks, applies results, logs status changes.
-
-    ``on_change(pool, server)`` is called on the loop when a server's status changed."""
-
-    def __init__(self, loop, pools, threads, on_change):
-        self.loop = loop
-        self.on_change = on_change
-        self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
-        for pool in pools:
-            for server in pool.servers:
-                if server.config.check:
-                    self.checks[server] = ServerCheck(self, pool, server)
-        self.workers = CheckWorkers(min(threads, len(self.checks)))
-        self.stopped = False
-
-    def start(self):
-        """Start the threads, and spread the first checks over the first ``inter`` so that
-        they do not all go at once."""
-        self.workers.start()
-        count = len(self.checks)
-        for position, check in enumerate(self.checks.values()):
-            self._schedule(check, check.server.config.inter * position / count)
-
-    def stop(self):
-        self.stopped = True
-        self.workers.stop()
-        for check in self.checks.values():
-            check.timer.cancel()
-
-    def _schedule(self, check, delay):
-        """Have the check go ``delay`` from now, unless it is due sooner already."""
-        check.timer.arm_by(self.loop.now + delay)
-
-    def launch(self, check):
-        """Hand a due check to a worker; a server in maintenance is not checked."""
-        if check.server.admin == MAINT:
-            self._schedule(check, check.server.config.inter)
-            return
-        check.running = True
-        generation = check.generation
-        call_soon_threadsafe = self.loop.call_soon_threadsafe
-
-        def deliver(result):
-            # On the worker's thread: hand the result over, touch nothing else.
-            try:
-                call_soon_threadsafe(lambda: self.check_done(check, generation, result))
-            except OSError:
-                pass            # the loop has closed its wake-up socket: it is gone
-        self.workers.submit(check.spec, deliver)
-
-    def check_done(self, check, generation, result):
-        """A worker's result, on the loop: counted unless stale (see the module docstring)."""
-        if self.stopped or self.checks.get(check.server) is not check:
-            return
-        check.running = False
-        if generation != check.generation:
-            self._schedule(check, 0.0)      # restarted meanwhile: the new count starts now
-            return
-        if result.ok is not None:
-            self._count(check, result.ok, result.reason, result.duration)
-        self._schedule(check, check.health.interval(check.server.config))
-
-    def connection_failed(self, server, cause, duration):
-        """Passive health: a real connection to ``server`` failed with the end ``cause``. When
-        the cause tells about the server (endings.py), it counts as a failed check, and the
-        next check comes at fastinter rather than at inter. An unchecked server is left
-        alone: nothing would ever bring it back up."""
-        check = self.checks.get(server)
-        if check is None or END_CAUSES[cause].server_fault is None:
-            return
-        self._count(check, False, _hc_failure_reason(cause) + " (client traffic)", duration)
-        if not check.running:
-            self._schedule(check, check.health.interval(server.config))
-
-    def restart(self, server):
-        """Start a server's checks over: up, but down at the first failure. The next check
-        goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
-        check = self.checks.get(server)
-        if check is None:
-            return
-        check.generation += 1
-        check.health = HealthState(server.config.rise, server.config.fall)
-        self._apply(check, "checks restarted", 0.0)
-        if not check.running:
-            self._schedule(check, 0.0)
-
-    def _count(self, check, ok, reason, duration):
-        if check.health.record(ok):
-            self._apply(check, reason, duration)
-
-    def _apply(self, check, reason, duration):
-        """Tell the pool what the count says; log a change and tell the proxy."""
-        pool, server = check.pool, check.server
-        if not pool.set_health(server, check.health.up):
-            return
-        log_status_change(pool, server, reason, duration)
-        self.on_change(pool, server)
-
-
-def log_status_change(pool, server, reason, duration):
-    """HAProxy's line for a server changing status, and its alert when a backend has none left."""
-    normal, backup = pool.usable_counts()
-    online = server.status == UP
-    LOG.log(logging.INFO if online else logging.WARNING,
-            "server %s is %s, reason: %s, check duration: %dms, %d active and %d backup "
-            "servers %s", server.label, server.status, reason, duration * 1000, normal, backup,
-            "online" if online else "left")
-    if not pool.candidates:
-        LOG.error("backend %s has no server available!", pool.backend.name)
-
-
-###############################################################################
 # Service discovery: following host names (simpleproxy/discovery.py) ##########
 ###############################################################################
 
@@ -3113,7 +2840,6 @@ failures         ``nx`` (no such name, or no address for it), ``timeout`` (no an
                  lookup after it.
 """
 import logging
-import re
 import socket
 from collections import namedtuple
 
@@ -3125,20 +2851,12 @@ TIMEOUT = "timeout"
 OTHER = "other"
 
 DEFAULT_RESOLVE_HOLDS = {NX: 30.0, TIMEOUT: 30.0, OTHER: 30.0}
-# The [global] keys that set them: HAProxy's ``hold nx`` (a resolvers-section word) with the
-# ``resolve-`` prefix all the discovery keys share, since simpleproxy has no resolvers section.
-RESOLVE_HOLD_KEYS = {"resolve-hold-nx": NX, "resolve-hold-timeout": TIMEOUT,
-                     "resolve-hold-other": OTHER}
 # Between lookups of a server that asks for them (``resolve``, or a server-template) while
 # ``resolve-interval`` is off: HAProxy's ``hold valid`` default, how long a good answer stands.
 DEFAULT_RESOLVE_PERIOD = 10.0
 
-INIT_ADDR_METHODS = ("last", "libc", "none")
-DEFAULT_INIT_ADDR = ("last", "libc")
 RESOLVE_PREFER_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 DEFAULT_RESOLVE_PREFER = "ipv6"
-MAX_TEMPLATE_SLOTS = 1024
-_DNS_DIGITS = re.compile(r"[0-9]+\Z")
 
 # Why a server goes to maintenance, in HAProxy's words for it.
 NO_ADDRESS_REASON = "No IP for server"
@@ -3237,7 +2955,8 @@ def initial_addresses(init_addr, last, resolve):
 
     ``last``: what each of the name's servers had before a reload, one per slot (None for no
     address; empty at a cold start); ``resolve``: a function doing the libc lookup (a
-    LookupResult), called only if reached."""
+    LookupResult), called only if reached. ``init_addr`` as the configuration reads it: the
+    words last, libc, none and IP address texts."""
     failure = None
     for method in init_addr:
         if method == "last":
@@ -3251,7 +2970,7 @@ def initial_addresses(init_addr, last, resolve):
         elif method == "none":
             return StartAddresses("none", (), failure)
         else:
-            return StartAddresses("ip", (method,), failure)
+            return StartAddresses("ip", (ip_address(method),), failure)
     return StartAddresses(None, (), failure)
 
 
@@ -3392,42 +3111,6 @@ class NameResolution(object):
         return actions
 
 
-# -- the configuration's new values (each parser raises ValueError with what was expected) --------
-
-def parse_init_addr(text):
-    """``init-addr``: a comma list of last, libc, none and IP addresses, each at most once."""
-    methods = []
-    for item in text.split(","):
-        if item in INIT_ADDR_METHODS:
-            method = item
-        else:
-            try:
-                method = ip_address(item)
-            except ValueError:
-                raise ValueError("unknown init-addr method '%s' (expected a comma list of last, "
-                                 "libc, none or an IP address, such as last,libc,none)"
-                                 % item) from None
-        if method in methods:
-            raise ValueError("'%s' given twice (expected each init-addr method once)" % item)
-        methods.append(method)
-    return tuple(methods)
-
-
-def expand_server_template(prefix, words):
-    """``server-template PREFIX = COUNT HOST:PORT [options]``, its value split into words:
-    the names of its servers, PREFIX1..PREFIXCOUNT, and the words of the server line they
-    all share (HOST:PORT [options], read as a server line's)."""
-    if len(words) < 2:
-        raise ValueError("missing %s (expected server-template %s = COUNT HOST:PORT [options])"
-                         % ("count and address" if not words else "address", prefix))
-    count = words[0]
-    if not _DNS_DIGITS.match(count) or not 1 <= int(count) <= MAX_TEMPLATE_SLOTS:
-        raise ValueError("'%s' is not a server count (expected a whole number from 1 to %d)"
-                         % (count, MAX_TEMPLATE_SLOTS))
-    names = tuple("%s%d" % (prefix, number) for number in range(1, int(count) + 1))
-    return names, list(words[1:])
-
-
 ###############################################################################
 # Start-up: resolving host names (simpleproxy/resolve.py) #####################
 ###############################################################################
@@ -3435,23 +3118,47 @@ def expand_server_template(prefix, words):
 """Start-up: the configuration's addresses made ready for sockets, host names resolved.
 
 The configuration is read without a socket (config.py), so that ``-c`` asks no name
-server; the proxy calls ``resolve_addresses`` once as it starts, as HAProxy resolves
+server; the proxy calls ``start_addresses`` once as it starts, as HAProxy resolves
 its server names when it starts, and ``-c --resolve`` does the same to check them.
+
+A server named by a host name gets its first address by its ``init-addr`` (discovery.py);
+the servers of a ``server-template`` share one name and fill its slots. Each such name
+becomes a NameResolution that the proxy keeps following when asked to (``resolve-interval``,
+``resolve``, or a template: discovery.resolve_period).
 """
 
 import socket
+import time
+from collections import namedtuple
 
 
 _RESOLVE_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6, "unix": socket.AF_UNIX}
 
+FollowedName = namedtuple("FollowedName", "resolution period notices")
+FollowedName.__doc__ = """A host name and the servers it feeds, as start-up left it.
+
+resolution: its discovery.NameResolution, started; period: seconds between lookups, or None
+(resolved once); notices: the discovery.Notice lines start-up has to log."""
+
 
 def resolve_addresses(config):
-    """``config`` with socket families in its addresses and every host name resolved.
+    """``config`` with socket families in its addresses and every host name resolved (what
+    ``-c --resolve`` checks); see start_addresses."""
+    return start_addresses(config)[0]
 
-    A server's host name becomes its first address. Raises ConfigError with one line per
-    name that does not resolve, each naming the file, line and server.
+
+def start_addresses(config):
+    """(``config`` ready for sockets, a tuple of FollowedName for its host names).
+
+    A server whose name gave it no address (``init-addr none``) keeps its unresolved Address
+    (family None): it starts in maintenance. Raises ConfigError with one line per name that
+    no init-addr method could give an address, each naming the file, line and server.
     """
-    problems = []
+    problems, followed = [], []
+    settings = config.global_settings
+    holds = {"nx": settings.resolve_hold_nx, "timeout": settings.resolve_hold_timeout,
+             "other": settings.resolve_hold_other}
+    now = time.monotonic()          # the loop's clock: the holds count from here
     frontends = tuple(frontend._replace(binds=tuple(
         bind._replace(address=_resolve_ip(bind.address)) for bind in frontend.binds))
         for frontend in config.frontends)
@@ -3460,34 +3167,537 @@ def resolve_addresses(config):
     backends = {}
     for name, backend in config.backends.items():
         kind = "listen" if (name, backend.line) in listens else "backend"
+        addresses = {}
+        for servers in _name_groups(backend.servers):
+            first = servers[0]
+            resolution = NameResolution(name, first.host, [server.name for server in servers],
+                                        first.resolve_prefer, holds)
+            start = initial_addresses(first.init_addr, (), lambda: lookup(first.host))
+            if start.method is None:
+                what = ("server-template " + first.template if first.template
+                        else "server " + first.name)
+                problems.append("%s:%d: [%s %s] %s: cannot resolve '%s': %s (expected a host "
+                                "name that resolves, an IP address, or init-addr ending in none)"
+                                % (config.path, first.line, kind, name, what, first.host,
+                                   start.failure.detail))
+                continue
+            notices = resolution.start(start, now)
+            for server in servers:
+                addresses[server.name] = resolved_address(server.address,
+                                                        resolution.address_of(server.name))
+            period = resolve_period(settings.resolve_interval, first.resolve,
+                                    first.template is not None, True)
+            followed.append(FollowedName(resolution, period, tuple(notices)))
         servers = []
         for server in backend.servers:
-            try:
-                address = _resolve_server(server.address)
-            except OSError as exc:
-                problems.append("%s:%d: [%s %s] server %s: cannot resolve '%s': %s (expected a "
-                                "host name that resolves, or an IP address)"
-                                % (config.path, server.line, kind, name, server.name,
-                                   server.address.sockaddr[0], exc.strerror or exc))
-                continue
+            address = addresses.get(server.name) or (
+                server.address if server.host else _resolve_ip(server.address))
             check_addr = server.check_addr and _resolve_ip(server.check_addr)
             servers.append(server._replace(address=address, check_addr=check_addr))
         backends[name] = backend._replace(servers=tuple(servers))
     if problems:
         raise ConfigError(problems)
-    return config._replace(frontends=frontends, backends=backends)
+    return config._replace(frontends=frontends, backends=backends), tuple(followed)
+
+
+def resolved_address(configured, ip):
+    """A server's Address at ``ip`` (a discovery.IpAddress) on its configured port, or its
+    unresolved configured Address for none."""
+    if ip is None:
+        return configured
+    return configured._replace(family=ip.family, sockaddr=(ip.ip, configured.sockaddr[1]))
+
+
+def _name_groups(servers):
+    """The host-named servers in groups that share one name: a template's, or one server."""
+    groups = {}
+    for server in servers:
+        if server.host is not None:
+            key = (("server-template", server.template) if server.template
+                   else ("server", server.name))
+            groups.setdefault(key, []).append(server)
+    return list(groups.values())
 
 
 def _resolve_ip(address):
     return address._replace(family=_RESOLVE_FAMILIES[address.family])
 
 
-def _resolve_server(address):
-    if address.family is not None:
-        return _resolve_ip(address)
-    host, port = address.sockaddr
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    return address._replace(family=family, sockaddr=sockaddr[:2])
+###############################################################################
+# Health checks (simpleproxy/health.py) #######################################
+###############################################################################
+
+"""Health checks: worker threads probe the servers, the event loop decides what it means.
+
+The split (STYLE.md: the loop owns all state):
+
+* A check is described once per server by a ``CheckSpec``, a frozen record: where to connect,
+  which PROXY header to send, what to send and expect, the time limits. ``run_check(spec)``
+  probes with a blocking socket and returns a ``CheckResult``. It is all a worker thread ever
+  runs, and it touches nothing of the proxy.
+* ``CheckWorkers`` are the threads (``check-threads`` in [global]). Each result goes back to
+  the loop through ``EventLoop.call_soon_threadsafe``: a deque and a wake-up byte. That is
+  the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
+* ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
+  rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
+  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  is current: not after stop(), not for a server this checker does not check, not from
+  before a restart() of the server's checks (its generation).
+* Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
+  server that failed, and those that tell about the server (endings.py: refused, timed
+  out) count as failed checks.
+* Following host names (discovery.py): the same workers run ``discovery.lookup`` for each
+  followed name every period, one lookup in flight per name and fewer at once than there
+  are threads (when there are two or more), so that checks keep a thread. The loop feeds
+  each result to the name's NameResolution and applies its actions: a new address for new
+  connections and for the checks, maintenance while a server has no address to use
+  (``dns_maint``, apart from the operator's MAINT), and the lines it words.
+
+Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
+gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
+check`` more. The checks of one server never overlap: the next one is scheduled when the
+result is in, ``inter`` later while the server is fully up, ``downinter`` while fully down,
+``fastinter`` in between (on its way up or down).
+
+PROXY headers on checks (``check-send-proxy``, on by default with send-proxy, see config.py):
+v2 sends LOCAL, the spec's word for a connection the proxy makes on its own behalf; v1, which
+has no LOCAL, sends a line that describes the check connection itself (its own address, then
+the server's), as the spec advises.
+"""
+import collections
+import logging
+import queue
+import re
+import socket
+import threading
+import time
+from collections import namedtuple
+
+
+CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
+
+CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect connect_timeout "
+                                    "read_timeout")
+CheckSpec.__doc__ = """What a worker needs to check one server, and nothing of the proxy.
+
+address: the config Address to connect to; proxy_version: 0 (no header), 1 or 2; send: bytes
+or None; expect: a compiled bytes pattern the response must contain, or None; connect_timeout:
+seconds; read_timeout: seconds after the connect, or None: the check ends connect_timeout
+after it started, response included."""
+
+CheckResult = namedtuple("CheckResult", "ok reason duration")
+CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
+the reason as the state-change line says it, and how long it took in seconds."""
+
+
+def _hc_failure_reason(cause, detail=None):
+    """How a status-change line words a failed connect with the end cause ``cause``."""
+    return END_CAUSES[cause].server_fault or "connection error: %s" % detail
+
+
+def check_spec(server, backend, address=None):
+    """The CheckSpec of a server that has ``check``, at ``address`` (where the server is now,
+    if service discovery moved it; its configured address by default) unless ``addr`` says."""
+    address = server.check_addr or address or server.address
+    if server.check_addr is None and server.check_port is not None:
+        address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
+    version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
+    expect = None
+    if server.check_expect is not None:
+        kind, pattern = server.check_expect
+        expect = re.compile(re.escape(pattern) if kind == "string" else pattern)
+    if backend.timeout_check is None:
+        connect_timeout, read_timeout = server.inter, None
+    else:
+        connect_timeout = min(backend.timeout_connect, server.inter)
+        read_timeout = backend.timeout_check
+    return CheckSpec(address, version, server.check_send, expect, connect_timeout, read_timeout)
+
+
+def run_check(spec):
+    """Check one server, blocking (a worker thread's job), and say how it went.
+
+    Out of descriptors or buffers here, the check says nothing about the server: its result
+    has ``ok`` None, and it is not counted (a proxy short of descriptors must not take all
+    its servers down)."""
+    start = time.monotonic()
+    try:
+        sock = socket.socket(spec.address.family, socket.SOCK_STREAM)
+    except OSError as exc:
+        return CheckResult(None, "no check made: %s" % exc.strerror, 0.0)
+    try:
+        ok, reason = _hc_probe(sock, spec, start)
+    finally:
+        sock.close()
+    return CheckResult(ok, reason, time.monotonic() - start)
+
+
+def _hc_probe(sock, spec, start):
+    sock.settimeout(spec.connect_timeout)
+    try:
+        sock.connect(spec.address.sockaddr)
+    except socket.timeout:
+        return False, _hc_failure_reason(END_CONNECT_TIMEOUT)
+    except ConnectionRefusedError:
+        return False, _hc_failure_reason(END_CONNECT_REFUSED)
+    except OSError as exc:
+        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
+    if spec.read_timeout is None:
+        deadline = start + spec.connect_timeout
+    else:
+        deadline = time.monotonic() + spec.read_timeout
+    try:
+        # The header and the check's own bytes in one write, as with real traffic.
+        request = _hc_proxy_header(sock, spec.proxy_version) + (spec.send or b"")
+        if request:
+            _hc_time_left(sock, deadline)
+            sock.sendall(request)
+        if spec.expect is None:
+            return True, "layer4 check passed"
+        return _hc_expect(sock, spec.expect, deadline)
+    except socket.timeout:
+        return False, "response timeout"
+    except OSError as exc:
+        return False, _hc_failure_reason(END_CONNECT_ERROR, exc.strerror or exc)
+
+
+def _hc_proxy_header(sock, version):
+    if version == 2:
+        return build_v2(None, None, local=True)
+    if version == 1:
+        return build_v1(sock.getsockname(), sock.getpeername())
+    return b""
+
+
+def _hc_time_left(sock, deadline):
+    """Let the socket wait until ``deadline`` at most; socket.timeout if it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("timed out")
+    sock.settimeout(left)
+
+
+def _hc_expect(sock, expect, deadline):
+    """Read until the response matches, ends, fills the limit or runs out of time."""
+    response = b""
+    try:
+        while len(response) < CHECK_READ_LIMIT:
+            _hc_time_left(sock, deadline)
+            data = sock.recv(CHECK_READ_LIMIT - len(response))
+            if not data:
+                break
+            response += data
+            if expect.search(response):
+                return True, "layer7 check passed"
+    except socket.timeout:
+        if not response:
+            raise
+    return False, "response did not match"
+
+
+class HealthState(object):
+    """Rise and fall as HAProxy counts them: pure, fed one result at a time.
+
+    ``health`` runs from 0 to rise + fall - 1, and the server is up from ``rise`` on. A
+    success counts up, and reaching ``rise`` jumps to the top; a failure counts down, and
+    dropping below ``rise`` falls to 0. So a server fully up goes down after ``fall`` failures
+    in a row, one fully down comes up after ``rise`` successes in a row. It starts at ``rise``:
+    up, but down at the first failure, so that a server dead at startup is found by its first
+    check rather than by the ``fall``-th.
+    """
+
+    __slots__ = ("rise", "fall", "health")
+
+    def __init__(self, rise, fall):
+        self.rise = rise
+        self.fall = fall
+        self.health = rise
+
+    @property
+    def up(self):
+        return self.health >= self.rise
+
+    def record(self, ok):
+        """Count one result; True if it turned the server up or down."""
+        was_up = self.up
+        if ok:
+            self.health = self.rise + self.fall - 1 if self.health + 1 >= self.rise else \
+                self.health + 1
+        elif self.health:
+            self.health = 0 if self.health - 1 < self.rise else self.health - 1
+        return self.up != was_up
+
+    def interval(self, server):
+        """The wait before the next check: inter fully up, downinter fully down, else fastinter
+        (config.py fills the last two with inter when they are not set)."""
+        if self.health == self.rise + self.fall - 1:
+            return server.inter
+        if self.health == 0:
+            return server.downinter
+        return server.fastinter
+
+
+class CheckWorkers(object):
+    """The threads that run checks and lookups. A job is a function, its argument and the
+    function to hand its result to (None if it raised); the threads see nothing else."""
+
+    def __init__(self, count):
+        self._jobs = queue.Queue()
+        self._threads = [threading.Thread(target=self._work, name="simpleproxy-check-%d" % n,
+                                          daemon=True) for n in range(count)]
+
+    def start(self):
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, function, argument, deliver):
+        self._jobs.put((function, argument, deliver))
+
+    def stop(self):
+        """Let each thread end once it is free. They are daemons, so a check still running
+        never holds up the exit."""
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _work(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            function, argument, deliver = job
+            try:
+                result = function(argument)
+            except Exception:
+                LOG.exception("internal error in a health-check worker")
+                result = None
+            deliver(result)
+
+
+class ServerCheck(object):
+    """One checked server on the loop's side: its rise/fall count and its timer."""
+
+    __slots__ = ("checker", "pool", "server", "spec", "health", "generation", "running",
+                 "timer")
+
+    def __init__(self, checker, pool, server):
+        self.checker = checker
+        self.pool = pool
+        self.server = server          # its ServerState
+        self.spec = check_spec(server.config, server.backend, server.address)
+        self.health = HealthState(server.config.rise, server.config.fall)
+        self.generation = 0           # a result from an older generation is ignored
+        self.running = False          # a worker has the check now
+        self.timer = checker.loop.timer(self._due)
+
+    def _due(self):
+        self.checker.launch(self)
+
+
+class FollowedNameState(object):
+    """One followed host name on the loop's side: its NameResolution, servers and timer."""
+
+    __slots__ = ("resolution", "period", "servers", "timer")
+
+    def __init__(self, checker, resolution, period, servers):
+        self.resolution = resolution
+        self.period = period
+        self.servers = servers        # server name -> (BackendPool, ServerState)
+        self.timer = checker.loop.timer(lambda: checker.lookup_due(self))
+
+
+class HealthChecker(object):
+    """The loop's side of health: schedules checks and lookups, applies results, logs status
+    changes.
+
+    ``on_change(pool, server)`` is called on the loop when a server's status changed.
+    ``followed``: the FollowedName records of start-up (resolve.py), whose notices are logged
+    here and whose names are looked up every period (those with one)."""
+
+    def __init__(self, loop, pools, threads, on_change, followed=()):
+        self.loop = loop
+        self.on_change = on_change
+        self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
+        states = {}
+        for pool in pools:
+            for server in pool.servers:
+                states[pool.backend.name, server.config.name] = pool, server
+                if server.config.check:
+                    self.checks[server] = ServerCheck(self, pool, server)
+        self.names = []
+        for name in followed:
+            resolution = name.resolution
+            servers = {server: states[resolution.backend, server]
+                       for server in resolution.servers}
+            for _, state in servers.values():
+                state.resolution = resolution
+            for notice in name.notices:
+                LOG.log(notice.level, "%s", notice.text)
+            if name.period is not None:
+                self.names.append(FollowedNameState(self, resolution, name.period, servers))
+        self.workers = CheckWorkers(min(threads, len(self.checks) + len(self.names)))
+        # A lookup may wait seconds for a name server: lookups never take every thread.
+        self.lookup_slots = max(1, threads - 1)
+        self.lookups_running = 0
+        self.lookups_due = collections.deque()
+        self.stopped = False
+
+    def start(self):
+        """Start the threads, and spread the first checks over the first ``inter`` so that
+        they do not all go at once; each followed name is looked up a period after start."""
+        self.workers.start()
+        count = len(self.checks)
+        for position, check in enumerate(self.checks.values()):
+            self._schedule(check, check.server.config.inter * position / count)
+        for name in self.names:
+            name.timer.arm_by(self.loop.now + name.period)
+
+    def stop(self):
+        self.stopped = True
+        self.workers.stop()
+        for check in self.checks.values():
+            check.timer.cancel()
+        for name in self.names:
+            name.timer.cancel()
+
+    # -- following host names -------------------------------------------------------------------
+
+    def lookup_due(self, name):
+        """A name's period is over: look it up now, or as soon as a lookup slot frees. Its
+        timer is armed again only when the result is in: one lookup in flight per name."""
+        if self.lookups_running >= self.lookup_slots:
+            self.lookups_due.append(name)
+            return
+        self.lookups_running += 1
+        call_soon_threadsafe = self.loop.call_soon_threadsafe
+
+        def deliver(result):
+            # On the worker's thread: hand the result over, touch nothing else.
+            try:
+                call_soon_threadsafe(lambda: self.lookup_done(name, result))
+            except OSError:
+                pass            # the loop has closed its wake-up socket: it is gone
+        self.workers.submit(lookup, name.resolution.host, deliver)
+
+    def lookup_done(self, name, result):
+        """A lookup's result, on the loop: the name's NameResolution says what it means."""
+        if self.stopped:
+            return
+        self.lookups_running -= 1
+        if result is None:
+            result = LookupResult((), OTHER, "internal error")
+        for action in name.resolution.update(result, self.loop.now):
+            self._apply_dns(name, action)
+        name.timer.arm_by(self.loop.now + name.period)
+        if self.lookups_due:
+            self.lookup_due(self.lookups_due.popleft())
+
+    def _apply_dns(self, name, action):
+        """Apply one of a NameResolution's actions (discovery.py) to the servers."""
+        if isinstance(action, AddressChange):
+            _, server = name.servers[action.server]
+            server.address = resolved_address(server.config.address, action.new)
+            check = self.checks.get(server)
+            if check is not None:
+                check.spec = check_spec(server.config, server.backend, server.address)
+                check.generation += 1       # a check of the old address says nothing now
+        elif isinstance(action, (EnterMaintenance, LeaveMaintenance)):
+            pool, server = name.servers[action.server]
+            leaving = isinstance(action, LeaveMaintenance)
+            if pool.set_dns_maint(server, not leaving):
+                log_status_change(pool, server, action.reason)
+                self.on_change(pool, server)
+            if leaving:
+                self.restart(server)
+        else:
+            LOG.log(action.level, "%s", action.text)
+
+    def _schedule(self, check, delay):
+        """Have the check go ``delay`` from now, unless it is due sooner already."""
+        check.timer.arm_by(self.loop.now + delay)
+
+    def launch(self, check):
+        """Hand a due check to a worker; a server in maintenance (the operator's or DNS's) is
+        not checked."""
+        if check.server.status == MAINT:
+            self._schedule(check, check.server.config.inter)
+            return
+        check.running = True
+        generation = check.generation
+        call_soon_threadsafe = self.loop.call_soon_threadsafe
+
+        def deliver(result):
+            # On the worker's thread: hand the result over, touch nothing else.
+            try:
+                call_soon_threadsafe(lambda: self.check_done(check, generation, result))
+            except OSError:
+                pass            # the loop has closed its wake-up socket: it is gone
+        self.workers.submit(run_check, check.spec, deliver)
+
+    def check_done(self, check, generation, result):
+        """A worker's result, on the loop: counted unless stale (see the module docstring)."""
+        if self.stopped or self.checks.get(check.server) is not check:
+            return
+        check.running = False
+        if result is None:
+            result = CheckResult(False, "internal error", 0.0)
+        if generation != check.generation:
+            self._schedule(check, 0.0)      # restarted meanwhile: the new count starts now
+            return
+        if result.ok is not None:
+            self._count(check, result.ok, result.reason, result.duration)
+        self._schedule(check, check.health.interval(check.server.config))
+
+    def connection_failed(self, server, cause, duration):
+        """Passive health: a real connection to ``server`` failed with the end ``cause``. When
+        the cause tells about the server (endings.py), it counts as a failed check, and the
+        next check comes at fastinter rather than at inter. An unchecked server is left
+        alone: nothing would ever bring it back up."""
+        check = self.checks.get(server)
+        if check is None or END_CAUSES[cause].server_fault is None:
+            return
+        self._count(check, False, _hc_failure_reason(cause) + " (client traffic)", duration)
+        if not check.running:
+            self._schedule(check, check.health.interval(server.config))
+
+    def restart(self, server):
+        """Start a server's checks over: up, but down at the first failure. The next check
+        goes now, or, when one is running, as soon as its result (ignored) is in, so that
+        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
+        API issue, which calls it when a server leaves maintenance (with
+        BackendPool.set_admin); tested in test_health.py until then."""
+        check = self.checks.get(server)
+        if check is None:
+            return
+        check.generation += 1
+        check.health = HealthState(server.config.rise, server.config.fall)
+        self._apply(check, "checks restarted", 0.0)
+        if not check.running:
+            self._schedule(check, 0.0)
+
+    def _count(self, check, ok, reason, duration):
+        if check.health.record(ok):
+            self._apply(check, reason, duration)
+
+    def _apply(self, check, reason, duration):
+        """Tell the pool what the count says; log a change and tell the proxy."""
+        pool, server = check.pool, check.server
+        if not pool.set_health(server, check.health.up):
+            return
+        log_status_change(pool, server, reason, duration)
+        self.on_change(pool, server)
+
+
+def log_status_change(pool, server, reason, duration=None):
+    """HAProxy's line for a server changing status, and its alert when a backend has none left.
+    ``duration``: the check's, when a check caused the change."""
+    normal, backup = pool.usable_counts()
+    online = server.status == UP
+    checked = "" if duration is None else ", check duration: %dms" % (duration * 1000)
+    LOG.log(logging.INFO if online else logging.WARNING,
+            "server %s is %s, reason: %s%s, %d active and %d backup servers %s", server.label,
+            server.status, reason, checked, normal, backup, "online" if online else "left")
+    if not pool.candidates:
+        LOG.error("backend %s has no server available!", pool.backend.name)
 
 
 ###############################################################################
@@ -4190,7 +4400,7 @@ class Session(Relay):
     def _connect(self, cause=None):
         """Connect to ``self.server`` (also RETRY_WAIT's timeout: ``cause`` is then unused)."""
         server = self.server
-        address = server.config.address
+        address = server.address            # service discovery may have moved it
         self._enter(CONNECTING)
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
@@ -4607,7 +4817,8 @@ class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
     def __init__(self, config):
-        self.config = config = resolve_addresses(config)
+        config, followed = start_addresses(config)
+        self.config = config
         self.loop = EventLoop()
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
@@ -4617,7 +4828,8 @@ class Proxy(object):
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
-                                     config.global_settings.check_threads, self._server_changed)
+                                     config.global_settings.check_threads, self._server_changed,
+                                     followed)
         self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:

@@ -9,7 +9,9 @@ A server's state comes from two things kept apart: what the operator set (``admi
 DRAIN or MAINT) and what its health checks found (``healthy``). ``SERVER_STATES`` combines
 them into its ``status``: UP, DOWN, DRAIN or MAINT; only UP takes new connections. Keeping
 them apart means a draining server that fails its checks and recovers goes back to draining,
-not to UP.
+not to UP. A third input, ``dns_maint``, is set by service discovery (discovery.py) while a
+server has no address to use: it keeps the server in MAINT whatever the operator sets, so that
+setting READY cannot put a server without an address into service.
 
 The candidates are the UP servers with a weight above 0 among the normal servers; when there
 is none, among the backup servers: the first one in the config, or all of them with ``option
@@ -69,20 +71,26 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "resolution",
+                 "weight", "active", "status", "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
         self.backend = backend
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
+        # Where new connections go: the configured Address, resolved at start-up; service
+        # discovery changes it. None: a host name that gave no address yet (init-addr none).
+        self.address = server.address if server.address.family is not None else None
+        self.dns_maint = self.address is None
+        self.resolution = None        # the discovery.NameResolution following its name, if any
         self.weight = server.weight
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
 
     def _settle(self):
-        self.status = SERVER_STATES[self.admin, self.healthy]
+        self.status = MAINT if self.dns_maint else SERVER_STATES[self.admin, self.healthy]
         self.usable = self.status == UP and self.weight > 0
 
     @property
@@ -129,9 +137,16 @@ class BackendPool(object):
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
-    def _change(self, state, admin, healthy):
+    def set_dns_maint(self, state, dns_maint):
+        """Service discovery puts a server in maintenance (no address to use) or takes it
+        out; True if the server's status changed."""
+        return self._change(state, state.admin, state.healthy, dns_maint)
+
+    def _change(self, state, admin, healthy, dns_maint=None):
         before = state.status
         state.admin, state.healthy = admin, healthy
+        if dns_maint is not None:
+            state.dns_maint = dns_maint
         state._settle()
         if state.status == before:
             return False

@@ -16,9 +16,10 @@ import re
 from collections import namedtuple
 
 from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VALUE,
-                            DURATION_VALUE, HEADER_SIZE_VALUE, MAX_COUNT, PORT_VALUE,
-                            SOURCES_VALUE, V2_OPTIONS_VALUE, Address, bind_address, one_of,
-                            server_address, size_range, unknown_word, whole_number)
+                            DEFAULT_INIT_ADDR, DURATION_VALUE, HEADER_SIZE_VALUE,
+                            INIT_ADDR_VALUE, MAX_COUNT, PORT_VALUE, SOURCES_VALUE,
+                            V2_OPTIONS_VALUE, Address, bind_address, expand_server_template,
+                            one_of, server_address, size_range, unknown_word, whole_number)
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
@@ -44,7 +45,8 @@ float seconds."""
 
 Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
-                              "check_port check_addr check_send check_expect line")
+                              "check_port check_addr check_send check_expect host init_addr "
+                              "resolve_prefer resolve template line")
 Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
 
 send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
@@ -53,7 +55,12 @@ send-proxy unless the check goes to its own port or addr); check_port: int or No
 server's port); check_addr: an Address whose port is already the check port, or None
 (check the server's address); check_send: bytes or None; check_expect: None,
 ("string", bytes) or ("rstring", bytes pattern); maxconn 0: unlimited. Durations are
-float seconds."""
+float seconds.
+
+Following its host name (discovery.py): host is the name as written (None for an IP address
+or a Unix socket; ``address`` keeps it too until start-up resolves it); init_addr: the
+init-addr methods, words and IP texts; resolve_prefer: "ipv4" or "ipv6"; resolve: the
+``resolve`` option; template: the server-template's NAME for its servers, else None."""
 
 Backend = namedtuple("Backend", "name balance servers retries redispatch allbackups "
                                 "timeout_connect timeout_server timeout_server_fin timeout_queue "
@@ -63,9 +70,13 @@ Backend.__doc__ = """A backend or the back half of a listen section.
 servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
 unbounded."""
 
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
+                                              "resolve_interval resolve_hold_nx "
+                                              "resolve_hold_timeout resolve_hold_other")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
+the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
+names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
+failing name keeps its servers' addresses, by HAProxy's failure kinds."""
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -123,6 +134,9 @@ _CFG_SERVER_OPTIONS = {
     "check-send": _CfgOption("check_send", 1, CHECK_SEND_VALUE),
     "check-expect": _CfgOption("check_expect", 2,
                                CHECK_EXPECT_VALUE),
+    "resolve": _CfgOption("resolve", 0, True),
+    "init-addr": _CfgOption("init_addr", 1, INIT_ADDR_VALUE),
+    "resolve-prefer": _CfgOption("resolve_prefer", 1, one_of("address family", ("ipv4", "ipv6"))),
 }
 
 # The options that only matter to health checks: given without "check", they do nothing.
@@ -133,7 +147,8 @@ _CFG_SERVER_DEFAULTS = {
     "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
     "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
     "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None,
+    "check_send": None, "check_expect": None, "init_addr": DEFAULT_INIT_ADDR,
+    "resolve_prefer": "ipv6", "resolve": False,      # HAProxy's default family: IPv6
 }
 
 
@@ -188,14 +203,22 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "resolve-interval": _CfgKey("resolve_interval", DURATION_VALUE, ("global",)),
+    # HAProxy's ``hold nx`` and kin (words of its resolvers section, which simpleproxy has not).
+    "resolve-hold-nx": _CfgKey("resolve_hold_nx", DURATION_VALUE, ("global",)),
+    "resolve-hold-timeout": _CfgKey("resolve_hold_timeout", DURATION_VALUE, ("global",)),
+    "resolve-hold-other": _CfgKey("resolve_hold_other", DURATION_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
+                                      check_threads=4, resolve_interval=None,
+                                      resolve_hold_nx=30.0, resolve_hold_timeout=30.0,
+                                      resolve_hold_other=30.0)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
+    "server-template": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
     "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
     "timeout client": _CfgKey("timeout_client", DURATION_VALUE, _CFG_FRONT),
@@ -265,7 +288,8 @@ class _CfgProxySection(object):
         self.settings = {}
         self.given = set()            # the special keys present: bind, default_backend, ...
         self.binds = []
-        self.servers = []             # (name, Address, option values, option words, line)
+        self.servers = []             # (name, Address, option values, option words, line,
+                                      #  server-template NAME or None)
         self.default_server = {}
         self.default_backend = None   # (name, line)
 
@@ -320,15 +344,16 @@ class _CfgReader(ConfigProblems):
             negated = key.startswith("no option ")
             if negated:
                 spec_key = key[len("no "):]
-            elif key.split()[0] == "server":
-                spec_key = "server"              # server NAME
+            elif key.split()[0] in ("server", "server-template"):
+                spec_key = key.split()[0]        # server NAME, server-template NAME
             else:
                 spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
                 self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name == "server" else name for name in allowed))))
+                    name + " NAME" if name in ("server", "server-template") else name
+                    for name in allowed))))
             elif kind not in spec.sections:
                 self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
             elif spec.value is _CFG_SPECIAL:
@@ -351,7 +376,7 @@ class _CfgReader(ConfigProblems):
             proxy.given.add(spec_key)
             if spec_key == "bind":
                 self._read_bind_lines(proxy, value, line, lines)
-            elif spec_key == "server":
+            elif spec_key in ("server", "server-template"):
                 self._read_server(proxy, key, value, line)
             elif spec_key == "default-server":
                 words = self._words(proxy.title, key, value or "", line)
@@ -415,10 +440,12 @@ class _CfgReader(ConfigProblems):
                                 line))
 
     def _read_server(self, proxy, key, value, line):
-        names = key.split()[1:]
+        """A server line, or a server-template line: its COUNT servers share the rest."""
+        kind, names = key.split()[0], key.split()[1:]
+        form = ("server-template NAME = COUNT HOST:PORT [options]" if kind == "server-template"
+                else "server NAME = ADDRESS [options]")
         if len(names) != 1:
-            self.error(line, proxy.title, key, "needs exactly one name (expected server NAME = "
-                       "ADDRESS [options])")
+            self.error(line, proxy.title, key, "needs exactly one name (expected %s)" % form)
             return
         if not _CFG_NAME.match(names[0]):
             self.error(line, proxy.title, key, "%s is not a valid name (expected %s)"
@@ -427,6 +454,13 @@ class _CfgReader(ConfigProblems):
         words = self._words(proxy.title, key, value or "", line)
         if words is None:
             return
+        template = names[0] if kind == "server-template" else None
+        if template is not None:
+            try:
+                names, words = expand_server_template(template, words)
+            except ValueError as exc:
+                self.error(line, proxy.title, key, str(exc))
+                return
         if not words:
             self.error(line, proxy.title, key, "missing address (expected %s = ADDRESS "
                        "[options])" % key)
@@ -434,12 +468,16 @@ class _CfgReader(ConfigProblems):
         problems = []
         try:
             address = server_address(words[0])
+            if template is not None and address.family is not None:
+                problems.append("%s is not a host name (expected %s: its addresses fill the "
+                                "servers)" % (shown(words[0]), form))
         except ValueError as exc:
             problems.append(str(exc))
         values, given, option_problems = _cfg_read_options(words[1:], _CFG_SERVER_OPTIONS,
                                                            "server option")
         if self.report(line, proxy.title, key, problems + option_problems):
-            proxy.servers.append((names[0], address, values, given, line))
+            proxy.servers.extend((name, address, values, given, line, template)
+                                 for name in names)
 
     # -- applying defaults and checking references --------------------------------------------
 
@@ -534,10 +572,18 @@ class _CfgReader(ConfigProblems):
         if settings["timeout_queue"] is None:
             settings["timeout_queue"] = settings["timeout_connect"]
         servers = []
-        for name, address, values, given, line in proxy.servers:
+        first_line = {}
+        for name, address, values, given, line, template in proxy.servers:
+            if name in first_line:
+                # Plain server lines are compared as keys (ini.py); a template's names here.
+                self.error(line, proxy.title, "server-template " + template if template else
+                           "server " + name, "duplicated server name %s (first defined on line "
+                           "%d)" % (name, first_line[name]))
+                continue
+            first_line[name] = line
             options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
                                   proxy.default_server, values)
-            server = self._build_server(proxy.title, name, address, options, line)
+            server = self._build_server(proxy.title, name, address, options, line, template)
             if server is not None:
                 servers.append(server)
             idle = [given[field] for field in _CFG_CHECK_FIELDS if field in given]
@@ -549,7 +595,7 @@ class _CfgReader(ConfigProblems):
                       "(expected server NAME = ADDRESS [options])")
         return Backend(name=proxy.name, servers=tuple(servers), line=proxy.line, **settings)
 
-    def _build_server(self, title, name, address, options, line):
+    def _build_server(self, title, name, address, options, line, template):
         """The Server from its merged options, or None after reporting what contradicts."""
         problems = []
         if options["proxy_v2_options"] and options["send_proxy"] != 2:
@@ -570,7 +616,9 @@ class _CfgReader(ConfigProblems):
         for field in ("fastinter", "downinter"):
             if options[field] is None:
                 options[field] = options["inter"]
-        return Server(name=name, address=address, line=line, **options)
+        host = address.sockaddr[0] if address.family is None else None
+        return Server(name=name, address=address, host=host, template=template, line=line,
+                      **options)
 
 
 def _cfg_misplaced(kind, key, spec):

@@ -245,6 +245,48 @@ def _cfg_check_addr(text):
 
 CHECK_ADDR_VALUE = ValueKind(_cfg_check_addr, "an IP address")
 
+# -- following host names: init-addr and server-template ------------------------------------------
+
+INIT_ADDR_METHODS = ("last", "libc", "none")
+DEFAULT_INIT_ADDR = ("last", "libc")
+_CFG_INIT_ADDR_FORMS = "a comma list of last, libc, none or an IP address, such as last,libc,none"
+MAX_TEMPLATE_SLOTS = 1024
+
+
+def _cfg_init_addr(text):
+    """init-addr: the methods in order, each a word or the canonical text of an IP address
+    (discovery.initial_addresses tries them at start-up)."""
+    methods = []
+    for item in text.split(","):
+        method = item if item in INIT_ADDR_METHODS else (
+            _cfg_ip(item, "ipv4") or _cfg_ip(item, "ipv6"))
+        if method is None:
+            raise ValueError("unknown init-addr method %s (expected %s)"
+                             % (shown(item), _CFG_INIT_ADDR_FORMS))
+        if method in methods:
+            raise ValueError("%s given twice (expected each init-addr method once)" % shown(item))
+        methods.append(method)
+    return tuple(methods)
+
+
+INIT_ADDR_VALUE = ValueKind(_cfg_init_addr, _CFG_INIT_ADDR_FORMS)
+
+
+def expand_server_template(prefix, words):
+    """``server-template PREFIX = COUNT HOST:PORT [options]``, its value split into words:
+    the names of its servers, PREFIX1..PREFIXCOUNT, and the words of the server line they
+    all share (HOST:PORT [options], read as a server line's)."""
+    if len(words) < 2:
+        raise ValueError("missing %s (expected server-template %s = COUNT HOST:PORT [options])"
+                         % ("count and address" if not words else "address", prefix))
+    count = words[0]
+    if (not _CFG_DIGITS.match(count) or len(count) > _CFG_MAX_DIGITS
+            or not 1 <= int(count) <= MAX_TEMPLATE_SLOTS):
+        raise ValueError("%s is not a server count (expected a whole number from 1 to %d)"
+                         % (shown(count), MAX_TEMPLATE_SLOTS))
+    names = tuple("%s%d" % (prefix, number) for number in range(1, int(count) + 1))
+    return names, list(words[1:])
+
 # -- listening and server addresses ---------------------------------------------------------------
 
 _CFG_BIND_FORMS = ":PORT, *:PORT, IPv4:PORT, [IPv6]:PORT or unix@/path"

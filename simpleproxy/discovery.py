@@ -39,7 +39,6 @@ failures         ``nx`` (no such name, or no address for it), ``timeout`` (no an
                  lookup after it.
 """
 import logging
-import re
 import socket
 from collections import namedtuple
 
@@ -52,20 +51,12 @@ TIMEOUT = "timeout"
 OTHER = "other"
 
 DEFAULT_RESOLVE_HOLDS = {NX: 30.0, TIMEOUT: 30.0, OTHER: 30.0}
-# The [global] keys that set them: HAProxy's ``hold nx`` (a resolvers-section word) with the
-# ``resolve-`` prefix all the discovery keys share, since simpleproxy has no resolvers section.
-RESOLVE_HOLD_KEYS = {"resolve-hold-nx": NX, "resolve-hold-timeout": TIMEOUT,
-                     "resolve-hold-other": OTHER}
 # Between lookups of a server that asks for them (``resolve``, or a server-template) while
 # ``resolve-interval`` is off: HAProxy's ``hold valid`` default, how long a good answer stands.
 DEFAULT_RESOLVE_PERIOD = 10.0
 
-INIT_ADDR_METHODS = ("last", "libc", "none")
-DEFAULT_INIT_ADDR = ("last", "libc")
 RESOLVE_PREFER_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 DEFAULT_RESOLVE_PREFER = "ipv6"
-MAX_TEMPLATE_SLOTS = 1024
-_DNS_DIGITS = re.compile(r"[0-9]+\Z")
 
 # Why a server goes to maintenance, in HAProxy's words for it.
 NO_ADDRESS_REASON = "No IP for server"
@@ -164,7 +155,8 @@ def initial_addresses(init_addr, last, resolve):
 
     ``last``: what each of the name's servers had before a reload, one per slot (None for no
     address; empty at a cold start); ``resolve``: a function doing the libc lookup (a
-    LookupResult), called only if reached."""
+    LookupResult), called only if reached. ``init_addr`` as the configuration reads it: the
+    words last, libc, none and IP address texts."""
     failure = None
     for method in init_addr:
         if method == "last":
@@ -178,7 +170,7 @@ def initial_addresses(init_addr, last, resolve):
         elif method == "none":
             return StartAddresses("none", (), failure)
         else:
-            return StartAddresses("ip", (method,), failure)
+            return StartAddresses("ip", (ip_address(method),), failure)
     return StartAddresses(None, (), failure)
 
 
@@ -317,39 +309,3 @@ class NameResolution(object):
                 actions.append(LeaveMaintenance(server, VALID_ANSWER_REASON))
         self.slots, self.lapsed = slots, lapsed
         return actions
-
-
-# -- the configuration's new values (each parser raises ValueError with what was expected) --------
-
-def parse_init_addr(text):
-    """``init-addr``: a comma list of last, libc, none and IP addresses, each at most once."""
-    methods = []
-    for item in text.split(","):
-        if item in INIT_ADDR_METHODS:
-            method = item
-        else:
-            try:
-                method = ip_address(item)
-            except ValueError:
-                raise ValueError("unknown init-addr method '%s' (expected a comma list of last, "
-                                 "libc, none or an IP address, such as last,libc,none)"
-                                 % item) from None
-        if method in methods:
-            raise ValueError("'%s' given twice (expected each init-addr method once)" % item)
-        methods.append(method)
-    return tuple(methods)
-
-
-def expand_server_template(prefix, words):
-    """``server-template PREFIX = COUNT HOST:PORT [options]``, its value split into words:
-    the names of its servers, PREFIX1..PREFIXCOUNT, and the words of the server line they
-    all share (HOST:PORT [options], read as a server line's)."""
-    if len(words) < 2:
-        raise ValueError("missing %s (expected server-template %s = COUNT HOST:PORT [options])"
-                         % ("count and address" if not words else "address", prefix))
-    count = words[0]
-    if not _DNS_DIGITS.match(count) or not 1 <= int(count) <= MAX_TEMPLATE_SLOTS:
-        raise ValueError("'%s' is not a server count (expected a whole number from 1 to %d)"
-                         % (count, MAX_TEMPLATE_SLOTS))
-    names = tuple("%s%d" % (prefix, number) for number in range(1, int(count) + 1))
-    return names, list(words[1:])

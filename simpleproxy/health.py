@@ -17,6 +17,12 @@ The split (STYLE.md: the loop owns all state):
 * Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
   server that failed, and those that tell about the server (endings.py: refused, timed
   out) count as failed checks.
+* Following host names (discovery.py): the same workers run ``discovery.lookup`` for each
+  followed name every period, one lookup in flight per name and fewer at once than there
+  are threads (when there are two or more), so that checks keep a thread. The loop feeds
+  each result to the name's NameResolution and applies its actions: a new address for new
+  connections and for the checks, maintenance while a server has no address to use
+  (``dns_maint``, apart from the operator's MAINT), and the lines it words.
 
 Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
 gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
@@ -29,6 +35,7 @@ v2 sends LOCAL, the spec's word for a connection the proxy makes on its own beha
 has no LOCAL, sends a line that describes the check connection itself (its own address, then
 the server's), as the spec advises.
 """
+import collections
 import logging
 import queue
 import re
@@ -38,9 +45,12 @@ import time
 from collections import namedtuple
 
 from .balancer import MAINT, UP
+from .discovery import (OTHER, AddressChange, EnterMaintenance, LeaveMaintenance, LookupResult,
+                        lookup)
 from .endings import END_CAUSES, END_CONNECT_ERROR, END_CONNECT_REFUSED, END_CONNECT_TIMEOUT
 from .logs import LOG
 from .proxyproto import build_v1, build_v2
+from .resolve import resolved_address
 
 CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
 
@@ -63,9 +73,10 @@ def _hc_failure_reason(cause, detail=None):
     return END_CAUSES[cause].server_fault or "connection error: %s" % detail
 
 
-def check_spec(server, backend):
-    """The CheckSpec of a server that has ``check``."""
-    address = server.check_addr or server.address
+def check_spec(server, backend, address=None):
+    """The CheckSpec of a server that has ``check``, at ``address`` (where the server is now,
+    if service discovery moved it; its configured address by default) unless ``addr`` says."""
+    address = server.check_addr or address or server.address
     if server.check_addr is None and server.check_port is not None:
         address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
     version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
@@ -205,8 +216,8 @@ class HealthState(object):
 
 
 class CheckWorkers(object):
-    """The threads that run checks. A job is a CheckSpec and the function to hand its result
-    to; the threads see nothing else."""
+    """The threads that run checks and lookups. A job is a function, its argument and the
+    function to hand its result to (None if it raised); the threads see nothing else."""
 
     def __init__(self, count):
         self._jobs = queue.Queue()
@@ -217,8 +228,8 @@ class CheckWorkers(object):
         for thread in self._threads:
             thread.start()
 
-    def submit(self, spec, deliver):
-        self._jobs.put((spec, deliver))
+    def submit(self, function, argument, deliver):
+        self._jobs.put((function, argument, deliver))
 
     def stop(self):
         """Let each thread end once it is free. They are daemons, so a check still running
@@ -231,12 +242,12 @@ class CheckWorkers(object):
             job = self._jobs.get()
             if job is None:
                 return
-            spec, deliver = job
+            function, argument, deliver = job
             try:
-                result = run_check(spec)
+                result = function(argument)
             except Exception:
-                LOG.exception("internal error in a health check")
-                result = CheckResult(False, "internal error", 0.0)
+                LOG.exception("internal error in a health-check worker")
+                result = None
             deliver(result)
 
 
@@ -250,7 +261,7 @@ class ServerCheck(object):
         self.checker = checker
         self.pool = pool
         self.server = server          # its ServerState
-        self.spec = check_spec(server.config, server.backend)
+        self.spec = check_spec(server.config, server.backend, server.address)
         self.health = HealthState(server.config.rise, server.config.fall)
         self.generation = 0           # a result from an older generation is ignored
         self.running = False          # a worker has the check now
@@ -260,43 +271,132 @@ class ServerCheck(object):
         self.checker.launch(self)
 
 
+class FollowedNameState(object):
+    """One followed host name on the loop's side: its NameResolution, servers and timer."""
+
+    __slots__ = ("resolution", "period", "servers", "timer")
+
+    def __init__(self, checker, resolution, period, servers):
+        self.resolution = resolution
+        self.period = period
+        self.servers = servers        # server name -> (BackendPool, ServerState)
+        self.timer = checker.loop.timer(lambda: checker.lookup_due(self))
+
+
 class HealthChecker(object):
-    """The loop's side of health: schedules checks, applies results, logs status changes.
+    """The loop's side of health: schedules checks and lookups, applies results, logs status
+    changes.
 
-    ``on_change(pool, server)`` is called on the loop when a server's status changed."""
+    ``on_change(pool, server)`` is called on the loop when a server's status changed.
+    ``followed``: the FollowedName records of start-up (resolve.py), whose notices are logged
+    here and whose names are looked up every period (those with one)."""
 
-    def __init__(self, loop, pools, threads, on_change):
+    def __init__(self, loop, pools, threads, on_change, followed=()):
         self.loop = loop
         self.on_change = on_change
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
+        states = {}
         for pool in pools:
             for server in pool.servers:
+                states[pool.backend.name, server.config.name] = pool, server
                 if server.config.check:
                     self.checks[server] = ServerCheck(self, pool, server)
-        self.workers = CheckWorkers(min(threads, len(self.checks)))
+        self.names = []
+        for name in followed:
+            resolution = name.resolution
+            servers = {server: states[resolution.backend, server]
+                       for server in resolution.servers}
+            for _, state in servers.values():
+                state.resolution = resolution
+            for notice in name.notices:
+                LOG.log(notice.level, "%s", notice.text)
+            if name.period is not None:
+                self.names.append(FollowedNameState(self, resolution, name.period, servers))
+        self.workers = CheckWorkers(min(threads, len(self.checks) + len(self.names)))
+        # A lookup may wait seconds for a name server: lookups never take every thread.
+        self.lookup_slots = max(1, threads - 1)
+        self.lookups_running = 0
+        self.lookups_due = collections.deque()
         self.stopped = False
 
     def start(self):
         """Start the threads, and spread the first checks over the first ``inter`` so that
-        they do not all go at once."""
+        they do not all go at once; each followed name is looked up a period after start."""
         self.workers.start()
         count = len(self.checks)
         for position, check in enumerate(self.checks.values()):
             self._schedule(check, check.server.config.inter * position / count)
+        for name in self.names:
+            name.timer.arm_by(self.loop.now + name.period)
 
     def stop(self):
         self.stopped = True
         self.workers.stop()
         for check in self.checks.values():
             check.timer.cancel()
+        for name in self.names:
+            name.timer.cancel()
+
+    # -- following host names -------------------------------------------------------------------
+
+    def lookup_due(self, name):
+        """A name's period is over: look it up now, or as soon as a lookup slot frees. Its
+        timer is armed again only when the result is in: one lookup in flight per name."""
+        if self.lookups_running >= self.lookup_slots:
+            self.lookups_due.append(name)
+            return
+        self.lookups_running += 1
+        call_soon_threadsafe = self.loop.call_soon_threadsafe
+
+        def deliver(result):
+            # On the worker's thread: hand the result over, touch nothing else.
+            try:
+                call_soon_threadsafe(lambda: self.lookup_done(name, result))
+            except OSError:
+                pass            # the loop has closed its wake-up socket: it is gone
+        self.workers.submit(lookup, name.resolution.host, deliver)
+
+    def lookup_done(self, name, result):
+        """A lookup's result, on the loop: the name's NameResolution says what it means."""
+        if self.stopped:
+            return
+        self.lookups_running -= 1
+        if result is None:
+            result = LookupResult((), OTHER, "internal error")
+        for action in name.resolution.update(result, self.loop.now):
+            self._apply_dns(name, action)
+        name.timer.arm_by(self.loop.now + name.period)
+        if self.lookups_due:
+            self.lookup_due(self.lookups_due.popleft())
+
+    def _apply_dns(self, name, action):
+        """Apply one of a NameResolution's actions (discovery.py) to the servers."""
+        if isinstance(action, AddressChange):
+            _, server = name.servers[action.server]
+            server.address = resolved_address(server.config.address, action.new)
+            check = self.checks.get(server)
+            if check is not None:
+                check.spec = check_spec(server.config, server.backend, server.address)
+                check.generation += 1       # a check of the old address says nothing now
+        elif isinstance(action, (EnterMaintenance, LeaveMaintenance)):
+            pool, server = name.servers[action.server]
+            leaving = isinstance(action, LeaveMaintenance)
+            if pool.set_dns_maint(server, not leaving):
+                log_status_change(pool, server, action.reason)
+                self.on_change(pool, server)
+            if leaving:
+                self.restart(server)
+        else:
+            LOG.log(action.level, "%s", action.text)
 
     def _schedule(self, check, delay):
         """Have the check go ``delay`` from now, unless it is due sooner already."""
         check.timer.arm_by(self.loop.now + delay)
 
     def launch(self, check):
-        """Hand a due check to a worker; a server in maintenance is not checked."""
-        if check.server.admin == MAINT:
+        """Hand a due check to a worker; a server in maintenance (the operator's or DNS's) is
+        not checked."""
+        if check.server.status == MAINT:
             self._schedule(check, check.server.config.inter)
             return
         check.running = True
@@ -309,13 +409,15 @@ class HealthChecker(object):
                 call_soon_threadsafe(lambda: self.check_done(check, generation, result))
             except OSError:
                 pass            # the loop has closed its wake-up socket: it is gone
-        self.workers.submit(check.spec, deliver)
+        self.workers.submit(run_check, check.spec, deliver)
 
     def check_done(self, check, generation, result):
         """A worker's result, on the loop: counted unless stale (see the module docstring)."""
         if self.stopped or self.checks.get(check.server) is not check:
             return
         check.running = False
+        if result is None:
+            result = CheckResult(False, "internal error", 0.0)
         if generation != check.generation:
             self._schedule(check, 0.0)      # restarted meanwhile: the new count starts now
             return
@@ -363,13 +465,14 @@ class HealthChecker(object):
         self.on_change(pool, server)
 
 
-def log_status_change(pool, server, reason, duration):
-    """HAProxy's line for a server changing status, and its alert when a backend has none left."""
+def log_status_change(pool, server, reason, duration=None):
+    """HAProxy's line for a server changing status, and its alert when a backend has none left.
+    ``duration``: the check's, when a check caused the change."""
     normal, backup = pool.usable_counts()
     online = server.status == UP
+    checked = "" if duration is None else ", check duration: %dms" % (duration * 1000)
     LOG.log(logging.INFO if online else logging.WARNING,
-            "server %s is %s, reason: %s, check duration: %dms, %d active and %d backup "
-            "servers %s", server.label, server.status, reason, duration * 1000, normal, backup,
-            "online" if online else "left")
+            "server %s is %s, reason: %s%s, %d active and %d backup servers %s", server.label,
+            server.status, reason, checked, normal, backup, "online" if online else "left")
     if not pool.candidates:
         LOG.error("backend %s has no server available!", pool.backend.name)

@@ -22,7 +22,7 @@ from .listeners import AcceptBackoff, Listener, open_listener
 from .logs import LOG
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
-from .resolve import resolve_addresses
+from .resolve import start_addresses
 
 
 class FrontendState(object):
@@ -43,7 +43,8 @@ class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
     def __init__(self, config):
-        self.config = config = resolve_addresses(config)
+        config, followed = start_addresses(config)
+        self.config = config
         self.loop = EventLoop()
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
@@ -53,7 +54,8 @@ class Proxy(object):
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
-                                     config.global_settings.check_threads, self._server_changed)
+                                     config.global_settings.check_threads, self._server_changed,
+                                     followed)
         self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:

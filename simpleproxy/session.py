@@ -323,7 +323,7 @@ class Session(Relay):
     def _connect(self, cause=None):
         """Connect to ``self.server`` (also RETRY_WAIT's timeout: ``cause`` is then unused)."""
         server = self.server
-        address = server.config.address
+        address = server.address            # service discovery may have moved it
         self._enter(CONNECTING)
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot

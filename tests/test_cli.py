@@ -46,8 +46,8 @@ BAD_CONFIGS = [
      "server s1 = 127.0.0.1:80 check chek\n",
      ["{f}:5: [backend app] server s1: unknown server option 'chek', did you mean 'check'? "
       "(expected one of: addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
-      "downinter, fall, fastinter, inter, maxconn, no-check-send-proxy, port, proxy-v2-options, "
-      "rise, send-proxy, send-proxy-v2, weight)"]),
+      "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, port, "
+      "proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, send-proxy-v2, weight)"]),
     ("[frontend web]\nbind = :80\ndefault_backend = app\n[backend app]\n"
      "server s1 = 300.1.1.1:80\n",
      ["{f}:5: [backend app] server s1: '300.1.1.1' is not an IPv4 address "
@@ -59,7 +59,7 @@ BAD_CONFIGS = [
      "server s1 = 127.0.0.1:80\nfrobnicate = yes\n",
      ["{f}:6: [backend app] frobnicate: unknown key 'frobnicate' (expected one of: balance, "
       "default-server, maxqueue, option allbackups, option redispatch, retries, server NAME, "
-      "timeout check, timeout connect, timeout queue, timeout server, timeout server-fin)"]),
+      "server-template NAME, timeout check, timeout connect, timeout queue, timeout server, timeout server-fin)"]),
     ("[fronted x]\n" + GOOD_TAIL,
      ["{f}:1: [fronted x]: unknown section kind 'fronted', did you mean 'frontend'? "
       "(expected one of: global, defaults, frontend NAME, backend NAME, listen NAME)"]),
@@ -148,7 +148,8 @@ def test_check_of_a_host_name_resolves_it_only_with_resolve(launch, tmp_path):
 
 
 UNRESOLVED = ("{f}:7: [backend app] server s1: cannot resolve 'app.example': Name or service not "
-              "known (expected a host name that resolves, or an IP address)\n")
+              "known (expected a host name that resolves, an IP address, or init-addr ending in "
+              "none)\n")
 
 
 @pytest.mark.parametrize("args, status, stderr", [

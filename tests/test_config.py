@@ -11,7 +11,8 @@ import pytest
 
 from simpleproxy.config import (Address, Backend, Bind, Frontend, GlobalSettings, Server,
                                 load_config, parse_config)
-from simpleproxy.config_values import parse_duration, parse_size
+from simpleproxy.config_values import (INIT_ADDR_VALUE, expand_server_template, parse_duration,
+                                       parse_size)
 from simpleproxy.errors import ConfigError
 from simpleproxy.resolve import resolve_addresses
 
@@ -28,8 +29,11 @@ server s1 = 127.0.0.1:8081
 """
 
 SERVER_OPTIONS = ("addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
-                  "downinter, fall, fastinter, inter, maxconn, no-check-send-proxy, port, "
-                  "proxy-v2-options, rise, send-proxy, send-proxy-v2, weight")
+                  "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, port, "
+                  "proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, send-proxy-v2, "
+                  "weight")
+GLOBAL_KEYS = ("check-threads, log-level, maxconn, resolve-hold-nx, resolve-hold-other, "
+               "resolve-hold-timeout, resolve-interval, tune.bufsize")
 DURATION = "(expected a number with ms, s, m, h or d)"
 
 
@@ -182,9 +186,11 @@ def test_unresolvable_server_names_are_one_line_each_with_their_place(monkeypatc
         resolve_addresses(config)
     assert info.value.messages == [
         "conf/bad.ini:2: [backend c] server s1: cannot resolve 'app.example': Name or service "
-        "not known (expected a host name that resolves, or an IP address)",
+        "not known (expected a host name that resolves, an IP address, or init-addr ending in "
+        "none)",
         "conf/bad.ini:5: [listen l] server s2: cannot resolve 'db.example': Name or service "
-        "not known (expected a host name that resolves, or an IP address)"]
+        "not known (expected a host name that resolves, an IP address, or init-addr ending in "
+        "none)"]
 
 
 SERVER_FORMS = "(expected IPv4:PORT, [IPv6]:PORT, HOST:PORT or unix@/path)"
@@ -226,13 +232,18 @@ server s2 = 192.168.56.21:3000 check send-proxy-v2
 """
 
 
+NO_RESOLVE_SETTINGS = dict(resolve_interval=None, resolve_hold_nx=30.0, resolve_hold_timeout=30.0,
+                           resolve_hold_other=30.0)
+
+
 def plain_server(name, address, line, **changes):
     """A Server as a bare server line makes it, with ``changes``."""
     server = Server(name=name, address=address, send_proxy=0, proxy_v2_options=frozenset(),
                     check=False, check_send_proxy=False, inter=2.0, fastinter=2.0, downinter=2.0,
                     rise=2, fall=3, weight=1, backup=False, maxconn=0, disabled=False,
                     check_port=None, check_addr=None, check_send=None, check_expect=None,
-                    line=line)
+                    host=None, init_addr=("last", "libc"), resolve_prefer="ipv6", resolve=False,
+                    template=None, line=line)
     return server._replace(**changes)
 
 
@@ -240,7 +251,8 @@ def test_contract_example():
     config = parse_config(CONTRACT_EXAMPLE, "example.ini")
     assert config.path == "example.ini"
     assert config.global_settings == GlobalSettings(maxconn=10000, log_level="info",
-                                                    bufsize=262144, check_threads=4)
+                                                    bufsize=262144, check_threads=4,
+                                                    **NO_RESOLVE_SETTINGS)
     header_handling = dict(accept_proxy=True, accept_proxy_from=(), proxy_optional_from=(),
                            accept_proxy_version="any", proxy_max_header=16384)
     assert config.frontends == (Frontend(
@@ -312,7 +324,8 @@ server c = unix@/run/c.sock send-proxy no-check-send-proxy fastinter 100ms downi
 def test_listen_section_with_defaults_and_default_server():
     config = parse_config(LISTEN)
     assert config.global_settings == GlobalSettings(maxconn=None, log_level="debug",
-                                                    bufsize=1048576, check_threads=8)
+                                                    bufsize=1048576, check_threads=8,
+                                                    **NO_RESOLVE_SETTINGS)
     assert config.frontends == (Frontend(
         name="both",
         binds=(Bind(Address("ipv4", ("127.0.0.1", 9000), "127.0.0.1:9000"), False, (),
@@ -500,11 +513,12 @@ BAD_CONFIGS = [
     ("unknown key", "[backend c]\nbalanc = roundrobin\nserver s1 = 10.0.0.1:80\n" + FRAME, [
         "conf/bad.ini:2: [backend c] balanc: unknown key 'balanc', did you mean 'balance'? "
         "(expected one of: balance, default-server, maxqueue, option allbackups, "
-        "option redispatch, retries, server NAME, timeout check, timeout connect, "
+        "option redispatch, retries, server NAME, server-template NAME, timeout check, "
+        "timeout connect, "
         "timeout queue, timeout server, timeout server-fin)"]),
     ("unknown global key", "[global]\nmaxconns = 10\n" + FRAME, [
         "conf/bad.ini:2: [global] maxconns: unknown key 'maxconns', did you mean 'maxconn'? "
-        "(expected one of: check-threads, log-level, maxconn, tune.bufsize)"]),
+        "(expected one of: %s)" % GLOBAL_KEYS]),
     ("key in the wrong section", "[frontend web2]\nbind = :81\ndefault_backend = webservers\n"
      "balance = roundrobin\n" + FRAME, [
         "conf/bad.ini:4: [frontend web2] balance: not valid in a frontend section (expected "
@@ -731,7 +745,7 @@ def test_a_megabyte_unknown_token_is_answered_at_once_and_cut_short():
     elapsed = time.monotonic() - started
     cut = "'%s...' (1000000 characters)" % ("x" * 60)
     assert messages == ["conf/bad.ini:2: [global] %s: unknown key %s (expected one of: "
-                        "check-threads, log-level, maxconn, tune.bufsize)" % (cut, cut)]
+                        "%s)" % (cut, cut, GLOBAL_KEYS)]
     assert elapsed < 5, "was quadratic: a megabyte took %.1f s" % elapsed
 
 
@@ -865,3 +879,114 @@ def test_all_five_examples_are_there():
     assert {os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "conf", "*.ini"))} \
         >= {"simpleproxy.ini", "accept-proxy.ini", "send-proxy.ini", "send-proxy-v2.ini",
             "aws-nlb.ini"}
+
+
+# -- following host names: init-addr and server-template ---------------------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("last,libc,none", ("last", "libc", "none")),
+    ("libc", ("libc",)),
+    ("none,192.0.2.1", ("none", "192.0.2.1")),
+    ("2001:DB8:0::1,libc", ("2001:db8::1", "libc")),
+])
+def test_parse_init_addr(text, expected):
+    assert INIT_ADDR_VALUE.parse(text) == expected
+
+
+INIT_ADDR_EXPECTED = ("(expected a comma list of last, libc, none or an IP address, such as "
+                      "last,libc,none)")
+
+
+@pytest.mark.parametrize("text, error", [
+    ("lib", "unknown init-addr method 'lib' " + INIT_ADDR_EXPECTED),
+    ("last,,none", "unknown init-addr method '' " + INIT_ADDR_EXPECTED),
+    ("last libc", "unknown init-addr method 'last libc' " + INIT_ADDR_EXPECTED),
+    ("192.0.2.256", "unknown init-addr method '192.0.2.256' " + INIT_ADDR_EXPECTED),
+    ("libc,last,libc", "'libc' given twice (expected each init-addr method once)"),
+    ("::1,0:0::1", "'0:0::1' given twice (expected each init-addr method once)"),
+])
+def test_parse_init_addr_errors(text, error):
+    with pytest.raises(ValueError) as caught:
+        INIT_ADDR_VALUE.parse(text)
+    assert str(caught.value) == error
+
+
+def test_server_template_expands_to_numbered_servers_sharing_one_line():
+    assert expand_server_template("web", ["3", "web.test:80", "check", "weight", "2"]) == (
+        ("web1", "web2", "web3"), ["web.test:80", "check", "weight", "2"])
+    assert len(expand_server_template("w", ["1024", "w.test:80"])[0]) == 1024
+
+
+@pytest.mark.parametrize("count", ["0", "1025", "x", "3.0", "-1", "+2", "\u00b2", "1_0"])
+def test_server_template_counts_are_bounded(count):
+    with pytest.raises(ValueError) as caught:
+        expand_server_template("web", [count, "web.test:80"])
+    assert str(caught.value) == ("'%s' is not a server count (expected a whole number from 1 to "
+                                 "1024)" % count)
+
+
+@pytest.mark.parametrize("words, error", [
+    ([], "missing count and address (expected server-template web = COUNT HOST:PORT [options])"),
+    (["3"], "missing address (expected server-template web = COUNT HOST:PORT [options])"),
+])
+def test_server_template_needs_a_count_and_an_address(words, error):
+    with pytest.raises(ValueError) as caught:
+        expand_server_template("web", words)
+    assert str(caught.value) == error
+
+
+
+TEMPLATE_FORM = "(expected server-template NAME = COUNT HOST:PORT [options])"
+
+
+def test_server_template_servers_share_their_line_and_name():
+    config = parse_config("[global]\nresolve-interval = 2s\nresolve-hold-nx = 5s\n"
+                          "[backend c]\ndefault-server = init-addr last,libc,none\n"
+                          "server-template web = 2 web.test:80 check resolve-prefer ipv4\n"
+                          "server s1 = db.test:5432 resolve\n" + FRAME, PATH)
+    settings = config.global_settings
+    assert (settings.resolve_interval, settings.resolve_hold_nx, settings.resolve_hold_timeout,
+            settings.resolve_hold_other) == (2.0, 5.0, 30.0, 30.0)
+    web1, web2, s1 = config.backends["c"].servers
+    assert (web1.name, web2.name, s1.name) == ("web1", "web2", "s1")
+    assert web1._replace(name="web2") == web2
+    assert (web1.host, web1.template, web1.init_addr, web1.resolve_prefer, web1.resolve,
+            web1.check) == ("web.test", "web", ("last", "libc", "none"), "ipv4", False, True)
+    assert web1.address == Address(None, ("web.test", 80), "web.test:80")
+    assert (s1.host, s1.template, s1.resolve, s1.resolve_prefer) == ("db.test", None, True, "ipv6")
+    ip_server = config.backends["webservers"].servers[0]
+    assert (ip_server.host, ip_server.template) == (None, None)
+
+
+@pytest.mark.parametrize("lines, line, message", [
+    ("server-template web = 2 10.0.0.1:80\n", 2,
+     "server-template web: '10.0.0.1:80' is not a host name " + TEMPLATE_FORM[:-1]
+     + ": its addresses fill the servers)"),
+    ("server-template web = 2 unix@/run/web.sock\n", 2,
+     "server-template web: 'unix@/run/web.sock' is not a host name " + TEMPLATE_FORM[:-1]
+     + ": its addresses fill the servers)"),
+    ("server-template web = 0 web.test:80\n", 2,
+     "server-template web: '0' is not a server count (expected a whole number from 1 to 1024)"),
+    ("server web2 = 10.0.0.1:80\nserver-template web = 3 web.test:80\n", 3,
+     "server-template web: duplicated server name web2 (first defined on line 2)"),
+    ("server-template web = 3 web.test:80\nserver web2 = 10.0.0.1:80\n", 3,
+     "server web2: duplicated server name web2 (first defined on line 2)"),
+    ("server-template a b = 3 web.test:80\n", 2,
+     "server-template a b: needs exactly one name " + TEMPLATE_FORM),
+    ("server s1 = web.test:80 init-addr libc,lib\n", 2,
+     "server s1: init-addr: unknown init-addr method 'lib' " + INIT_ADDR_EXPECTED),
+    ("server s1 = web.test:80 resolve-prefer ipv5\n", 2,
+     "server s1: resolve-prefer: unknown address family 'ipv5', did you mean 'ipv4'? "
+     "(expected one of: ipv4, ipv6)"),
+])
+def test_server_template_and_resolve_option_errors(lines, line, message):
+    assert errors_of("[backend c]\n" + lines + FRAME) == [
+        "conf/bad.ini:%d: [backend c] %s" % (line, message)]
+
+
+def test_resolve_keys_are_global_durations():
+    assert errors_of("[global]\nresolve-interval = 0s\nresolve-hold-nx = 2\x1bs\n" + FRAME) == [
+        "conf/bad.ini:2: [global] resolve-interval: '0s' is not more than zero (expected a "
+        "duration such as 5s)",
+        "conf/bad.ini:3: [global] resolve-hold-nx: '2\\x1bs' is not a duration (expected a "
+        "number with ms, s, m, h or d)"]

@@ -4,16 +4,15 @@ machine fed by real lookups of names a DNS server of the test's own serves (test
 """
 import itertools
 import logging
-import socket
 
 import pytest
 
 from dnslab import dns_lab  # noqa: F401 (a fixture)
 from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaintenance,
-                                   IpAddress, LeaveMaintenance, LookupResult, NameResolution,
-                                   Notice, StartAddresses, assign_slots, expand_server_template,
-                                   initial_addresses, ip_address, lookup, parse_init_addr,
-                                   preference_order, resolve_period)
+                                   LeaveMaintenance, LookupResult, NameResolution,
+                                   Notice, StartAddresses, assign_slots, initial_addresses,
+                                   ip_address, lookup, preference_order, resolve_period)
+from simpleproxy.config_values import INIT_ADDR_VALUE
 
 
 def ok(*texts):
@@ -277,9 +276,9 @@ A, B = ip_address("192.0.2.1"), ip_address("2001:db8::1")
     (("last", "libc"), (None, None), ok("192.0.2.1"), StartAddresses("libc", (A,), None), True),
     (("last", "libc"), (), NO_NAME, StartAddresses(None, (), NO_NAME), True),
     (("last", "libc", "none"), (), NO_NAME, StartAddresses("none", (), NO_NAME), True),
-    (("libc", B), (), NO_ANSWER, StartAddresses("ip", (B,), NO_ANSWER), True),
+    (("libc", "2001:db8::1"), (), NO_ANSWER, StartAddresses("ip", (B,), NO_ANSWER), True),
     (("none", "libc"), (), ok("192.0.2.1"), StartAddresses("none", (), None), False),
-    ((B, "libc"), (), ok("192.0.2.1"), StartAddresses("ip", (B,), None), False),
+    (("2001:db8::1", "libc"), (), ok("192.0.2.1"), StartAddresses("ip", (B,), None), False),
 ])
 def test_initial_addresses(init_addr, last, libc, expected, looked_up):
     calls = []
@@ -318,64 +317,10 @@ def test_lookup_of_a_name_the_resolver_cannot_take_says_so():
     assert "too long" in result.detail            # Python's words, which vary by version
 
 
-# -- the new configuration values ---------------------------------------------------------------
-
-@pytest.mark.parametrize("text, expected", [
-    ("last,libc,none", ("last", "libc", "none")),
-    ("libc", ("libc",)),
-    ("none,192.0.2.1", ("none", IpAddress(socket.AF_INET, "192.0.2.1"))),
-    ("2001:DB8:0::1,libc", (IpAddress(socket.AF_INET6, "2001:db8::1"), "libc")),
-])
-def test_parse_init_addr(text, expected):
-    assert parse_init_addr(text) == expected
-
-
-INIT_ADDR_EXPECTED = ("(expected a comma list of last, libc, none or an IP address, such as "
-                      "last,libc,none)")
-
-
-@pytest.mark.parametrize("text, error", [
-    ("lib", "unknown init-addr method 'lib' " + INIT_ADDR_EXPECTED),
-    ("last,,none", "unknown init-addr method '' " + INIT_ADDR_EXPECTED),
-    ("last libc", "unknown init-addr method 'last libc' " + INIT_ADDR_EXPECTED),
-    ("192.0.2.256", "unknown init-addr method '192.0.2.256' " + INIT_ADDR_EXPECTED),
-    ("libc,last,libc", "'libc' given twice (expected each init-addr method once)"),
-    ("::1,0:0::1", "'0:0::1' given twice (expected each init-addr method once)"),
-])
-def test_parse_init_addr_errors(text, error):
-    with pytest.raises(ValueError) as caught:
-        parse_init_addr(text)
-    assert str(caught.value) == error
-
-
-def test_server_template_expands_to_numbered_servers_sharing_one_line():
-    assert expand_server_template("web", ["3", "web.test:80", "check", "weight", "2"]) == (
-        ("web1", "web2", "web3"), ["web.test:80", "check", "weight", "2"])
-    assert len(expand_server_template("w", ["1024", "w.test:80"])[0]) == 1024
-
-
-@pytest.mark.parametrize("count", ["0", "1025", "x", "3.0", "-1", "+2", "\u00b2", "1_0"])
-def test_server_template_counts_are_bounded(count):
-    with pytest.raises(ValueError) as caught:
-        expand_server_template("web", [count, "web.test:80"])
-    assert str(caught.value) == ("'%s' is not a server count (expected a whole number from 1 to "
-                                 "1024)" % count)
-
-
-@pytest.mark.parametrize("words, error", [
-    ([], "missing count and address (expected server-template web = COUNT HOST:PORT [options])"),
-    (["3"], "missing address (expected server-template web = COUNT HOST:PORT [options])"),
-])
-def test_server_template_needs_a_count_and_an_address(words, error):
-    with pytest.raises(ValueError) as caught:
-        expand_server_template("web", words)
-    assert str(caught.value) == error
-
-
 # -- with a real resolver: lookups of names the lab's dnsmasq serves -------------------------------
 
 def started_by_libc(lab, host, init_addr="last,libc,none"):
-    return initial_addresses(parse_init_addr(init_addr), (), lambda: lab.lookup(host))
+    return initial_addresses(INIT_ADDR_VALUE.parse(init_addr), (), lambda: lab.lookup(host))
 
 
 def test_a_template_follows_its_name(dns_lab):

@@ -238,7 +238,7 @@ def test_workers_run_checks_and_stop():
     workers.start()
     results = queue.Queue()
     for n in range(9):
-        workers.submit(spec, lambda result, n=n: results.put((n, result)))
+        workers.submit(run_check, spec, lambda result, n=n: results.put((n, result)))
     got = sorted(results.get(timeout=10) for _ in range(9))
     assert [n for n, _ in got] == list(range(9)) and all(result.ok for _, result in got)
     workers.stop()
