@@ -2,6 +2,7 @@
 
 Everything waits on conditions with deadlines; nothing sleeps and hopes.
 """
+import ctypes
 import errno
 import functools
 import glob
@@ -35,6 +36,7 @@ TIMING_MARGIN = 1.5
 # The interpreter that runs the proxy in end-to-end tests: pytest's own, or the one this
 # variable names (a path, or a command such as python3.6 found on PATH or in pyenv).
 PROXY_PYTHON_VARIABLE = "SIMPLEPROXY_PYTHON"
+CLONE_NEWNET = 0x40000000          # setns(2): join a network namespace
 
 
 # -- bytes on the wire, built by hand (independently of simpleproxy.proxyproto) -----------------
@@ -183,7 +185,7 @@ class RecordingServer(object):
     mode "silent": accept, read to EOF, never answer.
     """
 
-    def __init__(self, host="127.0.0.1", mode="record", reply=b"", path=None):
+    def __init__(self, host="127.0.0.1", mode="record", reply=b"", path=None, port=0):
         self.mode = mode
         self.reply = reply
         if path:
@@ -193,7 +195,7 @@ class RecordingServer(object):
         else:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             self.sock = socket.socket(family, socket.SOCK_STREAM)
-            self.sock.bind((host, 0))
+            self.sock.bind((host, port))
             self.address = (host, self.sock.getsockname()[1])
         self.sock.listen(128)
         self.connections = queue.Queue()
@@ -434,10 +436,41 @@ def run_cli(args, form="module", workdir=None, timeout=60):
                           universal_newlines=True, timeout=timeout)
 
 
+def enter_netns(name):
+    """Move the calling thread into network namespace ``name`` (``ip netns add``'s)."""
+    fd = os.open("/var/run/netns/" + name, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns into %s failed" % name)
+    finally:
+        os.close(fd)
+
+
+def in_netns(name, function):
+    """``function()`` run on a thread inside network namespace ``name``: the sockets and
+    processes it creates live there, whichever thread uses them afterwards."""
+    outcome = {}
+
+    def run():
+        try:
+            enter_netns(name)
+            outcome["value"] = function()
+        except BaseException as exc:        # handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class ProxyProcess(object):
     """simpleproxy running as a real process on a config written for the test."""
 
-    def __init__(self, config_text, workdir, form="module", args=()):
+    def __init__(self, config_text, workdir, form="module", args=(), prefix=()):
+        """``prefix``: a command the proxy runs under, such as ``ip netns exec NAME``."""
         os.makedirs(str(workdir), exist_ok=True)
         self.config_path = os.path.join(str(workdir), "proxy.ini")
         with open(self.config_path, "w") as f:
@@ -445,7 +478,7 @@ class ProxyProcess(object):
         self.lines = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            proxy_command(form, str(workdir)) + list(args) + [self.config_path],
+            list(prefix) + proxy_command(form, str(workdir)) + list(args) + [self.config_path],
             cwd=str(workdir), env=proxy_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         self._reader = threading.Thread(target=self._read_output, daemon=True)
@@ -515,10 +548,11 @@ class Launcher(object):
         self.folder = str(folder)
         self.started = []
 
-    def __call__(self, config_text, args=()):
-        """Start a proxy on ``config_text`` and wait until it is ready."""
+    def __call__(self, config_text, args=(), prefix=()):
+        """Start a proxy on ``config_text`` (under the command ``prefix``, if any) and wait
+        until it is ready."""
         workdir = os.path.join(self.folder, "proxy%d" % len(self.started))
-        proxy = ProxyProcess(config_text, workdir, form=self.form, args=args)
+        proxy = ProxyProcess(config_text, workdir, form=self.form, args=args, prefix=prefix)
         self.started.append(proxy)
         return proxy
 

@@ -293,6 +293,29 @@ def test_drain_survives_a_failed_and_recovered_health_check():
     assert s1.status == UP and s1 in pool.candidates
 
 
+def test_dns_maintenance_is_kept_apart_from_the_operators():
+    """A server without an address (service discovery's maintenance) stays out whatever the
+    operator sets, and comes back to what the operator set when it has one again."""
+    pool = make_pool("roundrobin", ["", ""])
+    s1 = pool.servers[0]
+    assert pool.set_dns_maint(s1, True) and s1.status == MAINT
+    assert pick_names(pool, 2) == "s2 s2"
+    pool.set_admin(s1, MAINT)
+    assert pool.set_admin(s1, READY) is False and s1.status == MAINT   # READY cannot bring it in
+    pool.set_admin(s1, DRAIN)
+    assert pool.set_dns_maint(s1, False) and s1.status == DRAIN
+    pool.set_admin(s1, READY)
+    assert s1.status == UP and s1 in pool.candidates
+
+
+def test_a_host_named_server_without_an_address_starts_in_dns_maintenance():
+    pool = BackendPool(parse_config("[listen l]\nbind = :8000\nserver s1 = web.test:80\n"
+                                    "server s2 = 127.0.0.1:80\n").backends["l"])
+    s1, s2 = pool.servers
+    assert (s1.address, s1.dns_maint, s1.status) == (None, True, MAINT)
+    assert (s2.dns_maint, s2.status, pool.candidates) == (False, UP, [s2])
+
+
 # -- the queue ------------------------------------------------------------------------------------
 
 def test_queue_is_first_in_first_out_and_bounded():

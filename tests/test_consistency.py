@@ -1,7 +1,10 @@
 """Several instances behave as one: two simpleproxy processes with the same backend section,
 started one after the other (different pids, start times and check schedules), choose the
 same server with ``balance source`` for each of 1,000 clients, and when a server goes down
-both move only that server's clients, and move each of them to the same place.
+both move only that server's clients, and move each of them to the same place. The same holds
+when the servers come from a ``server-template`` whose name a DNS server of the test's own
+answers (tests/dnslab.py): both instances fill the slots alike, and an address the name no
+longer returns takes only its slot out.
 
 The clients' addresses come in PROXY v1 headers (accept-proxy), IPv4 and IPv6; each backend
 answers with its name, so the reply says who served.
@@ -11,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support import Launcher, RecordingServer, exchange, free_port
+from dnslab import dns_lab  # noqa: F401 (a fixture)
+from support import Launcher, RecordingServer, enter_netns, exchange, free_port, in_netns
 
 SERVERS = ("s1", "s2", "s3", "s4")
 CLIENT_COUNT = 1000
@@ -43,12 +47,25 @@ def clients():
     return headers
 
 
-def choices(port, headers):
-    """The server that answered each client, through the instance on ``port``."""
+def choices(port, headers, netns=None):
+    """The server that answered each client, through the instance on ``port`` (in network
+    namespace ``netns``, if given)."""
     def served_by(header):
         return exchange(("127.0.0.1", port), header + b"which server?").decode()
-    with ThreadPoolExecutor(8) as pool:
+    if netns is None:
+        pool = ThreadPoolExecutor(8)
+    else:
+        pool = ThreadPoolExecutor(8, initializer=enter_netns, initargs=(netns,))
+    with pool:
         return list(pool.map(served_by, headers))
+
+
+def assert_only_the_dead_servers_clients_moved(before, after, dead, others):
+    """Every client kept its server unless it was ``dead``'s; those spread over ``others``."""
+    kept = [(first, then) for first, then in zip(before, after) if first != dead]
+    assert all(first == then for first, then in kept)
+    moved_to = [then for first, then in zip(before, after) if first == dead]
+    assert set(moved_to) == set(others)          # spread over the others, not piled on one
 
 
 @pytest.fixture
@@ -85,7 +102,47 @@ def test_two_instances_choose_alike_and_move_only_the_dead_servers_clients(backe
         proxy.wait_for("server app/s2 is DOWN", start=start)
     after = choices(port_a, headers)
     assert choices(port_b, headers) == after
-    kept = [(first, then) for first, then in zip(before, after) if first != "s2"]
-    assert all(first == then for first, then in kept)
-    moved_to = [then for first, then in zip(before, after) if first == "s2"]
-    assert set(moved_to) == {"s1", "s3", "s4"}    # spread over the others, not piled on one
+    assert_only_the_dead_servers_clients_moved(before, after, "s2", {"s1", "s3", "s4"})
+
+
+TEMPLATE_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+BACKEND_PORT = 8080               # the lab's namespace is new and empty: any port is free
+
+
+def template_config(port):
+    return "\n".join([
+        "[global]", "resolve-interval = 100ms",
+        "[frontend web]", "bind = 127.0.0.1:%d accept-proxy-from 127.0.0.1" % port,
+        "default_backend = app",
+        "[backend app]", "balance = source", "retries = 0",
+        "server-template web = %d web.test:%d" % (len(TEMPLATE_IPS), BACKEND_PORT)]) + "\n"
+
+
+def test_two_instances_with_a_server_template_choose_alike(dns_lab, proxy_python, tmp_path):
+    """The name answers in an order of its own; the slots (and so the ring) do not follow it.
+    Each backend answers with its address, which says which slot served."""
+    dns_lab.set_records({"web.test": list(reversed(TEMPLATE_IPS))})
+    backends = []
+    try:
+        for ip in TEMPLATE_IPS:
+            backends.append(in_netns(dns_lab.name, lambda ip=ip: RecordingServer(
+                ip, reply=ip.encode(), port=BACKEND_PORT)))
+        with Launcher("module", tmp_path / "module") as module, \
+                Launcher("bundle", tmp_path / "bundle") as bundle:
+            instances = [(port, launch(template_config(port), prefix=dns_lab.command()))
+                         for port, launch in ((8443, module), (8444, bundle))]
+            headers = clients()
+            before = choices(8443, headers, dns_lab.name)
+            assert set(before) == set(TEMPLATE_IPS)
+            assert choices(8444, headers, dns_lab.name) == before
+
+            dns_lab.set_records({"web.test": [ip for ip in TEMPLATE_IPS if ip != "127.0.0.3"]})
+            for _, proxy in instances:
+                proxy.wait_for("server app/web2 is MAINT, reason: No IP for server")
+            after = choices(8443, headers, dns_lab.name)
+            assert choices(8444, headers, dns_lab.name) == after
+            assert_only_the_dead_servers_clients_moved(before, after, "127.0.0.3",
+                                                       {"127.0.0.2", "127.0.0.4", "127.0.0.5"})
+    finally:
+        for backend in backends:
+            backend.close()

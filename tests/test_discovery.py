@@ -13,6 +13,8 @@ from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaint
                                    Notice, StartAddresses, assign_slots, initial_addresses,
                                    ip_address, lookup, preference_order, resolve_period)
 from simpleproxy.config_values import INIT_ADDR_VALUE
+from support import (RESET, TIMING_MARGIN, RecordingServer, connect, exchange_or_reset, finish,
+                     in_netns)
 
 
 def ok(*texts):
@@ -363,3 +365,120 @@ def test_init_addr_none_starts_before_the_name_exists(dns_lab):
 def test_without_none_a_name_that_does_not_resolve_stops_the_start(dns_lab):
     start = started_by_libc(dns_lab, "app.test", init_addr="last,libc")
     assert start == StartAddresses(None, (), LookupResult((), NX, "Name or service not known"))
+
+
+# -- the proxy following names, end to end: proxy, backends and clients in the lab -------------
+
+BACKEND_PORT = 8080        # the lab's namespace is new and empty: any port is free
+PROXY_PORT = 8443
+
+
+@pytest.fixture
+def lab_backends(dns_lab):
+    """``start(host, **kwargs)``: a RecordingServer on host:BACKEND_PORT inside the lab; all
+    are closed when the test ends."""
+    started = []
+
+    def start(host, **kwargs):
+        server = in_netns(dns_lab.name, lambda: RecordingServer(host, port=BACKEND_PORT,
+                                                                **kwargs))
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.close()
+
+
+def lab_proxy(launch, lab, servers, global_lines=("resolve-interval = 100ms",),
+              backend_lines=()):
+    """A proxy started inside the lab (its resolver asks the lab's dnsmasq), listening on
+    127.0.0.1:PROXY_PORT there, with one listen section ``app``."""
+    text = "\n".join(["[global]"] + list(global_lines) +
+                     ["[listen app]", "bind = 127.0.0.1:%d" % PROXY_PORT, "retries = 0"] +
+                     list(backend_lines) + list(servers)) + "\n"
+    return launch(text, prefix=lab.command())
+
+
+def lab_exchange(lab, payload):
+    """One connection through the proxy in the lab: what came back, or RESET."""
+    return in_netns(lab.name, lambda: exchange_or_reset(("127.0.0.1", PROXY_PORT), payload))
+
+
+def test_new_connections_follow_a_changed_record_while_an_established_one_keeps_flowing(
+        dns_lab, lab_backends, launch):
+    dns_lab.set_records({"web.test": ["127.0.0.2"]})
+    old, new = lab_backends("127.0.0.2", mode="echo"), lab_backends("127.0.0.3", mode="echo")
+    proxy = lab_proxy(launch, dns_lab, ["server web = web.test:%d" % BACKEND_PORT])
+    established = in_netns(dns_lab.name, lambda: connect(("127.0.0.1", PROXY_PORT)))
+    try:
+        established.sendall(b"before ")
+        assert established.recv(100) == b"before "
+
+        start = len(proxy.lines)
+        dns_lab.set_records({"web.test": ["127.0.0.3"]})
+        proxy.wait_for("app/web changed its IP from 127.0.0.2 to 127.0.0.3 by DNS", start=start)
+        assert lab_exchange(dns_lab, b"new connection") == b"new connection"
+        assert new.next_connection().received == b"new connection"
+
+        established.sendall(b"after\x00\xff")
+        assert finish(established) == b"after\x00\xff"
+    finally:
+        established.close()
+    assert old.next_connection().received == b"before after\x00\xff"
+    assert len(old.accepted) == 1
+
+
+def test_a_name_that_disappears_keeps_its_address_for_hold_nx_then_goes_to_maintenance(
+        dns_lab, lab_backends, launch):
+    dns_lab.set_records({"web.test": ["127.0.0.2"]})
+    lab_backends("127.0.0.2", reply=b"served")
+    proxy = lab_proxy(launch, dns_lab, ["server web = web.test:%d" % BACKEND_PORT],
+                      ["resolve-interval = 100ms", "resolve-hold-nx = 3s"])
+    dns_lab.set_records({})
+    failed = proxy.wait_for("web.test does not resolve")
+    assert failed.endswith("app/web: web.test does not resolve: nx (Name or service not known); "
+                           "its servers keep their addresses for at most 3s")
+    assert lab_exchange(dns_lab, b"still there?") == b"served"       # within hold nx
+
+    proxy.wait_for("server app/web is MAINT, reason: DNS NX status, 0 active and 0 backup "
+                   "servers left")
+    assert lab_exchange(dns_lab, b"anyone?") in (b"", RESET)          # no server: closed
+    dns_lab.set_records({"web.test": ["127.0.0.2"]})
+    proxy.wait_for("server app/web is UP, reason: valid DNS answer")
+    assert lab_exchange(dns_lab, b"back?") == b"served"
+    # About thirty failed lookups, one line: the failure is logged when it starts.
+    assert len(proxy.log_lines("does not resolve")) == 1
+    assert len(proxy.log_lines("web.test resolves again")) == 1
+
+
+def test_a_template_leaves_a_slot_without_an_address_in_maintenance_until_one_comes(
+        dns_lab, lab_backends, launch):
+    dns_lab.set_records({"web.test": ["127.0.0.3", "127.0.0.2"]})
+    backends = {ip: lab_backends(ip, reply=ip.encode())
+                for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")}
+    proxy = lab_proxy(launch, dns_lab, ["server-template web = 3 web.test:%d" % BACKEND_PORT])
+    served = [lab_exchange(dns_lab, b"which?") for _ in range(4)]
+    assert sorted(served) == [b"127.0.0.2", b"127.0.0.2", b"127.0.0.3", b"127.0.0.3"]
+
+    dns_lab.set_records({"web.test": ["127.0.0.3", "127.0.0.4", "127.0.0.2"]})
+    proxy.wait_for("app/web3 changed its IP from none to 127.0.0.4 by DNS")
+    proxy.wait_for("server app/web3 is UP, reason: valid DNS answer, 3 active and 0 backup "
+                   "servers online")
+    served = [lab_exchange(dns_lab, b"which?") for _ in range(3)]
+    assert sorted(served) == [b"127.0.0.2", b"127.0.0.3", b"127.0.0.4"]
+    assert len(backends["127.0.0.4"].accepted) == 1
+    assert not proxy.log_lines("web1 changed") and not proxy.log_lines("web2 changed")
+
+
+def test_init_addr_none_starts_without_the_name_and_serves_once_it_resolves(
+        dns_lab, lab_backends, launch):
+    lab_backends("127.0.0.5", reply=b"served")
+    proxy = lab_proxy(launch, dns_lab, ["server s1 = app.test:%d init-addr libc,none resolve"
+                                        % BACKEND_PORT], global_lines=())
+    assert proxy.log_lines("app/s1: app.test does not resolve: nx (Name or service not known); "
+                           "in maintenance until it does (init-addr none)")
+    assert lab_exchange(dns_lab, b"anyone?") in (b"", RESET)
+    dns_lab.set_records({"app.test": ["127.0.0.5"]})
+    # `resolve` without resolve-interval: looked up every 10s (HAProxy's hold valid).
+    proxy.wait_for("server app/s1 is UP, reason: valid DNS answer", timeout=10 + TIMING_MARGIN)
+    assert lab_exchange(dns_lab, b"now?") == b"served"

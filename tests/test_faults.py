@@ -9,7 +9,6 @@ need a path other than loopback: two network namespaces this test creates, joine
 pair, the proxy and its clients in one and the servers in the other; the host's own network
 is not touched. The kernel has no netem, so latency comes from a relay in the test instead.
 """
-import ctypes
 import hashlib
 import itertools
 import os
@@ -23,11 +22,10 @@ import time
 
 import pytest
 
-from support import (DEFAULT_TIMEOUT, TIMING_MARGIN, RecordingServer, dial, free_port,
+from support import (DEFAULT_TIMEOUT, TIMING_MARGIN, RecordingServer, dial, free_port, in_netns,
                      one_frontend, skip_or_fail, wait_until)
 
 PROXY_HOST, SERVER_HOST = "10.55.0.1", "10.55.0.2"
-CLONE_NEWNET = 0x40000000
 FAULT_BACKEND = "timeout connect = 1s\nretries = 0\n"
 _netns_ids = itertools.count()
 
@@ -298,31 +296,6 @@ def test_latency_past_the_server_timeout_is_closed_and_logged(launch, closing):
 
 
 # -- packet loss and a narrow link, between two network namespaces --------------------------------
-
-def in_netns(name, function):
-    """``function()`` run on a thread inside network namespace ``name``: the sockets and
-    processes it creates live there, whichever thread uses them afterwards."""
-    outcome = {}
-
-    def run():
-        try:
-            fd = os.open("/var/run/netns/" + name, os.O_RDONLY)
-            try:
-                if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns into %s failed" % name)
-            finally:
-                os.close(fd)
-            outcome["value"] = function()
-        except BaseException as exc:        # handed to the caller's thread below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
 
 def run_ip(*args, **kwargs):
     return subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
