@@ -11,6 +11,7 @@ import pytest
 from simpleproxy.balancer import DOWN, MAINT, UP
 from simpleproxy.config import parse_config
 from simpleproxy.proxy import Proxy
+from simpleproxy.discovery import LookupResult, ip_address
 from simpleproxy.health import CheckResult, CheckWorkers, HealthState, check_spec, run_check
 
 from support import (TIMING_MARGIN, JammedListener, RecordingServer, free_port, hostport,
@@ -250,9 +251,9 @@ def test_workers_run_checks_and_stop():
 
 # -- the loop's side, on a Proxy that is not running --------------------------------------------
 
-def _proxy(servers, extra=""):
-    text = ("[frontend f]\nbind = 127.0.0.1:%d\ndefault_backend = b\n[backend b]\n%s\n"
-            % (free_port(), extra))
+def _proxy(servers, extra="", global_=""):
+    text = ("[global]\n%s\n[frontend f]\nbind = 127.0.0.1:%d\ndefault_backend = b\n"
+            "[backend b]\n%s\n" % (global_, free_port(), extra))
     text += "".join("server s%d = %s\n" % (n, options) for n, options in enumerate(servers, 1))
     proxy = Proxy(parse_config(text))
     pool = proxy.pools["b"]
@@ -332,3 +333,52 @@ def test_maintenance_is_not_checked():
     assert pool.servers[0].status == MAINT
     checker.launch(check)
     assert not check.running and check.timer.when == pytest.approx(loop.now + 5)
+
+
+# -- following host names: lookups in the same workers, results applied on the loop ---------------
+
+def resolved(*ips):
+    return LookupResult(tuple(ip_address(ip) for ip in ips), None, "")
+
+
+def test_lookups_leave_a_thread_to_checks_and_go_one_at_a_time_per_name():
+    """Names that resolve through init-addr's IP, so no name server is asked at start."""
+    loop, pool, checker = _proxy(["web%d.test:80 init-addr 127.0.0.%d resolve" % (n, n)
+                                  for n in (1, 2, 3)], global_="check-threads = 3")
+    names = checker.names
+    assert [name.resolution.host for name in names] == ["web1.test", "web2.test", "web3.test"]
+    for name in names:
+        checker.lookup_due(name)
+    assert checker.workers._jobs.qsize() == 2             # three threads: two lookups at once
+    assert all(name.timer.when is None for name in names)  # none is due again while it runs
+    checker.lookup_done(names[0], resolved("127.0.0.9"))
+    assert pool.servers[0].address.sockaddr == ("127.0.0.9", 80)
+    assert names[0].timer.when == pytest.approx(loop.now + 10)   # `resolve`: every 10s
+    assert checker.workers._jobs.qsize() == 3             # the third name's turn came
+    checker.stop()
+
+
+def test_a_server_whose_name_fails_past_its_hold_goes_to_maintenance_and_back():
+    loop, pool, checker = _proxy(["web.test:80 init-addr 127.0.0.1 check", "127.0.0.1:2"],
+                                 global_="resolve-interval = 1s\nresolve-hold-nx = 2s")
+    s1 = pool.servers[0]
+    check, name = checker.checks[s1], checker.names[0]
+    assert check.spec.address.sockaddr == ("127.0.0.1", 80)
+    checker.lookup_due(name)
+    checker.lookup_done(name, LookupResult((), "nx", "Name or service not known"))
+    assert s1.status == UP                                # within hold nx
+    loop.now += 3
+    checker.lookup_due(name)
+    checker.lookup_done(name, LookupResult((), "nx", "Name or service not known"))
+    assert s1.status == MAINT and s1.dns_maint and pool.candidates == [pool.servers[1]]
+    assert s1.address.sockaddr == ("127.0.0.1", 80)       # kept, for when the name returns
+    assert (s1.resolution.status, s1.resolution.detail) == ("nx", "Name or service not known")
+    checker.launch(check)
+    assert not check.running                              # no check while in maintenance
+    checker.lookup_due(name)
+    checker.lookup_done(name, resolved("127.0.0.7"))
+    assert s1.status == UP and s1.address.sockaddr == ("127.0.0.7", 80)
+    assert check.spec.address.sockaddr == ("127.0.0.7", 80)      # checks follow the address
+    assert check.timer.when == loop.now                   # and start over at once
+    assert s1.resolution.status == "valid"
+    checker.stop()
