@@ -59,7 +59,8 @@ BAD_CONFIGS = [
      "server s1 = 127.0.0.1:80\nfrobnicate = yes\n",
      ["{f}:6: [backend app] frobnicate: unknown key 'frobnicate' (expected one of: balance, "
       "default-server, maxqueue, option allbackups, option redispatch, retries, server NAME, "
-      "server-template NAME, timeout check, timeout connect, timeout queue, timeout server, timeout server-fin)"]),
+      "server-template NAME, timeout check, timeout connect, timeout queue, timeout server, "
+      "timeout server-fin)"]),
     ("[fronted x]\n" + GOOD_TAIL,
      ["{f}:1: [fronted x]: unknown section kind 'fronted', did you mean 'frontend'? "
       "(expected one of: global, defaults, frontend NAME, backend NAME, listen NAME)"]),

@@ -29,9 +29,9 @@ server s1 = 127.0.0.1:8081
 """
 
 SERVER_OPTIONS = ("addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
-                  "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, port, "
-                  "proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, send-proxy-v2, "
-                  "weight")
+                  "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, "
+                  "port, proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, "
+                  "send-proxy-v2, weight")
 GLOBAL_KEYS = ("check-threads, log-level, maxconn, resolve-hold-nx, resolve-hold-other, "
                "resolve-hold-timeout, resolve-interval, tune.bufsize")
 DURATION = "(expected a number with ms, s, m, h or d)"
@@ -881,7 +881,7 @@ def test_all_five_examples_are_there():
             "aws-nlb.ini"}
 
 
-# -- following host names: init-addr and server-template ---------------------------------------------------------------
+# -- following host names: init-addr and server-template ------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
     ("last,libc,none", ("last", "libc", "none")),
