@@ -18,6 +18,62 @@ __version__ = "0.1.0"
 
 
 ###############################################################################
+# simpleproxy/channel.py ######################################################
+###############################################################################
+
+"""The channel between the master and each worker: one message per SEQPACKET datagram.
+
+A ``socketpair(AF_UNIX, SOCK_SEQPACKET)`` per worker keeps message boundaries without any
+framing, and its EOF tells either side that the other is gone. A message is UTF-8 text, its
+fields separated by tabs (config names never contain one), the first field its kind:
+
+    ready                           worker -> master: listeners registered, serving
+    stop                            master -> worker: stop accepting now, finish the
+                                    connections, exit (bounded by hard-stop-after)
+
+Planned on the same framing, so that one health verdict and the runtime API reach every
+worker (not built yet, see docs/operations.md):
+
+    server-state BACKEND SERVER UP|DOWN REASON   checker -> master -> every other worker
+    server-admin BACKEND SERVER READY|DRAIN|MAINT   master -> every worker (set server)
+    counters FIELD=VALUE ...                     worker -> master, for show stat / metrics
+"""
+import socket
+
+MSG_READY = "ready"
+MSG_STOP = "stop"
+MESSAGE_MAX = 65536
+
+
+def channel_pair():
+    """(master's end, worker's end), both blocking; the worker makes its own non-blocking."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send_message(sock, kind, *fields):
+    """Send one message; False when the other side is gone."""
+    try:
+        sock.send("\t".join((kind,) + fields).encode("utf-8"))
+    except OSError:
+        return False
+    return True
+
+
+def receive_message(sock):
+    """The next message as a list of fields, [] at EOF (the other side is gone), or None
+    when nothing is waiting on a non-blocking socket."""
+    try:
+        data = sock.recv(MESSAGE_MAX)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return []
+    if not data:
+        return []
+    return data.decode("utf-8", "replace").split("\t")
+
+
+###############################################################################
 # simpleproxy/errors.py #######################################################
 ###############################################################################
 
@@ -59,6 +115,145 @@ BAD_CHECKSUM = "bad-checksum"    # CRC32C TLV present and wrong
 UNSUPPORTED = "unsupported"      # well-formed, but a version/command we must drop
 
 HEADER_ERROR_KINDS = (NOT_PROXY, MALFORMED, TRUNCATED, TOO_LONG, BAD_CHECKSUM, UNSUPPORTED)
+
+
+###############################################################################
+# simpleproxy/logs.py #########################################################
+###############################################################################
+
+"""Logging: one logger for the whole proxy, to stderr, plain lines."""
+import logging
+import os
+import sys
+
+LOG = logging.getLogger("simpleproxy")
+
+
+class _LogSecondFormatter(logging.Formatter):
+    """A Formatter that formats each second's timestamp once, not once per line."""
+
+    _second = None
+    _text = ""
+
+    def formatTime(self, record, datefmt=None):
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._text = second, logging.Formatter.formatTime(self, record, datefmt)
+        return self._text
+
+
+def setup_logging(level="info", stream=None):
+    """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
+
+    Timestamps carry milliseconds because connection timings are logged in ms.
+    """
+    # The logging HOWTO's "Optimization" switches: what the format does not print is not
+    # gathered (the pid goes into the format once; caller, thread and process names never).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_LogSecondFormatter(
+        "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
+        "%Y-%m-%dT%H:%M:%S"))
+    LOG.handlers[:] = [handler]
+    LOG.setLevel(level.upper())
+    LOG.propagate = False
+
+
+###############################################################################
+# simpleproxy/process.py ######################################################
+###############################################################################
+
+"""What the process model asks of the host: how many workers, whom they run as.
+
+The value parsers (``parse_workers``, ``parse_user``, ``parse_group``) are pure functions that
+config.py calls for the [global] keys ``workers``, ``user`` and ``group``; each returns the
+value or raises ValueError with the reason, as config.py's own parsers do.
+
+Dropping privileges happens in each worker after the master has bound every listening
+socket, so ``bind = :80`` works started as root. The master stays root: a reload may have to
+bind a new privileged port. Whatever a worker imports lazily later must be imported before
+the drop, because the new user may not be allowed to read the interpreter's directory (pyenv
+under /root, mode 0700): the ``idna`` codec is the one seen failing (``getaddrinfo`` with a
+str host name encodes it with idna).
+"""
+import grp
+import os
+import pwd
+
+WORKERS_AUTO = "auto"
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text):
+    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
+    if text == WORKERS_AUTO:
+        return usable_cpus()
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError("'%s' is not a worker count (expected a whole number from 1 to 256, "
+                         "or auto)" % text)
+    return int(text)
+
+
+def parse_user(text):
+    """``user = NAME | UID``: the user the workers run as; it must exist here."""
+    try:
+        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except (KeyError, OverflowError):
+        raise ValueError("no user '%s' on this host (expected a user name or uid from "
+                         "/etc/passwd)" % text)
+    return entry.pw_name
+
+
+def parse_group(text):
+    """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    try:
+        entry = grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+    except (KeyError, OverflowError):
+        raise ValueError("no group '%s' on this host (expected a group name or gid from "
+                         "/etc/group)" % text)
+    return entry.gr_name
+
+
+def split_limit(limit, workers):
+    """One worker's share of a connection limit (None or 0: no limit, kept as it is).
+
+    Rounded up, so that the workers together never allow fewer than ``limit`` and a small
+    limit never becomes 0, which would mean "unlimited"."""
+    if not limit:
+        return limit
+    return -(-limit // workers)
+
+
+def preload_lazy_imports():
+    """Import now what the proxy would otherwise import on first use (see the docstring)."""
+    "x".encode("idna")
+
+
+def drop_privileges(user, group):
+    """Become ``user`` (and ``group``, or else the user's primary group), for good.
+
+    setgroups, then setgid, then setuid: as root each sets the real, effective and saved id
+    at once. Raises OSError when the process may not, and PermissionError if any uid is
+    still 0 afterwards (a drop that half worked must not go unnoticed)."""
+    if user is None and group is None:
+        return
+    preload_lazy_imports()
+    gid = grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid
+    os.setgroups([gid])
+    os.setgid(gid)
+    if user is not None:
+        os.setuid(pwd.getpwnam(user).pw_uid)
+        if 0 in os.getresuid():
+            raise PermissionError("still uid 0 after becoming %s" % user)
 
 
 ###############################################################################
@@ -145,9 +340,13 @@ Backend.__doc__ = """A backend or the back half of a listen section.
 servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
 unbounded."""
 
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads workers "
+                                              "grace hard_stop_after pidfile user group")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
+the descriptor limit; bufsize: the read chunk size in bytes; workers None: one process, no
+master (see master.py), else the worker count; grace and hard_stop_after: float seconds or
+None; pidfile, user, group: str or None."""
+GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -584,9 +783,16 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", _cfg_size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", _cfg_whole_number(1, 256), ("global",)),
+    "workers": _CfgKey("workers", _CfgValue(parse_workers, "a worker count or auto"), ("global",)),
+    "grace": _CfgKey("grace", _CFG_DURATION_VALUE, ("global",)),
+    "hard-stop-after": _CfgKey("hard_stop_after", _CFG_DURATION_VALUE, ("global",)),
+    "pidfile": _CfgKey("pidfile", _CfgValue(str, "a file path"), ("global",)),
+    "user": _CfgKey("user", _CfgValue(parse_user, "a user name"), ("global",)),
+    "group": _CfgKey("group", _CfgValue(parse_group, "a group name"), ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
+                                      check_threads=4, workers=None, grace=None,
+                                      hard_stop_after=None, pidfile=None, user=None, group=None)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
@@ -1083,51 +1289,6 @@ def _cfg_misplaced(kind, key, spec):
     if kind == "listen" and key == "default_backend":
         return "a listen section is its own backend (expected no default_backend in it)"
     return "not valid in a %s section (expected in: %s)" % (kind, ", ".join(spec.sections))
-
-
-###############################################################################
-# simpleproxy/logs.py #########################################################
-###############################################################################
-
-"""Logging: one logger for the whole proxy, to stderr, plain lines."""
-import logging
-import os
-import sys
-
-LOG = logging.getLogger("simpleproxy")
-
-
-class _LogSecondFormatter(logging.Formatter):
-    """A Formatter that formats each second's timestamp once, not once per line."""
-
-    _second = None
-    _text = ""
-
-    def formatTime(self, record, datefmt=None):
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._text = second, logging.Formatter.formatTime(self, record, datefmt)
-        return self._text
-
-
-def setup_logging(level="info", stream=None):
-    """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
-
-    Timestamps carry milliseconds because connection timings are logged in ms.
-    """
-    # The logging HOWTO's "Optimization" switches: what the format does not print is not
-    # gathered (the pid goes into the format once; caller, thread and process names never).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_LogSecondFormatter(
-        "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
-        "%Y-%m-%dT%H:%M:%S"))
-    LOG.handlers[:] = [handler]
-    LOG.setLevel(level.upper())
-    LOG.propagate = False
 
 
 ###############################################################################
@@ -2720,6 +2881,7 @@ import errno
 import logging
 import heapq
 import os
+import select
 import selectors
 import signal
 import socket
@@ -2832,7 +2994,7 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        if self.is_unix and self.engine.listening is None:    # a master's socket stays
             try:
                 os.unlink(self.bind.address.sockaddr)
             except OSError:
@@ -3462,9 +3624,14 @@ LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: cl
 class Engine(object):
     """Owns the selector, the listeners, the timer heap and every session."""
 
-    def __init__(self, config):
+    def __init__(self, config, listening=None):
         self.config = config
         self.selector = selectors.DefaultSelector()
+        # Listening sockets a master opened, by listen_key; None: this process binds its own.
+        self.listening = listening
+        self.accepts = self.selector if listening is None else ExclusiveAccepts(self.selector)
+        self.draining = False
+        self._hard_stop_timer = LoopTimer(self._hard_stop)
         self.now = time.monotonic()
         self.timers = []
         self._timer_seq = 0
@@ -3501,12 +3668,15 @@ class Engine(object):
         for frontend in self.config.frontends:
             fe = self.frontends[frontend.name]
             for bind in frontend.binds:
-                sock = open_listener(bind)
+                if self.listening is None:
+                    sock = open_listener(bind)
+                else:
+                    sock = self.listening[listen_key(bind.address.family, bind.address.sockaddr)]
                 listener = Listener(self, fe, bind, sock)
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.selector.register(listener.sock, EVENT_READ, listener.on_event)
+            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -3588,12 +3758,38 @@ class Engine(object):
             self.stopping = True
         self.call_soon_threadsafe(_stop)
 
-    def _shutdown(self):
+    def soft_stop(self, hard_stop_after=None):
+        """Stop accepting at once and stop once the last session has ended, or when
+        ``hard_stop_after`` seconds have passed (None: no bound). Sessions carry on meanwhile;
+        checks stop, since a process that takes no new connections needs no verdicts."""
+        if self.draining:
+            return
+        self.draining = True
+        self._close_listeners()
         self.checker.stop()
+        LOG.info("stopped accepting; %d connection(s) left to finish", self.active)
+        if not self.active:
+            self.stopping = True
+        elif hard_stop_after is not None:
+            self._hard_stop_timer.timer_at = self.now + hard_stop_after
+            self.add_timer(self._hard_stop_timer.timer_at, self._hard_stop_timer)
+
+    def _hard_stop(self):
+        LOG.warning("hard-stop-after: closing the %d connection(s) left", self.active)
+        self.stopping = True
+
+    def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.selector.unregister(listener.sock)
+                self.accepts.unregister(listener.sock)
             listener.close()
+        for fe in self.frontends.values():
+            fe.listeners = []
+        self.listeners = []
+
+    def _shutdown(self):
+        self.checker.stop()
+        self._close_listeners()
         for session in list(self.sessions):
             session.close("shutdown")
         if threading.current_thread() is threading.main_thread():
@@ -3642,6 +3838,8 @@ class Engine(object):
             LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+        if self.draining and not self.active:
+            self.stopping = True
 
     def header_wait_started(self, session):
         """A session now waits for its header. At maxconn-pending-header, the oldest waiting
@@ -3721,10 +3919,10 @@ class Engine(object):
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    self.selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    self.selector.unregister(listener.sock)
+                    self.accepts.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
@@ -3742,6 +3940,40 @@ def _log_loop_error(where):
     """Sessions contain their own errors; this is the loop's last line of defence, so that
     nothing unexpected ever stops it."""
     LOG.error("internal error in %s:\n%s", where, traceback.format_exc().rstrip())
+
+
+class ExclusiveAccepts(object):
+    """The listeners of a worker that shares them with other workers, watched through an
+    epoll of their own with EPOLLEXCLUSIVE, which wakes one waiting worker per connection
+    instead of all of them (bench/accept_modes.py measures it). ``selectors`` cannot pass the
+    flag, so this small epoll sits in the loop's selector as one readable descriptor, and
+    offers the two selector calls the engine makes for listeners. An exclusive registration
+    cannot be modified, only added and removed, which is all a listener needs."""
+
+    def __init__(self, selector):
+        self._epoll = select.epoll()
+        self._callbacks = {}
+        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
+
+    def register(self, sock, events, callback):
+        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self._callbacks[sock.fileno()] = callback
+
+    def unregister(self, sock):
+        self._epoll.unregister(sock.fileno())
+        del self._callbacks[sock.fileno()]
+
+    def _on_ready(self, mask):
+        for fd, events in self._epoll.poll(0):
+            self._callbacks[fd](EVENT_READ)
+
+
+def listen_key(family, sockaddr):
+    """What identifies a listening socket across configurations and processes: the family
+    and the address as getsockname() gives it (a config's canonical IP text matches it)."""
+    if family == socket.AF_UNIX:
+        return family, sockaddr
+    return family, tuple(sockaddr[:2])
 
 
 def default_maxconn():
@@ -3793,17 +4025,543 @@ def _remove_stale_unix_socket(path):
         probe.close()
 
 
-def run_proxy(config):
-    """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
-    engine = Engine(config)
+def run_proxy(config, listening=None, attach=None):
+    """Bind, serve until SIGTERM/SIGINT, and return the exit status.
+
+    A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
+    and ``attach(engine)``, called once the listeners are registered, to hook its channel
+    to the master into the loop."""
+    engine = Engine(config, listening)
     engine.bind_all()
     engine.install_signal_handlers()
+    if attach is not None:
+        attach(engine)
     LOG.info("simpleproxy ready: %s", ", ".join(
         "%s %s" % (listener.frontend.name, listener.bind.address.text)
         for listener in engine.listeners))
     sys.stderr.flush()
     engine.run()
     return 0
+
+
+###############################################################################
+# simpleproxy/systemd.py ######################################################
+###############################################################################
+
+"""systemd, spoken without libsystemd: readiness notification and socket activation.
+
+Notification (sd_notify(3)): newline-separated ``KEY=VALUE`` lines in one datagram to the
+Unix socket named by ``$NOTIFY_SOCKET``, a path or, starting with ``@``, an abstract name
+(the ``@`` stands for a NUL byte). The master sends ``READY=1`` once its workers accept,
+``RELOADING=1`` with ``MONOTONIC_USEC=`` (what ``Type=notify-reload``, systemd 253+,
+requires) then ``READY=1`` around a reload, ``STOPPING=1``, ``STATUS=`` a short line, and
+``WATCHDOG=1`` every half of ``$WATCHDOG_USEC`` when that is set for this pid
+(``$WATCHDOG_PID``, when present, must be ours).
+
+Socket activation (sd_listen_fds(3)): ``$LISTEN_FDS`` descriptors from 3 on, meant for this
+process when ``$LISTEN_PID`` is our pid. They are matched to bind lines by the address the
+socket is bound to (getsockname), whatever ``$LISTEN_FDNAMES`` says, and the variables are
+removed so that no child takes them for its own.
+
+Without these variables nothing here does anything.
+"""
+import os
+import socket
+import time
+
+
+LISTEN_FDS_START = 3
+
+
+class Notifier(object):
+    """Messages to systemd's notification socket; every method is a no-op without one."""
+
+    def __init__(self, environ=os.environ):
+        address = environ.get("NOTIFY_SOCKET") or None
+        if address is not None and address.startswith("@"):
+            address = "\0" + address[1:]
+        self.address = address
+        self.watchdog_interval = None      # seconds between WATCHDOG=1, or None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if address and usec.isdigit() and int(usec) > 0 and pid in ("", str(os.getpid())):
+            self.watchdog_interval = int(usec) / 2e6
+
+    def send(self, *lines):
+        if self.address is None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.sendto("\n".join(lines).encode("utf-8"), self.address)
+        except OSError as exc:
+            LOG.warning("cannot notify systemd at %s: %s", self.address.replace("\0", "@"), exc)
+        finally:
+            sock.close()
+
+    def ready(self, status):
+        self.send("READY=1", "STATUS=" + status)
+
+    def reloading(self):
+        monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)
+        self.send("RELOADING=1", "MONOTONIC_USEC=%d" % monotonic_usec,
+                  "STATUS=reloading the configuration")
+
+    def stopping(self):
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    def watchdog(self):
+        self.send("WATCHDOG=1")
+
+
+def activated_sockets(environ=os.environ):
+    """The listening sockets systemd passed us, by listen_key; {} without socket activation.
+
+    Consumes LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES from ``environ``."""
+    pid = environ.pop("LISTEN_PID", "")
+    count = environ.pop("LISTEN_FDS", "")
+    environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or not count.isdigit():
+        return {}
+    sockets = {}
+    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)):
+        # Wrap the descriptor as it is (no dup); its family comes from the kernel, since
+        # Python before 3.7 cannot detect it from a descriptor by itself.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+        family = probe.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        probe.detach()
+        sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        sock.setblocking(False)
+        sockaddr = sock.getsockname()
+        if isinstance(sockaddr, bytes):                   # an abstract Unix name
+            sockaddr = os.fsdecode(sockaddr)
+        sockets[listen_key(family, sockaddr)] = sock
+    return sockets
+
+
+###############################################################################
+# simpleproxy/master.py #######################################################
+###############################################################################
+
+"""The master process: owns the listening sockets, supervises the workers, reloads.
+
+With ``workers`` in [global] (or under systemd), the process started is the master. It
+binds every listening socket once, forks the workers, each running the ordinary event loop
+(engine.run_proxy) on the inherited sockets, and never serves traffic itself.
+
+* A worker that dies is logged with its exit status or signal and started again (after a
+  second if it lived less than that, so that a worker that cannot start does not spin).
+* SIGTERM / SIGINT: the workers get SIGTERM (today's prompt stop) and the master exits 0.
+* SIGHUP / SIGUSR2: reload. The new config is read and checked; if it is invalid, or a new
+  address cannot be bound, the errors are logged and nothing changes. Otherwise a new
+  generation of workers starts on the same sockets (an address that stays keeps the very
+  same socket, so nothing queued on it is lost; new addresses are bound, removed ones
+  closed), and once each new worker says ``ready`` the old ones are told ``stop``: they stop
+  accepting at once and finish their connections, bounded by ``hard-stop-after``.
+  ``grace`` does not apply to reloads, as HAProxy's manual advises.
+* SIGUSR1: soft stop. The workers keep accepting for ``grace``, then all are told ``stop``
+  (hard-stop-after counts from there) and the master closes its listening sockets and
+  exits 0 when the last worker has.
+
+Why one shared listening socket per address rather than one SO_REUSEPORT socket per worker:
+a reload must not lose connections, and closing a REUSEPORT socket drops whatever is queued
+on it (Linux migrates them only with net.ipv4.tcp_migrate_req, 5.14+), while a shared socket
+simply goes on being accepted from by the new workers. The cost of a shared socket is that
+every idle worker wakes for each connection; each worker therefore watches its listeners
+through an epoll of its own with EPOLLEXCLUSIVE (engine.ExclusiveAccepts), which wakes one.
+``bench/accept_modes.py`` measures the three ways; its figures are in docs/operations.md.
+
+Why ``workers = 1`` is a master and one worker rather than one process handing its sockets
+to a re-executed successor: it is the same code path as N workers, so reloads, restarts and
+soft stops are tested once for every count. Without ``workers`` (and outside systemd) the
+proxy stays today's single process, which cannot reload.
+
+``maxconn`` is per proxy: the global, frontend and server limits are split across the
+workers, each getting its share rounded up (process.split_limit).
+"""
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+
+RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
+STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much later get SIGKILL
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
+
+
+class Worker(object):
+    """The master's record of one worker process."""
+
+    def __init__(self, pid, generation, slot, channel, started):
+        self.pid = pid
+        self.generation = generation
+        self.slot = slot              # its number within its generation, 0 to workers - 1
+        self.channel = channel
+        self.started = started
+        self.ready = False
+        self.stopping = False
+
+
+def worker_config(config):
+    """The config a worker runs: connection limits split across the workers."""
+    count = config.global_settings.workers
+    settings = config.global_settings._replace(
+        maxconn=split_limit(config.global_settings.maxconn, count))
+    frontends = tuple(fe._replace(maxconn=split_limit(fe.maxconn, count))
+                      for fe in config.frontends)
+    backends = {name: be._replace(servers=tuple(server._replace(
+        maxconn=split_limit(server.maxconn, count)) for server in be.servers))
+        for name, be in config.backends.items()}
+    return config._replace(global_settings=settings, frontends=frontends, backends=backends)
+
+
+def bind_keys(config):
+    """Every bind line of ``config``, by listen_key."""
+    return {listen_key(bind.address.family, bind.address.sockaddr): bind
+            for frontend in config.frontends for bind in frontend.binds}
+
+
+class Master(object):
+    """The supervisor; ``run()`` returns the exit status."""
+
+    def __init__(self, config, config_path, environ=os.environ):
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier(environ)
+        self.activated = activated_sockets(environ)
+        self.listening = {}
+        self.workers = {}             # pid -> Worker
+        self.generation = 0
+        self.restarts = []            # (due, generation, slot) of workers to start again
+        self.signals = []
+        self.soft_stop_at = None      # when SIGUSR1's grace ends
+        self.stopping = False         # the workers were told to stop: exit when they are gone
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.next_watchdog = None
+
+    # -- listening sockets ------------------------------------------------------------------
+
+    def open_listening(self, config):
+        """Sockets for every bind of ``config``: kept, activated by systemd, or bound now.
+
+        Returns the new mapping; raises SimpleProxyError (after closing what it opened) when
+        an address cannot be bound, so that a reload can give up without a trace."""
+        listening, opened = {}, []
+        try:
+            for key, bind in bind_keys(config).items():
+                sock = self.listening.get(key) or self.activated.pop(key, None)
+                if sock is None:
+                    sock = open_listener(bind)
+                    opened.append(sock)
+                listening[key] = sock
+        except SimpleProxyError:
+            for sock in opened:
+                sock.close()
+            raise
+        return listening
+
+    def close_listening(self, keep):
+        """Close the sockets whose address is not in ``keep`` (unlinking Unix paths)."""
+        for key, sock in list(self.listening.items()):
+            if key in keep:
+                continue
+            sock.close()
+            if key[0] == socket.AF_UNIX and not key[1].startswith("\0"):
+                try:
+                    os.unlink(key[1])
+                except OSError:
+                    pass
+            del self.listening[key]
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def spawn(self, slot):
+        """Fork one worker of the current generation."""
+        master_end, worker_end = channel_pair()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            master_end.close()
+            os._exit(self._worker_main(worker_end))
+        worker_end.close()
+        worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
+        self.workers[pid] = worker
+        self.selector.register(master_end, selectors.EVENT_READ, worker)
+        LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
+
+    def _worker_main(self, channel):
+        """In the child: forget the master's state, drop privileges, run the loop."""
+        code = 1
+        try:
+            for signum in MASTER_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
+            signal.set_wakeup_fd(-1)
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            for worker in self.workers.values():
+                worker.channel.close()
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            settings = self.config.global_settings
+            drop_privileges(settings.user, settings.group)
+            hard_stop_after = settings.hard_stop_after
+
+            def attach(engine):
+                channel.setblocking(False)
+
+                def on_message(mask):
+                    message = receive_message(channel)
+                    if message is None:
+                        return
+                    if message == [] or message[0] == MSG_STOP:
+                        if message == []:
+                            LOG.warning("the master is gone: finishing the connections")
+                        engine.selector.unregister(channel)
+                        engine.soft_stop(hard_stop_after)
+                engine.selector.register(channel, selectors.EVENT_READ, on_message)
+                send_message(channel, MSG_READY)
+            code = run_proxy(worker_config(self.config), self.listening, attach)
+        except SimpleProxyError as exc:
+            LOG.error("%s", exc)
+        except BaseException:
+            LOG.error("worker failed:\n%s", traceback.format_exc().rstrip())
+        finally:
+            sys.stderr.flush()
+        return code
+
+    def reap(self):
+        """Collect every dead worker: log it, start a replacement when it was current."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self.selector.unregister(worker.channel)
+            worker.channel.close()
+            how = describe_exit(status)
+            expected = worker.stopping or self.stopping
+            LOG.log(logging.INFO if expected else logging.WARNING, "worker %d.%d (pid %d) %s",
+                    worker.generation, worker.slot, pid, how)
+            if not expected and worker.generation == self.generation:
+                now = time.monotonic()
+                due = now + RESTART_DELAY if now - worker.started < RESTART_DELAY else now
+                self.restarts.append((due, worker.generation, worker.slot))
+
+    def on_message(self, worker):
+        message = receive_message(worker.channel)
+        if not message:
+            return                    # EOF: the worker is exiting, reap() will tell
+        if message[0] == MSG_READY:
+            worker.ready = True
+            self._retire_old_generations()
+
+    def _retire_old_generations(self):
+        """Once every worker of the new generation serves, the older ones stop accepting."""
+        current = [w for w in self.workers.values() if w.generation == self.generation]
+        if len(current) < self.config.global_settings.workers or not all(
+                w.ready for w in current):
+            return
+        old = [w for w in self.workers.values()
+               if w.generation != self.generation and not w.stopping]
+        for worker in old:
+            worker.stopping = True
+            send_message(worker.channel, MSG_STOP)
+        self.close_listening(bind_keys(self.config))
+        if old or self.generation == 1:
+            self.notifier.ready("serving with %d worker(s), generation %d"
+                                % (len(current), self.generation))
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def reload(self):
+        LOG.info("reloading %s", self.config_path)
+        self.notifier.reloading()
+        try:
+            config = with_workers(load_config(self.config_path))
+            listening = self.open_listening(config)
+        except SimpleProxyError as exc:
+            for message in getattr(exc, "messages", None) or [str(exc)]:
+                LOG.error("%s", message)
+            LOG.error("reload aborted: the workers keep serving the previous configuration")
+            self.notifier.ready("reload failed, serving the previous configuration")
+            return
+        for warning in config.warnings:
+            LOG.warning("%s", warning)
+        self.config = config
+        self.listening.update(listening)
+        self.generation += 1
+        self.restarts = []
+        for slot in range(config.global_settings.workers):
+            self.spawn(slot)
+
+    def soft_stop(self):
+        if self.stopping:
+            return
+        LOG.info("soft stop: all workers stop accepting, their connections drain")
+        self.stopping = True
+        self.notifier.stopping()
+        self.restarts = []
+        for worker in self.workers.values():
+            worker.stopping = True
+            send_message(worker.channel, MSG_STOP)
+        self.close_listening(())
+
+    def hard_stop(self, signum):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+        self.notifier.stopping()
+        for worker in self.workers.values():
+            _kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.reap()
+        for worker in self.workers.values():
+            LOG.error("worker %d.%d (pid %d) ignored SIGTERM for %.0fs: killing it",
+                      worker.generation, worker.slot, worker.pid, STOP_TIMEOUT)
+            _kill(worker.pid, signal.SIGKILL)
+
+    def _on_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self):
+        settings = self.config.global_settings
+        self.listening = self.open_listening(self.config)
+        for sock in self.activated.values():
+            LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
+            sock.close()
+        self.activated = {}
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        if settings.pidfile:
+            with open(settings.pidfile, "w") as f:
+                f.write("%d\n" % os.getpid())
+        LOG.info("simpleproxy master ready (pid %d): %d worker(s), %s", os.getpid(),
+                 settings.workers, ", ".join(bind.address.text for bind in
+                                             bind_keys(self.config).values()))
+        self.generation = 1
+        for slot in range(settings.workers):
+            self.spawn(slot)
+        if self.notifier.watchdog_interval:
+            self.next_watchdog = time.monotonic()
+        try:
+            self._loop()
+        finally:
+            self.close_listening(())
+            if settings.pidfile:
+                try:
+                    os.unlink(settings.pidfile)
+                except OSError:
+                    pass
+        LOG.info("master stopped")
+        return 0
+
+    def _loop(self):
+        while not (self.stopping and not self.workers):
+            now = time.monotonic()
+            timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
+            for key, _ in self.selector.select(max(0.0, timeout)):
+                if key.data is None:
+                    _drain(self._wake_r)
+                else:
+                    self.on_message(key.data)
+            self._handle_signals()
+            now = time.monotonic()
+            if self.next_watchdog is not None and now >= self.next_watchdog:
+                self.notifier.watchdog()
+                self.next_watchdog = now + self.notifier.watchdog_interval
+            if self.soft_stop_at is not None and now >= self.soft_stop_at:
+                self.soft_stop_at = None
+                self.soft_stop()
+            for entry in [r for r in self.restarts if r[0] <= now]:
+                self.restarts.remove(entry)
+                if entry[1] == self.generation and not self.stopping:
+                    self.spawn(entry[2])
+
+    def _dues(self):
+        yield self.next_watchdog
+        yield self.soft_stop_at
+        for entry in self.restarts:
+            yield entry[0]
+
+    def _handle_signals(self):
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                self.reap()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.hard_stop(signum)
+            elif self.stopping:
+                continue
+            elif signum in RELOAD_SIGNALS:
+                self.reload()
+            elif signum == signal.SIGUSR1 and self.soft_stop_at is None:
+                grace = self.config.global_settings.grace or 0.0
+                LOG.info("received SIGUSR1: soft stop in %.3fs (grace)", grace)
+                self.notifier.send("STATUS=soft stop: accepting for %.3fs more" % grace)
+                self.soft_stop_at = time.monotonic() + grace
+
+
+def describe_exit(status):
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return "was killed by signal %s" % name
+    return "exited with status %d" % os.WEXITSTATUS(status)
+
+
+def _kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(sock):
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def with_workers(config):
+    """``config`` with a worker count: one when [global] does not say (under systemd)."""
+    if config.global_settings.workers is not None:
+        return config
+    return config._replace(global_settings=config.global_settings._replace(workers=1))
+
+
+def run_master(config):
+    """Run the master on ``config`` (already checked) until it stops; the exit status."""
+    return Master(with_workers(config), config.path).run()
+
+
+def under_systemd(environ=os.environ):
+    """True when systemd expects notifications or passes sockets: the master is used then."""
+    return bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS"))
 
 
 ###############################################################################
@@ -3870,6 +4628,8 @@ def main(argv=None):
     for warning in config.warnings:
         LOG.warning("%s", warning)
     try:
+        if config.global_settings.workers is not None or under_systemd():
+            return run_master(config)
         return run_proxy(config)
     except SimpleProxyError as exc:
         LOG.error("%s", exc)

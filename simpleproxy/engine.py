@@ -29,6 +29,7 @@ import errno
 import logging
 import heapq
 import os
+import select
 import selectors
 import signal
 import socket
@@ -148,7 +149,7 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        if self.is_unix and self.engine.listening is None:    # a master's socket stays
             try:
                 os.unlink(self.bind.address.sockaddr)
             except OSError:
@@ -778,9 +779,14 @@ LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: cl
 class Engine(object):
     """Owns the selector, the listeners, the timer heap and every session."""
 
-    def __init__(self, config):
+    def __init__(self, config, listening=None):
         self.config = config
         self.selector = selectors.DefaultSelector()
+        # Listening sockets a master opened, by listen_key; None: this process binds its own.
+        self.listening = listening
+        self.accepts = self.selector if listening is None else ExclusiveAccepts(self.selector)
+        self.draining = False
+        self._hard_stop_timer = LoopTimer(self._hard_stop)
         self.now = time.monotonic()
         self.timers = []
         self._timer_seq = 0
@@ -817,12 +823,15 @@ class Engine(object):
         for frontend in self.config.frontends:
             fe = self.frontends[frontend.name]
             for bind in frontend.binds:
-                sock = open_listener(bind)
+                if self.listening is None:
+                    sock = open_listener(bind)
+                else:
+                    sock = self.listening[listen_key(bind.address.family, bind.address.sockaddr)]
                 listener = Listener(self, fe, bind, sock)
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.selector.register(listener.sock, EVENT_READ, listener.on_event)
+            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -904,12 +913,38 @@ class Engine(object):
             self.stopping = True
         self.call_soon_threadsafe(_stop)
 
-    def _shutdown(self):
+    def soft_stop(self, hard_stop_after=None):
+        """Stop accepting at once and stop once the last session has ended, or when
+        ``hard_stop_after`` seconds have passed (None: no bound). Sessions carry on meanwhile;
+        checks stop, since a process that takes no new connections needs no verdicts."""
+        if self.draining:
+            return
+        self.draining = True
+        self._close_listeners()
         self.checker.stop()
+        LOG.info("stopped accepting; %d connection(s) left to finish", self.active)
+        if not self.active:
+            self.stopping = True
+        elif hard_stop_after is not None:
+            self._hard_stop_timer.timer_at = self.now + hard_stop_after
+            self.add_timer(self._hard_stop_timer.timer_at, self._hard_stop_timer)
+
+    def _hard_stop(self):
+        LOG.warning("hard-stop-after: closing the %d connection(s) left", self.active)
+        self.stopping = True
+
+    def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.selector.unregister(listener.sock)
+                self.accepts.unregister(listener.sock)
             listener.close()
+        for fe in self.frontends.values():
+            fe.listeners = []
+        self.listeners = []
+
+    def _shutdown(self):
+        self.checker.stop()
+        self._close_listeners()
         for session in list(self.sessions):
             session.close("shutdown")
         if threading.current_thread() is threading.main_thread():
@@ -958,6 +993,8 @@ class Engine(object):
             LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+        if self.draining and not self.active:
+            self.stopping = True
 
     def header_wait_started(self, session):
         """A session now waits for its header. At maxconn-pending-header, the oldest waiting
@@ -1037,10 +1074,10 @@ class Engine(object):
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    self.selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    self.selector.unregister(listener.sock)
+                    self.accepts.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
@@ -1058,6 +1095,40 @@ def _log_loop_error(where):
     """Sessions contain their own errors; this is the loop's last line of defence, so that
     nothing unexpected ever stops it."""
     LOG.error("internal error in %s:\n%s", where, traceback.format_exc().rstrip())
+
+
+class ExclusiveAccepts(object):
+    """The listeners of a worker that shares them with other workers, watched through an
+    epoll of their own with EPOLLEXCLUSIVE, which wakes one waiting worker per connection
+    instead of all of them (bench/accept_modes.py measures it). ``selectors`` cannot pass the
+    flag, so this small epoll sits in the loop's selector as one readable descriptor, and
+    offers the two selector calls the engine makes for listeners. An exclusive registration
+    cannot be modified, only added and removed, which is all a listener needs."""
+
+    def __init__(self, selector):
+        self._epoll = select.epoll()
+        self._callbacks = {}
+        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
+
+    def register(self, sock, events, callback):
+        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self._callbacks[sock.fileno()] = callback
+
+    def unregister(self, sock):
+        self._epoll.unregister(sock.fileno())
+        del self._callbacks[sock.fileno()]
+
+    def _on_ready(self, mask):
+        for fd, events in self._epoll.poll(0):
+            self._callbacks[fd](EVENT_READ)
+
+
+def listen_key(family, sockaddr):
+    """What identifies a listening socket across configurations and processes: the family
+    and the address as getsockname() gives it (a config's canonical IP text matches it)."""
+    if family == socket.AF_UNIX:
+        return family, sockaddr
+    return family, tuple(sockaddr[:2])
 
 
 def default_maxconn():
@@ -1109,11 +1180,17 @@ def _remove_stale_unix_socket(path):
         probe.close()
 
 
-def run_proxy(config):
-    """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
-    engine = Engine(config)
+def run_proxy(config, listening=None, attach=None):
+    """Bind, serve until SIGTERM/SIGINT, and return the exit status.
+
+    A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
+    and ``attach(engine)``, called once the listeners are registered, to hook its channel
+    to the master into the loop."""
+    engine = Engine(config, listening)
     engine.bind_all()
     engine.install_signal_handlers()
+    if attach is not None:
+        attach(engine)
     LOG.info("simpleproxy ready: %s", ", ".join(
         "%s %s" % (listener.frontend.name, listener.bind.address.text)
         for listener in engine.listeners))

@@ -474,7 +474,7 @@ BAD_CONFIGS = [
         "timeout queue, timeout server, timeout server-fin)"]),
     ("unknown global key", "[global]\nmaxconns = 10\n" + FRAME, [
         "conf/bad.ini:2: [global] maxconns: unknown key 'maxconns', did you mean 'maxconn'? "
-        "(expected one of: check-threads, log-level, maxconn, tune.bufsize)"]),
+        "(expected one of: check-threads, grace, group, hard-stop-after, log-level, maxconn, pidfile, tune.bufsize, user, workers)"]),
     ("key in the wrong section", "[frontend web2]\nbind = :81\ndefault_backend = webservers\n"
      "balance = roundrobin\n" + FRAME, [
         "conf/bad.ini:4: [frontend web2] balance: not valid in a frontend section (expected "

@@ -1,0 +1,428 @@
+"""The master process: owns the listening sockets, supervises the workers, reloads.
+
+With ``workers`` in [global] (or under systemd), the process started is the master. It
+binds every listening socket once, forks the workers, each running the ordinary event loop
+(engine.run_proxy) on the inherited sockets, and never serves traffic itself.
+
+* A worker that dies is logged with its exit status or signal and started again (after a
+  second if it lived less than that, so that a worker that cannot start does not spin).
+* SIGTERM / SIGINT: the workers get SIGTERM (today's prompt stop) and the master exits 0.
+* SIGHUP / SIGUSR2: reload. The new config is read and checked; if it is invalid, or a new
+  address cannot be bound, the errors are logged and nothing changes. Otherwise a new
+  generation of workers starts on the same sockets (an address that stays keeps the very
+  same socket, so nothing queued on it is lost; new addresses are bound, removed ones
+  closed), and once each new worker says ``ready`` the old ones are told ``stop``: they stop
+  accepting at once and finish their connections, bounded by ``hard-stop-after``.
+  ``grace`` does not apply to reloads, as HAProxy's manual advises.
+* SIGUSR1: soft stop. The workers keep accepting for ``grace``, then all are told ``stop``
+  (hard-stop-after counts from there) and the master closes its listening sockets and
+  exits 0 when the last worker has.
+
+Why one shared listening socket per address rather than one SO_REUSEPORT socket per worker:
+a reload must not lose connections, and closing a REUSEPORT socket drops whatever is queued
+on it (Linux migrates them only with net.ipv4.tcp_migrate_req, 5.14+), while a shared socket
+simply goes on being accepted from by the new workers. The cost of a shared socket is that
+every idle worker wakes for each connection; each worker therefore watches its listeners
+through an epoll of its own with EPOLLEXCLUSIVE (engine.ExclusiveAccepts), which wakes one.
+``bench/accept_modes.py`` measures the three ways; its figures are in docs/operations.md.
+
+Why ``workers = 1`` is a master and one worker rather than one process handing its sockets
+to a re-executed successor: it is the same code path as N workers, so reloads, restarts and
+soft stops are tested once for every count. Without ``workers`` (and outside systemd) the
+proxy stays today's single process, which cannot reload.
+
+``maxconn`` is per proxy: the global, frontend and server limits are split across the
+workers, each getting its share rounded up (process.split_limit).
+"""
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+from .channel import MSG_READY, MSG_STOP, channel_pair, receive_message, send_message
+from .config import load_config
+from .engine import listen_key, open_listener, run_proxy
+from .errors import SimpleProxyError
+from .logs import LOG, setup_logging
+from .process import drop_privileges, split_limit
+from .systemd import Notifier, activated_sockets
+
+RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
+STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much later get SIGKILL
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
+
+
+class Worker(object):
+    """The master's record of one worker process."""
+
+    def __init__(self, pid, generation, slot, channel, started):
+        self.pid = pid
+        self.generation = generation
+        self.slot = slot              # its number within its generation, 0 to workers - 1
+        self.channel = channel
+        self.started = started
+        self.ready = False
+        self.stopping = False
+
+
+def worker_config(config):
+    """The config a worker runs: connection limits split across the workers."""
+    count = config.global_settings.workers
+    settings = config.global_settings._replace(
+        maxconn=split_limit(config.global_settings.maxconn, count))
+    frontends = tuple(fe._replace(maxconn=split_limit(fe.maxconn, count))
+                      for fe in config.frontends)
+    backends = {name: be._replace(servers=tuple(server._replace(
+        maxconn=split_limit(server.maxconn, count)) for server in be.servers))
+        for name, be in config.backends.items()}
+    return config._replace(global_settings=settings, frontends=frontends, backends=backends)
+
+
+def bind_keys(config):
+    """Every bind line of ``config``, by listen_key."""
+    return {listen_key(bind.address.family, bind.address.sockaddr): bind
+            for frontend in config.frontends for bind in frontend.binds}
+
+
+class Master(object):
+    """The supervisor; ``run()`` returns the exit status."""
+
+    def __init__(self, config, config_path, environ=os.environ):
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier(environ)
+        self.activated = activated_sockets(environ)
+        self.listening = {}
+        self.workers = {}             # pid -> Worker
+        self.generation = 0
+        self.restarts = []            # (due, generation, slot) of workers to start again
+        self.signals = []
+        self.soft_stop_at = None      # when SIGUSR1's grace ends
+        self.stopping = False         # the workers were told to stop: exit when they are gone
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.next_watchdog = None
+
+    # -- listening sockets ------------------------------------------------------------------
+
+    def open_listening(self, config):
+        """Sockets for every bind of ``config``: kept, activated by systemd, or bound now.
+
+        Returns the new mapping; raises SimpleProxyError (after closing what it opened) when
+        an address cannot be bound, so that a reload can give up without a trace."""
+        listening, opened = {}, []
+        try:
+            for key, bind in bind_keys(config).items():
+                sock = self.listening.get(key) or self.activated.pop(key, None)
+                if sock is None:
+                    sock = open_listener(bind)
+                    opened.append(sock)
+                listening[key] = sock
+        except SimpleProxyError:
+            for sock in opened:
+                sock.close()
+            raise
+        return listening
+
+    def close_listening(self, keep):
+        """Close the sockets whose address is not in ``keep`` (unlinking Unix paths)."""
+        for key, sock in list(self.listening.items()):
+            if key in keep:
+                continue
+            sock.close()
+            if key[0] == socket.AF_UNIX and not key[1].startswith("\0"):
+                try:
+                    os.unlink(key[1])
+                except OSError:
+                    pass
+            del self.listening[key]
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def spawn(self, slot):
+        """Fork one worker of the current generation."""
+        master_end, worker_end = channel_pair()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            master_end.close()
+            os._exit(self._worker_main(worker_end))
+        worker_end.close()
+        worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
+        self.workers[pid] = worker
+        self.selector.register(master_end, selectors.EVENT_READ, worker)
+        LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
+
+    def _worker_main(self, channel):
+        """In the child: forget the master's state, drop privileges, run the loop."""
+        code = 1
+        try:
+            for signum in MASTER_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
+            signal.set_wakeup_fd(-1)
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            for worker in self.workers.values():
+                worker.channel.close()
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            settings = self.config.global_settings
+            drop_privileges(settings.user, settings.group)
+            hard_stop_after = settings.hard_stop_after
+
+            def attach(engine):
+                channel.setblocking(False)
+
+                def on_message(mask):
+                    message = receive_message(channel)
+                    if message is None:
+                        return
+                    if message == [] or message[0] == MSG_STOP:
+                        if message == []:
+                            LOG.warning("the master is gone: finishing the connections")
+                        engine.selector.unregister(channel)
+                        engine.soft_stop(hard_stop_after)
+                engine.selector.register(channel, selectors.EVENT_READ, on_message)
+                send_message(channel, MSG_READY)
+            code = run_proxy(worker_config(self.config), self.listening, attach)
+        except SimpleProxyError as exc:
+            LOG.error("%s", exc)
+        except BaseException:
+            LOG.error("worker failed:\n%s", traceback.format_exc().rstrip())
+        finally:
+            sys.stderr.flush()
+        return code
+
+    def reap(self):
+        """Collect every dead worker: log it, start a replacement when it was current."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self.selector.unregister(worker.channel)
+            worker.channel.close()
+            how = describe_exit(status)
+            expected = worker.stopping or self.stopping
+            LOG.log(logging.INFO if expected else logging.WARNING, "worker %d.%d (pid %d) %s",
+                    worker.generation, worker.slot, pid, how)
+            if not expected and worker.generation == self.generation:
+                now = time.monotonic()
+                due = now + RESTART_DELAY if now - worker.started < RESTART_DELAY else now
+                self.restarts.append((due, worker.generation, worker.slot))
+
+    def on_message(self, worker):
+        message = receive_message(worker.channel)
+        if not message:
+            return                    # EOF: the worker is exiting, reap() will tell
+        if message[0] == MSG_READY:
+            worker.ready = True
+            self._retire_old_generations()
+
+    def _retire_old_generations(self):
+        """Once every worker of the new generation serves, the older ones stop accepting."""
+        current = [w for w in self.workers.values() if w.generation == self.generation]
+        if len(current) < self.config.global_settings.workers or not all(
+                w.ready for w in current):
+            return
+        old = [w for w in self.workers.values()
+               if w.generation != self.generation and not w.stopping]
+        for worker in old:
+            worker.stopping = True
+            send_message(worker.channel, MSG_STOP)
+        self.close_listening(bind_keys(self.config))
+        if old or self.generation == 1:
+            self.notifier.ready("serving with %d worker(s), generation %d"
+                                % (len(current), self.generation))
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def reload(self):
+        LOG.info("reloading %s", self.config_path)
+        self.notifier.reloading()
+        try:
+            config = with_workers(load_config(self.config_path))
+            listening = self.open_listening(config)
+        except SimpleProxyError as exc:
+            for message in getattr(exc, "messages", None) or [str(exc)]:
+                LOG.error("%s", message)
+            LOG.error("reload aborted: the workers keep serving the previous configuration")
+            self.notifier.ready("reload failed, serving the previous configuration")
+            return
+        for warning in config.warnings:
+            LOG.warning("%s", warning)
+        self.config = config
+        self.listening.update(listening)
+        self.generation += 1
+        self.restarts = []
+        for slot in range(config.global_settings.workers):
+            self.spawn(slot)
+
+    def soft_stop(self):
+        if self.stopping:
+            return
+        LOG.info("soft stop: all workers stop accepting, their connections drain")
+        self.stopping = True
+        self.notifier.stopping()
+        self.restarts = []
+        for worker in self.workers.values():
+            worker.stopping = True
+            send_message(worker.channel, MSG_STOP)
+        self.close_listening(())
+
+    def hard_stop(self, signum):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+        self.notifier.stopping()
+        for worker in self.workers.values():
+            _kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.reap()
+        for worker in self.workers.values():
+            LOG.error("worker %d.%d (pid %d) ignored SIGTERM for %.0fs: killing it",
+                      worker.generation, worker.slot, worker.pid, STOP_TIMEOUT)
+            _kill(worker.pid, signal.SIGKILL)
+
+    def _on_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self):
+        settings = self.config.global_settings
+        self.listening = self.open_listening(self.config)
+        for sock in self.activated.values():
+            LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
+            sock.close()
+        self.activated = {}
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        if settings.pidfile:
+            with open(settings.pidfile, "w") as f:
+                f.write("%d\n" % os.getpid())
+        LOG.info("simpleproxy master ready (pid %d): %d worker(s), %s", os.getpid(),
+                 settings.workers, ", ".join(bind.address.text for bind in
+                                             bind_keys(self.config).values()))
+        self.generation = 1
+        for slot in range(settings.workers):
+            self.spawn(slot)
+        if self.notifier.watchdog_interval:
+            self.next_watchdog = time.monotonic()
+        try:
+            self._loop()
+        finally:
+            self.close_listening(())
+            if settings.pidfile:
+                try:
+                    os.unlink(settings.pidfile)
+                except OSError:
+                    pass
+        LOG.info("master stopped")
+        return 0
+
+    def _loop(self):
+        while not (self.stopping and not self.workers):
+            now = time.monotonic()
+            timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
+            for key, _ in self.selector.select(max(0.0, timeout)):
+                if key.data is None:
+                    _drain(self._wake_r)
+                else:
+                    self.on_message(key.data)
+            self._handle_signals()
+            now = time.monotonic()
+            if self.next_watchdog is not None and now >= self.next_watchdog:
+                self.notifier.watchdog()
+                self.next_watchdog = now + self.notifier.watchdog_interval
+            if self.soft_stop_at is not None and now >= self.soft_stop_at:
+                self.soft_stop_at = None
+                self.soft_stop()
+            for entry in [r for r in self.restarts if r[0] <= now]:
+                self.restarts.remove(entry)
+                if entry[1] == self.generation and not self.stopping:
+                    self.spawn(entry[2])
+
+    def _dues(self):
+        yield self.next_watchdog
+        yield self.soft_stop_at
+        for entry in self.restarts:
+            yield entry[0]
+
+    def _handle_signals(self):
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                self.reap()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.hard_stop(signum)
+            elif self.stopping:
+                continue
+            elif signum in RELOAD_SIGNALS:
+                self.reload()
+            elif signum == signal.SIGUSR1 and self.soft_stop_at is None:
+                grace = self.config.global_settings.grace or 0.0
+                LOG.info("received SIGUSR1: soft stop in %.3fs (grace)", grace)
+                self.notifier.send("STATUS=soft stop: accepting for %.3fs more" % grace)
+                self.soft_stop_at = time.monotonic() + grace
+
+
+def describe_exit(status):
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return "was killed by signal %s" % name
+    return "exited with status %d" % os.WEXITSTATUS(status)
+
+
+def _kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(sock):
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def with_workers(config):
+    """``config`` with a worker count: one when [global] does not say (under systemd)."""
+    if config.global_settings.workers is not None:
+        return config
+    return config._replace(global_settings=config.global_settings._replace(workers=1))
+
+
+def run_master(config):
+    """Run the master on ``config`` (already checked) until it stops; the exit status."""
+    return Master(with_workers(config), config.path).run()
+
+
+def under_systemd(environ=os.environ):
+    """True when systemd expects notifications or passes sockets: the master is used then."""
+    return bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS"))
+

@@ -1,0 +1,88 @@
+"""What the process model asks of the host: how many workers, whom they run as.
+
+The value parsers (``parse_workers``, ``parse_user``, ``parse_group``) are pure functions that
+config.py calls for the [global] keys ``workers``, ``user`` and ``group``; each returns the
+value or raises ValueError with the reason, as config.py's own parsers do.
+
+Dropping privileges happens in each worker after the master has bound every listening
+socket, so ``bind = :80`` works started as root. The master stays root: a reload may have to
+bind a new privileged port. Whatever a worker imports lazily later must be imported before
+the drop, because the new user may not be allowed to read the interpreter's directory (pyenv
+under /root, mode 0700): the ``idna`` codec is the one seen failing (``getaddrinfo`` with a
+str host name encodes it with idna).
+"""
+import grp
+import os
+import pwd
+
+WORKERS_AUTO = "auto"
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text):
+    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
+    if text == WORKERS_AUTO:
+        return usable_cpus()
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError("'%s' is not a worker count (expected a whole number from 1 to 256, "
+                         "or auto)" % text)
+    return int(text)
+
+
+def parse_user(text):
+    """``user = NAME | UID``: the user the workers run as; it must exist here."""
+    try:
+        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except (KeyError, OverflowError):
+        raise ValueError("no user '%s' on this host (expected a user name or uid from "
+                         "/etc/passwd)" % text)
+    return entry.pw_name
+
+
+def parse_group(text):
+    """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    try:
+        entry = grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+    except (KeyError, OverflowError):
+        raise ValueError("no group '%s' on this host (expected a group name or gid from "
+                         "/etc/group)" % text)
+    return entry.gr_name
+
+
+def split_limit(limit, workers):
+    """One worker's share of a connection limit (None or 0: no limit, kept as it is).
+
+    Rounded up, so that the workers together never allow fewer than ``limit`` and a small
+    limit never becomes 0, which would mean "unlimited"."""
+    if not limit:
+        return limit
+    return -(-limit // workers)
+
+
+def preload_lazy_imports():
+    """Import now what the proxy would otherwise import on first use (see the docstring)."""
+    "x".encode("idna")
+
+
+def drop_privileges(user, group):
+    """Become ``user`` (and ``group``, or else the user's primary group), for good.
+
+    setgroups, then setgid, then setuid: as root each sets the real, effective and saved id
+    at once. Raises OSError when the process may not, and PermissionError if any uid is
+    still 0 afterwards (a drop that half worked must not go unnoticed)."""
+    if user is None and group is None:
+        return
+    preload_lazy_imports()
+    gid = grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid
+    os.setgroups([gid])
+    os.setgid(gid)
+    if user is not None:
+        os.setuid(pwd.getpwnam(user).pw_uid)
+        if 0 in os.getresuid():
+            raise PermissionError("still uid 0 after becoming %s" % user)
