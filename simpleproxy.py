@@ -30,11 +30,14 @@ fields separated by tabs (config names never contain one), the first field its k
     ready                           worker -> master: listeners registered, serving
     stop                            master -> worker: stop accepting now, finish the
                                     connections, exit (bounded by hard-stop-after)
+    server-state BACKEND SERVER UP|DOWN REASON
+                                    the checking worker -> master: a verdict that changed a
+                                    server's state; master -> every other worker, and to each
+                                    new worker once it is ready, all the verdicts it knows
+                                    (so health carries over restarts and reloads, by name)
 
-Planned on the same framing, so that one health verdict and the runtime API reach every
-worker (not built yet, see docs/operations.md):
+Planned on the same framing for the runtime API (not built yet, see docs/operations.md):
 
-    server-state BACKEND SERVER UP|DOWN REASON   checker -> master -> every other worker
     server-admin BACKEND SERVER READY|DRAIN|MAINT   master -> every worker (set server)
     counters FIELD=VALUE ...                     worker -> master, for show stat / metrics
 """
@@ -42,6 +45,9 @@ import socket
 
 MSG_READY = "ready"
 MSG_STOP = "stop"
+MSG_SERVER_STATE = "server-state"
+STATE_UP = "UP"
+STATE_DOWN = "DOWN"
 MESSAGE_MAX = 65536
 
 
@@ -2584,6 +2590,9 @@ class HealthChecker(object):
                     self.checks[state] = ServerCheck(self, pool, state)
         self.workers = CheckWorkers(min(threads, len(self.checks)))
         self.stopped = False
+        # Called as on_change(state, up, reason) after each verdict that changed a server's
+        # state: a worker that checks for its siblings tells its master here (master.py).
+        self.on_change = None
 
     def start(self):
         """Start the threads, and spread the first checks over the first ``inter`` so that
@@ -2669,6 +2678,20 @@ class HealthChecker(object):
         if not pool.set_health(state, check.health.up):
             return
         log_state_change(pool, state, reason, duration)
+        if self.on_change is not None:
+            self.on_change(state, check.health.up, reason)
+        self._state_changed(pool, state)
+
+    def adopt(self, pool, state, up):
+        """Take a verdict reached elsewhere (another process's checks): this server is fully
+        up or fully down from now on, here too; its own checks, if any, count from there."""
+        check = self.checks.get(state)
+        if check is not None:
+            check.health.health = check.health.rise + check.health.fall - 1 if up else 0
+        if pool.set_health(state, up):
+            self._state_changed(pool, state)
+
+    def _state_changed(self, pool, state):
         if state.usable:
             self.engine.serve_queue(pool)
         elif not pool.candidates:
@@ -4236,7 +4259,9 @@ class Master(object):
         self.activated = activated_sockets(environ)
         self.listening = {}
         self.workers = {}             # pid -> Worker
+        self.server_states = {}       # (backend, server) -> UP or DOWN, the latest verdict
         self.generation = 0
+        self.serving = 0              # the generation whose workers all said ready
         self.restarts = []            # (due, generation, slot) of workers to start again
         self.signals = []
         self.soft_stop_at = None      # when SIGUSR1's grace ends
@@ -4291,14 +4316,14 @@ class Master(object):
         pid = os.fork()
         if pid == 0:
             master_end.close()
-            os._exit(self._worker_main(worker_end))
+            os._exit(self._worker_main(worker_end, slot))
         worker_end.close()
         worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
         self.workers[pid] = worker
         self.selector.register(master_end, selectors.EVENT_READ, worker)
         LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
 
-    def _worker_main(self, channel):
+    def _worker_main(self, channel, slot):
         """In the child: forget the master's state, drop privileges, run the loop."""
         code = 1
         try:
@@ -4315,23 +4340,9 @@ class Master(object):
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
             settings = self.config.global_settings
             drop_privileges(settings.user, settings.group)
-            hard_stop_after = settings.hard_stop_after
-
-            def attach(engine):
-                channel.setblocking(False)
-
-                def on_message(mask):
-                    message = receive_message(channel)
-                    if message is None:
-                        return
-                    if message == [] or message[0] == MSG_STOP:
-                        if message == []:
-                            LOG.warning("the master is gone: finishing the connections")
-                        engine.selector.unregister(channel)
-                        engine.soft_stop(hard_stop_after)
-                engine.selector.register(channel, selectors.EVENT_READ, on_message)
-                send_message(channel, MSG_READY)
-            code = run_proxy(worker_config(self.config), self.listening, attach)
+            code = run_proxy(worker_config(self.config), self.listening,
+                             lambda engine: WorkerLink(engine, channel, slot == 0,
+                                                       settings.hard_stop_after))
         except SimpleProxyError as exc:
             LOG.error("%s", exc)
         except BaseException:
@@ -4369,23 +4380,30 @@ class Master(object):
             return                    # EOF: the worker is exiting, reap() will tell
         if message[0] == MSG_READY:
             worker.ready = True
+            for (backend, server), state in self.server_states.items():
+                send_message(worker.channel, MSG_SERVER_STATE, backend, server, state, "")
             self._retire_old_generations()
+        elif message[0] == MSG_SERVER_STATE and len(message) == 5:
+            self.server_states[message[1], message[2]] = message[3]
+            for other in self.workers.values():
+                if other is not worker and other.ready:
+                    send_message(other.channel, *message)
 
     def _retire_old_generations(self):
         """Once every worker of the new generation serves, the older ones stop accepting."""
         current = [w for w in self.workers.values() if w.generation == self.generation]
-        if len(current) < self.config.global_settings.workers or not all(
-                w.ready for w in current):
+        if self.serving == self.generation or len(current) < self.config.global_settings.workers \
+                or not all(w.ready for w in current):
             return
-        old = [w for w in self.workers.values()
-               if w.generation != self.generation and not w.stopping]
-        for worker in old:
-            worker.stopping = True
-            send_message(worker.channel, MSG_STOP)
+        self.serving = self.generation
+        for worker in self.workers.values():
+            if worker.generation != self.generation and not worker.stopping:
+                worker.stopping = True
+                send_message(worker.channel, MSG_STOP)
         self.close_listening(bind_keys(self.config))
-        if old or self.generation == 1:
-            self.notifier.ready("serving with %d worker(s), generation %d"
-                                % (len(current), self.generation))
+        status = "generation %d serves with %d worker(s)" % (self.generation, len(current))
+        LOG.info("%s", status)
+        self.notifier.ready(status)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -4519,6 +4537,50 @@ class Master(object):
                 LOG.info("received SIGUSR1: soft stop in %.3fs (grace)", grace)
                 self.notifier.send("STATUS=soft stop: accepting for %.3fs more" % grace)
                 self.soft_stop_at = time.monotonic() + grace
+
+
+class WorkerLink(object):
+    """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
+
+    Slot 0 of each generation is the one that runs health checks, and its verdicts go to
+    the master, which passes them on; the other workers run no checks and take the
+    verdicts they are sent, so each server gets one check per interval however many
+    workers there are."""
+
+    def __init__(self, engine, channel, checking, hard_stop_after):
+        self.engine = engine
+        self.channel = channel
+        self.hard_stop_after = hard_stop_after
+        if checking:
+            engine.checker.on_change = self.send_verdict
+        else:
+            engine.checker = HealthChecker(engine, (), 0)
+        channel.setblocking(False)
+        engine.selector.register(channel, selectors.EVENT_READ, self.on_message)
+        send_message(channel, MSG_READY)
+
+    def send_verdict(self, state, up, reason):
+        send_message(self.channel, MSG_SERVER_STATE, state.backend.name, state.server.name,
+                     STATE_UP if up else STATE_DOWN, reason)
+
+    def on_message(self, mask):
+        message = receive_message(self.channel)
+        if message is None:
+            return
+        if not message or message[0] == MSG_STOP:
+            if not message:
+                LOG.warning("the master is gone: finishing the connections")
+            self.engine.selector.unregister(self.channel)
+            self.engine.soft_stop(self.hard_stop_after)
+        elif message[0] == MSG_SERVER_STATE and len(message) == 5:
+            self.adopt(message[1], message[2], message[3] == STATE_UP)
+
+    def adopt(self, backend, server, up):
+        """Another worker's verdict, for a server this config has by that name."""
+        pool = self.engine.pools.get(backend)
+        for state in pool.servers if pool is not None else ():
+            if state.server.name == server:
+                self.engine.checker.adopt(pool, state, up)
 
 
 def describe_exit(status):

@@ -7,11 +7,14 @@ fields separated by tabs (config names never contain one), the first field its k
     ready                           worker -> master: listeners registered, serving
     stop                            master -> worker: stop accepting now, finish the
                                     connections, exit (bounded by hard-stop-after)
+    server-state BACKEND SERVER UP|DOWN REASON
+                                    the checking worker -> master: a verdict that changed a
+                                    server's state; master -> every other worker, and to each
+                                    new worker once it is ready, all the verdicts it knows
+                                    (so health carries over restarts and reloads, by name)
 
-Planned on the same framing, so that one health verdict and the runtime API reach every
-worker (not built yet, see docs/operations.md):
+Planned on the same framing for the runtime API (not built yet, see docs/operations.md):
 
-    server-state BACKEND SERVER UP|DOWN REASON   checker -> master -> every other worker
     server-admin BACKEND SERVER READY|DRAIN|MAINT   master -> every worker (set server)
     counters FIELD=VALUE ...                     worker -> master, for show stat / metrics
 """
@@ -19,6 +22,9 @@ import socket
 
 MSG_READY = "ready"
 MSG_STOP = "stop"
+MSG_SERVER_STATE = "server-state"
+STATE_UP = "UP"
+STATE_DOWN = "DOWN"
 MESSAGE_MAX = 65536
 
 

@@ -276,6 +276,9 @@ class HealthChecker(object):
                     self.checks[state] = ServerCheck(self, pool, state)
         self.workers = CheckWorkers(min(threads, len(self.checks)))
         self.stopped = False
+        # Called as on_change(state, up, reason) after each verdict that changed a server's
+        # state: a worker that checks for its siblings tells its master here (master.py).
+        self.on_change = None
 
     def start(self):
         """Start the threads, and spread the first checks over the first ``inter`` so that
@@ -361,6 +364,20 @@ class HealthChecker(object):
         if not pool.set_health(state, check.health.up):
             return
         log_state_change(pool, state, reason, duration)
+        if self.on_change is not None:
+            self.on_change(state, check.health.up, reason)
+        self._state_changed(pool, state)
+
+    def adopt(self, pool, state, up):
+        """Take a verdict reached elsewhere (another process's checks): this server is fully
+        up or fully down from now on, here too; its own checks, if any, count from there."""
+        check = self.checks.get(state)
+        if check is not None:
+            check.health.health = check.health.rise + check.health.fall - 1 if up else 0
+        if pool.set_health(state, up):
+            self._state_changed(pool, state)
+
+    def _state_changed(self, pool, state):
         if state.usable:
             self.engine.serve_queue(pool)
         elif not pool.candidates:

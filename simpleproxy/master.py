@@ -43,10 +43,12 @@ import sys
 import time
 import traceback
 
-from .channel import MSG_READY, MSG_STOP, channel_pair, receive_message, send_message
+from .channel import (MSG_READY, MSG_SERVER_STATE, MSG_STOP, STATE_DOWN, STATE_UP, channel_pair,
+                      receive_message, send_message)
 from .config import load_config
 from .engine import listen_key, open_listener, run_proxy
 from .errors import SimpleProxyError
+from .health import HealthChecker
 from .logs import LOG, setup_logging
 from .process import drop_privileges, split_limit
 from .systemd import Notifier, activated_sockets
@@ -99,7 +101,9 @@ class Master(object):
         self.activated = activated_sockets(environ)
         self.listening = {}
         self.workers = {}             # pid -> Worker
+        self.server_states = {}       # (backend, server) -> UP or DOWN, the latest verdict
         self.generation = 0
+        self.serving = 0              # the generation whose workers all said ready
         self.restarts = []            # (due, generation, slot) of workers to start again
         self.signals = []
         self.soft_stop_at = None      # when SIGUSR1's grace ends
@@ -154,14 +158,14 @@ class Master(object):
         pid = os.fork()
         if pid == 0:
             master_end.close()
-            os._exit(self._worker_main(worker_end))
+            os._exit(self._worker_main(worker_end, slot))
         worker_end.close()
         worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
         self.workers[pid] = worker
         self.selector.register(master_end, selectors.EVENT_READ, worker)
         LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
 
-    def _worker_main(self, channel):
+    def _worker_main(self, channel, slot):
         """In the child: forget the master's state, drop privileges, run the loop."""
         code = 1
         try:
@@ -178,23 +182,9 @@ class Master(object):
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
             settings = self.config.global_settings
             drop_privileges(settings.user, settings.group)
-            hard_stop_after = settings.hard_stop_after
-
-            def attach(engine):
-                channel.setblocking(False)
-
-                def on_message(mask):
-                    message = receive_message(channel)
-                    if message is None:
-                        return
-                    if message == [] or message[0] == MSG_STOP:
-                        if message == []:
-                            LOG.warning("the master is gone: finishing the connections")
-                        engine.selector.unregister(channel)
-                        engine.soft_stop(hard_stop_after)
-                engine.selector.register(channel, selectors.EVENT_READ, on_message)
-                send_message(channel, MSG_READY)
-            code = run_proxy(worker_config(self.config), self.listening, attach)
+            code = run_proxy(worker_config(self.config), self.listening,
+                             lambda engine: WorkerLink(engine, channel, slot == 0,
+                                                       settings.hard_stop_after))
         except SimpleProxyError as exc:
             LOG.error("%s", exc)
         except BaseException:
@@ -232,23 +222,30 @@ class Master(object):
             return                    # EOF: the worker is exiting, reap() will tell
         if message[0] == MSG_READY:
             worker.ready = True
+            for (backend, server), state in self.server_states.items():
+                send_message(worker.channel, MSG_SERVER_STATE, backend, server, state, "")
             self._retire_old_generations()
+        elif message[0] == MSG_SERVER_STATE and len(message) == 5:
+            self.server_states[message[1], message[2]] = message[3]
+            for other in self.workers.values():
+                if other is not worker and other.ready:
+                    send_message(other.channel, *message)
 
     def _retire_old_generations(self):
         """Once every worker of the new generation serves, the older ones stop accepting."""
         current = [w for w in self.workers.values() if w.generation == self.generation]
-        if len(current) < self.config.global_settings.workers or not all(
-                w.ready for w in current):
+        if self.serving == self.generation or len(current) < self.config.global_settings.workers \
+                or not all(w.ready for w in current):
             return
-        old = [w for w in self.workers.values()
-               if w.generation != self.generation and not w.stopping]
-        for worker in old:
-            worker.stopping = True
-            send_message(worker.channel, MSG_STOP)
+        self.serving = self.generation
+        for worker in self.workers.values():
+            if worker.generation != self.generation and not worker.stopping:
+                worker.stopping = True
+                send_message(worker.channel, MSG_STOP)
         self.close_listening(bind_keys(self.config))
-        if old or self.generation == 1:
-            self.notifier.ready("serving with %d worker(s), generation %d"
-                                % (len(current), self.generation))
+        status = "generation %d serves with %d worker(s)" % (self.generation, len(current))
+        LOG.info("%s", status)
+        self.notifier.ready(status)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -384,6 +381,50 @@ class Master(object):
                 self.soft_stop_at = time.monotonic() + grace
 
 
+class WorkerLink(object):
+    """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
+
+    Slot 0 of each generation is the one that runs health checks, and its verdicts go to
+    the master, which passes them on; the other workers run no checks and take the
+    verdicts they are sent, so each server gets one check per interval however many
+    workers there are."""
+
+    def __init__(self, engine, channel, checking, hard_stop_after):
+        self.engine = engine
+        self.channel = channel
+        self.hard_stop_after = hard_stop_after
+        if checking:
+            engine.checker.on_change = self.send_verdict
+        else:
+            engine.checker = HealthChecker(engine, (), 0)
+        channel.setblocking(False)
+        engine.selector.register(channel, selectors.EVENT_READ, self.on_message)
+        send_message(channel, MSG_READY)
+
+    def send_verdict(self, state, up, reason):
+        send_message(self.channel, MSG_SERVER_STATE, state.backend.name, state.server.name,
+                     STATE_UP if up else STATE_DOWN, reason)
+
+    def on_message(self, mask):
+        message = receive_message(self.channel)
+        if message is None:
+            return
+        if not message or message[0] == MSG_STOP:
+            if not message:
+                LOG.warning("the master is gone: finishing the connections")
+            self.engine.selector.unregister(self.channel)
+            self.engine.soft_stop(self.hard_stop_after)
+        elif message[0] == MSG_SERVER_STATE and len(message) == 5:
+            self.adopt(message[1], message[2], message[3] == STATE_UP)
+
+    def adopt(self, backend, server, up):
+        """Another worker's verdict, for a server this config has by that name."""
+        pool = self.engine.pools.get(backend)
+        for state in pool.servers if pool is not None else ():
+            if state.server.name == server:
+                self.engine.checker.adopt(pool, state, up)
+
+
 def describe_exit(status):
     if os.WIFSIGNALED(status):
         signum = os.WTERMSIG(status)
@@ -425,4 +466,3 @@ def run_master(config):
 def under_systemd(environ=os.environ):
     """True when systemd expects notifications or passes sockets: the master is used then."""
     return bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS"))
-
