@@ -37,22 +37,20 @@ def parse_workers(text):
 
 def parse_user(text):
     """``user = NAME | UID``: the user the workers run as; it must exist here."""
-    try:
-        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
-    except (KeyError, OverflowError):
-        raise ValueError("no user '%s' on this host (expected a user name or uid from "
-                         "/etc/passwd)" % text)
-    return entry.pw_name
+    return _host_name(text, pwd.getpwuid, pwd.getpwnam, "user", "/etc/passwd").pw_name
 
 
 def parse_group(text):
     """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    return _host_name(text, grp.getgrgid, grp.getgrnam, "group", "/etc/group").gr_name
+
+
+def _host_name(text, by_id, by_name, what, where):
     try:
-        entry = grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+        return by_id(int(text)) if text.isdigit() else by_name(text)
     except (KeyError, OverflowError):
-        raise ValueError("no group '%s' on this host (expected a group name or gid from "
-                         "/etc/group)" % text)
-    return entry.gr_name
+        raise ValueError("no %s '%s' on this host (expected a %s name or id from %s)"
+                         % (what, text, what, where))
 
 
 def split_limit(limit, workers):
