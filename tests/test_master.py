@@ -202,6 +202,8 @@ def test_ten_reloads_under_load_lose_nothing_and_switch_servers(start_master, ba
             master.reload(proxy_config(port, [server], workers=workers))
             # The old workers accept nothing any more: a new connection sees the new server.
             assert exchange(address, b"after reload %d" % n) == server.tag + b"after reload %d" % n
+            done = load.done       # traffic between reloads, not ten reloads in one burst
+            wait_until(lambda: load.done >= done + 100, timeout=30, what="more connections")
     finally:
         rate = load.stop()
     assert load.failures == []
