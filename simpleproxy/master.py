@@ -160,6 +160,7 @@ class Master(object):
             master_end.close()
             os._exit(self._worker_main(worker_end, slot))
         worker_end.close()
+        master_end.setblocking(False)       # a worker that stops reading must not stall us
         worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
         self.workers[pid] = worker
         self.selector.register(master_end, selectors.EVENT_READ, worker)
@@ -180,6 +181,10 @@ class Master(object):
             for worker in self.workers.values():
                 worker.channel.close()
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            ours = bind_keys(self.config)
+            for key, sock in self.listening.items():
+                if key not in ours:
+                    sock.close()        # an address this reload removes: closed everywhere
             settings = self.config.global_settings
             drop_privileges(settings.user, settings.group)
             code = run_proxy(worker_config(self.config), self.listening,

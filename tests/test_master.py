@@ -234,6 +234,15 @@ def test_a_connection_opened_before_a_reload_finishes_through_the_old_worker(sta
     master.wait_for("worker 1.0 (pid %d) exited with status 0" % old_worker[0])
 
 
+def test_a_reload_opens_new_addresses_and_closes_removed_ones(start_master, backends):
+    first, second = free_port(), free_port()
+    master = start_master(proxy_config(first, backends[:1], workers=2))
+    master.reload(proxy_config(second, backends[:1], workers=2))
+    assert exchange(("127.0.0.1", second), b"new") == b"A:new"
+    with pytest.raises(ConnectionRefusedError):
+        connect(("127.0.0.1", first))
+
+
 @pytest.mark.parametrize("broken", [
     "[listen app]\nbind = 127.0.0.1:%(port)d\nserver s0 = nowhere\n",
     # valid, but its new address is taken: binding fails, so the reload must too
