@@ -266,6 +266,34 @@ def test_a_reload_with_a_broken_config_changes_nothing(start_master, backends, b
     assert not master.log_lines("generation 2")
 
 
+def test_workers_whose_master_dies_finish_their_connections_and_exit(tmp_path, backends):
+    port = free_port()
+    master = Master(proxy_config(port, backends[:1]), tmp_path)
+    try:
+        worker = master.workers()[0]
+        sock = connect(("127.0.0.1", port))
+        try:
+            assert sock.recv(2) == b"A:"
+            os.kill(master.proc.pid, signal.SIGKILL)
+            master.wait_for("the master is gone: finishing the connections")
+            master.wait_for("stopped accepting; 1 connection(s) left to finish")
+            assert finish(sock, b"still here") == b"still here"
+        finally:
+            sock.close()
+        wait_until(lambda: _exited(worker), what="the orphaned worker to exit")
+    finally:
+        master.kill_group()
+
+
+def _exited(pid):
+    """True once ``pid`` is gone or a zombie (an orphan waits for init to reap it)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return "zombie" in f.read()
+    except FileNotFoundError:
+        return True
+
+
 # -- soft stop ------------------------------------------------------------------------------------
 
 def test_soft_stop_accepts_for_grace_then_drains_within_hard_stop_after(start_master, backends):
