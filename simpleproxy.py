@@ -35,6 +35,10 @@ fields separated by tabs (config names never contain one), the first field its k
                                     server's state; master -> every other worker, and to each
                                     new worker once it is ready, all the verdicts it knows
                                     (so health carries over restarts and reloads, by name)
+    server-failed BACKEND SERVER CAUSE SECONDS
+                                    a worker that does not check -> master -> the checking
+                                    worker: a client connection to the server failed (passive
+                                    health, counted where the checks are)
 
 Planned on the same framing for the runtime API (not built yet, see docs/operations.md):
 
@@ -46,6 +50,7 @@ import socket
 MSG_READY = "ready"
 MSG_STOP = "stop"
 MSG_SERVER_STATE = "server-state"
+MSG_SERVER_FAILED = "server-failed"
 STATE_UP = "UP"
 STATE_DOWN = "DOWN"
 MESSAGE_MAX = 65536
@@ -2591,6 +2596,9 @@ class HealthChecker(object):
         # Called as on_change(state, up, reason) after each verdict that changed a server's
         # state: a worker that checks for its siblings tells its master here (master.py).
         self.on_change = None
+        # When set, passive health is counted elsewhere: forward_failure(state, cause,
+        # duration) hands each failed client connection on (a worker that does not check).
+        self.forward_failure = None
 
     def start(self):
         """Start the threads, and spread the first checks over the first ``inter`` so that
@@ -2645,6 +2653,9 @@ class HealthChecker(object):
         (connect-refused, connect-timeout). It counts as a failed check, and the next check
         comes at fastinter rather than at inter. An unchecked server is left alone: nothing
         would ever bring it back up."""
+        if self.forward_failure is not None:
+            self.forward_failure(state, cause, duration)
+            return
         check = self.checks.get(state)
         if check is None or cause not in _HC_SERVER_FAILURES:
             return
@@ -4391,6 +4402,10 @@ class Master(object):
             for other in self.workers.values():
                 if other is not worker and other.ready:
                     send_message(other.channel, *message)
+        elif message[0] == MSG_SERVER_FAILED and len(message) == 5:
+            for checker in self.workers.values():
+                if checker.generation == self.generation and checker.slot == 0 and checker.ready:
+                    send_message(checker.channel, *message)
 
     def _retire_old_generations(self):
         """Once every worker of the new generation serves, the older ones stop accepting."""
@@ -4546,8 +4561,9 @@ class WorkerLink(object):
     """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
 
     Slot 0 of each generation is the one that runs health checks, and its verdicts go to
-    the master, which passes them on; the other workers run no checks and take the
-    verdicts they are sent, so each server gets one check per interval however many
+    the master, which passes them on; the other workers run no checks, take the verdicts
+    they are sent and send their failed client connections (passive health) to be counted
+    by the checker, so each server gets one check per interval and one count however many
     workers there are."""
 
     def __init__(self, engine, channel, checking, hard_stop_after):
@@ -4558,6 +4574,7 @@ class WorkerLink(object):
             engine.checker.on_change = self.send_verdict
         else:
             engine.checker = HealthChecker(engine, (), 0)
+            engine.checker.forward_failure = self.send_failure
         channel.setblocking(False)
         engine.selector.register(channel, selectors.EVENT_READ, self.on_message)
         send_message(channel, MSG_READY)
@@ -4565,6 +4582,10 @@ class WorkerLink(object):
     def send_verdict(self, state, up, reason):
         send_message(self.channel, MSG_SERVER_STATE, state.backend.name, state.server.name,
                      STATE_UP if up else STATE_DOWN, reason)
+
+    def send_failure(self, state, cause, duration):
+        send_message(self.channel, MSG_SERVER_FAILED, state.backend.name, state.server.name,
+                     cause, "%.6f" % duration)
 
     def on_message(self, mask):
         message = receive_message(self.channel)
@@ -4576,14 +4597,17 @@ class WorkerLink(object):
             self.engine.selector.unregister(self.channel)
             self.engine.soft_stop(self.hard_stop_after)
         elif message[0] == MSG_SERVER_STATE and len(message) == 5:
-            self.adopt(message[1], message[2], message[3] == STATE_UP)
+            for pool, state in self.servers_named(message[1], message[2]):
+                self.engine.checker.adopt(pool, state, message[3] == STATE_UP)
+        elif message[0] == MSG_SERVER_FAILED and len(message) == 5:
+            for pool, state in self.servers_named(message[1], message[2]):
+                self.engine.checker.connection_failed(state, message[3], float(message[4]))
 
-    def adopt(self, backend, server, up):
-        """Another worker's verdict, for a server this config has by that name."""
+    def servers_named(self, backend, server):
+        """(pool, state) of the server this config has by those names: one, or none."""
         pool = self.engine.pools.get(backend)
-        for state in pool.servers if pool is not None else ():
-            if state.server.name == server:
-                self.engine.checker.adopt(pool, state, up)
+        return [(pool, state) for state in (pool.servers if pool is not None else ())
+                if state.server.name == server]
 
 
 def describe_exit(status):

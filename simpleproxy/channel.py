@@ -12,6 +12,10 @@ fields separated by tabs (config names never contain one), the first field its k
                                     server's state; master -> every other worker, and to each
                                     new worker once it is ready, all the verdicts it knows
                                     (so health carries over restarts and reloads, by name)
+    server-failed BACKEND SERVER CAUSE SECONDS
+                                    a worker that does not check -> master -> the checking
+                                    worker: a client connection to the server failed (passive
+                                    health, counted where the checks are)
 
 Planned on the same framing for the runtime API (not built yet, see docs/operations.md):
 
@@ -23,6 +27,7 @@ import socket
 MSG_READY = "ready"
 MSG_STOP = "stop"
 MSG_SERVER_STATE = "server-state"
+MSG_SERVER_FAILED = "server-failed"
 STATE_UP = "UP"
 STATE_DOWN = "DOWN"
 MESSAGE_MAX = 65536

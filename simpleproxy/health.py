@@ -279,6 +279,9 @@ class HealthChecker(object):
         # Called as on_change(state, up, reason) after each verdict that changed a server's
         # state: a worker that checks for its siblings tells its master here (master.py).
         self.on_change = None
+        # When set, passive health is counted elsewhere: forward_failure(state, cause,
+        # duration) hands each failed client connection on (a worker that does not check).
+        self.forward_failure = None
 
     def start(self):
         """Start the threads, and spread the first checks over the first ``inter`` so that
@@ -333,6 +336,9 @@ class HealthChecker(object):
         (connect-refused, connect-timeout). It counts as a failed check, and the next check
         comes at fastinter rather than at inter. An unchecked server is left alone: nothing
         would ever bring it back up."""
+        if self.forward_failure is not None:
+            self.forward_failure(state, cause, duration)
+            return
         check = self.checks.get(state)
         if check is None or cause not in _HC_SERVER_FAILURES:
             return

@@ -12,8 +12,8 @@ from simpleproxy.config import parse_config
 from simpleproxy.master import worker_config
 from simpleproxy.process import parse_workers, split_limit, usable_cpus
 
-from support import (ProxyProcess, RecordingServer, connect, exchange, finish, free_port,
-                     hostport, read_to_eof, skip_or_fail, wait_until)
+from support import (RESET, ProxyProcess, RecordingServer, connect, exchange, exchange_or_reset,
+                     finish, free_port, hostport, read_to_eof, skip_or_fail, wait_until)
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -377,6 +377,28 @@ def test_two_workers_check_each_server_once_per_interval_and_share_the_verdict(s
     finally:
         checked.close()
         dead.close()
+
+
+def test_failed_client_connections_on_another_worker_count_where_the_checks_are(start_master):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)                      # connects succeed: the first check passes
+    port = free_port()
+    master = start_master("[global]\nworkers = 2\n[listen app]\nbind = 127.0.0.1:%d\n"
+                          "retries = 0\nserver s = %s check inter 30s rise 1 fall 1\n"
+                          % (port, hostport(*server.getsockname())))
+    checker = int(master.wait_for("worker 1.0 started").split("pid ")[1].rstrip(")"))
+    os.kill(checker, signal.SIGSTOP)       # so that every client goes to the other worker
+    try:
+        server.close()                     # from now on, connections are refused
+        assert exchange_or_reset(("127.0.0.1", port), b"x") in (b"", RESET)
+        master.wait_for("end=connect-refused")
+        assert not master.log_lines("is DOWN")
+    finally:
+        os.kill(checker, signal.SIGCONT)
+    # The checker's next check is 30 s away: only the forwarded failure can do this.
+    line = master.wait_for("server app/s is DOWN, reason: connection refused (client traffic)")
+    assert "simpleproxy[%d]" % checker in line
 
 
 def test_health_carries_over_a_reload(start_master, backends):
