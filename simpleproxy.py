@@ -4176,7 +4176,8 @@ def activated_sockets(environ=os.environ):
 
 """The master process: owns the listening sockets, supervises the workers, reloads.
 
-With ``workers`` in [global] (or under systemd), the process started is the master. It
+With ``workers`` (or another process key: grace, hard-stop-after, pidfile, user, group) in
+[global], or under systemd, the process started is the master. It
 binds every listening socket once, forks the workers, each running the ordinary event loop
 (engine.run_proxy) on the inherited sockets, and never serves traffic itself.
 
@@ -4204,8 +4205,8 @@ through an epoll of its own with EPOLLEXCLUSIVE (engine.ExclusiveAccepts), which
 
 Why ``workers = 1`` is a master and one worker rather than one process handing its sockets
 to a re-executed successor: it is the same code path as N workers, so reloads, restarts and
-soft stops are tested once for every count. Without ``workers`` (and outside systemd) the
-proxy stays today's single process, which cannot reload.
+soft stops are tested once for every count. Without any process key (and outside systemd)
+the proxy stays today's single process, which cannot reload.
 
 ``maxconn`` is per proxy: the global, frontend and server limits are split across the
 workers, each getting its share rounded up (process.split_limit).
@@ -4637,7 +4638,7 @@ def _drain(sock):
 
 
 def with_workers(config):
-    """``config`` with a worker count: one when [global] does not say (under systemd)."""
+    """``config`` with a worker count: one when [global] does not say."""
     if config.global_settings.workers is not None:
         return config
     return config._replace(global_settings=config.global_settings._replace(workers=1))
@@ -4648,9 +4649,14 @@ def run_master(config):
     return Master(with_workers(config), config.path).run()
 
 
-def under_systemd(environ=os.environ):
-    """True when systemd expects notifications or passes sockets: the master is used then."""
-    return bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS"))
+def needs_master(settings, environ=os.environ):
+    """Whether to run as a master: when [global] sets any key of the process model (none of
+    them means anything to a single process), or under systemd (it expects notifications
+    or passes sockets)."""
+    return (any(value is not None for value in (
+        settings.workers, settings.grace, settings.hard_stop_after, settings.pidfile,
+        settings.user, settings.group))
+        or bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS")))
 
 
 ###############################################################################
@@ -4717,7 +4723,7 @@ def main(argv=None):
     for warning in config.warnings:
         LOG.warning("%s", warning)
     try:
-        if config.global_settings.workers is not None or under_systemd():
+        if needs_master(config.global_settings):
             return run_master(config)
         return run_proxy(config)
     except SimpleProxyError as exc:

@@ -7,7 +7,7 @@ from .config import load_config
 from .engine import run_proxy
 from .errors import ConfigError, ProxyHeaderError, SimpleProxyError
 from .logs import LOG, setup_logging
-from .master import run_master, under_systemd
+from .master import needs_master, run_master
 from .proxyproto import header_as_dict, parse_header
 
 
@@ -66,7 +66,7 @@ def main(argv=None):
     for warning in config.warnings:
         LOG.warning("%s", warning)
     try:
-        if config.global_settings.workers is not None or under_systemd():
+        if needs_master(config.global_settings):
             return run_master(config)
         return run_proxy(config)
     except SimpleProxyError as exc:

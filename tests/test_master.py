@@ -131,13 +131,16 @@ def test_a_killed_worker_is_restarted_and_the_proxy_keeps_serving(start_master, 
 
 
 def test_pidfile_holds_the_master_pid_until_it_stops(tmp_path, backends):
+    """Any process key, not only workers, makes a master (here with its one worker)."""
     port = free_port()
     pidfile = str(tmp_path / "simpleproxy.pid")
-    master = Master(proxy_config(port, backends[:1], extra_global="pidfile = " + pidfile),
-                    tmp_path)
+    master = Master("[global]\npidfile = %s\n[listen app]\nbind = 127.0.0.1:%d\n"
+                    "server s0 = %s\n" % (pidfile, port, backends[0].config_address), tmp_path)
     try:
         with open(pidfile) as f:
             assert f.read() == "%d\n" % master.proc.pid
+        assert len(master.workers()) == 1
+        assert exchange(("127.0.0.1", port), b"one") == b"A:one"
         assert master.stop() == 0
         assert not os.path.exists(pidfile)
     finally:
