@@ -20,25 +20,29 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       46  Version (simpleproxy/_version.py)
-       54  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      686  Errors (simpleproxy/errors.py)
-      711  Configuration: reading the INI file (simpleproxy/ini.py)
-      989  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1425  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2005  Balancing: choosing a server (simpleproxy/balancer.py)
-     2424  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2579  Logging (simpleproxy/logs.py)
-     2624  How a connection ends: the end causes (simpleproxy/endings.py)
-     2694  Health checks (simpleproxy/health.py)
-     3071  Start-up: resolving host names (simpleproxy/resolve.py)
-     3133  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     3324  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     3514  The proxy: a connection's life (simpleproxy/session.py)
-     4072  The proxy: listening and accepting (simpleproxy/listeners.py)
-     4211  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     4450  The command line (simpleproxy/cli.py)
-     4530  Entry point (simpleproxy/__main__.py)
+       50  Version (simpleproxy/_version.py)
+       58  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      690  Errors (simpleproxy/errors.py)
+      715  Configuration: reading the INI file (simpleproxy/ini.py)
+      993  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     1429  Balancing: choosing a server (simpleproxy/balancer.py)
+     1867  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2022  Logging (simpleproxy/logs.py)
+     2067  How a connection ends: the end causes (simpleproxy/endings.py)
+     2137  Health checks (simpleproxy/health.py)
+     2524  Start-up: resolving host names (simpleproxy/resolve.py)
+     2589  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     2785  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     2975  The proxy: a connection's life (simpleproxy/session.py)
+     3533  The proxy: listening and accepting (simpleproxy/listeners.py)
+     3725  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     4076  Processes: worker count, privileges (simpleproxy/process.py)
+     4172  Configuration: INI into frozen objects (simpleproxy/config.py)
+     4763  Processes: the master-worker channel (simpleproxy/channel.py)
+     4872  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     4966  Processes: the master, workers, reload (simpleproxy/master.py)
+     5612  The command line (simpleproxy/cli.py)
+     5694  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1422,586 +1426,6 @@ def _cfg_class_end(pattern, position):
 
 
 ###############################################################################
-# Configuration: INI into frozen objects (simpleproxy/config.py) ##############
-###############################################################################
-
-"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
-
-ini.py reads the file into sections of keys with their line numbers; this module says what
-the keys mean. Every key is checked against the kind of section it is in and converted
-(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
-backend or listen leaves out, and the references between sections (default_backend,
-addresses bound twice) are checked last.
-
-Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
-...)``, and all of them are raised together in one ConfigError, sorted by line.
-Nothing here opens a socket or asks a name server: a server's host name is resolved at
-start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
-"""
-
-import re
-from collections import namedtuple
-
-
-# -- what the rest of simpleproxy reads ---------------------------------------------------
-
-Bind = namedtuple("Bind", "address accept_proxy accept_proxy_from proxy_optional_from "
-                          "accept_proxy_version v6only proxy_max_header line")
-Bind.__doc__ = """One listening address of a frontend.
-
-accept_proxy: whether PROXY headers are handled on it at all. accept_proxy_from and
-proxy_optional_from: tuples of ipaddress networks and/or the string "unix" (Unix-socket
-peers); peers in the first must send a header, peers in the second may. An empty
-accept_proxy_from with accept_proxy on trusts every peer. accept_proxy_version: "v1",
-"v2" or "any". v6only: settled (see _CfgReader._settle_binds). proxy_max_header: bytes, the
-bind's own value or else its frontend's."""
-
-Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
-                                  "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
-Frontend.__doc__ = """A frontend or the front half of a listen section.
-
-maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
-float seconds."""
-
-Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
-                              "inter fastinter downinter rise fall weight backup maxconn disabled "
-                              "check_port check_addr check_send check_expect line")
-Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
-
-send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
-"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
-send-proxy unless the check goes to its own port or addr); check_port: int or None (the
-server's port); check_addr: an Address whose port is already the check port, or None
-(check the server's address); check_send: bytes or None; check_expect: None,
-("string", bytes) or ("rstring", bytes pattern); maxconn 0: unlimited. Durations are
-float seconds."""
-
-Backend = namedtuple("Backend", "name balance servers retries redispatch allbackups "
-                                "timeout_connect timeout_server timeout_server_fin timeout_queue "
-                                "timeout_check maxqueue line")
-Backend.__doc__ = """A backend or the back half of a listen section.
-
-servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
-unbounded."""
-
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
-GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
-
-Config = namedtuple("Config", "path global_settings frontends backends warnings")
-Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
-included); backends: dict name -> Backend in file order; warnings: tuple of messages."""
-
-
-
-def load_config(path):
-    """Read and check the INI file at ``path``; raises ConfigError listing every problem."""
-    return parse_config(read_config_file(path), path)
-
-
-def parse_config(text, path="<config>"):
-    """Check the INI ``text`` (``path`` names it in messages); raises ConfigError."""
-    return _CfgReader(path).read(text)
-
-
-_CFG_NAME = re.compile(r"[A-Za-z0-9_.:-]+\Z")
-_CFG_NAME_RULE = "letters, digits, '.', ':', '-' and '_'"
-
-# -- option lines: the bind and server options --------------------------------------------
-
-_CfgOption = namedtuple("_CfgOption", "field nargs value")
-# nargs 0: a flag, and value is what it sets; otherwise value is a ValueKind given nargs words.
-
-_CFG_BIND_OPTIONS = {
-    "accept-proxy": _CfgOption("accept_proxy", 0, True),
-    "accept-proxy-from": _CfgOption("accept_proxy_from", 1, SOURCES_VALUE),
-    "proxy-optional-from": _CfgOption("proxy_optional_from", 1, SOURCES_VALUE),
-    "accept-proxy-version": _CfgOption("accept_proxy_version", 1,
-                                       one_of("PROXY version", ("v1", "v2", "any"))),
-    "proxy-max-header": _CfgOption("proxy_max_header", 1, HEADER_SIZE_VALUE),
-    "v6only": _CfgOption("v6only", 0, True),
-}
-
-_CFG_SERVER_OPTIONS = {
-    "send-proxy": _CfgOption("send_proxy", 0, 1),
-    "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
-    "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
-                                   V2_OPTIONS_VALUE),
-    "check": _CfgOption("check", 0, True),
-    "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
-    "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
-    "inter": _CfgOption("inter", 1, DURATION_VALUE),
-    "fastinter": _CfgOption("fastinter", 1, DURATION_VALUE),
-    "downinter": _CfgOption("downinter", 1, DURATION_VALUE),
-    "rise": _CfgOption("rise", 1, whole_number(1, 1000)),        # checks in a row
-    "fall": _CfgOption("fall", 1, whole_number(1, 1000)),
-    "weight": _CfgOption("weight", 1, whole_number(0, 256)),
-    "backup": _CfgOption("backup", 0, True),
-    "maxconn": _CfgOption("maxconn", 1, whole_number(0, MAX_COUNT)),
-    "disabled": _CfgOption("disabled", 0, True),
-    "port": _CfgOption("check_port", 1, PORT_VALUE),
-    "addr": _CfgOption("check_addr", 1, CHECK_ADDR_VALUE),
-    "check-send": _CfgOption("check_send", 1, CHECK_SEND_VALUE),
-    "check-expect": _CfgOption("check_expect", 2,
-                               CHECK_EXPECT_VALUE),
-}
-
-# The options that only matter to health checks: given without "check", they do nothing.
-_CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "rise", "fall",
-                     "check_port", "check_addr", "check_send", "check_expect")
-
-_CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
-    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
-    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None,
-}
-
-
-def _cfg_read_options(words, table, what):
-    """The options after an address: (values by field, the word that set each field, problems).
-
-    Reading stops at an unknown word: whether it took an argument cannot be known.
-    """
-    values, given, problems = {}, {}, []
-    position = 0
-    while position < len(words):
-        word = words[position]
-        option = table.get(word)
-        if option is None:
-            problems.append(unknown_word(what, word, table))
-            break
-        args = words[position + 1:position + 1 + option.nargs]
-        position += 1 + option.nargs
-        if len(args) < option.nargs:
-            problems.append("'%s' needs a value (expected %s followed by %s)"
-                            % (word, word, option.value.expected))
-            break
-        if option.field in given:
-            earlier = given[option.field]
-            problems.append("'%s' given twice (expected it once)" % word if earlier == word else
-                            "'%s' conflicts with '%s' (expected one of them)" % (word, earlier))
-            continue
-        given[option.field] = word
-        if not option.nargs:
-            values[option.field] = option.value
-            continue
-        try:
-            values[option.field] = option.value.parse(*args)
-        except ValueError as exc:
-            problems.append("%s: %s" % (word, exc))
-    return values, given, problems
-
-
-# -- the keys of each section -----------------------------------------------------------------
-
-_CfgKey = namedtuple("_CfgKey", "field value sections")
-# value: a ValueKind; None for a flag ("option X", which "no option X" turns off); or
-# _CFG_SPECIAL for the keys _CfgReader reads itself (bind, server, ...).
-
-_CFG_SPECIAL = object()
-_CFG_FRONT = ("defaults", "frontend", "listen")
-_CFG_BACK = ("defaults", "backend", "listen")
-
-_CFG_GLOBAL_KEYS = {
-    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), ("global",)),
-    "log-level": _CfgKey("log_level", one_of("log level", ("debug", "info", "warning", "error")),
-                         ("global",)),
-    "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
-    "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
-}
-_CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
-
-_CFG_PROXY_KEYS = {
-    "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
-    "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
-    "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
-    "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
-    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
-    "timeout client": _CfgKey("timeout_client", DURATION_VALUE, _CFG_FRONT),
-    "timeout client-fin": _CfgKey("timeout_client_fin", DURATION_VALUE, _CFG_FRONT),
-    "timeout proxy-header": _CfgKey("timeout_proxy_header", DURATION_VALUE, _CFG_FRONT),
-    "proxy-max-header": _CfgKey("proxy_max_header", HEADER_SIZE_VALUE, _CFG_FRONT),
-    "maxconn-per-source": _CfgKey("maxconn_per_source", whole_number(0, MAX_COUNT), _CFG_FRONT),
-    "maxconn-pending-header": _CfgKey("maxconn_pending_header", whole_number(1, MAX_COUNT),
-                                      _CFG_FRONT),
-    "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
-    "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
-    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
-    "balance": _CfgKey("balance", one_of("balance algorithm", (
-        "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
-    "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
-    "option redispatch": _CfgKey("redispatch", None, _CFG_BACK),
-    "option allbackups": _CfgKey("allbackups", None, _CFG_BACK),
-    "timeout connect": _CfgKey("timeout_connect", DURATION_VALUE, _CFG_BACK),
-    "timeout server": _CfgKey("timeout_server", DURATION_VALUE, _CFG_BACK),
-    "timeout server-fin": _CfgKey("timeout_server_fin", DURATION_VALUE, _CFG_BACK),
-    "timeout queue": _CfgKey("timeout_queue", DURATION_VALUE, _CFG_BACK),
-    "timeout check": _CfgKey("timeout_check", DURATION_VALUE, _CFG_BACK),
-    "maxqueue": _CfgKey("maxqueue", whole_number(0, MAX_COUNT), _CFG_BACK),
-}
-
-# Built-in values of what a section may set; None: derived from another value when built.
-_CFG_FRONTEND_DEFAULTS = {
-    "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
-    "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
-    "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
-}
-_CFG_BACKEND_DEFAULTS = {
-    "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,
-    "timeout_connect": 5.0, "timeout_server": 30.0, "timeout_server_fin": None,
-    "timeout_queue": None, "timeout_check": None, "maxqueue": 0,
-}
-
-_CFG_SECTION_KINDS = ("global", "defaults", "frontend", "backend", "listen")
-
-
-def _cfg_merged(defaults, *layers):
-    """``defaults`` overridden by each layer in turn, keeping only the keys of ``defaults``."""
-    merged = dict(defaults)
-    for layer in layers:
-        merged.update((field, value) for field, value in layer.items() if field in defaults)
-    return merged
-
-# -- steps 2 and 3: the reader --------------------------------------------------------------------
-
-
-def _cfg_plain_value(key, spec, value, negated):
-    """The value of a key that is neither special nor misplaced; ValueError says what is wrong."""
-    if spec.value is None:
-        if value is not None:
-            raise ValueError("takes no value (expected a line with just '%s')" % key)
-        return not negated
-    if not value:
-        raise ValueError("missing value (expected %s = %s)" % (key, spec.value.expected))
-    return spec.value.parse(" ".join(value.split()))
-
-
-class _CfgProxySection(object):
-    """What a defaults, frontend, backend or listen section says, before defaults apply."""
-
-    def __init__(self, kind, name, title, line):
-        self.kind, self.name, self.title, self.line = kind, name, title, line
-        self.settings = {}
-        self.given = set()            # the special keys present: bind, default_backend, ...
-        self.binds = []
-        self.servers = []             # (name, Address, option values, option words, line)
-        self.default_server = {}
-        self.default_backend = None   # (name, line)
-
-
-class _CfgReader(ConfigProblems):
-    """Reads one configuration, collecting every problem before giving up."""
-
-    def read(self, text):
-        global_settings = _CFG_GLOBAL_DEFAULTS
-        defaults = _CfgProxySection("defaults", "", "defaults", 0)
-        proxies = []
-        for section in read_ini(text, self):
-            kind = self._section_kind(section)
-            if kind == "global":
-                settings, _ = self._read_keys(section.title, kind, section.entries,
-                                              _CFG_GLOBAL_KEYS)
-                global_settings = global_settings._replace(**settings)
-            elif kind is not None:
-                proxy = _CfgProxySection(kind, section.title.partition(" ")[2], section.title,
-                                         section.line)
-                self._read_proxy_section(proxy, section.entries)
-                if kind == "defaults":
-                    defaults = proxy
-                else:
-                    proxies.append(proxy)
-        frontends, backends = self._build(proxies, defaults)
-        self.raise_errors()
-        return Config(self.path, global_settings, frontends, backends, self.sorted_warnings())
-
-    def _section_kind(self, section):
-        """The kind of a section (global, defaults, frontend...), or None if it is wrong."""
-        words = section.title.split()
-        kind = words[0] if words else ""
-        named = kind in ("frontend", "backend", "listen")
-        if kind not in _CFG_SECTION_KINDS:
-            problem = unknown_word("section kind", kind, _CFG_SECTION_KINDS,
-                                   "global, defaults, frontend NAME, backend NAME, listen NAME")
-        elif len(words) != 1 + named:
-            problem = ("needs one name (expected [%s NAME])" if named else
-                       "takes no name (expected [%s])") % kind
-        elif named and not _CFG_NAME.match(words[1]):
-            problem = "%s is not a valid name (expected %s)" % (shown(words[1]), _CFG_NAME_RULE)
-        else:
-            return kind
-        self.error(section.line, section.title, None, problem)
-        return None
-
-    def _read_keys(self, title, kind, entries, table):
-        """The plain keys of a section as {field: value}, and its special entries in order."""
-        settings, set_by, specials = {}, {}, []
-        for key, value, line, lines in entries:
-            negated = key.startswith("no option ")
-            if negated:
-                spec_key = key[len("no "):]
-            elif key.split()[0] == "server":
-                spec_key = "server"              # server NAME
-            else:
-                spec_key = key
-            spec = table.get(spec_key)
-            if spec is None or (negated and spec.value is not None):
-                allowed = [name for name, other in table.items() if kind in other.sections]
-                self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name == "server" else name for name in allowed))))
-            elif kind not in spec.sections:
-                self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
-            elif spec.value is _CFG_SPECIAL:
-                specials.append((spec_key, key, value, line, lines))
-            elif spec.field in set_by:
-                self.error(line, title, key, "conflicts with '%s' on line %d (expected one of "
-                           "them)" % set_by[spec.field])
-            else:
-                set_by[spec.field] = key, line
-                try:
-                    settings[spec.field] = _cfg_plain_value(key, spec, value, negated)
-                except ValueError as exc:
-                    self.error(line, title, key, str(exc))
-        return settings, specials
-
-    def _read_proxy_section(self, proxy, entries):
-        proxy.settings, specials = self._read_keys(proxy.title, proxy.kind, entries,
-                                                   _CFG_PROXY_KEYS)
-        for spec_key, key, value, line, lines in specials:
-            proxy.given.add(spec_key)
-            if spec_key == "bind":
-                self._read_bind_lines(proxy, value, line, lines)
-            elif spec_key == "server":
-                self._read_server(proxy, key, value, line)
-            elif spec_key == "default-server":
-                words = self._words(proxy.title, key, value or "", line)
-                values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
-                                                        "server option")
-                if self.report(line, proxy.title, key, problems):
-                    proxy.default_server = values
-            elif not value:
-                self.error(line, proxy.title, key, "missing value (expected default_backend = "
-                           "NAME)")
-            else:
-                proxy.default_backend = " ".join(value.split()), line
-
-    def _words(self, title, key, text, line):
-        """The words of an option line, or None after reporting bad quoting."""
-        try:
-            return split_words(text)
-        except ValueError as exc:
-            self.error(line, title, key, str(exc))
-            return None
-
-    def _read_bind_lines(self, proxy, value, line, lines):
-        if not value:
-            self.error(line, proxy.title, "bind", "missing value (expected bind = ADDRESS "
-                       "[options], one per line)")
-            return
-        for text, bind_line in zip(value.split("\n"), lines):
-            words = self._words(proxy.title, "bind", text, bind_line)
-            if words:
-                self._read_bind(proxy, words, bind_line)
-
-    def _read_bind(self, proxy, words, line):
-        problems = []
-        try:
-            address = bind_address(words[0])
-        except ValueError as exc:
-            address = None
-            problems.append(str(exc))
-        options, given, option_problems = _cfg_read_options(words[1:], _CFG_BIND_OPTIONS,
-                                                            "bind option")
-        problems += option_problems
-        accept_proxy = bool(options.get("accept_proxy") or "accept_proxy_from" in options or
-                            "proxy_optional_from" in options)
-        for field in ("accept_proxy_version", "proxy_max_header"):
-            if field in options and not accept_proxy:
-                problems.append("'%s' needs PROXY header handling (expected accept-proxy, "
-                                "accept-proxy-from or proxy-optional-from on the line too)"
-                                % given[field])
-        if options.get("v6only") and address is not None and address.family != "ipv6":
-            problems.append("'v6only' is for IPv6 addresses (expected it after [IPv6]:PORT only)")
-        if not self.report(line, proxy.title, "bind", problems):
-            return
-        if accept_proxy and not options.get("accept_proxy_from"):
-            self.warn(line, proxy.title, "bind", "PROXY headers are accepted from every peer, so "
-                      "any peer can claim any address (expected accept-proxy-from CIDR[,CIDR...] "
-                      "naming the proxies in front)")
-        proxy.binds.append(Bind(address, accept_proxy, options.get("accept_proxy_from", ()),
-                                options.get("proxy_optional_from", ()),
-                                options.get("accept_proxy_version", "any"),
-                                options.get("v6only", False), options.get("proxy_max_header"),
-                                line))
-
-    def _read_server(self, proxy, key, value, line):
-        names = key.split()[1:]
-        if len(names) != 1:
-            self.error(line, proxy.title, key, "needs exactly one name (expected server NAME = "
-                       "ADDRESS [options])")
-            return
-        if not _CFG_NAME.match(names[0]):
-            self.error(line, proxy.title, key, "%s is not a valid name (expected %s)"
-                       % (shown(names[0]), _CFG_NAME_RULE))
-            return
-        words = self._words(proxy.title, key, value or "", line)
-        if words is None:
-            return
-        if not words:
-            self.error(line, proxy.title, key, "missing address (expected %s = ADDRESS "
-                       "[options])" % key)
-            return
-        problems = []
-        try:
-            address = server_address(words[0])
-        except ValueError as exc:
-            problems.append(str(exc))
-        values, given, option_problems = _cfg_read_options(words[1:], _CFG_SERVER_OPTIONS,
-                                                           "server option")
-        if self.report(line, proxy.title, key, problems + option_problems):
-            proxy.servers.append((names[0], address, values, given, line))
-
-    # -- applying defaults and checking references --------------------------------------------
-
-    def _build(self, proxies, defaults):
-        front_names = self._unique_names(proxies, ("frontend", "listen"))
-        back_names = self._unique_names(proxies, ("backend", "listen"))
-        if not front_names:
-            self.error(0, None, None, "no frontend or listen section (expected at least one, "
-                       "with a bind)")
-        self._settle_binds(proxies)
-        frontends, backends = [], {}
-        for proxy in proxies:
-            if proxy.kind in ("frontend", "listen"):
-                frontends.append(self._build_frontend(proxy, defaults, back_names))
-            if proxy.kind in ("backend", "listen"):
-                backends[proxy.name] = self._build_backend(proxy, defaults)
-        return tuple(frontends), backends
-
-    def _unique_names(self, proxies, kinds):
-        """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
-        names = {}
-        for proxy in proxies:
-            if proxy.kind not in kinds:
-                continue
-            if proxy.name in names:
-                self.error(proxy.line, proxy.title, None, "the name '%s' is taken by [%s] on "
-                           "line %d (expected a unique name)" % ((proxy.name,) + names[proxy.name]))
-            names.setdefault(proxy.name, (proxy.title, proxy.line))
-        return names
-
-    def _settle_binds(self, proxies):
-        """Report addresses bound twice, and settle v6only on every bind.
-
-        A [::]:PORT bind also takes IPv4 clients, unless v6only. When the same PORT is also
-        bound on every IPv4 address (:PORT), IPv4 clients evidently belong to that bind, and
-        the two could not both listen anyway: the IPv6 one gets v6only.
-        """
-        first_use = {}
-        ipv4_any_ports = set()
-        for proxy in proxies:
-            for bind in proxy.binds:
-                address = bind.address
-                key = (address.family, address.sockaddr)
-                if key in first_use:
-                    title, other = first_use[key]
-                    self.error(bind.line, proxy.title, "bind", "'%s' is already bound on line %d "
-                               "in [%s] (expected each address once)"
-                               % (address.text, other.line, title))
-                first_use.setdefault(key, (proxy.title, bind))
-                if address.family == "ipv4" and address.sockaddr[0] == "0.0.0.0":
-                    ipv4_any_ports.add(address.sockaddr[1])
-        for proxy in proxies:
-            proxy.binds = [bind._replace(v6only=True) if bind.address.family == "ipv6"
-                           and bind.address.sockaddr[0] == "::"
-                           and bind.address.sockaddr[1] in ipv4_any_ports else bind
-                           for bind in proxy.binds]
-
-    def _build_frontend(self, proxy, defaults, back_names):
-        settings = _cfg_merged(_CFG_FRONTEND_DEFAULTS, defaults.settings, proxy.settings)
-        if "bind" not in proxy.given:
-            self.error(proxy.line, proxy.title, "bind", "missing (expected bind = ADDRESS "
-                       "[options])")
-        header_cap = settings.pop("proxy_max_header")
-        if settings["timeout_client_fin"] is None:
-            settings["timeout_client_fin"] = settings["timeout_client"]
-        binds = tuple(bind._replace(proxy_max_header=bind.proxy_max_header or header_cap)
-                      for bind in proxy.binds)
-        if proxy.kind == "listen":
-            default_backend = proxy.name
-        else:
-            default_backend = self._default_backend(proxy, back_names)
-        return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
-                        line=proxy.line, **settings)
-
-    def _default_backend(self, proxy, back_names):
-        known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
-        if proxy.default_backend is None:
-            if "default_backend" not in proxy.given:
-                self.error(proxy.line, proxy.title, "default_backend", "missing (expected "
-                           "default_backend = NAME; %s)" % known)
-            return None
-        name, line = proxy.default_backend
-        if name not in back_names:
-            self.error(line, proxy.title, "default_backend", "no backend named %s (%s)"
-                       % (shown(name), known))
-        return name
-
-    def _build_backend(self, proxy, defaults):
-        settings = _cfg_merged(_CFG_BACKEND_DEFAULTS, defaults.settings, proxy.settings)
-        if settings["timeout_server_fin"] is None:
-            settings["timeout_server_fin"] = settings["timeout_server"]
-        if settings["timeout_queue"] is None:
-            settings["timeout_queue"] = settings["timeout_connect"]
-        servers = []
-        for name, address, values, given, line in proxy.servers:
-            options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
-                                  proxy.default_server, values)
-            server = self._build_server(proxy.title, name, address, options, line)
-            if server is not None:
-                servers.append(server)
-            idle = [given[field] for field in _CFG_CHECK_FIELDS if field in given]
-            if idle and not options["check"]:
-                self.warn(line, proxy.title, "server " + name, "%s without 'check' does nothing "
-                          "(expected 'check' too)" % ", ".join("'%s'" % word for word in idle))
-        if "server" not in proxy.given:
-            self.warn(proxy.line, proxy.title, None, "no server, so every connection to it fails "
-                      "(expected server NAME = ADDRESS [options])")
-        return Backend(name=proxy.name, servers=tuple(servers), line=proxy.line, **settings)
-
-    def _build_server(self, title, name, address, options, line):
-        """The Server from its merged options, or None after reporting what contradicts."""
-        problems = []
-        if options["proxy_v2_options"] and options["send_proxy"] != 2:
-            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
-        check_port, check_addr = options["check_port"], options["check_addr"]
-        if address.family == "unix" and (check_port is None) != (check_addr is None):
-            problems.append("a unix@ server is checked on its own socket unless 'addr' and "
-                            "'port' are both given (expected both or neither)")
-        if not self.report(line, title, "server " + name, problems):
-            return None
-        if check_addr is not None:
-            family, ip = check_addr
-            options["check_addr"] = Address(family, (ip, check_port or address.sockaddr[1]), ip)
-        if options["check_send_proxy"] is None:
-            # As HAProxy: a check sent to another port or address may not speak PROXY.
-            options["check_send_proxy"] = bool(options["send_proxy"] and check_port is None
-                                               and check_addr is None)
-        for field in ("fastinter", "downinter"):
-            if options[field] is None:
-                options[field] = options["inter"]
-        return Server(name=name, address=address, line=line, **options)
-
-
-def _cfg_misplaced(kind, key, spec):
-    if kind == "listen" and key == "default_backend":
-        return "a listen section is its own backend (expected no default_backend in it)"
-    return "not valid in a %s section (expected in: %s)" % (kind, ", ".join(spec.sections))
-
-
-###############################################################################
 # Balancing: choosing a server (simpleproxy/balancer.py) ######################
 ###############################################################################
 
@@ -2075,14 +1499,16 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "weight", "maxconn", "active", "status",
+                 "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
         self.backend = backend
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
-        self.weight = server.weight
+        self.weight = server.weight   # weight and maxconn: the config's until an operator's
+        self.maxconn = server.maxconn
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
@@ -2135,6 +1561,23 @@ class BackendPool(object):
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
+    def set_weight(self, state, weight):
+        """An operator's weight (0 to 256, checked by the caller); True if it changed."""
+        if weight == state.weight:
+            return False
+        state.weight = weight
+        state._settle()
+        self._refresh()
+        return True
+
+    def set_maxconn(self, state, maxconn):
+        """An operator's maxconn (0: unlimited); True if it changed. Nothing to rebuild: a
+        full server is passed over at pick time."""
+        if maxconn == state.maxconn:
+            return False
+        state.maxconn = maxconn
+        return True
+
     def _change(self, state, admin, healthy):
         before = state.status
         state.admin, state.healthy = admin, healthy
@@ -2178,7 +1621,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.config.maxconn
+    maxconn = state.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 
@@ -3054,6 +2497,16 @@ class HealthChecker(object):
         log_status_change(pool, server, reason, duration)
         self.on_change(pool, server)
 
+    def adopt(self, pool, server, healthy):
+        """Take a verdict reached elsewhere (another process's checks, master.py): the server
+        is fully up or fully down from now on, here too, and its own checks, if it has any
+        here, count from there. Tells the proxy as a verdict of its own would."""
+        check = self.checks.get(server)
+        if check is not None:
+            check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
+        if pool.set_health(server, healthy):
+            self.on_change(pool, server)
+
 
 def log_status_change(pool, server, reason, duration):
     """HAProxy's line for a server changing status, and its alert when a backend has none left."""
@@ -3087,7 +2540,8 @@ _RESOLVE_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6, "unix": so
 def resolve_addresses(config):
     """``config`` with socket families in its addresses and every host name resolved.
 
-    A server's host name becomes its first address. Raises ConfigError with one line per
+    A server's host name becomes its first address. A config resolved already (a master's,
+    handed to its workers) comes back as it is. Raises ConfigError with one line per
     name that does not resolve, each naming the file, line and server.
     """
     problems = []
@@ -3118,6 +2572,8 @@ def resolve_addresses(config):
 
 
 def _resolve_ip(address):
+    if not isinstance(address.family, str):
+        return address                    # resolved already
     return address._replace(family=_RESOLVE_FAMILIES[address.family])
 
 
@@ -3294,6 +2750,11 @@ class EventLoop(object):
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+
+    def add_signal_handler(self, signum, callback):
+        """Run ``callback()`` on the loop when ``signum`` arrives (the handler only appends to
+        the hand-off, as a thread would)."""
+        signal.signal(signum, lambda signum, frame: self.call_soon_threadsafe(callback))
 
     def _on_signal(self, signum, frame):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
@@ -4078,9 +3539,15 @@ Out of descriptors, accept() fails at once again on the next readiness event, so
 loop that only logged would spin. Instead every listener stops being watched for a moment
 (``ACCEPT_BACKOFF``), as asyncio's ``_accept_connection`` does, and is watched again when
 that moment is over; a connection closing meanwhile frees a descriptor for the next try.
+
+A worker of a master (master.py) does not open its listening sockets: it inherits them, and
+shares each with its sibling workers. Every idle worker would then wake for each connection
+and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
+EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
 """
 import errno
 import os
+import select
 import socket
 
 
@@ -4125,7 +3592,7 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        if self.is_unix and self.proxy.listening is None:    # a master's socket stays
             try:
                 os.unlink(self.bind.address.sockaddr)
             except OSError:
@@ -4164,6 +3631,53 @@ class AcceptBackoff(object):
     def _resume(self):
         self.paused_until = None
         self.on_change()
+
+
+class ExclusiveAccepts(object):
+    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
+
+    ``selectors`` cannot pass the flag, so this small epoll sits in the loop's selector as
+    one readable descriptor, and offers the two selector calls the proxy makes for
+    listeners. An exclusive registration cannot be modified, only added and removed, which
+    is all a listener needs."""
+
+    def __init__(self, selector):
+        self._epoll = select.epoll()
+        self._callbacks = {}
+        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
+
+    def register(self, sock, events, callback):
+        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self._callbacks[sock.fileno()] = callback
+
+    def unregister(self, sock):
+        self._epoll.unregister(sock.fileno())
+        del self._callbacks[sock.fileno()]
+
+    def _on_ready(self, mask):
+        for fd, events in self._epoll.poll(0):
+            self._callbacks[fd](mask)
+
+    def close(self):
+        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
+        self._epoll.close()
+
+
+def accept_watcher(selector, shared):
+    """What the proxy registers its listeners with: the loop's ``selector`` itself, or for
+    ``shared`` sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5,
+    an epoll selector)."""
+    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
+        return ExclusiveAccepts(selector)
+    return selector
+
+
+def listen_key(family, sockaddr):
+    """What identifies a listening socket across configurations and processes: the family
+    and the address as getsockname() gives it (a config's canonical IP text matches it)."""
+    if family == socket.AF_UNIX:
+        return family, sockaddr
+    return family, tuple(sockaddr[:2])
 
 
 def open_listener(bind):
@@ -4220,10 +3734,17 @@ A listener is watched only while its frontend may take a connection (``_update_a
 so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
 it when they open and close, and it serves a backend's queue whenever a slot may have freed.
 
+Stopping has three speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
+``soft_stop()`` (SIGUSR1, or a master's ``stop`` on reload) closes the listeners, lets the
+sessions finish and stops when none is left, or when ``hard-stop-after`` has passed since.
+``stopping_softly`` is True from the moment a soft stop is asked for (before ``grace`` runs
+out, under a master): a health endpoint answers 503 from then on.
+
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways).
 """
 import os
+import signal
 import sys
 import time
 
@@ -4245,9 +3766,19 @@ class FrontendState(object):
 class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
-    def __init__(self, config):
+    def __init__(self, config, listening=None):
         self.config = config = resolve_addresses(config)
         self.loop = EventLoop()
+        # Listening sockets a master opened, by listen_key; None: this process binds its own.
+        self.listening = listening
+        self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
+        self.stopping_softly = False  # a soft stop was asked for: /health says 503
+        self.draining = False         # the listeners are closed: stop when no session is left
+        self._hard_stop_timer = self.loop.timer(self._hard_stop)
+        # Called as on_server_change(pool, server) once a health verdict has been acted on: a
+        # worker that checks for its siblings tells its master (master.WorkerLink).
+        self.on_server_change = None
+        self.report_connect_failure = None    # set by hand_checks_over()
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
         self.maxconn = config.global_settings.maxconn or default_maxconn()
@@ -4273,12 +3804,15 @@ class Proxy(object):
         for frontend in self.config.frontends:
             fe = self.frontends[frontend.name]
             for bind in frontend.binds:
-                sock = open_listener(bind)
+                if self.listening is None:
+                    sock = open_listener(bind)
+                else:
+                    sock = self.listening[listen_key(bind.address.family, bind.address.sockaddr)]
                 listener = Listener(self, fe, bind, sock)
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.loop.selector.register(listener.sock, EVENT_READ, listener.on_event)
+            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
@@ -4290,14 +3824,42 @@ class Proxy(object):
         """Ask the proxy to stop; callable from any thread."""
         self.loop.stop()
 
-    def _shutdown(self):
+    def soft_stop(self, hard_stop_after=None):
+        """Stop accepting at once and stop once the last session has ended, or when
+        ``hard_stop_after`` seconds have passed (None: no bound). Sessions carry on meanwhile;
+        checks stop, since a process that takes no new connections needs no verdicts."""
+        self.stopping_softly = True
+        if self.draining:
+            return
+        self.draining = True
+        self._close_listeners()
         self.checker.stop()
+        LOG.info("stopped accepting; %d connection(s) left to finish", self.active)
+        if not self.active:
+            self.loop.stopping = True
+        elif hard_stop_after is not None:
+            self._hard_stop_timer.arm(self.loop.now + hard_stop_after)
+
+    def _hard_stop(self):
+        LOG.warning("hard-stop-after: closing the %d connection(s) left", self.active)
+        self.loop.stopping = True
+
+    def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.loop.selector.unregister(listener.sock)
+                self.accepts.unregister(listener.sock)
             listener.close()
+        for fe in self.frontends.values():
+            fe.listeners = []
+        self.listeners = []
+
+    def _shutdown(self):
+        self.checker.stop()
+        self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
+        if self.accepts is not self.loop.selector:
+            self.accepts.close()
         self.loop.close()
         LOG.info("stopped")
 
@@ -4342,6 +3904,8 @@ class Proxy(object):
             LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+        if self.draining and not self.active:
+            self.loop.stopping = True
 
     def header_wait_started(self, session):
         """A session now waits for its header. At maxconn-pending-header, the oldest waiting
@@ -4360,11 +3924,46 @@ class Proxy(object):
     def server_connect_failed(self, server, cause, detail, duration):
         """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
-        self.checker.connection_failed(server, cause, duration)
+        if self.report_connect_failure is None:
+            self.checker.connection_failed(server, cause, duration)
+        else:
+            self.report_connect_failure(server, cause, duration)
+
+    def hand_checks_over(self, report_connect_failure):
+        """Another process checks the servers (master.py): none are checked here, verdicts
+        arrive through ``checker.adopt``, and each failed connection to a server goes to
+        ``report_connect_failure(server, cause, duration)`` to be counted where the checks
+        are. Called before run()."""
+        self.checker = HealthChecker(self.loop, (), 0, self._server_changed)
+        self.report_connect_failure = report_connect_failure
+
+    def set_server_admin(self, pool, server, admin=None, weight=None, maxconn=None):
+        """What an operator sets on a server (the runtime API, or a master passing it on):
+        its administrative state (READY, DRAIN, MAINT), weight, maxconn; None leaves one as
+        it is. Raises ValueError for a transition the state does not allow. Leaving MAINT
+        starts the server's checks over, as HAProxy does."""
+        leaving_maint = admin is not None and server.admin == MAINT and admin != MAINT
+        changed = False
+        if admin is not None and admin != server.admin:
+            changed = pool.set_admin(server, admin)
+        if weight is not None:
+            changed = pool.set_weight(server, weight) or changed
+        if maxconn is not None:
+            changed = pool.set_maxconn(server, maxconn) or changed
+        if leaving_maint:
+            self.checker.restart(server)
+        if changed:
+            self._server_status_changed(pool, server)
 
     def _server_changed(self, pool, server):
-        """Health changed a server's state: a server up may serve the queue; with none left,
-        queued clients are closed at once, not at timeout queue."""
+        """The checker's on_change: a health verdict changed a server's status."""
+        self._server_status_changed(pool, server)
+        if self.on_server_change is not None:
+            self.on_server_change(pool, server)
+
+    def _server_status_changed(self, pool, server):
+        """A server up may serve the queue; with none left, queued clients are closed at
+        once, not at timeout queue."""
         if server.usable:
             self.serve_queue(pool)
         elif not pool.candidates:
@@ -4402,16 +4001,16 @@ class Proxy(object):
             return
         globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
         paused = 0
-        selector = self.loop.selector
+        accepts = self.accepts
         for fe in self.frontends.values():
             limit = fe.frontend.maxconn
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    accepts.register(listener.sock, EVENT_READ, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    selector.unregister(listener.sock)
+                    accepts.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
@@ -4433,17 +4032,1580 @@ def default_maxconn():
     return max(1, (soft - 64) // 2)
 
 
-def run_proxy(config):
-    """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
-    proxy = Proxy(config)
+def run_proxy(config, listening=None, attach=None):
+    """Bind, serve until SIGTERM/SIGINT (or a soft stop ends), and return the exit status.
+
+    A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
+    and ``attach(proxy)``, called once the listeners are registered, to hook its channel
+    to the master into the loop; the master handles SIGUSR1, SIGHUP and SIGUSR2 then. A
+    single process handles them itself (install_single_process_signals)."""
+    proxy = Proxy(config, listening)
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
+    if attach is None:
+        install_single_process_signals(proxy)
+    else:
+        attach(proxy)
     LOG.info("simpleproxy ready: %s", ", ".join(
         "%s %s" % (listener.frontend.name, listener.bind.address.text)
         for listener in proxy.listeners))
     sys.stderr.flush()
     proxy.run()
     return 0
+
+
+RELOAD_NEEDS_MASTER = ("received %s: not reloading: a reload needs the master process (set "
+                       "[global] workers, workers = 1 is enough, and restart once)")
+
+
+def install_single_process_signals(proxy):
+    """SIGUSR1 soft-stops the single process (there is no grace: grace is a master key);
+    SIGHUP and SIGUSR2, HAProxy's reload signals, only log why they do nothing here."""
+    def soft_stop():
+        LOG.info("received SIGUSR1: soft stop")
+        proxy.soft_stop()
+
+    def reload_refused(name):
+        return lambda: LOG.warning(RELOAD_NEEDS_MASTER, name)
+    proxy.loop.add_signal_handler(signal.SIGUSR1, soft_stop)
+    for signum in (signal.SIGHUP, signal.SIGUSR2):
+        proxy.loop.add_signal_handler(signum, reload_refused(signal.Signals(signum).name))
+
+
+###############################################################################
+# Processes: worker count, privileges (simpleproxy/process.py) ################
+###############################################################################
+
+"""What the process model asks of the host: how many workers, whom they run as.
+
+The value parsers (``parse_workers``, ``parse_user``, ``parse_group``) are pure functions that
+config.py calls for the [global] keys ``workers``, ``user`` and ``group``; each returns the
+value or raises ValueError with the reason, as config.py's own parsers do.
+
+Dropping privileges happens in each worker after the master has bound every listening
+socket, so ``bind = :80`` works started as root. The master stays root: a reload may have to
+bind a new privileged port. Whatever a worker imports lazily later must be imported before
+the drop, because the new user may not be allowed to read the interpreter's directory (pyenv
+under /root, mode 0700): the ``idna`` codec is the one seen failing (``getaddrinfo`` with a
+str host name encodes it with idna).
+"""
+import grp
+import os
+import pwd
+import re
+
+
+WORKERS_AUTO = "auto"
+MAX_WORKERS = 256
+_ID_DIGITS = re.compile(r"[0-9]{1,10}\Z")     # ASCII digits only: "²".isdigit() is True
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text):
+    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
+    if text == WORKERS_AUTO:
+        return usable_cpus()
+    if not _ID_DIGITS.match(text) or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError("%s is not a worker count (expected a whole number from 1 to %d, "
+                         "or auto)" % (shown(text), MAX_WORKERS))
+    return int(text)
+
+
+def parse_user(text):
+    """``user = NAME | UID``: the user the workers run as; it must exist here."""
+    return _host_name(text, pwd.getpwuid, pwd.getpwnam, "user", "/etc/passwd").pw_name
+
+
+def parse_group(text):
+    """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    return _host_name(text, grp.getgrgid, grp.getgrnam, "group", "/etc/group").gr_name
+
+
+def _host_name(text, by_id, by_name, what, where):
+    try:
+        return by_id(int(text)) if _ID_DIGITS.match(text) else by_name(text)
+    except (KeyError, OverflowError, ValueError):     # ValueError: a NUL in the name
+        raise ValueError("no %s %s on this host (expected a %s name or id from %s)"
+                         % (what, shown(text), what, where))
+
+
+def split_limit(limit, workers):
+    """One worker's share of a connection limit (None or 0: no limit, kept as it is).
+
+    Rounded up, so that the workers together never allow fewer than ``limit`` and a small
+    limit never becomes 0, which would mean "unlimited"."""
+    if not limit:
+        return limit
+    return -(-limit // workers)
+
+
+def preload_lazy_imports():
+    """Import now what the proxy would otherwise import on first use (see the docstring)."""
+    "x".encode("idna")
+
+
+def drop_privileges(user, group):
+    """Become ``user`` (and ``group``, or else the user's primary group), for good.
+
+    setgroups, then setgid, then setuid: as root each sets the real, effective and saved id
+    at once. Raises OSError when the process may not, and PermissionError if any uid is
+    still 0 afterwards (a drop that half worked must not go unnoticed)."""
+    if user is None and group is None:
+        return
+    preload_lazy_imports()
+    gid = grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid
+    os.setgroups([gid])
+    os.setgid(gid)
+    if user is not None:
+        os.setuid(pwd.getpwnam(user).pw_uid)
+        if 0 in os.getresuid():
+            raise PermissionError("still uid 0 after becoming %s" % user)
+
+
+###############################################################################
+# Configuration: INI into frozen objects (simpleproxy/config.py) ##############
+###############################################################################
+
+"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
+
+ini.py reads the file into sections of keys with their line numbers; this module says what
+the keys mean. Every key is checked against the kind of section it is in and converted
+(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
+backend or listen leaves out, and the references between sections (default_backend,
+addresses bound twice) are checked last.
+
+Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
+...)``, and all of them are raised together in one ConfigError, sorted by line.
+Nothing here opens a socket or asks a name server: a server's host name is resolved at
+start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
+"""
+
+import re
+from collections import namedtuple
+
+
+# -- what the rest of simpleproxy reads ---------------------------------------------------
+
+Bind = namedtuple("Bind", "address accept_proxy accept_proxy_from proxy_optional_from "
+                          "accept_proxy_version v6only proxy_max_header line")
+Bind.__doc__ = """One listening address of a frontend.
+
+accept_proxy: whether PROXY headers are handled on it at all. accept_proxy_from and
+proxy_optional_from: tuples of ipaddress networks and/or the string "unix" (Unix-socket
+peers); peers in the first must send a header, peers in the second may. An empty
+accept_proxy_from with accept_proxy on trusts every peer. accept_proxy_version: "v1",
+"v2" or "any". v6only: settled (see _CfgReader._settle_binds). proxy_max_header: bytes, the
+bind's own value or else its frontend's."""
+
+Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
+                                  "timeout_client_fin timeout_proxy_header maxconn_per_source "
+                                  "maxconn_pending_header dontlognull dontlog_normal line")
+Frontend.__doc__ = """A frontend or the front half of a listen section.
+
+maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
+float seconds."""
+
+Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
+                              "inter fastinter downinter rise fall weight backup maxconn disabled "
+                              "check_port check_addr check_send check_expect line")
+Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
+
+send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
+"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
+send-proxy unless the check goes to its own port or addr); check_port: int or None (the
+server's port); check_addr: an Address whose port is already the check port, or None
+(check the server's address); check_send: bytes or None; check_expect: None,
+("string", bytes) or ("rstring", bytes pattern); maxconn 0: unlimited. Durations are
+float seconds."""
+
+Backend = namedtuple("Backend", "name balance servers retries redispatch allbackups "
+                                "timeout_connect timeout_server timeout_server_fin timeout_queue "
+                                "timeout_check maxqueue line")
+Backend.__doc__ = """A backend or the back half of a listen section.
+
+servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
+unbounded."""
+
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads workers "
+                                              "grace hard_stop_after pidfile user group")
+GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
+the descriptor limit; bufsize: the read chunk size in bytes; workers None: one process, no
+master (see master.py), else the worker count; grace and hard_stop_after: float seconds or
+None; pidfile, user, group: str or None."""
+GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
+
+Config = namedtuple("Config", "path global_settings frontends backends warnings")
+Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
+included); backends: dict name -> Backend in file order; warnings: tuple of messages."""
+
+
+
+def load_config(path):
+    """Read and check the INI file at ``path``; raises ConfigError listing every problem."""
+    return parse_config(read_config_file(path), path)
+
+
+def parse_config(text, path="<config>"):
+    """Check the INI ``text`` (``path`` names it in messages); raises ConfigError."""
+    return _CfgReader(path).read(text)
+
+
+_CFG_NAME = re.compile(r"[A-Za-z0-9_.:-]+\Z")
+_CFG_NAME_RULE = "letters, digits, '.', ':', '-' and '_'"
+
+# -- option lines: the bind and server options --------------------------------------------
+
+_CfgOption = namedtuple("_CfgOption", "field nargs value")
+# nargs 0: a flag, and value is what it sets; otherwise value is a ValueKind given nargs words.
+
+_CFG_BIND_OPTIONS = {
+    "accept-proxy": _CfgOption("accept_proxy", 0, True),
+    "accept-proxy-from": _CfgOption("accept_proxy_from", 1, SOURCES_VALUE),
+    "proxy-optional-from": _CfgOption("proxy_optional_from", 1, SOURCES_VALUE),
+    "accept-proxy-version": _CfgOption("accept_proxy_version", 1,
+                                       one_of("PROXY version", ("v1", "v2", "any"))),
+    "proxy-max-header": _CfgOption("proxy_max_header", 1, HEADER_SIZE_VALUE),
+    "v6only": _CfgOption("v6only", 0, True),
+}
+
+_CFG_SERVER_OPTIONS = {
+    "send-proxy": _CfgOption("send_proxy", 0, 1),
+    "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
+    "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
+                                   V2_OPTIONS_VALUE),
+    "check": _CfgOption("check", 0, True),
+    "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
+    "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
+    "inter": _CfgOption("inter", 1, DURATION_VALUE),
+    "fastinter": _CfgOption("fastinter", 1, DURATION_VALUE),
+    "downinter": _CfgOption("downinter", 1, DURATION_VALUE),
+    "rise": _CfgOption("rise", 1, whole_number(1, 1000)),        # checks in a row
+    "fall": _CfgOption("fall", 1, whole_number(1, 1000)),
+    "weight": _CfgOption("weight", 1, whole_number(0, 256)),
+    "backup": _CfgOption("backup", 0, True),
+    "maxconn": _CfgOption("maxconn", 1, whole_number(0, MAX_COUNT)),
+    "disabled": _CfgOption("disabled", 0, True),
+    "port": _CfgOption("check_port", 1, PORT_VALUE),
+    "addr": _CfgOption("check_addr", 1, CHECK_ADDR_VALUE),
+    "check-send": _CfgOption("check_send", 1, CHECK_SEND_VALUE),
+    "check-expect": _CfgOption("check_expect", 2,
+                               CHECK_EXPECT_VALUE),
+}
+
+# The options that only matter to health checks: given without "check", they do nothing.
+_CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "rise", "fall",
+                     "check_port", "check_addr", "check_send", "check_expect")
+
+_CFG_SERVER_DEFAULTS = {
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
+    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
+    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
+    "check_send": None, "check_expect": None,
+}
+
+
+def _cfg_read_options(words, table, what):
+    """The options after an address: (values by field, the word that set each field, problems).
+
+    Reading stops at an unknown word: whether it took an argument cannot be known.
+    """
+    values, given, problems = {}, {}, []
+    position = 0
+    while position < len(words):
+        word = words[position]
+        option = table.get(word)
+        if option is None:
+            problems.append(unknown_word(what, word, table))
+            break
+        args = words[position + 1:position + 1 + option.nargs]
+        position += 1 + option.nargs
+        if len(args) < option.nargs:
+            problems.append("'%s' needs a value (expected %s followed by %s)"
+                            % (word, word, option.value.expected))
+            break
+        if option.field in given:
+            earlier = given[option.field]
+            problems.append("'%s' given twice (expected it once)" % word if earlier == word else
+                            "'%s' conflicts with '%s' (expected one of them)" % (word, earlier))
+            continue
+        given[option.field] = word
+        if not option.nargs:
+            values[option.field] = option.value
+            continue
+        try:
+            values[option.field] = option.value.parse(*args)
+        except ValueError as exc:
+            problems.append("%s: %s" % (word, exc))
+    return values, given, problems
+
+
+# -- the keys of each section -----------------------------------------------------------------
+
+_CfgKey = namedtuple("_CfgKey", "field value sections")
+# value: a ValueKind; None for a flag ("option X", which "no option X" turns off); or
+# _CFG_SPECIAL for the keys _CfgReader reads itself (bind, server, ...).
+
+_CFG_SPECIAL = object()
+_CFG_FRONT = ("defaults", "frontend", "listen")
+_CFG_BACK = ("defaults", "backend", "listen")
+
+_CFG_GLOBAL_KEYS = {
+    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), ("global",)),
+    "log-level": _CfgKey("log_level", one_of("log level", ("debug", "info", "warning", "error")),
+                         ("global",)),
+    "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
+    "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "workers": _CfgKey("workers", ValueKind(parse_workers, "a worker count or auto"), ("global",)),
+    "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
+    "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
+    "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
+    "user": _CfgKey("user", ValueKind(parse_user, "a user name"), ("global",)),
+    "group": _CfgKey("group", ValueKind(parse_group, "a group name"), ("global",)),
+}
+_CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
+                                      check_threads=4, workers=None, grace=None,
+                                      hard_stop_after=None, pidfile=None, user=None, group=None)
+
+_CFG_PROXY_KEYS = {
+    "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
+    "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
+    "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
+    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
+    "timeout client": _CfgKey("timeout_client", DURATION_VALUE, _CFG_FRONT),
+    "timeout client-fin": _CfgKey("timeout_client_fin", DURATION_VALUE, _CFG_FRONT),
+    "timeout proxy-header": _CfgKey("timeout_proxy_header", DURATION_VALUE, _CFG_FRONT),
+    "proxy-max-header": _CfgKey("proxy_max_header", HEADER_SIZE_VALUE, _CFG_FRONT),
+    "maxconn-per-source": _CfgKey("maxconn_per_source", whole_number(0, MAX_COUNT), _CFG_FRONT),
+    "maxconn-pending-header": _CfgKey("maxconn_pending_header", whole_number(1, MAX_COUNT),
+                                      _CFG_FRONT),
+    "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
+    "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
+    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
+    "balance": _CfgKey("balance", one_of("balance algorithm", (
+        "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
+    "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
+    "option redispatch": _CfgKey("redispatch", None, _CFG_BACK),
+    "option allbackups": _CfgKey("allbackups", None, _CFG_BACK),
+    "timeout connect": _CfgKey("timeout_connect", DURATION_VALUE, _CFG_BACK),
+    "timeout server": _CfgKey("timeout_server", DURATION_VALUE, _CFG_BACK),
+    "timeout server-fin": _CfgKey("timeout_server_fin", DURATION_VALUE, _CFG_BACK),
+    "timeout queue": _CfgKey("timeout_queue", DURATION_VALUE, _CFG_BACK),
+    "timeout check": _CfgKey("timeout_check", DURATION_VALUE, _CFG_BACK),
+    "maxqueue": _CfgKey("maxqueue", whole_number(0, MAX_COUNT), _CFG_BACK),
+}
+
+# Built-in values of what a section may set; None: derived from another value when built.
+_CFG_FRONTEND_DEFAULTS = {
+    "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
+    "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
+    "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
+}
+_CFG_BACKEND_DEFAULTS = {
+    "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,
+    "timeout_connect": 5.0, "timeout_server": 30.0, "timeout_server_fin": None,
+    "timeout_queue": None, "timeout_check": None, "maxqueue": 0,
+}
+
+_CFG_SECTION_KINDS = ("global", "defaults", "frontend", "backend", "listen")
+
+
+def _cfg_merged(defaults, *layers):
+    """``defaults`` overridden by each layer in turn, keeping only the keys of ``defaults``."""
+    merged = dict(defaults)
+    for layer in layers:
+        merged.update((field, value) for field, value in layer.items() if field in defaults)
+    return merged
+
+# -- steps 2 and 3: the reader --------------------------------------------------------------------
+
+
+def _cfg_plain_value(key, spec, value, negated):
+    """The value of a key that is neither special nor misplaced; ValueError says what is wrong."""
+    if spec.value is None:
+        if value is not None:
+            raise ValueError("takes no value (expected a line with just '%s')" % key)
+        return not negated
+    if not value:
+        raise ValueError("missing value (expected %s = %s)" % (key, spec.value.expected))
+    return spec.value.parse(" ".join(value.split()))
+
+
+class _CfgProxySection(object):
+    """What a defaults, frontend, backend or listen section says, before defaults apply."""
+
+    def __init__(self, kind, name, title, line):
+        self.kind, self.name, self.title, self.line = kind, name, title, line
+        self.settings = {}
+        self.given = set()            # the special keys present: bind, default_backend, ...
+        self.binds = []
+        self.servers = []             # (name, Address, option values, option words, line)
+        self.default_server = {}
+        self.default_backend = None   # (name, line)
+
+
+class _CfgReader(ConfigProblems):
+    """Reads one configuration, collecting every problem before giving up."""
+
+    def read(self, text):
+        global_settings = _CFG_GLOBAL_DEFAULTS
+        defaults = _CfgProxySection("defaults", "", "defaults", 0)
+        proxies = []
+        for section in read_ini(text, self):
+            kind = self._section_kind(section)
+            if kind == "global":
+                settings, _ = self._read_keys(section.title, kind, section.entries,
+                                              _CFG_GLOBAL_KEYS)
+                global_settings = global_settings._replace(**settings)
+            elif kind is not None:
+                proxy = _CfgProxySection(kind, section.title.partition(" ")[2], section.title,
+                                         section.line)
+                self._read_proxy_section(proxy, section.entries)
+                if kind == "defaults":
+                    defaults = proxy
+                else:
+                    proxies.append(proxy)
+        frontends, backends = self._build(proxies, defaults)
+        self.raise_errors()
+        return Config(self.path, global_settings, frontends, backends, self.sorted_warnings())
+
+    def _section_kind(self, section):
+        """The kind of a section (global, defaults, frontend...), or None if it is wrong."""
+        words = section.title.split()
+        kind = words[0] if words else ""
+        named = kind in ("frontend", "backend", "listen")
+        if kind not in _CFG_SECTION_KINDS:
+            problem = unknown_word("section kind", kind, _CFG_SECTION_KINDS,
+                                   "global, defaults, frontend NAME, backend NAME, listen NAME")
+        elif len(words) != 1 + named:
+            problem = ("needs one name (expected [%s NAME])" if named else
+                       "takes no name (expected [%s])") % kind
+        elif named and not _CFG_NAME.match(words[1]):
+            problem = "%s is not a valid name (expected %s)" % (shown(words[1]), _CFG_NAME_RULE)
+        else:
+            return kind
+        self.error(section.line, section.title, None, problem)
+        return None
+
+    def _read_keys(self, title, kind, entries, table):
+        """The plain keys of a section as {field: value}, and its special entries in order."""
+        settings, set_by, specials = {}, {}, []
+        for key, value, line, lines in entries:
+            negated = key.startswith("no option ")
+            if negated:
+                spec_key = key[len("no "):]
+            elif key.split()[0] == "server":
+                spec_key = "server"              # server NAME
+            else:
+                spec_key = key
+            spec = table.get(spec_key)
+            if spec is None or (negated and spec.value is not None):
+                allowed = [name for name, other in table.items() if kind in other.sections]
+                self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
+                    name + " NAME" if name == "server" else name for name in allowed))))
+            elif kind not in spec.sections:
+                self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
+            elif spec.value is _CFG_SPECIAL:
+                specials.append((spec_key, key, value, line, lines))
+            elif spec.field in set_by:
+                self.error(line, title, key, "conflicts with '%s' on line %d (expected one of "
+                           "them)" % set_by[spec.field])
+            else:
+                set_by[spec.field] = key, line
+                try:
+                    settings[spec.field] = _cfg_plain_value(key, spec, value, negated)
+                except ValueError as exc:
+                    self.error(line, title, key, str(exc))
+        return settings, specials
+
+    def _read_proxy_section(self, proxy, entries):
+        proxy.settings, specials = self._read_keys(proxy.title, proxy.kind, entries,
+                                                   _CFG_PROXY_KEYS)
+        for spec_key, key, value, line, lines in specials:
+            proxy.given.add(spec_key)
+            if spec_key == "bind":
+                self._read_bind_lines(proxy, value, line, lines)
+            elif spec_key == "server":
+                self._read_server(proxy, key, value, line)
+            elif spec_key == "default-server":
+                words = self._words(proxy.title, key, value or "", line)
+                values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
+                                                        "server option")
+                if self.report(line, proxy.title, key, problems):
+                    proxy.default_server = values
+            elif not value:
+                self.error(line, proxy.title, key, "missing value (expected default_backend = "
+                           "NAME)")
+            else:
+                proxy.default_backend = " ".join(value.split()), line
+
+    def _words(self, title, key, text, line):
+        """The words of an option line, or None after reporting bad quoting."""
+        try:
+            return split_words(text)
+        except ValueError as exc:
+            self.error(line, title, key, str(exc))
+            return None
+
+    def _read_bind_lines(self, proxy, value, line, lines):
+        if not value:
+            self.error(line, proxy.title, "bind", "missing value (expected bind = ADDRESS "
+                       "[options], one per line)")
+            return
+        for text, bind_line in zip(value.split("\n"), lines):
+            words = self._words(proxy.title, "bind", text, bind_line)
+            if words:
+                self._read_bind(proxy, words, bind_line)
+
+    def _read_bind(self, proxy, words, line):
+        problems = []
+        try:
+            address = bind_address(words[0])
+        except ValueError as exc:
+            address = None
+            problems.append(str(exc))
+        options, given, option_problems = _cfg_read_options(words[1:], _CFG_BIND_OPTIONS,
+                                                            "bind option")
+        problems += option_problems
+        accept_proxy = bool(options.get("accept_proxy") or "accept_proxy_from" in options or
+                            "proxy_optional_from" in options)
+        for field in ("accept_proxy_version", "proxy_max_header"):
+            if field in options and not accept_proxy:
+                problems.append("'%s' needs PROXY header handling (expected accept-proxy, "
+                                "accept-proxy-from or proxy-optional-from on the line too)"
+                                % given[field])
+        if options.get("v6only") and address is not None and address.family != "ipv6":
+            problems.append("'v6only' is for IPv6 addresses (expected it after [IPv6]:PORT only)")
+        if not self.report(line, proxy.title, "bind", problems):
+            return
+        if accept_proxy and not options.get("accept_proxy_from"):
+            self.warn(line, proxy.title, "bind", "PROXY headers are accepted from every peer, so "
+                      "any peer can claim any address (expected accept-proxy-from CIDR[,CIDR...] "
+                      "naming the proxies in front)")
+        proxy.binds.append(Bind(address, accept_proxy, options.get("accept_proxy_from", ()),
+                                options.get("proxy_optional_from", ()),
+                                options.get("accept_proxy_version", "any"),
+                                options.get("v6only", False), options.get("proxy_max_header"),
+                                line))
+
+    def _read_server(self, proxy, key, value, line):
+        names = key.split()[1:]
+        if len(names) != 1:
+            self.error(line, proxy.title, key, "needs exactly one name (expected server NAME = "
+                       "ADDRESS [options])")
+            return
+        if not _CFG_NAME.match(names[0]):
+            self.error(line, proxy.title, key, "%s is not a valid name (expected %s)"
+                       % (shown(names[0]), _CFG_NAME_RULE))
+            return
+        words = self._words(proxy.title, key, value or "", line)
+        if words is None:
+            return
+        if not words:
+            self.error(line, proxy.title, key, "missing address (expected %s = ADDRESS "
+                       "[options])" % key)
+            return
+        problems = []
+        try:
+            address = server_address(words[0])
+        except ValueError as exc:
+            problems.append(str(exc))
+        values, given, option_problems = _cfg_read_options(words[1:], _CFG_SERVER_OPTIONS,
+                                                           "server option")
+        if self.report(line, proxy.title, key, problems + option_problems):
+            proxy.servers.append((names[0], address, values, given, line))
+
+    # -- applying defaults and checking references --------------------------------------------
+
+    def _build(self, proxies, defaults):
+        front_names = self._unique_names(proxies, ("frontend", "listen"))
+        back_names = self._unique_names(proxies, ("backend", "listen"))
+        if not front_names:
+            self.error(0, None, None, "no frontend or listen section (expected at least one, "
+                       "with a bind)")
+        self._settle_binds(proxies)
+        frontends, backends = [], {}
+        for proxy in proxies:
+            if proxy.kind in ("frontend", "listen"):
+                frontends.append(self._build_frontend(proxy, defaults, back_names))
+            if proxy.kind in ("backend", "listen"):
+                backends[proxy.name] = self._build_backend(proxy, defaults)
+        return tuple(frontends), backends
+
+    def _unique_names(self, proxies, kinds):
+        """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
+        names = {}
+        for proxy in proxies:
+            if proxy.kind not in kinds:
+                continue
+            if proxy.name in names:
+                self.error(proxy.line, proxy.title, None, "the name '%s' is taken by [%s] on "
+                           "line %d (expected a unique name)" % ((proxy.name,) + names[proxy.name]))
+            names.setdefault(proxy.name, (proxy.title, proxy.line))
+        return names
+
+    def _settle_binds(self, proxies):
+        """Report addresses bound twice, and settle v6only on every bind.
+
+        A [::]:PORT bind also takes IPv4 clients, unless v6only. When the same PORT is also
+        bound on every IPv4 address (:PORT), IPv4 clients evidently belong to that bind, and
+        the two could not both listen anyway: the IPv6 one gets v6only.
+        """
+        first_use = {}
+        ipv4_any_ports = set()
+        for proxy in proxies:
+            for bind in proxy.binds:
+                address = bind.address
+                key = (address.family, address.sockaddr)
+                if key in first_use:
+                    title, other = first_use[key]
+                    self.error(bind.line, proxy.title, "bind", "'%s' is already bound on line %d "
+                               "in [%s] (expected each address once)"
+                               % (address.text, other.line, title))
+                first_use.setdefault(key, (proxy.title, bind))
+                if address.family == "ipv4" and address.sockaddr[0] == "0.0.0.0":
+                    ipv4_any_ports.add(address.sockaddr[1])
+        for proxy in proxies:
+            proxy.binds = [bind._replace(v6only=True) if bind.address.family == "ipv6"
+                           and bind.address.sockaddr[0] == "::"
+                           and bind.address.sockaddr[1] in ipv4_any_ports else bind
+                           for bind in proxy.binds]
+
+    def _build_frontend(self, proxy, defaults, back_names):
+        settings = _cfg_merged(_CFG_FRONTEND_DEFAULTS, defaults.settings, proxy.settings)
+        if "bind" not in proxy.given:
+            self.error(proxy.line, proxy.title, "bind", "missing (expected bind = ADDRESS "
+                       "[options])")
+        header_cap = settings.pop("proxy_max_header")
+        if settings["timeout_client_fin"] is None:
+            settings["timeout_client_fin"] = settings["timeout_client"]
+        binds = tuple(bind._replace(proxy_max_header=bind.proxy_max_header or header_cap)
+                      for bind in proxy.binds)
+        if proxy.kind == "listen":
+            default_backend = proxy.name
+        else:
+            default_backend = self._default_backend(proxy, back_names)
+        return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
+                        line=proxy.line, **settings)
+
+    def _default_backend(self, proxy, back_names):
+        known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
+        if proxy.default_backend is None:
+            if "default_backend" not in proxy.given:
+                self.error(proxy.line, proxy.title, "default_backend", "missing (expected "
+                           "default_backend = NAME; %s)" % known)
+            return None
+        name, line = proxy.default_backend
+        if name not in back_names:
+            self.error(line, proxy.title, "default_backend", "no backend named %s (%s)"
+                       % (shown(name), known))
+        return name
+
+    def _build_backend(self, proxy, defaults):
+        settings = _cfg_merged(_CFG_BACKEND_DEFAULTS, defaults.settings, proxy.settings)
+        if settings["timeout_server_fin"] is None:
+            settings["timeout_server_fin"] = settings["timeout_server"]
+        if settings["timeout_queue"] is None:
+            settings["timeout_queue"] = settings["timeout_connect"]
+        servers = []
+        for name, address, values, given, line in proxy.servers:
+            options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
+                                  proxy.default_server, values)
+            server = self._build_server(proxy.title, name, address, options, line)
+            if server is not None:
+                servers.append(server)
+            idle = [given[field] for field in _CFG_CHECK_FIELDS if field in given]
+            if idle and not options["check"]:
+                self.warn(line, proxy.title, "server " + name, "%s without 'check' does nothing "
+                          "(expected 'check' too)" % ", ".join("'%s'" % word for word in idle))
+        if "server" not in proxy.given:
+            self.warn(proxy.line, proxy.title, None, "no server, so every connection to it fails "
+                      "(expected server NAME = ADDRESS [options])")
+        return Backend(name=proxy.name, servers=tuple(servers), line=proxy.line, **settings)
+
+    def _build_server(self, title, name, address, options, line):
+        """The Server from its merged options, or None after reporting what contradicts."""
+        problems = []
+        if options["proxy_v2_options"] and options["send_proxy"] != 2:
+            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
+        check_port, check_addr = options["check_port"], options["check_addr"]
+        if address.family == "unix" and (check_port is None) != (check_addr is None):
+            problems.append("a unix@ server is checked on its own socket unless 'addr' and "
+                            "'port' are both given (expected both or neither)")
+        if not self.report(line, title, "server " + name, problems):
+            return None
+        if check_addr is not None:
+            family, ip = check_addr
+            options["check_addr"] = Address(family, (ip, check_port or address.sockaddr[1]), ip)
+        if options["check_send_proxy"] is None:
+            # As HAProxy: a check sent to another port or address may not speak PROXY.
+            options["check_send_proxy"] = bool(options["send_proxy"] and check_port is None
+                                               and check_addr is None)
+        for field in ("fastinter", "downinter"):
+            if options[field] is None:
+                options[field] = options["inter"]
+        return Server(name=name, address=address, line=line, **options)
+
+
+def _cfg_misplaced(kind, key, spec):
+    if kind == "listen" and key == "default_backend":
+        return "a listen section is its own backend (expected no default_backend in it)"
+    return "not valid in a %s section (expected in: %s)" % (kind, ", ".join(spec.sections))
+
+
+###############################################################################
+# Processes: the master-worker channel (simpleproxy/channel.py) ###############
+###############################################################################
+
+"""The channel between the master and each worker: one message per SEQPACKET datagram.
+
+A ``socketpair(AF_UNIX, SOCK_SEQPACKET)`` per worker keeps message boundaries without any
+framing, and its EOF tells either side that the other is gone. A message is UTF-8 text, its
+fields separated by tabs (config names never contain one), the first field its kind:
+
+    ready                           worker -> master: listeners registered, serving
+    soft-stop                       master -> worker: SIGUSR1 came, ``grace`` runs: go on
+                                    accepting, but a health endpoint says 503 from now on
+    stop                            master -> worker: stop accepting now, finish the
+                                    connections, exit (bounded by hard-stop-after)
+    server-state BACKEND SERVER UP|DOWN
+                                    the checking worker -> master: a verdict that changed a
+                                    server's status; master -> every other worker, and to each
+                                    new worker once it is ready, all the verdicts it knows
+                                    (so health carries over restarts and reloads, by name)
+    server-failed BACKEND SERVER CAUSE SECONDS
+                                    a worker that does not check -> master -> the checking
+                                    worker: a client connection to the server failed (passive
+                                    health, counted where the checks are)
+    server-admin BACKEND SERVER FIELD=VALUE...
+                                    master -> every worker: what an operator set on a server;
+                                    FIELD is state (READY, DRAIN or MAINT), weight (0-256) or
+                                    maxconn (this worker's share, 0: unlimited), one or more.
+                                    The master keeps the latest of each field per server and
+                                    sends them to each new worker once it is ready, so admin
+                                    state carries over restarts and reloads, by name.
+    counters ID                     master -> worker: send a snapshot of your counters
+    counters ID PID JSON            worker -> master: the snapshot (counter_snapshot in
+                                    master.py: frontends, backends, servers by name)
+
+The runtime API (its own issue) plugs in at the master, on the master's loop:
+
+    Master.set_server_admin(backend, server, state=None, weight=None, maxconn=None)
+        checks the names and values, remembers them (carried over reloads and restarts) and
+        sends ``server-admin`` to every worker; returns None, or a one-line error (unknown
+        backend or server, a value out of range) to answer the operator with.
+    Master.request_counters(callback)
+        asks every serving worker for a snapshot; ``callback(snapshots)`` runs on the
+        master's loop with the list of decoded JSON objects once all have answered, or after
+        COUNTERS_TIMEOUT with those that did. ``aggregate_counters(snapshots)`` sums them
+        into one proxy's view.
+"""
+import socket
+
+MSG_READY = "ready"
+MSG_SOFT_STOP = "soft-stop"
+MSG_STOP = "stop"
+MSG_SERVER_STATE = "server-state"
+MSG_SERVER_FAILED = "server-failed"
+MSG_SERVER_ADMIN = "server-admin"
+MSG_COUNTERS = "counters"
+STATE_UP = "UP"
+STATE_DOWN = "DOWN"
+ADMIN_FIELDS = ("state", "weight", "maxconn")
+# A SEQPACKET message must fit the sender's buffer (net.core.wmem_default, 208 KiB): a
+# counters snapshot of some thousand servers does; the other messages are short.
+MESSAGE_MAX = 192 * 1024
+
+
+def channel_pair():
+    """(master's end, worker's end), both blocking; the worker makes its own non-blocking."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send_message(sock, kind, *fields):
+    """Send one message; False when the other side is gone (or not reading)."""
+    try:
+        sock.send("\t".join((kind,) + fields).encode("utf-8"))
+    except OSError:
+        return False
+    return True
+
+
+def receive_message(sock):
+    """The next message as a list of fields, [] at EOF (the other side is gone), or None
+    when nothing is waiting on a non-blocking socket."""
+    try:
+        data = sock.recv(MESSAGE_MAX)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return []
+    if not data:
+        return []
+    return data.decode("utf-8", "replace").split("\t")
+
+
+def admin_fields(settings):
+    """``server-admin``'s FIELD=VALUE words for a dict of admin settings (None: not set)."""
+    return tuple("%s=%s" % (field, settings[field]) for field in ADMIN_FIELDS
+                 if settings.get(field) is not None)
+
+
+def parse_admin_fields(words):
+    """The dict admin_fields() was made from; ValueError for a word it cannot have made."""
+    settings = {}
+    for word in words:
+        field, _, value = word.partition("=")
+        if field not in ADMIN_FIELDS:
+            raise ValueError("unknown server-admin field %r" % field)
+        settings[field] = value if field == "state" else int(value)
+    return settings
+
+
+###############################################################################
+# Processes: systemd notify and socket activation (simpleproxy/systemd.py) ####
+###############################################################################
+
+"""systemd, spoken without libsystemd: readiness notification and socket activation.
+
+Notification (sd_notify(3)): newline-separated ``KEY=VALUE`` lines in one datagram to the
+Unix socket named by ``$NOTIFY_SOCKET``, a path or, starting with ``@``, an abstract name
+(the ``@`` stands for a NUL byte). The master sends ``READY=1`` once its workers accept,
+``RELOADING=1`` with ``MONOTONIC_USEC=`` (what ``Type=notify-reload``, systemd 253+,
+requires) then ``READY=1`` around a reload, ``STOPPING=1``, ``STATUS=`` a short line, and
+``WATCHDOG=1`` every half of ``$WATCHDOG_USEC`` when that is set for this pid
+(``$WATCHDOG_PID``, when present, must be ours).
+
+Socket activation (sd_listen_fds(3)): ``$LISTEN_FDS`` descriptors from 3 on, meant for this
+process when ``$LISTEN_PID`` is our pid. They are matched to bind lines by the address the
+socket is bound to (getsockname), whatever ``$LISTEN_FDNAMES`` says, and the variables are
+removed so that no child takes them for its own.
+
+Without these variables nothing here does anything.
+"""
+import os
+import socket
+import time
+
+
+LISTEN_FDS_START = 3
+
+
+class Notifier(object):
+    """Messages to systemd's notification socket; every method is a no-op without one."""
+
+    def __init__(self, environ=os.environ):
+        address = environ.get("NOTIFY_SOCKET") or None
+        if address is not None and address.startswith("@"):
+            address = "\0" + address[1:]
+        self.address = address
+        self.watchdog_interval = None      # seconds between WATCHDOG=1, or None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if address and usec.isdigit() and int(usec) > 0 and pid in ("", str(os.getpid())):
+            self.watchdog_interval = int(usec) / 2e6
+
+    def send(self, *lines):
+        if self.address is None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.sendto("\n".join(lines).encode("utf-8"), self.address)
+        except OSError as exc:
+            LOG.warning("cannot notify systemd at %s: %s", self.address.replace("\0", "@"), exc)
+        finally:
+            sock.close()
+
+    def ready(self, status):
+        self.send("READY=1", "STATUS=" + status)
+
+    def reloading(self):
+        monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)
+        self.send("RELOADING=1", "MONOTONIC_USEC=%d" % monotonic_usec,
+                  "STATUS=reloading the configuration")
+
+    def stopping(self):
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    def watchdog(self):
+        self.send("WATCHDOG=1")
+
+
+def activated_sockets(environ=os.environ):
+    """The listening sockets systemd passed us, by listen_key; {} without socket activation.
+
+    Consumes LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES from ``environ``."""
+    pid = environ.pop("LISTEN_PID", "")
+    count = environ.pop("LISTEN_FDS", "")
+    environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or not count.isdigit():
+        return {}
+    sockets = {}
+    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)):
+        # Wrap the descriptor as it is (no dup); its family comes from the kernel, since
+        # Python before 3.7 cannot detect it from a descriptor by itself.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+        family = probe.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        probe.detach()
+        sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        sock.setblocking(False)
+        sockaddr = sock.getsockname()
+        if isinstance(sockaddr, bytes):                   # an abstract Unix name
+            sockaddr = os.fsdecode(sockaddr)
+        sockets[listen_key(family, sockaddr)] = sock
+    return sockets
+
+
+###############################################################################
+# Processes: the master, workers, reload (simpleproxy/master.py) ##############
+###############################################################################
+
+"""The master process: owns the listening sockets, supervises the workers, reloads.
+
+With ``workers`` (or another process key: grace, hard-stop-after, pidfile, user, group) in
+[global], or under systemd, the process started is the master. It
+binds every listening socket once, forks the workers, each running the ordinary event loop
+(proxy.run_proxy) on the inherited sockets, and never serves traffic itself.
+
+* A worker that dies is logged with its exit status or signal and started again (after a
+  second if it lived less than that, so that a worker that cannot start does not spin).
+* SIGTERM / SIGINT: the workers get SIGTERM (today's prompt stop) and the master exits 0.
+* SIGHUP / SIGUSR2: reload. The new config is read and checked; if it is invalid, or a new
+  address cannot be bound, the errors are logged and nothing changes. Otherwise a new
+  generation of workers starts on the same sockets (an address that stays keeps the very
+  same socket, so nothing queued on it is lost; new addresses are bound, removed ones
+  closed), and once each new worker says ``ready`` the old ones are told ``stop``: they stop
+  accepting at once and finish their connections, bounded by ``hard-stop-after``.
+  ``grace`` does not apply to reloads, as HAProxy's manual advises.
+* SIGUSR1: soft stop. The workers are told ``soft-stop`` (their /health says 503) and keep
+  accepting for ``grace``, then all are told ``stop``
+  (hard-stop-after counts from there) and the master closes its listening sockets and
+  exits 0 when the last worker has.
+
+Why one shared listening socket per address rather than one SO_REUSEPORT socket per worker:
+a reload must not lose connections, and closing a REUSEPORT socket drops whatever is queued
+on it (Linux migrates them only with net.ipv4.tcp_migrate_req, 5.14+), while a shared socket
+simply goes on being accepted from by the new workers. The cost of a shared socket is that
+every idle worker wakes for each connection; each worker therefore watches its listeners
+through an epoll of its own with EPOLLEXCLUSIVE (listeners.ExclusiveAccepts), which wakes one.
+``bench/accept_modes.py`` measures the three ways; its figures are in docs/operations.md.
+
+Why ``workers = 1`` is a master and one worker rather than one process handing its sockets
+to a re-executed successor: it is the same code path as N workers, so reloads, restarts and
+soft stops are tested once for every count. Without any process key (and outside systemd)
+the proxy stays today's single process, which cannot reload.
+
+``maxconn`` is per proxy: the global, frontend and server limits are split across the
+workers, each getting its share rounded up (process.split_limit); so is a server maxconn
+an operator sets at run time.
+
+The master is also where one proxy is seen from outside: it keeps the latest health verdict
+and operator setting of every server (by backend and server name) and hands them to every
+new worker, and it gathers the workers' counters. channel.py lists the messages and the
+calls the runtime API makes here (``set_server_admin``, ``request_counters``).
+"""
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+
+
+RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
+STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much later get SIGKILL
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
+COUNTERS_TIMEOUT = 1.0       # request_counters answers with what came in by then
+MAX_WEIGHT = 256
+
+
+class Worker(object):
+    """The master's record of one worker process."""
+
+    def __init__(self, pid, generation, slot, channel, started):
+        self.pid = pid
+        self.generation = generation
+        self.slot = slot              # its number within its generation, 0 to workers - 1
+        self.channel = channel
+        self.started = started
+        self.ready = False
+        self.stopping = False
+
+
+def worker_config(config):
+    """The config a worker runs: connection limits split across the workers."""
+    count = config.global_settings.workers
+    settings = config.global_settings._replace(
+        maxconn=split_limit(config.global_settings.maxconn, count))
+    frontends = tuple(fe._replace(maxconn=split_limit(fe.maxconn, count))
+                      for fe in config.frontends)
+    backends = {name: be._replace(servers=tuple(server._replace(
+        maxconn=split_limit(server.maxconn, count)) for server in be.servers))
+        for name, be in config.backends.items()}
+    return config._replace(global_settings=settings, frontends=frontends, backends=backends)
+
+
+def bind_keys(config):
+    """Every bind line of ``config``, by listen_key."""
+    return {listen_key(bind.address.family, bind.address.sockaddr): bind
+            for frontend in config.frontends for bind in frontend.binds}
+
+
+class Master(object):
+    """The supervisor; ``run()`` returns the exit status."""
+
+    def __init__(self, config, config_path, environ=os.environ):
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier(environ)
+        self.activated = activated_sockets(environ)
+        self.listening = {}
+        self.workers = {}             # pid -> Worker
+        self.server_states = {}       # (backend, server) -> UP or DOWN, the latest verdict
+        self.server_admin = {}        # (backend, server) -> {field: value}, what operators set
+        self.counter_requests = {}    # request id -> CounterRequest
+        self._request_ids = 0
+        self.generation = 0
+        self.serving = 0              # the generation whose workers all said ready
+        self.restarts = []            # (due, generation, slot) of workers to start again
+        self.signals = []
+        self.soft_stop_at = None      # when SIGUSR1's grace ends
+        self.stopping = False         # the workers were told to stop: exit when they are gone
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.next_watchdog = None
+
+    # -- listening sockets ------------------------------------------------------------------
+
+    def open_listening(self, config):
+        """Sockets for every bind of ``config``: kept, activated by systemd, or bound now.
+
+        Returns the new mapping; raises SimpleProxyError (after closing what it opened) when
+        an address cannot be bound, so that a reload can give up without a trace."""
+        listening, opened = {}, []
+        try:
+            for key, bind in bind_keys(config).items():
+                sock = self.listening.get(key) or self.activated.pop(key, None)
+                if sock is None:
+                    sock = open_listener(bind)
+                    opened.append(sock)
+                listening[key] = sock
+        except SimpleProxyError:
+            for sock in opened:
+                sock.close()
+            raise
+        return listening
+
+    def close_listening(self, keep):
+        """Close the sockets whose address is not in ``keep`` (unlinking Unix paths)."""
+        for key, sock in list(self.listening.items()):
+            if key in keep:
+                continue
+            sock.close()
+            if key[0] == socket.AF_UNIX and not key[1].startswith("\0"):
+                try:
+                    os.unlink(key[1])
+                except OSError:
+                    pass
+            del self.listening[key]
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def spawn(self, slot):
+        """Fork one worker of the current generation."""
+        master_end, worker_end = channel_pair()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            master_end.close()
+            os._exit(self._worker_main(worker_end, slot))
+        worker_end.close()
+        master_end.setblocking(False)       # a worker that stops reading must not stall us
+        worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
+        self.workers[pid] = worker
+        self.selector.register(master_end, selectors.EVENT_READ, worker)
+        LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
+
+    def _worker_main(self, channel, slot):
+        """In the child: forget the master's state, drop privileges, run the loop."""
+        code = 1
+        try:
+            for signum in MASTER_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
+            signal.set_wakeup_fd(-1)
+            self.selector.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            for worker in self.workers.values():
+                worker.channel.close()
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            ours = bind_keys(self.config)
+            for key, sock in self.listening.items():
+                if key not in ours:
+                    sock.close()        # an address this reload removes: closed everywhere
+            settings = self.config.global_settings
+            drop_privileges(settings.user, settings.group)
+            code = run_proxy(worker_config(self.config), self.listening,
+                             lambda proxy: WorkerLink(proxy, channel, slot == 0,
+                                                      settings.hard_stop_after))
+        except SimpleProxyError as exc:
+            LOG.error("%s", exc)
+        except BaseException:
+            LOG.error("worker failed:\n%s", traceback.format_exc().rstrip())
+        finally:
+            sys.stderr.flush()
+        return code
+
+    def reap(self):
+        """Collect every dead worker: log it, start a replacement when it was current."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self.selector.unregister(worker.channel)
+            worker.channel.close()
+            how = describe_exit(status)
+            expected = worker.stopping or self.stopping
+            LOG.log(logging.INFO if expected else logging.WARNING, "worker %d.%d (pid %d) %s",
+                    worker.generation, worker.slot, pid, how)
+            if not expected and worker.generation == self.generation:
+                now = time.monotonic()
+                due = now + RESTART_DELAY if now - worker.started < RESTART_DELAY else now
+                self.restarts.append((due, worker.generation, worker.slot))
+
+    def on_message(self, worker):
+        message = receive_message(worker.channel)
+        if not message:
+            return                    # EOF: the worker is exiting, reap() will tell
+        if message[0] == MSG_READY:
+            worker.ready = True
+            for (backend, server), state in self.server_states.items():
+                send_message(worker.channel, MSG_SERVER_STATE, backend, server, state)
+            for (backend, server), settings in self.server_admin.items():
+                self._send_admin(worker, backend, server, settings)
+            if self.soft_stop_at is not None:
+                send_message(worker.channel, MSG_SOFT_STOP)
+            self._retire_old_generations()
+        elif message[0] == MSG_SERVER_STATE and len(message) == 4:
+            self.server_states[message[1], message[2]] = message[3]
+            for other in self.workers.values():
+                if other is not worker and other.ready:
+                    send_message(other.channel, *message)
+        elif message[0] == MSG_SERVER_FAILED and len(message) == 5:
+            for checker in self.workers.values():
+                if checker.generation == self.generation and checker.slot == 0 and checker.ready:
+                    send_message(checker.channel, *message)
+        elif message[0] == MSG_COUNTERS and len(message) == 4:
+            request = self.counter_requests.get(message[1])
+            if request is not None:
+                request.answered(worker.pid, message[3])
+                if request.complete():
+                    self._finish_counters(message[1])
+
+    # -- what the runtime API calls (channel.py) ------------------------------------------------
+
+    def set_server_admin(self, backend, server, state=None, weight=None, maxconn=None):
+        """Set a server's admin state, weight or maxconn in every worker, now and after
+        reloads and restarts; None, or a one-line reason why nothing was done."""
+        be = self.config.backends.get(backend)
+        if be is None or server not in [s.name for s in be.servers]:
+            return "no server %s/%s" % (backend, server)
+        if state is not None and state not in ADMIN_TRANSITIONS:
+            return "state must be one of %s" % ", ".join(sorted(ADMIN_TRANSITIONS))
+        if weight is not None and not 0 <= weight <= MAX_WEIGHT:
+            return "weight must be from 0 to %d" % MAX_WEIGHT
+        if maxconn is not None and maxconn < 0:
+            return "maxconn must be 0 (unlimited) or more"
+        settings = self.server_admin.setdefault((backend, server), {})
+        changed = {field: value for field, value in
+                   (("state", state), ("weight", weight), ("maxconn", maxconn))
+                   if value is not None}
+        settings.update(changed)
+        for worker in self.workers.values():
+            if worker.ready and not worker.stopping:
+                self._send_admin(worker, backend, server, changed)
+        return None
+
+    def _send_admin(self, worker, backend, server, settings):
+        """``server-admin`` to one worker, with its share of a maxconn."""
+        if settings.get("maxconn") is not None:
+            settings = dict(settings, maxconn=split_limit(
+                settings["maxconn"], self.config.global_settings.workers))
+        send_message(worker.channel, MSG_SERVER_ADMIN, backend, server, *admin_fields(settings))
+
+    def request_counters(self, callback):
+        """Ask every serving worker for its counters; ``callback(snapshots)`` later."""
+        self._request_ids += 1
+        request_id = str(self._request_ids)
+        asked = [worker for worker in self.workers.values()
+                 if worker.ready and not worker.stopping]
+        self.counter_requests[request_id] = CounterRequest(
+            callback, {worker.pid for worker in asked}, time.monotonic() + COUNTERS_TIMEOUT)
+        for worker in asked:
+            send_message(worker.channel, MSG_COUNTERS, request_id)
+        if not asked:
+            self._finish_counters(request_id)
+
+    def _finish_counters(self, request_id):
+        request = self.counter_requests.pop(request_id)
+        request.callback(request.snapshots)
+
+    def _retire_old_generations(self):
+        """Once every worker of the new generation serves, the older ones stop accepting."""
+        current = [w for w in self.workers.values() if w.generation == self.generation]
+        if self.serving == self.generation or len(current) < self.config.global_settings.workers \
+                or not all(w.ready for w in current):
+            return
+        self.serving = self.generation
+        for worker in self.workers.values():
+            if worker.generation != self.generation and not worker.stopping:
+                worker.stopping = True
+                send_message(worker.channel, MSG_STOP)
+        self.close_listening(bind_keys(self.config))
+        status = "generation %d serves with %d worker(s)" % (self.generation, len(current))
+        LOG.info("%s", status)
+        self.notifier.ready(status)
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def reload(self):
+        LOG.info("reloading %s", self.config_path)
+        self.notifier.reloading()
+        try:
+            config = with_workers(resolve_addresses(load_config(self.config_path)))
+            listening = self.open_listening(config)
+        except SimpleProxyError as exc:       # ConfigError included (resolve_addresses too)
+            for message in getattr(exc, "messages", None) or [str(exc)]:
+                LOG.error("%s", message)
+            LOG.error("reload aborted: the workers keep serving the previous configuration")
+            self.notifier.ready("reload failed, serving the previous configuration")
+            return
+        for warning in config.warnings:
+            LOG.warning("%s", warning)
+        self.config = config
+        self.listening.update(listening)
+        self.generation += 1
+        self.restarts = []
+        for slot in range(config.global_settings.workers):
+            self.spawn(slot)
+
+    def soft_stop(self):
+        if self.stopping:
+            return
+        LOG.info("soft stop: all workers stop accepting, their connections drain")
+        self.stopping = True
+        self.notifier.stopping()
+        self.restarts = []
+        for worker in self.workers.values():
+            worker.stopping = True
+            send_message(worker.channel, MSG_STOP)
+        self.close_listening(())
+        for request_id in list(self.counter_requests):
+            self._finish_counters(request_id)
+
+    def hard_stop(self, signum):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+        self.notifier.stopping()
+        for worker in self.workers.values():
+            _kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.reap()
+        for worker in self.workers.values():
+            LOG.error("worker %d.%d (pid %d) ignored SIGTERM for %.0fs: killing it",
+                      worker.generation, worker.slot, worker.pid, STOP_TIMEOUT)
+            _kill(worker.pid, signal.SIGKILL)
+
+    def _on_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self):
+        settings = self.config.global_settings
+        self.listening = self.open_listening(self.config)
+        for sock in self.activated.values():
+            LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
+            sock.close()
+        self.activated = {}
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        if settings.pidfile:
+            with open(settings.pidfile, "w") as f:
+                f.write("%d\n" % os.getpid())
+        LOG.info("simpleproxy master ready (pid %d): %d worker(s), %s", os.getpid(),
+                 settings.workers, ", ".join(bind.address.text for bind in
+                                             bind_keys(self.config).values()))
+        self.generation = 1
+        for slot in range(settings.workers):
+            self.spawn(slot)
+        if self.notifier.watchdog_interval:
+            self.next_watchdog = time.monotonic()
+        try:
+            self._loop()
+        finally:
+            self.close_listening(())
+            if settings.pidfile:
+                try:
+                    os.unlink(settings.pidfile)
+                except OSError:
+                    pass
+        LOG.info("master stopped")
+        return 0
+
+    def _loop(self):
+        while not (self.stopping and not self.workers):
+            now = time.monotonic()
+            timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
+            for key, _ in self.selector.select(max(0.0, timeout)):
+                if key.data is None:
+                    _drain(self._wake_r)
+                else:
+                    self.on_message(key.data)
+            self._handle_signals()
+            now = time.monotonic()
+            if self.next_watchdog is not None and now >= self.next_watchdog:
+                self.notifier.watchdog()
+                self.next_watchdog = now + self.notifier.watchdog_interval
+            if self.soft_stop_at is not None and now >= self.soft_stop_at:
+                self.soft_stop()
+            for request_id, request in list(self.counter_requests.items()):
+                if now >= request.deadline:
+                    self._finish_counters(request_id)
+            for entry in [r for r in self.restarts if r[0] <= now]:
+                self.restarts.remove(entry)
+                if entry[1] == self.generation and not self.stopping:
+                    self.spawn(entry[2])
+
+    def _dues(self):
+        yield self.next_watchdog
+        yield None if self.stopping else self.soft_stop_at
+        for request in self.counter_requests.values():
+            yield request.deadline
+        for entry in self.restarts:
+            yield entry[0]
+
+    def _handle_signals(self):
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                self.reap()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.hard_stop(signum)
+            elif self.stopping:
+                continue
+            elif signum in RELOAD_SIGNALS:
+                self.reload()
+            elif signum == signal.SIGUSR1 and self.soft_stop_at is None:
+                grace = self.config.global_settings.grace or 0.0
+                LOG.info("received SIGUSR1: soft stop in %.3fs (grace)", grace)
+                self.notifier.send("STATUS=soft stop: accepting for %.3fs more" % grace)
+                self.soft_stop_at = time.monotonic() + grace
+                for worker in self.workers.values():
+                    send_message(worker.channel, MSG_SOFT_STOP)
+
+
+class WorkerLink(object):
+    """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
+
+    Slot 0 of each generation is the one that runs health checks, and its verdicts go to
+    the master, which passes them on; the other workers run no checks, take the verdicts
+    they are sent and send their failed client connections (passive health) to be counted
+    by the checker, so each server gets one check per interval and one count however many
+    workers there are."""
+
+    def __init__(self, proxy, channel, checking, hard_stop_after):
+        self.proxy = proxy
+        self.channel = channel
+        self.hard_stop_after = hard_stop_after
+        if checking:
+            proxy.on_server_change = self.send_verdict
+        else:
+            proxy.hand_checks_over(self.send_failure)
+        channel.setblocking(False)
+        proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
+        send_message(channel, MSG_READY)
+
+    def send_verdict(self, pool, server):
+        send_message(self.channel, MSG_SERVER_STATE, pool.backend.name, server.config.name,
+                     STATE_UP if server.healthy else STATE_DOWN)
+
+    def send_failure(self, server, cause, duration):
+        send_message(self.channel, MSG_SERVER_FAILED, server.backend.name, server.config.name,
+                     cause, "%.6f" % duration)
+
+    def on_message(self, mask):
+        message = receive_message(self.channel)
+        if message is None:
+            return
+        kind = message[0] if message else None
+        if kind is None or kind == MSG_STOP:
+            if kind is None:
+                LOG.warning("the master is gone: finishing the connections")
+            self.proxy.loop.selector.unregister(self.channel)
+            self.proxy.soft_stop(self.hard_stop_after)
+        elif kind == MSG_SOFT_STOP:
+            self.proxy.stopping_softly = True
+        elif kind == MSG_SERVER_STATE and len(message) == 4:
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.adopt(pool, server, message[3] == STATE_UP)
+        elif kind == MSG_SERVER_FAILED and len(message) == 5:
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.connection_failed(server, message[3], float(message[4]))
+        elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
+            self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
+        elif kind == MSG_COUNTERS and len(message) == 2:
+            send_message(self.channel, MSG_COUNTERS, message[1], str(os.getpid()),
+                         json.dumps(counter_snapshot(self.proxy)))
+
+    def apply_admin(self, backend, server_name, settings):
+        for pool, server in self.servers_named(backend, server_name):
+            try:
+                self.proxy.set_server_admin(pool, server, settings.get("state"),
+                                            settings.get("weight"), settings.get("maxconn"))
+            except ValueError as exc:
+                LOG.warning("server-admin %s/%s: %s", backend, server_name, exc)
+
+    def servers_named(self, backend, server_name):
+        """(pool, server) of the server this config has by those names: one, or none."""
+        pool = self.proxy.pools.get(backend)
+        return [(pool, server) for server in (pool.servers if pool is not None else ())
+                if server.config.name == server_name]
+
+
+class CounterRequest(object):
+    """A request_counters() waiting for the workers' answers."""
+
+    def __init__(self, callback, waiting_for, deadline):
+        self.callback = callback
+        self.waiting_for = waiting_for        # pids that have not answered yet
+        self.deadline = deadline
+        self.snapshots = []
+
+    def answered(self, pid, text):
+        if pid in self.waiting_for:
+            self.waiting_for.discard(pid)
+            self.snapshots.append(json.loads(text))
+
+    def complete(self):
+        return not self.waiting_for
+
+
+def counter_snapshot(proxy):
+    """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
+    totals only, so that the master can add the workers' snapshots up (aggregate_counters);
+    the stats of the runtime API issue extend it with their own fields."""
+    return {
+        "pid": os.getpid(),
+        "active": proxy.active,
+        "stopping_softly": proxy.stopping_softly,
+        "frontends": {name: {"scur": fe.active} for name, fe in proxy.frontends.items()},
+        "backends": {name: {"qcur": len(pool.waiting),
+                            "servers": {server.config.name: {
+                                "scur": server.active, "status": server.status,
+                                "weight": server.weight, "maxconn": server.maxconn}
+                                for server in pool.servers}}
+                     for name, pool in proxy.pools.items()},
+    }
+
+
+def aggregate_counters(snapshots):
+    """The workers' snapshots as one proxy's: numbers added up, per frontend, backend and
+    server; a server's status, weight and maxconn as the workers agree on them (the first
+    worker's: verdicts and admin settings reach every worker through the master)."""
+    total = {"workers": len(snapshots), "active": 0, "frontends": {}, "backends": {}}
+    for snapshot in snapshots:
+        total["active"] += snapshot["active"]
+        for name, counters in snapshot["frontends"].items():
+            _add(total["frontends"].setdefault(name, {}), counters)
+        for name, backend in snapshot["backends"].items():
+            into = total["backends"].setdefault(name, {"qcur": 0, "servers": {}})
+            into["qcur"] += backend["qcur"]
+            for server, counters in backend["servers"].items():
+                _add(into["servers"].setdefault(server, {}), counters)
+    return total
+
+
+def _add(into, counters):
+    """Sum the numbers of ``counters`` into ``into``; other values: the first one seen. A
+    server's maxconn is a worker's share: the sum is the proxy's."""
+    for field, value in counters.items():
+        if isinstance(value, int) and not isinstance(value, bool) and field != "weight":
+            into[field] = into.get(field, 0) + value
+        else:
+            into.setdefault(field, value)
+
+
+def describe_exit(status):
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return "was killed by signal %s" % name
+    return "exited with status %d" % os.WEXITSTATUS(status)
+
+
+def _kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(sock):
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def with_workers(config):
+    """``config`` with a worker count: one when [global] does not say."""
+    if config.global_settings.workers is not None:
+        return config
+    return config._replace(global_settings=config.global_settings._replace(workers=1))
+
+
+def run_master(config):
+    """Run the master on ``config`` (already checked) until it stops; the exit status."""
+    return Master(with_workers(resolve_addresses(config)), config.path).run()
+
+
+def needs_master(settings, environ=os.environ):
+    """Whether to run as a master: when [global] sets any key of the process model (none of
+    them means anything to a single process), or under systemd (it expects notifications
+    or passes sockets)."""
+    return (any(value is not None for value in (
+        settings.workers, settings.grace, settings.hard_stop_after, settings.pidfile,
+        settings.user, settings.group))
+        or bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS")))
 
 
 ###############################################################################
@@ -4504,6 +5666,8 @@ def main(argv=None):
         setup_logging(args.log_level or config.global_settings.log_level)
         for warning in config.warnings:
             LOG.warning("%s", warning)
+        if needs_master(config.global_settings):
+            return run_master(config)
         return run_proxy(config)
     except ConfigError as exc:
         # Before the proxy runs, and when a server name does not resolve as it starts:

@@ -69,14 +69,16 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "weight", "maxconn", "active", "status",
+                 "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
         self.backend = backend
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
-        self.weight = server.weight
+        self.weight = server.weight   # weight and maxconn: the config's until an operator's
+        self.maxconn = server.maxconn
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
@@ -129,6 +131,23 @@ class BackendPool(object):
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
+    def set_weight(self, state, weight):
+        """An operator's weight (0 to 256, checked by the caller); True if it changed."""
+        if weight == state.weight:
+            return False
+        state.weight = weight
+        state._settle()
+        self._refresh()
+        return True
+
+    def set_maxconn(self, state, maxconn):
+        """An operator's maxconn (0: unlimited); True if it changed. Nothing to rebuild: a
+        full server is passed over at pick time."""
+        if maxconn == state.maxconn:
+            return False
+        state.maxconn = maxconn
+        return True
+
     def _change(self, state, admin, healthy):
         before = state.status
         state.admin, state.healthy = admin, healthy
@@ -172,7 +191,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.config.maxconn
+    maxconn = state.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 

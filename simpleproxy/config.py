@@ -17,9 +17,10 @@ from collections import namedtuple
 
 from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VALUE,
                             DURATION_VALUE, HEADER_SIZE_VALUE, MAX_COUNT, PORT_VALUE,
-                            SOURCES_VALUE, V2_OPTIONS_VALUE, Address, bind_address, one_of,
-                            server_address, size_range, unknown_word, whole_number)
+                            SOURCES_VALUE, V2_OPTIONS_VALUE, Address, ValueKind, bind_address,
+                            one_of, server_address, size_range, unknown_word, whole_number)
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
+from .process import parse_group, parse_user, parse_workers
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
 
@@ -63,9 +64,13 @@ Backend.__doc__ = """A backend or the back half of a listen section.
 servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
 unbounded."""
 
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads workers "
+                                              "grace hard_stop_after pidfile user group")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
+the descriptor limit; bufsize: the read chunk size in bytes; workers None: one process, no
+master (see master.py), else the worker count; grace and hard_stop_after: float seconds or
+None; pidfile, user, group: str or None."""
+GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -188,9 +193,16 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "workers": _CfgKey("workers", ValueKind(parse_workers, "a worker count or auto"), ("global",)),
+    "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
+    "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
+    "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
+    "user": _CfgKey("user", ValueKind(parse_user, "a user name"), ("global",)),
+    "group": _CfgKey("group", ValueKind(parse_group, "a group name"), ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
+                                      check_threads=4, workers=None, grace=None,
+                                      hard_stop_after=None, pidfile=None, user=None, group=None)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),

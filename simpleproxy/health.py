@@ -362,6 +362,16 @@ class HealthChecker(object):
         log_status_change(pool, server, reason, duration)
         self.on_change(pool, server)
 
+    def adopt(self, pool, server, healthy):
+        """Take a verdict reached elsewhere (another process's checks, master.py): the server
+        is fully up or fully down from now on, here too, and its own checks, if it has any
+        here, count from there. Tells the proxy as a verdict of its own would."""
+        check = self.checks.get(server)
+        if check is not None:
+            check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
+        if pool.set_health(server, healthy):
+            self.on_change(pool, server)
+
 
 def log_status_change(pool, server, reason, duration):
     """HAProxy's line for a server changing status, and its alert when a backend has none left."""

@@ -15,7 +15,8 @@ _RESOLVE_FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6, "unix": so
 def resolve_addresses(config):
     """``config`` with socket families in its addresses and every host name resolved.
 
-    A server's host name becomes its first address. Raises ConfigError with one line per
+    A server's host name becomes its first address. A config resolved already (a master's,
+    handed to its workers) comes back as it is. Raises ConfigError with one line per
     name that does not resolve, each naming the file, line and server.
     """
     problems = []
@@ -46,6 +47,8 @@ def resolve_addresses(config):
 
 
 def _resolve_ip(address):
+    if not isinstance(address.family, str):
+        return address                    # resolved already
     return address._replace(family=_RESOLVE_FAMILIES[address.family])
 
 

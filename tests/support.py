@@ -437,17 +437,21 @@ def run_cli(args, form="module", workdir=None, timeout=60):
 class ProxyProcess(object):
     """simpleproxy running as a real process on a config written for the test."""
 
-    def __init__(self, config_text, workdir, form="module", args=()):
+    def __init__(self, config_text, workdir, form="module", args=(), env=None,
+                 pass_fds=(), command_prefix=()):
         os.makedirs(str(workdir), exist_ok=True)
         self.config_path = os.path.join(str(workdir), "proxy.ini")
         with open(self.config_path, "w") as f:
             f.write(config_text)
         self.lines = []
         self._cond = threading.Condition()
+        # Its own session: kill_group() reaches the workers of a master too.
         self.proc = subprocess.Popen(
-            proxy_command(form, str(workdir)) + list(args) + [self.config_path],
-            cwd=str(workdir), env=proxy_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            list(command_prefix) + proxy_command(form, str(workdir)) + list(args)
+            + [self.config_path],
+            cwd=str(workdir), env=env or proxy_env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+            start_new_session=True, pass_fds=pass_fds)
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
         self.wait_for("simpleproxy ready")
@@ -487,6 +491,14 @@ class ProxyProcess(object):
 
     def open_fds(self):
         return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+
+    def kill_group(self):
+        """SIGKILL whatever is left of the process group (a fixture's last word)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
 
     def stop(self, timeout=DEFAULT_TIMEOUT):
         """SIGTERM, and the exit status (which should be 0)."""

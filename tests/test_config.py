@@ -309,6 +309,16 @@ server c = unix@/run/c.sock send-proxy no-check-send-proxy fastinter 100ms downi
 """
 
 
+def test_process_keys():
+    config = parse_config("[global]\nworkers = 3\ngrace = 1s\nhard-stop-after = 2500ms\n"
+                          "pidfile = /run/simpleproxy.pid\nuser = 65534\ngroup = nogroup\n"
+                          "[listen a]\nbind = :8000\nserver s = 127.0.0.1:1\n")
+    assert config.global_settings == GlobalSettings(
+        maxconn=None, log_level="info", bufsize=256 * 1024, check_threads=4, workers=3,
+        grace=1.0, hard_stop_after=2.5, pidfile="/run/simpleproxy.pid", user="nobody",
+        group="nogroup")
+
+
 def test_listen_section_with_defaults_and_default_server():
     config = parse_config(LISTEN)
     assert config.global_settings == GlobalSettings(maxconn=None, log_level="debug",
@@ -504,7 +514,25 @@ BAD_CONFIGS = [
         "timeout queue, timeout server, timeout server-fin)"]),
     ("unknown global key", "[global]\nmaxconns = 10\n" + FRAME, [
         "conf/bad.ini:2: [global] maxconns: unknown key 'maxconns', did you mean 'maxconn'? "
-        "(expected one of: check-threads, log-level, maxconn, tune.bufsize)"]),
+        "(expected one of: check-threads, grace, group, hard-stop-after, log-level, maxconn, "
+        "pidfile, tune.bufsize, user, workers)"]),
+    ("process keys", "[global]\nworkers = 0\ngrace = soon\nhard-stop-after = 0s\n"
+     "user = no-such-user\ngroup = no-such-group\n" + FRAME, [
+        "conf/bad.ini:2: [global] workers: '0' is not a worker count (expected a whole number "
+        "from 1 to 256, or auto)",
+        "conf/bad.ini:3: [global] grace: 'soon' is not a duration " + DURATION,
+        "conf/bad.ini:4: [global] hard-stop-after: '0s' is not more than zero (expected a "
+        "duration such as 5s)",
+        "conf/bad.ini:5: [global] user: no user 'no-such-user' on this host (expected a user "
+        "name or id from /etc/passwd)",
+        "conf/bad.ini:6: [global] group: no group 'no-such-group' on this host (expected a "
+        "group name or id from /etc/group)"]),
+    ("process values in other digits or too long", "[global]\nworkers = \u00b2\nuser = "
+     + "9" * 30 + "\n" + FRAME, [
+        "conf/bad.ini:2: [global] workers: '\u00b2' is not a worker count (expected a whole "
+        "number from 1 to 256, or auto)",
+        "conf/bad.ini:3: [global] user: no user '" + "9" * 30 + "' on this host (expected a "
+        "user name or id from /etc/passwd)"]),
     ("key in the wrong section", "[frontend web2]\nbind = :81\ndefault_backend = webservers\n"
      "balance = roundrobin\n" + FRAME, [
         "conf/bad.ini:4: [frontend web2] balance: not valid in a frontend section (expected "
@@ -731,7 +759,8 @@ def test_a_megabyte_unknown_token_is_answered_at_once_and_cut_short():
     elapsed = time.monotonic() - started
     cut = "'%s...' (1000000 characters)" % ("x" * 60)
     assert messages == ["conf/bad.ini:2: [global] %s: unknown key %s (expected one of: "
-                        "check-threads, log-level, maxconn, tune.bufsize)" % (cut, cut)]
+                        "check-threads, grace, group, hard-stop-after, log-level, maxconn, "
+                        "pidfile, tune.bufsize, user, workers)" % (cut, cut)]
     assert elapsed < 5, "was quadratic: a megabyte took %.1f s" % elapsed
 
 
