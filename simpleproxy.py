@@ -41,8 +41,8 @@ Contents (line numbers in this file):
      4763  Processes: the master-worker channel (simpleproxy/channel.py)
      4872  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
      4966  Processes: the master, workers, reload (simpleproxy/master.py)
-     5612  The command line (simpleproxy/cli.py)
-     5694  Entry point (simpleproxy/__main__.py)
+     5616  The command line (simpleproxy/cli.py)
+     5698  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -5013,12 +5013,12 @@ calls the runtime API makes here (``set_server_admin``, ``request_counters``).
 import json
 import logging
 import os
-import selectors
 import signal
 import socket
 import sys
 import time
 import traceback
+from selectors import DefaultSelector
 
 
 RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
@@ -5081,11 +5081,11 @@ class Master(object):
         self.signals = []
         self.soft_stop_at = None      # when SIGUSR1's grace ends
         self.stopping = False         # the workers were told to stop: exit when they are gone
-        self.selector = selectors.DefaultSelector()
+        self.selector = DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.selector.register(self._wake_r, EVENT_READ, lambda mask: _drain(self._wake_r))
         self.next_watchdog = None
 
     # -- listening sockets ------------------------------------------------------------------
@@ -5136,7 +5136,7 @@ class Master(object):
         master_end.setblocking(False)       # a worker that stops reading must not stall us
         worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
         self.workers[pid] = worker
-        self.selector.register(master_end, selectors.EVENT_READ, worker)
+        self.selector.register(master_end, EVENT_READ, lambda mask: self.on_message(worker))
         LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
 
     def _worker_main(self, channel, slot):
@@ -5148,11 +5148,10 @@ class Master(object):
             for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
             signal.set_wakeup_fd(-1)
+            for key in list(self.selector.get_map().values()):
+                key.fileobj.close()       # channels, the wake-up end, what watch() was given
             self.selector.close()
-            self._wake_r.close()
             self._wake_w.close()
-            for worker in self.workers.values():
-                worker.channel.close()
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
             ours = bind_keys(self.config)
             for key, sock in self.listening.items():
@@ -5224,6 +5223,14 @@ class Master(object):
                     self._finish_counters(message[1])
 
     # -- what the runtime API calls (channel.py) ------------------------------------------------
+
+    def watch(self, sock, callback):
+        """Serve ``sock`` on the master's loop: ``callback(mask)`` when it is readable (the
+        runtime API's admin socket, and what its connections need). Workers close it."""
+        self.selector.register(sock, EVENT_READ, callback)
+
+    def unwatch(self, sock):
+        self.selector.unregister(sock)
 
     def set_server_admin(self, backend, server, state=None, weight=None, maxconn=None):
         """Set a server's admin state, weight or maxconn in every worker, now and after
@@ -5381,11 +5388,8 @@ class Master(object):
         while not (self.stopping and not self.workers):
             now = time.monotonic()
             timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
-            for key, _ in self.selector.select(max(0.0, timeout)):
-                if key.data is None:
-                    _drain(self._wake_r)
-                else:
-                    self.on_message(key.data)
+            for key, mask in self.selector.select(max(0.0, timeout)):
+                key.data(mask)
             self._handle_signals()
             now = time.monotonic()
             if self.next_watchdog is not None and now >= self.next_watchdog:

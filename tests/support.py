@@ -438,7 +438,8 @@ class ProxyProcess(object):
     """simpleproxy running as a real process on a config written for the test."""
 
     def __init__(self, config_text, workdir, form="module", args=(), env=None,
-                 pass_fds=(), command_prefix=()):
+                 pass_fds=(), command_prefix=(), command=None):
+        """``command``: what runs instead of simpleproxy's own (a test's driver of it)."""
         os.makedirs(str(workdir), exist_ok=True)
         self.config_path = os.path.join(str(workdir), "proxy.ini")
         with open(self.config_path, "w") as f:
@@ -447,7 +448,7 @@ class ProxyProcess(object):
         self._cond = threading.Condition()
         # Its own session: kill_group() reaches the workers of a master too.
         self.proc = subprocess.Popen(
-            list(command_prefix) + proxy_command(form, str(workdir)) + list(args)
+            list(command_prefix) + (command or proxy_command(form, str(workdir))) + list(args)
             + [self.config_path],
             cwd=str(workdir), env=env or proxy_env(), stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,

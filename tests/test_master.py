@@ -1,5 +1,6 @@
 """The master and its workers, as real processes: restarts, reloads under load, soft stop,
 one health verdict, privileges; and the pure parts (limits split across workers, values)."""
+import json
 import os
 import signal
 import socket
@@ -336,6 +337,57 @@ def _refused_soon(address, timeout):
     raise AssertionError("still accepting %.1fs later" % timeout)
 
 
+def test_workers_know_of_a_soft_stop_while_grace_runs(start_master, backends, tmp_path,
+                                                     proxy_python):
+    """SIGUSR1 reaches the workers at once (soft-stop), so their /health can say 503 while
+    they still accept for ``grace``."""
+    port = free_port()
+    path = str(tmp_path / "control.sock")
+    master = start_master(proxy_config(port, backends[:1], workers=2, extra_global="grace = 30s"),
+                          command=[proxy_python, DRIVER, path])
+
+    def flags():
+        return sorted(snapshot["stopping_softly"]
+                      for snapshot in json.loads(control(path, "counters"))["snapshots"])
+    assert flags() == [False, False]
+    master.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: flags() == [True, True], what="both workers to know of the soft stop")
+    assert exchange(("127.0.0.1", port), b"in grace") == b"A:in grace"
+
+
+# -- the single process (no process key): what it does with the master's signals ------------------
+
+SINGLE = "[listen app]\nbind = 127.0.0.1:%d\nserver s0 = %s\n"
+
+
+def test_a_single_process_refuses_to_reload_and_keeps_serving(launch, backends):
+    port = free_port()
+    proxy = launch(SINGLE % (port, backends[0].config_address))
+    for name in ("SIGHUP", "SIGUSR2"):
+        proxy.proc.send_signal(getattr(signal, name))
+        proxy.wait_for("received %s: not reloading: a reload needs the master process (set "
+                       "[global] workers" % name)
+        assert exchange(("127.0.0.1", port), name.encode()) == b"A:" + name.encode()
+
+
+def test_a_single_process_soft_stops_on_sigusr1(launch, backends):
+    port = free_port()
+    address = ("127.0.0.1", port)
+    proxy = launch(SINGLE % (port, backends[0].config_address))
+    held = connect(address)
+    try:
+        assert held.recv(2) == b"A:"
+        proxy.proc.send_signal(signal.SIGUSR1)
+        proxy.wait_for("stopped accepting; 1 connection(s) left to finish")
+        with pytest.raises(ConnectionRefusedError):
+            connect(address)
+        assert finish(held, b"after") == b"after"      # the established one carries on
+    finally:
+        held.close()
+    assert proxy.proc.wait(10) == 0
+    proxy.wait_for("stopped")
+
+
 # -- one health verdict ---------------------------------------------------------------------------
 
 def test_two_workers_check_each_server_once_per_interval_and_share_the_verdict(start_master,
@@ -421,6 +473,85 @@ def test_health_carries_over_a_reload(start_master, backends):
             assert exchange(("127.0.0.1", port), b"%d" % n) == b"A:%d" % n
     finally:
         dead.close()
+
+
+# -- operator settings and counters through the master (channel.py) --------------------------------
+
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "master_driver.py")
+
+
+def control(path, line):
+    """One command to master_driver.py's control socket, and its one-line answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(line.encode() + b"\n")
+        return read_to_eof(sock).decode().strip()
+
+
+def servers_by_worker(path, backend="app"):
+    """{worker pid: {server: its snapshot}} from a ``counters`` round."""
+    snapshots = json.loads(control(path, "counters"))["snapshots"]
+    return {snapshot["pid"]: snapshot["backends"][backend]["servers"] for snapshot in snapshots}
+
+
+def statuses(path, server):
+    return sorted(servers[server]["status"] for servers in servers_by_worker(path).values())
+
+
+def test_server_admin_reaches_every_worker_and_survives_restarts_and_reloads(
+        start_master, backends, tmp_path, proxy_python):
+    port = free_port()
+    address = ("127.0.0.1", port)
+    path = str(tmp_path / "control.sock")
+    config = proxy_config(port, backends, workers=2)
+    master = start_master(config, command=[proxy_python, DRIVER, path])
+    assert statuses(path, "s0") == ["UP", "UP"]
+    assert control(path, "admin app nosuch state=MAINT") == "no server app/nosuch"
+    assert control(path, "admin app s0 state=MAINT") == "ok"
+    wait_until(lambda: statuses(path, "s0") == ["MAINT", "MAINT"],
+               what="s0 in maintenance in both workers")
+    for n in range(10):
+        assert exchange(address, b"m%d" % n) == b"B:m%d" % n
+    # A worker started again, and a whole new generation, get what the operator set.
+    killed = master.workers()[0]
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: len(master.workers()) == 2 and killed not in master.workers(),
+               what="a new worker in place of the killed one")
+    wait_until(lambda: len(servers_by_worker(path)) == 2, what="both workers to answer")
+    assert statuses(path, "s0") == ["MAINT", "MAINT"]
+    master.reload(config)
+    assert statuses(path, "s0") == ["MAINT", "MAINT"]
+    for n in range(10):
+        assert exchange(address, b"r%d" % n) == b"B:r%d" % n
+    # Weight and maxconn too; maxconn is per proxy, so each of the two workers gets half.
+    assert control(path, "admin app s0 state=READY weight=7 maxconn=5") == "ok"
+    wait_until(lambda: all((servers["s0"]["status"], servers["s0"]["weight"],
+                            servers["s0"]["maxconn"]) == ("UP", 7, 3)
+                           for servers in servers_by_worker(path).values()),
+               what="s0 back, weight 7, maxconn 3 in both workers")
+    wait_until(lambda: exchange(address, b"back") == b"A:back", what="a connection to s0 again")
+
+
+def test_counters_add_up_over_the_workers(start_master, backends, tmp_path, proxy_python):
+    port = free_port()
+    path = str(tmp_path / "control.sock")
+    start_master(proxy_config(port, backends[:1], workers=2), command=[proxy_python, DRIVER, path])
+    held = [connect(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        for sock in held:
+            sock.sendall(b"x")
+            assert sock.recv(16).startswith(b"A:")        # connected through to the server
+        answer = json.loads(control(path, "counters"))
+        assert len(answer["snapshots"]) == 2
+        assert answer["total"]["workers"] == 2
+        assert answer["total"]["active"] == 3
+        assert answer["total"]["frontends"]["app"]["scur"] == 3
+        assert answer["total"]["backends"]["app"]["servers"]["s0"]["scur"] == 3
+        assert sum(s["active"] for s in answer["snapshots"]) == 3
+    finally:
+        for sock in held:
+            sock.close()
 
 
 # -- privileges -----------------------------------------------------------------------------------
