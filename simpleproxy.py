@@ -1475,9 +1475,9 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become. Nothing sets it
-# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
-# through BackendPool.set_admin.
+# What an operator may set, and what each administrative state may become: ``disabled`` in
+# the config, and at run time Proxy.set_server_admin (a master's server-admin message; the
+# runtime API, its own issue).
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -1553,9 +1553,9 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's status changed. Kept for the
-        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
-        maintenance); tested in test_balancer.py until then."""
+        """Set the administrative state; True if the server's status changed (called by
+        Proxy.set_server_admin, with HealthChecker.restart when a server leaves
+        maintenance)."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))
@@ -2150,7 +2150,8 @@ The split (STYLE.md: the loop owns all state):
   the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
 * ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
   rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
-  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  logs status changes and tells the proxy (``on_change``); ``adopt`` takes a verdict another
+  process reached (master.py: one worker checks for all). A result is applied only while it
   is current: not after stop(), not for a server this checker does not check, not from
   before a restart() of the server's checks (its generation).
 * Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
@@ -2473,9 +2474,8 @@ class HealthChecker(object):
     def restart(self, server):
         """Start a server's checks over: up, but down at the first failure. The next check
         goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
+        checks never overlap. Nothing to do for a server without checks. Proxy.set_server_admin
+        calls it when a server leaves maintenance."""
         check = self.checks.get(server)
         if check is None:
             return

@@ -5,7 +5,8 @@
     python3 bench/bench.py --quick          about a minute, for developers
     python3 bench/bench.py --python /root/.pyenv/versions/3.8.18/bin/python --python python3.13
     python3 bench/bench.py --tree mine=/path/to/other/checkout     compare two source trees
-    python3 bench/bench.py --workers 1 --workers 2     also simpleproxy as a master and workers
+    python3 bench/bench.py --workers 4      simpleproxy as a master and 4 workers (repeatable;
+                                            without it: workers = 1 and workers = 2)
 
 Needs HAProxy (``apt-get install -y haproxy``; ``--skip-haproxy`` runs without it) and Linux
 (epoll, /proc). Everything runs on 127.0.0.1 and every loop ends by a deadline.
@@ -236,6 +237,9 @@ CONFIG_TEMPLATES = {
         "[frontend fe_{name}]\nbind = {listen}{accept}\ndefault_backend = be_{name}\n\n"
         "[backend be_{name}]\nserver s1 = {server}{send}\n\n"),
 }
+
+
+DEFAULT_WORKERS = [1, 2]      # the rows beside the single process: master + 1, master + 2
 
 
 def proxy_config(kind, routes, workers=None):
@@ -552,7 +556,7 @@ def build_targets(args):
     for name, tree in trees:
         for python in args.python or [sys.executable]:
             label = "%s (py%s)" % (name, interpreter_version(python))
-            for workers in [None] + args.workers:
+            for workers in [None] + (args.workers or DEFAULT_WORKERS):
                 targets.append(Target(label + ("" if workers is None else ", workers=%d" % workers),
                                       "simpleproxy", python=python, tree=os.path.abspath(tree),
                                       workers=workers))
@@ -570,7 +574,8 @@ def parse_args(argv):
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                         help="also run the simpleproxy package found in DIR (repeatable)")
     parser.add_argument("--workers", type=int, action="append", default=[],
-                        help="also run simpleproxy with this many workers (repeatable)")
+                        help="also run simpleproxy as a master and this many workers "
+                             "(repeatable; default: 1 and 2)")
     parser.add_argument("--skip-haproxy", action="store_true", help="run without HAProxy")
     parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
     args = parser.parse_args(argv)

@@ -11,7 +11,8 @@ The split (STYLE.md: the loop owns all state):
   the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
 * ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
   rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
-  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  logs status changes and tells the proxy (``on_change``); ``adopt`` takes a verdict another
+  process reached (master.py: one worker checks for all). A result is applied only while it
   is current: not after stop(), not for a server this checker does not check, not from
   before a restart() of the server's checks (its generation).
 * Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
@@ -338,9 +339,8 @@ class HealthChecker(object):
     def restart(self, server):
         """Start a server's checks over: up, but down at the first failure. The next check
         goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
+        checks never overlap. Nothing to do for a server without checks. Proxy.set_server_admin
+        calls it when a server leaves maintenance."""
         check = self.checks.get(server)
         if check is None:
             return
