@@ -7,7 +7,7 @@ A listener is watched only while its frontend may take a connection (``_update_a
 so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
 it when they open and close, and it serves a backend's queue whenever a slot may have freed.
 
-Stopping has three speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
+Stopping has two speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
 ``soft_stop()`` (SIGUSR1, or a master's ``stop`` on reload) closes the listeners, lets the
 sessions finish and stops when none is left, or when ``hard-stop-after`` has passed since.
 ``stopping_softly`` is True from the moment a soft stop is asked for (before ``grace`` runs
@@ -61,7 +61,6 @@ class Proxy(object):
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
         # worker that checks for its siblings tells its master (master.WorkerLink).
         self.on_server_change = None
-        self.report_connect_failure = None    # set by hand_checks_over()
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
         self.maxconn = config.global_settings.maxconn or default_maxconn()
@@ -71,6 +70,9 @@ class Proxy(object):
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
                                      config.global_settings.check_threads, self._server_changed)
+        # Where a failed connection to a server is counted: here, or (hand_checks_over)
+        # in the process that checks.
+        self.report_connect_failure = self.checker.connection_failed
         self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:
@@ -207,10 +209,7 @@ class Proxy(object):
     def server_connect_failed(self, server, cause, detail, duration):
         """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
-        if self.report_connect_failure is None:
-            self.checker.connection_failed(server, cause, duration)
-        else:
-            self.report_connect_failure(server, cause, duration)
+        self.report_connect_failure(server, cause, duration)
 
     def hand_checks_over(self, report_connect_failure):
         """Another process checks the servers (master.py): none are checked here, verdicts
