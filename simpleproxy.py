@@ -25,24 +25,24 @@ Contents (line numbers in this file):
       690  Errors (simpleproxy/errors.py)
       715  Configuration: reading the INI file (simpleproxy/ini.py)
       993  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1429  Balancing: choosing a server (simpleproxy/balancer.py)
-     1867  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2022  Logging (simpleproxy/logs.py)
-     2067  How a connection ends: the end causes (simpleproxy/endings.py)
-     2137  Health checks (simpleproxy/health.py)
-     2524  Start-up: resolving host names (simpleproxy/resolve.py)
-     2589  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     2785  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     2975  The proxy: a connection's life (simpleproxy/session.py)
-     3533  The proxy: listening and accepting (simpleproxy/listeners.py)
-     3725  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     4075  Processes: worker count, privileges (simpleproxy/process.py)
-     4171  Configuration: INI into frozen objects (simpleproxy/config.py)
-     4762  Processes: the master-worker channel (simpleproxy/channel.py)
-     4871  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     4965  Processes: the master, workers, reload (simpleproxy/master.py)
-     5615  The command line (simpleproxy/cli.py)
-     5697  Entry point (simpleproxy/__main__.py)
+     1479  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2070  Balancing: choosing a server (simpleproxy/balancer.py)
+     2508  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2663  Logging (simpleproxy/logs.py)
+     2708  How a connection ends: the end causes (simpleproxy/endings.py)
+     2778  Health checks (simpleproxy/health.py)
+     3165  Start-up: resolving host names (simpleproxy/resolve.py)
+     3230  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     3426  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     3616  The proxy: a connection's life (simpleproxy/session.py)
+     4174  The proxy: listening and accepting (simpleproxy/listeners.py)
+     4366  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     4716  Processes: worker count, privileges (simpleproxy/process.py)
+     4769  Processes: the master-worker channel (simpleproxy/channel.py)
+     4878  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     4972  Processes: the master, workers, reload (simpleproxy/master.py)
+     5622  The command line (simpleproxy/cli.py)
+     5704  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1006,7 +1006,10 @@ No socket here: an address is checked and written down with its family as a word
 (resolve.py), so that checking a configuration asks no name server.
 """
 
+import grp
 import ipaddress
+import os
+import pwd
 import re
 from collections import namedtuple
 
@@ -1423,6 +1426,644 @@ def _cfg_class_end(pattern, position):
     while position < len(pattern) and pattern[position] != "]":
         position += 2 if pattern[position] == "\\" else 1
     return position + 1
+
+
+# -- the process model: how many workers, whom they run as (master.py, process.py) ---------
+
+WORKERS_AUTO = "auto"
+MAX_WORKERS = 256
+_CFG_ID_DIGITS = re.compile(r"[0-9]{1,10}\Z")     # ASCII digits only: "²".isdigit() is True
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text):
+    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
+    if text == WORKERS_AUTO:
+        return usable_cpus()
+    if not _CFG_ID_DIGITS.match(text) or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError("%s is not a worker count (expected a whole number from 1 to %d, "
+                         "or auto)" % (shown(text), MAX_WORKERS))
+    return int(text)
+
+
+def parse_user(text):
+    """``user = NAME | UID``: the user the workers run as; it must exist here."""
+    return _host_name(text, pwd.getpwuid, pwd.getpwnam, "user", "/etc/passwd").pw_name
+
+
+def parse_group(text):
+    """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    return _host_name(text, grp.getgrgid, grp.getgrnam, "group", "/etc/group").gr_name
+
+
+def _host_name(text, by_id, by_name, what, where):
+    try:
+        return by_id(int(text)) if _CFG_ID_DIGITS.match(text) else by_name(text)
+    except (KeyError, OverflowError, ValueError):     # ValueError: a NUL in the name
+        raise ValueError("no %s %s on this host (expected a %s name or id from %s)"
+                         % (what, shown(text), what, where))
+
+
+WORKERS_VALUE = ValueKind(parse_workers, "a worker count or auto")
+USER_VALUE = ValueKind(parse_user, "a user name")
+GROUP_VALUE = ValueKind(parse_group, "a group name")
+
+
+###############################################################################
+# Configuration: INI into frozen objects (simpleproxy/config.py) ##############
+###############################################################################
+
+"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
+
+ini.py reads the file into sections of keys with their line numbers; this module says what
+the keys mean. Every key is checked against the kind of section it is in and converted
+(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
+backend or listen leaves out, and the references between sections (default_backend,
+addresses bound twice) are checked last.
+
+Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
+...)``, and all of them are raised together in one ConfigError, sorted by line.
+Nothing here opens a socket or asks a name server: a server's host name is resolved at
+start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
+"""
+
+import re
+from collections import namedtuple
+
+
+# -- what the rest of simpleproxy reads ---------------------------------------------------
+
+Bind = namedtuple("Bind", "address accept_proxy accept_proxy_from proxy_optional_from "
+                          "accept_proxy_version v6only proxy_max_header line")
+Bind.__doc__ = """One listening address of a frontend.
+
+accept_proxy: whether PROXY headers are handled on it at all. accept_proxy_from and
+proxy_optional_from: tuples of ipaddress networks and/or the string "unix" (Unix-socket
+peers); peers in the first must send a header, peers in the second may. An empty
+accept_proxy_from with accept_proxy on trusts every peer. accept_proxy_version: "v1",
+"v2" or "any". v6only: settled (see _CfgReader._settle_binds). proxy_max_header: bytes, the
+bind's own value or else its frontend's."""
+
+Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
+                                  "timeout_client_fin timeout_proxy_header maxconn_per_source "
+                                  "maxconn_pending_header dontlognull dontlog_normal line")
+Frontend.__doc__ = """A frontend or the front half of a listen section.
+
+maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
+float seconds."""
+
+Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
+                              "inter fastinter downinter rise fall weight backup maxconn disabled "
+                              "check_port check_addr check_send check_expect line")
+Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
+
+send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
+"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
+send-proxy unless the check goes to its own port or addr); check_port: int or None (the
+server's port); check_addr: an Address whose port is already the check port, or None
+(check the server's address); check_send: bytes or None; check_expect: None,
+("string", bytes) or ("rstring", bytes pattern); maxconn 0: unlimited. Durations are
+float seconds."""
+
+Backend = namedtuple("Backend", "name balance servers retries redispatch allbackups "
+                                "timeout_connect timeout_server timeout_server_fin timeout_queue "
+                                "timeout_check maxqueue line")
+Backend.__doc__ = """A backend or the back half of a listen section.
+
+servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
+unbounded."""
+
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads workers "
+                                              "grace hard_stop_after pidfile user group")
+GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
+the descriptor limit; bufsize: the read chunk size in bytes; workers None: one process, no
+master (see master.py), else the worker count; grace and hard_stop_after: float seconds or
+None; pidfile, user, group: str or None."""
+GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
+
+Config = namedtuple("Config", "path global_settings frontends backends warnings")
+Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
+included); backends: dict name -> Backend in file order; warnings: tuple of messages."""
+
+
+
+def load_config(path):
+    """Read and check the INI file at ``path``; raises ConfigError listing every problem."""
+    return parse_config(read_config_file(path), path)
+
+
+def parse_config(text, path="<config>"):
+    """Check the INI ``text`` (``path`` names it in messages); raises ConfigError."""
+    return _CfgReader(path).read(text)
+
+
+_CFG_NAME = re.compile(r"[A-Za-z0-9_.:-]+\Z")
+_CFG_NAME_RULE = "letters, digits, '.', ':', '-' and '_'"
+
+# -- option lines: the bind and server options --------------------------------------------
+
+_CfgOption = namedtuple("_CfgOption", "field nargs value")
+# nargs 0: a flag, and value is what it sets; otherwise value is a ValueKind given nargs words.
+
+_CFG_BIND_OPTIONS = {
+    "accept-proxy": _CfgOption("accept_proxy", 0, True),
+    "accept-proxy-from": _CfgOption("accept_proxy_from", 1, SOURCES_VALUE),
+    "proxy-optional-from": _CfgOption("proxy_optional_from", 1, SOURCES_VALUE),
+    "accept-proxy-version": _CfgOption("accept_proxy_version", 1,
+                                       one_of("PROXY version", ("v1", "v2", "any"))),
+    "proxy-max-header": _CfgOption("proxy_max_header", 1, HEADER_SIZE_VALUE),
+    "v6only": _CfgOption("v6only", 0, True),
+}
+
+_CFG_SERVER_OPTIONS = {
+    "send-proxy": _CfgOption("send_proxy", 0, 1),
+    "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
+    "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
+                                   V2_OPTIONS_VALUE),
+    "check": _CfgOption("check", 0, True),
+    "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
+    "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
+    "inter": _CfgOption("inter", 1, DURATION_VALUE),
+    "fastinter": _CfgOption("fastinter", 1, DURATION_VALUE),
+    "downinter": _CfgOption("downinter", 1, DURATION_VALUE),
+    "rise": _CfgOption("rise", 1, whole_number(1, 1000)),        # checks in a row
+    "fall": _CfgOption("fall", 1, whole_number(1, 1000)),
+    "weight": _CfgOption("weight", 1, whole_number(0, 256)),
+    "backup": _CfgOption("backup", 0, True),
+    "maxconn": _CfgOption("maxconn", 1, whole_number(0, MAX_COUNT)),
+    "disabled": _CfgOption("disabled", 0, True),
+    "port": _CfgOption("check_port", 1, PORT_VALUE),
+    "addr": _CfgOption("check_addr", 1, CHECK_ADDR_VALUE),
+    "check-send": _CfgOption("check_send", 1, CHECK_SEND_VALUE),
+    "check-expect": _CfgOption("check_expect", 2,
+                               CHECK_EXPECT_VALUE),
+}
+
+# The options that only matter to health checks: given without "check", they do nothing.
+_CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "rise", "fall",
+                     "check_port", "check_addr", "check_send", "check_expect")
+
+_CFG_SERVER_DEFAULTS = {
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
+    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
+    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
+    "check_send": None, "check_expect": None,
+}
+
+
+def _cfg_read_options(words, table, what):
+    """The options after an address: (values by field, the word that set each field, problems).
+
+    Reading stops at an unknown word: whether it took an argument cannot be known.
+    """
+    values, given, problems = {}, {}, []
+    position = 0
+    while position < len(words):
+        word = words[position]
+        option = table.get(word)
+        if option is None:
+            problems.append(unknown_word(what, word, table))
+            break
+        args = words[position + 1:position + 1 + option.nargs]
+        position += 1 + option.nargs
+        if len(args) < option.nargs:
+            problems.append("'%s' needs a value (expected %s followed by %s)"
+                            % (word, word, option.value.expected))
+            break
+        if option.field in given:
+            earlier = given[option.field]
+            problems.append("'%s' given twice (expected it once)" % word if earlier == word else
+                            "'%s' conflicts with '%s' (expected one of them)" % (word, earlier))
+            continue
+        given[option.field] = word
+        if not option.nargs:
+            values[option.field] = option.value
+            continue
+        try:
+            values[option.field] = option.value.parse(*args)
+        except ValueError as exc:
+            problems.append("%s: %s" % (word, exc))
+    return values, given, problems
+
+
+# -- the keys of each section -----------------------------------------------------------------
+
+_CfgKey = namedtuple("_CfgKey", "field value sections")
+# value: a ValueKind; None for a flag ("option X", which "no option X" turns off); or
+# _CFG_SPECIAL for the keys _CfgReader reads itself (bind, server, ...).
+
+_CFG_SPECIAL = object()
+_CFG_FRONT = ("defaults", "frontend", "listen")
+_CFG_BACK = ("defaults", "backend", "listen")
+
+_CFG_GLOBAL_KEYS = {
+    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), ("global",)),
+    "log-level": _CfgKey("log_level", one_of("log level", ("debug", "info", "warning", "error")),
+                         ("global",)),
+    "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
+    "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "workers": _CfgKey("workers", WORKERS_VALUE, ("global",)),
+    "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
+    "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
+    "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
+    "user": _CfgKey("user", USER_VALUE, ("global",)),
+    "group": _CfgKey("group", GROUP_VALUE, ("global",)),
+}
+_CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
+                                      check_threads=4, workers=None, grace=None,
+                                      hard_stop_after=None, pidfile=None, user=None, group=None)
+
+_CFG_PROXY_KEYS = {
+    "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
+    "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
+    "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
+    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
+    "timeout client": _CfgKey("timeout_client", DURATION_VALUE, _CFG_FRONT),
+    "timeout client-fin": _CfgKey("timeout_client_fin", DURATION_VALUE, _CFG_FRONT),
+    "timeout proxy-header": _CfgKey("timeout_proxy_header", DURATION_VALUE, _CFG_FRONT),
+    "proxy-max-header": _CfgKey("proxy_max_header", HEADER_SIZE_VALUE, _CFG_FRONT),
+    "maxconn-per-source": _CfgKey("maxconn_per_source", whole_number(0, MAX_COUNT), _CFG_FRONT),
+    "maxconn-pending-header": _CfgKey("maxconn_pending_header", whole_number(1, MAX_COUNT),
+                                      _CFG_FRONT),
+    "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
+    "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
+    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
+    "balance": _CfgKey("balance", one_of("balance algorithm", (
+        "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
+    "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
+    "option redispatch": _CfgKey("redispatch", None, _CFG_BACK),
+    "option allbackups": _CfgKey("allbackups", None, _CFG_BACK),
+    "timeout connect": _CfgKey("timeout_connect", DURATION_VALUE, _CFG_BACK),
+    "timeout server": _CfgKey("timeout_server", DURATION_VALUE, _CFG_BACK),
+    "timeout server-fin": _CfgKey("timeout_server_fin", DURATION_VALUE, _CFG_BACK),
+    "timeout queue": _CfgKey("timeout_queue", DURATION_VALUE, _CFG_BACK),
+    "timeout check": _CfgKey("timeout_check", DURATION_VALUE, _CFG_BACK),
+    "maxqueue": _CfgKey("maxqueue", whole_number(0, MAX_COUNT), _CFG_BACK),
+}
+
+# Built-in values of what a section may set; None: derived from another value when built.
+_CFG_FRONTEND_DEFAULTS = {
+    "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
+    "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
+    "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
+}
+_CFG_BACKEND_DEFAULTS = {
+    "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,
+    "timeout_connect": 5.0, "timeout_server": 30.0, "timeout_server_fin": None,
+    "timeout_queue": None, "timeout_check": None, "maxqueue": 0,
+}
+
+_CFG_SECTION_KINDS = ("global", "defaults", "frontend", "backend", "listen")
+
+
+def _cfg_merged(defaults, *layers):
+    """``defaults`` overridden by each layer in turn, keeping only the keys of ``defaults``."""
+    merged = dict(defaults)
+    for layer in layers:
+        merged.update((field, value) for field, value in layer.items() if field in defaults)
+    return merged
+
+# -- steps 2 and 3: the reader --------------------------------------------------------------------
+
+
+def _cfg_plain_value(key, spec, value, negated):
+    """The value of a key that is neither special nor misplaced; ValueError says what is wrong."""
+    if spec.value is None:
+        if value is not None:
+            raise ValueError("takes no value (expected a line with just '%s')" % key)
+        return not negated
+    if not value:
+        raise ValueError("missing value (expected %s = %s)" % (key, spec.value.expected))
+    return spec.value.parse(" ".join(value.split()))
+
+
+class _CfgProxySection(object):
+    """What a defaults, frontend, backend or listen section says, before defaults apply."""
+
+    def __init__(self, kind, name, title, line):
+        self.kind, self.name, self.title, self.line = kind, name, title, line
+        self.settings = {}
+        self.given = set()            # the special keys present: bind, default_backend, ...
+        self.binds = []
+        self.servers = []             # (name, Address, option values, option words, line)
+        self.default_server = {}
+        self.default_backend = None   # (name, line)
+
+
+class _CfgReader(ConfigProblems):
+    """Reads one configuration, collecting every problem before giving up."""
+
+    def read(self, text):
+        global_settings = _CFG_GLOBAL_DEFAULTS
+        defaults = _CfgProxySection("defaults", "", "defaults", 0)
+        proxies = []
+        for section in read_ini(text, self):
+            kind = self._section_kind(section)
+            if kind == "global":
+                settings, _ = self._read_keys(section.title, kind, section.entries,
+                                              _CFG_GLOBAL_KEYS)
+                global_settings = global_settings._replace(**settings)
+            elif kind is not None:
+                proxy = _CfgProxySection(kind, section.title.partition(" ")[2], section.title,
+                                         section.line)
+                self._read_proxy_section(proxy, section.entries)
+                if kind == "defaults":
+                    defaults = proxy
+                else:
+                    proxies.append(proxy)
+        frontends, backends = self._build(proxies, defaults)
+        self.raise_errors()
+        return Config(self.path, global_settings, frontends, backends, self.sorted_warnings())
+
+    def _section_kind(self, section):
+        """The kind of a section (global, defaults, frontend...), or None if it is wrong."""
+        words = section.title.split()
+        kind = words[0] if words else ""
+        named = kind in ("frontend", "backend", "listen")
+        if kind not in _CFG_SECTION_KINDS:
+            problem = unknown_word("section kind", kind, _CFG_SECTION_KINDS,
+                                   "global, defaults, frontend NAME, backend NAME, listen NAME")
+        elif len(words) != 1 + named:
+            problem = ("needs one name (expected [%s NAME])" if named else
+                       "takes no name (expected [%s])") % kind
+        elif named and not _CFG_NAME.match(words[1]):
+            problem = "%s is not a valid name (expected %s)" % (shown(words[1]), _CFG_NAME_RULE)
+        else:
+            return kind
+        self.error(section.line, section.title, None, problem)
+        return None
+
+    def _read_keys(self, title, kind, entries, table):
+        """The plain keys of a section as {field: value}, and its special entries in order."""
+        settings, set_by, specials = {}, {}, []
+        for key, value, line, lines in entries:
+            negated = key.startswith("no option ")
+            if negated:
+                spec_key = key[len("no "):]
+            elif key.split()[0] == "server":
+                spec_key = "server"              # server NAME
+            else:
+                spec_key = key
+            spec = table.get(spec_key)
+            if spec is None or (negated and spec.value is not None):
+                allowed = [name for name, other in table.items() if kind in other.sections]
+                self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
+                    name + " NAME" if name == "server" else name for name in allowed))))
+            elif kind not in spec.sections:
+                self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
+            elif spec.value is _CFG_SPECIAL:
+                specials.append((spec_key, key, value, line, lines))
+            elif spec.field in set_by:
+                self.error(line, title, key, "conflicts with '%s' on line %d (expected one of "
+                           "them)" % set_by[spec.field])
+            else:
+                set_by[spec.field] = key, line
+                try:
+                    settings[spec.field] = _cfg_plain_value(key, spec, value, negated)
+                except ValueError as exc:
+                    self.error(line, title, key, str(exc))
+        return settings, specials
+
+    def _read_proxy_section(self, proxy, entries):
+        proxy.settings, specials = self._read_keys(proxy.title, proxy.kind, entries,
+                                                   _CFG_PROXY_KEYS)
+        for spec_key, key, value, line, lines in specials:
+            proxy.given.add(spec_key)
+            if spec_key == "bind":
+                self._read_bind_lines(proxy, value, line, lines)
+            elif spec_key == "server":
+                self._read_server(proxy, key, value, line)
+            elif spec_key == "default-server":
+                words = self._words(proxy.title, key, value or "", line)
+                values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
+                                                        "server option")
+                if self.report(line, proxy.title, key, problems):
+                    proxy.default_server = values
+            elif not value:
+                self.error(line, proxy.title, key, "missing value (expected default_backend = "
+                           "NAME)")
+            else:
+                proxy.default_backend = " ".join(value.split()), line
+
+    def _words(self, title, key, text, line):
+        """The words of an option line, or None after reporting bad quoting."""
+        try:
+            return split_words(text)
+        except ValueError as exc:
+            self.error(line, title, key, str(exc))
+            return None
+
+    def _read_bind_lines(self, proxy, value, line, lines):
+        if not value:
+            self.error(line, proxy.title, "bind", "missing value (expected bind = ADDRESS "
+                       "[options], one per line)")
+            return
+        for text, bind_line in zip(value.split("\n"), lines):
+            words = self._words(proxy.title, "bind", text, bind_line)
+            if words:
+                self._read_bind(proxy, words, bind_line)
+
+    def _read_bind(self, proxy, words, line):
+        problems = []
+        try:
+            address = bind_address(words[0])
+        except ValueError as exc:
+            address = None
+            problems.append(str(exc))
+        options, given, option_problems = _cfg_read_options(words[1:], _CFG_BIND_OPTIONS,
+                                                            "bind option")
+        problems += option_problems
+        accept_proxy = bool(options.get("accept_proxy") or "accept_proxy_from" in options or
+                            "proxy_optional_from" in options)
+        for field in ("accept_proxy_version", "proxy_max_header"):
+            if field in options and not accept_proxy:
+                problems.append("'%s' needs PROXY header handling (expected accept-proxy, "
+                                "accept-proxy-from or proxy-optional-from on the line too)"
+                                % given[field])
+        if options.get("v6only") and address is not None and address.family != "ipv6":
+            problems.append("'v6only' is for IPv6 addresses (expected it after [IPv6]:PORT only)")
+        if not self.report(line, proxy.title, "bind", problems):
+            return
+        if accept_proxy and not options.get("accept_proxy_from"):
+            self.warn(line, proxy.title, "bind", "PROXY headers are accepted from every peer, so "
+                      "any peer can claim any address (expected accept-proxy-from CIDR[,CIDR...] "
+                      "naming the proxies in front)")
+        proxy.binds.append(Bind(address, accept_proxy, options.get("accept_proxy_from", ()),
+                                options.get("proxy_optional_from", ()),
+                                options.get("accept_proxy_version", "any"),
+                                options.get("v6only", False), options.get("proxy_max_header"),
+                                line))
+
+    def _read_server(self, proxy, key, value, line):
+        names = key.split()[1:]
+        if len(names) != 1:
+            self.error(line, proxy.title, key, "needs exactly one name (expected server NAME = "
+                       "ADDRESS [options])")
+            return
+        if not _CFG_NAME.match(names[0]):
+            self.error(line, proxy.title, key, "%s is not a valid name (expected %s)"
+                       % (shown(names[0]), _CFG_NAME_RULE))
+            return
+        words = self._words(proxy.title, key, value or "", line)
+        if words is None:
+            return
+        if not words:
+            self.error(line, proxy.title, key, "missing address (expected %s = ADDRESS "
+                       "[options])" % key)
+            return
+        problems = []
+        try:
+            address = server_address(words[0])
+        except ValueError as exc:
+            problems.append(str(exc))
+        values, given, option_problems = _cfg_read_options(words[1:], _CFG_SERVER_OPTIONS,
+                                                           "server option")
+        if self.report(line, proxy.title, key, problems + option_problems):
+            proxy.servers.append((names[0], address, values, given, line))
+
+    # -- applying defaults and checking references --------------------------------------------
+
+    def _build(self, proxies, defaults):
+        front_names = self._unique_names(proxies, ("frontend", "listen"))
+        back_names = self._unique_names(proxies, ("backend", "listen"))
+        if not front_names:
+            self.error(0, None, None, "no frontend or listen section (expected at least one, "
+                       "with a bind)")
+        self._settle_binds(proxies)
+        frontends, backends = [], {}
+        for proxy in proxies:
+            if proxy.kind in ("frontend", "listen"):
+                frontends.append(self._build_frontend(proxy, defaults, back_names))
+            if proxy.kind in ("backend", "listen"):
+                backends[proxy.name] = self._build_backend(proxy, defaults)
+        return tuple(frontends), backends
+
+    def _unique_names(self, proxies, kinds):
+        """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
+        names = {}
+        for proxy in proxies:
+            if proxy.kind not in kinds:
+                continue
+            if proxy.name in names:
+                self.error(proxy.line, proxy.title, None, "the name '%s' is taken by [%s] on "
+                           "line %d (expected a unique name)" % ((proxy.name,) + names[proxy.name]))
+            names.setdefault(proxy.name, (proxy.title, proxy.line))
+        return names
+
+    def _settle_binds(self, proxies):
+        """Report addresses bound twice, and settle v6only on every bind.
+
+        A [::]:PORT bind also takes IPv4 clients, unless v6only. When the same PORT is also
+        bound on every IPv4 address (:PORT), IPv4 clients evidently belong to that bind, and
+        the two could not both listen anyway: the IPv6 one gets v6only.
+        """
+        first_use = {}
+        ipv4_any_ports = set()
+        for proxy in proxies:
+            for bind in proxy.binds:
+                address = bind.address
+                key = (address.family, address.sockaddr)
+                if key in first_use:
+                    title, other = first_use[key]
+                    self.error(bind.line, proxy.title, "bind", "'%s' is already bound on line %d "
+                               "in [%s] (expected each address once)"
+                               % (address.text, other.line, title))
+                first_use.setdefault(key, (proxy.title, bind))
+                if address.family == "ipv4" and address.sockaddr[0] == "0.0.0.0":
+                    ipv4_any_ports.add(address.sockaddr[1])
+        for proxy in proxies:
+            proxy.binds = [bind._replace(v6only=True) if bind.address.family == "ipv6"
+                           and bind.address.sockaddr[0] == "::"
+                           and bind.address.sockaddr[1] in ipv4_any_ports else bind
+                           for bind in proxy.binds]
+
+    def _build_frontend(self, proxy, defaults, back_names):
+        settings = _cfg_merged(_CFG_FRONTEND_DEFAULTS, defaults.settings, proxy.settings)
+        if "bind" not in proxy.given:
+            self.error(proxy.line, proxy.title, "bind", "missing (expected bind = ADDRESS "
+                       "[options])")
+        header_cap = settings.pop("proxy_max_header")
+        if settings["timeout_client_fin"] is None:
+            settings["timeout_client_fin"] = settings["timeout_client"]
+        binds = tuple(bind._replace(proxy_max_header=bind.proxy_max_header or header_cap)
+                      for bind in proxy.binds)
+        if proxy.kind == "listen":
+            default_backend = proxy.name
+        else:
+            default_backend = self._default_backend(proxy, back_names)
+        return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
+                        line=proxy.line, **settings)
+
+    def _default_backend(self, proxy, back_names):
+        known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
+        if proxy.default_backend is None:
+            if "default_backend" not in proxy.given:
+                self.error(proxy.line, proxy.title, "default_backend", "missing (expected "
+                           "default_backend = NAME; %s)" % known)
+            return None
+        name, line = proxy.default_backend
+        if name not in back_names:
+            self.error(line, proxy.title, "default_backend", "no backend named %s (%s)"
+                       % (shown(name), known))
+        return name
+
+    def _build_backend(self, proxy, defaults):
+        settings = _cfg_merged(_CFG_BACKEND_DEFAULTS, defaults.settings, proxy.settings)
+        if settings["timeout_server_fin"] is None:
+            settings["timeout_server_fin"] = settings["timeout_server"]
+        if settings["timeout_queue"] is None:
+            settings["timeout_queue"] = settings["timeout_connect"]
+        servers = []
+        for name, address, values, given, line in proxy.servers:
+            options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
+                                  proxy.default_server, values)
+            server = self._build_server(proxy.title, name, address, options, line)
+            if server is not None:
+                servers.append(server)
+            idle = [given[field] for field in _CFG_CHECK_FIELDS if field in given]
+            if idle and not options["check"]:
+                self.warn(line, proxy.title, "server " + name, "%s without 'check' does nothing "
+                          "(expected 'check' too)" % ", ".join("'%s'" % word for word in idle))
+        if "server" not in proxy.given:
+            self.warn(proxy.line, proxy.title, None, "no server, so every connection to it fails "
+                      "(expected server NAME = ADDRESS [options])")
+        return Backend(name=proxy.name, servers=tuple(servers), line=proxy.line, **settings)
+
+    def _build_server(self, title, name, address, options, line):
+        """The Server from its merged options, or None after reporting what contradicts."""
+        problems = []
+        if options["proxy_v2_options"] and options["send_proxy"] != 2:
+            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
+        check_port, check_addr = options["check_port"], options["check_addr"]
+        if address.family == "unix" and (check_port is None) != (check_addr is None):
+            problems.append("a unix@ server is checked on its own socket unless 'addr' and "
+                            "'port' are both given (expected both or neither)")
+        if not self.report(line, title, "server " + name, problems):
+            return None
+        if check_addr is not None:
+            family, ip = check_addr
+            options["check_addr"] = Address(family, (ip, check_port or address.sockaddr[1]), ip)
+        if options["check_send_proxy"] is None:
+            # As HAProxy: a check sent to another port or address may not speak PROXY.
+            options["check_send_proxy"] = bool(options["send_proxy"] and check_port is None
+                                               and check_addr is None)
+        for field in ("fastinter", "downinter"):
+            if options[field] is None:
+                options[field] = options["inter"]
+        return Server(name=name, address=address, line=line, **options)
+
+
+def _cfg_misplaced(kind, key, spec):
+    if kind == "listen" and key == "default_backend":
+        return "a listen section is its own backend (expected no default_backend in it)"
+    return "not valid in a %s section (expected in: %s)" % (kind, ", ".join(spec.sections))
 
 
 ###############################################################################
@@ -4075,11 +4716,10 @@ def install_single_process_signals(proxy):
 # Processes: worker count, privileges (simpleproxy/process.py) ################
 ###############################################################################
 
-"""What the process model asks of the host: how many workers, whom they run as.
+"""What the process model asks of the host: each worker's share of a limit, whom it runs as.
 
-The value parsers (``parse_workers``, ``parse_user``, ``parse_group``) are pure functions that
-config.py calls for the [global] keys ``workers``, ``user`` and ``group``; each returns the
-value or raises ValueError with the reason, as config.py's own parsers do.
+(The values of the [global] keys ``workers``, ``user`` and ``group`` are read in
+config_values.py, with the other values.)
 
 Dropping privileges happens in each worker after the master has bound every listening
 socket, so ``bind = :80`` works started as root. The master stays root: a reload may have to
@@ -4091,48 +4731,6 @@ str host name encodes it with idna).
 import grp
 import os
 import pwd
-import re
-
-
-WORKERS_AUTO = "auto"
-MAX_WORKERS = 256
-_ID_DIGITS = re.compile(r"[0-9]{1,10}\Z")     # ASCII digits only: "²".isdigit() is True
-
-
-def usable_cpus():
-    """The CPUs this process may run on (its affinity mask), or the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def parse_workers(text):
-    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
-    if text == WORKERS_AUTO:
-        return usable_cpus()
-    if not _ID_DIGITS.match(text) or not 1 <= int(text) <= MAX_WORKERS:
-        raise ValueError("%s is not a worker count (expected a whole number from 1 to %d, "
-                         "or auto)" % (shown(text), MAX_WORKERS))
-    return int(text)
-
-
-def parse_user(text):
-    """``user = NAME | UID``: the user the workers run as; it must exist here."""
-    return _host_name(text, pwd.getpwuid, pwd.getpwnam, "user", "/etc/passwd").pw_name
-
-
-def parse_group(text):
-    """``group = NAME | GID``: the group the workers run as; it must exist here."""
-    return _host_name(text, grp.getgrgid, grp.getgrnam, "group", "/etc/group").gr_name
-
-
-def _host_name(text, by_id, by_name, what, where):
-    try:
-        return by_id(int(text)) if _ID_DIGITS.match(text) else by_name(text)
-    except (KeyError, OverflowError, ValueError):     # ValueError: a NUL in the name
-        raise ValueError("no %s %s on this host (expected a %s name or id from %s)"
-                         % (what, shown(text), what, where))
-
 
 def split_limit(limit, workers):
     """One worker's share of a connection limit (None or 0: no limit, kept as it is).
@@ -4165,597 +4763,6 @@ def drop_privileges(user, group):
         os.setuid(pwd.getpwnam(user).pw_uid)
         if 0 in os.getresuid():
             raise PermissionError("still uid 0 after becoming %s" % user)
-
-
-###############################################################################
-# Configuration: INI into frozen objects (simpleproxy/config.py) ##############
-###############################################################################
-
-"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
-
-ini.py reads the file into sections of keys with their line numbers; this module says what
-the keys mean. Every key is checked against the kind of section it is in and converted
-(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
-backend or listen leaves out, and the references between sections (default_backend,
-addresses bound twice) are checked last.
-
-Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
-...)``, and all of them are raised together in one ConfigError, sorted by line.
-Nothing here opens a socket or asks a name server: a server's host name is resolved at
-start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
-"""
-
-import re
-from collections import namedtuple
-
-
-# -- what the rest of simpleproxy reads ---------------------------------------------------
-
-Bind = namedtuple("Bind", "address accept_proxy accept_proxy_from proxy_optional_from "
-                          "accept_proxy_version v6only proxy_max_header line")
-Bind.__doc__ = """One listening address of a frontend.
-
-accept_proxy: whether PROXY headers are handled on it at all. accept_proxy_from and
-proxy_optional_from: tuples of ipaddress networks and/or the string "unix" (Unix-socket
-peers); peers in the first must send a header, peers in the second may. An empty
-accept_proxy_from with accept_proxy on trusts every peer. accept_proxy_version: "v1",
-"v2" or "any". v6only: settled (see _CfgReader._settle_binds). proxy_max_header: bytes, the
-bind's own value or else its frontend's."""
-
-Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
-                                  "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
-Frontend.__doc__ = """A frontend or the front half of a listen section.
-
-maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
-float seconds."""
-
-Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
-                              "inter fastinter downinter rise fall weight backup maxconn disabled "
-                              "check_port check_addr check_send check_expect line")
-Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
-
-send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
-"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
-send-proxy unless the check goes to its own port or addr); check_port: int or None (the
-server's port); check_addr: an Address whose port is already the check port, or None
-(check the server's address); check_send: bytes or None; check_expect: None,
-("string", bytes) or ("rstring", bytes pattern); maxconn 0: unlimited. Durations are
-float seconds."""
-
-Backend = namedtuple("Backend", "name balance servers retries redispatch allbackups "
-                                "timeout_connect timeout_server timeout_server_fin timeout_queue "
-                                "timeout_check maxqueue line")
-Backend.__doc__ = """A backend or the back half of a listen section.
-
-servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
-unbounded."""
-
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads workers "
-                                              "grace hard_stop_after pidfile user group")
-GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes; workers None: one process, no
-master (see master.py), else the worker count; grace and hard_stop_after: float seconds or
-None; pidfile, user, group: str or None."""
-GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
-
-Config = namedtuple("Config", "path global_settings frontends backends warnings")
-Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
-included); backends: dict name -> Backend in file order; warnings: tuple of messages."""
-
-
-
-def load_config(path):
-    """Read and check the INI file at ``path``; raises ConfigError listing every problem."""
-    return parse_config(read_config_file(path), path)
-
-
-def parse_config(text, path="<config>"):
-    """Check the INI ``text`` (``path`` names it in messages); raises ConfigError."""
-    return _CfgReader(path).read(text)
-
-
-_CFG_NAME = re.compile(r"[A-Za-z0-9_.:-]+\Z")
-_CFG_NAME_RULE = "letters, digits, '.', ':', '-' and '_'"
-
-# -- option lines: the bind and server options --------------------------------------------
-
-_CfgOption = namedtuple("_CfgOption", "field nargs value")
-# nargs 0: a flag, and value is what it sets; otherwise value is a ValueKind given nargs words.
-
-_CFG_BIND_OPTIONS = {
-    "accept-proxy": _CfgOption("accept_proxy", 0, True),
-    "accept-proxy-from": _CfgOption("accept_proxy_from", 1, SOURCES_VALUE),
-    "proxy-optional-from": _CfgOption("proxy_optional_from", 1, SOURCES_VALUE),
-    "accept-proxy-version": _CfgOption("accept_proxy_version", 1,
-                                       one_of("PROXY version", ("v1", "v2", "any"))),
-    "proxy-max-header": _CfgOption("proxy_max_header", 1, HEADER_SIZE_VALUE),
-    "v6only": _CfgOption("v6only", 0, True),
-}
-
-_CFG_SERVER_OPTIONS = {
-    "send-proxy": _CfgOption("send_proxy", 0, 1),
-    "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
-    "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
-                                   V2_OPTIONS_VALUE),
-    "check": _CfgOption("check", 0, True),
-    "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
-    "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
-    "inter": _CfgOption("inter", 1, DURATION_VALUE),
-    "fastinter": _CfgOption("fastinter", 1, DURATION_VALUE),
-    "downinter": _CfgOption("downinter", 1, DURATION_VALUE),
-    "rise": _CfgOption("rise", 1, whole_number(1, 1000)),        # checks in a row
-    "fall": _CfgOption("fall", 1, whole_number(1, 1000)),
-    "weight": _CfgOption("weight", 1, whole_number(0, 256)),
-    "backup": _CfgOption("backup", 0, True),
-    "maxconn": _CfgOption("maxconn", 1, whole_number(0, MAX_COUNT)),
-    "disabled": _CfgOption("disabled", 0, True),
-    "port": _CfgOption("check_port", 1, PORT_VALUE),
-    "addr": _CfgOption("check_addr", 1, CHECK_ADDR_VALUE),
-    "check-send": _CfgOption("check_send", 1, CHECK_SEND_VALUE),
-    "check-expect": _CfgOption("check_expect", 2,
-                               CHECK_EXPECT_VALUE),
-}
-
-# The options that only matter to health checks: given without "check", they do nothing.
-_CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "rise", "fall",
-                     "check_port", "check_addr", "check_send", "check_expect")
-
-_CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
-    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
-    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None,
-}
-
-
-def _cfg_read_options(words, table, what):
-    """The options after an address: (values by field, the word that set each field, problems).
-
-    Reading stops at an unknown word: whether it took an argument cannot be known.
-    """
-    values, given, problems = {}, {}, []
-    position = 0
-    while position < len(words):
-        word = words[position]
-        option = table.get(word)
-        if option is None:
-            problems.append(unknown_word(what, word, table))
-            break
-        args = words[position + 1:position + 1 + option.nargs]
-        position += 1 + option.nargs
-        if len(args) < option.nargs:
-            problems.append("'%s' needs a value (expected %s followed by %s)"
-                            % (word, word, option.value.expected))
-            break
-        if option.field in given:
-            earlier = given[option.field]
-            problems.append("'%s' given twice (expected it once)" % word if earlier == word else
-                            "'%s' conflicts with '%s' (expected one of them)" % (word, earlier))
-            continue
-        given[option.field] = word
-        if not option.nargs:
-            values[option.field] = option.value
-            continue
-        try:
-            values[option.field] = option.value.parse(*args)
-        except ValueError as exc:
-            problems.append("%s: %s" % (word, exc))
-    return values, given, problems
-
-
-# -- the keys of each section -----------------------------------------------------------------
-
-_CfgKey = namedtuple("_CfgKey", "field value sections")
-# value: a ValueKind; None for a flag ("option X", which "no option X" turns off); or
-# _CFG_SPECIAL for the keys _CfgReader reads itself (bind, server, ...).
-
-_CFG_SPECIAL = object()
-_CFG_FRONT = ("defaults", "frontend", "listen")
-_CFG_BACK = ("defaults", "backend", "listen")
-
-_CFG_GLOBAL_KEYS = {
-    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), ("global",)),
-    "log-level": _CfgKey("log_level", one_of("log level", ("debug", "info", "warning", "error")),
-                         ("global",)),
-    "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
-    "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
-    "workers": _CfgKey("workers", ValueKind(parse_workers, "a worker count or auto"), ("global",)),
-    "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
-    "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
-    "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
-    "user": _CfgKey("user", ValueKind(parse_user, "a user name"), ("global",)),
-    "group": _CfgKey("group", ValueKind(parse_group, "a group name"), ("global",)),
-}
-_CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4, workers=None, grace=None,
-                                      hard_stop_after=None, pidfile=None, user=None, group=None)
-
-_CFG_PROXY_KEYS = {
-    "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
-    "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
-    "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
-    "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
-    "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
-    "timeout client": _CfgKey("timeout_client", DURATION_VALUE, _CFG_FRONT),
-    "timeout client-fin": _CfgKey("timeout_client_fin", DURATION_VALUE, _CFG_FRONT),
-    "timeout proxy-header": _CfgKey("timeout_proxy_header", DURATION_VALUE, _CFG_FRONT),
-    "proxy-max-header": _CfgKey("proxy_max_header", HEADER_SIZE_VALUE, _CFG_FRONT),
-    "maxconn-per-source": _CfgKey("maxconn_per_source", whole_number(0, MAX_COUNT), _CFG_FRONT),
-    "maxconn-pending-header": _CfgKey("maxconn_pending_header", whole_number(1, MAX_COUNT),
-                                      _CFG_FRONT),
-    "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
-    "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
-    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
-    "balance": _CfgKey("balance", one_of("balance algorithm", (
-        "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
-    "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
-    "option redispatch": _CfgKey("redispatch", None, _CFG_BACK),
-    "option allbackups": _CfgKey("allbackups", None, _CFG_BACK),
-    "timeout connect": _CfgKey("timeout_connect", DURATION_VALUE, _CFG_BACK),
-    "timeout server": _CfgKey("timeout_server", DURATION_VALUE, _CFG_BACK),
-    "timeout server-fin": _CfgKey("timeout_server_fin", DURATION_VALUE, _CFG_BACK),
-    "timeout queue": _CfgKey("timeout_queue", DURATION_VALUE, _CFG_BACK),
-    "timeout check": _CfgKey("timeout_check", DURATION_VALUE, _CFG_BACK),
-    "maxqueue": _CfgKey("maxqueue", whole_number(0, MAX_COUNT), _CFG_BACK),
-}
-
-# Built-in values of what a section may set; None: derived from another value when built.
-_CFG_FRONTEND_DEFAULTS = {
-    "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
-    "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
-    "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
-}
-_CFG_BACKEND_DEFAULTS = {
-    "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,
-    "timeout_connect": 5.0, "timeout_server": 30.0, "timeout_server_fin": None,
-    "timeout_queue": None, "timeout_check": None, "maxqueue": 0,
-}
-
-_CFG_SECTION_KINDS = ("global", "defaults", "frontend", "backend", "listen")
-
-
-def _cfg_merged(defaults, *layers):
-    """``defaults`` overridden by each layer in turn, keeping only the keys of ``defaults``."""
-    merged = dict(defaults)
-    for layer in layers:
-        merged.update((field, value) for field, value in layer.items() if field in defaults)
-    return merged
-
-# -- steps 2 and 3: the reader --------------------------------------------------------------------
-
-
-def _cfg_plain_value(key, spec, value, negated):
-    """The value of a key that is neither special nor misplaced; ValueError says what is wrong."""
-    if spec.value is None:
-        if value is not None:
-            raise ValueError("takes no value (expected a line with just '%s')" % key)
-        return not negated
-    if not value:
-        raise ValueError("missing value (expected %s = %s)" % (key, spec.value.expected))
-    return spec.value.parse(" ".join(value.split()))
-
-
-class _CfgProxySection(object):
-    """What a defaults, frontend, backend or listen section says, before defaults apply."""
-
-    def __init__(self, kind, name, title, line):
-        self.kind, self.name, self.title, self.line = kind, name, title, line
-        self.settings = {}
-        self.given = set()            # the special keys present: bind, default_backend, ...
-        self.binds = []
-        self.servers = []             # (name, Address, option values, option words, line)
-        self.default_server = {}
-        self.default_backend = None   # (name, line)
-
-
-class _CfgReader(ConfigProblems):
-    """Reads one configuration, collecting every problem before giving up."""
-
-    def read(self, text):
-        global_settings = _CFG_GLOBAL_DEFAULTS
-        defaults = _CfgProxySection("defaults", "", "defaults", 0)
-        proxies = []
-        for section in read_ini(text, self):
-            kind = self._section_kind(section)
-            if kind == "global":
-                settings, _ = self._read_keys(section.title, kind, section.entries,
-                                              _CFG_GLOBAL_KEYS)
-                global_settings = global_settings._replace(**settings)
-            elif kind is not None:
-                proxy = _CfgProxySection(kind, section.title.partition(" ")[2], section.title,
-                                         section.line)
-                self._read_proxy_section(proxy, section.entries)
-                if kind == "defaults":
-                    defaults = proxy
-                else:
-                    proxies.append(proxy)
-        frontends, backends = self._build(proxies, defaults)
-        self.raise_errors()
-        return Config(self.path, global_settings, frontends, backends, self.sorted_warnings())
-
-    def _section_kind(self, section):
-        """The kind of a section (global, defaults, frontend...), or None if it is wrong."""
-        words = section.title.split()
-        kind = words[0] if words else ""
-        named = kind in ("frontend", "backend", "listen")
-        if kind not in _CFG_SECTION_KINDS:
-            problem = unknown_word("section kind", kind, _CFG_SECTION_KINDS,
-                                   "global, defaults, frontend NAME, backend NAME, listen NAME")
-        elif len(words) != 1 + named:
-            problem = ("needs one name (expected [%s NAME])" if named else
-                       "takes no name (expected [%s])") % kind
-        elif named and not _CFG_NAME.match(words[1]):
-            problem = "%s is not a valid name (expected %s)" % (shown(words[1]), _CFG_NAME_RULE)
-        else:
-            return kind
-        self.error(section.line, section.title, None, problem)
-        return None
-
-    def _read_keys(self, title, kind, entries, table):
-        """The plain keys of a section as {field: value}, and its special entries in order."""
-        settings, set_by, specials = {}, {}, []
-        for key, value, line, lines in entries:
-            negated = key.startswith("no option ")
-            if negated:
-                spec_key = key[len("no "):]
-            elif key.split()[0] == "server":
-                spec_key = "server"              # server NAME
-            else:
-                spec_key = key
-            spec = table.get(spec_key)
-            if spec is None or (negated and spec.value is not None):
-                allowed = [name for name, other in table.items() if kind in other.sections]
-                self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name == "server" else name for name in allowed))))
-            elif kind not in spec.sections:
-                self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
-            elif spec.value is _CFG_SPECIAL:
-                specials.append((spec_key, key, value, line, lines))
-            elif spec.field in set_by:
-                self.error(line, title, key, "conflicts with '%s' on line %d (expected one of "
-                           "them)" % set_by[spec.field])
-            else:
-                set_by[spec.field] = key, line
-                try:
-                    settings[spec.field] = _cfg_plain_value(key, spec, value, negated)
-                except ValueError as exc:
-                    self.error(line, title, key, str(exc))
-        return settings, specials
-
-    def _read_proxy_section(self, proxy, entries):
-        proxy.settings, specials = self._read_keys(proxy.title, proxy.kind, entries,
-                                                   _CFG_PROXY_KEYS)
-        for spec_key, key, value, line, lines in specials:
-            proxy.given.add(spec_key)
-            if spec_key == "bind":
-                self._read_bind_lines(proxy, value, line, lines)
-            elif spec_key == "server":
-                self._read_server(proxy, key, value, line)
-            elif spec_key == "default-server":
-                words = self._words(proxy.title, key, value or "", line)
-                values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
-                                                        "server option")
-                if self.report(line, proxy.title, key, problems):
-                    proxy.default_server = values
-            elif not value:
-                self.error(line, proxy.title, key, "missing value (expected default_backend = "
-                           "NAME)")
-            else:
-                proxy.default_backend = " ".join(value.split()), line
-
-    def _words(self, title, key, text, line):
-        """The words of an option line, or None after reporting bad quoting."""
-        try:
-            return split_words(text)
-        except ValueError as exc:
-            self.error(line, title, key, str(exc))
-            return None
-
-    def _read_bind_lines(self, proxy, value, line, lines):
-        if not value:
-            self.error(line, proxy.title, "bind", "missing value (expected bind = ADDRESS "
-                       "[options], one per line)")
-            return
-        for text, bind_line in zip(value.split("\n"), lines):
-            words = self._words(proxy.title, "bind", text, bind_line)
-            if words:
-                self._read_bind(proxy, words, bind_line)
-
-    def _read_bind(self, proxy, words, line):
-        problems = []
-        try:
-            address = bind_address(words[0])
-        except ValueError as exc:
-            address = None
-            problems.append(str(exc))
-        options, given, option_problems = _cfg_read_options(words[1:], _CFG_BIND_OPTIONS,
-                                                            "bind option")
-        problems += option_problems
-        accept_proxy = bool(options.get("accept_proxy") or "accept_proxy_from" in options or
-                            "proxy_optional_from" in options)
-        for field in ("accept_proxy_version", "proxy_max_header"):
-            if field in options and not accept_proxy:
-                problems.append("'%s' needs PROXY header handling (expected accept-proxy, "
-                                "accept-proxy-from or proxy-optional-from on the line too)"
-                                % given[field])
-        if options.get("v6only") and address is not None and address.family != "ipv6":
-            problems.append("'v6only' is for IPv6 addresses (expected it after [IPv6]:PORT only)")
-        if not self.report(line, proxy.title, "bind", problems):
-            return
-        if accept_proxy and not options.get("accept_proxy_from"):
-            self.warn(line, proxy.title, "bind", "PROXY headers are accepted from every peer, so "
-                      "any peer can claim any address (expected accept-proxy-from CIDR[,CIDR...] "
-                      "naming the proxies in front)")
-        proxy.binds.append(Bind(address, accept_proxy, options.get("accept_proxy_from", ()),
-                                options.get("proxy_optional_from", ()),
-                                options.get("accept_proxy_version", "any"),
-                                options.get("v6only", False), options.get("proxy_max_header"),
-                                line))
-
-    def _read_server(self, proxy, key, value, line):
-        names = key.split()[1:]
-        if len(names) != 1:
-            self.error(line, proxy.title, key, "needs exactly one name (expected server NAME = "
-                       "ADDRESS [options])")
-            return
-        if not _CFG_NAME.match(names[0]):
-            self.error(line, proxy.title, key, "%s is not a valid name (expected %s)"
-                       % (shown(names[0]), _CFG_NAME_RULE))
-            return
-        words = self._words(proxy.title, key, value or "", line)
-        if words is None:
-            return
-        if not words:
-            self.error(line, proxy.title, key, "missing address (expected %s = ADDRESS "
-                       "[options])" % key)
-            return
-        problems = []
-        try:
-            address = server_address(words[0])
-        except ValueError as exc:
-            problems.append(str(exc))
-        values, given, option_problems = _cfg_read_options(words[1:], _CFG_SERVER_OPTIONS,
-                                                           "server option")
-        if self.report(line, proxy.title, key, problems + option_problems):
-            proxy.servers.append((names[0], address, values, given, line))
-
-    # -- applying defaults and checking references --------------------------------------------
-
-    def _build(self, proxies, defaults):
-        front_names = self._unique_names(proxies, ("frontend", "listen"))
-        back_names = self._unique_names(proxies, ("backend", "listen"))
-        if not front_names:
-            self.error(0, None, None, "no frontend or listen section (expected at least one, "
-                       "with a bind)")
-        self._settle_binds(proxies)
-        frontends, backends = [], {}
-        for proxy in proxies:
-            if proxy.kind in ("frontend", "listen"):
-                frontends.append(self._build_frontend(proxy, defaults, back_names))
-            if proxy.kind in ("backend", "listen"):
-                backends[proxy.name] = self._build_backend(proxy, defaults)
-        return tuple(frontends), backends
-
-    def _unique_names(self, proxies, kinds):
-        """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
-        names = {}
-        for proxy in proxies:
-            if proxy.kind not in kinds:
-                continue
-            if proxy.name in names:
-                self.error(proxy.line, proxy.title, None, "the name '%s' is taken by [%s] on "
-                           "line %d (expected a unique name)" % ((proxy.name,) + names[proxy.name]))
-            names.setdefault(proxy.name, (proxy.title, proxy.line))
-        return names
-
-    def _settle_binds(self, proxies):
-        """Report addresses bound twice, and settle v6only on every bind.
-
-        A [::]:PORT bind also takes IPv4 clients, unless v6only. When the same PORT is also
-        bound on every IPv4 address (:PORT), IPv4 clients evidently belong to that bind, and
-        the two could not both listen anyway: the IPv6 one gets v6only.
-        """
-        first_use = {}
-        ipv4_any_ports = set()
-        for proxy in proxies:
-            for bind in proxy.binds:
-                address = bind.address
-                key = (address.family, address.sockaddr)
-                if key in first_use:
-                    title, other = first_use[key]
-                    self.error(bind.line, proxy.title, "bind", "'%s' is already bound on line %d "
-                               "in [%s] (expected each address once)"
-                               % (address.text, other.line, title))
-                first_use.setdefault(key, (proxy.title, bind))
-                if address.family == "ipv4" and address.sockaddr[0] == "0.0.0.0":
-                    ipv4_any_ports.add(address.sockaddr[1])
-        for proxy in proxies:
-            proxy.binds = [bind._replace(v6only=True) if bind.address.family == "ipv6"
-                           and bind.address.sockaddr[0] == "::"
-                           and bind.address.sockaddr[1] in ipv4_any_ports else bind
-                           for bind in proxy.binds]
-
-    def _build_frontend(self, proxy, defaults, back_names):
-        settings = _cfg_merged(_CFG_FRONTEND_DEFAULTS, defaults.settings, proxy.settings)
-        if "bind" not in proxy.given:
-            self.error(proxy.line, proxy.title, "bind", "missing (expected bind = ADDRESS "
-                       "[options])")
-        header_cap = settings.pop("proxy_max_header")
-        if settings["timeout_client_fin"] is None:
-            settings["timeout_client_fin"] = settings["timeout_client"]
-        binds = tuple(bind._replace(proxy_max_header=bind.proxy_max_header or header_cap)
-                      for bind in proxy.binds)
-        if proxy.kind == "listen":
-            default_backend = proxy.name
-        else:
-            default_backend = self._default_backend(proxy, back_names)
-        return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
-                        line=proxy.line, **settings)
-
-    def _default_backend(self, proxy, back_names):
-        known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
-        if proxy.default_backend is None:
-            if "default_backend" not in proxy.given:
-                self.error(proxy.line, proxy.title, "default_backend", "missing (expected "
-                           "default_backend = NAME; %s)" % known)
-            return None
-        name, line = proxy.default_backend
-        if name not in back_names:
-            self.error(line, proxy.title, "default_backend", "no backend named %s (%s)"
-                       % (shown(name), known))
-        return name
-
-    def _build_backend(self, proxy, defaults):
-        settings = _cfg_merged(_CFG_BACKEND_DEFAULTS, defaults.settings, proxy.settings)
-        if settings["timeout_server_fin"] is None:
-            settings["timeout_server_fin"] = settings["timeout_server"]
-        if settings["timeout_queue"] is None:
-            settings["timeout_queue"] = settings["timeout_connect"]
-        servers = []
-        for name, address, values, given, line in proxy.servers:
-            options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
-                                  proxy.default_server, values)
-            server = self._build_server(proxy.title, name, address, options, line)
-            if server is not None:
-                servers.append(server)
-            idle = [given[field] for field in _CFG_CHECK_FIELDS if field in given]
-            if idle and not options["check"]:
-                self.warn(line, proxy.title, "server " + name, "%s without 'check' does nothing "
-                          "(expected 'check' too)" % ", ".join("'%s'" % word for word in idle))
-        if "server" not in proxy.given:
-            self.warn(proxy.line, proxy.title, None, "no server, so every connection to it fails "
-                      "(expected server NAME = ADDRESS [options])")
-        return Backend(name=proxy.name, servers=tuple(servers), line=proxy.line, **settings)
-
-    def _build_server(self, title, name, address, options, line):
-        """The Server from its merged options, or None after reporting what contradicts."""
-        problems = []
-        if options["proxy_v2_options"] and options["send_proxy"] != 2:
-            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
-        check_port, check_addr = options["check_port"], options["check_addr"]
-        if address.family == "unix" and (check_port is None) != (check_addr is None):
-            problems.append("a unix@ server is checked on its own socket unless 'addr' and "
-                            "'port' are both given (expected both or neither)")
-        if not self.report(line, title, "server " + name, problems):
-            return None
-        if check_addr is not None:
-            family, ip = check_addr
-            options["check_addr"] = Address(family, (ip, check_port or address.sockaddr[1]), ip)
-        if options["check_send_proxy"] is None:
-            # As HAProxy: a check sent to another port or address may not speak PROXY.
-            options["check_send_proxy"] = bool(options["send_proxy"] and check_port is None
-                                               and check_addr is None)
-        for field in ("fastinter", "downinter"):
-            if options[field] is None:
-                options[field] = options["inter"]
-        return Server(name=name, address=address, line=line, **options)
-
-
-def _cfg_misplaced(kind, key, spec):
-    if kind == "listen" and key == "default_backend":
-        return "a listen section is its own backend (expected no default_backend in it)"
-    return "not valid in a %s section (expected in: %s)" % (kind, ", ".join(spec.sections))
 
 
 ###############################################################################

@@ -16,11 +16,11 @@ import re
 from collections import namedtuple
 
 from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VALUE,
-                            DURATION_VALUE, HEADER_SIZE_VALUE, MAX_COUNT, PORT_VALUE,
-                            SOURCES_VALUE, V2_OPTIONS_VALUE, Address, ValueKind, bind_address,
-                            one_of, server_address, size_range, unknown_word, whole_number)
+                            DURATION_VALUE, GROUP_VALUE, HEADER_SIZE_VALUE, MAX_COUNT,
+                            PORT_VALUE, SOURCES_VALUE, USER_VALUE, V2_OPTIONS_VALUE,
+                            WORKERS_VALUE, Address, ValueKind, bind_address, one_of,
+                            server_address, size_range, unknown_word, whole_number)
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
-from .process import parse_group, parse_user, parse_workers
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
 
@@ -193,12 +193,12 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
-    "workers": _CfgKey("workers", ValueKind(parse_workers, "a worker count or auto"), ("global",)),
+    "workers": _CfgKey("workers", WORKERS_VALUE, ("global",)),
     "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
     "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
     "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
-    "user": _CfgKey("user", ValueKind(parse_user, "a user name"), ("global",)),
-    "group": _CfgKey("group", ValueKind(parse_group, "a group name"), ("global",)),
+    "user": _CfgKey("user", USER_VALUE, ("global",)),
+    "group": _CfgKey("group", GROUP_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, workers=None, grace=None,

@@ -11,7 +11,8 @@ import pytest
 
 from simpleproxy.config import parse_config
 from simpleproxy.master import worker_config
-from simpleproxy.process import parse_workers, split_limit, usable_cpus
+from simpleproxy.config_values import parse_workers, usable_cpus
+from simpleproxy.process import split_limit
 
 from support import (RESET, ProxyProcess, RecordingServer, connect, exchange, exchange_or_reset,
                      finish, free_port, hostport, read_to_eof, skip_or_fail, wait_until)
