@@ -26,8 +26,8 @@ fields separated by tabs (config names never contain one), the first field its k
                                     sends them to each new worker once it is ready, so admin
                                     state carries over restarts and reloads, by name.
     counters ID                     master -> worker: send a snapshot of your counters
-    counters ID PID JSON            worker -> master: the snapshot (counter_snapshot in
-                                    master.py: frontends, backends, servers by name)
+    counters ID JSON                worker -> master: the snapshot (counter_snapshot in
+                                    master.py: its pid, frontends, backends, servers by name)
 
 The runtime API (its own issue) plugs in at the master, on the master's loop:
 

@@ -58,6 +58,7 @@ from .channel import (MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN, MSG_SERVER_FAIL
                       admin_fields, channel_pair, parse_admin_fields, receive_message,
                       send_message)
 from .config import load_config
+from .config_values import MAX_COUNT
 from .errors import SimpleProxyError
 from .listeners import listen_key, open_listener
 from .logs import LOG, setup_logging
@@ -261,10 +262,10 @@ class Master(object):
             for checker in self.workers.values():
                 if checker.generation == self.generation and checker.slot == 0 and checker.ready:
                     send_message(checker.channel, *message)
-        elif message[0] == MSG_COUNTERS and len(message) == 4:
+        elif message[0] == MSG_COUNTERS and len(message) == 3:
             request = self.counter_requests.get(message[1])
             if request is not None:
-                request.answered(worker.pid, message[3])
+                request.answered(worker.pid, message[2])
                 if request.complete():
                     self._finish_counters(message[1])
 
@@ -288,8 +289,8 @@ class Master(object):
             return "state must be one of %s" % ", ".join(sorted(ADMIN_TRANSITIONS))
         if weight is not None and not 0 <= weight <= MAX_WEIGHT:
             return "weight must be from 0 to %d" % MAX_WEIGHT
-        if maxconn is not None and maxconn < 0:
-            return "maxconn must be 0 (unlimited) or more"
+        if maxconn is not None and not 0 <= maxconn <= MAX_COUNT:
+            return "maxconn must be from 0 (unlimited) to %d" % MAX_COUNT
         settings = self.server_admin.setdefault((backend, server), {})
         changed = {field: value for field, value in
                    (("state", state), ("weight", weight), ("maxconn", maxconn))
@@ -529,7 +530,7 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
             self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
         elif kind == MSG_COUNTERS and len(message) == 2:
-            send_message(self.channel, MSG_COUNTERS, message[1], str(os.getpid()),
+            send_message(self.channel, MSG_COUNTERS, message[1],
                          json.dumps(counter_snapshot(self.proxy)))
 
     def apply_admin(self, backend, server_name, settings):

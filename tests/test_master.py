@@ -509,6 +509,8 @@ def test_server_admin_reaches_every_worker_and_survives_restarts_and_reloads(
     master = start_master(config, command=[proxy_python, DRIVER, path])
     assert statuses(path, "s0") == ["UP", "UP"]
     assert control(path, "admin app nosuch state=MAINT") == "no server app/nosuch"
+    assert control(path, "admin app s0 weight=300") == "weight must be from 0 to 256"
+    assert control(path, "admin app s0 state=GONE") == "state must be one of DRAIN, MAINT, READY"
     assert control(path, "admin app s0 state=MAINT") == "ok"
     wait_until(lambda: statuses(path, "s0") == ["MAINT", "MAINT"],
                what="s0 in maintenance in both workers")
