@@ -20,26 +20,30 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       47  Version (simpleproxy/_version.py)
-       55  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      687  Errors (simpleproxy/errors.py)
-      712  Configuration: reading the INI file (simpleproxy/ini.py)
-      990  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1468  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2095  Balancing: choosing a server (simpleproxy/balancer.py)
-     2529  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2684  Logging (simpleproxy/logs.py)
-     2729  How a connection ends: the end causes (simpleproxy/endings.py)
-     2799  Service discovery: following host names (simpleproxy/discovery.py)
-     3115  Start-up: resolving host names (simpleproxy/resolve.py)
-     3227  Health checks (simpleproxy/health.py)
-     3704  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     3895  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     4085  The proxy: a connection's life (simpleproxy/session.py)
-     4643  The proxy: listening and accepting (simpleproxy/listeners.py)
-     4782  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5023  The command line (simpleproxy/cli.py)
-     5103  Entry point (simpleproxy/__main__.py)
+       51  Version (simpleproxy/_version.py)
+       59  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      691  Errors (simpleproxy/errors.py)
+      716  Configuration: reading the INI file (simpleproxy/ini.py)
+      994  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     1522  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2160  Balancing: choosing a server (simpleproxy/balancer.py)
+     2612  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2767  Logging (simpleproxy/logs.py)
+     2812  How a connection ends: the end causes (simpleproxy/endings.py)
+     2882  Service discovery: following host names (simpleproxy/discovery.py)
+     3198  Start-up: resolving host names (simpleproxy/resolve.py)
+     3314  Health checks (simpleproxy/health.py)
+     3801  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     3997  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     4187  The proxy: a connection's life (simpleproxy/session.py)
+     4745  The proxy: listening and accepting (simpleproxy/listeners.py)
+     4937  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5289  Processes: worker count, privileges (simpleproxy/process.py)
+     5342  Processes: the master-worker channel (simpleproxy/channel.py)
+     5451  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     5545  Processes: the master, workers, reload (simpleproxy/master.py)
+     6195  The command line (simpleproxy/cli.py)
+     6277  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1003,7 +1007,10 @@ No socket here: an address is checked and written down with its family as a word
 (resolve.py), so that checking a configuration asks no name server.
 """
 
+import grp
 import ipaddress
+import os
+import pwd
 import re
 from collections import namedtuple
 
@@ -1464,6 +1471,53 @@ def _cfg_class_end(pattern, position):
     return position + 1
 
 
+# -- the process model: how many workers, whom they run as (master.py, process.py) ---------
+
+WORKERS_AUTO = "auto"
+MAX_WORKERS = 256
+_CFG_ID_DIGITS = re.compile(r"[0-9]{1,10}\Z")     # ASCII digits only: "²".isdigit() is True
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text):
+    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
+    if text == WORKERS_AUTO:
+        return usable_cpus()
+    if not _CFG_ID_DIGITS.match(text) or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError("%s is not a worker count (expected a whole number from 1 to %d, "
+                         "or auto)" % (shown(text), MAX_WORKERS))
+    return int(text)
+
+
+def parse_user(text):
+    """``user = NAME | UID``: the user the workers run as; it must exist here."""
+    return _host_name(text, pwd.getpwuid, pwd.getpwnam, "user", "/etc/passwd").pw_name
+
+
+def parse_group(text):
+    """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    return _host_name(text, grp.getgrgid, grp.getgrnam, "group", "/etc/group").gr_name
+
+
+def _host_name(text, by_id, by_name, what, where):
+    try:
+        return by_id(int(text)) if _CFG_ID_DIGITS.match(text) else by_name(text)
+    except (KeyError, OverflowError, ValueError):     # ValueError: a NUL in the name
+        raise ValueError("no %s %s on this host (expected a %s name or id from %s)"
+                         % (what, shown(text), what, where))
+
+
+WORKERS_VALUE = ValueKind(parse_workers, "a worker count or auto")
+USER_VALUE = ValueKind(parse_user, "a user name")
+GROUP_VALUE = ValueKind(parse_group, "a group name")
+
+
 ###############################################################################
 # Configuration: INI into frozen objects (simpleproxy/config.py) ##############
 ###############################################################################
@@ -1536,11 +1590,15 @@ unbounded."""
 
 GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
                                               "resolve_interval resolve_hold_nx "
-                                              "resolve_hold_timeout resolve_hold_other")
+                                              "resolve_hold_timeout resolve_hold_other workers "
+                                              "grace hard_stop_after pidfile user group")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
 the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
-failing name keeps its servers' addresses, by HAProxy's failure kinds."""
+failing name keeps its servers' addresses, by HAProxy's failure kinds; workers None: one
+process, no master (see master.py), else the worker count; grace and hard_stop_after: float
+seconds or None; pidfile, user, group: str or None."""
+GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -1672,11 +1730,18 @@ _CFG_GLOBAL_KEYS = {
     "resolve-hold-nx": _CfgKey("resolve_hold_nx", DURATION_VALUE, ("global",)),
     "resolve-hold-timeout": _CfgKey("resolve_hold_timeout", DURATION_VALUE, ("global",)),
     "resolve-hold-other": _CfgKey("resolve_hold_other", DURATION_VALUE, ("global",)),
+    "workers": _CfgKey("workers", WORKERS_VALUE, ("global",)),
+    "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
+    "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
+    "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
+    "user": _CfgKey("user", USER_VALUE, ("global",)),
+    "group": _CfgKey("group", GROUP_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, resolve_interval=None,
                                       resolve_hold_nx=30.0, resolve_hold_timeout=30.0,
-                                      resolve_hold_other=30.0)
+                                      resolve_hold_other=30.0, workers=None, grace=None,
+                                      hard_stop_after=None, pidfile=None, user=None, group=None)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
@@ -2143,9 +2208,9 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become. Nothing sets it
-# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
-# through BackendPool.set_admin.
+# What an operator may set, and what each administrative state may become: ``disabled`` in
+# the config, and at run time Proxy.set_server_admin (a master's server-admin message; the
+# runtime API, its own issue).
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -2168,7 +2233,7 @@ class ServerState(object):
     """The run-time state of one configured server."""
 
     __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "resolution",
-                 "weight", "active", "status", "usable")
+                 "weight", "maxconn", "active", "status", "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
@@ -2180,7 +2245,8 @@ class ServerState(object):
         self.address = server.address if server.address.family is not None else None
         self.dns_maint = self.address is None
         self.resolution = None        # the discovery.NameResolution following its name, if any
-        self.weight = server.weight
+        self.weight = server.weight   # weight and maxconn: the config's until an operator's
+        self.maxconn = server.maxconn
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
@@ -2225,9 +2291,9 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's status changed. Kept for the
-        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
-        maintenance); tested in test_balancer.py until then."""
+        """Set the administrative state; True if the server's status changed (called by
+        Proxy.set_server_admin, with HealthChecker.restart when a server leaves
+        maintenance)."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))
@@ -2237,6 +2303,23 @@ class BackendPool(object):
         """Service discovery puts a server in maintenance (no address to use) or takes it
         out; True if the server's status changed."""
         return self._change(state, state.admin, state.healthy, dns_maint)
+
+    def set_weight(self, state, weight):
+        """An operator's weight (0 to 256, checked by the caller); True if it changed."""
+        if weight == state.weight:
+            return False
+        state.weight = weight
+        state._settle()
+        self._refresh()
+        return True
+
+    def set_maxconn(self, state, maxconn):
+        """An operator's maxconn (0: unlimited); True if it changed. Nothing to rebuild: a
+        full server is passed over at pick time."""
+        if maxconn == state.maxconn:
+            return False
+        state.maxconn = maxconn
+        return True
 
     def _change(self, state, admin, healthy, dns_maint=None):
         before = state.status
@@ -2283,7 +2366,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.config.maxconn
+    maxconn = state.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 
@@ -3152,7 +3235,9 @@ def start_addresses(config):
 
     A server whose name gave it no address (``init-addr none``) keeps its unresolved Address
     (family None): it starts in maintenance. Raises ConfigError with one line per name that
-    no init-addr method could give an address, each naming the file, line and server.
+    no init-addr method could give an address, each naming the file, line and server. A
+    config resolved already (a master's, handed to its workers) is resolved again: each
+    process follows its names on its own.
     """
     problems, followed = [], []
     settings = config.global_settings
@@ -3220,6 +3305,8 @@ def _name_groups(servers):
 
 
 def _resolve_ip(address):
+    if not isinstance(address.family, str):
+        return address                    # resolved already
     return address._replace(family=_RESOLVE_FAMILIES[address.family])
 
 
@@ -3240,7 +3327,8 @@ The split (STYLE.md: the loop owns all state):
   the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
 * ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
   rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
-  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  logs status changes and tells the proxy (``on_change``); ``adopt`` takes a verdict another
+  process reached (master.py: one worker checks for all). A result is applied only while it
   is current: not after stop(), not for a server this checker does not check, not from
   before a restart() of the server's checks (its generation).
 * Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
@@ -3662,9 +3750,8 @@ class HealthChecker(object):
     def restart(self, server):
         """Start a server's checks over: up, but down at the first failure. The next check
         goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
+        checks never overlap. Nothing to do for a server without checks. Proxy.set_server_admin
+        calls it when a server leaves maintenance."""
         check = self.checks.get(server)
         if check is None:
             return
@@ -3685,6 +3772,16 @@ class HealthChecker(object):
             return
         log_status_change(pool, server, reason, duration)
         self.on_change(pool, server)
+
+    def adopt(self, pool, server, healthy):
+        """Take a verdict reached elsewhere (another process's checks, master.py): the server
+        is fully up or fully down from now on, here too, and its own checks, if it has any
+        here, count from there. Tells the proxy as a verdict of its own would."""
+        check = self.checks.get(server)
+        if check is not None:
+            check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
+        if pool.set_health(server, healthy):
+            self.on_change(pool, server)
 
 
 def log_status_change(pool, server, reason, duration=None):
@@ -3865,6 +3962,11 @@ class EventLoop(object):
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+
+    def add_signal_handler(self, signum, callback):
+        """Run ``callback()`` on the loop when ``signum`` arrives (the handler only appends to
+        the hand-off, as a thread would)."""
+        signal.signal(signum, lambda signum, frame: self.call_soon_threadsafe(callback))
 
     def _on_signal(self, signum, frame):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
@@ -4649,9 +4751,15 @@ Out of descriptors, accept() fails at once again on the next readiness event, so
 loop that only logged would spin. Instead every listener stops being watched for a moment
 (``ACCEPT_BACKOFF``), as asyncio's ``_accept_connection`` does, and is watched again when
 that moment is over; a connection closing meanwhile frees a descriptor for the next try.
+
+A worker of a master (master.py) does not open its listening sockets: it inherits them, and
+shares each with its sibling workers. Every idle worker would then wake for each connection
+and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
+EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
 """
 import errno
 import os
+import select
 import socket
 
 
@@ -4696,7 +4804,7 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        if self.is_unix and self.proxy.listening is None:    # a master's socket stays
             try:
                 os.unlink(self.bind.address.sockaddr)
             except OSError:
@@ -4735,6 +4843,53 @@ class AcceptBackoff(object):
     def _resume(self):
         self.paused_until = None
         self.on_change()
+
+
+class ExclusiveAccepts(object):
+    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
+
+    ``selectors`` cannot pass the flag, so this small epoll sits in the loop's selector as
+    one readable descriptor, and offers the two selector calls the proxy makes for
+    listeners. An exclusive registration cannot be modified, only added and removed, which
+    is all a listener needs."""
+
+    def __init__(self, selector):
+        self._epoll = select.epoll()
+        self._callbacks = {}
+        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
+
+    def register(self, sock, events, callback):
+        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self._callbacks[sock.fileno()] = callback
+
+    def unregister(self, sock):
+        self._epoll.unregister(sock.fileno())
+        del self._callbacks[sock.fileno()]
+
+    def _on_ready(self, mask):
+        for fd, events in self._epoll.poll(0):
+            self._callbacks[fd](mask)
+
+    def close(self):
+        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
+        self._epoll.close()
+
+
+def accept_watcher(selector, shared):
+    """What the proxy registers its listeners with: the loop's ``selector`` itself, or for
+    ``shared`` sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5,
+    an epoll selector)."""
+    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
+        return ExclusiveAccepts(selector)
+    return selector
+
+
+def listen_key(family, sockaddr):
+    """What identifies a listening socket across configurations and processes: the family
+    and the address as getsockname() gives it (a config's canonical IP text matches it)."""
+    if family == socket.AF_UNIX:
+        return family, sockaddr
+    return family, tuple(sockaddr[:2])
 
 
 def open_listener(bind):
@@ -4791,10 +4946,17 @@ A listener is watched only while its frontend may take a connection (``_update_a
 so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
 it when they open and close, and it serves a backend's queue whenever a slot may have freed.
 
+Stopping has two speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
+``soft_stop()`` (SIGUSR1, or a master's ``stop`` on reload) closes the listeners, lets the
+sessions finish and stops when none is left, or when ``hard-stop-after`` has passed since.
+``stopping_softly`` is True from the moment a soft stop is asked for (before ``grace`` runs
+out, under a master): a health endpoint answers 503 from then on.
+
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways).
 """
 import os
+import signal
 import sys
 import time
 
@@ -4816,10 +4978,19 @@ class FrontendState(object):
 class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
-    def __init__(self, config):
+    def __init__(self, config, listening=None):
         config, followed = start_addresses(config)
         self.config = config
         self.loop = EventLoop()
+        # Listening sockets a master opened, by listen_key; None: this process binds its own.
+        self.listening = listening
+        self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
+        self.stopping_softly = False  # a soft stop was asked for: /health says 503
+        self.draining = False         # the listeners are closed: stop when no session is left
+        self._hard_stop_timer = self.loop.timer(self._hard_stop)
+        # Called as on_server_change(pool, server) once a health verdict has been acted on: a
+        # worker that checks for its siblings tells its master (master.WorkerLink).
+        self.on_server_change = None
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
         self.maxconn = config.global_settings.maxconn or default_maxconn()
@@ -4830,6 +5001,9 @@ class Proxy(object):
         self.checker = HealthChecker(self.loop, self.pools.values(),
                                      config.global_settings.check_threads, self._server_changed,
                                      followed)
+        # Where a failed connection to a server is counted: here, or (hand_checks_over)
+        # in the process that checks.
+        self.report_connect_failure = self.checker.connection_failed
         self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:
@@ -4846,12 +5020,15 @@ class Proxy(object):
         for frontend in self.config.frontends:
             fe = self.frontends[frontend.name]
             for bind in frontend.binds:
-                sock = open_listener(bind)
+                if self.listening is None:
+                    sock = open_listener(bind)
+                else:
+                    sock = self.listening[listen_key(bind.address.family, bind.address.sockaddr)]
                 listener = Listener(self, fe, bind, sock)
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.loop.selector.register(listener.sock, EVENT_READ, listener.on_event)
+            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
@@ -4863,14 +5040,42 @@ class Proxy(object):
         """Ask the proxy to stop; callable from any thread."""
         self.loop.stop()
 
-    def _shutdown(self):
+    def soft_stop(self, hard_stop_after=None):
+        """Stop accepting at once and stop once the last session has ended, or when
+        ``hard_stop_after`` seconds have passed (None: no bound). Sessions carry on meanwhile;
+        checks stop, since a process that takes no new connections needs no verdicts."""
+        self.stopping_softly = True
+        if self.draining:
+            return
+        self.draining = True
+        self._close_listeners()
         self.checker.stop()
+        LOG.info("stopped accepting; %d connection(s) left to finish", self.active)
+        if not self.active:
+            self.loop.stopping = True
+        elif hard_stop_after is not None:
+            self._hard_stop_timer.arm(self.loop.now + hard_stop_after)
+
+    def _hard_stop(self):
+        LOG.warning("hard-stop-after: closing the %d connection(s) left", self.active)
+        self.loop.stopping = True
+
+    def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.loop.selector.unregister(listener.sock)
+                self.accepts.unregister(listener.sock)
             listener.close()
+        for fe in self.frontends.values():
+            fe.listeners = []
+        self.listeners = []
+
+    def _shutdown(self):
+        self.checker.stop()
+        self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
+        if self.accepts is not self.loop.selector:
+            self.accepts.close()
         self.loop.close()
         LOG.info("stopped")
 
@@ -4915,6 +5120,8 @@ class Proxy(object):
             LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+        if self.draining and not self.active:
+            self.loop.stopping = True
 
     def header_wait_started(self, session):
         """A session now waits for its header. At maxconn-pending-header, the oldest waiting
@@ -4933,11 +5140,43 @@ class Proxy(object):
     def server_connect_failed(self, server, cause, detail, duration):
         """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
-        self.checker.connection_failed(server, cause, duration)
+        self.report_connect_failure(server, cause, duration)
+
+    def hand_checks_over(self, report_connect_failure):
+        """Another process checks the servers (master.py): none are checked here, verdicts
+        arrive through ``checker.adopt``, and each failed connection to a server goes to
+        ``report_connect_failure(server, cause, duration)`` to be counted where the checks
+        are. Called before run()."""
+        self.checker = HealthChecker(self.loop, (), 0, self._server_changed)
+        self.report_connect_failure = report_connect_failure
+
+    def set_server_admin(self, pool, server, admin=None, weight=None, maxconn=None):
+        """What an operator sets on a server (the runtime API, or a master passing it on):
+        its administrative state (READY, DRAIN, MAINT), weight, maxconn; None leaves one as
+        it is. Raises ValueError for a transition the state does not allow. Leaving MAINT
+        starts the server's checks over, as HAProxy does."""
+        leaving_maint = admin is not None and server.admin == MAINT and admin != MAINT
+        changed = False
+        if admin is not None and admin != server.admin:
+            changed = pool.set_admin(server, admin)
+        if weight is not None:
+            changed = pool.set_weight(server, weight) or changed
+        if maxconn is not None:
+            changed = pool.set_maxconn(server, maxconn) or changed
+        if leaving_maint:
+            self.checker.restart(server)
+        if changed:
+            self._server_status_changed(pool, server)
 
     def _server_changed(self, pool, server):
-        """Health changed a server's state: a server up may serve the queue; with none left,
-        queued clients are closed at once, not at timeout queue."""
+        """The checker's on_change: a health verdict changed a server's status."""
+        self._server_status_changed(pool, server)
+        if self.on_server_change is not None:
+            self.on_server_change(pool, server)
+
+    def _server_status_changed(self, pool, server):
+        """A server up may serve the queue; with none left, queued clients are closed at
+        once, not at timeout queue."""
         if server.usable:
             self.serve_queue(pool)
         elif not pool.candidates:
@@ -4975,16 +5214,16 @@ class Proxy(object):
             return
         globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
         paused = 0
-        selector = self.loop.selector
+        accepts = self.accepts
         for fe in self.frontends.values():
             limit = fe.frontend.maxconn
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    accepts.register(listener.sock, EVENT_READ, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    selector.unregister(listener.sock)
+                    accepts.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
@@ -5006,17 +5245,950 @@ def default_maxconn():
     return max(1, (soft - 64) // 2)
 
 
-def run_proxy(config):
-    """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
-    proxy = Proxy(config)
+def run_proxy(config, listening=None, attach=None):
+    """Bind, serve until SIGTERM/SIGINT (or a soft stop ends), and return the exit status.
+
+    A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
+    and ``attach(proxy)``, called once the listeners are registered, to hook its channel
+    to the master into the loop; the master handles SIGUSR1, SIGHUP and SIGUSR2 then. A
+    single process handles them itself (install_single_process_signals)."""
+    proxy = Proxy(config, listening)
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
+    if attach is None:
+        install_single_process_signals(proxy)
+    else:
+        attach(proxy)
     LOG.info("simpleproxy ready: %s", ", ".join(
         "%s %s" % (listener.frontend.name, listener.bind.address.text)
         for listener in proxy.listeners))
     sys.stderr.flush()
     proxy.run()
     return 0
+
+
+RELOAD_NEEDS_MASTER = ("received %s: not reloading: a reload needs the master process (set "
+                       "[global] workers, workers = 1 is enough, and restart once)")
+
+
+def install_single_process_signals(proxy):
+    """SIGUSR1 soft-stops the single process (there is no grace: grace is a master key);
+    SIGHUP and SIGUSR2, HAProxy's reload signals, only log why they do nothing here."""
+    def soft_stop():
+        LOG.info("received SIGUSR1: soft stop")
+        proxy.soft_stop()
+
+    def reload_refused(name):
+        return lambda: LOG.warning(RELOAD_NEEDS_MASTER, name)
+    proxy.loop.add_signal_handler(signal.SIGUSR1, soft_stop)
+    for signum in (signal.SIGHUP, signal.SIGUSR2):
+        proxy.loop.add_signal_handler(signum, reload_refused(signal.Signals(signum).name))
+
+
+###############################################################################
+# Processes: worker count, privileges (simpleproxy/process.py) ################
+###############################################################################
+
+"""What the process model asks of the host: each worker's share of a limit, whom it runs as.
+
+(The values of the [global] keys ``workers``, ``user`` and ``group`` are read in
+config_values.py, with the other values.)
+
+Dropping privileges happens in each worker after the master has bound every listening
+socket, so ``bind = :80`` works started as root. The master stays root: a reload may have to
+bind a new privileged port. Whatever a worker imports lazily later must be imported before
+the drop, because the new user may not be allowed to read the interpreter's directory (pyenv
+under /root, mode 0700): the ``idna`` codec is the one seen failing (``getaddrinfo`` with a
+str host name encodes it with idna).
+"""
+import grp
+import os
+import pwd
+
+def split_limit(limit, workers):
+    """One worker's share of a connection limit (None or 0: no limit, kept as it is).
+
+    Rounded up, so that the workers together never allow fewer than ``limit`` and a small
+    limit never becomes 0, which would mean "unlimited"."""
+    if not limit:
+        return limit
+    return -(-limit // workers)
+
+
+def preload_lazy_imports():
+    """Import now what the proxy would otherwise import on first use (see the docstring)."""
+    "x".encode("idna")
+
+
+def drop_privileges(user, group):
+    """Become ``user`` (and ``group``, or else the user's primary group), for good.
+
+    setgroups, then setgid, then setuid: as root each sets the real, effective and saved id
+    at once. Raises OSError when the process may not, and PermissionError if any uid is
+    still 0 afterwards (a drop that half worked must not go unnoticed)."""
+    if user is None and group is None:
+        return
+    preload_lazy_imports()
+    gid = grp.getgrnam(group).gr_gid if group else pwd.getpwnam(user).pw_gid
+    os.setgroups([gid])
+    os.setgid(gid)
+    if user is not None:
+        os.setuid(pwd.getpwnam(user).pw_uid)
+        if 0 in os.getresuid():
+            raise PermissionError("still uid 0 after becoming %s" % user)
+
+
+###############################################################################
+# Processes: the master-worker channel (simpleproxy/channel.py) ###############
+###############################################################################
+
+"""The channel between the master and each worker: one message per SEQPACKET datagram.
+
+A ``socketpair(AF_UNIX, SOCK_SEQPACKET)`` per worker keeps message boundaries without any
+framing, and its EOF tells either side that the other is gone. A message is UTF-8 text, its
+fields separated by tabs (config names never contain one), the first field its kind:
+
+    ready                           worker -> master: listeners registered, serving
+    soft-stop                       master -> worker: SIGUSR1 came, ``grace`` runs: go on
+                                    accepting, but a health endpoint says 503 from now on
+    stop                            master -> worker: stop accepting now, finish the
+                                    connections, exit (bounded by hard-stop-after)
+    server-state BACKEND SERVER UP|DOWN
+                                    the checking worker -> master: a verdict that changed a
+                                    server's status; master -> every other worker, and to each
+                                    new worker once it is ready, all the verdicts it knows
+                                    (so health carries over restarts and reloads, by name)
+    server-failed BACKEND SERVER CAUSE SECONDS
+                                    a worker that does not check -> master -> the checking
+                                    worker: a client connection to the server failed (passive
+                                    health, counted where the checks are)
+    server-admin BACKEND SERVER FIELD=VALUE...
+                                    master -> every worker: what an operator set on a server;
+                                    FIELD is state (READY, DRAIN or MAINT), weight (0-256) or
+                                    maxconn (this worker's share, 0: unlimited), one or more.
+                                    The master keeps the latest of each field per server and
+                                    sends them to each new worker once it is ready, so admin
+                                    state carries over restarts and reloads, by name.
+    counters ID                     master -> worker: send a snapshot of your counters
+    counters ID JSON                worker -> master: the snapshot (counter_snapshot in
+                                    master.py: its pid, frontends, backends, servers by name)
+
+The runtime API (its own issue) plugs in at the master, on the master's loop:
+
+    Master.set_server_admin(backend, server, state=None, weight=None, maxconn=None)
+        checks the names and values, remembers them (carried over reloads and restarts) and
+        sends ``server-admin`` to every worker; returns None, or a one-line error (unknown
+        backend or server, a value out of range) to answer the operator with.
+    Master.request_counters(callback)
+        asks every serving worker for a snapshot; ``callback(snapshots)`` runs on the
+        master's loop with the list of decoded JSON objects once all have answered, or after
+        COUNTERS_TIMEOUT with those that did. ``aggregate_counters(snapshots)`` sums them
+        into one proxy's view.
+"""
+import socket
+
+MSG_READY = "ready"
+MSG_SOFT_STOP = "soft-stop"
+MSG_STOP = "stop"
+MSG_SERVER_STATE = "server-state"
+MSG_SERVER_FAILED = "server-failed"
+MSG_SERVER_ADMIN = "server-admin"
+MSG_COUNTERS = "counters"
+STATE_UP = "UP"
+STATE_DOWN = "DOWN"
+ADMIN_FIELDS = ("state", "weight", "maxconn")
+# A SEQPACKET message must fit the sender's buffer (net.core.wmem_default, 208 KiB): a
+# counters snapshot of some thousand servers does; the other messages are short.
+MESSAGE_MAX = 192 * 1024
+
+
+def channel_pair():
+    """(master's end, worker's end), both blocking; the worker makes its own non-blocking."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send_message(sock, kind, *fields):
+    """Send one message; False when the other side is gone (or not reading)."""
+    try:
+        sock.send("\t".join((kind,) + fields).encode("utf-8"))
+    except OSError:
+        return False
+    return True
+
+
+def receive_message(sock):
+    """The next message as a list of fields, [] at EOF (the other side is gone), or None
+    when nothing is waiting on a non-blocking socket."""
+    try:
+        data = sock.recv(MESSAGE_MAX)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return []
+    if not data:
+        return []
+    return data.decode("utf-8", "replace").split("\t")
+
+
+def admin_fields(settings):
+    """``server-admin``'s FIELD=VALUE words for a dict of admin settings (None: not set)."""
+    return tuple("%s=%s" % (field, settings[field]) for field in ADMIN_FIELDS
+                 if settings.get(field) is not None)
+
+
+def parse_admin_fields(words):
+    """The dict admin_fields() was made from; ValueError for a word it cannot have made."""
+    settings = {}
+    for word in words:
+        field, _, value = word.partition("=")
+        if field not in ADMIN_FIELDS:
+            raise ValueError("unknown server-admin field %r" % field)
+        settings[field] = value if field == "state" else int(value)
+    return settings
+
+
+###############################################################################
+# Processes: systemd notify and socket activation (simpleproxy/systemd.py) ####
+###############################################################################
+
+"""systemd, spoken without libsystemd: readiness notification and socket activation.
+
+Notification (sd_notify(3)): newline-separated ``KEY=VALUE`` lines in one datagram to the
+Unix socket named by ``$NOTIFY_SOCKET``, a path or, starting with ``@``, an abstract name
+(the ``@`` stands for a NUL byte). The master sends ``READY=1`` once its workers accept,
+``RELOADING=1`` with ``MONOTONIC_USEC=`` (what ``Type=notify-reload``, systemd 253+,
+requires) then ``READY=1`` around a reload, ``STOPPING=1``, ``STATUS=`` a short line, and
+``WATCHDOG=1`` every half of ``$WATCHDOG_USEC`` when that is set for this pid
+(``$WATCHDOG_PID``, when present, must be ours).
+
+Socket activation (sd_listen_fds(3)): ``$LISTEN_FDS`` descriptors from 3 on, meant for this
+process when ``$LISTEN_PID`` is our pid. They are matched to bind lines by the address the
+socket is bound to (getsockname), whatever ``$LISTEN_FDNAMES`` says, and the variables are
+removed so that no child takes them for its own.
+
+Without these variables nothing here does anything.
+"""
+import os
+import socket
+import time
+
+
+LISTEN_FDS_START = 3
+
+
+class Notifier(object):
+    """Messages to systemd's notification socket; every method is a no-op without one."""
+
+    def __init__(self, environ=os.environ):
+        address = environ.get("NOTIFY_SOCKET") or None
+        if address is not None and address.startswith("@"):
+            address = "\0" + address[1:]
+        self.address = address
+        self.watchdog_interval = None      # seconds between WATCHDOG=1, or None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        if address and usec.isdigit() and int(usec) > 0 and pid in ("", str(os.getpid())):
+            self.watchdog_interval = int(usec) / 2e6
+
+    def send(self, *lines):
+        if self.address is None:
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.sendto("\n".join(lines).encode("utf-8"), self.address)
+        except OSError as exc:
+            LOG.warning("cannot notify systemd at %s: %s", self.address.replace("\0", "@"), exc)
+        finally:
+            sock.close()
+
+    def ready(self, status):
+        self.send("READY=1", "STATUS=" + status)
+
+    def reloading(self):
+        monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6)
+        self.send("RELOADING=1", "MONOTONIC_USEC=%d" % monotonic_usec,
+                  "STATUS=reloading the configuration")
+
+    def stopping(self):
+        self.send("STOPPING=1", "STATUS=stopping")
+
+    def watchdog(self):
+        self.send("WATCHDOG=1")
+
+
+def activated_sockets(environ=os.environ):
+    """The listening sockets systemd passed us, by listen_key; {} without socket activation.
+
+    Consumes LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES from ``environ``."""
+    pid = environ.pop("LISTEN_PID", "")
+    count = environ.pop("LISTEN_FDS", "")
+    environ.pop("LISTEN_FDNAMES", None)
+    if pid != str(os.getpid()) or not count.isdigit():
+        return {}
+    sockets = {}
+    for fd in range(LISTEN_FDS_START, LISTEN_FDS_START + int(count)):
+        # Wrap the descriptor as it is (no dup); its family comes from the kernel, since
+        # Python before 3.7 cannot detect it from a descriptor by itself.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+        family = probe.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        probe.detach()
+        sock = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+        sock.setblocking(False)
+        sockaddr = sock.getsockname()
+        if isinstance(sockaddr, bytes):                   # an abstract Unix name
+            sockaddr = os.fsdecode(sockaddr)
+        sockets[listen_key(family, sockaddr)] = sock
+    return sockets
+
+
+###############################################################################
+# Processes: the master, workers, reload (simpleproxy/master.py) ##############
+###############################################################################
+
+"""The master process: owns the listening sockets, supervises the workers, reloads.
+
+With ``workers`` (or another process key: grace, hard-stop-after, pidfile, user, group) in
+[global], or under systemd, the process started is the master. It
+binds every listening socket once, forks the workers, each running the ordinary event loop
+(proxy.run_proxy) on the inherited sockets, and never serves traffic itself.
+
+* A worker that dies is logged with its exit status or signal and started again (after a
+  second if it lived less than that, so that a worker that cannot start does not spin).
+* SIGTERM / SIGINT: the workers get SIGTERM (today's prompt stop) and the master exits 0.
+* SIGHUP / SIGUSR2: reload. The new config is read and checked; if it is invalid, or a new
+  address cannot be bound, the errors are logged and nothing changes. Otherwise a new
+  generation of workers starts on the same sockets (an address that stays keeps the very
+  same socket, so nothing queued on it is lost; new addresses are bound, removed ones
+  closed), and once each new worker says ``ready`` the old ones are told ``stop``: they stop
+  accepting at once and finish their connections, bounded by ``hard-stop-after``.
+  ``grace`` does not apply to reloads, as HAProxy's manual advises.
+* SIGUSR1: soft stop. The workers are told ``soft-stop`` (their /health says 503) and keep
+  accepting for ``grace``, then all are told ``stop``
+  (hard-stop-after counts from there) and the master closes its listening sockets and
+  exits 0 when the last worker has.
+
+Why one shared listening socket per address rather than one SO_REUSEPORT socket per worker:
+a reload must not lose connections, and closing a REUSEPORT socket drops whatever is queued
+on it (Linux migrates them only with net.ipv4.tcp_migrate_req, 5.14+), while a shared socket
+simply goes on being accepted from by the new workers. The cost of a shared socket is that
+every idle worker wakes for each connection; each worker therefore watches its listeners
+through an epoll of its own with EPOLLEXCLUSIVE (listeners.ExclusiveAccepts), which wakes one.
+``bench/accept_modes.py`` measures the three ways; its figures are in docs/operations.md.
+
+Why ``workers = 1`` is a master and one worker rather than one process handing its sockets
+to a re-executed successor: it is the same code path as N workers, so reloads, restarts and
+soft stops are tested once for every count. Without any process key (and outside systemd)
+the proxy stays today's single process, which cannot reload.
+
+``maxconn`` is per proxy: the global, frontend and server limits are split across the
+workers, each getting its share rounded up (process.split_limit); so is a server maxconn
+an operator sets at run time.
+
+The master is also where one proxy is seen from outside: it keeps the latest health verdict
+and operator setting of every server (by backend and server name) and hands them to every
+new worker, and it gathers the workers' counters. channel.py lists the messages and the
+calls the runtime API makes here (``set_server_admin``, ``request_counters``).
+"""
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from selectors import DefaultSelector
+
+
+RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
+STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much later get SIGKILL
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
+COUNTERS_TIMEOUT = 1.0       # request_counters answers with what came in by then
+MAX_WEIGHT = 256
+
+
+class Worker(object):
+    """The master's record of one worker process."""
+
+    def __init__(self, pid, generation, slot, channel, started):
+        self.pid = pid
+        self.generation = generation
+        self.slot = slot              # its number within its generation, 0 to workers - 1
+        self.channel = channel
+        self.started = started
+        self.ready = False
+        self.stopping = False
+
+
+def worker_config(config):
+    """The config a worker runs: connection limits split across the workers."""
+    count = config.global_settings.workers
+    settings = config.global_settings._replace(
+        maxconn=split_limit(config.global_settings.maxconn, count))
+    frontends = tuple(fe._replace(maxconn=split_limit(fe.maxconn, count))
+                      for fe in config.frontends)
+    backends = {name: be._replace(servers=tuple(server._replace(
+        maxconn=split_limit(server.maxconn, count)) for server in be.servers))
+        for name, be in config.backends.items()}
+    return config._replace(global_settings=settings, frontends=frontends, backends=backends)
+
+
+def bind_keys(config):
+    """Every bind line of ``config``, by listen_key."""
+    return {listen_key(bind.address.family, bind.address.sockaddr): bind
+            for frontend in config.frontends for bind in frontend.binds}
+
+
+class Master(object):
+    """The supervisor; ``run()`` returns the exit status."""
+
+    def __init__(self, config, config_path, environ=os.environ):
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier(environ)
+        self.activated = activated_sockets(environ)
+        self.listening = {}
+        self.workers = {}             # pid -> Worker
+        self.server_states = {}       # (backend, server) -> UP or DOWN, the latest verdict
+        self.server_admin = {}        # (backend, server) -> {field: value}, what operators set
+        self.counter_requests = {}    # request id -> CounterRequest
+        self._request_ids = 0
+        self.generation = 0
+        self.serving = 0              # the generation whose workers all said ready
+        self.restarts = []            # (due, generation, slot) of workers to start again
+        self.signals = []
+        self.soft_stop_at = None      # when SIGUSR1's grace ends
+        self.stopping = False         # the workers were told to stop: exit when they are gone
+        self.selector = DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, EVENT_READ, lambda mask: _drain(self._wake_r))
+        self.next_watchdog = None
+
+    # -- listening sockets ------------------------------------------------------------------
+
+    def open_listening(self, config):
+        """Sockets for every bind of ``config``: kept, activated by systemd, or bound now.
+
+        Returns the new mapping; raises SimpleProxyError (after closing what it opened) when
+        an address cannot be bound, so that a reload can give up without a trace."""
+        listening, opened = {}, []
+        try:
+            for key, bind in bind_keys(config).items():
+                sock = self.listening.get(key) or self.activated.pop(key, None)
+                if sock is None:
+                    sock = open_listener(bind)
+                    opened.append(sock)
+                listening[key] = sock
+        except SimpleProxyError:
+            for sock in opened:
+                sock.close()
+            raise
+        return listening
+
+    def close_listening(self, keep):
+        """Close the sockets whose address is not in ``keep`` (unlinking Unix paths)."""
+        for key, sock in list(self.listening.items()):
+            if key in keep:
+                continue
+            sock.close()
+            if key[0] == socket.AF_UNIX and not key[1].startswith("\0"):
+                try:
+                    os.unlink(key[1])
+                except OSError:
+                    pass
+            del self.listening[key]
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def spawn(self, slot):
+        """Fork one worker of the current generation."""
+        master_end, worker_end = channel_pair()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            master_end.close()
+            os._exit(self._worker_main(worker_end, slot))
+        worker_end.close()
+        master_end.setblocking(False)       # a worker that stops reading must not stall us
+        worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
+        self.workers[pid] = worker
+        self.selector.register(master_end, EVENT_READ, lambda mask: self.on_message(worker))
+        LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
+
+    def _worker_main(self, channel, slot):
+        """In the child: forget the master's state, drop privileges, run the loop."""
+        code = 1
+        try:
+            for signum in MASTER_SIGNALS:
+                signal.signal(signum, signal.SIG_DFL)
+            for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
+            signal.set_wakeup_fd(-1)
+            for key in list(self.selector.get_map().values()):
+                key.fileobj.close()       # channels, the wake-up end, what watch() was given
+            self.selector.close()
+            self._wake_w.close()
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            ours = bind_keys(self.config)
+            for key, sock in self.listening.items():
+                if key not in ours:
+                    sock.close()        # an address this reload removes: closed everywhere
+            settings = self.config.global_settings
+            drop_privileges(settings.user, settings.group)
+            code = run_proxy(worker_config(self.config), self.listening,
+                             lambda proxy: WorkerLink(proxy, channel, slot == 0,
+                                                      settings.hard_stop_after))
+        except SimpleProxyError as exc:
+            LOG.error("%s", exc)
+        except BaseException:
+            LOG.error("worker failed:\n%s", traceback.format_exc().rstrip())
+        finally:
+            sys.stderr.flush()
+        return code
+
+    def reap(self):
+        """Collect every dead worker: log it, start a replacement when it was current."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self.selector.unregister(worker.channel)
+            worker.channel.close()
+            how = describe_exit(status)
+            expected = worker.stopping or self.stopping
+            LOG.log(logging.INFO if expected else logging.WARNING, "worker %d.%d (pid %d) %s",
+                    worker.generation, worker.slot, pid, how)
+            if not expected and worker.generation == self.generation:
+                now = time.monotonic()
+                due = now + RESTART_DELAY if now - worker.started < RESTART_DELAY else now
+                self.restarts.append((due, worker.generation, worker.slot))
+
+    def on_message(self, worker):
+        message = receive_message(worker.channel)
+        if not message:
+            return                    # EOF: the worker is exiting, reap() will tell
+        if message[0] == MSG_READY:
+            worker.ready = True
+            for (backend, server), state in self.server_states.items():
+                send_message(worker.channel, MSG_SERVER_STATE, backend, server, state)
+            for (backend, server), settings in self.server_admin.items():
+                self._send_admin(worker, backend, server, settings)
+            if self.soft_stop_at is not None:
+                send_message(worker.channel, MSG_SOFT_STOP)
+            self._retire_old_generations()
+        elif message[0] == MSG_SERVER_STATE and len(message) == 4:
+            self.server_states[message[1], message[2]] = message[3]
+            for other in self.workers.values():
+                if other is not worker and other.ready:
+                    send_message(other.channel, *message)
+        elif message[0] == MSG_SERVER_FAILED and len(message) == 5:
+            for checker in self.workers.values():
+                if checker.generation == self.generation and checker.slot == 0 and checker.ready:
+                    send_message(checker.channel, *message)
+        elif message[0] == MSG_COUNTERS and len(message) == 3:
+            request = self.counter_requests.get(message[1])
+            if request is not None:
+                request.answered(worker.pid, message[2])
+                if request.complete():
+                    self._finish_counters(message[1])
+
+    # -- what the runtime API calls (channel.py) ------------------------------------------------
+
+    def watch(self, sock, callback):
+        """Serve ``sock`` on the master's loop: ``callback(mask)`` when it is readable (the
+        runtime API's admin socket, and what its connections need). Workers close it."""
+        self.selector.register(sock, EVENT_READ, callback)
+
+    def unwatch(self, sock):
+        self.selector.unregister(sock)
+
+    def set_server_admin(self, backend, server, state=None, weight=None, maxconn=None):
+        """Set a server's admin state, weight or maxconn in every worker, now and after
+        reloads and restarts; None, or a one-line reason why nothing was done."""
+        be = self.config.backends.get(backend)
+        if be is None or server not in [s.name for s in be.servers]:
+            return "no server %s/%s" % (backend, server)
+        if state is not None and state not in ADMIN_TRANSITIONS:
+            return "state must be one of %s" % ", ".join(sorted(ADMIN_TRANSITIONS))
+        if weight is not None and not 0 <= weight <= MAX_WEIGHT:
+            return "weight must be from 0 to %d" % MAX_WEIGHT
+        if maxconn is not None and not 0 <= maxconn <= MAX_COUNT:
+            return "maxconn must be from 0 (unlimited) to %d" % MAX_COUNT
+        settings = self.server_admin.setdefault((backend, server), {})
+        changed = {field: value for field, value in
+                   (("state", state), ("weight", weight), ("maxconn", maxconn))
+                   if value is not None}
+        settings.update(changed)
+        for worker in self.workers.values():
+            if worker.ready and not worker.stopping:
+                self._send_admin(worker, backend, server, changed)
+        return None
+
+    def _send_admin(self, worker, backend, server, settings):
+        """``server-admin`` to one worker, with its share of a maxconn."""
+        if settings.get("maxconn") is not None:
+            settings = dict(settings, maxconn=split_limit(
+                settings["maxconn"], self.config.global_settings.workers))
+        send_message(worker.channel, MSG_SERVER_ADMIN, backend, server, *admin_fields(settings))
+
+    def request_counters(self, callback):
+        """Ask every serving worker for its counters; ``callback(snapshots)`` later."""
+        self._request_ids += 1
+        request_id = str(self._request_ids)
+        asked = [worker for worker in self.workers.values()
+                 if worker.ready and not worker.stopping]
+        self.counter_requests[request_id] = CounterRequest(
+            callback, {worker.pid for worker in asked}, time.monotonic() + COUNTERS_TIMEOUT)
+        for worker in asked:
+            send_message(worker.channel, MSG_COUNTERS, request_id)
+        if not asked:
+            self._finish_counters(request_id)
+
+    def _finish_counters(self, request_id):
+        request = self.counter_requests.pop(request_id)
+        request.callback(request.snapshots)
+
+    def _retire_old_generations(self):
+        """Once every worker of the new generation serves, the older ones stop accepting."""
+        current = [w for w in self.workers.values() if w.generation == self.generation]
+        if self.serving == self.generation or len(current) < self.config.global_settings.workers \
+                or not all(w.ready for w in current):
+            return
+        self.serving = self.generation
+        for worker in self.workers.values():
+            if worker.generation != self.generation and not worker.stopping:
+                worker.stopping = True
+                send_message(worker.channel, MSG_STOP)
+        self.close_listening(bind_keys(self.config))
+        status = "generation %d serves with %d worker(s)" % (self.generation, len(current))
+        LOG.info("%s", status)
+        self.notifier.ready(status)
+
+    # -- signals ------------------------------------------------------------------------------
+
+    def reload(self):
+        LOG.info("reloading %s", self.config_path)
+        self.notifier.reloading()
+        try:
+            config = with_workers(resolve_addresses(load_config(self.config_path)))
+            listening = self.open_listening(config)
+        except SimpleProxyError as exc:       # ConfigError included (resolve_addresses too)
+            for message in getattr(exc, "messages", None) or [str(exc)]:
+                LOG.error("%s", message)
+            LOG.error("reload aborted: the workers keep serving the previous configuration")
+            self.notifier.ready("reload failed, serving the previous configuration")
+            return
+        for warning in config.warnings:
+            LOG.warning("%s", warning)
+        self.config = config
+        self.listening.update(listening)
+        self.generation += 1
+        self.restarts = []
+        for slot in range(config.global_settings.workers):
+            self.spawn(slot)
+
+    def soft_stop(self):
+        if self.stopping:
+            return
+        LOG.info("soft stop: all workers stop accepting, their connections drain")
+        self.stopping = True
+        self.notifier.stopping()
+        self.restarts = []
+        for worker in self.workers.values():
+            worker.stopping = True
+            send_message(worker.channel, MSG_STOP)
+        self.close_listening(())
+        for request_id in list(self.counter_requests):
+            self._finish_counters(request_id)
+
+    def hard_stop(self, signum):
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        self.stopping = True
+        self.notifier.stopping()
+        for worker in self.workers.values():
+            _kill(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.reap()
+        for worker in self.workers.values():
+            LOG.error("worker %d.%d (pid %d) ignored SIGTERM for %.0fs: killing it",
+                      worker.generation, worker.slot, worker.pid, STOP_TIMEOUT)
+            _kill(worker.pid, signal.SIGKILL)
+
+    def _on_signal(self, signum, frame):
+        self.signals.append(signum)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self):
+        settings = self.config.global_settings
+        self.listening = self.open_listening(self.config)
+        for sock in self.activated.values():
+            LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
+            sock.close()
+        self.activated = {}
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for signum in MASTER_SIGNALS:
+            signal.signal(signum, self._on_signal)
+        if settings.pidfile:
+            with open(settings.pidfile, "w") as f:
+                f.write("%d\n" % os.getpid())
+        LOG.info("simpleproxy master ready (pid %d): %d worker(s), %s", os.getpid(),
+                 settings.workers, ", ".join(bind.address.text for bind in
+                                             bind_keys(self.config).values()))
+        self.generation = 1
+        for slot in range(settings.workers):
+            self.spawn(slot)
+        if self.notifier.watchdog_interval:
+            self.next_watchdog = time.monotonic()
+        try:
+            self._loop()
+        finally:
+            self.close_listening(())
+            if settings.pidfile:
+                try:
+                    os.unlink(settings.pidfile)
+                except OSError:
+                    pass
+        LOG.info("master stopped")
+        return 0
+
+    def _loop(self):
+        while not (self.stopping and not self.workers):
+            now = time.monotonic()
+            timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
+            for key, mask in self.selector.select(max(0.0, timeout)):
+                key.data(mask)
+            self._handle_signals()
+            now = time.monotonic()
+            if self.next_watchdog is not None and now >= self.next_watchdog:
+                self.notifier.watchdog()
+                self.next_watchdog = now + self.notifier.watchdog_interval
+            if self.soft_stop_at is not None and now >= self.soft_stop_at:
+                self.soft_stop()
+            for request_id, request in list(self.counter_requests.items()):
+                if now >= request.deadline:
+                    self._finish_counters(request_id)
+            for entry in [r for r in self.restarts if r[0] <= now]:
+                self.restarts.remove(entry)
+                if entry[1] == self.generation and not self.stopping:
+                    self.spawn(entry[2])
+
+    def _dues(self):
+        yield self.next_watchdog
+        yield None if self.stopping else self.soft_stop_at
+        for request in self.counter_requests.values():
+            yield request.deadline
+        for entry in self.restarts:
+            yield entry[0]
+
+    def _handle_signals(self):
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGCHLD:
+                self.reap()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                self.hard_stop(signum)
+            elif self.stopping:
+                continue
+            elif signum in RELOAD_SIGNALS:
+                self.reload()
+            elif signum == signal.SIGUSR1 and self.soft_stop_at is None:
+                grace = self.config.global_settings.grace or 0.0
+                LOG.info("received SIGUSR1: soft stop in %.3fs (grace)", grace)
+                self.notifier.send("STATUS=soft stop: accepting for %.3fs more" % grace)
+                self.soft_stop_at = time.monotonic() + grace
+                for worker in self.workers.values():
+                    send_message(worker.channel, MSG_SOFT_STOP)
+
+
+class WorkerLink(object):
+    """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
+
+    Slot 0 of each generation is the one that runs health checks, and its verdicts go to
+    the master, which passes them on; the other workers run no checks, take the verdicts
+    they are sent and send their failed client connections (passive health) to be counted
+    by the checker, so each server gets one check per interval and one count however many
+    workers there are."""
+
+    def __init__(self, proxy, channel, checking, hard_stop_after):
+        self.proxy = proxy
+        self.channel = channel
+        self.hard_stop_after = hard_stop_after
+        if checking:
+            proxy.on_server_change = self.send_verdict
+        else:
+            proxy.hand_checks_over(self.send_failure)
+        channel.setblocking(False)
+        proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
+        send_message(channel, MSG_READY)
+
+    def send_verdict(self, pool, server):
+        send_message(self.channel, MSG_SERVER_STATE, pool.backend.name, server.config.name,
+                     STATE_UP if server.healthy else STATE_DOWN)
+
+    def send_failure(self, server, cause, duration):
+        send_message(self.channel, MSG_SERVER_FAILED, server.backend.name, server.config.name,
+                     cause, "%.6f" % duration)
+
+    def on_message(self, mask):
+        message = receive_message(self.channel)
+        if message is None:
+            return
+        kind = message[0] if message else None
+        if kind is None or kind == MSG_STOP:
+            if kind is None:
+                LOG.warning("the master is gone: finishing the connections")
+            self.proxy.loop.selector.unregister(self.channel)
+            self.proxy.soft_stop(self.hard_stop_after)
+        elif kind == MSG_SOFT_STOP:
+            self.proxy.stopping_softly = True
+        elif kind == MSG_SERVER_STATE and len(message) == 4:
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.adopt(pool, server, message[3] == STATE_UP)
+        elif kind == MSG_SERVER_FAILED and len(message) == 5:
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.connection_failed(server, message[3], float(message[4]))
+        elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
+            self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
+        elif kind == MSG_COUNTERS and len(message) == 2:
+            send_message(self.channel, MSG_COUNTERS, message[1],
+                         json.dumps(counter_snapshot(self.proxy)))
+
+    def apply_admin(self, backend, server_name, settings):
+        for pool, server in self.servers_named(backend, server_name):
+            try:
+                self.proxy.set_server_admin(pool, server, settings.get("state"),
+                                            settings.get("weight"), settings.get("maxconn"))
+            except ValueError as exc:
+                LOG.warning("server-admin %s/%s: %s", backend, server_name, exc)
+
+    def servers_named(self, backend, server_name):
+        """(pool, server) of the server this config has by those names: one, or none."""
+        pool = self.proxy.pools.get(backend)
+        return [(pool, server) for server in (pool.servers if pool is not None else ())
+                if server.config.name == server_name]
+
+
+class CounterRequest(object):
+    """A request_counters() waiting for the workers' answers."""
+
+    def __init__(self, callback, waiting_for, deadline):
+        self.callback = callback
+        self.waiting_for = waiting_for        # pids that have not answered yet
+        self.deadline = deadline
+        self.snapshots = []
+
+    def answered(self, pid, text):
+        if pid in self.waiting_for:
+            self.waiting_for.discard(pid)
+            self.snapshots.append(json.loads(text))
+
+    def complete(self):
+        return not self.waiting_for
+
+
+def counter_snapshot(proxy):
+    """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
+    totals only, so that the master can add the workers' snapshots up (aggregate_counters);
+    the stats of the runtime API issue extend it with their own fields."""
+    return {
+        "pid": os.getpid(),
+        "active": proxy.active,
+        "stopping_softly": proxy.stopping_softly,
+        "frontends": {name: {"scur": fe.active} for name, fe in proxy.frontends.items()},
+        "backends": {name: {"qcur": len(pool.waiting),
+                            "servers": {server.config.name: {
+                                "scur": server.active, "status": server.status,
+                                "weight": server.weight, "maxconn": server.maxconn}
+                                for server in pool.servers}}
+                     for name, pool in proxy.pools.items()},
+    }
+
+
+def aggregate_counters(snapshots):
+    """The workers' snapshots as one proxy's: numbers added up, per frontend, backend and
+    server; a server's status, weight and maxconn as the workers agree on them (the first
+    worker's: verdicts and admin settings reach every worker through the master)."""
+    total = {"workers": len(snapshots), "active": 0, "frontends": {}, "backends": {}}
+    for snapshot in snapshots:
+        total["active"] += snapshot["active"]
+        for name, counters in snapshot["frontends"].items():
+            _add(total["frontends"].setdefault(name, {}), counters)
+        for name, backend in snapshot["backends"].items():
+            into = total["backends"].setdefault(name, {"qcur": 0, "servers": {}})
+            into["qcur"] += backend["qcur"]
+            for server, counters in backend["servers"].items():
+                _add(into["servers"].setdefault(server, {}), counters)
+    return total
+
+
+def _add(into, counters):
+    """Sum the numbers of ``counters`` into ``into``; other values: the first one seen. A
+    server's maxconn is a worker's share: the sum is the proxy's."""
+    for field, value in counters.items():
+        if isinstance(value, int) and not isinstance(value, bool) and field != "weight":
+            into[field] = into.get(field, 0) + value
+        else:
+            into.setdefault(field, value)
+
+
+def describe_exit(status):
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return "was killed by signal %s" % name
+    return "exited with status %d" % os.WEXITSTATUS(status)
+
+
+def _kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(sock):
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def with_workers(config):
+    """``config`` with a worker count: one when [global] does not say."""
+    if config.global_settings.workers is not None:
+        return config
+    return config._replace(global_settings=config.global_settings._replace(workers=1))
+
+
+def run_master(config):
+    """Run the master on ``config`` (already checked) until it stops; the exit status."""
+    return Master(with_workers(resolve_addresses(config)), config.path).run()
+
+
+def needs_master(settings, environ=os.environ):
+    """Whether to run as a master: when [global] sets any key of the process model (none of
+    them means anything to a single process), or under systemd (it expects notifications
+    or passes sockets)."""
+    return (any(value is not None for value in (
+        settings.workers, settings.grace, settings.hard_stop_after, settings.pidfile,
+        settings.user, settings.group))
+        or bool(environ.get("NOTIFY_SOCKET") or environ.get("LISTEN_FDS")))
 
 
 ###############################################################################
@@ -5077,6 +6249,8 @@ def main(argv=None):
         setup_logging(args.log_level or config.global_settings.log_level)
         for warning in config.warnings:
             LOG.warning("%s", warning)
+        if needs_master(config.global_settings):
+            return run_master(config)
         return run_proxy(config)
     except ConfigError as exc:
         # Before the proxy runs, and when a server name does not resolve as it starts:

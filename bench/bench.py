@@ -5,6 +5,8 @@
     python3 bench/bench.py --quick          about a minute, for developers
     python3 bench/bench.py --python /root/.pyenv/versions/3.8.18/bin/python --python python3.13
     python3 bench/bench.py --tree mine=/path/to/other/checkout     compare two source trees
+    python3 bench/bench.py --workers 4      simpleproxy as a master and 4 workers (repeatable;
+                                            without it: workers = 1 and workers = 2)
 
 Needs HAProxy (``apt-get install -y haproxy``; ``--skip-haproxy`` runs without it) and Linux
 (epoll, /proc). Everything runs on 127.0.0.1 and every loop ends by a deadline.
@@ -71,8 +73,17 @@ def cpu_times(pid):
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
+def process_tree(pid):
+    """``pid`` and its children: the workers of a simpleproxy master count as the proxy."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [pid] + [int(child) for child in f.read().split()]
+    except OSError:
+        return [pid]
+
+
 def cpu_seconds(pid):
-    return sum(cpu_times(pid))
+    return sum(sum(cpu_times(member)) for member in process_tree(pid))
 
 
 def machine_busy_seconds():
@@ -84,6 +95,10 @@ def machine_busy_seconds():
 
 
 def rss_kib(pid):
+    return sum(_own_rss_kib(member) for member in process_tree(pid))
+
+
+def _own_rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -92,10 +107,11 @@ def rss_kib(pid):
 
 
 def tcp_connections(pid):
-    """How many TCP sockets other than listeners process ``pid`` holds (/proc/net/tcp{,6})."""
-    fd_dir = "/proc/%d/fd" % pid
+    """How many TCP sockets other than listeners process ``pid`` and its children hold
+    (/proc/net/tcp{,6})."""
     inodes = set()
-    for fd in os.listdir(fd_dir):
+    for fd_dir, fd in [("/proc/%d/fd" % member, fd) for member in process_tree(pid)
+                       for fd in os.listdir("/proc/%d/fd" % member)]:
         try:
             target = os.readlink(os.path.join(fd_dir, fd))
         except OSError:
@@ -223,8 +239,13 @@ CONFIG_TEMPLATES = {
 }
 
 
-def proxy_config(kind, routes):
+DEFAULT_WORKERS = [1, 2]      # the rows beside the single process: master + 1, master + 2
+
+
+def proxy_config(kind, routes, workers=None):
     head, route_template = CONFIG_TEMPLATES[kind]
+    if workers is not None:
+        head = head.replace("[global]\n", "[global]\nworkers = %d\n" % workers)
     return head + "".join(
         route_template.format(name=name, listen="%s:%d" % (HOST, port),
                               accept=" accept-proxy" if pp else "",
@@ -248,8 +269,9 @@ class Instance(object):
 class Target(object):
     """Something to send the traffic through: a proxy that can be started afresh, or nothing."""
 
-    def __init__(self, label, kind, python=None, tree=None, wrapper=(), options=()):
+    def __init__(self, label, kind, python=None, tree=None, wrapper=(), options=(), workers=None):
         self.label = label
+        self.workers = workers            # simpleproxy's [global] workers, None: not set
         self.kind = kind             # "none", "haproxy" or "simpleproxy"
         self.python = python
         self.tree = tree
@@ -264,7 +286,7 @@ class Target(object):
         os.makedirs(workdir, exist_ok=True)
         config_path = os.path.join(workdir, "proxy.cfg")
         with open(config_path, "w") as f:
-            f.write(proxy_config(self.kind, routes))
+            f.write(proxy_config(self.kind, routes, self.workers))
         if self.kind == "haproxy":
             args, env = [shutil.which("haproxy"), "-db", "-f"], None
         else:
@@ -534,7 +556,10 @@ def build_targets(args):
     for name, tree in trees:
         for python in args.python or [sys.executable]:
             label = "%s (py%s)" % (name, interpreter_version(python))
-            targets.append(Target(label, "simpleproxy", python=python, tree=os.path.abspath(tree)))
+            for workers in [None] + (args.workers or DEFAULT_WORKERS):
+                targets.append(Target(label + ("" if workers is None else ", workers=%d" % workers),
+                                      "simpleproxy", python=python, tree=os.path.abspath(tree),
+                                      workers=workers))
     return targets
 
 
@@ -548,6 +573,9 @@ def parse_args(argv):
                         help="run simpleproxy with this interpreter (repeatable)")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
                         help="also run the simpleproxy package found in DIR (repeatable)")
+    parser.add_argument("--workers", type=int, action="append", default=[],
+                        help="also run simpleproxy as a master and this many workers "
+                             "(repeatable; default: 1 and 2)")
     parser.add_argument("--skip-haproxy", action="store_true", help="run without HAProxy")
     parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
     args = parser.parse_args(argv)

@@ -47,9 +47,9 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become. Nothing sets it
-# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
-# through BackendPool.set_admin.
+# What an operator may set, and what each administrative state may become: ``disabled`` in
+# the config, and at run time Proxy.set_server_admin (a master's server-admin message; the
+# runtime API, its own issue).
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -72,7 +72,7 @@ class ServerState(object):
     """The run-time state of one configured server."""
 
     __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "resolution",
-                 "weight", "active", "status", "usable")
+                 "weight", "maxconn", "active", "status", "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
@@ -84,7 +84,8 @@ class ServerState(object):
         self.address = server.address if server.address.family is not None else None
         self.dns_maint = self.address is None
         self.resolution = None        # the discovery.NameResolution following its name, if any
-        self.weight = server.weight
+        self.weight = server.weight   # weight and maxconn: the config's until an operator's
+        self.maxconn = server.maxconn
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
@@ -129,9 +130,9 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's status changed. Kept for the
-        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
-        maintenance); tested in test_balancer.py until then."""
+        """Set the administrative state; True if the server's status changed (called by
+        Proxy.set_server_admin, with HealthChecker.restart when a server leaves
+        maintenance)."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))
@@ -141,6 +142,23 @@ class BackendPool(object):
         """Service discovery puts a server in maintenance (no address to use) or takes it
         out; True if the server's status changed."""
         return self._change(state, state.admin, state.healthy, dns_maint)
+
+    def set_weight(self, state, weight):
+        """An operator's weight (0 to 256, checked by the caller); True if it changed."""
+        if weight == state.weight:
+            return False
+        state.weight = weight
+        state._settle()
+        self._refresh()
+        return True
+
+    def set_maxconn(self, state, maxconn):
+        """An operator's maxconn (0: unlimited); True if it changed. Nothing to rebuild: a
+        full server is passed over at pick time."""
+        if maxconn == state.maxconn:
+            return False
+        state.maxconn = maxconn
+        return True
 
     def _change(self, state, admin, healthy, dns_maint=None):
         before = state.status
@@ -187,7 +205,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.config.maxconn
+    maxconn = state.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 

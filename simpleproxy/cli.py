@@ -6,6 +6,7 @@ from ._version import __version__
 from .config import load_config
 from .errors import ConfigError, SimpleProxyError
 from .logs import LOG, setup_logging
+from .master import needs_master, run_master
 from .proxy import run_proxy
 from .proxyproto import ProxyHeaderError, header_as_dict, parse_header
 from .resolve import resolve_addresses
@@ -60,6 +61,8 @@ def main(argv=None):
         setup_logging(args.log_level or config.global_settings.log_level)
         for warning in config.warnings:
             LOG.warning("%s", warning)
+        if needs_master(config.global_settings):
+            return run_master(config)
         return run_proxy(config)
     except ConfigError as exc:
         # Before the proxy runs, and when a server name does not resolve as it starts:

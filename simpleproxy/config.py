@@ -16,10 +16,11 @@ import re
 from collections import namedtuple
 
 from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VALUE,
-                            DEFAULT_INIT_ADDR, DURATION_VALUE, HEADER_SIZE_VALUE,
-                            INIT_ADDR_VALUE, MAX_COUNT, PORT_VALUE, SOURCES_VALUE,
-                            V2_OPTIONS_VALUE, Address, bind_address, expand_server_template,
-                            one_of, server_address, size_range, unknown_word, whole_number)
+                            DEFAULT_INIT_ADDR, DURATION_VALUE, GROUP_VALUE,
+                            HEADER_SIZE_VALUE, INIT_ADDR_VALUE, MAX_COUNT, PORT_VALUE,
+                            SOURCES_VALUE, USER_VALUE, V2_OPTIONS_VALUE, WORKERS_VALUE, Address,
+                            ValueKind, bind_address, expand_server_template, one_of,
+                            server_address, size_range, unknown_word, whole_number)
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
@@ -72,11 +73,15 @@ unbounded."""
 
 GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
                                               "resolve_interval resolve_hold_nx "
-                                              "resolve_hold_timeout resolve_hold_other")
+                                              "resolve_hold_timeout resolve_hold_other workers "
+                                              "grace hard_stop_after pidfile user group")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
 the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
-failing name keeps its servers' addresses, by HAProxy's failure kinds."""
+failing name keeps its servers' addresses, by HAProxy's failure kinds; workers None: one
+process, no master (see master.py), else the worker count; grace and hard_stop_after: float
+seconds or None; pidfile, user, group: str or None."""
+GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -208,11 +213,18 @@ _CFG_GLOBAL_KEYS = {
     "resolve-hold-nx": _CfgKey("resolve_hold_nx", DURATION_VALUE, ("global",)),
     "resolve-hold-timeout": _CfgKey("resolve_hold_timeout", DURATION_VALUE, ("global",)),
     "resolve-hold-other": _CfgKey("resolve_hold_other", DURATION_VALUE, ("global",)),
+    "workers": _CfgKey("workers", WORKERS_VALUE, ("global",)),
+    "grace": _CfgKey("grace", DURATION_VALUE, ("global",)),
+    "hard-stop-after": _CfgKey("hard_stop_after", DURATION_VALUE, ("global",)),
+    "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
+    "user": _CfgKey("user", USER_VALUE, ("global",)),
+    "group": _CfgKey("group", GROUP_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, resolve_interval=None,
                                       resolve_hold_nx=30.0, resolve_hold_timeout=30.0,
-                                      resolve_hold_other=30.0)
+                                      resolve_hold_other=30.0, workers=None, grace=None,
+                                      hard_stop_after=None, pidfile=None, user=None, group=None)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),

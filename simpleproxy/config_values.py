@@ -11,7 +11,10 @@ No socket here: an address is checked and written down with its family as a word
 (resolve.py), so that checking a configuration asks no name server.
 """
 
+import grp
 import ipaddress
+import os
+import pwd
 import re
 from collections import namedtuple
 
@@ -471,3 +474,50 @@ def _cfg_class_end(pattern, position):
     while position < len(pattern) and pattern[position] != "]":
         position += 2 if pattern[position] == "\\" else 1
     return position + 1
+
+
+# -- the process model: how many workers, whom they run as (master.py, process.py) ---------
+
+WORKERS_AUTO = "auto"
+MAX_WORKERS = 256
+_CFG_ID_DIGITS = re.compile(r"[0-9]{1,10}\Z")     # ASCII digits only: "²".isdigit() is True
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def parse_workers(text):
+    """``workers = N | auto``: a count from 1 to 256, or ``auto`` for the usable CPUs."""
+    if text == WORKERS_AUTO:
+        return usable_cpus()
+    if not _CFG_ID_DIGITS.match(text) or not 1 <= int(text) <= MAX_WORKERS:
+        raise ValueError("%s is not a worker count (expected a whole number from 1 to %d, "
+                         "or auto)" % (shown(text), MAX_WORKERS))
+    return int(text)
+
+
+def parse_user(text):
+    """``user = NAME | UID``: the user the workers run as; it must exist here."""
+    return _host_name(text, pwd.getpwuid, pwd.getpwnam, "user", "/etc/passwd").pw_name
+
+
+def parse_group(text):
+    """``group = NAME | GID``: the group the workers run as; it must exist here."""
+    return _host_name(text, grp.getgrgid, grp.getgrnam, "group", "/etc/group").gr_name
+
+
+def _host_name(text, by_id, by_name, what, where):
+    try:
+        return by_id(int(text)) if _CFG_ID_DIGITS.match(text) else by_name(text)
+    except (KeyError, OverflowError, ValueError):     # ValueError: a NUL in the name
+        raise ValueError("no %s %s on this host (expected a %s name or id from %s)"
+                         % (what, shown(text), what, where))
+
+
+WORKERS_VALUE = ValueKind(parse_workers, "a worker count or auto")
+USER_VALUE = ValueKind(parse_user, "a user name")
+GROUP_VALUE = ValueKind(parse_group, "a group name")

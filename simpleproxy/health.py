@@ -11,7 +11,8 @@ The split (STYLE.md: the loop owns all state):
   the only door: nothing a worker runs touches the loop otherwise (tests/test_layout.py).
 * ``HealthChecker`` lives on the loop. It keeps a loop timer per checked server, counts
   rise and fall (``HealthState``, HAProxy's counting), tells the server's ``BackendPool``,
-  logs status changes and tells the proxy (``on_change``). A result is applied only while it
+  logs status changes and tells the proxy (``on_change``); ``adopt`` takes a verdict another
+  process reached (master.py: one worker checks for all). A result is applied only while it
   is current: not after stop(), not for a server this checker does not check, not from
   before a restart() of the server's checks (its generation).
 * Passive health, as HAProxy's ``observe layer4``: the proxy reports real connections to a
@@ -440,9 +441,8 @@ class HealthChecker(object):
     def restart(self, server):
         """Start a server's checks over: up, but down at the first failure. The next check
         goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
+        checks never overlap. Nothing to do for a server without checks. Proxy.set_server_admin
+        calls it when a server leaves maintenance."""
         check = self.checks.get(server)
         if check is None:
             return
@@ -463,6 +463,16 @@ class HealthChecker(object):
             return
         log_status_change(pool, server, reason, duration)
         self.on_change(pool, server)
+
+    def adopt(self, pool, server, healthy):
+        """Take a verdict reached elsewhere (another process's checks, master.py): the server
+        is fully up or fully down from now on, here too, and its own checks, if it has any
+        here, count from there. Tells the proxy as a verdict of its own would."""
+        check = self.checks.get(server)
+        if check is not None:
+            check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
+        if pool.set_health(server, healthy):
+            self.on_change(pool, server)
 
 
 def log_status_change(pool, server, reason, duration=None):

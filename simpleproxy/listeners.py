@@ -4,13 +4,20 @@ Out of descriptors, accept() fails at once again on the next readiness event, so
 loop that only logged would spin. Instead every listener stops being watched for a moment
 (``ACCEPT_BACKOFF``), as asyncio's ``_accept_connection`` does, and is watched again when
 that moment is over; a connection closing meanwhile frees a descriptor for the next try.
+
+A worker of a master (master.py) does not open its listening sockets: it inherits them, and
+shares each with its sibling workers. Every idle worker would then wake for each connection
+and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
+EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
 """
 import errno
 import os
+import select
 import socket
 
 from .errors import SimpleProxyError
 from .logs import LOG
+from .loop import EVENT_READ
 from .relay import PEER_GONE_ERRNOS
 from .session import Session
 from .trust import TrustPolicy
@@ -56,7 +63,7 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        if self.is_unix and self.proxy.listening is None:    # a master's socket stays
             try:
                 os.unlink(self.bind.address.sockaddr)
             except OSError:
@@ -95,6 +102,53 @@ class AcceptBackoff(object):
     def _resume(self):
         self.paused_until = None
         self.on_change()
+
+
+class ExclusiveAccepts(object):
+    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
+
+    ``selectors`` cannot pass the flag, so this small epoll sits in the loop's selector as
+    one readable descriptor, and offers the two selector calls the proxy makes for
+    listeners. An exclusive registration cannot be modified, only added and removed, which
+    is all a listener needs."""
+
+    def __init__(self, selector):
+        self._epoll = select.epoll()
+        self._callbacks = {}
+        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
+
+    def register(self, sock, events, callback):
+        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+        self._callbacks[sock.fileno()] = callback
+
+    def unregister(self, sock):
+        self._epoll.unregister(sock.fileno())
+        del self._callbacks[sock.fileno()]
+
+    def _on_ready(self, mask):
+        for fd, events in self._epoll.poll(0):
+            self._callbacks[fd](mask)
+
+    def close(self):
+        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
+        self._epoll.close()
+
+
+def accept_watcher(selector, shared):
+    """What the proxy registers its listeners with: the loop's ``selector`` itself, or for
+    ``shared`` sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5,
+    an epoll selector)."""
+    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
+        return ExclusiveAccepts(selector)
+    return selector
+
+
+def listen_key(family, sockaddr):
+    """What identifies a listening socket across configurations and processes: the family
+    and the address as getsockname() gives it (a config's canonical IP text matches it)."""
+    if family == socket.AF_UNIX:
+        return family, sockaddr
+    return family, tuple(sockaddr[:2])
 
 
 def open_listener(bind):

@@ -161,6 +161,11 @@ class EventLoop(object):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
 
+    def add_signal_handler(self, signum, callback):
+        """Run ``callback()`` on the loop when ``signum`` arrives (the handler only appends to
+        the hand-off, as a thread would)."""
+        signal.signal(signum, lambda signum, frame: self.call_soon_threadsafe(callback))
+
     def _on_signal(self, signum, frame):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
         self.stopping = True

@@ -7,18 +7,25 @@ A listener is watched only while its frontend may take a connection (``_update_a
 so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
 it when they open and close, and it serves a backend's queue whenever a slot may have freed.
 
+Stopping has two speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
+``soft_stop()`` (SIGUSR1, or a master's ``stop`` on reload) closes the listeners, lets the
+sessions finish and stops when none is left, or when ``hard-stop-after`` has passed since.
+``stopping_softly`` is True from the moment a soft stop is asked for (before ``grace`` runs
+out, under a master): a health endpoint answers 503 from then on.
+
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways).
 """
 import os
+import signal
 import sys
 import time
 
-from .balancer import BackendPool
+from .balancer import MAINT, BackendPool
 from .endings import (END_CAUSES, END_HEADER_EVICTED, END_NO_SERVER, END_NORMAL,
                       END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
 from .health import HealthChecker
-from .listeners import AcceptBackoff, Listener, open_listener
+from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open_listener
 from .logs import LOG
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
@@ -42,10 +49,19 @@ class FrontendState(object):
 class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
-    def __init__(self, config):
+    def __init__(self, config, listening=None):
         config, followed = start_addresses(config)
         self.config = config
         self.loop = EventLoop()
+        # Listening sockets a master opened, by listen_key; None: this process binds its own.
+        self.listening = listening
+        self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
+        self.stopping_softly = False  # a soft stop was asked for: /health says 503
+        self.draining = False         # the listeners are closed: stop when no session is left
+        self._hard_stop_timer = self.loop.timer(self._hard_stop)
+        # Called as on_server_change(pool, server) once a health verdict has been acted on: a
+        # worker that checks for its siblings tells its master (master.WorkerLink).
+        self.on_server_change = None
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
         self.maxconn = config.global_settings.maxconn or default_maxconn()
@@ -56,6 +72,9 @@ class Proxy(object):
         self.checker = HealthChecker(self.loop, self.pools.values(),
                                      config.global_settings.check_threads, self._server_changed,
                                      followed)
+        # Where a failed connection to a server is counted: here, or (hand_checks_over)
+        # in the process that checks.
+        self.report_connect_failure = self.checker.connection_failed
         self._serving_queues = set()
         self.frontends = {}
         for frontend in config.frontends:
@@ -72,12 +91,15 @@ class Proxy(object):
         for frontend in self.config.frontends:
             fe = self.frontends[frontend.name]
             for bind in frontend.binds:
-                sock = open_listener(bind)
+                if self.listening is None:
+                    sock = open_listener(bind)
+                else:
+                    sock = self.listening[listen_key(bind.address.family, bind.address.sockaddr)]
                 listener = Listener(self, fe, bind, sock)
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.loop.selector.register(listener.sock, EVENT_READ, listener.on_event)
+            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
@@ -89,14 +111,42 @@ class Proxy(object):
         """Ask the proxy to stop; callable from any thread."""
         self.loop.stop()
 
-    def _shutdown(self):
+    def soft_stop(self, hard_stop_after=None):
+        """Stop accepting at once and stop once the last session has ended, or when
+        ``hard_stop_after`` seconds have passed (None: no bound). Sessions carry on meanwhile;
+        checks stop, since a process that takes no new connections needs no verdicts."""
+        self.stopping_softly = True
+        if self.draining:
+            return
+        self.draining = True
+        self._close_listeners()
         self.checker.stop()
+        LOG.info("stopped accepting; %d connection(s) left to finish", self.active)
+        if not self.active:
+            self.loop.stopping = True
+        elif hard_stop_after is not None:
+            self._hard_stop_timer.arm(self.loop.now + hard_stop_after)
+
+    def _hard_stop(self):
+        LOG.warning("hard-stop-after: closing the %d connection(s) left", self.active)
+        self.loop.stopping = True
+
+    def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.loop.selector.unregister(listener.sock)
+                self.accepts.unregister(listener.sock)
             listener.close()
+        for fe in self.frontends.values():
+            fe.listeners = []
+        self.listeners = []
+
+    def _shutdown(self):
+        self.checker.stop()
+        self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
+        if self.accepts is not self.loop.selector:
+            self.accepts.close()
         self.loop.close()
         LOG.info("stopped")
 
@@ -141,6 +191,8 @@ class Proxy(object):
             LOG.log(level, "%s", session.log_line(detail))
         if self.paused_listeners:
             self._update_accepting()
+        if self.draining and not self.active:
+            self.loop.stopping = True
 
     def header_wait_started(self, session):
         """A session now waits for its header. At maxconn-pending-header, the oldest waiting
@@ -159,11 +211,43 @@ class Proxy(object):
     def server_connect_failed(self, server, cause, detail, duration):
         """A real connection to a server failed: passive health counts it (observe layer4)."""
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
-        self.checker.connection_failed(server, cause, duration)
+        self.report_connect_failure(server, cause, duration)
+
+    def hand_checks_over(self, report_connect_failure):
+        """Another process checks the servers (master.py): none are checked here, verdicts
+        arrive through ``checker.adopt``, and each failed connection to a server goes to
+        ``report_connect_failure(server, cause, duration)`` to be counted where the checks
+        are. Called before run()."""
+        self.checker = HealthChecker(self.loop, (), 0, self._server_changed)
+        self.report_connect_failure = report_connect_failure
+
+    def set_server_admin(self, pool, server, admin=None, weight=None, maxconn=None):
+        """What an operator sets on a server (the runtime API, or a master passing it on):
+        its administrative state (READY, DRAIN, MAINT), weight, maxconn; None leaves one as
+        it is. Raises ValueError for a transition the state does not allow. Leaving MAINT
+        starts the server's checks over, as HAProxy does."""
+        leaving_maint = admin is not None and server.admin == MAINT and admin != MAINT
+        changed = False
+        if admin is not None and admin != server.admin:
+            changed = pool.set_admin(server, admin)
+        if weight is not None:
+            changed = pool.set_weight(server, weight) or changed
+        if maxconn is not None:
+            changed = pool.set_maxconn(server, maxconn) or changed
+        if leaving_maint:
+            self.checker.restart(server)
+        if changed:
+            self._server_status_changed(pool, server)
 
     def _server_changed(self, pool, server):
-        """Health changed a server's state: a server up may serve the queue; with none left,
-        queued clients are closed at once, not at timeout queue."""
+        """The checker's on_change: a health verdict changed a server's status."""
+        self._server_status_changed(pool, server)
+        if self.on_server_change is not None:
+            self.on_server_change(pool, server)
+
+    def _server_status_changed(self, pool, server):
+        """A server up may serve the queue; with none left, queued clients are closed at
+        once, not at timeout queue."""
         if server.usable:
             self.serve_queue(pool)
         elif not pool.candidates:
@@ -201,16 +285,16 @@ class Proxy(object):
             return
         globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
         paused = 0
-        selector = self.loop.selector
+        accepts = self.accepts
         for fe in self.frontends.values():
             limit = fe.frontend.maxconn
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    selector.register(listener.sock, EVENT_READ, listener.on_event)
+                    accepts.register(listener.sock, EVENT_READ, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    selector.unregister(listener.sock)
+                    accepts.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
@@ -232,14 +316,41 @@ def default_maxconn():
     return max(1, (soft - 64) // 2)
 
 
-def run_proxy(config):
-    """Bind, serve until SIGTERM/SIGINT, and return the exit status."""
-    proxy = Proxy(config)
+def run_proxy(config, listening=None, attach=None):
+    """Bind, serve until SIGTERM/SIGINT (or a soft stop ends), and return the exit status.
+
+    A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
+    and ``attach(proxy)``, called once the listeners are registered, to hook its channel
+    to the master into the loop; the master handles SIGUSR1, SIGHUP and SIGUSR2 then. A
+    single process handles them itself (install_single_process_signals)."""
+    proxy = Proxy(config, listening)
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
+    if attach is None:
+        install_single_process_signals(proxy)
+    else:
+        attach(proxy)
     LOG.info("simpleproxy ready: %s", ", ".join(
         "%s %s" % (listener.frontend.name, listener.bind.address.text)
         for listener in proxy.listeners))
     sys.stderr.flush()
     proxy.run()
     return 0
+
+
+RELOAD_NEEDS_MASTER = ("received %s: not reloading: a reload needs the master process (set "
+                       "[global] workers, workers = 1 is enough, and restart once)")
+
+
+def install_single_process_signals(proxy):
+    """SIGUSR1 soft-stops the single process (there is no grace: grace is a master key);
+    SIGHUP and SIGUSR2, HAProxy's reload signals, only log why they do nothing here."""
+    def soft_stop():
+        LOG.info("received SIGUSR1: soft stop")
+        proxy.soft_stop()
+
+    def reload_refused(name):
+        return lambda: LOG.warning(RELOAD_NEEDS_MASTER, name)
+    proxy.loop.add_signal_handler(signal.SIGUSR1, soft_stop)
+    for signum in (signal.SIGHUP, signal.SIGUSR2):
+        proxy.loop.add_signal_handler(signum, reload_refused(signal.Signals(signum).name))

@@ -37,7 +37,9 @@ def start_addresses(config):
 
     A server whose name gave it no address (``init-addr none``) keeps its unresolved Address
     (family None): it starts in maintenance. Raises ConfigError with one line per name that
-    no init-addr method could give an address, each naming the file, line and server.
+    no init-addr method could give an address, each naming the file, line and server. A
+    config resolved already (a master's, handed to its workers) is resolved again: each
+    process follows its names on its own.
     """
     problems, followed = [], []
     settings = config.global_settings
@@ -105,4 +107,6 @@ def _name_groups(servers):
 
 
 def _resolve_ip(address):
+    if not isinstance(address.family, str):
+        return address                    # resolved already
     return address._replace(family=_RESOLVE_FAMILIES[address.family])

@@ -469,18 +469,23 @@ def in_netns(name, function):
 class ProxyProcess(object):
     """simpleproxy running as a real process on a config written for the test."""
 
-    def __init__(self, config_text, workdir, form="module", args=(), prefix=()):
-        """``prefix``: a command the proxy runs under, such as ``ip netns exec NAME``."""
+    def __init__(self, config_text, workdir, form="module", args=(), env=None,
+                 pass_fds=(), command_prefix=(), command=None):
+        """``command_prefix``: a command the proxy runs under, such as ``ip netns exec NAME``;
+        ``command``: what runs instead of simpleproxy's own (a test's driver of it)."""
         os.makedirs(str(workdir), exist_ok=True)
         self.config_path = os.path.join(str(workdir), "proxy.ini")
         with open(self.config_path, "w") as f:
             f.write(config_text)
         self.lines = []
         self._cond = threading.Condition()
+        # Its own session: kill_group() reaches the workers of a master too.
         self.proc = subprocess.Popen(
-            list(prefix) + proxy_command(form, str(workdir)) + list(args) + [self.config_path],
-            cwd=str(workdir), env=proxy_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+            list(command_prefix) + (command or proxy_command(form, str(workdir))) + list(args)
+            + [self.config_path],
+            cwd=str(workdir), env=env or proxy_env(), stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+            start_new_session=True, pass_fds=pass_fds)
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
         self.wait_for("simpleproxy ready")
@@ -521,6 +526,14 @@ class ProxyProcess(object):
     def open_fds(self):
         return len(os.listdir("/proc/%d/fd" % self.proc.pid))
 
+    def kill_group(self):
+        """SIGKILL whatever is left of the process group (a fixture's last word)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
     def stop(self, timeout=DEFAULT_TIMEOUT):
         """SIGTERM, and the exit status (which should be 0)."""
         if self.proc.poll() is None:
@@ -548,11 +561,12 @@ class Launcher(object):
         self.folder = str(folder)
         self.started = []
 
-    def __call__(self, config_text, args=(), prefix=()):
-        """Start a proxy on ``config_text`` (under the command ``prefix``, if any) and wait
+    def __call__(self, config_text, args=(), command_prefix=()):
+        """Start a proxy on ``config_text`` (under ``command_prefix``, if any) and wait
         until it is ready."""
         workdir = os.path.join(self.folder, "proxy%d" % len(self.started))
-        proxy = ProxyProcess(config_text, workdir, form=self.form, args=args, prefix=prefix)
+        proxy = ProxyProcess(config_text, workdir, form=self.form, args=args,
+                             command_prefix=command_prefix)
         self.started.append(proxy)
         return proxy
 

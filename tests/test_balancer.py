@@ -316,6 +316,27 @@ def test_a_host_named_server_without_an_address_starts_in_dns_maintenance():
     assert (s2.dns_maint, s2.status, pool.candidates) == (False, UP, [s2])
 
 
+def test_weight_set_at_run_time_reshapes_the_turn_and_zero_takes_a_server_out():
+    pool = make_pool("roundrobin", ["", ""])
+    s1, s2 = pool.servers
+    assert pool.set_weight(s1, 1) is False                   # the config's weight already
+    assert pool.set_weight(s1, 3) is True
+    assert sorted(pick_names(pool, 8).split()) == ["s1"] * 6 + ["s2"] * 2
+    assert pool.set_weight(s2, 0) is True
+    assert s2 not in pool.candidates and pick_names(pool, 3) == "s1 s1 s1"
+
+
+def test_maxconn_set_at_run_time_fills_a_server_sooner():
+    pool = make_pool("first", ["", ""])
+    s1 = pool.servers[0]
+    assert pool.set_maxconn(s1, 0) is False                  # unlimited, as configured
+    assert pool.set_maxconn(s1, 1) is True
+    pool.connection_started(pool.pick(CLIENT))
+    assert pick_names(pool, 2) == "s2 s2"                    # s1 is full
+    pool.set_maxconn(s1, 0)
+    assert pick_names(pool, 1) == "s1"
+
+
 # -- the queue ------------------------------------------------------------------------------------
 
 def test_queue_is_first_in_first_out_and_bounded():

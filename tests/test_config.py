@@ -32,8 +32,9 @@ SERVER_OPTIONS = ("addr, backup, check, check-expect, check-send, check-send-pro
                   "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, "
                   "port, proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, "
                   "send-proxy-v2, weight")
-GLOBAL_KEYS = ("check-threads, log-level, maxconn, resolve-hold-nx, resolve-hold-other, "
-               "resolve-hold-timeout, resolve-interval, tune.bufsize")
+GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log-level, maxconn, pidfile, "
+               "resolve-hold-nx, resolve-hold-other, resolve-hold-timeout, resolve-interval, "
+               "tune.bufsize, user, workers")
 DURATION = "(expected a number with ms, s, m, h or d)"
 
 
@@ -321,6 +322,16 @@ server c = unix@/run/c.sock send-proxy no-check-send-proxy fastinter 100ms downi
 """
 
 
+def test_process_keys():
+    config = parse_config("[global]\nworkers = 3\ngrace = 1s\nhard-stop-after = 2500ms\n"
+                          "pidfile = /run/simpleproxy.pid\nuser = 65534\ngroup = nogroup\n"
+                          "[listen a]\nbind = :8000\nserver s = 127.0.0.1:1\n")
+    assert config.global_settings == GlobalSettings(
+        maxconn=None, log_level="info", bufsize=256 * 1024, check_threads=4, workers=3,
+        grace=1.0, hard_stop_after=2.5, pidfile="/run/simpleproxy.pid", user="nobody",
+        group="nogroup", **NO_RESOLVE_SETTINGS)
+
+
 def test_listen_section_with_defaults_and_default_server():
     config = parse_config(LISTEN)
     assert config.global_settings == GlobalSettings(maxconn=None, log_level="debug",
@@ -519,6 +530,23 @@ BAD_CONFIGS = [
     ("unknown global key", "[global]\nmaxconns = 10\n" + FRAME, [
         "conf/bad.ini:2: [global] maxconns: unknown key 'maxconns', did you mean 'maxconn'? "
         "(expected one of: %s)" % GLOBAL_KEYS]),
+    ("process keys", "[global]\nworkers = 0\ngrace = soon\nhard-stop-after = 0s\n"
+     "user = no-such-user\ngroup = no-such-group\n" + FRAME, [
+        "conf/bad.ini:2: [global] workers: '0' is not a worker count (expected a whole number "
+        "from 1 to 256, or auto)",
+        "conf/bad.ini:3: [global] grace: 'soon' is not a duration " + DURATION,
+        "conf/bad.ini:4: [global] hard-stop-after: '0s' is not more than zero (expected a "
+        "duration such as 5s)",
+        "conf/bad.ini:5: [global] user: no user 'no-such-user' on this host (expected a user "
+        "name or id from /etc/passwd)",
+        "conf/bad.ini:6: [global] group: no group 'no-such-group' on this host (expected a "
+        "group name or id from /etc/group)"]),
+    ("process values in other digits or too long", "[global]\nworkers = \u00b2\nuser = "
+     + "9" * 30 + "\n" + FRAME, [
+        "conf/bad.ini:2: [global] workers: '\u00b2' is not a worker count (expected a whole "
+        "number from 1 to 256, or auto)",
+        "conf/bad.ini:3: [global] user: no user '" + "9" * 30 + "' on this host (expected a "
+        "user name or id from /etc/passwd)"]),
     ("key in the wrong section", "[frontend web2]\nbind = :81\ndefault_backend = webservers\n"
      "balance = roundrobin\n" + FRAME, [
         "conf/bad.ini:4: [frontend web2] balance: not valid in a frontend section (expected "

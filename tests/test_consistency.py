@@ -129,7 +129,7 @@ def test_two_instances_with_a_server_template_choose_alike(dns_lab, proxy_python
                 ip, reply=ip.encode(), port=BACKEND_PORT)))
         with Launcher("module", tmp_path / "module") as module, \
                 Launcher("bundle", tmp_path / "bundle") as bundle:
-            instances = [(port, launch(template_config(port), prefix=dns_lab.command()))
+            instances = [(port, launch(template_config(port), command_prefix=dns_lab.command()))
                          for port, launch in ((8443, module), (8444, bundle))]
             headers = clients()
             before = choices(8443, headers, dns_lab.name)

@@ -396,7 +396,7 @@ def lab_proxy(launch, lab, servers, global_lines=("resolve-interval = 100ms",),
     text = "\n".join(["[global]"] + list(global_lines) +
                      ["[listen app]", "bind = 127.0.0.1:%d" % PROXY_PORT, "retries = 0"] +
                      list(backend_lines) + list(servers)) + "\n"
-    return launch(text, prefix=lab.command())
+    return launch(text, command_prefix=lab.command())
 
 
 def lab_exchange(lab, payload):

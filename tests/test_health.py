@@ -382,3 +382,35 @@ def test_a_server_whose_name_fails_past_its_hold_goes_to_maintenance_and_back():
     assert check.timer.when == loop.now                   # and start over at once
     assert s1.resolution.status == "valid"
     checker.stop()
+
+
+def test_a_verdict_from_elsewhere_is_adopted_and_counted_from():
+    """A worker that does not check takes the checking worker's verdicts (master.py); one
+    that checks too counts on from the verdict: fully down needs ``rise`` passes to rise."""
+    loop, pool, checker = _proxy(["127.0.0.1:1 check rise 2 fall 3", "127.0.0.1:2"])
+    s1, s2 = pool.servers
+    checker.adopt(pool, s1, False)
+    assert s1.status == DOWN and checker.checks[s1].health.health == 0
+    checker.check_done(checker.checks[s1], 0, PASSED)
+    assert s1.status == DOWN                              # one pass of the two it needs
+    checker.adopt(pool, s1, True)
+    assert s1.status == UP and checker.checks[s1].health.health == 4     # fully up
+    checker.adopt(pool, s2, False)                        # unchecked here: taken as it is
+    assert s2.status == DOWN
+
+
+def test_leaving_maintenance_restarts_the_checks():
+    """Proxy.set_server_admin, as the runtime API or a master's server-admin calls it."""
+    proxy = Proxy(parse_config("[frontend f]\nbind = 127.0.0.1:%d\ndefault_backend = b\n"
+                               "[backend b]\nserver s1 = 127.0.0.1:1 check disabled\n"
+                               % free_port()))
+    loop, pool = proxy.loop, proxy.pools["b"]
+    s1 = pool.servers[0]
+    check = proxy.checker.checks[s1]
+    with pytest.raises(ValueError):
+        proxy.set_server_admin(pool, s1, admin="NOPE")
+    proxy.set_server_admin(pool, s1, admin=MAINT)        # no change: nothing restarted
+    assert check.generation == 0
+    proxy.set_server_admin(pool, s1, admin="READY", weight=5)
+    assert s1.status == UP and s1.weight == 5 and check.generation == 1
+    assert check.timer.when == loop.now                  # checked again at once

@@ -27,7 +27,8 @@ PACKAGE = os.path.join(ROOT, "simpleproxy")
 MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(PACKAGE, "*.py")))
 # The modules that make up the proxy on top of the loop: the loop may import none of them.
 PROXY_MODULES = {"balancer", "config", "config_values", "discovery", "endings", "health", "ini",
-                 "listeners", "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli"}
+                 "listeners", "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli",
+                 "process", "channel", "systemd", "master"}
 
 
 def _tree(module):

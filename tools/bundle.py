@@ -56,6 +56,10 @@ READING_ORDER = (
     ("session", "The proxy: a connection's life"),
     ("listeners", "The proxy: listening and accepting"),
     ("proxy", "The proxy: frontends, pools, limits"),
+    ("process", "Processes: worker count, privileges"),
+    ("channel", "Processes: the master-worker channel"),
+    ("systemd", "Processes: systemd notify and socket activation"),
+    ("master", "Processes: the master, workers, reload"),
     ("cli", "The command line"),
     ("__main__", "Entry point"),
 )
