@@ -1089,12 +1089,46 @@ def _cfg_misplaced(kind, key, spec):
 # simpleproxy/logs.py #########################################################
 ###############################################################################
 
-"""Logging: one logger for the whole proxy, to stderr, plain lines."""
+"""Logging: one logger for the whole proxy, to stderr, plain lines.
+
+Two things here protect the log from the traffic it describes:
+
+* ``log_escape`` is the one way a byte a client chose (a Unix socket path, from the kernel or
+  from a PROXY header; a TLV value) reaches a log line. Only printable ASCII other than the
+  space and the backslash passes as it is; every other byte becomes ``\\xNN``. So a client
+  can neither end a line nor colour a terminal, nor add a field: fields are separated by
+  spaces.
+* ``LogWriter`` never blocks the event loop. Stderr may be a pipe that nobody reads (or a
+  stopped terminal); a blocking write there would stop every connection. It writes without
+  blocking, keeps what the descriptor would not take (up to ``LOG_HOLD_LIMIT`` bytes; a line
+  started is always finished), drops whole lines beyond that and counts them, and once the
+  held bytes are out writes one line saying how many were dropped. The event loop writes the
+  held bytes when the descriptor has room again (``on_held`` tells it to watch), and
+  ``flush()`` writes them at exit.
+"""
 import logging
 import os
+import select
+import stat
 import sys
+import time
 
 LOG = logging.getLogger("simpleproxy")
+
+LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
+LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
+
+_LOG_ESCAPE_TABLE = {byte: chr(byte) if 0x21 <= byte <= 0x7e and byte != 0x5c else "\\x%02x" % byte
+                     for byte in range(256)}       # for str.translate, over latin-1 text
+
+
+def log_escape(value):
+    """``value`` (bytes, or text decoded with 'surrogateescape' as socket paths and PROXY
+    header paths are) as log text: printable ASCII except space and backslash as it is, every
+    other byte as ``\\xNN``. Unambiguous: a backslash in the result always starts ``\\xNN``."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return value.decode("latin-1").translate(_LOG_ESCAPE_TABLE)
 
 
 class _LogSecondFormatter(logging.Formatter):
@@ -1110,10 +1144,113 @@ class _LogSecondFormatter(logging.Formatter):
         return self._text
 
 
+class LogWriter(logging.Handler):
+    """Lines to a descriptor without ever blocking (see the module docstring).
+
+    While nothing is held a line costs one ``write`` and nothing else. Lines come from the
+    loop's thread and from health-check threads; the handler's lock (taken by ``handle`` and
+    by ``drain``/``flush``) keeps them whole and in order.
+    """
+
+    def __init__(self, fd):
+        logging.Handler.__init__(self)
+        self.fd = fd
+        self.held = []               # encoded lines (the first possibly partly written)
+        self.held_size = 0
+        self.dropped = 0             # lines dropped since the last "dropped" line
+        self.on_held = None          # called once when lines start to be held
+        mode = os.fstat(fd).st_mode
+        # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
+        self._was_blocking = None
+        if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode) and os.get_blocking(fd):
+            self._was_blocking = True
+            os.set_blocking(fd, False)
+
+    def emit(self, record):
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        if self.held:
+            if self.held_size + len(line) > LOG_HOLD_LIMIT:
+                self.dropped += 1
+            else:
+                self.held.append(line)
+                self.held_size += len(line)
+            return
+        written = self._write(line)
+        if written < len(line):
+            self.held.append(line[written:])
+            self.held_size = len(line) - written
+            if self.on_held is not None:
+                self.on_held()
+
+    def _write(self, data):
+        """Write what the descriptor takes now; how many bytes that was."""
+        try:
+            return os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
+            self.dropped += 1
+            return len(data)
+
+    def drain(self):
+        """Write the held lines in one go; True once nothing is held. At the end comes the
+        line that says how many were dropped, itself held if it does not fit at once."""
+        self.acquire()
+        try:
+            while self.held:
+                data = b"".join(self.held)
+                written = self._write(data)
+                rest = data[written:]
+                self.held = [rest] if rest else []
+                self.held_size = len(rest)
+                if rest or not self.dropped:
+                    break
+                record = logging.LogRecord(LOG.name, logging.WARNING, "logs.py", 0,
+                                           "dropped %d log lines: stderr was not taking them",
+                                           (self.dropped,), None)
+                self.dropped = 0
+                self.held = [(self.format(record) + "\n").encode("utf-8")]
+            return not self.held
+        finally:
+            self.release()
+
+    def flush(self):
+        """At exit: wait up to LOG_EXIT_FLUSH seconds for the descriptor to take what is held."""
+        deadline = time.monotonic() + LOG_EXIT_FLUSH
+        while not self.drain():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([], [self.fd], [], left)
+
+    def close(self):
+        self.flush()
+        if self._was_blocking:
+            try:
+                os.set_blocking(self.fd, True)   # a terminal shared with the shell stays usable
+            except OSError:
+                pass
+        logging.Handler.close(self)
+
+
+def log_writer():
+    """The LogWriter the proxy logs through, or None (a test logging into a StringIO)."""
+    for handler in LOG.handlers:
+        if isinstance(handler, LogWriter):
+            return handler
+    return None
+
+
 def setup_logging(level="info", stream=None):
     """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
 
-    Timestamps carry milliseconds because connection timings are logged in ms.
+    A stream with a descriptor gets a LogWriter on it; one without (a StringIO) a plain
+    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms.
     """
     # The logging HOWTO's "Optimization" switches: what the format does not print is not
     # gathered (the pid goes into the format once; caller, thread and process names never).
@@ -1121,10 +1258,19 @@ def setup_logging(level="info", stream=None):
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    stream = stream or sys.stderr
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation is an OSError
+        handler = logging.StreamHandler(stream)
+    else:
+        stream.flush()                # what was written through the stream goes first
+        handler = LogWriter(fd)
     handler.setFormatter(_LogSecondFormatter(
         "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
         "%Y-%m-%dT%H:%M:%S"))
+    for old in LOG.handlers:
+        old.close()
     LOG.handlers[:] = [handler]
     LOG.setLevel(level.upper())
     LOG.propagate = False
@@ -2145,6 +2291,23 @@ _LB_PICKERS = {
 
 
 ###############################################################################
+# simpleproxy/timeouts.py #####################################################
+###############################################################################
+
+"""The longest wait simpleproxy hands to the operating system.
+
+A duration can be far longer than the kernel's waits take: epoll takes at most 2**31 - 1 ms
+(about 24.8 days; Python's select() raises OverflowError beyond, "timestamp out of range for
+platform time_t" for 20-digit values), and a socket timeout must fit a time_t. So every wait
+given to the selector or to a socket is at most ``LONGEST_WAIT``. The loop rechecks its timers
+when it wakes, so for it an early wake-up changes nothing; a health check waiting on one
+socket longer than that (a connect, a reply) ends as a timeout after 24 days.
+"""
+
+LONGEST_WAIT = 24 * 86400.0      # seconds: one day short of epoll's limit
+
+
+###############################################################################
 # simpleproxy/health.py #######################################################
 ###############################################################################
 
@@ -2186,16 +2349,23 @@ import time
 from collections import namedtuple
 
 
-CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
+CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect string
+# Bytes of a response searched for check-expect rstring. ``re`` holds the interpreter lock
+# while it searches, so a slow search freezes the event loop too; a short window bounds the
+# patterns that are slow in a polynomial way (``a*a*b``: about 25 ms over 256 bytes, 1.2 s over
+# 1 KiB). Nested quantifiers (``(a+)+``) double their time with every byte, which no window
+# bounds: config.py warns about them.
+CHECK_REGEX_WINDOW = 256
 
-CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect connect_timeout "
-                                    "read_timeout")
+CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect expect_window "
+                                    "connect_timeout read_timeout")
 CheckSpec.__doc__ = """What a worker needs to check one server, and nothing of the proxy.
 
 address: the config Address to connect to; proxy_version: 0 (no header), 1 or 2; send: bytes
-or None; expect: a compiled bytes pattern the response must contain, or None; connect_timeout:
-seconds; read_timeout: seconds after the connect, or None: the check ends connect_timeout
-after it started, response included."""
+or None; expect: a compiled bytes pattern the response must contain, or None; expect_window:
+how many bytes of the response it is searched in; connect_timeout: seconds; read_timeout:
+seconds after the connect, or None: the check ends connect_timeout after it started, response
+included. Both times are at most LONGEST_WAIT, which a socket timeout can take."""
 
 CheckResult = namedtuple("CheckResult", "ok reason duration")
 CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
@@ -2218,16 +2388,20 @@ def check_spec(server, backend):
     if server.check_addr is None and server.check_port is not None:
         address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
     version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
-    expect = None
+    expect, window = None, CHECK_READ_LIMIT
     if server.check_expect is not None:
         kind, pattern = server.check_expect
-        expect = re.compile(re.escape(pattern) if kind == "string" else pattern)
+        if kind == "string":
+            expect = re.compile(re.escape(pattern))
+        else:
+            expect, window = re.compile(pattern), CHECK_REGEX_WINDOW
     if backend.timeout_check is None:
-        connect_timeout, read_timeout = server.inter, None
+        connect_timeout, read_timeout = min(server.inter, LONGEST_WAIT), None
     else:
-        connect_timeout = min(backend.timeout_connect, server.inter)
-        read_timeout = backend.timeout_check
-    return CheckSpec(address, version, server.check_send, expect, connect_timeout, read_timeout)
+        connect_timeout = min(backend.timeout_connect, server.inter, LONGEST_WAIT)
+        read_timeout = min(backend.timeout_check, LONGEST_WAIT)
+    return CheckSpec(address, version, server.check_send, expect, window, connect_timeout,
+                     read_timeout)
 
 
 def run_check(spec):
@@ -2270,7 +2444,7 @@ def _hc_probe(sock, spec, start):
             sock.sendall(request)
         if spec.expect is None:
             return True, "layer4 check passed"
-        return _hc_expect(sock, spec.expect, deadline)
+        return _hc_expect(sock, spec.expect, spec.expect_window, deadline)
     except socket.timeout:
         return False, "response timeout"
     except OSError as exc:
@@ -2293,13 +2467,13 @@ def _hc_time_left(sock, deadline):
     sock.settimeout(left)
 
 
-def _hc_expect(sock, expect, deadline):
-    """Read until the response matches, ends, fills the limit or runs out of time."""
+def _hc_expect(sock, expect, window, deadline):
+    """Read until the response matches, ends, fills the window or runs out of time."""
     response = b""
     try:
-        while len(response) < CHECK_READ_LIMIT:
+        while len(response) < window:
             _hc_time_left(sock, deadline)
-            data = sock.recv(CHECK_READ_LIMIT - len(response))
+            data = sock.recv(window - len(response))
             if not data:
                 break
             response += data
@@ -2723,6 +2897,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -2758,13 +2933,20 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
 END_HEALTH_CHECK = "health-check"   # LOCAL header, then EOF or reset: a peer's check, logged at debug
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
+END_NO_DESCRIPTORS = "rejected:no-descriptors"   # no socket for the server: maxconn too high
+DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
+# Signals whose default action would kill the proxy, for features that do not exist yet.
+UNSUPPORTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _inet_endpoint(sockaddr):
-    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
+    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id; an IPv4
+    peer of a dual-stack bind (``::ffff:a.b.c.d``) as the IPv4 address it is."""
     host = sockaddr[0]
     if "%" in host:
         host = host.split("%", 1)[0]
+    elif host.startswith("::ffff:") and "." in host:
+        host = host[7:]
     return host, sockaddr[1]
 
 
@@ -2773,9 +2955,10 @@ def _endpoint_text(endpoint):
     if endpoint is None:
         return "-"
     if isinstance(endpoint, str):
+        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
         if endpoint.startswith("\0"):
-            return "unix@@" + endpoint[1:]          # Linux's abstract namespace, as ss(8) shows it
-        return "unix@" + (endpoint or "(unnamed)")
+            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
     host, port = endpoint
     if ":" in host:
         return "[%s]:%d" % (host, port)
@@ -2809,6 +2992,8 @@ class Listener(object):
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
+        # The socket file this listener created; at exit only that file is removed.
+        self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
         engine = self.engine
@@ -2832,9 +3017,10 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        path = self.bind.address.sockaddr
+        if self.is_unix and self.unix_file is not None and _file_identity(path) == self.unix_file:
             try:
-                os.unlink(self.bind.address.sockaddr)
+                os.unlink(path)
             except OSError:
                 pass
 
@@ -3138,7 +3324,9 @@ class Session(object):
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.close("internal-error", detail="cannot create a socket: %s" % exc)
+            cause = END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS else \
+                "internal-error"
+            self.close(cause, detail="cannot create a socket: %s" % (exc.strerror or exc))
             return
         self.ssock = sock
         if address.family != socket.AF_UNIX:
@@ -3415,8 +3603,8 @@ class Session(object):
         """An unexpected error in this session: log it with its traceback, close only this one.
 
         Nothing here may raise in turn, or the session would be left open."""
-        LOG.error("internal error on a connection from %r:\n%s",
-                  self.peer, traceback.format_exc().rstrip())
+        LOG.error("internal error on a connection from %s:\n%s",
+                  _endpoint_text(self.peer), traceback.format_exc().rstrip())
         try:
             self.close("internal-error", abort=True)
         except Exception:
@@ -3448,7 +3636,7 @@ class Session(object):
                                        else header.family))
             vpce = aws_vpce_id(header)
             if vpce:
-                parts.append("vpce=" + vpce)
+                parts.append("vpce=" + log_escape(vpce))
         if len(self.tried) > 1:
             parts.append("retries=%d" % (len(self.tried) - 1))
         if detail:
@@ -3470,7 +3658,13 @@ class Engine(object):
         self._timer_seq = 0
         self.buffer = bytearray(config.global_settings.bufsize)
         self.view = memoryview(self.buffer)
-        self.maxconn = config.global_settings.maxconn or default_maxconn()
+        affordable = default_maxconn()
+        self.maxconn = config.global_settings.maxconn or affordable
+        if self.maxconn > affordable:
+            LOG.warning("maxconn %d is more than the descriptor limit allows (%d: %d descriptors, "
+                        "two per connection, %d kept back); connections beyond it end with "
+                        "end=%s", self.maxconn, affordable, os.sysconf("SC_OPEN_MAX"),
+                        DESCRIPTOR_RESERVE, END_NO_DESCRIPTORS)
         self.active = 0
         self.sessions = set()
         self.stopping = False
@@ -3493,6 +3687,9 @@ class Engine(object):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+        self._log_writer = log_writer()
+        if self._log_writer is not None:
+            self._log_writer.on_held = self._log_held
 
     # -- setting up -----------------------------------------------------------------------------
 
@@ -3519,7 +3716,7 @@ class Engine(object):
         while not self.stopping:
             timeout = None
             if timers:
-                timeout = max(0.0, timers[0][0] - monotonic())
+                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
             events = selector.select(timeout)
             self.now = now = monotonic()
             for key, mask in events:
@@ -3573,14 +3770,46 @@ class Engine(object):
                 _log_loop_error("a loop callback")
 
     def install_signal_handlers(self):
-        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once.
+
+        SIGHUP, SIGUSR1 and SIGUSR2 (HAProxy's reload and soft-stop signals) would kill the
+        proxy by their default action, every connection with it: until those features exist
+        they are logged and ignored. SIGPIPE stays ignored, as Python leaves it.
+        """
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        for signum in UNSUPPORTED_SIGNALS:
+            signal.signal(signum, self._on_unsupported_signal)
 
     def _on_signal(self, signum, frame):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
         self.stopping = True
+
+    def _on_unsupported_signal(self, signum, frame):
+        # Logged from the loop, not from inside whatever the signal interrupted (a log write).
+        name = signal.Signals(signum).name
+        self._calls.append(lambda: LOG.warning("received %s, which is not supported yet: "
+                                               "ignored", name))
+
+    def _log_held(self):
+        """The log writer holds lines (called from any thread that logs)."""
+        try:
+            self.call_soon_threadsafe(self._watch_log)
+        except OSError:
+            pass             # the loop has closed its wake-up socket: the exit flush writes them
+
+    def _watch_log(self):
+        """Write the held log lines when stderr has room (on the loop)."""
+        writer = self._log_writer
+        try:
+            self.selector.register(writer.fd, EVENT_WRITE, self._on_log_writable)
+        except KeyError:
+            pass                 # already watched
+
+    def _on_log_writable(self, mask):
+        if self._log_writer.drain():
+            self.selector.unregister(self._log_writer.fd)
 
     def stop(self):
         """Ask the loop to stop; callable from any thread."""
@@ -3598,6 +3827,12 @@ class Engine(object):
             session.close("shutdown")
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
+        if self._log_writer is not None:        # what it still holds is written at exit
+            self._log_writer.on_held = None
+            try:
+                self.selector.unregister(self._log_writer.fd)
+            except KeyError:
+                pass
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -3745,11 +3980,11 @@ def _log_loop_error(where):
 
 
 def default_maxconn():
-    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
+    """The descriptor limit less a reserve for the rest, halved (each connection needs two)."""
     soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
     if soft <= 0:                        # -1: unlimited
         soft = 65536
-    return max(1, (soft - 64) // 2)
+    return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
 def open_listener(bind):
@@ -3776,10 +4011,35 @@ def open_listener(bind):
     return sock
 
 
+def _file_identity(path):
+    """(device, inode) of the socket file at ``path``, or None if there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
+
+
+def _file_kind(mode):
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a file that is not a socket"
+
+
 def _remove_stale_unix_socket(path):
-    """Remove a socket file nobody listens on any more; never one that is in use."""
-    if not os.path.exists(path):
+    """Remove a socket file nobody listens on any more; never one that is in use, and never
+    anything that is not a socket (a regular file, a directory, a symbolic link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "%s is in the way (only a stale socket is replaced)"
+                      % _file_kind(mode))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)

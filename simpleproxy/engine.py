@@ -32,6 +32,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -41,8 +42,9 @@ from collections import deque
 from .balancer import BackendPool
 from .errors import ProxyHeaderError, SimpleProxyError, TRUNCATED
 from .health import HealthChecker
-from .logs import LOG
+from .logs import LOG, log_escape, log_writer
 from .proxyproto import aws_vpce_id, build_v1, build_v2, packed_ip, parse_header
+from .timeouts import LONGEST_WAIT
 from .trust import (END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER, START_BARE, START_PARSE,
                     START_UNTRUSTED, TrustPolicy, judge_start)
 
@@ -74,13 +76,20 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
 END_HEALTH_CHECK = "health-check"   # LOCAL header, then EOF or reset: a peer's check, logged at debug
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
+END_NO_DESCRIPTORS = "rejected:no-descriptors"   # no socket for the server: maxconn too high
+DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
+# Signals whose default action would kill the proxy, for features that do not exist yet.
+UNSUPPORTED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _inet_endpoint(sockaddr):
-    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
+    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id; an IPv4
+    peer of a dual-stack bind (``::ffff:a.b.c.d``) as the IPv4 address it is."""
     host = sockaddr[0]
     if "%" in host:
         host = host.split("%", 1)[0]
+    elif host.startswith("::ffff:") and "." in host:
+        host = host[7:]
     return host, sockaddr[1]
 
 
@@ -89,9 +98,10 @@ def _endpoint_text(endpoint):
     if endpoint is None:
         return "-"
     if isinstance(endpoint, str):
+        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
         if endpoint.startswith("\0"):
-            return "unix@@" + endpoint[1:]          # Linux's abstract namespace, as ss(8) shows it
-        return "unix@" + (endpoint or "(unnamed)")
+            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
     host, port = endpoint
     if ":" in host:
         return "[%s]:%d" % (host, port)
@@ -125,6 +135,8 @@ class Listener(object):
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
+        # The socket file this listener created; at exit only that file is removed.
+        self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
         engine = self.engine
@@ -148,9 +160,10 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix:
+        path = self.bind.address.sockaddr
+        if self.is_unix and self.unix_file is not None and _file_identity(path) == self.unix_file:
             try:
-                os.unlink(self.bind.address.sockaddr)
+                os.unlink(path)
             except OSError:
                 pass
 
@@ -454,7 +467,9 @@ class Session(object):
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.close("internal-error", detail="cannot create a socket: %s" % exc)
+            cause = END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS else \
+                "internal-error"
+            self.close(cause, detail="cannot create a socket: %s" % (exc.strerror or exc))
             return
         self.ssock = sock
         if address.family != socket.AF_UNIX:
@@ -731,8 +746,8 @@ class Session(object):
         """An unexpected error in this session: log it with its traceback, close only this one.
 
         Nothing here may raise in turn, or the session would be left open."""
-        LOG.error("internal error on a connection from %r:\n%s",
-                  self.peer, traceback.format_exc().rstrip())
+        LOG.error("internal error on a connection from %s:\n%s",
+                  _endpoint_text(self.peer), traceback.format_exc().rstrip())
         try:
             self.close("internal-error", abort=True)
         except Exception:
@@ -764,7 +779,7 @@ class Session(object):
                                        else header.family))
             vpce = aws_vpce_id(header)
             if vpce:
-                parts.append("vpce=" + vpce)
+                parts.append("vpce=" + log_escape(vpce))
         if len(self.tried) > 1:
             parts.append("retries=%d" % (len(self.tried) - 1))
         if detail:
@@ -786,7 +801,13 @@ class Engine(object):
         self._timer_seq = 0
         self.buffer = bytearray(config.global_settings.bufsize)
         self.view = memoryview(self.buffer)
-        self.maxconn = config.global_settings.maxconn or default_maxconn()
+        affordable = default_maxconn()
+        self.maxconn = config.global_settings.maxconn or affordable
+        if self.maxconn > affordable:
+            LOG.warning("maxconn %d is more than the descriptor limit allows (%d: %d descriptors, "
+                        "two per connection, %d kept back); connections beyond it end with "
+                        "end=%s", self.maxconn, affordable, os.sysconf("SC_OPEN_MAX"),
+                        DESCRIPTOR_RESERVE, END_NO_DESCRIPTORS)
         self.active = 0
         self.sessions = set()
         self.stopping = False
@@ -809,6 +830,9 @@ class Engine(object):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+        self._log_writer = log_writer()
+        if self._log_writer is not None:
+            self._log_writer.on_held = self._log_held
 
     # -- setting up -----------------------------------------------------------------------------
 
@@ -835,7 +859,7 @@ class Engine(object):
         while not self.stopping:
             timeout = None
             if timers:
-                timeout = max(0.0, timers[0][0] - monotonic())
+                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
             events = selector.select(timeout)
             self.now = now = monotonic()
             for key, mask in events:
@@ -889,14 +913,46 @@ class Engine(object):
                 _log_loop_error("a loop callback")
 
     def install_signal_handlers(self):
-        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once.
+
+        SIGHUP, SIGUSR1 and SIGUSR2 (HAProxy's reload and soft-stop signals) would kill the
+        proxy by their default action, every connection with it: until those features exist
+        they are logged and ignored. SIGPIPE stays ignored, as Python leaves it.
+        """
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        for signum in UNSUPPORTED_SIGNALS:
+            signal.signal(signum, self._on_unsupported_signal)
 
     def _on_signal(self, signum, frame):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
         self.stopping = True
+
+    def _on_unsupported_signal(self, signum, frame):
+        # Logged from the loop, not from inside whatever the signal interrupted (a log write).
+        name = signal.Signals(signum).name
+        self._calls.append(lambda: LOG.warning("received %s, which is not supported yet: "
+                                               "ignored", name))
+
+    def _log_held(self):
+        """The log writer holds lines (called from any thread that logs)."""
+        try:
+            self.call_soon_threadsafe(self._watch_log)
+        except OSError:
+            pass             # the loop has closed its wake-up socket: the exit flush writes them
+
+    def _watch_log(self):
+        """Write the held log lines when stderr has room (on the loop)."""
+        writer = self._log_writer
+        try:
+            self.selector.register(writer.fd, EVENT_WRITE, self._on_log_writable)
+        except KeyError:
+            pass                 # already watched
+
+    def _on_log_writable(self, mask):
+        if self._log_writer.drain():
+            self.selector.unregister(self._log_writer.fd)
 
     def stop(self):
         """Ask the loop to stop; callable from any thread."""
@@ -914,6 +970,12 @@ class Engine(object):
             session.close("shutdown")
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
+        if self._log_writer is not None:        # what it still holds is written at exit
+            self._log_writer.on_held = None
+            try:
+                self.selector.unregister(self._log_writer.fd)
+            except KeyError:
+                pass
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -1061,11 +1123,11 @@ def _log_loop_error(where):
 
 
 def default_maxconn():
-    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
+    """The descriptor limit less a reserve for the rest, halved (each connection needs two)."""
     soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
     if soft <= 0:                        # -1: unlimited
         soft = 65536
-    return max(1, (soft - 64) // 2)
+    return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
 def open_listener(bind):
@@ -1092,10 +1154,35 @@ def open_listener(bind):
     return sock
 
 
+def _file_identity(path):
+    """(device, inode) of the socket file at ``path``, or None if there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
+
+
+def _file_kind(mode):
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a file that is not a socket"
+
+
 def _remove_stale_unix_socket(path):
-    """Remove a socket file nobody listens on any more; never one that is in use."""
-    if not os.path.exists(path):
+    """Remove a socket file nobody listens on any more; never one that is in use, and never
+    anything that is not a socket (a regular file, a directory, a symbolic link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "%s is in the way (only a stale socket is replaced)"
+                      % _file_kind(mode))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
