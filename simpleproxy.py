@@ -20,30 +20,31 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       51  Version (simpleproxy/_version.py)
-       59  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      691  Errors (simpleproxy/errors.py)
-      716  Configuration: reading the INI file (simpleproxy/ini.py)
-      994  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1522  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2160  Balancing: choosing a server (simpleproxy/balancer.py)
-     2612  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2767  Logging (simpleproxy/logs.py)
-     2812  How a connection ends: the end causes (simpleproxy/endings.py)
-     2882  Service discovery: following host names (simpleproxy/discovery.py)
-     3198  Start-up: resolving host names (simpleproxy/resolve.py)
-     3314  Health checks (simpleproxy/health.py)
-     3801  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     3997  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     4187  The proxy: a connection's life (simpleproxy/session.py)
-     4745  The proxy: listening and accepting (simpleproxy/listeners.py)
-     4937  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5289  Processes: worker count, privileges (simpleproxy/process.py)
-     5342  Processes: the master-worker channel (simpleproxy/channel.py)
-     5451  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     5545  Processes: the master, workers, reload (simpleproxy/master.py)
-     6195  The command line (simpleproxy/cli.py)
-     6277  Entry point (simpleproxy/__main__.py)
+       52  Version (simpleproxy/_version.py)
+       60  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      692  Errors (simpleproxy/errors.py)
+      717  The longest wait handed to the system (simpleproxy/timeouts.py)
+      736  Configuration: reading the INI file (simpleproxy/ini.py)
+     1014  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     1543  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2181  Balancing: choosing a server (simpleproxy/balancer.py)
+     2633  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2788  Logging (simpleproxy/logs.py)
+     2979  How a connection ends: the end causes (simpleproxy/endings.py)
+     3051  Service discovery: following host names (simpleproxy/discovery.py)
+     3367  Start-up: resolving host names (simpleproxy/resolve.py)
+     3483  Health checks (simpleproxy/health.py)
+     3981  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     4216  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     4406  The proxy: a connection's life (simpleproxy/session.py)
+     4972  The proxy: listening and accepting (simpleproxy/listeners.py)
+     5193  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5554  Processes: worker count, privileges (simpleproxy/process.py)
+     5607  Processes: the master-worker channel (simpleproxy/channel.py)
+     5716  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     5810  Processes: the master, workers, reload (simpleproxy/master.py)
+     6460  The command line (simpleproxy/cli.py)
+     6542  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -713,6 +714,25 @@ class ConfigError(SimpleProxyError):
 
 
 ###############################################################################
+# The longest wait handed to the system (simpleproxy/timeouts.py) #############
+###############################################################################
+
+"""The longest wait simpleproxy hands to the operating system.
+
+A duration can be far longer than the kernel's waits take: epoll takes at most 2**31 - 1 ms
+(about 24.8 days; Python's select() raises OverflowError beyond, "timestamp out of range for
+platform time_t" for 20-digit values), and a socket timeout must fit a time_t. So every wait
+given to the selector or to a socket is at most ``LONGEST_WAIT``. The configuration accepts
+no longer duration (config_values.MAX_DURATION); the loop and the health checks clamp all the
+same, so that no path to the kernel depends on where a duration came from. The loop rechecks
+its timers when it wakes, so for it an early wake-up changes nothing; a health check waiting
+on one socket longer than that (a connect, a reply) ends as a timeout after 24 days.
+"""
+
+LONGEST_WAIT = 24 * 86400.0      # seconds: one day short of epoll's limit
+
+
+###############################################################################
 # Configuration: reading the INI file (simpleproxy/ini.py) ####################
 ###############################################################################
 
@@ -1023,8 +1043,9 @@ family: "ipv4", "ipv6" or "unix" as read, None for a host name not resolved yet;
 name. sockaddr: ("1.2.3.4", 80), ("::1", 80), ("host.example", 80) or "/path"; text: the
 address as the user wrote it, for logs."""
 
-MAX_DURATION = 24 * 86400.0
-"""24 days, in seconds: a selector's timeout overflows at 2^31 ms (about 24.86 days)."""
+MAX_DURATION = LONGEST_WAIT
+"""24 days, in seconds: a selector's timeout overflows at 2^31 ms (about 24.86 days), see
+timeouts.py."""
 MAX_DURATION_TEXT = "24d"
 MAX_COUNT = 1000000
 """Connections, queue places and check counts: far above what one process can hold."""
@@ -2767,12 +2788,46 @@ def judge_start(trust, data, ended):
 # Logging (simpleproxy/logs.py) ###############################################
 ###############################################################################
 
-"""Logging: one logger for the whole proxy, to stderr, plain lines."""
+"""Logging: one logger for the whole proxy, to stderr, plain lines.
+
+Two things here protect the log from the traffic it describes:
+
+* ``log_escape`` is the one way a byte a client chose (a Unix socket path, from the kernel or
+  from a PROXY header; a TLV value) reaches a log line. Only printable ASCII other than the
+  space and the backslash passes as it is; every other byte becomes ``\\xNN``. So a client
+  can neither end a line nor colour a terminal, nor add a field: fields are separated by
+  spaces.
+* ``LogWriter`` never blocks the event loop. Stderr may be a pipe that nobody reads (or a
+  stopped terminal); a blocking write there would stop every connection. It writes without
+  blocking, keeps what the descriptor would not take (up to ``LOG_HOLD_LIMIT`` bytes; a line
+  started is always finished), drops whole lines beyond that and counts them, and once the
+  held bytes are out writes one line saying how many were dropped. The event loop writes the
+  held bytes when the descriptor has room again (``on_held`` tells it to watch), and
+  ``flush()`` writes them at exit.
+"""
 import logging
 import os
+import select
+import stat
 import sys
+import time
 
 LOG = logging.getLogger("simpleproxy")
+
+LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
+LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
+
+_LOG_ESCAPE_TABLE = {byte: chr(byte) if 0x21 <= byte <= 0x7e and byte != 0x5c else "\\x%02x" % byte
+                     for byte in range(256)}       # for str.translate, over latin-1 text
+
+
+def log_escape(value):
+    """``value`` (bytes, or text decoded with 'surrogateescape' as socket paths and PROXY
+    header paths are) as log text: printable ASCII except space and backslash as it is, every
+    other byte as ``\\xNN``. Unambiguous: a backslash in the result always starts ``\\xNN``."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return value.decode("latin-1").translate(_LOG_ESCAPE_TABLE)
 
 
 class _LogSecondFormatter(logging.Formatter):
@@ -2788,10 +2843,113 @@ class _LogSecondFormatter(logging.Formatter):
         return self._text
 
 
+class LogWriter(logging.Handler):
+    """Lines to a descriptor without ever blocking (see the module docstring).
+
+    While nothing is held a line costs one ``write`` and nothing else. Lines come from the
+    loop's thread and from health-check threads; the handler's lock (taken by ``handle`` and
+    by ``drain``/``flush``) keeps them whole and in order.
+    """
+
+    def __init__(self, fd):
+        logging.Handler.__init__(self)
+        self.fd = fd
+        self.held = []               # encoded lines (the first possibly partly written)
+        self.held_size = 0
+        self.dropped = 0             # lines dropped since the last "dropped" line
+        self.on_held = None          # called once when lines start to be held
+        mode = os.fstat(fd).st_mode
+        # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
+        self._was_blocking = None
+        if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode) and os.get_blocking(fd):
+            self._was_blocking = True
+            os.set_blocking(fd, False)
+
+    def emit(self, record):
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        if self.held:
+            if self.held_size + len(line) > LOG_HOLD_LIMIT:
+                self.dropped += 1
+            else:
+                self.held.append(line)
+                self.held_size += len(line)
+            return
+        written = self._write(line)
+        if written < len(line):
+            self.held.append(line[written:])
+            self.held_size = len(line) - written
+            if self.on_held is not None:
+                self.on_held()
+
+    def _write(self, data):
+        """Write what the descriptor takes now; how many bytes that was."""
+        try:
+            return os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
+            self.dropped += 1
+            return len(data)
+
+    def drain(self):
+        """Write the held lines in one go; True once nothing is held. At the end comes the
+        line that says how many were dropped, itself held if it does not fit at once."""
+        self.acquire()
+        try:
+            while self.held:
+                data = b"".join(self.held)
+                written = self._write(data)
+                rest = data[written:]
+                self.held = [rest] if rest else []
+                self.held_size = len(rest)
+                if rest or not self.dropped:
+                    break
+                record = logging.LogRecord(LOG.name, logging.WARNING, "logs.py", 0,
+                                           "dropped %d log lines: stderr was not taking them",
+                                           (self.dropped,), None)
+                self.dropped = 0
+                self.held = [(self.format(record) + "\n").encode("utf-8")]
+            return not self.held
+        finally:
+            self.release()
+
+    def flush(self):
+        """At exit: wait up to LOG_EXIT_FLUSH seconds for the descriptor to take what is held."""
+        deadline = time.monotonic() + LOG_EXIT_FLUSH
+        while not self.drain():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([], [self.fd], [], left)
+
+    def close(self):
+        self.flush()
+        if self._was_blocking:
+            try:
+                os.set_blocking(self.fd, True)   # a terminal shared with the shell stays usable
+            except OSError:
+                pass
+        logging.Handler.close(self)
+
+
+def log_writer():
+    """The LogWriter the proxy logs through, or None (a test logging into a StringIO)."""
+    for handler in LOG.handlers:
+        if isinstance(handler, LogWriter):
+            return handler
+    return None
+
+
 def setup_logging(level="info", stream=None):
     """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
 
-    Timestamps carry milliseconds because connection timings are logged in ms.
+    A stream with a descriptor gets a LogWriter on it; one without (a StringIO) a plain
+    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms.
     """
     # The logging HOWTO's "Optimization" switches: what the format does not print is not
     # gathered (the pid goes into the format once; caller, thread and process names never).
@@ -2799,10 +2957,19 @@ def setup_logging(level="info", stream=None):
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    stream = stream or sys.stderr
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation is an OSError
+        handler = logging.StreamHandler(stream)
+    else:
+        stream.flush()                # what was written through the stream goes first
+        handler = LogWriter(fd)
     handler.setFormatter(_LogSecondFormatter(
         "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
         "%Y-%m-%dT%H:%M:%S"))
+    for old in LOG.handlers:
+        old.close()
     LOG.handlers[:] = [handler]
     LOG.setLevel(level.upper())
     LOG.propagate = False
@@ -2816,7 +2983,7 @@ def setup_logging(level="info", stream=None):
 
 One table, as HAProxy keeps its termination codes in one list: the session closes with one
 of these words, the log takes its level from here, and passive health (health.py) asks here
-whether a failed connect tells anything about the server. README.md lists the same words;
+whether a failed connect tells anything about the server. docs/log-format.md lists the same words;
 tests/test_layout.py checks that the two agree.
 
 Each ``EndCause`` has the word, the log level of the connection's line, and ``server_fault``:
@@ -2847,6 +3014,7 @@ END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
+END_NO_DESCRIPTORS = "rejected:no-descriptors"   # no socket for the server: maxconn too high
 END_INTERNAL_ERROR = "internal-error"      # a bug of ours, contained to this connection
 END_SHUTDOWN = "shutdown"                  # the proxy stopped
 END_BAD_HEADER = {kind: "bad-header:" + kind for kind in HEADER_ERROR_KINDS}
@@ -2870,6 +3038,7 @@ END_CAUSES = {cause.word: cause for cause in [
     EndCause(END_SOURCE_LIMIT, logging.INFO, None),
     EndCause(END_HEADER_EVICTED, logging.INFO, None),
     EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
+    EndCause(END_NO_DESCRIPTORS, logging.INFO, None),
     EndCause(END_INTERNAL_ERROR, logging.INFO, None),     # its traceback is logged at error
     EndCause(END_SHUTDOWN, logging.INFO, None),
 ]}
@@ -3362,16 +3531,23 @@ import time
 from collections import namedtuple
 
 
-CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
+CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect string
+# Bytes of a response searched for check-expect rstring. ``re`` holds the interpreter lock
+# while it searches, so a slow search freezes the event loop too; a short window bounds the
+# patterns that are slow in a polynomial way (``a*a*b``: about 25 ms over 256 bytes, 1.2 s over
+# 1 KiB). Nested quantifiers (``(a+)+``) double their time with every byte, which no window
+# bounds: config_values.py refuses them.
+CHECK_REGEX_WINDOW = 256
 
-CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect connect_timeout "
-                                    "read_timeout")
+CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect expect_window "
+                                    "connect_timeout read_timeout")
 CheckSpec.__doc__ = """What a worker needs to check one server, and nothing of the proxy.
 
 address: the config Address to connect to; proxy_version: 0 (no header), 1 or 2; send: bytes
-or None; expect: a compiled bytes pattern the response must contain, or None; connect_timeout:
-seconds; read_timeout: seconds after the connect, or None: the check ends connect_timeout
-after it started, response included."""
+or None; expect: a compiled bytes pattern the response must contain, or None; expect_window:
+how many bytes of the response it is searched in; connect_timeout: seconds; read_timeout:
+seconds after the connect, or None: the check ends connect_timeout after it started, response
+included. Both times are at most LONGEST_WAIT, which a socket timeout can take."""
 
 CheckResult = namedtuple("CheckResult", "ok reason duration")
 CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
@@ -3390,16 +3566,20 @@ def check_spec(server, backend, address=None):
     if server.check_addr is None and server.check_port is not None:
         address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
     version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
-    expect = None
+    expect, window = None, CHECK_READ_LIMIT
     if server.check_expect is not None:
         kind, pattern = server.check_expect
-        expect = re.compile(re.escape(pattern) if kind == "string" else pattern)
+        if kind == "string":
+            expect = re.compile(re.escape(pattern))
+        else:
+            expect, window = re.compile(pattern), CHECK_REGEX_WINDOW
     if backend.timeout_check is None:
-        connect_timeout, read_timeout = server.inter, None
+        connect_timeout, read_timeout = min(server.inter, LONGEST_WAIT), None
     else:
-        connect_timeout = min(backend.timeout_connect, server.inter)
-        read_timeout = backend.timeout_check
-    return CheckSpec(address, version, server.check_send, expect, connect_timeout, read_timeout)
+        connect_timeout = min(backend.timeout_connect, server.inter, LONGEST_WAIT)
+        read_timeout = min(backend.timeout_check, LONGEST_WAIT)
+    return CheckSpec(address, version, server.check_send, expect, window, connect_timeout,
+                     read_timeout)
 
 
 def run_check(spec):
@@ -3442,7 +3622,7 @@ def _hc_probe(sock, spec, start):
             sock.sendall(request)
         if spec.expect is None:
             return True, "layer4 check passed"
-        return _hc_expect(sock, spec.expect, deadline)
+        return _hc_expect(sock, spec.expect, spec.expect_window, deadline)
     except socket.timeout:
         return False, "response timeout"
     except OSError as exc:
@@ -3465,13 +3645,13 @@ def _hc_time_left(sock, deadline):
     sock.settimeout(left)
 
 
-def _hc_expect(sock, expect, deadline):
-    """Read until the response matches, ends, fills the limit or runs out of time."""
+def _hc_expect(sock, expect, window, deadline):
+    """Read until the response matches, ends, fills the window or runs out of time."""
     response = b""
     try:
-        while len(response) < CHECK_READ_LIMIT:
+        while len(response) < window:
             _hc_time_left(sock, deadline)
-            data = sock.recv(CHECK_READ_LIMIT - len(response))
+            data = sock.recv(window - len(response))
             if not data:
                 break
             response += data
@@ -3825,6 +4005,10 @@ The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a by
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
 signal arriving while select() sleeps makes it return at once (Python runs the handler only
 between bytecodes of the main thread, which select() would otherwise keep waiting).
+
+The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
+writer holds lines and tells the loop, which watches the descriptor and writes them out as
+it has room.
 """
 import heapq
 import selectors
@@ -3839,8 +4023,7 @@ from collections import deque
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
-
-
+# Signals whose default action would kill the process, for features that do not exist yet.
 class Timer(object):
     """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
 
@@ -3896,6 +4079,9 @@ class EventLoop(object):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+        self._log_writer = log_writer()
+        if self._log_writer is not None:
+            self._log_writer.on_held = self._log_held
 
     def timer(self, callback):
         """A Timer of this loop, not armed yet: ``callback()`` runs once it is armed and due."""
@@ -3909,7 +4095,9 @@ class EventLoop(object):
         while not self.stopping:
             timeout = None
             if timers:
-                timeout = max(0.0, timers[0][0] - monotonic())
+                # A timer may be due later than the selector can wait: it wakes up early,
+                # finds nothing due, and waits again.
+                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
             events = selector.select(timeout)
             self.now = now = monotonic()
             for key, mask in events:
@@ -3958,7 +4146,12 @@ class EventLoop(object):
                 log_loop_error("a loop callback")
 
     def install_signal_handlers(self):
-        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once.
+
+        The loop's users give HAProxy's reload and soft-stop signals (SIGHUP, SIGUSR1,
+        SIGUSR2) a meaning with add_signal_handler, or ignore them; SIGPIPE stays ignored, as
+        Python leaves it.
+        """
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
@@ -3972,6 +4165,24 @@ class EventLoop(object):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
         self.stopping = True
 
+    def _log_held(self):
+        """The log writer holds lines (called from any thread that logs)."""
+        try:
+            self.call_soon_threadsafe(self._watch_log)
+        except OSError:
+            pass             # the loop has closed its wake-up socket: the exit flush writes them
+
+    def _watch_log(self):
+        """Write the held log lines when stderr has room (on the loop)."""
+        try:
+            self.selector.register(self._log_writer.fd, EVENT_WRITE, self._on_log_writable)
+        except KeyError:
+            pass                 # already watched
+
+    def _on_log_writable(self, mask):
+        if self._log_writer.drain():
+            self.selector.unregister(self._log_writer.fd)
+
     def stop(self):
         """Ask the loop to stop; callable from any thread."""
         def _stop():
@@ -3982,6 +4193,14 @@ class EventLoop(object):
         """Release the selector and the wake-up sockets, once run() has returned."""
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
+        writer = self._log_writer
+        if writer is not None:                 # what it still holds is written at exit
+            if writer.on_held == self._log_held:
+                writer.on_held = None
+            try:
+                self.selector.unregister(writer.fd)
+            except KeyError:
+                pass
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -4225,6 +4444,8 @@ import traceback
 
 RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that just failed
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
+# socket() and accept() failing for these: the process or the system is out of descriptors.
+DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 class SessionState(object):
@@ -4243,10 +4464,13 @@ class SessionState(object):
 
 
 def inet_endpoint(sockaddr):
-    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
+    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id; an IPv4
+    peer of a dual-stack bind (``::ffff:a.b.c.d``) as the IPv4 address it is."""
     host = sockaddr[0]
     if "%" in host:
         host = host.split("%", 1)[0]
+    elif host.startswith("::ffff:") and "." in host:
+        host = host[7:]
     return host, sockaddr[1]
 
 
@@ -4255,9 +4479,10 @@ def endpoint_text(endpoint):
     if endpoint is None:
         return "-"
     if isinstance(endpoint, str):
+        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
         if endpoint.startswith("\0"):
-            return "unix@@" + endpoint[1:]          # Linux's abstract namespace, as ss(8) shows it
-        return "unix@" + (endpoint or "(unnamed)")
+            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
     host, port = endpoint
     if ":" in host:
         return "[%s]:%d" % (host, port)
@@ -4512,7 +4737,9 @@ class Session(Relay):
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.close(END_INTERNAL_ERROR, detail="cannot create a socket: %s" % exc)
+            cause = (END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS
+                     else END_INTERNAL_ERROR)
+            self.close(cause, detail="cannot create a socket: %s" % (exc.strerror or exc))
             return
         self.ssock = sock
         if address.family != socket.AF_UNIX:
@@ -4675,8 +4902,8 @@ class Session(Relay):
         """An unexpected error in this session: log it with its traceback, close only this one.
 
         Nothing here may raise in turn, or the session would be left open."""
-        LOG.error("internal error on a connection from %r:\n%s",
-                  self.peer, traceback.format_exc().rstrip())
+        LOG.error("internal error on a connection from %s:\n%s",
+                  endpoint_text(self.peer), traceback.format_exc().rstrip())
         try:
             self.close(END_INTERNAL_ERROR, abort=True)
         except Exception:
@@ -4708,7 +4935,7 @@ class Session(Relay):
                                        else header.family))
             vpce = aws_vpce_id(header)
             if vpce:
-                parts.append("vpce=" + vpce)
+                parts.append("vpce=" + log_escape(vpce))
         if len(self.tried) > 1:
             parts.append("retries=%d" % (len(self.tried) - 1))
         if detail:
@@ -4761,9 +4988,9 @@ import errno
 import os
 import select
 import socket
+import stat
 
 
-DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
 ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
 
@@ -4780,6 +5007,8 @@ class Listener(object):
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
+        # The socket file this listener created; at exit only that file is removed.
+        self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
         proxy = self.proxy
@@ -4804,9 +5033,11 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix and self.proxy.listening is None:    # a master's socket stays
+        path = self.bind.address.sockaddr
+        if (self.is_unix and self.proxy.listening is None          # a master's socket stays
+                and self.unix_file is not None and _file_identity(path) == self.unix_file):
             try:
-                os.unlink(self.bind.address.sockaddr)
+                os.unlink(path)
             except OSError:
                 pass
 
@@ -4916,10 +5147,35 @@ def open_listener(bind):
     return sock
 
 
+def _file_identity(path):
+    """(device, inode) of the socket file at ``path``, or None if there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
+
+
+def _file_kind(mode):
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a file that is not a socket"
+
+
 def _remove_stale_unix_socket(path):
-    """Remove a socket file nobody listens on any more; never one that is in use."""
-    if not os.path.exists(path):
+    """Remove a socket file nobody listens on any more; never one that is in use, and never
+    anything that is not a socket (a regular file, a directory, a symbolic link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "%s is in the way (only a stale socket is replaced)"
+                      % _file_kind(mode))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -4961,6 +5217,9 @@ import sys
 import time
 
 
+DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
+
+
 class FrontendState(object):
     """Run-time counters of a frontend."""
 
@@ -4993,7 +5252,13 @@ class Proxy(object):
         self.on_server_change = None
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
-        self.maxconn = config.global_settings.maxconn or default_maxconn()
+        affordable = default_maxconn()
+        self.maxconn = config.global_settings.maxconn or affordable
+        if self.maxconn > affordable:
+            LOG.warning("maxconn %d is more than the descriptor limit allows (%d: %d descriptors, "
+                        "two per connection, %d kept back); connections beyond it end with "
+                        "end=%s", self.maxconn, affordable, os.sysconf("SC_OPEN_MAX"),
+                        DESCRIPTOR_RESERVE, END_NO_DESCRIPTORS)
         self.active = 0
         self.sessions = set()
         self.listeners = []
@@ -5238,11 +5503,11 @@ def _limited_source(session):
 
 
 def default_maxconn():
-    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
+    """The descriptor limit less a reserve for the rest, halved (each connection needs two)."""
     soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
     if soft <= 0:                        # -1: unlimited
         soft = 65536
-    return max(1, (soft - 64) // 2)
+    return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
 def run_proxy(config, listening=None, attach=None):

@@ -19,6 +19,7 @@ import re
 from collections import namedtuple
 
 from .ini import shown
+from .timeouts import LONGEST_WAIT
 
 Address = namedtuple("Address", "family sockaddr text")
 Address.__doc__ = """Where to listen or connect.
@@ -28,8 +29,9 @@ family: "ipv4", "ipv6" or "unix" as read, None for a host name not resolved yet;
 name. sockaddr: ("1.2.3.4", 80), ("::1", 80), ("host.example", 80) or "/path"; text: the
 address as the user wrote it, for logs."""
 
-MAX_DURATION = 24 * 86400.0
-"""24 days, in seconds: a selector's timeout overflows at 2^31 ms (about 24.86 days)."""
+MAX_DURATION = LONGEST_WAIT
+"""24 days, in seconds: a selector's timeout overflows at 2^31 ms (about 24.86 days), see
+timeouts.py."""
 MAX_DURATION_TEXT = "24d"
 MAX_COUNT = 1000000
 """Connections, queue places and check counts: far above what one process can hold."""

@@ -2,7 +2,7 @@
 
 One table, as HAProxy keeps its termination codes in one list: the session closes with one
 of these words, the log takes its level from here, and passive health (health.py) asks here
-whether a failed connect tells anything about the server. README.md lists the same words;
+whether a failed connect tells anything about the server. docs/log-format.md lists the same words;
 tests/test_layout.py checks that the two agree.
 
 Each ``EndCause`` has the word, the log level of the connection's line, and ``server_fault``:
@@ -34,6 +34,7 @@ END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
+END_NO_DESCRIPTORS = "rejected:no-descriptors"   # no socket for the server: maxconn too high
 END_INTERNAL_ERROR = "internal-error"      # a bug of ours, contained to this connection
 END_SHUTDOWN = "shutdown"                  # the proxy stopped
 END_BAD_HEADER = {kind: "bad-header:" + kind for kind in HEADER_ERROR_KINDS}
@@ -57,6 +58,7 @@ END_CAUSES = {cause.word: cause for cause in [
     EndCause(END_SOURCE_LIMIT, logging.INFO, None),
     EndCause(END_HEADER_EVICTED, logging.INFO, None),
     EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
+    EndCause(END_NO_DESCRIPTORS, logging.INFO, None),
     EndCause(END_INTERNAL_ERROR, logging.INFO, None),     # its traceback is logged at error
     EndCause(END_SHUTDOWN, logging.INFO, None),
 ]}

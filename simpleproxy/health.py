@@ -52,17 +52,25 @@ from .endings import END_CAUSES, END_CONNECT_ERROR, END_CONNECT_REFUSED, END_CON
 from .logs import LOG
 from .proxyproto import build_v1, build_v2
 from .resolve import resolved_address
+from .timeouts import LONGEST_WAIT
 
-CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect
+CHECK_READ_LIMIT = 16384      # bytes of a response searched for check-expect string
+# Bytes of a response searched for check-expect rstring. ``re`` holds the interpreter lock
+# while it searches, so a slow search freezes the event loop too; a short window bounds the
+# patterns that are slow in a polynomial way (``a*a*b``: about 25 ms over 256 bytes, 1.2 s over
+# 1 KiB). Nested quantifiers (``(a+)+``) double their time with every byte, which no window
+# bounds: config_values.py refuses them.
+CHECK_REGEX_WINDOW = 256
 
-CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect connect_timeout "
-                                    "read_timeout")
+CheckSpec = namedtuple("CheckSpec", "address proxy_version send expect expect_window "
+                                    "connect_timeout read_timeout")
 CheckSpec.__doc__ = """What a worker needs to check one server, and nothing of the proxy.
 
 address: the config Address to connect to; proxy_version: 0 (no header), 1 or 2; send: bytes
-or None; expect: a compiled bytes pattern the response must contain, or None; connect_timeout:
-seconds; read_timeout: seconds after the connect, or None: the check ends connect_timeout
-after it started, response included."""
+or None; expect: a compiled bytes pattern the response must contain, or None; expect_window:
+how many bytes of the response it is searched in; connect_timeout: seconds; read_timeout:
+seconds after the connect, or None: the check ends connect_timeout after it started, response
+included. Both times are at most LONGEST_WAIT, which a socket timeout can take."""
 
 CheckResult = namedtuple("CheckResult", "ok reason duration")
 CheckResult.__doc__ = """How one check went: ok (None: no check could be made, so no verdict),
@@ -81,16 +89,20 @@ def check_spec(server, backend, address=None):
     if server.check_addr is None and server.check_port is not None:
         address = address._replace(sockaddr=(address.sockaddr[0], server.check_port))
     version = (2 if server.send_proxy == 2 else 1) if server.check_send_proxy else 0
-    expect = None
+    expect, window = None, CHECK_READ_LIMIT
     if server.check_expect is not None:
         kind, pattern = server.check_expect
-        expect = re.compile(re.escape(pattern) if kind == "string" else pattern)
+        if kind == "string":
+            expect = re.compile(re.escape(pattern))
+        else:
+            expect, window = re.compile(pattern), CHECK_REGEX_WINDOW
     if backend.timeout_check is None:
-        connect_timeout, read_timeout = server.inter, None
+        connect_timeout, read_timeout = min(server.inter, LONGEST_WAIT), None
     else:
-        connect_timeout = min(backend.timeout_connect, server.inter)
-        read_timeout = backend.timeout_check
-    return CheckSpec(address, version, server.check_send, expect, connect_timeout, read_timeout)
+        connect_timeout = min(backend.timeout_connect, server.inter, LONGEST_WAIT)
+        read_timeout = min(backend.timeout_check, LONGEST_WAIT)
+    return CheckSpec(address, version, server.check_send, expect, window, connect_timeout,
+                     read_timeout)
 
 
 def run_check(spec):
@@ -133,7 +145,7 @@ def _hc_probe(sock, spec, start):
             sock.sendall(request)
         if spec.expect is None:
             return True, "layer4 check passed"
-        return _hc_expect(sock, spec.expect, deadline)
+        return _hc_expect(sock, spec.expect, spec.expect_window, deadline)
     except socket.timeout:
         return False, "response timeout"
     except OSError as exc:
@@ -156,13 +168,13 @@ def _hc_time_left(sock, deadline):
     sock.settimeout(left)
 
 
-def _hc_expect(sock, expect, deadline):
-    """Read until the response matches, ends, fills the limit or runs out of time."""
+def _hc_expect(sock, expect, window, deadline):
+    """Read until the response matches, ends, fills the window or runs out of time."""
     response = b""
     try:
-        while len(response) < CHECK_READ_LIMIT:
+        while len(response) < window:
             _hc_time_left(sock, deadline)
-            data = sock.recv(CHECK_READ_LIMIT - len(response))
+            data = sock.recv(window - len(response))
             if not data:
                 break
             response += data

@@ -14,15 +14,15 @@ import errno
 import os
 import select
 import socket
+import stat
 
 from .errors import SimpleProxyError
 from .logs import LOG
 from .loop import EVENT_READ
 from .relay import PEER_GONE_ERRNOS
-from .session import Session
+from .session import DESCRIPTOR_EXHAUSTION_ERRNOS, Session
 from .trust import TrustPolicy
 
-DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
 ACCEPT_BACKOFF = 0.1         # seconds to stop accepting after EMFILE/ENFILE
 
@@ -39,6 +39,8 @@ class Listener(object):
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
+        # The socket file this listener created; at exit only that file is removed.
+        self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
         proxy = self.proxy
@@ -63,9 +65,11 @@ class Listener(object):
 
     def close(self):
         self.sock.close()
-        if self.is_unix and self.proxy.listening is None:    # a master's socket stays
+        path = self.bind.address.sockaddr
+        if (self.is_unix and self.proxy.listening is None          # a master's socket stays
+                and self.unix_file is not None and _file_identity(path) == self.unix_file):
             try:
-                os.unlink(self.bind.address.sockaddr)
+                os.unlink(path)
             except OSError:
                 pass
 
@@ -175,10 +179,35 @@ def open_listener(bind):
     return sock
 
 
+def _file_identity(path):
+    """(device, inode) of the socket file at ``path``, or None if there is none."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISSOCK(info.st_mode) else None
+
+
+def _file_kind(mode):
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a file that is not a socket"
+
+
 def _remove_stale_unix_socket(path):
-    """Remove a socket file nobody listens on any more; never one that is in use."""
-    if not os.path.exists(path):
+    """Remove a socket file nobody listens on any more; never one that is in use, and never
+    anything that is not a socket (a regular file, a directory, a symbolic link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, "%s is in the way (only a stale socket is replaced)"
+                      % _file_kind(mode))
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)

@@ -1,9 +1,43 @@
-"""Logging: one logger for the whole proxy, to stderr, plain lines."""
+"""Logging: one logger for the whole proxy, to stderr, plain lines.
+
+Two things here protect the log from the traffic it describes:
+
+* ``log_escape`` is the one way a byte a client chose (a Unix socket path, from the kernel or
+  from a PROXY header; a TLV value) reaches a log line. Only printable ASCII other than the
+  space and the backslash passes as it is; every other byte becomes ``\\xNN``. So a client
+  can neither end a line nor colour a terminal, nor add a field: fields are separated by
+  spaces.
+* ``LogWriter`` never blocks the event loop. Stderr may be a pipe that nobody reads (or a
+  stopped terminal); a blocking write there would stop every connection. It writes without
+  blocking, keeps what the descriptor would not take (up to ``LOG_HOLD_LIMIT`` bytes; a line
+  started is always finished), drops whole lines beyond that and counts them, and once the
+  held bytes are out writes one line saying how many were dropped. The event loop writes the
+  held bytes when the descriptor has room again (``on_held`` tells it to watch), and
+  ``flush()`` writes them at exit.
+"""
 import logging
 import os
+import select
+import stat
 import sys
+import time
 
 LOG = logging.getLogger("simpleproxy")
+
+LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
+LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
+
+_LOG_ESCAPE_TABLE = {byte: chr(byte) if 0x21 <= byte <= 0x7e and byte != 0x5c else "\\x%02x" % byte
+                     for byte in range(256)}       # for str.translate, over latin-1 text
+
+
+def log_escape(value):
+    """``value`` (bytes, or text decoded with 'surrogateescape' as socket paths and PROXY
+    header paths are) as log text: printable ASCII except space and backslash as it is, every
+    other byte as ``\\xNN``. Unambiguous: a backslash in the result always starts ``\\xNN``."""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
+    return value.decode("latin-1").translate(_LOG_ESCAPE_TABLE)
 
 
 class _LogSecondFormatter(logging.Formatter):
@@ -19,10 +53,113 @@ class _LogSecondFormatter(logging.Formatter):
         return self._text
 
 
+class LogWriter(logging.Handler):
+    """Lines to a descriptor without ever blocking (see the module docstring).
+
+    While nothing is held a line costs one ``write`` and nothing else. Lines come from the
+    loop's thread and from health-check threads; the handler's lock (taken by ``handle`` and
+    by ``drain``/``flush``) keeps them whole and in order.
+    """
+
+    def __init__(self, fd):
+        logging.Handler.__init__(self)
+        self.fd = fd
+        self.held = []               # encoded lines (the first possibly partly written)
+        self.held_size = 0
+        self.dropped = 0             # lines dropped since the last "dropped" line
+        self.on_held = None          # called once when lines start to be held
+        mode = os.fstat(fd).st_mode
+        # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
+        self._was_blocking = None
+        if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode) and os.get_blocking(fd):
+            self._was_blocking = True
+            os.set_blocking(fd, False)
+
+    def emit(self, record):
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        if self.held:
+            if self.held_size + len(line) > LOG_HOLD_LIMIT:
+                self.dropped += 1
+            else:
+                self.held.append(line)
+                self.held_size += len(line)
+            return
+        written = self._write(line)
+        if written < len(line):
+            self.held.append(line[written:])
+            self.held_size = len(line) - written
+            if self.on_held is not None:
+                self.on_held()
+
+    def _write(self, data):
+        """Write what the descriptor takes now; how many bytes that was."""
+        try:
+            return os.write(self.fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
+            self.dropped += 1
+            return len(data)
+
+    def drain(self):
+        """Write the held lines in one go; True once nothing is held. At the end comes the
+        line that says how many were dropped, itself held if it does not fit at once."""
+        self.acquire()
+        try:
+            while self.held:
+                data = b"".join(self.held)
+                written = self._write(data)
+                rest = data[written:]
+                self.held = [rest] if rest else []
+                self.held_size = len(rest)
+                if rest or not self.dropped:
+                    break
+                record = logging.LogRecord(LOG.name, logging.WARNING, "logs.py", 0,
+                                           "dropped %d log lines: stderr was not taking them",
+                                           (self.dropped,), None)
+                self.dropped = 0
+                self.held = [(self.format(record) + "\n").encode("utf-8")]
+            return not self.held
+        finally:
+            self.release()
+
+    def flush(self):
+        """At exit: wait up to LOG_EXIT_FLUSH seconds for the descriptor to take what is held."""
+        deadline = time.monotonic() + LOG_EXIT_FLUSH
+        while not self.drain():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            select.select([], [self.fd], [], left)
+
+    def close(self):
+        self.flush()
+        if self._was_blocking:
+            try:
+                os.set_blocking(self.fd, True)   # a terminal shared with the shell stays usable
+            except OSError:
+                pass
+        logging.Handler.close(self)
+
+
+def log_writer():
+    """The LogWriter the proxy logs through, or None (a test logging into a StringIO)."""
+    for handler in LOG.handlers:
+        if isinstance(handler, LogWriter):
+            return handler
+    return None
+
+
 def setup_logging(level="info", stream=None):
     """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
 
-    Timestamps carry milliseconds because connection timings are logged in ms.
+    A stream with a descriptor gets a LogWriter on it; one without (a StringIO) a plain
+    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms.
     """
     # The logging HOWTO's "Optimization" switches: what the format does not print is not
     # gathered (the pid goes into the format once; caller, thread and process names never).
@@ -30,10 +167,19 @@ def setup_logging(level="info", stream=None):
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
+    stream = stream or sys.stderr
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation is an OSError
+        handler = logging.StreamHandler(stream)
+    else:
+        stream.flush()                # what was written through the stream goes first
+        handler = LogWriter(fd)
     handler.setFormatter(_LogSecondFormatter(
         "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
         "%Y-%m-%dT%H:%M:%S"))
+    for old in LOG.handlers:
+        old.close()
     LOG.handlers[:] = [handler]
     LOG.setLevel(level.upper())
     LOG.propagate = False

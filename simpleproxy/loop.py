@@ -22,6 +22,10 @@ The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a by
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
 signal arriving while select() sleeps makes it return at once (Python runs the handler only
 between bytecodes of the main thread, which select() would otherwise keep waiting).
+
+The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
+writer holds lines and tells the loop, which watches the descriptor and writes them out as
+it has room.
 """
 import heapq
 import selectors
@@ -32,13 +36,13 @@ import time
 import traceback
 from collections import deque
 
-from .logs import LOG
+from .logs import LOG, log_writer
+from .timeouts import LONGEST_WAIT
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
-
-
+# Signals whose default action would kill the process, for features that do not exist yet.
 class Timer(object):
     """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
 
@@ -94,6 +98,9 @@ class EventLoop(object):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+        self._log_writer = log_writer()
+        if self._log_writer is not None:
+            self._log_writer.on_held = self._log_held
 
     def timer(self, callback):
         """A Timer of this loop, not armed yet: ``callback()`` runs once it is armed and due."""
@@ -107,7 +114,9 @@ class EventLoop(object):
         while not self.stopping:
             timeout = None
             if timers:
-                timeout = max(0.0, timers[0][0] - monotonic())
+                # A timer may be due later than the selector can wait: it wakes up early,
+                # finds nothing due, and waits again.
+                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
             events = selector.select(timeout)
             self.now = now = monotonic()
             for key, mask in events:
@@ -156,7 +165,12 @@ class EventLoop(object):
                 log_loop_error("a loop callback")
 
     def install_signal_handlers(self):
-        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once."""
+        """SIGTERM and SIGINT stop the loop; the wake-up fd makes select() return at once.
+
+        The loop's users give HAProxy's reload and soft-stop signals (SIGHUP, SIGUSR1,
+        SIGUSR2) a meaning with add_signal_handler, or ignore them; SIGPIPE stays ignored, as
+        Python leaves it.
+        """
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
@@ -170,6 +184,24 @@ class EventLoop(object):
         LOG.info("received %s, stopping", signal.Signals(signum).name)
         self.stopping = True
 
+    def _log_held(self):
+        """The log writer holds lines (called from any thread that logs)."""
+        try:
+            self.call_soon_threadsafe(self._watch_log)
+        except OSError:
+            pass             # the loop has closed its wake-up socket: the exit flush writes them
+
+    def _watch_log(self):
+        """Write the held log lines when stderr has room (on the loop)."""
+        try:
+            self.selector.register(self._log_writer.fd, EVENT_WRITE, self._on_log_writable)
+        except KeyError:
+            pass                 # already watched
+
+    def _on_log_writable(self, mask):
+        if self._log_writer.drain():
+            self.selector.unregister(self._log_writer.fd)
+
     def stop(self):
         """Ask the loop to stop; callable from any thread."""
         def _stop():
@@ -180,6 +212,14 @@ class EventLoop(object):
         """Release the selector and the wake-up sockets, once run() has returned."""
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
+        writer = self._log_writer
+        if writer is not None:                 # what it still holds is written at exit
+            if writer.on_held == self._log_held:
+                writer.on_held = None
+            try:
+                self.selector.unregister(writer.fd)
+            except KeyError:
+                pass
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()

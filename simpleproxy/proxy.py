@@ -22,14 +22,16 @@ import sys
 import time
 
 from .balancer import MAINT, BackendPool
-from .endings import (END_CAUSES, END_HEADER_EVICTED, END_NO_SERVER, END_NORMAL,
-                      END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
+from .endings import (END_CAUSES, END_HEADER_EVICTED, END_NO_DESCRIPTORS, END_NO_SERVER,
+                      END_NORMAL, END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
 from .health import HealthChecker
 from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open_listener
 from .logs import LOG
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
 from .resolve import start_addresses
+
+DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
 
 
 class FrontendState(object):
@@ -64,7 +66,13 @@ class Proxy(object):
         self.on_server_change = None
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
-        self.maxconn = config.global_settings.maxconn or default_maxconn()
+        affordable = default_maxconn()
+        self.maxconn = config.global_settings.maxconn or affordable
+        if self.maxconn > affordable:
+            LOG.warning("maxconn %d is more than the descriptor limit allows (%d: %d descriptors, "
+                        "two per connection, %d kept back); connections beyond it end with "
+                        "end=%s", self.maxconn, affordable, os.sysconf("SC_OPEN_MAX"),
+                        DESCRIPTOR_RESERVE, END_NO_DESCRIPTORS)
         self.active = 0
         self.sessions = set()
         self.listeners = []
@@ -309,11 +317,11 @@ def _limited_source(session):
 
 
 def default_maxconn():
-    """Half the descriptor limit (each connection needs two), less a reserve for the rest."""
+    """The descriptor limit less a reserve for the rest, halved (each connection needs two)."""
     soft = os.sysconf("SC_OPEN_MAX")     # the soft RLIMIT_NOFILE, without the resource module
     if soft <= 0:                        # -1: unlimited
         soft = 65536
-    return max(1, (soft - 64) // 2)
+    return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
 def run_proxy(config, listening=None, attach=None):

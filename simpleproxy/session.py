@@ -36,9 +36,9 @@ import traceback
 from .endings import (
     END_BAD_HEADER, END_CLIENT_ABORT, END_CLIENT_TIMEOUT, END_CONNECT_ERROR,
     END_CONNECT_REFUSED, END_CONNECT_TIMEOUT, END_HEADER_TIMEOUT, END_HEALTH_CHECK,
-    END_INTERNAL_ERROR, END_NO_SERVER, END_QUEUE_FULL,
+    END_INTERNAL_ERROR, END_NO_DESCRIPTORS, END_NO_SERVER, END_QUEUE_FULL,
     END_QUEUE_TIMEOUT, END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
-from .logs import LOG
+from .logs import LOG, log_escape
 from .loop import EVENT_READ, EVENT_WRITE, Timer
 from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, build_v2, parse_header
 from .relay import Relay
@@ -46,6 +46,8 @@ from .trust import START_BARE, START_PARSE, START_UNTRUSTED, judge_start
 
 RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that just failed
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
+# socket() and accept() failing for these: the process or the system is out of descriptors.
+DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
 class SessionState(object):
@@ -64,10 +66,13 @@ class SessionState(object):
 
 
 def inet_endpoint(sockaddr):
-    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id."""
+    """(host, port) of an AF_INET/AF_INET6 socket address, without an IPv6 zone id; an IPv4
+    peer of a dual-stack bind (``::ffff:a.b.c.d``) as the IPv4 address it is."""
     host = sockaddr[0]
     if "%" in host:
         host = host.split("%", 1)[0]
+    elif host.startswith("::ffff:") and "." in host:
+        host = host[7:]
     return host, sockaddr[1]
 
 
@@ -76,9 +81,10 @@ def endpoint_text(endpoint):
     if endpoint is None:
         return "-"
     if isinstance(endpoint, str):
+        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
         if endpoint.startswith("\0"):
-            return "unix@@" + endpoint[1:]          # Linux's abstract namespace, as ss(8) shows it
-        return "unix@" + (endpoint or "(unnamed)")
+            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
     host, port = endpoint
     if ":" in host:
         return "[%s]:%d" % (host, port)
@@ -333,7 +339,9 @@ class Session(Relay):
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
-            self.close(END_INTERNAL_ERROR, detail="cannot create a socket: %s" % exc)
+            cause = (END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS
+                     else END_INTERNAL_ERROR)
+            self.close(cause, detail="cannot create a socket: %s" % (exc.strerror or exc))
             return
         self.ssock = sock
         if address.family != socket.AF_UNIX:
@@ -496,8 +504,8 @@ class Session(Relay):
         """An unexpected error in this session: log it with its traceback, close only this one.
 
         Nothing here may raise in turn, or the session would be left open."""
-        LOG.error("internal error on a connection from %r:\n%s",
-                  self.peer, traceback.format_exc().rstrip())
+        LOG.error("internal error on a connection from %s:\n%s",
+                  endpoint_text(self.peer), traceback.format_exc().rstrip())
         try:
             self.close(END_INTERNAL_ERROR, abort=True)
         except Exception:
@@ -529,7 +537,7 @@ class Session(Relay):
                                        else header.family))
             vpce = aws_vpce_id(header)
             if vpce:
-                parts.append("vpce=" + vpce)
+                parts.append("vpce=" + log_escape(vpce))
         if len(self.tried) > 1:
             parts.append("retries=%d" % (len(self.tried) - 1))
         if detail:

@@ -8,6 +8,8 @@ The fixtures every module uses (helpers in support.py):
   The launch form is ``python -m simpleproxy`` unless the test is parametrized with
   ``support.BOTH_FORMS`` (or ``indirect`` "module"/"bundle" params of its own).
 * ``proxy_python``: the interpreter that runs the proxy (support.proxy_python()).
+* ``backend``: a support.RecordingServer that reads to EOF and answers support.REPLY;
+  ``echo``: one that echoes. Both are closed when the test ends.
 
 Every test that starts the proxy depends on ``proxy_python`` (``launch`` does) and is marked
 ``proxy``: ``pytest -m proxy`` runs exactly those, which is how the proxy36/proxy37 tox envs
@@ -15,7 +17,8 @@ run them a second time with the proxy on Python 3.6 and 3.7 (SIMPLEPROXY_PYTHON)
 """
 import pytest
 
-from support import Launcher, proxy_python as find_proxy_python, skip_or_fail
+from support import (REPLY, Launcher, RecordingServer, proxy_python as find_proxy_python,
+                     skip_or_fail)
 
 
 def pytest_addoption(parser):
@@ -58,3 +61,17 @@ def launch(request, tmp_path, proxy_python):
     """Start proxies; all of them are stopped at the end of the test (see the module doc)."""
     with Launcher(getattr(request, "param", "module"), tmp_path) as launcher:
         yield launcher
+
+
+@pytest.fixture
+def backend():
+    server = RecordingServer(mode="record", reply=REPLY)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def echo():
+    server = RecordingServer(mode="echo")
+    yield server
+    server.close()

@@ -2,15 +2,18 @@
 
 Everything waits on conditions with deadlines; nothing sleeps and hopes.
 """
+import contextlib
 import ctypes
 import errno
 import functools
 import glob
 import hashlib
+import io
 import json
 import os
 import queue
 import random
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +26,8 @@ import time
 import pytest
 
 from simpleproxy.config import parse_config
+from simpleproxy.logs import setup_logging
+from simpleproxy.proxy import Proxy
 from simpleproxy.resolve import resolve_addresses
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -466,6 +471,26 @@ def in_netns(name, function):
     return outcome["value"]
 
 
+@contextlib.contextmanager
+def proxy_in_thread(config):
+    """A Proxy serving the parsed ``config`` on a thread of this process, logging into a
+    StringIO; yields (proxy, thread, log). For what cannot be provoked from outside (a bug
+    injected, config objects no file can give). A loop that died is a thread no longer alive;
+    at the end the proxy is stopped and its thread must end."""
+    log = io.StringIO()
+    setup_logging("info", log)
+    proxy = Proxy(config)
+    proxy.bind_all()
+    thread = threading.Thread(target=proxy.run, daemon=True)
+    thread.start()
+    try:
+        yield proxy, thread, log
+    finally:
+        proxy.stop()
+        thread.join(DEFAULT_TIMEOUT)
+    assert not thread.is_alive(), "the proxy's loop did not stop"
+
+
 class ProxyProcess(object):
     """simpleproxy running as a real process on a config written for the test."""
 
@@ -515,6 +540,12 @@ class ProxyProcess(object):
     def log_lines(self, text):
         with self._cond:
             return [line for line in self.lines if text in line]
+
+    def dropped_lines(self):
+        """How many log lines the proxy dropped because its stderr (our reader) fell behind,
+        from its ``dropped N log lines`` lines."""
+        return sum(int(re.search(r"dropped (\d+) log lines", line).group(1))
+                   for line in self.log_lines("log lines: stderr was not taking them"))
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.proc.pid) as f:

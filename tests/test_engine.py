@@ -15,7 +15,8 @@ from simpleproxy.loop import EVENT_READ
 from simpleproxy.proxy import Proxy
 from simpleproxy.session import Session
 from simpleproxy.logs import setup_logging
-from support import RecordingServer, connect, exchange, free_port, read_to_eof, wait_until
+from support import (RecordingServer, connect, exchange, free_port, proxy_in_thread, read_to_eof,
+                     wait_until)
 
 PAYLOAD = b"hello\x00world\r\n"
 REPLY = b"reply"
@@ -28,17 +29,11 @@ def running_proxy():
     port = free_port()
     config = parse_config("[listen app]\nbind = 127.0.0.1:%d\nserver s1 = %s send-proxy\n"
                           % (port, backend.config_address))
-    log = io.StringIO()
-    setup_logging("info", log)
-    proxy = Proxy(config)
-    proxy.bind_all()
-    thread = threading.Thread(target=proxy.run, daemon=True)
-    thread.start()
-    yield proxy, port, backend, log
-    proxy.stop()
-    thread.join(10)
-    assert not thread.is_alive()
-    backend.close()
+    try:
+        with proxy_in_thread(config) as (proxy, _, log):
+            yield proxy, port, backend, log
+    finally:
+        backend.close()
 
 
 def test_a_failing_connection_is_contained(running_proxy, monkeypatch):

@@ -28,20 +28,6 @@ FORGED = b"PROXY TCP4 127.0.0.2 127.0.0.1 1 2\r\n"    # claims a trusted address
 DEFAULT_FUZZ_CASES = 2000
 
 
-@pytest.fixture
-def backend():
-    server = RecordingServer(mode="record", reply=REPLY)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def echo():
-    server = RecordingServer(mode="echo")
-    yield server
-    server.close()
-
-
 def closed_by_proxy(sock):
     """True when the proxy has closed sock (EOF or reset); False while it stays open."""
     try:
@@ -148,10 +134,13 @@ def test_slowloris_neither_starves_clients_nor_outlives_the_deadline(
     assert max(lifetimes) < HEADER_TIMEOUT + TIMING_MARGIN
     if end == "header-timeout":
         assert min(lifetimes) > HEADER_TIMEOUT - 0.1
-    wait_until(lambda: len(proxy.log_lines("end=header-timeout")) +
-               len(proxy.log_lines("end=evicted:")) == FLOOD, what="a log line each")
+    # Every connection gets its line, or is counted in a "dropped" line when this test's
+    # reader falls behind the burst of closes: the proxy never waits for its log.
+    wait_until(lambda: len(proxy.log_lines(" end=")) + proxy.dropped_lines() ==
+               FLOOD + len(served_in), what="a log line each, or counted as dropped")
     if end != "header-timeout":
-        assert len(proxy.log_lines("end=" + end)) >= FLOOD - pending_limit
+        assert (len(proxy.log_lines("end=" + end)) + proxy.dropped_lines()
+                >= FLOOD - pending_limit)
     assert len(backend.accepted) == len(served_in)
 
 
@@ -288,8 +277,7 @@ def test_trust_decided_on_the_real_peer(spoof_target, bind, source, sent, told, 
     sock = dial(ports[bind], source)         # IPv4, to the dual-stack bind too
     client_port = sock.getsockname()[1]
     answer = finish(sock, sent)
-    peer = ("[::ffff:%s]:%d" if bind == "dual-stack" else "%s:%d") % (source, client_port)
-    line = proxy.wait_for("peer=%s " % peer)
+    line = proxy.wait_for("peer=%s:%d " % (source, client_port))   # IPv4 on dual-stack too
     assert " end=%s " % end in line + " "
     assert " trust=%s" % rule in line
     if told is None:

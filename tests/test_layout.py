@@ -53,7 +53,7 @@ def imports_of(module):
 def test_the_modules_are_the_ones_these_rules_know():
     """A new module must be placed in the layout (here) before the rules can cover it."""
     assert set(MODULES) == PROXY_MODULES | {"__init__", "__main__", "_version", "errors",
-                                            "logs", "loop"}
+                                            "logs", "loop", "timeouts"}
 
 
 def test_protocol_core_imports_no_project_module_and_no_io_machinery():

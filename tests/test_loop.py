@@ -2,6 +2,8 @@
 import io
 import threading
 
+import pytest
+
 from simpleproxy import loop as loop_module
 from simpleproxy.logs import setup_logging
 from simpleproxy.loop import TIMER_HEAP_SLACK, EventLoop
@@ -114,3 +116,17 @@ def test_the_loop_knows_nothing_of_proxying():
     """No name of the proxy's world appears in the loop's namespace."""
     names = set(vars(loop_module))
     assert names & {"Session", "Proxy", "Listener", "BackendPool", "HealthChecker"} == set()
+
+
+@pytest.mark.parametrize("delay", [25 * 86400.0, 1e16])
+def test_a_timer_beyond_what_the_selector_can_wait_does_not_stop_the_loop(delay):
+    """epoll takes at most 2^31 - 1 ms; Python's select() raises OverflowError beyond (or
+    "timestamp out of range" for 1e16 s). The loop waits at most LONGEST_WAIT and the timer
+    stays armed for its own time."""
+    loop = EventLoop()
+    far = loop.timer(lambda: None)
+    far.arm(loop.now + delay)
+    loop.stop()                  # wakes the selector at once, far timer first in the heap
+    loop.run()
+    loop.close()
+    assert far.when is not None

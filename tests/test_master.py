@@ -356,19 +356,9 @@ def test_workers_know_of_a_soft_stop_while_grace_runs(start_master, backends, tm
     assert exchange(("127.0.0.1", port), b"in grace") == b"A:in grace"
 
 
-# -- the single process (no process key): what it does with the master's signals ------------------
+# -- the single process (no process key): SIGUSR1 (SIGHUP and SIGUSR2: tests/test_hardening.py) ---
 
 SINGLE = "[listen app]\nbind = 127.0.0.1:%d\nserver s0 = %s\n"
-
-
-def test_a_single_process_refuses_to_reload_and_keeps_serving(launch, backends):
-    port = free_port()
-    proxy = launch(SINGLE % (port, backends[0].config_address))
-    for name in ("SIGHUP", "SIGUSR2"):
-        proxy.proc.send_signal(getattr(signal, name))
-        proxy.wait_for("received %s: not reloading: a reload needs the master process (set "
-                       "[global] workers" % name)
-        assert exchange(("127.0.0.1", port), name.encode()) == b"A:" + name.encode()
 
 
 def test_a_single_process_soft_stops_on_sigusr1(launch, backends):

@@ -41,6 +41,7 @@ READING_ORDER = (
     ("_version", "Version"),
     ("proxyproto", "The PROXY protocol core: parser, builders"),
     ("errors", "Errors"),
+    ("timeouts", "The longest wait handed to the system"),
     ("ini", "Configuration: reading the INI file"),
     ("config_values", "Configuration: durations, sizes, addresses"),
     ("config", "Configuration: INI into frozen objects"),
