@@ -254,7 +254,7 @@ def _rule_int_range(text):
 def _rule_ip_matcher(values, ignore_case):
     networks = {4: [], 6: []}
     for value in values:
-        network = _rule_network(value)
+        network = parse_network(value)
         networks[network.version].append((int(network.network_address), int(network.netmask)))
     by_version = {version: tuple(entries) for version, entries in networks.items()}
 
@@ -264,9 +264,10 @@ def _rule_ip_matcher(values, ignore_case):
     return match
 
 
-def _rule_network(text):
-    """An ipaddress network from an address or CIDR text; an IPv4-mapped IPv6 network is
-    the IPv4 network it maps, since IPv4-mapped samples are compared as IPv4."""
+def parse_network(text):
+    """An ipaddress network from an address or CIDR text (ValueError with the reason); an
+    IPv4-mapped IPv6 network is the IPv4 network it maps, as IPv4-mapped addresses are
+    compared as IPv4 (proxyproto.packed_ip)."""
     try:
         network = ipaddress.ip_network(text)
     except ValueError:

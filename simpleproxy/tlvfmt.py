@@ -35,6 +35,7 @@ TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
 V2_OPTION_WORDS = ("authority", "crc32c", "unique-id")
 V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fixed 16
 _TLV_HEAD = 3                      # type and length before each value
+_TLV_SMALLEST_ADDRESSES = 12      # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
 _TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
                      "%[fc_pp_authority], %[fc_pp_unique_id]")
@@ -89,8 +90,8 @@ def _tlv_forwarded_fetch(fmt):
 
 def _tlv_check_literal(tlv_type, literal):
     """A literal value must make a header that simpleproxy itself would accept (an SSL TLV
-    must frame as one, a UNIQUE_ID fit in 128 bytes, the whole fit in 65535 bytes)."""
-    anywhere = ("0.0.0.0", 0)      # a PROXY header: its TLVs are checked strictly, not LOCAL's
+    must frame as one, a UNIQUE_ID fit in 128 bytes), beside the smallest address block."""
+    anywhere = ("0.0.0.0", 0)      # TCP4: its TLVs are checked strictly, unlike LOCAL's
     try:
         parse_header(build_v2(anywhere, anywhere, tlvs=[(tlv_type, literal)]),
                      max_size=16 + V2_MAX_LENGTH)
@@ -110,10 +111,11 @@ def compile_tlv_plan(formats, v2_options):
             raise ValueError("proxy-v2-options %s and %s(0x%02x) would both send TLV 0x%02x "
                              "(expected one of them)" % (word, TLV_FMT_OPTION, tlv_type, tlv_type))
     literals = sum(_TLV_HEAD + len(tlv.literal) for tlv in plan.formats if tlv.fetch is None)
-    if literals > V2_MAX_LENGTH:
-        raise ValueError("the literal set-proxy-v2-tlv-fmt values take %d bytes, more than "
-                         "a v2 header holds (expected at most %d in all)"
-                         % (literals, V2_MAX_LENGTH))
+    room = V2_MAX_LENGTH - _TLV_SMALLEST_ADDRESSES - (_TLV_HEAD + 4 if plan.crc32c else 0)
+    if literals > room:
+        raise ValueError("the literal set-proxy-v2-tlv-fmt values take %d bytes, more than a "
+                         "v2 header holds beside IPv4 addresses%s (expected at most %d in all)"
+                         % (literals, " and a CRC32C" if plan.crc32c else "", room))
     return plan
 
 
