@@ -2679,7 +2679,8 @@ for ``src``) matches nothing, so its negation holds.
 Everything is compiled at config time: ``compile_acl`` and ``compile_rule`` read the words
 (already split by the config reader, quotes removed) into Acl and Rule objects holding plain
 closures, and raise ValueError with a one-line reason that the config layer prefixes with
-FILE:LINE. Per connection the session builds one RuleFacts and calls ``first_match``. There
+FILE:LINE. Per connection the session builds a RuleFacts at each stage and calls
+``first_match``. There
 is no eval and no parsing per connection.
 """
 
@@ -2695,8 +2696,8 @@ ACCEPT = "accept"
 REJECT = "reject"
 
 RuleFacts = namedtuple("RuleFacts", "src src_port dst dst_port header")
-RuleFacts.__doc__ = """What rules judge, filled once per stage of a connection by
-``rule_facts``: src and dst as (4 or 6, address as an integer) or None, their ports or
+RuleFacts.__doc__ = """What rules judge, made once per stage of a connection by
+``facts_at_accept`` or ``facts_after_header``: src and dst as (4 or 6, address as an integer) or None, their ports or
 None, and the parsed PROXY header or None."""
 
 Acl = namedtuple("Acl", "name test reads_header")
@@ -2733,10 +2734,25 @@ _RULE_RANGE = re.compile(r"([0-9]*):([0-9]*)\Z")
 _RULE_V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
-def rule_facts(src, dst, header=None):
-    """The RuleFacts of a connection. ``src``/``dst``: (host, port, ...) endpoints as sockets
-    give them, a str for a Unix socket, or None. Before the header: the real peer and local
-    address; after it: the header's client and destination when it carried addresses."""
+def facts_at_accept(peer, local):
+    """The RuleFacts of tcp-request connection: the real peer and the local address it
+    reached, (host, port, ...) as sockets give them or a str for a Unix socket."""
+    return _rule_facts(peer, local, None)
+
+
+def facts_after_header(peer, local, header):
+    """The RuleFacts of tcp-request content and use_backend: the client and destination the
+    header named, or the real peer and local address when it named none (no header, LOCAL,
+    UNKNOWN); a UNIX header names paths, which no address criterion matches."""
+    if header is None or not header.has_addresses:
+        return _rule_facts(peer, local, header)
+    if header.src_port is None:
+        return _rule_facts(header.src_addr, header.dst_addr, header)
+    return _rule_facts((header.src_addr, header.src_port), (header.dst_addr, header.dst_port),
+                       header)
+
+
+def _rule_facts(src, dst, header):
     src_ip, src_port = _rule_endpoint(src)
     dst_ip, dst_port = _rule_endpoint(dst)
     return RuleFacts(src_ip, src_port, dst_ip, dst_port, header)

@@ -7,11 +7,13 @@ from proxyproto_cases import AWS_NLB
 from simpleproxy.proxyproto import build_v2, parse_header
 from simpleproxy.rules import (
     ACCEPT, NO_RULES, REJECT, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT, USE_BACKEND,
-    FrontendRules, compile_acl, compile_rule, first_match, rule_facts)
+    FrontendRules, compile_acl, compile_rule, facts_after_header, facts_at_accept, first_match)
 
 CLIENT = ("198.51.100.7", 40000)
 FRONT = ("192.0.2.1", 443)
 NLB_VPCE = "vpce-08d2bf15fac5001c9"           # in the real AWS NLB capture
+PROXY_PEER = ("192.0.2.254", 7000)            # the real peer that sent a header
+PROXY_LOCAL = ("192.0.2.253", 8000)
 
 
 def header(*tlvs, src=CLIENT, dst=FRONT):
@@ -20,8 +22,11 @@ def header(*tlvs, src=CLIENT, dst=FRONT):
 
 
 def facts(src=CLIENT, dst=FRONT, tlvs=None):
-    """RuleFacts after a v2 header with these TLVs (None: no header at all)."""
-    return rule_facts(src, dst, None if tlvs is None else header(*tlvs, src=src, dst=dst))
+    """RuleFacts after a v2 header from src to dst with these TLVs, sent by PROXY_PEER; or,
+    with tlvs None, after no header from src to dst themselves."""
+    if tlvs is None:
+        return facts_after_header(src, dst, None)
+    return facts_after_header(PROXY_PEER, PROXY_LOCAL, header(*tlvs, src=src, dst=dst))
 
 
 AUTHORITY = (0x02, b"www.Example.com")
@@ -47,6 +52,8 @@ MATCHES = [
     ("src 32.1.13.184", facts(src=("2001:db8::", 5), dst=("2001:db8::1", 443)), False),
     ("src 0.0.0.0/0", facts(src="/run/client.sock", dst="/run/front.sock"), False),
     ("src -m found", facts(src="/run/client.sock", dst="/run/front.sock"), False),
+    ("src -m found", facts(src="/run/client.sock", dst="/run/front.sock", tlvs=[]), False),
+    ("dst_port -m found", facts(src="/run/client.sock", dst="/run/front.sock", tlvs=[]), False),
     ("src -m found", facts(), True),
     ("src -m ip 198.51.100.0/24", facts(), True),
     ("dst 192.0.2.1", facts(), True),
@@ -95,7 +102,8 @@ MATCHES = [
     ("fc_pp_aws_vpce -m beg vpce-", facts(tlvs=[(0xEA, b"\x02vpce-other"), AWS]), True),
     ("fc_pp_aws_vpce -m found", facts(tlvs=[(0xEA, b"\x02vpce-other")]), False),
     ("fc_pp_aws_vpce -m found", facts(tlvs=[(0xEA, b"\x01vpce-\r\nforged")]), False),
-    ("fc_pp_aws_vpce " + NLB_VPCE, rule_facts(CLIENT, FRONT, parse_header(AWS_NLB)), True),
+    ("fc_pp_aws_vpce " + NLB_VPCE, facts_after_header(PROXY_PEER, PROXY_LOCAL,
+                                                      parse_header(AWS_NLB)), True),
     ("fc_pp_azure_linkid 553665985", facts(tlvs=[AZURE]), True),
     ("fc_pp_azure_linkid 1:553665984", facts(tlvs=[AZURE]), False),
     ("fc_pp_azure_linkid -m found", facts(tlvs=[(0xEE, b"\x02\x00\x00\x00\x01")]), False),
@@ -113,13 +121,33 @@ def test_acl_matches(words, connection, expected):
     assert acl.reads_header == words.startswith("fc_pp_")
 
 
-def test_src_and_dst_are_the_client_the_header_named_after_it():
-    """rule_facts takes whatever endpoints the session passes: the header's after it."""
-    claimed = header(src=("203.0.113.9", 1234), dst=("192.0.2.99", 8443))
-    after = rule_facts((claimed.src_addr, claimed.src_port), (claimed.dst_addr, claimed.dst_port),
-                       claimed)
-    assert compile_acl("a", ["src", "203.0.113.9"]).test(after)
-    assert compile_acl("a", ["dst_port", "8443"]).test(after)
+# (stage, the connection, acl words that hold there, or with "!" that do not)
+STAGES = [
+    ("at accept", facts_at_accept(PROXY_PEER, PROXY_LOCAL), ["src 192.0.2.254", "dst_port 8000"]),
+    ("after a v2 header", facts_after_header(PROXY_PEER, PROXY_LOCAL, header(
+        src=("203.0.113.9", 1234), dst=("198.51.100.99", 8443))),
+     ["src 203.0.113.9", "src_port 1234", "dst 198.51.100.99", "dst_port 8443"]),
+    ("after a v1 header", facts_after_header(PROXY_PEER, PROXY_LOCAL, parse_header(
+        b"PROXY TCP6 2001:db8::9 2001:db8::1 1234 8443\r\n")),
+     ["src 2001:db8::/32", "dst 2001:db8::1", "dst_port 8443"]),
+    ("after LOCAL", facts_after_header(PROXY_PEER, PROXY_LOCAL, parse_header(
+        build_v2(None, None, local=True))), ["src 192.0.2.254", "dst_port 8000"]),
+    ("after PROXY UNKNOWN", facts_after_header(PROXY_PEER, PROXY_LOCAL, parse_header(
+        b"PROXY UNKNOWN\r\n")), ["src 192.0.2.254", "dst_port 8000"]),
+    ("after a v2 UNIX header", facts_after_header(PROXY_PEER, PROXY_LOCAL, header(
+        src="/run/a.sock", dst="/run/b.sock")), ["!src -m found", "!dst_port -m found"]),
+]
+
+
+@pytest.mark.parametrize("stage, connection, holding", STAGES, ids=[case[0] for case in STAGES])
+def test_src_and_dst_are_the_real_peer_at_accept_and_the_named_client_after_a_header(
+        stage, connection, holding):
+    """As in HAProxy: tcp-request connection sees the socket, the rest what the header said
+    (the real endpoints again when it said nothing)."""
+    for words in holding:
+        negated = words.startswith("!")
+        acl = compile_acl("a", words.lstrip("!").split())
+        assert acl.test(connection) is not negated, words
 
 
 ACLS = {
@@ -208,9 +236,9 @@ def test_use_backend_routes_on_the_first_match(connection, rule_name, backend):
 
 def test_tcp_request_rules_reject_and_name_themselves():
     rules = frontend_rules()
-    refused = first_match(rules.connection, rule_facts(("203.0.113.5", 9), FRONT))
+    refused = first_match(rules.connection, facts_at_accept(("203.0.113.5", 9), FRONT))
     assert (refused.name, refused.action) == ("tcp-request-connection:1", REJECT)
-    assert first_match(rules.connection, rule_facts(CLIENT, FRONT)) is None
+    assert first_match(rules.connection, facts_at_accept(CLIENT, FRONT)) is None
     evil = first_match(rules.content, facts(tlvs=[(0x02, b"evil.example")]))
     assert (evil.name, evil.action) == ("tcp-request-content:1", REJECT)
     assert first_match(rules.content, facts(tlvs=[(0x02, b"evil.example.org")])) is None
@@ -221,8 +249,8 @@ def test_accept_stops_the_rules_before_a_later_reject():
     compiled = acls()
     rules = [compile_rule(TCP_REQUEST_CONNECTION, 1, "accept if lan".split(), compiled),
              compile_rule(TCP_REQUEST_CONNECTION, 2, ["reject"], compiled)]
-    assert first_match(rules, rule_facts(("10.0.0.1", 1), FRONT)).action == ACCEPT
-    assert first_match(rules, rule_facts(CLIENT, FRONT)).name == "tcp-request-connection:2"
+    assert first_match(rules, facts_at_accept(("10.0.0.1", 1), FRONT)).action == ACCEPT
+    assert first_match(rules, facts_at_accept(CLIENT, FRONT)).name == "tcp-request-connection:2"
 
 
 # (kind, words: "acl NAME = ..." for an acl, else the rule line, the one-line error)
