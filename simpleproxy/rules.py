@@ -37,8 +37,7 @@ Everything is compiled at config time: ``compile_acl`` and ``compile_rule`` read
 (already split by the config reader, quotes removed) into Acl and Rule objects holding plain
 closures, and raise ValueError with a one-line reason that the config layer prefixes with
 FILE:LINE. Per connection the session builds a RuleFacts at each stage and calls
-``first_match``. There
-is no eval and no parsing per connection.
+``first_match``. There is no eval and no parsing per connection.
 """
 
 import ipaddress
@@ -56,8 +55,8 @@ REJECT = "reject"
 
 RuleFacts = namedtuple("RuleFacts", "src src_port dst dst_port header")
 RuleFacts.__doc__ = """What rules judge, made once per stage of a connection by
-``facts_at_accept`` or ``facts_after_header``: src and dst as (4 or 6, address as an integer) or None, their ports or
-None, and the parsed PROXY header or None."""
+``facts_at_accept`` or ``facts_after_header``: src and dst as (4 or 6, the address as an
+integer) or None, their ports or None, and the parsed PROXY header or None."""
 
 Acl = namedtuple("Acl", "name test reads_header")
 Acl.__doc__ = """A compiled acl: ``test(facts)`` answers True or False; ``reads_header``

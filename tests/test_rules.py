@@ -4,7 +4,7 @@ out."""
 import pytest
 
 from proxyproto_cases import AWS_NLB
-from simpleproxy.proxyproto import build_v2, parse_header
+from simpleproxy.proxyproto import V2_SIGNATURE, build_v2, parse_header
 from simpleproxy.rules import (
     ACCEPT, NO_RULES, REJECT, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT, USE_BACKEND,
     FrontendRules, compile_acl, compile_rule, facts_after_header, facts_at_accept, first_match)
@@ -94,6 +94,9 @@ MATCHES = [
     ("fc_pp_tlv(225) tenant-7", facts(tlvs=[CUSTOM]), True),
     ("fc_pp_tlv(0xe1) -m beg tenant-", facts(tlvs=[AUTHORITY, CUSTOM]), True),
     ("fc_pp_tlv(0xE2) -m found", facts(tlvs=[CUSTOM]), False),
+    # a LOCAL header whose TLV area does not frame: its TLVs were not interpreted (None)
+    ("fc_pp_tlv(0x01) -m found", facts_after_header(PROXY_PEER, PROXY_LOCAL, parse_header(
+        V2_SIGNATURE + b"\x20\x00\x00\x01\x01")), False),
     ("fc_pp_tlv(0xEA) -m end 0abc123", facts(tlvs=[AWS]), True),
     # the first TLV of a type counts, as in HAProxy
     ("fc_pp_tlv(0xE1) second", facts(tlvs=[(0xE1, b"first"), (0xE1, b"second")]), False),
