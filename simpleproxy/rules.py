@@ -320,6 +320,9 @@ def compile_rule(kind, number, words, acls, backends=()):
         raise ValueError("an empty rule (expected %s)" % _rule_shape(kind))
     action = words[0]
     if kind == USE_BACKEND:
+        if "%[" in action:
+            raise ValueError("'%s': backend names made from samples are not supported "
+                             "(expected a backend name)" % action)
         if action not in backends:
             raise ValueError("no backend named '%s' (backends: %s)"
                              % (action, ", ".join(sorted(backends)) or "none"))

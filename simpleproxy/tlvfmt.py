@@ -17,10 +17,11 @@ CRC32C first (build_v2 puts it there), then AUTHORITY, UNIQUE_ID, then the
 set-proxy-v2-tlv-fmt TLVs in config order. A received CRC32C is never copied (it could not
 match the new header): type 3 is refused in both places a format names a type.
 
-A v2 header holds at most 65535 bytes after its 16 fixed ones. Literal values that can
-never fit are a config error; forwarded values can make one header too long only when a
-client's header was large (see max_header_length), and then building it raises
-OutgoingHeaderError for the caller to log: a corrupt or cut header is never sent.
+A v2 header holds at most 65535 bytes after its 16 fixed ones. Literal values that do not
+fit beside IPv4 addresses are a config error; forwarded values (and IPv6 or UNIX address
+blocks) can make one header too long only when a client's header was large (see
+max_header_length), and then building it raises OutgoingHeaderError for the caller to log:
+a corrupt or cut header is never sent.
 """
 
 from collections import namedtuple
@@ -35,7 +36,7 @@ TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
 V2_OPTION_WORDS = ("authority", "crc32c", "unique-id")
 V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fixed 16
 _TLV_HEAD = 3                      # type and length before each value
-_TLV_SMALLEST_ADDRESSES = 12      # the TCP4 address block
+_TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
 _TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
                      "%[fc_pp_authority], %[fc_pp_unique_id]")

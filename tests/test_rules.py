@@ -307,8 +307,8 @@ ERRORS = [
     (USE_BACKEND, "", "an empty rule (expected BACKEND [if|unless CONDITION])"),
     (USE_BACKEND, "be_x if lan", "no backend named 'be_x' (backends: be_a, be_default, "
      "be_lan, be_site)"),
-    (USE_BACKEND, "%[fc_pp_authority] if lan", "no backend named '%[fc_pp_authority]' "
-     "(backends: be_a, be_default, be_lan, be_site)"),
+    (USE_BACKEND, "%[fc_pp_authority] if lan", "'%[fc_pp_authority]': backend names made "
+     "from samples are not supported (expected a backend name)"),
     (USE_BACKEND, "be_a when lan", "'when' after the action (expected BACKEND [if|unless "
      "CONDITION])"),
     (USE_BACKEND, "be_a if", "'if' needs a condition (expected acl names, '!', '||' and "

@@ -45,6 +45,9 @@ FORMATS = [
     ("0XE1", "tenant-7", (0xE1, b"tenant-7", None)),
     ("225", "tenant-7", (0xE1, b"tenant-7", None)),
     ("0", "", (0x00, b"", None)),
+    ("0xE1", "two words", (0xE1, b"two words", None)),          # a quoted FMT, unquoted
+    ("0xE1", "\udcff\x00", (0xE1, b"\xff\x00", None)),       # \xff and \x00 as config decodes
+
     ("0xe2", "caf\u00e9", (0xE2, "caf\u00e9".encode(), None)),
     ("0xEA", "%[fc_pp_tlv(0xEA)]", (0xEA, None, "fc_pp_tlv(0xEA)")),
     ("0xE1", "%[fc_pp_tlv(234)]", (0xE1, None, "fc_pp_tlv(234)")),     # renumbered
