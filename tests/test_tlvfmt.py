@@ -152,6 +152,9 @@ OUTGOING = [
     ((("0xE1", ""),), (), None, [(0xE1, b"")]),           # an empty literal is sent, as written
     ((("0xEA", "%[fc_pp_tlv(0xEA)]"),), (), [(0xEA, b"\x01vpce-1")], [(0xEA, b"\x01vpce-1")]),
     ((("0xEA", "%[fc_pp_tlv(0xEA)]"),), (), [(0xE1, b"other")], []),
+    # binary values go on whole, NUL bytes included (HAProxy issue #3489 cuts at the first)
+    ((("0xE1", "%[fc_pp_tlv(0xE1)]"),), (), [(0xE1, b" 0abc\x00\x00\x00de\x00\x00\x00\x01")],
+     [(0xE1, b" 0abc\x00\x00\x00de\x00\x00\x00\x01")]),
     ((("0xEA", "%[fc_pp_tlv(0xEA)]"),), (), None, []),
     ((("0xEA", "%[fc_pp_tlv(0xEA)]"),), (), [(0xEA, b"\x01first"), (0xEA, b"\x02second")],
      [(0xEA, b"\x01first")]),                           # the first of a type, as HAProxy
