@@ -25,23 +25,23 @@ Contents (line numbers in this file):
       710  Errors (simpleproxy/errors.py)
       735  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
       823  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1247  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1421  Configuration: reading the INI file (simpleproxy/ini.py)
-     1699  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2135  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2715  Balancing: choosing a server (simpleproxy/balancer.py)
-     3134  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3289  Logging (simpleproxy/logs.py)
-     3334  How a connection ends: the end causes (simpleproxy/endings.py)
-     3404  Health checks (simpleproxy/health.py)
-     3781  Start-up: resolving host names (simpleproxy/resolve.py)
-     3843  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     4034  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     4224  The proxy: a connection's life (simpleproxy/session.py)
-     4782  The proxy: listening and accepting (simpleproxy/listeners.py)
-     4921  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5160  The command line (simpleproxy/cli.py)
-     5240  Entry point (simpleproxy/__main__.py)
+     1248  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1422  Configuration: reading the INI file (simpleproxy/ini.py)
+     1700  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2127  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2793  Balancing: choosing a server (simpleproxy/balancer.py)
+     3212  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3367  Logging (simpleproxy/logs.py)
+     3412  How a connection ends: the end causes (simpleproxy/endings.py)
+     3488  Health checks (simpleproxy/health.py)
+     3865  Start-up: resolving host names (simpleproxy/resolve.py)
+     3927  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     4118  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     4308  The proxy: a connection's life (simpleproxy/session.py)
+     4904  The proxy: listening and accepting (simpleproxy/listeners.py)
+     5043  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5283  The command line (simpleproxy/cli.py)
+     5363  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1102,18 +1102,19 @@ def _rule_ip_matcher(values, ignore_case):
     return match
 
 
-def parse_network(text):
-    """An ipaddress network from an address or CIDR text (ValueError with the reason); an
-    IPv4-mapped IPv6 network is the IPv4 network it maps, as IPv4-mapped addresses are
-    compared as IPv4 (proxyproto.packed_ip)."""
+def parse_network(text, expected="an IPv4 or IPv6 address or CIDR, such as 10.0.0.0/8"):
+    """An ipaddress network from an address or CIDR text (ValueError with the reason, and
+    ``expected`` to say what to write instead); an IPv4-mapped IPv6 network is the IPv4
+    network it maps, as IPv4-mapped addresses are compared as IPv4 (proxyproto.packed_ip).
+    acl criteria and the trust lists of a bind (accept-proxy-from) both read networks here."""
     try:
         network = ipaddress.ip_network(text)
     except ValueError:
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ValueError("'%s' is not an address or network (expected an IPv4 or IPv6 "
-                             "address or CIDR, such as 10.0.0.0/8)" % text)
+            raise ValueError("'%s' is not an address or network (expected %s)"
+                             % (text, expected))
         raise ValueError("'%s' has host bits set (expected %s)" % (text, network))
     if network.prefixlen >= 96 and network.network_address in _RULE_V4_MAPPED:
         return ipaddress.ip_network((network.network_address.ipv4_mapped,
@@ -1282,7 +1283,7 @@ V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fi
 _TLV_HEAD = 3                      # type and length before each value
 _TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
-_TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
+TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
                      "%[fc_pp_authority], %[fc_pp_unique_id]")
 
 TlvFormat = namedtuple("TlvFormat", "tlv_type literal fetch")
@@ -1311,7 +1312,7 @@ def compile_tlv_fmt(option, fmt):
     if fmt.startswith("%[") and fmt.endswith("]"):
         return TlvFormat(tlv_type, None, _tlv_forwarded_fetch(fmt))
     if "%" in fmt:
-        raise ValueError("unsupported format '%s' (expected %s)" % (fmt, _TLV_FMT_EXPECTED))
+        raise ValueError("unsupported format '%s' (expected %s)" % (fmt, TLV_FMT_EXPECTED))
     literal = fmt.encode("utf-8", "surrogateescape")
     _tlv_check_literal(tlv_type, literal)
     return TlvFormat(tlv_type, literal, None)
@@ -1328,7 +1329,7 @@ def _tlv_forwarded_fetch(fmt):
     fetch = pp_fetch(fmt[2:-1])
     if fetch is None or fetch.kind != BYTES or fetch.tlv_type is None:
         raise ValueError("unsupported fetch '%s' in a format (expected %s)"
-                         % (fmt, _TLV_FMT_EXPECTED))
+                         % (fmt, TLV_FMT_EXPECTED))
     _tlv_sendable_type(fetch.tlv_type, fmt)
     return fetch
 
@@ -1877,37 +1878,28 @@ PORT_VALUE = ValueKind(_cfg_port, "a port from 1 to 65535")
 
 def _cfg_sources(text):
     """accept-proxy-from / proxy-optional-from: networks, and "unix" for Unix-socket peers."""
-    sources = []
-    for item in text.split(","):
-        if item == "unix":
-            sources.append(item)
-            continue
-        try:
-            sources.append(ipaddress.ip_network(item))
-        except ValueError:
-            try:
-                network = ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError("%s is not an address or network (expected CIDR[,CIDR...] "
-                                 "such as 10.0.0.0/16,192.0.2.7, or unix)" % shown(item))
-            raise ValueError("%s has host bits set (expected %s)" % (shown(item), network))
-    return tuple(sources)
+    return tuple(item if item == "unix" else parse_network(item, _CFG_SOURCES_EXPECTED)
+                 for item in text.split(","))
 
 
+_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
 SOURCES_VALUE = ValueKind(_cfg_sources, "CIDR[,CIDR...]")
 HEADER_SIZE_VALUE = size_range(16, 65551)       # a v2 header: 16 bytes + a 16-bit length
-_CFG_V2_OPTION_WORDS = ("crc32c", "unique-id")
 
 
 def _cfg_v2_options(text):
     words = text.split(",")
     for word in words:
-        if word not in _CFG_V2_OPTION_WORDS:
-            raise ValueError(unknown_word("proxy-v2-options value", word, _CFG_V2_OPTION_WORDS))
+        if word not in V2_OPTION_WORDS:
+            raise ValueError(unknown_word("proxy-v2-options value", word, V2_OPTION_WORDS))
     return frozenset(words)
 
 
-V2_OPTIONS_VALUE = ValueKind(_cfg_v2_options, "a comma list of crc32c, unique-id")
+V2_OPTIONS_VALUE = ValueKind(_cfg_v2_options, "a comma list of %s" % ", ".join(V2_OPTION_WORDS))
+
+
+# set-proxy-v2-tlv-fmt(ID) FMT: parse(option word, FMT) -> tlvfmt.TlvFormat
+TLV_FMT_VALUE = ValueKind(compile_tlv_fmt, "FMT, %s" % TLV_FMT_EXPECTED)
 
 # -- IP addresses ---------------------------------------------------------------------------------
 
@@ -2168,19 +2160,21 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
+                                  "maxconn_pending_header dontlognull dontlog_normal rules line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
-float seconds."""
+float seconds. rules: its acl, use_backend and tcp-request rules compiled (rules.py's
+FrontendRules; NO_RULES when it has none)."""
 
-Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
+Server = namedtuple("Server", "name address send_proxy proxy_v2_tlvs check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
                               "check_port check_addr check_send check_expect line")
 Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
 
-send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
-"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
+send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_tlvs: the tlvfmt.TlvPlan
+of its v2 header (proxy-v2-options and set-proxy-v2-tlv-fmt; NO_TLVS: addresses only);
+check_send_proxy: bool, resolved as HAProxy does (on with
 send-proxy unless the check goes to its own port or addr); check_port: int or None (the
 server's port); check_addr: an Address whose port is already the check port, or None
 (check the server's address); check_send: bytes or None; check_expect: None,
@@ -2238,6 +2232,8 @@ _CFG_SERVER_OPTIONS = {
     "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
     "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
                                    V2_OPTIONS_VALUE),
+    # NAME(: the option word carries its argument, set-proxy-v2-tlv-fmt(ID), and may repeat.
+    TLV_FMT_OPTION + "(": _CfgOption("proxy_v2_tlv_fmts", 1, TLV_FMT_VALUE),
     "check": _CfgOption("check", 0, True),
     "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
     "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
@@ -2262,7 +2258,7 @@ _CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "ris
                      "check_port", "check_addr", "check_send", "check_expect")
 
 _CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False, "check_send_proxy": None,
     "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
     "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
     "check_send": None, "check_expect": None,
@@ -2278,9 +2274,11 @@ def _cfg_read_options(words, table, what):
     position = 0
     while position < len(words):
         word = words[position]
-        option = table.get(word)
+        name, parenthesis, _ = word.partition("(")
+        option = table.get(name + parenthesis)
         if option is None:
-            problems.append(unknown_word(what, word, table))
+            problems.append(unknown_word(what, word, table, ", ".join(sorted(
+                name + "ID)" if name.endswith("(") else name for name in table))))
             break
         args = words[position + 1:position + 1 + option.nargs]
         position += 1 + option.nargs
@@ -2288,6 +2286,14 @@ def _cfg_read_options(words, table, what):
             problems.append("'%s' needs a value (expected %s followed by %s)"
                             % (word, word, option.value.expected))
             break
+        if parenthesis:
+            try:
+                values[option.field] = values.get(option.field, ()) + (
+                    option.value.parse(word, *args),)
+            except ValueError as exc:
+                problems.append("%s: %s" % (name, exc))
+            given[option.field] = name
+            continue
         if option.field in given:
             earlier = given[option.field]
             problems.append("'%s' given twice (expected it once)" % word if earlier == word else
@@ -2327,6 +2333,10 @@ _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=25
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    "acl": _CfgKey("acls", _CFG_SPECIAL, ("frontend", "listen")),
+    USE_BACKEND: _CfgKey("use_backend", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONNECTION: _CfgKey("tcp_request_connection", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONTENT: _CfgKey("tcp_request_content", _CFG_SPECIAL, ("frontend", "listen")),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
     "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),
@@ -2400,6 +2410,8 @@ class _CfgProxySection(object):
         self.servers = []             # (name, Address, option values, option words, line)
         self.default_server = {}
         self.default_backend = None   # (name, line)
+        self.acls = []                # (key, name, value, line)
+        self.rule_keys = []           # (rules.USE_BACKEND or TCP_REQUEST_*, value, lines)
 
 
 class _CfgReader(ConfigProblems):
@@ -2452,15 +2464,16 @@ class _CfgReader(ConfigProblems):
             negated = key.startswith("no option ")
             if negated:
                 spec_key = key[len("no "):]
-            elif key.split()[0] == "server":
-                spec_key = "server"              # server NAME
+            elif key.split()[0] in ("server", "acl"):
+                spec_key = key.split()[0]        # server NAME, acl NAME
             else:
                 spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
                 self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name == "server" else name for name in allowed))))
+                    name + " NAME" if name in ("server", "acl") else name
+                    for name in allowed))))
             elif kind not in spec.sections:
                 self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
             elif spec.value is _CFG_SPECIAL:
@@ -2485,6 +2498,10 @@ class _CfgReader(ConfigProblems):
                 self._read_bind_lines(proxy, value, line, lines)
             elif spec_key == "server":
                 self._read_server(proxy, key, value, line)
+            elif spec_key == "acl":
+                proxy.acls.append((key, key.partition(" ")[2], value, line))
+            elif spec_key in (USE_BACKEND, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT):
+                proxy.rule_keys.append((spec_key, value, line, lines))
             elif spec_key == "default-server":
                 words = self._words(proxy.title, key, value or "", line)
                 values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
@@ -2588,7 +2605,25 @@ class _CfgReader(ConfigProblems):
                 frontends.append(self._build_frontend(proxy, defaults, back_names))
             if proxy.kind in ("backend", "listen"):
                 backends[proxy.name] = self._build_backend(proxy, defaults)
+        self._check_header_lengths(proxies, frontends, backends)
         return tuple(frontends), backends
+
+    def _check_header_lengths(self, proxies, frontends, backends):
+        """Warn about servers whose v2 header may not fit when a client's header is as large
+        as a bind allows: those connections would be closed (bad-outgoing-header)."""
+        largest = max([bind.proxy_max_header for frontend in frontends
+                       for bind in frontend.binds if bind.accept_proxy] or [0])
+        for proxy in proxies:
+            if proxy.kind not in ("backend", "listen"):
+                continue
+            for server in backends[proxy.name].servers:
+                length = max_header_length(server.proxy_v2_tlvs, largest)
+                if server.send_proxy == 2 and length > 16 + V2_MAX_LENGTH:
+                    self.warn(server.line, proxy.title, "server " + server.name, "its v2 header "
+                              "can reach %d bytes with a client header of %d (proxy-max-header), "
+                              "more than the %d a v2 header holds: such connections are closed "
+                              "(expected fewer forwarded TLVs, or a smaller proxy-max-header)"
+                              % (length, largest, 16 + V2_MAX_LENGTH))
 
     def _unique_names(self, proxies, kinds):
         """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
@@ -2644,7 +2679,40 @@ class _CfgReader(ConfigProblems):
         else:
             default_backend = self._default_backend(proxy, back_names)
         return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
-                        line=proxy.line, **settings)
+                        rules=self._frontend_rules(proxy, back_names), line=proxy.line,
+                        **settings)
+
+    def _frontend_rules(self, proxy, back_names):
+        """The FrontendRules of a section: every acl first, so that a rule may name an acl
+        written below it, then each line of the rule keys, numbered from 1 per key."""
+        acls = {}
+        for key, name, value, line in proxy.acls:
+            words = self._words(proxy.title, key, value or "", line)
+            if words is None:
+                continue
+            try:
+                acls[name] = compile_acl(name, words)
+            except ValueError as exc:
+                self.error(line, proxy.title, key, str(exc))
+        compiled = {USE_BACKEND: [], TCP_REQUEST_CONNECTION: [], TCP_REQUEST_CONTENT: []}
+        for kind, value, line, lines in proxy.rule_keys:
+            if not value:
+                self.error(line, proxy.title, kind, "missing value (expected %s = RULE, one "
+                           "per line)" % kind)
+                continue
+            for text, rule_line in zip(value.split("\n"), lines):
+                words = self._words(proxy.title, kind, text, rule_line)
+                if not words:
+                    continue
+                try:
+                    compiled[kind].append(compile_rule(kind, len(compiled[kind]) + 1, words,
+                                                       acls, back_names))
+                except ValueError as exc:
+                    self.error(rule_line, proxy.title, kind, str(exc))
+        if not any(compiled.values()):
+            return NO_RULES
+        return FrontendRules(tuple(compiled[TCP_REQUEST_CONNECTION]),
+                             tuple(compiled[TCP_REQUEST_CONTENT]), tuple(compiled[USE_BACKEND]))
 
     def _default_backend(self, proxy, back_names):
         known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
@@ -2666,9 +2734,13 @@ class _CfgReader(ConfigProblems):
         if settings["timeout_queue"] is None:
             settings["timeout_queue"] = settings["timeout_connect"]
         servers = []
+        # set-proxy-v2-tlv-fmt adds up, as in HAProxy: the default-server's, then the server's.
+        inherited_tlvs = _cfg_merged({"proxy_v2_tlv_fmts": ()}, defaults.default_server,
+                                     proxy.default_server)["proxy_v2_tlv_fmts"]
         for name, address, values, given, line in proxy.servers:
             options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
                                   proxy.default_server, values)
+            options["proxy_v2_tlv_fmts"] = inherited_tlvs + values.get("proxy_v2_tlv_fmts", ())
             server = self._build_server(proxy.title, name, address, options, line)
             if server is not None:
                 servers.append(server)
@@ -2684,8 +2756,14 @@ class _CfgReader(ConfigProblems):
     def _build_server(self, title, name, address, options, line):
         """The Server from its merged options, or None after reporting what contradicts."""
         problems = []
-        if options["proxy_v2_options"] and options["send_proxy"] != 2:
-            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
+        v2_options, tlv_fmts = options.pop("proxy_v2_options"), options.pop("proxy_v2_tlv_fmts")
+        for word, given in (("proxy-v2-options", v2_options), (TLV_FMT_OPTION, tlv_fmts)):
+            if given and options["send_proxy"] != 2:
+                problems.append("'%s' needs send-proxy-v2 (expected send-proxy-v2 too)" % word)
+        try:
+            options["proxy_v2_tlvs"] = compile_tlv_plan(tlv_fmts, v2_options)
+        except ValueError as exc:
+            problems.append(str(exc))
         check_port, check_addr = options["check_port"], options["check_addr"]
         if address.family == "unix" and (check_port is None) != (check_addr is None):
             problems.append("a unix@ server is checked on its own socket unless 'addr' and "
@@ -3367,6 +3445,9 @@ END_QUEUE_TIMEOUT = "queue-timeout"
 END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither trust list
 END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_REJECTED_CONNECTION = "rejected:tcp-request-connection"   # a reject rule, on the real peer
+END_REJECTED_CONTENT = "rejected:tcp-request-content"         # a reject rule, after the header
+END_BAD_OUTGOING_HEADER = "bad-outgoing-header"   # the server's v2 header would be too long
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
 END_INTERNAL_ERROR = "internal-error"      # a bug of ours, contained to this connection
@@ -3390,6 +3471,9 @@ END_CAUSES = {cause.word: cause for cause in [
     EndCause(END_UNTRUSTED_PEER, logging.INFO, None),
     EndCause(END_UNTRUSTED_HEADER, logging.INFO, None),
     EndCause(END_SOURCE_LIMIT, logging.INFO, None),
+    EndCause(END_REJECTED_CONNECTION, logging.INFO, None),
+    EndCause(END_REJECTED_CONTENT, logging.INFO, None),
+    EndCause(END_BAD_OUTGOING_HEADER, logging.WARNING, None),    # what it forwards needs fixing
     EndCause(END_HEADER_EVICTED, logging.INFO, None),
     EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
     EndCause(END_INTERNAL_ERROR, logging.INFO, None),     # its traceback is logged at error
@@ -4232,7 +4316,8 @@ state's deadline falls and what happens then, and which states it may go to.
 ``Session._enter`` refuses any other transition; nothing about the life of a session lives
 in flags::
 
-    NEW         being set up: counted in, judged by the trust rules of its bind
+    NEW         being set up: counted in, judged by the trust rules of its bind and the
+                frontend's tcp-request connection rules (on the real peer, nothing read yet)
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py
                 lets in); nothing is chosen or connected
     LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health
@@ -4307,14 +4392,16 @@ class Session(Relay):
     __slots__ = (
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
         "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
-        "retries_left", "tried", "end", "trust", "slot",
+        "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
     )
 
     def __init__(self, proxy, listener, csock, peer):
         loop = self.loop = proxy.loop
         self.proxy = proxy
         self.listener = listener
-        self.fe = listener.fe
+        fe = self.fe = listener.fe
+        self.pool = fe.default_pool  # the backend's BackendPool, until a use_backend rule routes
+        self.rule = None             # the name of the rule that routed or rejected, for the log
         self.csock = csock
         self.ssock = None
         if listener.is_unix:
@@ -4348,8 +4435,10 @@ class Session(Relay):
         try:
             if refusal is not None:
                 self.close(refusal)
+            elif fe.frontend.rules.connection and self._rejected_at_accept():
+                return
             elif listener.trust is None:
-                self._choose_server()
+                self._route()
             else:
                 self.trust = listener.trust.decide(self.peer)
                 if self.trust.refused:
@@ -4403,7 +4492,7 @@ class Session(Relay):
         return self.started + self.fe.frontend.timeout_proxy_header, END_HEADER_TIMEOUT
 
     def _queue_deadline(self):
-        return self.queued_at + self.fe.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
+        return self.queued_at + self.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
 
     def _connect_deadline(self):
         return self.connect_started + self.server.backend.timeout_connect, END_CONNECT_TIMEOUT
@@ -4491,7 +4580,7 @@ class Session(Relay):
         self.proxy.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
         self.last_activity = self.loop.now
-        self._choose_server()
+        self._route()
 
     def _read_after_local(self, upstream, mask):
         """LOCAL_WAIT: payload after all (choose a server for it), or EOF or a reset (a check)."""
@@ -4499,17 +4588,47 @@ class Session(Relay):
         if self.c2s:
             self.proxy.header_wait_ended(self)
             self.last_activity = self.loop.now
-            self._choose_server()
+            self._route()
         elif self.c2s_eof:
             self.close(END_HEALTH_CHECK)
 
     def _local_timed_out(self, cause):
         self.close(END_HEALTH_CHECK)          # LOCAL, and no payload in time: a silent probe
 
-    # -- choosing and connecting ----------------------------------------------------------------
+    # -- rules, choosing and connecting -----------------------------------------------------------
+
+    def _rejected_at_accept(self):
+        """tcp-request connection, on the real peer before any byte is read: True when a
+        reject rule closed the session."""
+        rule = first_match(self.fe.frontend.rules.connection,
+                           facts_at_accept(self.peer, self._real_local()))
+        if rule is None or rule.action != REJECT:
+            return False
+        self.rule = rule.name
+        self.close(END_REJECTED_CONNECTION)
+        return True
+
+    def _route(self):
+        """The header is settled (or none is coming): tcp-request content may reject, the
+        first use_backend that matches picks the pool; then choose a server in it."""
+        rules = self.fe.frontend.rules
+        if rules.content or rules.use_backend:
+            header = self.header
+            named = header is not None and header.has_addresses
+            facts = facts_after_header(self.peer, None if named else self._real_local(), header)
+            rule = first_match(rules.content, facts)
+            if rule is not None and rule.action == REJECT:
+                self.rule = rule.name
+                self.close(END_REJECTED_CONTENT)
+                return
+            rule = first_match(rules.use_backend, facts)
+            if rule is not None:
+                self.rule = rule.name
+                self.pool = self.proxy.pools[rule.action]
+        self._choose_server()
 
     def _choose_server(self):
-        pool = self.fe.pool
+        pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
             self._dispatch(server)
@@ -4532,7 +4651,7 @@ class Session(Relay):
             self._crash()
 
     def _dispatch(self, server):
-        self.retries_left = self.fe.pool.backend.retries
+        self.retries_left = self.pool.backend.retries
         self.server = server
         self._connect()
 
@@ -4543,7 +4662,7 @@ class Session(Relay):
         self._enter(CONNECTING)
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
-            self.fe.pool.connection_started(server)
+            self.pool.connection_started(server)
             self.slot = server
         self.connect_started = self.loop.now
         try:
@@ -4571,7 +4690,7 @@ class Session(Relay):
         self._want(False, 0)
         self.ssock.close()
         self.ssock = None
-        pool = self.fe.pool
+        pool = self.pool
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
@@ -4636,7 +4755,11 @@ class Session(Relay):
             return
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
-        header = self._outgoing_header()
+        try:
+            header = self._outgoing_header()
+        except OutgoingHeaderError as exc:
+            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
+            return
         if header:
             self.c2s = header + self.c2s
         self._want(False, EVENT_READ)
@@ -4660,11 +4783,8 @@ class Session(Relay):
             transport = self.header.transport
         if version == 1:
             return build_v1(client, local)
-        options = config.proxy_v2_options
-        tlvs = []
-        if "unique-id" in options:
-            tlvs.append((0x05, self.proxy.unique_id()))
-        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options, transport=transport)
+        return build_server_header(config.proxy_v2_tlvs, client, local, self.header,
+                                   self.proxy.unique_id, transport)
 
     def _real_local(self):
         """The address the client actually reached (never the wildcard of the bind)."""
@@ -4680,7 +4800,7 @@ class Session(Relay):
         if state.closed:
             return
         if state is QUEUED:
-            self.fe.pool.dequeue(self)
+            self.pool.dequeue(self)
             self.queue_wait = self.loop.now - self.queued_at
         slot = self.slot
         self.slot = None
@@ -4702,11 +4822,11 @@ class Session(Relay):
         self.cmask = self.smask = 0
         self.c2s = self.s2c = b""
         if slot is not None:
-            self.fe.pool.connection_ended(slot)
+            self.pool.connection_ended(slot)
         self.ssock = None
         self.proxy.session_closed(self, detail)
         if slot is not None:
-            self.proxy.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
+            self.proxy.serve_queue(self.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one.
@@ -4739,6 +4859,8 @@ class Session(Relay):
         ]
         if self.trust is not None:
             parts.append("trust=" + self.trust.rule_for(self.header))
+        if self.rule is not None:
+            parts.append("rule=" + self.rule)
         header = self.header
         if header is not None:
             parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
@@ -4941,11 +5063,12 @@ import time
 class FrontendState(object):
     """Run-time counters of a frontend."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
+    __slots__ = ("frontend", "default_pool", "active", "listeners", "awaiting_header",
+                 "per_source")
 
-    def __init__(self, frontend, pool):
+    def __init__(self, frontend, default_pool):
         self.frontend = frontend
-        self.pool = pool
+        self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first

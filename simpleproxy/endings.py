@@ -32,6 +32,9 @@ END_QUEUE_TIMEOUT = "queue-timeout"
 END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither trust list
 END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_REJECTED_CONNECTION = "rejected:tcp-request-connection"   # a reject rule, on the real peer
+END_REJECTED_CONTENT = "rejected:tcp-request-content"         # a reject rule, after the header
+END_BAD_OUTGOING_HEADER = "bad-outgoing-header"   # the server's v2 header would be too long
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
 END_INTERNAL_ERROR = "internal-error"      # a bug of ours, contained to this connection
@@ -55,6 +58,9 @@ END_CAUSES = {cause.word: cause for cause in [
     EndCause(END_UNTRUSTED_PEER, logging.INFO, None),
     EndCause(END_UNTRUSTED_HEADER, logging.INFO, None),
     EndCause(END_SOURCE_LIMIT, logging.INFO, None),
+    EndCause(END_REJECTED_CONNECTION, logging.INFO, None),
+    EndCause(END_REJECTED_CONTENT, logging.INFO, None),
+    EndCause(END_BAD_OUTGOING_HEADER, logging.WARNING, None),    # what it forwards needs fixing
     EndCause(END_HEADER_EVICTED, logging.INFO, None),
     EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
     EndCause(END_INTERNAL_ERROR, logging.INFO, None),     # its traceback is logged at error

@@ -279,18 +279,19 @@ def _rule_ip_matcher(values, ignore_case):
     return match
 
 
-def parse_network(text):
-    """An ipaddress network from an address or CIDR text (ValueError with the reason); an
-    IPv4-mapped IPv6 network is the IPv4 network it maps, as IPv4-mapped addresses are
-    compared as IPv4 (proxyproto.packed_ip)."""
+def parse_network(text, expected="an IPv4 or IPv6 address or CIDR, such as 10.0.0.0/8"):
+    """An ipaddress network from an address or CIDR text (ValueError with the reason, and
+    ``expected`` to say what to write instead); an IPv4-mapped IPv6 network is the IPv4
+    network it maps, as IPv4-mapped addresses are compared as IPv4 (proxyproto.packed_ip).
+    acl criteria and the trust lists of a bind (accept-proxy-from) both read networks here."""
     try:
         network = ipaddress.ip_network(text)
     except ValueError:
         try:
             network = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ValueError("'%s' is not an address or network (expected an IPv4 or IPv6 "
-                             "address or CIDR, such as 10.0.0.0/8)" % text)
+            raise ValueError("'%s' is not an address or network (expected %s)"
+                             % (text, expected))
         raise ValueError("'%s' has host bits set (expected %s)" % (text, network))
     if network.prefixlen >= 96 and network.network_address in _RULE_V4_MAPPED:
         return ipaddress.ip_network((network.network_address.ipv4_mapped,

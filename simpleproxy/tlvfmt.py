@@ -38,7 +38,7 @@ V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fi
 _TLV_HEAD = 3                      # type and length before each value
 _TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
-_TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
+TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
                      "%[fc_pp_authority], %[fc_pp_unique_id]")
 
 TlvFormat = namedtuple("TlvFormat", "tlv_type literal fetch")
@@ -67,7 +67,7 @@ def compile_tlv_fmt(option, fmt):
     if fmt.startswith("%[") and fmt.endswith("]"):
         return TlvFormat(tlv_type, None, _tlv_forwarded_fetch(fmt))
     if "%" in fmt:
-        raise ValueError("unsupported format '%s' (expected %s)" % (fmt, _TLV_FMT_EXPECTED))
+        raise ValueError("unsupported format '%s' (expected %s)" % (fmt, TLV_FMT_EXPECTED))
     literal = fmt.encode("utf-8", "surrogateescape")
     _tlv_check_literal(tlv_type, literal)
     return TlvFormat(tlv_type, literal, None)
@@ -84,7 +84,7 @@ def _tlv_forwarded_fetch(fmt):
     fetch = pp_fetch(fmt[2:-1])
     if fetch is None or fetch.kind != BYTES or fetch.tlv_type is None:
         raise ValueError("unsupported fetch '%s' in a format (expected %s)"
-                         % (fmt, _TLV_FMT_EXPECTED))
+                         % (fmt, TLV_FMT_EXPECTED))
     _tlv_sendable_type(fetch.tlv_type, fmt)
     return fetch
 

@@ -47,7 +47,7 @@ BAD_CONFIGS = [
      ["{f}:5: [backend app] server s1: unknown server option 'chek', did you mean 'check'? "
       "(expected one of: addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
       "downinter, fall, fastinter, inter, maxconn, no-check-send-proxy, port, proxy-v2-options, "
-      "rise, send-proxy, send-proxy-v2, weight)"]),
+      "rise, send-proxy, send-proxy-v2, set-proxy-v2-tlv-fmt(ID), weight)"]),
     ("[frontend web]\nbind = :80\ndefault_backend = app\n[backend app]\n"
      "server s1 = 300.1.1.1:80\n",
      ["{f}:5: [backend app] server s1: '300.1.1.1' is not an IPv4 address "
