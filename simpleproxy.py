@@ -26,22 +26,22 @@ Contents (line numbers in this file):
       735  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
       823  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
      1248  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1422  Configuration: reading the INI file (simpleproxy/ini.py)
-     1700  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2127  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2793  Balancing: choosing a server (simpleproxy/balancer.py)
-     3212  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3367  Logging (simpleproxy/logs.py)
-     3412  How a connection ends: the end causes (simpleproxy/endings.py)
-     3488  Health checks (simpleproxy/health.py)
-     3865  Start-up: resolving host names (simpleproxy/resolve.py)
-     3927  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     4118  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     4308  The proxy: a connection's life (simpleproxy/session.py)
-     4904  The proxy: listening and accepting (simpleproxy/listeners.py)
-     5043  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5283  The command line (simpleproxy/cli.py)
-     5363  Entry point (simpleproxy/__main__.py)
+     1424  Configuration: reading the INI file (simpleproxy/ini.py)
+     1704  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2131  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2801  Balancing: choosing a server (simpleproxy/balancer.py)
+     3220  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3375  Logging (simpleproxy/logs.py)
+     3420  How a connection ends: the end causes (simpleproxy/endings.py)
+     3496  Health checks (simpleproxy/health.py)
+     3873  Start-up: resolving host names (simpleproxy/resolve.py)
+     3935  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     4126  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     4316  The proxy: a connection's life (simpleproxy/session.py)
+     4912  The proxy: listening and accepting (simpleproxy/listeners.py)
+     5051  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5291  The command line (simpleproxy/cli.py)
+     5371  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1308,7 +1308,7 @@ def compile_tlv_fmt(option, fmt):
     if not (option.startswith(prefix) and option.endswith(")")):
         raise ValueError("'%s' is not %s(ID) (expected a TLV type in parentheses, such as "
                          "%s(0xE1))" % (option, TLV_FMT_OPTION, TLV_FMT_OPTION))
-    tlv_type = _tlv_sendable_type(parse_tlv_id(option[len(prefix):-1]), option)
+    tlv_type = _tlv_sendable_type(parse_tlv_id(option[len(prefix):-1]))
     if fmt.startswith("%[") and fmt.endswith("]"):
         return TlvFormat(tlv_type, None, _tlv_forwarded_fetch(fmt))
     if "%" in fmt:
@@ -1318,10 +1318,12 @@ def compile_tlv_fmt(option, fmt):
     return TlvFormat(tlv_type, literal, None)
 
 
-def _tlv_sendable_type(tlv_type, where):
+def _tlv_sendable_type(tlv_type, fetch=None):
+    """The type, unless it is the CRC32C's; ``fetch``: the %[...] that named it, if one did."""
     if tlv_type == PP2_TYPE_CRC32C:
-        raise ValueError("%s: TLV 0x03 is the CRC32C, which is never copied (expected "
-                         "proxy-v2-options crc32c to compute a new one)" % where)
+        raise ValueError("%sTLV 0x03 is the CRC32C, which is never copied (expected "
+                         "proxy-v2-options crc32c to compute a new one)"
+                         % (fetch + ": " if fetch else ""))
     return tlv_type
 
 
@@ -1531,7 +1533,9 @@ class ConfigProblems(object):
         if title is not None:
             where += (" [%s] %s:" % (_ini_short(title), _ini_short(key)) if key else
                       " [%s]:" % _ini_short(title))
-        return line, "%s %s" % (where, text)
+        # Escaped once more here, for messages made outside the config layer (rules.py,
+        # tlvfmt.py) that quote a user's words without shown(); escaping is idempotent.
+        return line, "%s %s" % (where, _ini_printable(text))
 
     def error(self, line, title, key, text):
         self.errors.append(self._message(line, title, key, text))
@@ -2277,8 +2281,8 @@ def _cfg_read_options(words, table, what):
         name, parenthesis, _ = word.partition("(")
         option = table.get(name + parenthesis)
         if option is None:
-            problems.append(unknown_word(what, word, table, ", ".join(sorted(
-                name + "ID)" if name.endswith("(") else name for name in table))))
+            problems.append(unknown_word(what, word, [
+                known + "ID)" if known.endswith("(") else known for known in table]))
             break
         args = words[position + 1:position + 1 + option.nargs]
         position += 1 + option.nargs
@@ -2291,7 +2295,7 @@ def _cfg_read_options(words, table, what):
                 values[option.field] = values.get(option.field, ()) + (
                     option.value.parse(word, *args),)
             except ValueError as exc:
-                problems.append("%s: %s" % (name, exc))
+                problems.append("%s: %s" % (word, exc))
             given[option.field] = name
             continue
         if option.field in given:
@@ -2687,6 +2691,10 @@ class _CfgReader(ConfigProblems):
         written below it, then each line of the rule keys, numbered from 1 per key."""
         acls = {}
         for key, name, value, line in proxy.acls:
+            if not name:
+                self.error(line, proxy.title, key, "needs a name (expected acl NAME = CRITERION "
+                           "[-m METHOD] VALUE...)")
+                continue
             words = self._words(proxy.title, key, value or "", line)
             if words is None:
                 continue

@@ -157,8 +157,8 @@ def _cfg_read_options(words, table, what):
         name, parenthesis, _ = word.partition("(")
         option = table.get(name + parenthesis)
         if option is None:
-            problems.append(unknown_word(what, word, table, ", ".join(sorted(
-                name + "ID)" if name.endswith("(") else name for name in table))))
+            problems.append(unknown_word(what, word, [
+                known + "ID)" if known.endswith("(") else known for known in table]))
             break
         args = words[position + 1:position + 1 + option.nargs]
         position += 1 + option.nargs
@@ -171,7 +171,7 @@ def _cfg_read_options(words, table, what):
                 values[option.field] = values.get(option.field, ()) + (
                     option.value.parse(word, *args),)
             except ValueError as exc:
-                problems.append("%s: %s" % (name, exc))
+                problems.append("%s: %s" % (word, exc))
             given[option.field] = name
             continue
         if option.field in given:
@@ -567,6 +567,10 @@ class _CfgReader(ConfigProblems):
         written below it, then each line of the rule keys, numbered from 1 per key."""
         acls = {}
         for key, name, value, line in proxy.acls:
+            if not name:
+                self.error(line, proxy.title, key, "needs a name (expected acl NAME = CRITERION "
+                           "[-m METHOD] VALUE...)")
+                continue
             words = self._words(proxy.title, key, value or "", line)
             if words is None:
                 continue

@@ -63,7 +63,7 @@ def compile_tlv_fmt(option, fmt):
     if not (option.startswith(prefix) and option.endswith(")")):
         raise ValueError("'%s' is not %s(ID) (expected a TLV type in parentheses, such as "
                          "%s(0xE1))" % (option, TLV_FMT_OPTION, TLV_FMT_OPTION))
-    tlv_type = _tlv_sendable_type(parse_tlv_id(option[len(prefix):-1]), option)
+    tlv_type = _tlv_sendable_type(parse_tlv_id(option[len(prefix):-1]))
     if fmt.startswith("%[") and fmt.endswith("]"):
         return TlvFormat(tlv_type, None, _tlv_forwarded_fetch(fmt))
     if "%" in fmt:
@@ -73,10 +73,12 @@ def compile_tlv_fmt(option, fmt):
     return TlvFormat(tlv_type, literal, None)
 
 
-def _tlv_sendable_type(tlv_type, where):
+def _tlv_sendable_type(tlv_type, fetch=None):
+    """The type, unless it is the CRC32C's; ``fetch``: the %[...] that named it, if one did."""
     if tlv_type == PP2_TYPE_CRC32C:
-        raise ValueError("%s: TLV 0x03 is the CRC32C, which is never copied (expected "
-                         "proxy-v2-options crc32c to compute a new one)" % where)
+        raise ValueError("%sTLV 0x03 is the CRC32C, which is never copied (expected "
+                         "proxy-v2-options crc32c to compute a new one)"
+                         % (fetch + ": " if fetch else ""))
     return tlv_type
 
 

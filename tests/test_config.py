@@ -869,4 +869,4 @@ def test_example_configs_load(name, monkeypatch):
 def test_all_five_examples_are_there():
     assert {os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "conf", "*.ini"))} \
         >= {"simpleproxy.ini", "accept-proxy.ini", "send-proxy.ini", "send-proxy-v2.ini",
-            "aws-nlb.ini"}
+            "aws-nlb.ini", "routing.ini"}

@@ -78,8 +78,8 @@ FORMAT_ERRORS = [
     (option("0o17"), "x", "'0o17' is not a TLV type (expected 0 to 255, in decimal or 0x hex)"),
     (option("AUTHORITY"), "x", "'AUTHORITY' is not a TLV type (expected 0 to 255, in decimal "
      "or 0x hex)"),
-    (option("3"), "x", "set-proxy-v2-tlv-fmt(3): TLV 0x03 is the CRC32C, which is never "
-     "copied (expected proxy-v2-options crc32c to compute a new one)"),
+    (option("3"), "x", "TLV 0x03 is the CRC32C, which is never copied "
+     "(expected proxy-v2-options crc32c to compute a new one)"),
     (option("0xE1"), "%[fc_pp_tlv(0x03)]", "%[fc_pp_tlv(0x03)]: TLV 0x03 is the CRC32C, which "
      "is never copied (expected proxy-v2-options crc32c to compute a new one)"),
     (option("0xE1"), "%[src]", "unsupported fetch '%[src]' in a format " + SUPPORTED),
