@@ -1,5 +1,6 @@
-"""Routing and rejecting on what the PROXY header said (acl, use_backend, tcp-request),
-end to end: a real simpleproxy, real backends, real clients on loopback.
+"""Routing and rejecting on what the PROXY header said (acl, use_backend, tcp-request), and
+a server header too long to build, end to end: a real simpleproxy, real backends, real
+clients on loopback.
 
 One proxy serves the issue's example with four backends, each answering with its own name,
 so a reply says which backend a connection reached and the log line says which rule sent it
@@ -121,3 +122,32 @@ def test_a_routed_session_queues_on_its_own_backend(routed):
     assert all("be=be_site/s1" in line.split() and "rule=use_backend:2" in line.split()
                for line in lines)
     assert accepted(servers) == {"be_vpce": 0, "be_site": 2, "be_lan": 0, "be_default": 0}
+
+
+def test_a_server_header_too_long_to_build_is_logged_and_never_sent(launch):
+    """Forwarding a client's 40,000-byte TLV twice cannot fit in one v2 header: the session
+    closes with bad-outgoing-header (a warning naming why), the server gets no byte at all,
+    and the next client, with a small TLV, goes through forwarded."""
+    backend = RecordingServer(reply=b"served")
+    port = free_port()
+    try:
+        proxy = launch(config(
+            [("fe", ["127.0.0.1:%d accept-proxy-from 127.0.0.0/8 proxy-max-header 65551" % port],
+              "be", "")],
+            [("be", ["server s1 = %s send-proxy-v2 set-proxy-v2-tlv-fmt(0xE1) %%[fc_pp_tlv(0xE1)] "
+                     "set-proxy-v2-tlv-fmt(0xE2) %%[fc_pp_tlv(0xE1)]" % backend.config_address],
+              "")]))
+        large = build_v2(("198.51.100.7", 40000), ("192.0.2.1", 443), [(0xE1, b"x" * 40000)])
+        assert finish(connect(("127.0.0.1", port)), large + PAYLOAD) in (b"", RESET)
+        assert bytes(backend.next_connection().received) == b""
+        line = proxy.wait_for("end=bad-outgoing-header")
+        assert " WARNING " in line
+        assert 'reason="cannot build the v2 header: v2 header body of 80018 bytes exceeds ' \
+               '65535"' in line
+        small = build_v2(("198.51.100.7", 40000), ("192.0.2.1", 443), [(0xE1, b"tenant")])
+        assert finish(connect(("127.0.0.1", port)), small + PAYLOAD) == b"served"
+        received = bytes(backend.next_connection().received)
+        assert received == build_v2(("198.51.100.7", 40000), ("192.0.2.1", 443),
+                                    [(0xE1, b"tenant"), (0xE2, b"tenant")]) + PAYLOAD
+    finally:
+        backend.close()
