@@ -28,20 +28,20 @@ Contents (line numbers in this file):
      1248  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
      1424  Configuration: reading the INI file (simpleproxy/ini.py)
      1704  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2131  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2801  Balancing: choosing a server (simpleproxy/balancer.py)
-     3220  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3375  Logging (simpleproxy/logs.py)
-     3420  How a connection ends: the end causes (simpleproxy/endings.py)
-     3496  Health checks (simpleproxy/health.py)
-     3873  Start-up: resolving host names (simpleproxy/resolve.py)
-     3935  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     4126  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     4316  The proxy: a connection's life (simpleproxy/session.py)
-     4912  The proxy: listening and accepting (simpleproxy/listeners.py)
-     5051  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5291  The command line (simpleproxy/cli.py)
-     5371  Entry point (simpleproxy/__main__.py)
+     2134  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2805  Balancing: choosing a server (simpleproxy/balancer.py)
+     3224  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3379  Logging (simpleproxy/logs.py)
+     3424  How a connection ends: the end causes (simpleproxy/endings.py)
+     3500  Health checks (simpleproxy/health.py)
+     3877  Start-up: resolving host names (simpleproxy/resolve.py)
+     3939  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     4130  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     4320  The proxy: a connection's life (simpleproxy/session.py)
+     4916  The proxy: listening and accepting (simpleproxy/listeners.py)
+     5055  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5295  The command line (simpleproxy/cli.py)
+     5375  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1880,13 +1880,16 @@ def _cfg_port(text):
 PORT_VALUE = ValueKind(_cfg_port, "a port from 1 to 65535")
 
 
+_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
+
+
 def _cfg_sources(text):
-    """accept-proxy-from / proxy-optional-from: networks, and "unix" for Unix-socket peers."""
+    """accept-proxy-from / proxy-optional-from: networks (as acls read them, rules.py), and
+    "unix" for Unix-socket peers."""
     return tuple(item if item == "unix" else parse_network(item, _CFG_SOURCES_EXPECTED)
                  for item in text.split(","))
 
 
-_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
 SOURCES_VALUE = ValueKind(_cfg_sources, "CIDR[,CIDR...]")
 HEADER_SIZE_VALUE = size_range(16, 65551)       # a v2 header: 16 bytes + a 16-bit length
 
@@ -2262,10 +2265,10 @@ _CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "ris
                      "check_port", "check_addr", "check_send", "check_expect")
 
 _CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False, "check_send_proxy": None,
-    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
-    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None,
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False,
+    "check_send_proxy": None, "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2,
+    "fall": 3, "weight": 1, "backup": False, "maxconn": 0, "disabled": False, "check_port": None,
+    "check_addr": None, "check_send": None, "check_expect": None,
 }
 
 
@@ -2337,10 +2340,11 @@ _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=25
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    # rules.py: acl NAME, then rules one per line; compiled once every acl is known
     "acl": _CfgKey("acls", _CFG_SPECIAL, ("frontend", "listen")),
     USE_BACKEND: _CfgKey("use_backend", _CFG_SPECIAL, ("frontend", "listen")),
-    TCP_REQUEST_CONNECTION: _CfgKey("tcp_request_connection", _CFG_SPECIAL, ("frontend", "listen")),
-    TCP_REQUEST_CONTENT: _CfgKey("tcp_request_content", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONNECTION: _CfgKey("connection", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONTENT: _CfgKey("content", _CFG_SPECIAL, ("frontend", "listen")),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
     "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),

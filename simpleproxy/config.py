@@ -138,10 +138,10 @@ _CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "ris
                      "check_port", "check_addr", "check_send", "check_expect")
 
 _CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False, "check_send_proxy": None,
-    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
-    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None,
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False,
+    "check_send_proxy": None, "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2,
+    "fall": 3, "weight": 1, "backup": False, "maxconn": 0, "disabled": False, "check_port": None,
+    "check_addr": None, "check_send": None, "check_expect": None,
 }
 
 
@@ -213,10 +213,11 @@ _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=25
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    # rules.py: acl NAME, then rules one per line; compiled once every acl is known
     "acl": _CfgKey("acls", _CFG_SPECIAL, ("frontend", "listen")),
     USE_BACKEND: _CfgKey("use_backend", _CFG_SPECIAL, ("frontend", "listen")),
-    TCP_REQUEST_CONNECTION: _CfgKey("tcp_request_connection", _CFG_SPECIAL, ("frontend", "listen")),
-    TCP_REQUEST_CONTENT: _CfgKey("tcp_request_content", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONNECTION: _CfgKey("connection", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONTENT: _CfgKey("content", _CFG_SPECIAL, ("frontend", "listen")),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
     "maxconn": _CfgKey("maxconn", whole_number(1, MAX_COUNT), _CFG_FRONT),

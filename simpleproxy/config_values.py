@@ -177,13 +177,16 @@ def _cfg_port(text):
 PORT_VALUE = ValueKind(_cfg_port, "a port from 1 to 65535")
 
 
+_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
+
+
 def _cfg_sources(text):
-    """accept-proxy-from / proxy-optional-from: networks, and "unix" for Unix-socket peers."""
+    """accept-proxy-from / proxy-optional-from: networks (as acls read them, rules.py), and
+    "unix" for Unix-socket peers."""
     return tuple(item if item == "unix" else parse_network(item, _CFG_SOURCES_EXPECTED)
                  for item in text.split(","))
 
 
-_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
 SOURCES_VALUE = ValueKind(_cfg_sources, "CIDR[,CIDR...]")
 HEADER_SIZE_VALUE = size_range(16, 65551)       # a v2 header: 16 bytes + a 16-bit length
 
