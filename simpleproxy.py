@@ -38,10 +38,10 @@ Contents (line numbers in this file):
      3939  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      4130  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      4320  The proxy: a connection's life (simpleproxy/session.py)
-     4916  The proxy: listening and accepting (simpleproxy/listeners.py)
-     5055  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5295  The command line (simpleproxy/cli.py)
-     5375  Entry point (simpleproxy/__main__.py)
+     4921  The proxy: listening and accepting (simpleproxy/listeners.py)
+     5060  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     5300  The command line (simpleproxy/cli.py)
+     5380  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4405,6 +4405,7 @@ class Session(Relay):
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
         "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
         "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
+        "server_header",
     )
 
     def __init__(self, proxy, listener, csock, peer):
@@ -4441,6 +4442,7 @@ class Session(Relay):
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
+        self.server_header = b""     # the PROXY header for the server being connected to
         self.end = None
         self.trust = None            # the peer's PeerTrust, on binds with header handling
         refusal = proxy.session_opened(self)
@@ -4672,6 +4674,13 @@ class Session(Relay):
         server = self.server
         address = server.config.address
         self._enter(CONNECTING)
+        try:
+            self.server_header = self._outgoing_header()
+        except OutgoingHeaderError as exc:
+            # Built before connecting, so that a server is never left with a connection
+            # that brings no header.
+            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
+            return
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.pool.connection_started(server)
@@ -4767,13 +4776,9 @@ class Session(Relay):
             return
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
-        try:
-            header = self._outgoing_header()
-        except OutgoingHeaderError as exc:
-            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
-            return
-        if header:
-            self.c2s = header + self.c2s
+        if self.server_header:
+            self.c2s = self.server_header + self.c2s
+            self.server_header = b""
         self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)

@@ -96,6 +96,7 @@ class Session(Relay):
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
         "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
         "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
+        "server_header",
     )
 
     def __init__(self, proxy, listener, csock, peer):
@@ -132,6 +133,7 @@ class Session(Relay):
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
+        self.server_header = b""     # the PROXY header for the server being connected to
         self.end = None
         self.trust = None            # the peer's PeerTrust, on binds with header handling
         refusal = proxy.session_opened(self)
@@ -363,6 +365,13 @@ class Session(Relay):
         server = self.server
         address = server.config.address
         self._enter(CONNECTING)
+        try:
+            self.server_header = self._outgoing_header()
+        except OutgoingHeaderError as exc:
+            # Built before connecting, so that a server is never left with a connection
+            # that brings no header.
+            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
+            return
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.pool.connection_started(server)
@@ -458,13 +467,9 @@ class Session(Relay):
             return
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
-        try:
-            header = self._outgoing_header()
-        except OutgoingHeaderError as exc:
-            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
-            return
-        if header:
-            self.c2s = header + self.c2s
+        if self.server_header:
+            self.c2s = self.server_header + self.c2s
+            self.server_header = b""
         self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)

@@ -126,8 +126,8 @@ def test_a_routed_session_queues_on_its_own_backend(routed):
 
 def test_a_server_header_too_long_to_build_is_logged_and_never_sent(launch):
     """Forwarding a client's 40,000-byte TLV twice cannot fit in one v2 header: the session
-    closes with bad-outgoing-header (a warning naming why), the server gets no byte at all,
-    and the next client, with a small TLV, goes through forwarded."""
+    closes with bad-outgoing-header (a warning naming why) before connecting, so the server
+    sees no connection at all, and the next client, with a small TLV, goes through."""
     backend = RecordingServer(reply=b"served")
     port = free_port()
     try:
@@ -139,14 +139,15 @@ def test_a_server_header_too_long_to_build_is_logged_and_never_sent(launch):
               "")]))
         large = build_v2(("198.51.100.7", 40000), ("192.0.2.1", 443), [(0xE1, b"x" * 40000)])
         assert finish(connect(("127.0.0.1", port)), large + PAYLOAD) in (b"", RESET)
-        assert bytes(backend.next_connection().received) == b""
         line = proxy.wait_for("end=bad-outgoing-header")
+        assert "be=be/s1" in line.split() and "Tc=-" in line.split()
         assert " WARNING " in line
         assert 'reason="cannot build the v2 header: v2 header body of 80018 bytes exceeds ' \
                '65535"' in line
         small = build_v2(("198.51.100.7", 40000), ("192.0.2.1", 443), [(0xE1, b"tenant")])
         assert finish(connect(("127.0.0.1", port)), small + PAYLOAD) == b"served"
         received = bytes(backend.next_connection().received)
+        assert len(backend.accepted) == 1
         assert received == build_v2(("198.51.100.7", 40000), ("192.0.2.1", 443),
                                     [(0xE1, b"tenant"), (0xE2, b"tenant")]) + PAYLOAD
     finally:
