@@ -20,31 +20,34 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       52  Version (simpleproxy/_version.py)
-       60  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      692  Errors (simpleproxy/errors.py)
-      717  The longest wait handed to the system (simpleproxy/timeouts.py)
-      736  Configuration: reading the INI file (simpleproxy/ini.py)
-     1014  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1543  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2181  Balancing: choosing a server (simpleproxy/balancer.py)
-     2633  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2788  Logging (simpleproxy/logs.py)
-     2979  How a connection ends: the end causes (simpleproxy/endings.py)
-     3051  Service discovery: following host names (simpleproxy/discovery.py)
-     3367  Start-up: resolving host names (simpleproxy/resolve.py)
-     3483  Health checks (simpleproxy/health.py)
-     3981  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     4216  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     4406  The proxy: a connection's life (simpleproxy/session.py)
-     4972  The proxy: listening and accepting (simpleproxy/listeners.py)
-     5193  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     5554  Processes: worker count, privileges (simpleproxy/process.py)
-     5607  Processes: the master-worker channel (simpleproxy/channel.py)
-     5716  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     5810  Processes: the master, workers, reload (simpleproxy/master.py)
-     6460  The command line (simpleproxy/cli.py)
-     6542  Entry point (simpleproxy/__main__.py)
+       55  Version (simpleproxy/_version.py)
+       63  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      716  Errors (simpleproxy/errors.py)
+      741  The longest wait handed to the system (simpleproxy/timeouts.py)
+      760  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      848  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1273  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1449  Configuration: reading the INI file (simpleproxy/ini.py)
+     1729  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2252  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2980  Balancing: choosing a server (simpleproxy/balancer.py)
+     3432  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3587  Logging (simpleproxy/logs.py)
+     3778  How a connection ends: the end causes (simpleproxy/endings.py)
+     3856  Service discovery: following host names (simpleproxy/discovery.py)
+     4172  Start-up: resolving host names (simpleproxy/resolve.py)
+     4288  Health checks (simpleproxy/health.py)
+     4786  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     5021  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     5211  The proxy: a connection's life (simpleproxy/session.py)
+     5820  The proxy: listening and accepting (simpleproxy/listeners.py)
+     6041  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     6403  Processes: worker count, privileges (simpleproxy/process.py)
+     6456  Processes: the master-worker channel (simpleproxy/channel.py)
+     6565  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     6659  Processes: the master, workers, reload (simpleproxy/master.py)
+     7309  The command line (simpleproxy/cli.py)
+     7391  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -688,6 +691,27 @@ def aws_vpce_id(header):
     return _pp_named_views(header.tlvs or (), aws_only).get("aws_vpce_id")
 
 
+def tlv_value(header, tlv_type):
+    """The raw value of the first TLV of ``tlv_type`` in a parsed header, or None (also with
+    no header, or TLVs that were not interpreted)."""
+    if header is None or header.tlvs is None:
+        return None
+    for found_type, value in header.tlvs:
+        if found_type == tlv_type:
+            return value
+    return None
+
+
+def decoded_tlv(header, tlv_type):
+    """The first decodable TLV of a type --decode knows (the cloud ones: PP2_TYPE_AWS gives
+    the VPC endpoint ID text, PP2_TYPE_AZURE the LinkID and PP2_TYPE_GCP the PSC connection
+    ID as integers), decoded, or None (also with no header)."""
+    if header is None:
+        return None
+    name, decode = _PP_TLV_DECODERS[tlv_type]
+    return _pp_named_views(header.tlvs or (), {tlv_type: (name, decode)}).get(name)
+
+
 ###############################################################################
 # Errors (simpleproxy/errors.py) ##############################################
 ###############################################################################
@@ -730,6 +754,695 @@ on one socket longer than that (a connect, a reply) ends as a timeout after 24 d
 """
 
 LONGEST_WAIT = 24 * 86400.0      # seconds: one day short of epoll's limit
+
+
+###############################################################################
+# Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py) ################
+###############################################################################
+
+"""HAProxy's sample fetches on what the client's PROXY header carried.
+
+ACL criteria (rules.py) and ``set-proxy-v2-tlv-fmt`` formats (tlvfmt.py) name the same
+fetches, in HAProxy's words: ``fc_pp_authority``, ``fc_pp_unique_id``, ``fc_pp_tlv(ID)``,
+and the cloud values that HAProxy only offers as raw bytes, decoded here under names of
+their own: ``fc_pp_aws_vpce`` (the VPC endpoint ID text), ``fc_pp_azure_linkid`` and
+``fc_pp_gcp_psc`` (integers). A fetch name is read once, at config time, into a PpFetch
+whose ``read(header)`` takes the parsed header (None when none came) and answers the value
+or None when the header did not carry it: nothing is parsed per connection.
+"""
+
+import re
+from collections import namedtuple
+
+
+BYTES = "bytes"        # a fetch that gives the bytes of a TLV (text criteria match on them)
+INTEGER = "integer"    # a fetch that gives a number
+
+PpFetch = namedtuple("PpFetch", "name kind tlv_type read")
+PpFetch.__doc__ = """One fetch on the received header: ``name`` as written (for messages),
+``kind`` BYTES or INTEGER, ``tlv_type`` the TLV whose raw value it gives (None for the
+decoded cloud values), ``read(header)`` the value or None."""
+
+_SAMPLE_CALL = re.compile(r"(?P<name>[a-z0-9_.]+)(?:\((?P<arg>[^()]*)\))?\Z")
+_SAMPLE_TLV_ID = re.compile(r"0[xX][0-9A-Fa-f]{1,2}\Z|[0-9]{1,3}\Z")
+
+
+def parse_tlv_id(text):
+    """A TLV type written in decimal or 0x hex, 0 to 255; ValueError otherwise."""
+    if _SAMPLE_TLV_ID.match(text):
+        tlv_type = int(text, 16 if text[:2] in ("0x", "0X") else 10)
+        if tlv_type <= 0xFF:
+            return tlv_type
+    raise ValueError("'%s' is not a TLV type (expected 0 to 255, in decimal or 0x hex)" % text)
+
+
+def _sample_aws_vpce(header):
+    text = decoded_tlv(header, PP2_TYPE_AWS)
+    return None if text is None else text.encode("ascii")
+
+
+def _sample_tlv_reader(tlv_type):
+    return lambda header: tlv_value(header, tlv_type)
+
+
+# name -> (kind, raw TLV type or None, read(header)), for the fetches without an argument
+_SAMPLE_PP_FETCHES = {
+    "fc_pp_authority": (BYTES, PP2_TYPE_AUTHORITY, _sample_tlv_reader(PP2_TYPE_AUTHORITY)),
+    "fc_pp_unique_id": (BYTES, PP2_TYPE_UNIQUE_ID, _sample_tlv_reader(PP2_TYPE_UNIQUE_ID)),
+    "fc_pp_aws_vpce": (BYTES, None, _sample_aws_vpce),
+    "fc_pp_azure_linkid": (INTEGER, None, lambda header: decoded_tlv(header, PP2_TYPE_AZURE)),
+    "fc_pp_gcp_psc": (INTEGER, None, lambda header: decoded_tlv(header, PP2_TYPE_GCP)),
+}
+PP_FETCH_NAMES = ("fc_pp_authority", "fc_pp_unique_id", "fc_pp_tlv(ID)", "fc_pp_aws_vpce",
+                  "fc_pp_azure_linkid", "fc_pp_gcp_psc")
+
+
+def split_sample_call(text):
+    """(name, argument text or None) of ``name`` or ``name(arg)``; ValueError for anything
+    else (nested or unbalanced parentheses, converters after a comma)."""
+    match = _SAMPLE_CALL.match(text)
+    if match is None:
+        raise ValueError("'%s' is not a fetch name with an optional (argument) (converters "
+                         "such as ',lower' are not supported)" % text)
+    return match.group("name"), match.group("arg")
+
+
+def pp_fetch(text):
+    """The PpFetch that ``text`` names, or None when it is not one of PP_FETCH_NAMES.
+    ValueError for a known name with a wrong argument."""
+    name, arg = split_sample_call(text)
+    if name == "fc_pp_tlv":
+        if arg is None:
+            raise ValueError("fc_pp_tlv needs a TLV type (expected fc_pp_tlv(ID), such as "
+                             "fc_pp_tlv(0xEA))")
+        tlv_type = parse_tlv_id(arg)
+        return PpFetch(text, BYTES, tlv_type, _sample_tlv_reader(tlv_type))
+    if name not in _SAMPLE_PP_FETCHES:
+        return None
+    if arg is not None:
+        raise ValueError("%s takes no argument (expected %s alone)" % (name, name))
+    return PpFetch(text, *_SAMPLE_PP_FETCHES[name])
+
+
+###############################################################################
+# Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py) ########
+###############################################################################
+
+"""Rules on who the client is and what its PROXY header said: acl, use_backend, tcp-request.
+
+The words are HAProxy's, in the INI form of a [frontend] or [listen] section (a key is
+unique in its section, so an acl's name goes into its key, and ordered rules are the lines
+of one key, as bind's are)::
+
+    acl tenant_a = fc_pp_aws_vpce vpce-0abc123
+    acl site = fc_pp_authority -m end .example.com
+    use_backend = be_a if tenant_a
+                  be_site if site !tenant_a
+                  be_lan if { src 10.0.0.0/8 } || { src 192.168.0.0/16 }
+    tcp-request connection = reject if { src 203.0.113.0/24 }
+    tcp-request content = reject if { fc_pp_authority -m str evil.example }
+
+* ``acl NAME = CRITERION [-i] [-m METHOD] [--] VALUE...``: true when the criterion's value
+  matches any VALUE. Criteria: ``src``, ``dst`` (IPv4/IPv6 addresses and CIDR networks; an
+  IPv4-mapped IPv6 address is the IPv4 address it carries, on either side), ``src_port``,
+  ``dst_port`` (numbers and ``LOW:HIGH`` ranges), and the header fetches of samples.py.
+  Text criteria match with ``-m str`` (the default), ``beg``, ``end``, ``sub`` or ``reg``
+  (a Python regular expression, searched), ``-i`` ignoring ASCII case; every criterion
+  takes ``-m found`` (the value is there at all, no VALUE).
+* A condition (after ``if`` or ``unless``) is HAProxy's: acl names, ``!`` to negate,
+  juxtaposition for "and", ``||`` or ``or`` between alternatives, and anonymous
+  ``{ CRITERION ... }`` acls, braces standing as words of their own.
+* ``use_backend``: tried in order, the first whose condition holds names the backend;
+  none: ``default_backend``. ``tcp-request connection`` is judged on the real peer as soon
+  as the connection is accepted, before any header is read (so it cannot use header
+  criteria); ``tcp-request content`` once the header is in. Their actions are ``accept``
+  (stop judging, go on) and ``reject`` (close).
+
+src and dst are the real peer and local address in ``tcp-request connection``; later they
+are the client and destination the header named (the real ones when it named none), as in
+HAProxy. A criterion whose value is missing (no header, no such TLV, a Unix-socket client
+for ``src``) matches nothing, so its negation holds.
+
+Everything is compiled at config time: ``compile_acl`` and ``compile_rule`` read the words
+(already split by the config reader, quotes removed) into Acl and Rule objects holding plain
+closures, and raise ValueError with a one-line reason that the config layer prefixes with
+FILE:LINE. Per connection the session builds a RuleFacts at each stage and calls
+``first_match``. There is no eval and no parsing per connection.
+"""
+
+import ipaddress
+import re
+from collections import namedtuple
+
+
+USE_BACKEND = "use_backend"
+TCP_REQUEST_CONNECTION = "tcp-request connection"
+TCP_REQUEST_CONTENT = "tcp-request content"
+ACCEPT = "accept"
+REJECT = "reject"
+
+RuleFacts = namedtuple("RuleFacts", "src src_port dst dst_port header")
+RuleFacts.__doc__ = """What rules judge, made once per stage of a connection by
+``facts_at_accept`` or ``facts_after_header``: src and dst as (4 or 6, the address as an
+integer) or None, their ports or None, and the parsed PROXY header or None."""
+
+Acl = namedtuple("Acl", "name test reads_header")
+Acl.__doc__ = """A compiled acl: ``test(facts)`` answers True or False; ``reads_header``
+is True when it looks at the PROXY header (not allowed in tcp-request connection)."""
+
+Rule = namedtuple("Rule", "name action test")
+Rule.__doc__ = """One rule line: ``name`` as logs say it (``use_backend:2``,
+``tcp-request-connection:1``, ``tcp-request-content:1``: the key, then the line's number
+within it, from 1), ``action`` the backend name or ACCEPT/REJECT, ``test(facts)``."""
+
+FrontendRules = namedtuple("FrontendRules", "connection content use_backend")
+FrontendRules.__doc__ = """A frontend's rules, each a tuple of Rule in config order."""
+
+NO_RULES = FrontendRules((), (), ())
+
+_RULE_ADDRESS = "address"
+_RULE_FACT_FETCHES = {   # criterion -> (kind, field of RuleFacts)
+    "src": (_RULE_ADDRESS, "src"),
+    "dst": (_RULE_ADDRESS, "dst"),
+    "src_port": (INTEGER, "src_port"),
+    "dst_port": (INTEGER, "dst_port"),
+}
+_RULE_CRITERIA = ("src", "src_port", "dst", "dst_port") + PP_FETCH_NAMES
+_RULE_METHODS = {
+    BYTES: ("str", "beg", "end", "sub", "reg", "found"),
+    INTEGER: ("int", "found"),
+    _RULE_ADDRESS: ("ip", "found"),
+}
+_RULE_KIND_WORDS = {BYTES: "text", INTEGER: "a number", _RULE_ADDRESS: "an address"}
+_RULE_ALL_METHODS = ("beg", "end", "found", "int", "ip", "reg", "str", "sub")
+_RULE_ACL_NAME = re.compile(r"[A-Za-z0-9_.:-]+\Z")
+_RULE_RANGE = re.compile(r"([0-9]*):([0-9]*)\Z")
+_RULE_V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+
+
+def facts_at_accept(peer, local):
+    """The RuleFacts of tcp-request connection: the real peer and the local address it
+    reached, (host, port, ...) as sockets give them or a str for a Unix socket."""
+    return _rule_facts(peer, local, None)
+
+
+def facts_after_header(peer, local, header):
+    """The RuleFacts of tcp-request content and use_backend: the client and destination the
+    header named, or the real peer and local address when it named none (no header, LOCAL,
+    UNKNOWN); a UNIX header names paths, which no address criterion matches."""
+    if header is None or not header.has_addresses:
+        return _rule_facts(peer, local, header)
+    if header.src_port is None:
+        return _rule_facts(header.src_addr, header.dst_addr, header)
+    return _rule_facts((header.src_addr, header.src_port), (header.dst_addr, header.dst_port),
+                       header)
+
+
+def _rule_facts(src, dst, header):
+    src_ip, src_port = _rule_endpoint(src)
+    dst_ip, dst_port = _rule_endpoint(dst)
+    return RuleFacts(src_ip, src_port, dst_ip, dst_port, header)
+
+
+def _rule_endpoint(endpoint):
+    if not isinstance(endpoint, tuple):
+        return None, None
+    packed = packed_ip(endpoint[0])
+    return (4 if len(packed) == 4 else 6, int.from_bytes(packed, "big")), endpoint[1]
+
+
+def first_match(rules, facts):
+    """The first Rule of ``rules`` whose condition holds for ``facts``, or None."""
+    for rule in rules:
+        if rule.test(facts):
+            return rule
+    return None
+
+
+# -- acls ---------------------------------------------------------------------------------
+
+def compile_acl(name, words):
+    """The Acl ``acl NAME = WORDS``; ValueError with the reason."""
+    if not _RULE_ACL_NAME.match(name):
+        raise ValueError("'%s' is not an acl name (expected letters, digits, '.', ':', '-' "
+                         "and '_')" % name)
+    return _rule_acl(name, words)
+
+
+def _rule_acl(name, words):
+    if not words:
+        raise ValueError("no criterion (expected CRITERION [-i] [-m METHOD] VALUE..., with a "
+                         "criterion among: %s)" % ", ".join(_RULE_CRITERIA))
+    criterion = words[0]
+    kind, read, reads_header = _rule_criterion(criterion)
+    method, ignore_case, values = _rule_flags(words[1:])
+    method = method or _RULE_METHODS[kind][0]
+    if method not in _RULE_METHODS[kind]:
+        raise ValueError("-m %s does not apply to %s, which gives %s (expected %s)"
+                         % (method, criterion, _RULE_KIND_WORDS[kind],
+                            " or ".join("-m " + each for each in _RULE_METHODS[kind])))
+    if ignore_case and kind != BYTES:
+        raise ValueError("-i does not apply to %s, which gives %s (expected it on text "
+                         "criteria only)" % (criterion, _RULE_KIND_WORDS[kind]))
+    if method == "found":
+        if values:
+            raise ValueError("-m found takes no value, got '%s' (expected %s -m found alone)"
+                             % (" ".join(values), criterion))
+        return Acl(name, lambda facts: read(facts) is not None, reads_header)
+    if not values:
+        raise ValueError("%s needs at least one value to match (expected %s [-m METHOD] "
+                         "VALUE..., or -m found)" % (criterion, criterion))
+    match = _RULE_MATCHERS[method](values, ignore_case)
+
+    def test(facts):
+        value = read(facts)
+        return value is not None and match(value)
+    return Acl(name, test, reads_header)
+
+
+def _rule_criterion(criterion):
+    """(kind, read(facts), reads_header) of a criterion word."""
+    if criterion in _RULE_FACT_FETCHES:
+        kind, field = _RULE_FACT_FETCHES[criterion]
+        index = RuleFacts._fields.index(field)
+        return kind, lambda facts: facts[index], False
+    name = split_sample_call(criterion)[0]
+    fetch = pp_fetch(criterion)
+    if fetch is None:
+        raise ValueError("unknown criterion '%s' (expected one of: %s)"
+                         % (name, ", ".join(_RULE_CRITERIA)))
+    read_header = fetch.read
+    return fetch.kind, lambda facts: read_header(facts.header), True
+
+
+def _rule_flags(words):
+    """(method or None, ignore_case, values) from the words after the criterion."""
+    method, ignore_case = None, False
+    position = 0
+    while position < len(words) and words[position].startswith("-"):
+        flag = words[position]
+        position += 1
+        if flag == "--":
+            break
+        if flag == "-i":
+            ignore_case = True
+        elif flag == "-m":
+            if position == len(words):
+                raise ValueError("-m needs a method (expected -m followed by one of: %s)"
+                                 % ", ".join(_RULE_ALL_METHODS))
+            method = words[position]
+            position += 1
+            if method not in _RULE_ALL_METHODS:
+                raise ValueError("unsupported match method '%s' (expected one of: %s)"
+                                 % (method, ", ".join(_RULE_ALL_METHODS)))
+        else:
+            raise ValueError("unsupported flag '%s' (expected -i, -m METHOD, or -- before a "
+                             "value that starts with '-')" % flag)
+    return method, ignore_case, words[position:]
+
+
+# -- matchers: values -> match(sample), built once ------------------------------------------
+
+def _rule_text_values(values, ignore_case):
+    patterns = [value.encode("utf-8", "surrogateescape") for value in values]
+    return [pattern.lower() for pattern in patterns] if ignore_case else patterns
+
+
+def _rule_text_matcher(compare):
+    """A matcher factory for text methods: compare(sample, patterns) on prepared patterns."""
+    def build(values, ignore_case):
+        patterns = tuple(_rule_text_values(values, ignore_case))
+        if ignore_case:
+            return lambda sample: compare(sample.lower(), patterns)
+        return lambda sample: compare(sample, patterns)
+    return build
+
+
+def _rule_str_matcher(values, ignore_case):
+    patterns = frozenset(_rule_text_values(values, ignore_case))
+    if ignore_case:
+        return lambda sample: sample.lower() in patterns
+    return lambda sample: sample in patterns
+
+
+def _rule_reg_matcher(values, ignore_case):
+    flags = re.IGNORECASE if ignore_case else 0
+    regexes = []
+    for value in values:
+        try:
+            regexes.append(re.compile(value.encode("utf-8", "surrogateescape"), flags))
+        except re.error as exc:
+            raise ValueError("'%s' is not a regular expression: %s (expected a Python "
+                             "regular expression)" % (value, exc))
+    return lambda sample: any(regex.search(sample) for regex in regexes)
+
+
+def _rule_int_matcher(values, ignore_case):
+    ranges = tuple(_rule_int_range(value) for value in values)
+    return lambda sample: any(low <= sample <= high for low, high in ranges)
+
+
+def _rule_int_range(text):
+    """(low, high) of ``N``, ``LOW:HIGH``, ``LOW:`` or ``:HIGH``."""
+    if text.isdigit():
+        return int(text), int(text)
+    match = _RULE_RANGE.match(text)
+    if match is None or match.group(0) == ":":
+        raise ValueError("'%s' is not a number or range (expected N, LOW:HIGH, LOW: or :HIGH)"
+                         % text)
+    low, high = match.groups()
+    return int(low or 0), int(high) if high else float("inf")
+
+
+def _rule_ip_matcher(values, ignore_case):
+    networks = {4: [], 6: []}
+    for value in values:
+        network = parse_network(value)
+        networks[network.version].append((int(network.network_address), int(network.netmask)))
+    by_version = {version: tuple(entries) for version, entries in networks.items()}
+
+    def match(sample):
+        version, address = sample
+        return any(address & mask == network for network, mask in by_version[version])
+    return match
+
+
+def parse_network(text, expected="an IPv4 or IPv6 address or CIDR, such as 10.0.0.0/8"):
+    """An ipaddress network from an address or CIDR text (ValueError with the reason, and
+    ``expected`` to say what to write instead); an IPv4-mapped IPv6 network is the IPv4
+    network it maps, as IPv4-mapped addresses are compared as IPv4 (proxyproto.packed_ip).
+    acl criteria and the trust lists of a bind (accept-proxy-from) both read networks here."""
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError("'%s' is not an address or network (expected %s)"
+                             % (text, expected))
+        raise ValueError("'%s' has host bits set (expected %s)" % (text, network))
+    if network.prefixlen >= 96 and network.network_address in _RULE_V4_MAPPED:
+        return ipaddress.ip_network((network.network_address.ipv4_mapped,
+                                     network.prefixlen - 96))
+    return network
+
+
+_RULE_MATCHERS = {
+    "str": _rule_str_matcher,
+    "beg": _rule_text_matcher(lambda sample, patterns: sample.startswith(patterns)),
+    "end": _rule_text_matcher(lambda sample, patterns: sample.endswith(patterns)),
+    "sub": _rule_text_matcher(lambda sample, patterns: any(p in sample for p in patterns)),
+    "reg": _rule_reg_matcher,
+    "int": _rule_int_matcher,
+    "ip": _rule_ip_matcher,
+}
+
+
+# -- conditions and rules ---------------------------------------------------------------------
+
+def compile_rule(kind, number, words, acls, backends=()):
+    """The Rule of line ``number`` (from 1) of a ``kind`` key (USE_BACKEND,
+    TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT): ``ACTION [if|unless CONDITION]``, where
+    ACTION is a backend name (one of ``backends``) or accept/reject. ``acls``: {name: Acl}
+    of the section. ValueError with the reason."""
+    if not words:
+        raise ValueError("an empty rule (expected %s)" % _rule_shape(kind))
+    action = words[0]
+    if kind == USE_BACKEND:
+        if "%[" in action:
+            raise ValueError("'%s': backend names made from samples are not supported "
+                             "(expected a backend name)" % action)
+        if action not in backends:
+            raise ValueError("no backend named '%s' (backends: %s)"
+                             % (action, ", ".join(sorted(backends)) or "none"))
+    elif action not in (ACCEPT, REJECT):
+        raise ValueError("unsupported action '%s' (expected %s)" % (action, _rule_shape(kind)))
+    test, reads_header = _rule_condition(words[1:], acls, kind)
+    if reads_header and kind == TCP_REQUEST_CONNECTION:
+        raise ValueError("tcp-request connection rules are judged before the PROXY header is "
+                         "read (expected src, dst, src_port or dst_port only; use "
+                         "tcp-request content for header criteria)")
+    return Rule("%s:%d" % (kind.replace(" ", "-"), number), action, test)
+
+
+def _rule_shape(kind):
+    action = "BACKEND" if kind == USE_BACKEND else "accept or reject"
+    return "%s [if|unless CONDITION]" % action
+
+
+def _rule_condition(words, acls, kind):
+    """(test(facts), reads_header) for ``[if|unless CONDITION]``; no words: always true."""
+    if not words:
+        return (lambda facts: True), False
+    keyword = words[0]
+    if keyword not in ("if", "unless"):
+        raise ValueError("'%s' after the action (expected %s)" % (keyword, _rule_shape(kind)))
+    if len(words) == 1:
+        raise ValueError("'%s' needs a condition (expected acl names, '!', '||' and "
+                         "{ CRITERION VALUE } blocks)" % keyword)
+    alternatives = _rule_alternatives(words[1:], acls)
+    reads_header = any(acl.reads_header for terms in alternatives for acl, _ in terms)
+    tests = tuple(tuple((acl.test, negated) for acl, negated in terms) for terms in alternatives)
+    holds_if = keyword == "if"
+
+    def test(facts):
+        for terms in tests:
+            for acl_test, negated in terms:
+                if acl_test(facts) == negated:
+                    break
+            else:
+                return holds_if
+        return not holds_if
+    return test, reads_header
+
+
+def _rule_alternatives(words, acls):
+    """The condition as alternatives ("or") of terms ("and"), each (Acl, negated)."""
+    alternatives = [[]]
+    position, negated = 0, False
+    while position < len(words):
+        word = words[position]
+        position += 1
+        if word in ("||", "or"):
+            if negated or not alternatives[-1]:
+                raise ValueError("'%s' needs a condition on both sides" % word)
+            alternatives.append([])
+            continue
+        if word == "!":
+            negated = not negated
+            continue
+        if word.startswith("!") and word != "!{":
+            negated, word = not negated, word[1:]
+        if word == "{":
+            end = _rule_block_end(words, position)
+            acl = _rule_acl("{ %s }" % " ".join(words[position:end]), words[position:end])
+            position = end + 1
+        elif word == "}":
+            raise ValueError("unbalanced braces: '}' without '{'")
+        elif "{" in word or "}" in word:
+            raise ValueError("'%s': a brace must be a word of its own (expected spaces "
+                             "around '{' and '}')" % word)
+        else:
+            acl = _rule_known_acl(word, acls)
+        alternatives[-1].append((acl, negated))
+        negated = False
+    if negated or not alternatives[-1]:
+        raise ValueError("the condition ends with '%s' (expected an acl after it)" % words[-1])
+    return alternatives
+
+
+def _rule_block_end(words, start):
+    """The position of the '}' that closes the block opened just before ``start``."""
+    for position in range(start, len(words)):
+        if words[position] == "}":
+            return position
+        if words[position] == "{":
+            break
+    raise ValueError("unbalanced braces: '{' without '}' (anonymous acls do not nest)")
+
+
+def _rule_known_acl(name, acls):
+    if name in acls:
+        return acls[name]
+    known = ", ".join(sorted(acls))
+    raise ValueError("unknown acl '%s' (%s)" % (
+        name, "acls in this section: %s" % known if known else "no acl is defined in this section"))
+
+
+###############################################################################
+# Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py) ##################
+###############################################################################
+
+"""What a server's PROXY v2 header carries besides the addresses.
+
+Two server options decide it, in HAProxy's words:
+
+* ``proxy-v2-options crc32c,authority,unique-id``: a CRC32C computed over the header sent;
+  the AUTHORITY the client's header carried (none: no TLV); the UNIQUE_ID the client's
+  header carried, or else a new one (never an empty TLV).
+* ``set-proxy-v2-tlv-fmt(ID) FMT``, any number of times: a TLV of type ID (decimal or 0x
+  hex) whose value is FMT, either a literal string or exactly one of
+  ``%[fc_pp_tlv(ID)]``, ``%[fc_pp_authority]``, ``%[fc_pp_unique_id]``: the value the
+  client's header carried, the TLV left out when it carried none. HAProxy's log-format
+  strings can do more; whatever else a format holds is a config error naming what is
+  supported, never a value sent by guess.
+
+Both are compiled once per server into a frozen TlvPlan. The order on the wire is fixed:
+CRC32C first (build_v2 puts it there), then AUTHORITY, UNIQUE_ID, then the
+set-proxy-v2-tlv-fmt TLVs in config order. A received CRC32C is never copied (it could not
+match the new header): type 3 is refused in both places a format names a type.
+
+A v2 header holds at most 65535 bytes after its 16 fixed ones. Literal values that do not
+fit beside IPv4 addresses are a config error; forwarded values (and IPv6 or UNIX address
+blocks) can make one header too long only when a client's header was large (see
+max_header_length), and then building it raises OutgoingHeaderError for the caller to log:
+a corrupt or cut header is never sent.
+"""
+
+from collections import namedtuple
+
+
+TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
+V2_OPTION_WORDS = ("authority", "crc32c", "unique-id")
+V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fixed 16
+_TLV_HEAD = 3                      # type and length before each value
+_TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
+_TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
+TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
+                     "%[fc_pp_authority], %[fc_pp_unique_id]")
+
+TlvFormat = namedtuple("TlvFormat", "tlv_type literal fetch")
+TlvFormat.__doc__ = """One set-proxy-v2-tlv-fmt: the TLV type, and either ``literal`` bytes
+or a samples.PpFetch whose value (when the client's header had one) is sent."""
+
+TlvPlan = namedtuple("TlvPlan", "crc32c authority unique_id formats")
+TlvPlan.__doc__ = """The TLVs of one server's v2 header: three proxy-v2-options flags and the
+tuple of TlvFormat in config order."""
+
+NO_TLVS = TlvPlan(False, False, False, ())
+
+
+class OutgoingHeaderError(SimpleProxyError):
+    """A v2 header for a server that cannot be built (too long with what it forwards)."""
+
+
+def compile_tlv_fmt(option, fmt):
+    """The TlvFormat of one ``set-proxy-v2-tlv-fmt(ID) FMT`` server option: ``option`` is
+    the option word with its (ID), ``fmt`` the next word. ValueError with the reason."""
+    prefix = TLV_FMT_OPTION + "("
+    if not (option.startswith(prefix) and option.endswith(")")):
+        raise ValueError("'%s' is not %s(ID) (expected a TLV type in parentheses, such as "
+                         "%s(0xE1))" % (option, TLV_FMT_OPTION, TLV_FMT_OPTION))
+    tlv_type = _tlv_sendable_type(parse_tlv_id(option[len(prefix):-1]))
+    if fmt.startswith("%[") and fmt.endswith("]"):
+        return TlvFormat(tlv_type, None, _tlv_forwarded_fetch(fmt))
+    if "%" in fmt:
+        raise ValueError("unsupported format '%s' (expected %s)" % (fmt, TLV_FMT_EXPECTED))
+    literal = fmt.encode("utf-8", "surrogateescape")
+    _tlv_check_literal(tlv_type, literal)
+    return TlvFormat(tlv_type, literal, None)
+
+
+def _tlv_sendable_type(tlv_type, fetch=None):
+    """The type, unless it is the CRC32C's; ``fetch``: the %[...] that named it, if one did."""
+    if tlv_type == PP2_TYPE_CRC32C:
+        raise ValueError("%sTLV 0x03 is the CRC32C, which is never copied (expected "
+                         "proxy-v2-options crc32c to compute a new one)"
+                         % (fetch + ": " if fetch else ""))
+    return tlv_type
+
+
+def _tlv_forwarded_fetch(fmt):
+    fetch = pp_fetch(fmt[2:-1])
+    if fetch is None or fetch.kind != BYTES or fetch.tlv_type is None:
+        raise ValueError("unsupported fetch '%s' in a format (expected %s)"
+                         % (fmt, TLV_FMT_EXPECTED))
+    _tlv_sendable_type(fetch.tlv_type, fmt)
+    return fetch
+
+
+def _tlv_check_literal(tlv_type, literal):
+    """A literal value must make a header that simpleproxy itself would accept (an SSL TLV
+    must frame as one, a UNIQUE_ID fit in 128 bytes), beside the smallest address block."""
+    anywhere = ("0.0.0.0", 0)      # TCP4: its TLVs are checked strictly, unlike LOCAL's
+    try:
+        parse_header(build_v2(anywhere, anywhere, tlvs=[(tlv_type, literal)]),
+                     max_size=16 + V2_MAX_LENGTH)
+    except (ValueError, ProxyHeaderError) as exc:
+        raise ValueError("the value cannot be sent as TLV 0x%02x: %s" % (tlv_type, exc))
+
+
+def compile_tlv_plan(formats, v2_options):
+    """The TlvPlan of one server from its TlvFormats (config order) and its set of
+    proxy-v2-options words (V2_OPTION_WORDS). ValueError when two options would send the
+    same AUTHORITY or UNIQUE_ID, or the literal values alone cannot fit in a header."""
+    plan = TlvPlan("crc32c" in v2_options, "authority" in v2_options,
+                   "unique-id" in v2_options, tuple(formats))
+    for flag, word, tlv_type in ((plan.authority, "authority", PP2_TYPE_AUTHORITY),
+                                 (plan.unique_id, "unique-id", PP2_TYPE_UNIQUE_ID)):
+        if flag and any(tlv.tlv_type == tlv_type for tlv in plan.formats):
+            raise ValueError("proxy-v2-options %s and %s(0x%02x) would both send TLV 0x%02x "
+                             "(expected one of them)" % (word, TLV_FMT_OPTION, tlv_type, tlv_type))
+    literals = sum(_TLV_HEAD + len(tlv.literal) for tlv in plan.formats if tlv.fetch is None)
+    room = V2_MAX_LENGTH - _TLV_SMALLEST_ADDRESSES - (_TLV_HEAD + 4 if plan.crc32c else 0)
+    if literals > room:
+        raise ValueError("the literal set-proxy-v2-tlv-fmt values take %d bytes, more than a "
+                         "v2 header holds beside IPv4 addresses%s (expected at most %d in all)"
+                         % (literals, " and a CRC32C" if plan.crc32c else "", room))
+    return plan
+
+
+def max_header_length(plan, max_received_header):
+    """The longest v2 header (bytes) the plan can produce when client headers are at most
+    ``max_received_header`` bytes: above 16 + V2_MAX_LENGTH, some client headers will make
+    building fail (OutgoingHeaderError), which config can warn about."""
+    received_tlv_area = max(0, max_received_header - 16)
+    references = {}
+    length = 16 + _TLV_LARGEST_ADDRESSES + (_TLV_HEAD + 4 if plan.crc32c else 0)
+    if plan.authority:
+        references[PP2_TYPE_AUTHORITY] = 1
+    if plan.unique_id:
+        length += _TLV_HEAD + UNIQUE_ID_MAX
+    for tlv in plan.formats:
+        length += _TLV_HEAD
+        if tlv.fetch is None:
+            length += len(tlv.literal)
+        elif tlv.fetch.tlv_type == PP2_TYPE_UNIQUE_ID:
+            length += UNIQUE_ID_MAX
+        else:
+            references[tlv.fetch.tlv_type] = references.get(tlv.fetch.tlv_type, 0) + 1
+    # Values forwarded from one client header share its TLV area; the worst case puts all of
+    # it into the type forwarded most often.
+    return length + max(references.values(), default=0) * (received_tlv_area + _TLV_HEAD)
+
+
+def outgoing_tlvs(plan, header, new_unique_id):
+    """The (type, value) TLVs to send for a client whose parsed header is ``header`` (None
+    when it sent none), in wire order after the CRC32C. ``new_unique_id()`` is called only
+    when a UNIQUE_ID must be made up."""
+    tlvs = []
+    if plan.authority:
+        authority = tlv_value(header, PP2_TYPE_AUTHORITY)
+        if authority is not None:
+            tlvs.append((PP2_TYPE_AUTHORITY, authority))
+    if plan.unique_id:
+        tlvs.append((PP2_TYPE_UNIQUE_ID, tlv_value(header, PP2_TYPE_UNIQUE_ID) or new_unique_id()))
+    for tlv in plan.formats:
+        value = tlv.literal if tlv.fetch is None else tlv.fetch.read(header)
+        if value is not None:
+            tlvs.append((tlv.tlv_type, value))
+    return tlvs
+
+
+def build_server_header(plan, src, dst, header, new_unique_id, transport="STREAM"):
+    """The v2 header for a server (see proxyproto.build_v2 for src, dst and transport: a
+    client's DGRAM stays DGRAM) carrying the plan's TLVs; OutgoingHeaderError when it cannot
+    be built."""
+    try:
+        return build_v2(src, dst, tlvs=outgoing_tlvs(plan, header, new_unique_id),
+                        crc32c=plan.crc32c, transport=transport)
+    except ValueError as exc:
+        raise OutgoingHeaderError("cannot build the v2 header: %s" % exc)
 
 
 ###############################################################################
@@ -845,7 +1558,9 @@ class ConfigProblems(object):
         if title is not None:
             where += (" [%s] %s:" % (_ini_short(title), _ini_short(key)) if key else
                       " [%s]:" % _ini_short(title))
-        return line, "%s %s" % (where, text)
+        # Escaped once more here, for messages made outside the config layer (rules.py,
+        # tlvfmt.py) that quote a user's words without shown(); escaping is idempotent.
+        return line, "%s %s" % (where, _ini_printable(text))
 
     def error(self, line, title, key, text):
         self.errors.append(self._message(line, title, key, text))
@@ -1194,39 +1909,33 @@ def _cfg_port(text):
 PORT_VALUE = ValueKind(_cfg_port, "a port from 1 to 65535")
 
 
+_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
+
+
 def _cfg_sources(text):
-    """accept-proxy-from / proxy-optional-from: networks, and "unix" for Unix-socket peers."""
-    sources = []
-    for item in text.split(","):
-        if item == "unix":
-            sources.append(item)
-            continue
-        try:
-            sources.append(ipaddress.ip_network(item))
-        except ValueError:
-            try:
-                network = ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError("%s is not an address or network (expected CIDR[,CIDR...] "
-                                 "such as 10.0.0.0/16,192.0.2.7, or unix)" % shown(item))
-            raise ValueError("%s has host bits set (expected %s)" % (shown(item), network))
-    return tuple(sources)
+    """accept-proxy-from / proxy-optional-from: networks (as acls read them, rules.py), and
+    "unix" for Unix-socket peers."""
+    return tuple(item if item == "unix" else parse_network(item, _CFG_SOURCES_EXPECTED)
+                 for item in text.split(","))
 
 
 SOURCES_VALUE = ValueKind(_cfg_sources, "CIDR[,CIDR...]")
 HEADER_SIZE_VALUE = size_range(16, 65551)       # a v2 header: 16 bytes + a 16-bit length
-_CFG_V2_OPTION_WORDS = ("crc32c", "unique-id")
 
 
 def _cfg_v2_options(text):
     words = text.split(",")
     for word in words:
-        if word not in _CFG_V2_OPTION_WORDS:
-            raise ValueError(unknown_word("proxy-v2-options value", word, _CFG_V2_OPTION_WORDS))
+        if word not in V2_OPTION_WORDS:
+            raise ValueError(unknown_word("proxy-v2-options value", word, V2_OPTION_WORDS))
     return frozenset(words)
 
 
-V2_OPTIONS_VALUE = ValueKind(_cfg_v2_options, "a comma list of crc32c, unique-id")
+V2_OPTIONS_VALUE = ValueKind(_cfg_v2_options, "a comma list of %s" % ", ".join(V2_OPTION_WORDS))
+
+
+# set-proxy-v2-tlv-fmt(ID) FMT: parse(option word, FMT) -> tlvfmt.TlvFormat
+TLV_FMT_VALUE = ValueKind(compile_tlv_fmt, "FMT, %s" % TLV_FMT_EXPECTED)
 
 # -- IP addresses ---------------------------------------------------------------------------------
 
@@ -1576,20 +2285,22 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
+                                  "maxconn_pending_header dontlognull dontlog_normal rules line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
-float seconds."""
+float seconds. rules: its acl, use_backend and tcp-request rules compiled (rules.py's
+FrontendRules; NO_RULES when it has none)."""
 
-Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
+Server = namedtuple("Server", "name address send_proxy proxy_v2_tlvs check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
                               "check_port check_addr check_send check_expect host init_addr "
                               "resolve_prefer resolve template line")
 Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
 
-send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
-"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
+send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_tlvs: the tlvfmt.TlvPlan
+of its v2 header (proxy-v2-options and set-proxy-v2-tlv-fmt; NO_TLVS: addresses only);
+check_send_proxy: bool, resolved as HAProxy does (on with
 send-proxy unless the check goes to its own port or addr); check_port: int or None (the
 server's port); check_addr: an Address whose port is already the check port, or None
 (check the server's address); check_send: bytes or None; check_expect: None,
@@ -1660,6 +2371,8 @@ _CFG_SERVER_OPTIONS = {
     "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
     "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
                                    V2_OPTIONS_VALUE),
+    # NAME(: the option word carries its argument, set-proxy-v2-tlv-fmt(ID), and may repeat.
+    TLV_FMT_OPTION + "(": _CfgOption("proxy_v2_tlv_fmts", 1, TLV_FMT_VALUE),
     "check": _CfgOption("check", 0, True),
     "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
     "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
@@ -1687,10 +2400,10 @@ _CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "ris
                      "check_port", "check_addr", "check_send", "check_expect")
 
 _CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
-    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
-    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None, "init_addr": DEFAULT_INIT_ADDR,
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False,
+    "check_send_proxy": None, "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2,
+    "fall": 3, "weight": 1, "backup": False, "maxconn": 0, "disabled": False, "check_port": None,
+    "check_addr": None, "check_send": None, "check_expect": None, "init_addr": DEFAULT_INIT_ADDR,
     "resolve_prefer": "ipv6", "resolve": False,      # HAProxy's default family: IPv6
 }
 
@@ -1704,9 +2417,11 @@ def _cfg_read_options(words, table, what):
     position = 0
     while position < len(words):
         word = words[position]
-        option = table.get(word)
+        name, parenthesis, _ = word.partition("(")
+        option = table.get(name + parenthesis)
         if option is None:
-            problems.append(unknown_word(what, word, table))
+            problems.append(unknown_word(what, word, [
+                known + "ID)" if known.endswith("(") else known for known in table]))
             break
         args = words[position + 1:position + 1 + option.nargs]
         position += 1 + option.nargs
@@ -1714,6 +2429,14 @@ def _cfg_read_options(words, table, what):
             problems.append("'%s' needs a value (expected %s followed by %s)"
                             % (word, word, option.value.expected))
             break
+        if parenthesis:
+            try:
+                values[option.field] = values.get(option.field, ()) + (
+                    option.value.parse(word, *args),)
+            except ValueError as exc:
+                problems.append("%s: %s" % (word, exc))
+            given[option.field] = name
+            continue
         if option.field in given:
             earlier = given[option.field]
             problems.append("'%s' given twice (expected it once)" % word if earlier == word else
@@ -1767,6 +2490,11 @@ _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=25
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    # rules.py: acl NAME, then rules one per line; compiled once every acl is known
+    "acl": _CfgKey("acls", _CFG_SPECIAL, ("frontend", "listen")),
+    USE_BACKEND: _CfgKey("use_backend", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONNECTION: _CfgKey("connection", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONTENT: _CfgKey("content", _CFG_SPECIAL, ("frontend", "listen")),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "server-template": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
@@ -1842,6 +2570,8 @@ class _CfgProxySection(object):
                                       #  server-template NAME or None)
         self.default_server = {}
         self.default_backend = None   # (name, line)
+        self.acls = []                # (key, name, value, line)
+        self.rule_keys = []           # (rules.USE_BACKEND or TCP_REQUEST_*, value, lines)
 
 
 class _CfgReader(ConfigProblems):
@@ -1894,15 +2624,15 @@ class _CfgReader(ConfigProblems):
             negated = key.startswith("no option ")
             if negated:
                 spec_key = key[len("no "):]
-            elif key.split()[0] in ("server", "server-template"):
-                spec_key = key.split()[0]        # server NAME, server-template NAME
+            elif key.split()[0] in ("server", "server-template", "acl"):
+                spec_key = key.split()[0]        # server NAME, server-template NAME, acl NAME
             else:
                 spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
                 self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name in ("server", "server-template") else name
+                    name + " NAME" if name in ("server", "server-template", "acl") else name
                     for name in allowed))))
             elif kind not in spec.sections:
                 self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
@@ -1928,6 +2658,10 @@ class _CfgReader(ConfigProblems):
                 self._read_bind_lines(proxy, value, line, lines)
             elif spec_key in ("server", "server-template"):
                 self._read_server(proxy, key, value, line)
+            elif spec_key == "acl":
+                proxy.acls.append((key, key.partition(" ")[2], value, line))
+            elif spec_key in (USE_BACKEND, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT):
+                proxy.rule_keys.append((spec_key, value, line, lines))
             elif spec_key == "default-server":
                 words = self._words(proxy.title, key, value or "", line)
                 values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
@@ -2044,7 +2778,25 @@ class _CfgReader(ConfigProblems):
                 frontends.append(self._build_frontend(proxy, defaults, back_names))
             if proxy.kind in ("backend", "listen"):
                 backends[proxy.name] = self._build_backend(proxy, defaults)
+        self._check_header_lengths(proxies, frontends, backends)
         return tuple(frontends), backends
+
+    def _check_header_lengths(self, proxies, frontends, backends):
+        """Warn about servers whose v2 header may not fit when a client's header is as large
+        as a bind allows: those connections would be closed (bad-outgoing-header)."""
+        largest = max([bind.proxy_max_header for frontend in frontends
+                       for bind in frontend.binds if bind.accept_proxy] or [0])
+        for proxy in proxies:
+            if proxy.kind not in ("backend", "listen"):
+                continue
+            for server in backends[proxy.name].servers:
+                length = max_header_length(server.proxy_v2_tlvs, largest)
+                if server.send_proxy == 2 and length > 16 + V2_MAX_LENGTH:
+                    self.warn(server.line, proxy.title, "server " + server.name, "its v2 header "
+                              "can reach %d bytes with a client header of %d (proxy-max-header), "
+                              "more than the %d a v2 header holds: such connections are closed "
+                              "(expected fewer forwarded TLVs, or a smaller proxy-max-header)"
+                              % (length, largest, 16 + V2_MAX_LENGTH))
 
     def _unique_names(self, proxies, kinds):
         """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
@@ -2100,7 +2852,44 @@ class _CfgReader(ConfigProblems):
         else:
             default_backend = self._default_backend(proxy, back_names)
         return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
-                        line=proxy.line, **settings)
+                        rules=self._frontend_rules(proxy, back_names), line=proxy.line,
+                        **settings)
+
+    def _frontend_rules(self, proxy, back_names):
+        """The FrontendRules of a section: every acl first, so that a rule may name an acl
+        written below it, then each line of the rule keys, numbered from 1 per key."""
+        acls = {}
+        for key, name, value, line in proxy.acls:
+            if not name:
+                self.error(line, proxy.title, key, "needs a name (expected acl NAME = CRITERION "
+                           "[-m METHOD] VALUE...)")
+                continue
+            words = self._words(proxy.title, key, value or "", line)
+            if words is None:
+                continue
+            try:
+                acls[name] = compile_acl(name, words)
+            except ValueError as exc:
+                self.error(line, proxy.title, key, str(exc))
+        compiled = {USE_BACKEND: [], TCP_REQUEST_CONNECTION: [], TCP_REQUEST_CONTENT: []}
+        for kind, value, line, lines in proxy.rule_keys:
+            if not value:
+                self.error(line, proxy.title, kind, "missing value (expected %s = RULE, one "
+                           "per line)" % kind)
+                continue
+            for text, rule_line in zip(value.split("\n"), lines):
+                words = self._words(proxy.title, kind, text, rule_line)
+                if not words:
+                    continue
+                try:
+                    compiled[kind].append(compile_rule(kind, len(compiled[kind]) + 1, words,
+                                                       acls, back_names))
+                except ValueError as exc:
+                    self.error(rule_line, proxy.title, kind, str(exc))
+        if not any(compiled.values()):
+            return NO_RULES
+        return FrontendRules(tuple(compiled[TCP_REQUEST_CONNECTION]),
+                             tuple(compiled[TCP_REQUEST_CONTENT]), tuple(compiled[USE_BACKEND]))
 
     def _default_backend(self, proxy, back_names):
         known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
@@ -2122,6 +2911,9 @@ class _CfgReader(ConfigProblems):
         if settings["timeout_queue"] is None:
             settings["timeout_queue"] = settings["timeout_connect"]
         servers = []
+        # set-proxy-v2-tlv-fmt adds up, as in HAProxy: the default-server's, then the server's.
+        inherited_tlvs = _cfg_merged({"proxy_v2_tlv_fmts": ()}, defaults.default_server,
+                                     proxy.default_server)["proxy_v2_tlv_fmts"]
         first_line = {}
         for name, address, values, given, line, template in proxy.servers:
             if name in first_line:
@@ -2133,6 +2925,7 @@ class _CfgReader(ConfigProblems):
             first_line[name] = line
             options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
                                   proxy.default_server, values)
+            options["proxy_v2_tlv_fmts"] = inherited_tlvs + values.get("proxy_v2_tlv_fmts", ())
             server = self._build_server(proxy.title, name, address, options, line, template)
             if server is not None:
                 servers.append(server)
@@ -2148,8 +2941,14 @@ class _CfgReader(ConfigProblems):
     def _build_server(self, title, name, address, options, line, template):
         """The Server from its merged options, or None after reporting what contradicts."""
         problems = []
-        if options["proxy_v2_options"] and options["send_proxy"] != 2:
-            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
+        v2_options, tlv_fmts = options.pop("proxy_v2_options"), options.pop("proxy_v2_tlv_fmts")
+        for word, given in (("proxy-v2-options", v2_options), (TLV_FMT_OPTION, tlv_fmts)):
+            if given and options["send_proxy"] != 2:
+                problems.append("'%s' needs send-proxy-v2 (expected send-proxy-v2 too)" % word)
+        try:
+            options["proxy_v2_tlvs"] = compile_tlv_plan(tlv_fmts, v2_options)
+        except ValueError as exc:
+            problems.append(str(exc))
         check_port, check_addr = options["check_port"], options["check_addr"]
         if address.family == "unix" and (check_port is None) != (check_addr is None):
             problems.append("a unix@ server is checked on its own socket unless 'addr' and "
@@ -3012,6 +3811,9 @@ END_QUEUE_TIMEOUT = "queue-timeout"
 END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither trust list
 END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_REJECTED_CONNECTION = "rejected:tcp-request-connection"   # a reject rule, on the real peer
+END_REJECTED_CONTENT = "rejected:tcp-request-content"         # a reject rule, after the header
+END_BAD_OUTGOING_HEADER = "bad-outgoing-header"   # the server's v2 header would be too long
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
 END_NO_DESCRIPTORS = "rejected:no-descriptors"   # no socket for the server: maxconn too high
@@ -3036,6 +3838,9 @@ END_CAUSES = {cause.word: cause for cause in [
     EndCause(END_UNTRUSTED_PEER, logging.INFO, None),
     EndCause(END_UNTRUSTED_HEADER, logging.INFO, None),
     EndCause(END_SOURCE_LIMIT, logging.INFO, None),
+    EndCause(END_REJECTED_CONNECTION, logging.INFO, None),
+    EndCause(END_REJECTED_CONTENT, logging.INFO, None),
+    EndCause(END_BAD_OUTGOING_HEADER, logging.WARNING, None),    # what it forwards needs fixing
     EndCause(END_HEADER_EVICTED, logging.INFO, None),
     EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
     EndCause(END_NO_DESCRIPTORS, logging.INFO, None),
@@ -4414,7 +5219,8 @@ state's deadline falls and what happens then, and which states it may go to.
 ``Session._enter`` refuses any other transition; nothing about the life of a session lives
 in flags::
 
-    NEW         being set up: counted in, judged by the trust rules of its bind
+    NEW         being set up: counted in, judged by the trust rules of its bind and the
+                frontend's tcp-request connection rules (on the real peer, nothing read yet)
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py
                 lets in); nothing is chosen or connected
     LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health
@@ -4495,14 +5301,17 @@ class Session(Relay):
     __slots__ = (
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
         "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
-        "retries_left", "tried", "end", "trust", "slot",
+        "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
+        "server_header",
     )
 
     def __init__(self, proxy, listener, csock, peer):
         loop = self.loop = proxy.loop
         self.proxy = proxy
         self.listener = listener
-        self.fe = listener.fe
+        fe = self.fe = listener.fe
+        self.pool = fe.default_pool  # the backend's BackendPool, until a use_backend rule routes
+        self.rule = None             # the name of the rule that routed or rejected, for the log
         self.csock = csock
         self.ssock = None
         if listener.is_unix:
@@ -4530,14 +5339,17 @@ class Session(Relay):
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
+        self.server_header = b""     # the PROXY header for the server being connected to
         self.end = None
         self.trust = None            # the peer's PeerTrust, on binds with header handling
         refusal = proxy.session_opened(self)
         try:
             if refusal is not None:
                 self.close(refusal)
+            elif fe.frontend.rules.connection and self._rejected_at_accept():
+                return
             elif listener.trust is None:
-                self._choose_server()
+                self._route()
             else:
                 self.trust = listener.trust.decide(self.peer)
                 if self.trust.refused:
@@ -4591,7 +5403,7 @@ class Session(Relay):
         return self.started + self.fe.frontend.timeout_proxy_header, END_HEADER_TIMEOUT
 
     def _queue_deadline(self):
-        return self.queued_at + self.fe.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
+        return self.queued_at + self.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
 
     def _connect_deadline(self):
         return self.connect_started + self.server.backend.timeout_connect, END_CONNECT_TIMEOUT
@@ -4679,7 +5491,7 @@ class Session(Relay):
         self.proxy.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
         self.last_activity = self.loop.now
-        self._choose_server()
+        self._route()
 
     def _read_after_local(self, upstream, mask):
         """LOCAL_WAIT: payload after all (choose a server for it), or EOF or a reset (a check)."""
@@ -4687,17 +5499,47 @@ class Session(Relay):
         if self.c2s:
             self.proxy.header_wait_ended(self)
             self.last_activity = self.loop.now
-            self._choose_server()
+            self._route()
         elif self.c2s_eof:
             self.close(END_HEALTH_CHECK)
 
     def _local_timed_out(self, cause):
         self.close(END_HEALTH_CHECK)          # LOCAL, and no payload in time: a silent probe
 
-    # -- choosing and connecting ----------------------------------------------------------------
+    # -- rules, choosing and connecting -----------------------------------------------------------
+
+    def _rejected_at_accept(self):
+        """tcp-request connection, on the real peer before any byte is read: True when a
+        reject rule closed the session."""
+        rule = first_match(self.fe.frontend.rules.connection,
+                           facts_at_accept(self.peer, self._real_local()))
+        if rule is None or rule.action != REJECT:
+            return False
+        self.rule = rule.name
+        self.close(END_REJECTED_CONNECTION)
+        return True
+
+    def _route(self):
+        """The header is settled (or none is coming): tcp-request content may reject, the
+        first use_backend that matches picks the pool; then choose a server in it."""
+        rules = self.fe.frontend.rules
+        if rules.content or rules.use_backend:
+            header = self.header
+            named = header is not None and header.has_addresses
+            facts = facts_after_header(self.peer, None if named else self._real_local(), header)
+            rule = first_match(rules.content, facts)
+            if rule is not None and rule.action == REJECT:
+                self.rule = rule.name
+                self.close(END_REJECTED_CONTENT)
+                return
+            rule = first_match(rules.use_backend, facts)
+            if rule is not None:
+                self.rule = rule.name
+                self.pool = self.proxy.pools[rule.action]
+        self._choose_server()
 
     def _choose_server(self):
-        pool = self.fe.pool
+        pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
             self._dispatch(server)
@@ -4720,7 +5562,7 @@ class Session(Relay):
             self._crash()
 
     def _dispatch(self, server):
-        self.retries_left = self.fe.pool.backend.retries
+        self.retries_left = self.pool.backend.retries
         self.server = server
         self._connect()
 
@@ -4729,9 +5571,16 @@ class Session(Relay):
         server = self.server
         address = server.address            # service discovery may have moved it
         self._enter(CONNECTING)
+        try:
+            self.server_header = self._outgoing_header()
+        except OutgoingHeaderError as exc:
+            # Built before connecting, so that a server is never left with a connection
+            # that brings no header.
+            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
+            return
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
-            self.fe.pool.connection_started(server)
+            self.pool.connection_started(server)
             self.slot = server
         self.connect_started = self.loop.now
         try:
@@ -4761,7 +5610,7 @@ class Session(Relay):
         self._want(False, 0)
         self.ssock.close()
         self.ssock = None
-        pool = self.fe.pool
+        pool = self.pool
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
@@ -4826,9 +5675,9 @@ class Session(Relay):
             return
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
-        header = self._outgoing_header()
-        if header:
-            self.c2s = header + self.c2s
+        if self.server_header:
+            self.c2s = self.server_header + self.c2s
+            self.server_header = b""
         self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)
@@ -4850,11 +5699,8 @@ class Session(Relay):
             transport = self.header.transport
         if version == 1:
             return build_v1(client, local)
-        options = config.proxy_v2_options
-        tlvs = []
-        if "unique-id" in options:
-            tlvs.append((0x05, self.proxy.unique_id()))
-        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options, transport=transport)
+        return build_server_header(config.proxy_v2_tlvs, client, local, self.header,
+                                   self.proxy.unique_id, transport)
 
     def _real_local(self):
         """The address the client actually reached (never the wildcard of the bind)."""
@@ -4870,7 +5716,7 @@ class Session(Relay):
         if state.closed:
             return
         if state is QUEUED:
-            self.fe.pool.dequeue(self)
+            self.pool.dequeue(self)
             self.queue_wait = self.loop.now - self.queued_at
         slot = self.slot
         self.slot = None
@@ -4892,11 +5738,11 @@ class Session(Relay):
         self.cmask = self.smask = 0
         self.c2s = self.s2c = b""
         if slot is not None:
-            self.fe.pool.connection_ended(slot)
+            self.pool.connection_ended(slot)
         self.ssock = None
         self.proxy.session_closed(self, detail)
         if slot is not None:
-            self.proxy.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
+            self.proxy.serve_queue(self.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one.
@@ -4929,6 +5775,8 @@ class Session(Relay):
         ]
         if self.trust is not None:
             parts.append("trust=" + self.trust.rule_for(self.header))
+        if self.rule is not None:
+            parts.append("rule=" + self.rule)
         header = self.header
         if header is not None:
             parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
@@ -5223,11 +6071,12 @@ DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selecto
 class FrontendState(object):
     """Run-time counters of a frontend."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
+    __slots__ = ("frontend", "default_pool", "active", "listeners", "awaiting_header",
+                 "per_source")
 
-    def __init__(self, frontend, pool):
+    def __init__(self, frontend, default_pool):
         self.frontend = frontend
-        self.pool = pool
+        self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first

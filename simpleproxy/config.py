@@ -18,10 +18,14 @@ from collections import namedtuple
 from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VALUE,
                             DEFAULT_INIT_ADDR, DURATION_VALUE, GROUP_VALUE,
                             HEADER_SIZE_VALUE, INIT_ADDR_VALUE, MAX_COUNT, PORT_VALUE,
-                            SOURCES_VALUE, USER_VALUE, V2_OPTIONS_VALUE, WORKERS_VALUE, Address,
-                            ValueKind, bind_address, expand_server_template, one_of,
-                            server_address, size_range, unknown_word, whole_number)
+                            SOURCES_VALUE, TLV_FMT_VALUE, USER_VALUE, V2_OPTIONS_VALUE,
+                            WORKERS_VALUE, Address, ValueKind, bind_address,
+                            expand_server_template, one_of, server_address, size_range,
+                            unknown_word, whole_number)
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
+from .rules import (NO_RULES, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT, USE_BACKEND,
+                    FrontendRules, compile_acl, compile_rule)
+from .tlvfmt import TLV_FMT_OPTION, V2_MAX_LENGTH, compile_tlv_plan, max_header_length
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
 
@@ -38,20 +42,22 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
+                                  "maxconn_pending_header dontlognull dontlog_normal rules line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
-float seconds."""
+float seconds. rules: its acl, use_backend and tcp-request rules compiled (rules.py's
+FrontendRules; NO_RULES when it has none)."""
 
-Server = namedtuple("Server", "name address send_proxy proxy_v2_options check check_send_proxy "
+Server = namedtuple("Server", "name address send_proxy proxy_v2_tlvs check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
                               "check_port check_addr check_send check_expect host init_addr "
                               "resolve_prefer resolve template line")
 Server.__doc__ = """One server line, with default-server and the built-in defaults applied.
 
-send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_options: frozenset of
-"crc32c", "unique-id"; check_send_proxy: bool, resolved as HAProxy does (on with
+send_proxy: 0, 1 or 2 (the header version sent to it); proxy_v2_tlvs: the tlvfmt.TlvPlan
+of its v2 header (proxy-v2-options and set-proxy-v2-tlv-fmt; NO_TLVS: addresses only);
+check_send_proxy: bool, resolved as HAProxy does (on with
 send-proxy unless the check goes to its own port or addr); check_port: int or None (the
 server's port); check_addr: an Address whose port is already the check port, or None
 (check the server's address); check_send: bytes or None; check_expect: None,
@@ -122,6 +128,8 @@ _CFG_SERVER_OPTIONS = {
     "send-proxy-v2": _CfgOption("send_proxy", 0, 2),
     "proxy-v2-options": _CfgOption("proxy_v2_options", 1,
                                    V2_OPTIONS_VALUE),
+    # NAME(: the option word carries its argument, set-proxy-v2-tlv-fmt(ID), and may repeat.
+    TLV_FMT_OPTION + "(": _CfgOption("proxy_v2_tlv_fmts", 1, TLV_FMT_VALUE),
     "check": _CfgOption("check", 0, True),
     "check-send-proxy": _CfgOption("check_send_proxy", 0, True),
     "no-check-send-proxy": _CfgOption("check_send_proxy", 0, False),
@@ -149,10 +157,10 @@ _CFG_CHECK_FIELDS = ("check_send_proxy", "inter", "fastinter", "downinter", "ris
                      "check_port", "check_addr", "check_send", "check_expect")
 
 _CFG_SERVER_DEFAULTS = {
-    "send_proxy": 0, "proxy_v2_options": frozenset(), "check": False, "check_send_proxy": None,
-    "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2, "fall": 3, "weight": 1,
-    "backup": False, "maxconn": 0, "disabled": False, "check_port": None, "check_addr": None,
-    "check_send": None, "check_expect": None, "init_addr": DEFAULT_INIT_ADDR,
+    "send_proxy": 0, "proxy_v2_options": frozenset(), "proxy_v2_tlv_fmts": (), "check": False,
+    "check_send_proxy": None, "inter": 2.0, "fastinter": None, "downinter": None, "rise": 2,
+    "fall": 3, "weight": 1, "backup": False, "maxconn": 0, "disabled": False, "check_port": None,
+    "check_addr": None, "check_send": None, "check_expect": None, "init_addr": DEFAULT_INIT_ADDR,
     "resolve_prefer": "ipv6", "resolve": False,      # HAProxy's default family: IPv6
 }
 
@@ -166,9 +174,11 @@ def _cfg_read_options(words, table, what):
     position = 0
     while position < len(words):
         word = words[position]
-        option = table.get(word)
+        name, parenthesis, _ = word.partition("(")
+        option = table.get(name + parenthesis)
         if option is None:
-            problems.append(unknown_word(what, word, table))
+            problems.append(unknown_word(what, word, [
+                known + "ID)" if known.endswith("(") else known for known in table]))
             break
         args = words[position + 1:position + 1 + option.nargs]
         position += 1 + option.nargs
@@ -176,6 +186,14 @@ def _cfg_read_options(words, table, what):
             problems.append("'%s' needs a value (expected %s followed by %s)"
                             % (word, word, option.value.expected))
             break
+        if parenthesis:
+            try:
+                values[option.field] = values.get(option.field, ()) + (
+                    option.value.parse(word, *args),)
+            except ValueError as exc:
+                problems.append("%s: %s" % (word, exc))
+            given[option.field] = name
+            continue
         if option.field in given:
             earlier = given[option.field]
             problems.append("'%s' given twice (expected it once)" % word if earlier == word else
@@ -229,6 +247,11 @@ _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=25
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
     "default_backend": _CfgKey("default_backend", _CFG_SPECIAL, ("frontend",)),
+    # rules.py: acl NAME, then rules one per line; compiled once every acl is known
+    "acl": _CfgKey("acls", _CFG_SPECIAL, ("frontend", "listen")),
+    USE_BACKEND: _CfgKey("use_backend", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONNECTION: _CfgKey("connection", _CFG_SPECIAL, ("frontend", "listen")),
+    TCP_REQUEST_CONTENT: _CfgKey("content", _CFG_SPECIAL, ("frontend", "listen")),
     "server": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "server-template": _CfgKey("servers", _CFG_SPECIAL, ("backend", "listen")),
     "default-server": _CfgKey("default_server", _CFG_SPECIAL, _CFG_BACK),
@@ -304,6 +327,8 @@ class _CfgProxySection(object):
                                       #  server-template NAME or None)
         self.default_server = {}
         self.default_backend = None   # (name, line)
+        self.acls = []                # (key, name, value, line)
+        self.rule_keys = []           # (rules.USE_BACKEND or TCP_REQUEST_*, value, lines)
 
 
 class _CfgReader(ConfigProblems):
@@ -356,15 +381,15 @@ class _CfgReader(ConfigProblems):
             negated = key.startswith("no option ")
             if negated:
                 spec_key = key[len("no "):]
-            elif key.split()[0] in ("server", "server-template"):
-                spec_key = key.split()[0]        # server NAME, server-template NAME
+            elif key.split()[0] in ("server", "server-template", "acl"):
+                spec_key = key.split()[0]        # server NAME, server-template NAME, acl NAME
             else:
                 spec_key = key
             spec = table.get(spec_key)
             if spec is None or (negated and spec.value is not None):
                 allowed = [name for name, other in table.items() if kind in other.sections]
                 self.error(line, title, key, unknown_word("key", key, allowed, ", ".join(sorted(
-                    name + " NAME" if name in ("server", "server-template") else name
+                    name + " NAME" if name in ("server", "server-template", "acl") else name
                     for name in allowed))))
             elif kind not in spec.sections:
                 self.error(line, title, key, _cfg_misplaced(kind, spec_key, spec))
@@ -390,6 +415,10 @@ class _CfgReader(ConfigProblems):
                 self._read_bind_lines(proxy, value, line, lines)
             elif spec_key in ("server", "server-template"):
                 self._read_server(proxy, key, value, line)
+            elif spec_key == "acl":
+                proxy.acls.append((key, key.partition(" ")[2], value, line))
+            elif spec_key in (USE_BACKEND, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT):
+                proxy.rule_keys.append((spec_key, value, line, lines))
             elif spec_key == "default-server":
                 words = self._words(proxy.title, key, value or "", line)
                 values, _, problems = _cfg_read_options(words or (), _CFG_SERVER_OPTIONS,
@@ -506,7 +535,25 @@ class _CfgReader(ConfigProblems):
                 frontends.append(self._build_frontend(proxy, defaults, back_names))
             if proxy.kind in ("backend", "listen"):
                 backends[proxy.name] = self._build_backend(proxy, defaults)
+        self._check_header_lengths(proxies, frontends, backends)
         return tuple(frontends), backends
+
+    def _check_header_lengths(self, proxies, frontends, backends):
+        """Warn about servers whose v2 header may not fit when a client's header is as large
+        as a bind allows: those connections would be closed (bad-outgoing-header)."""
+        largest = max([bind.proxy_max_header for frontend in frontends
+                       for bind in frontend.binds if bind.accept_proxy] or [0])
+        for proxy in proxies:
+            if proxy.kind not in ("backend", "listen"):
+                continue
+            for server in backends[proxy.name].servers:
+                length = max_header_length(server.proxy_v2_tlvs, largest)
+                if server.send_proxy == 2 and length > 16 + V2_MAX_LENGTH:
+                    self.warn(server.line, proxy.title, "server " + server.name, "its v2 header "
+                              "can reach %d bytes with a client header of %d (proxy-max-header), "
+                              "more than the %d a v2 header holds: such connections are closed "
+                              "(expected fewer forwarded TLVs, or a smaller proxy-max-header)"
+                              % (length, largest, 16 + V2_MAX_LENGTH))
 
     def _unique_names(self, proxies, kinds):
         """The names of the sections of ``kinds`` (a listen is both a frontend and a backend)."""
@@ -562,7 +609,44 @@ class _CfgReader(ConfigProblems):
         else:
             default_backend = self._default_backend(proxy, back_names)
         return Frontend(name=proxy.name, binds=binds, default_backend=default_backend,
-                        line=proxy.line, **settings)
+                        rules=self._frontend_rules(proxy, back_names), line=proxy.line,
+                        **settings)
+
+    def _frontend_rules(self, proxy, back_names):
+        """The FrontendRules of a section: every acl first, so that a rule may name an acl
+        written below it, then each line of the rule keys, numbered from 1 per key."""
+        acls = {}
+        for key, name, value, line in proxy.acls:
+            if not name:
+                self.error(line, proxy.title, key, "needs a name (expected acl NAME = CRITERION "
+                           "[-m METHOD] VALUE...)")
+                continue
+            words = self._words(proxy.title, key, value or "", line)
+            if words is None:
+                continue
+            try:
+                acls[name] = compile_acl(name, words)
+            except ValueError as exc:
+                self.error(line, proxy.title, key, str(exc))
+        compiled = {USE_BACKEND: [], TCP_REQUEST_CONNECTION: [], TCP_REQUEST_CONTENT: []}
+        for kind, value, line, lines in proxy.rule_keys:
+            if not value:
+                self.error(line, proxy.title, kind, "missing value (expected %s = RULE, one "
+                           "per line)" % kind)
+                continue
+            for text, rule_line in zip(value.split("\n"), lines):
+                words = self._words(proxy.title, kind, text, rule_line)
+                if not words:
+                    continue
+                try:
+                    compiled[kind].append(compile_rule(kind, len(compiled[kind]) + 1, words,
+                                                       acls, back_names))
+                except ValueError as exc:
+                    self.error(rule_line, proxy.title, kind, str(exc))
+        if not any(compiled.values()):
+            return NO_RULES
+        return FrontendRules(tuple(compiled[TCP_REQUEST_CONNECTION]),
+                             tuple(compiled[TCP_REQUEST_CONTENT]), tuple(compiled[USE_BACKEND]))
 
     def _default_backend(self, proxy, back_names):
         known = "backends: %s" % (", ".join(sorted(back_names)) or "none")
@@ -584,6 +668,9 @@ class _CfgReader(ConfigProblems):
         if settings["timeout_queue"] is None:
             settings["timeout_queue"] = settings["timeout_connect"]
         servers = []
+        # set-proxy-v2-tlv-fmt adds up, as in HAProxy: the default-server's, then the server's.
+        inherited_tlvs = _cfg_merged({"proxy_v2_tlv_fmts": ()}, defaults.default_server,
+                                     proxy.default_server)["proxy_v2_tlv_fmts"]
         first_line = {}
         for name, address, values, given, line, template in proxy.servers:
             if name in first_line:
@@ -595,6 +682,7 @@ class _CfgReader(ConfigProblems):
             first_line[name] = line
             options = _cfg_merged(_CFG_SERVER_DEFAULTS, defaults.default_server,
                                   proxy.default_server, values)
+            options["proxy_v2_tlv_fmts"] = inherited_tlvs + values.get("proxy_v2_tlv_fmts", ())
             server = self._build_server(proxy.title, name, address, options, line, template)
             if server is not None:
                 servers.append(server)
@@ -610,8 +698,14 @@ class _CfgReader(ConfigProblems):
     def _build_server(self, title, name, address, options, line, template):
         """The Server from its merged options, or None after reporting what contradicts."""
         problems = []
-        if options["proxy_v2_options"] and options["send_proxy"] != 2:
-            problems.append("'proxy-v2-options' needs send-proxy-v2 (expected send-proxy-v2 too)")
+        v2_options, tlv_fmts = options.pop("proxy_v2_options"), options.pop("proxy_v2_tlv_fmts")
+        for word, given in (("proxy-v2-options", v2_options), (TLV_FMT_OPTION, tlv_fmts)):
+            if given and options["send_proxy"] != 2:
+                problems.append("'%s' needs send-proxy-v2 (expected send-proxy-v2 too)" % word)
+        try:
+            options["proxy_v2_tlvs"] = compile_tlv_plan(tlv_fmts, v2_options)
+        except ValueError as exc:
+            problems.append(str(exc))
         check_port, check_addr = options["check_port"], options["check_addr"]
         if address.family == "unix" and (check_port is None) != (check_addr is None):
             problems.append("a unix@ server is checked on its own socket unless 'addr' and "

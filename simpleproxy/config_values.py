@@ -19,7 +19,9 @@ import re
 from collections import namedtuple
 
 from .ini import shown
+from .rules import parse_network
 from .timeouts import LONGEST_WAIT
+from .tlvfmt import TLV_FMT_EXPECTED, V2_OPTION_WORDS, compile_tlv_fmt
 
 Address = namedtuple("Address", "family sockaddr text")
 Address.__doc__ = """Where to listen or connect.
@@ -180,39 +182,33 @@ def _cfg_port(text):
 PORT_VALUE = ValueKind(_cfg_port, "a port from 1 to 65535")
 
 
+_CFG_SOURCES_EXPECTED = "CIDR[,CIDR...] such as 10.0.0.0/16,192.0.2.7, or unix"
+
+
 def _cfg_sources(text):
-    """accept-proxy-from / proxy-optional-from: networks, and "unix" for Unix-socket peers."""
-    sources = []
-    for item in text.split(","):
-        if item == "unix":
-            sources.append(item)
-            continue
-        try:
-            sources.append(ipaddress.ip_network(item))
-        except ValueError:
-            try:
-                network = ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError("%s is not an address or network (expected CIDR[,CIDR...] "
-                                 "such as 10.0.0.0/16,192.0.2.7, or unix)" % shown(item))
-            raise ValueError("%s has host bits set (expected %s)" % (shown(item), network))
-    return tuple(sources)
+    """accept-proxy-from / proxy-optional-from: networks (as acls read them, rules.py), and
+    "unix" for Unix-socket peers."""
+    return tuple(item if item == "unix" else parse_network(item, _CFG_SOURCES_EXPECTED)
+                 for item in text.split(","))
 
 
 SOURCES_VALUE = ValueKind(_cfg_sources, "CIDR[,CIDR...]")
 HEADER_SIZE_VALUE = size_range(16, 65551)       # a v2 header: 16 bytes + a 16-bit length
-_CFG_V2_OPTION_WORDS = ("crc32c", "unique-id")
 
 
 def _cfg_v2_options(text):
     words = text.split(",")
     for word in words:
-        if word not in _CFG_V2_OPTION_WORDS:
-            raise ValueError(unknown_word("proxy-v2-options value", word, _CFG_V2_OPTION_WORDS))
+        if word not in V2_OPTION_WORDS:
+            raise ValueError(unknown_word("proxy-v2-options value", word, V2_OPTION_WORDS))
     return frozenset(words)
 
 
-V2_OPTIONS_VALUE = ValueKind(_cfg_v2_options, "a comma list of crc32c, unique-id")
+V2_OPTIONS_VALUE = ValueKind(_cfg_v2_options, "a comma list of %s" % ", ".join(V2_OPTION_WORDS))
+
+
+# set-proxy-v2-tlv-fmt(ID) FMT: parse(option word, FMT) -> tlvfmt.TlvFormat
+TLV_FMT_VALUE = ValueKind(compile_tlv_fmt, "FMT, %s" % TLV_FMT_EXPECTED)
 
 # -- IP addresses ---------------------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ END_QUEUE_TIMEOUT = "queue-timeout"
 END_UNTRUSTED_PEER = "rejected:untrusted-peer"        # the peer is in neither trust list
 END_UNTRUSTED_HEADER = "rejected:untrusted-header"    # a header from a peer not trusted to send one
 END_SOURCE_LIMIT = "rejected:maxconn-per-source"
+END_REJECTED_CONNECTION = "rejected:tcp-request-connection"   # a reject rule, on the real peer
+END_REJECTED_CONTENT = "rejected:tcp-request-content"         # a reject rule, after the header
+END_BAD_OUTGOING_HEADER = "bad-outgoing-header"   # the server's v2 header would be too long
 END_HEADER_EVICTED = "evicted:maxconn-pending-header"
 END_HEALTH_CHECK = "health-check"          # LOCAL, then EOF, reset or silence: a peer's check
 END_NO_DESCRIPTORS = "rejected:no-descriptors"   # no socket for the server: maxconn too high
@@ -56,6 +59,9 @@ END_CAUSES = {cause.word: cause for cause in [
     EndCause(END_UNTRUSTED_PEER, logging.INFO, None),
     EndCause(END_UNTRUSTED_HEADER, logging.INFO, None),
     EndCause(END_SOURCE_LIMIT, logging.INFO, None),
+    EndCause(END_REJECTED_CONNECTION, logging.INFO, None),
+    EndCause(END_REJECTED_CONTENT, logging.INFO, None),
+    EndCause(END_BAD_OUTGOING_HEADER, logging.WARNING, None),    # what it forwards needs fixing
     EndCause(END_HEADER_EVICTED, logging.INFO, None),
     EndCause(END_HEALTH_CHECK, logging.DEBUG, None),      # a peer's probe is not traffic
     EndCause(END_NO_DESCRIPTORS, logging.INFO, None),

@@ -108,7 +108,9 @@ class ConfigProblems(object):
         if title is not None:
             where += (" [%s] %s:" % (_ini_short(title), _ini_short(key)) if key else
                       " [%s]:" % _ini_short(title))
-        return line, "%s %s" % (where, text)
+        # Escaped once more here, for messages made outside the config layer (rules.py,
+        # tlvfmt.py) that quote a user's words without shown(); escaping is idempotent.
+        return line, "%s %s" % (where, _ini_printable(text))
 
     def error(self, line, title, key, text):
         self.errors.append(self._message(line, title, key, text))

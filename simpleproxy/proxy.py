@@ -37,11 +37,12 @@ DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selecto
 class FrontendState(object):
     """Run-time counters of a frontend."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
+    __slots__ = ("frontend", "default_pool", "active", "listeners", "awaiting_header",
+                 "per_source")
 
-    def __init__(self, frontend, pool):
+    def __init__(self, frontend, default_pool):
         self.frontend = frontend
-        self.pool = pool
+        self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first

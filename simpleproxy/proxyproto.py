@@ -624,3 +624,24 @@ def aws_vpce_id(header):
     """The AWS VPC endpoint ID (TLV 0xEA, subtype 0x01) for log lines, or None."""
     aws_only = {PP2_TYPE_AWS: _PP_TLV_DECODERS[PP2_TYPE_AWS]}
     return _pp_named_views(header.tlvs or (), aws_only).get("aws_vpce_id")
+
+
+def tlv_value(header, tlv_type):
+    """The raw value of the first TLV of ``tlv_type`` in a parsed header, or None (also with
+    no header, or TLVs that were not interpreted)."""
+    if header is None or header.tlvs is None:
+        return None
+    for found_type, value in header.tlvs:
+        if found_type == tlv_type:
+            return value
+    return None
+
+
+def decoded_tlv(header, tlv_type):
+    """The first decodable TLV of a type --decode knows (the cloud ones: PP2_TYPE_AWS gives
+    the VPC endpoint ID text, PP2_TYPE_AZURE the LinkID and PP2_TYPE_GCP the PSC connection
+    ID as integers), decoded, or None (also with no header)."""
+    if header is None:
+        return None
+    name, decode = _PP_TLV_DECODERS[tlv_type]
+    return _pp_named_views(header.tlvs or (), {tlv_type: (name, decode)}).get(name)

@@ -6,7 +6,8 @@ state's deadline falls and what happens then, and which states it may go to.
 ``Session._enter`` refuses any other transition; nothing about the life of a session lives
 in flags::
 
-    NEW         being set up: counted in, judged by the trust rules of its bind
+    NEW         being set up: counted in, judged by the trust rules of its bind and the
+                frontend's tcp-request connection rules (on the real peer, nothing read yet)
     HEADER      reading the PROXY header (binds with header handling, from peers trust.py
                 lets in); nothing is chosen or connected
     LOCAL_WAIT  a LOCAL header came with nothing behind it: most often a peer's health
@@ -36,12 +37,15 @@ import traceback
 from .endings import (
     END_BAD_HEADER, END_CLIENT_ABORT, END_CLIENT_TIMEOUT, END_CONNECT_ERROR,
     END_CONNECT_REFUSED, END_CONNECT_TIMEOUT, END_HEADER_TIMEOUT, END_HEALTH_CHECK,
-    END_INTERNAL_ERROR, END_NO_DESCRIPTORS, END_NO_SERVER, END_QUEUE_FULL,
-    END_QUEUE_TIMEOUT, END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
+    END_BAD_OUTGOING_HEADER, END_INTERNAL_ERROR, END_NO_DESCRIPTORS, END_NO_SERVER,
+    END_QUEUE_FULL, END_QUEUE_TIMEOUT, END_REJECTED_CONNECTION, END_REJECTED_CONTENT,
+    END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
 from .logs import LOG, log_escape
 from .loop import EVENT_READ, EVENT_WRITE, Timer
-from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, build_v2, parse_header
+from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, parse_header
 from .relay import Relay
+from .rules import REJECT, facts_after_header, facts_at_accept, first_match
+from .tlvfmt import OutgoingHeaderError, build_server_header
 from .trust import START_BARE, START_PARSE, START_UNTRUSTED, judge_start
 
 RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that just failed
@@ -97,14 +101,17 @@ class Session(Relay):
     __slots__ = (
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
         "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
-        "retries_left", "tried", "end", "trust", "slot",
+        "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
+        "server_header",
     )
 
     def __init__(self, proxy, listener, csock, peer):
         loop = self.loop = proxy.loop
         self.proxy = proxy
         self.listener = listener
-        self.fe = listener.fe
+        fe = self.fe = listener.fe
+        self.pool = fe.default_pool  # the backend's BackendPool, until a use_backend rule routes
+        self.rule = None             # the name of the rule that routed or rejected, for the log
         self.csock = csock
         self.ssock = None
         if listener.is_unix:
@@ -132,14 +139,17 @@ class Session(Relay):
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
+        self.server_header = b""     # the PROXY header for the server being connected to
         self.end = None
         self.trust = None            # the peer's PeerTrust, on binds with header handling
         refusal = proxy.session_opened(self)
         try:
             if refusal is not None:
                 self.close(refusal)
+            elif fe.frontend.rules.connection and self._rejected_at_accept():
+                return
             elif listener.trust is None:
-                self._choose_server()
+                self._route()
             else:
                 self.trust = listener.trust.decide(self.peer)
                 if self.trust.refused:
@@ -193,7 +203,7 @@ class Session(Relay):
         return self.started + self.fe.frontend.timeout_proxy_header, END_HEADER_TIMEOUT
 
     def _queue_deadline(self):
-        return self.queued_at + self.fe.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
+        return self.queued_at + self.pool.backend.timeout_queue, END_QUEUE_TIMEOUT
 
     def _connect_deadline(self):
         return self.connect_started + self.server.backend.timeout_connect, END_CONNECT_TIMEOUT
@@ -281,7 +291,7 @@ class Session(Relay):
         self.proxy.header_wait_ended(self)
         self.bytes_in += len(self.c2s)          # the client's bytes that came with the header
         self.last_activity = self.loop.now
-        self._choose_server()
+        self._route()
 
     def _read_after_local(self, upstream, mask):
         """LOCAL_WAIT: payload after all (choose a server for it), or EOF or a reset (a check)."""
@@ -289,17 +299,47 @@ class Session(Relay):
         if self.c2s:
             self.proxy.header_wait_ended(self)
             self.last_activity = self.loop.now
-            self._choose_server()
+            self._route()
         elif self.c2s_eof:
             self.close(END_HEALTH_CHECK)
 
     def _local_timed_out(self, cause):
         self.close(END_HEALTH_CHECK)          # LOCAL, and no payload in time: a silent probe
 
-    # -- choosing and connecting ----------------------------------------------------------------
+    # -- rules, choosing and connecting -----------------------------------------------------------
+
+    def _rejected_at_accept(self):
+        """tcp-request connection, on the real peer before any byte is read: True when a
+        reject rule closed the session."""
+        rule = first_match(self.fe.frontend.rules.connection,
+                           facts_at_accept(self.peer, self._real_local()))
+        if rule is None or rule.action != REJECT:
+            return False
+        self.rule = rule.name
+        self.close(END_REJECTED_CONNECTION)
+        return True
+
+    def _route(self):
+        """The header is settled (or none is coming): tcp-request content may reject, the
+        first use_backend that matches picks the pool; then choose a server in it."""
+        rules = self.fe.frontend.rules
+        if rules.content or rules.use_backend:
+            header = self.header
+            named = header is not None and header.has_addresses
+            facts = facts_after_header(self.peer, None if named else self._real_local(), header)
+            rule = first_match(rules.content, facts)
+            if rule is not None and rule.action == REJECT:
+                self.rule = rule.name
+                self.close(END_REJECTED_CONTENT)
+                return
+            rule = first_match(rules.use_backend, facts)
+            if rule is not None:
+                self.rule = rule.name
+                self.pool = self.proxy.pools[rule.action]
+        self._choose_server()
 
     def _choose_server(self):
-        pool = self.fe.pool
+        pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
             self._dispatch(server)
@@ -322,7 +362,7 @@ class Session(Relay):
             self._crash()
 
     def _dispatch(self, server):
-        self.retries_left = self.fe.pool.backend.retries
+        self.retries_left = self.pool.backend.retries
         self.server = server
         self._connect()
 
@@ -331,9 +371,16 @@ class Session(Relay):
         server = self.server
         address = server.address            # service discovery may have moved it
         self._enter(CONNECTING)
+        try:
+            self.server_header = self._outgoing_header()
+        except OutgoingHeaderError as exc:
+            # Built before connecting, so that a server is never left with a connection
+            # that brings no header.
+            self.close(END_BAD_OUTGOING_HEADER, detail=str(exc))
+            return
         self.tried.append(server)
         if self.slot is not server:          # a retry on the same server keeps its slot
-            self.fe.pool.connection_started(server)
+            self.pool.connection_started(server)
             self.slot = server
         self.connect_started = self.loop.now
         try:
@@ -363,7 +410,7 @@ class Session(Relay):
         self._want(False, 0)
         self.ssock.close()
         self.ssock = None
-        pool = self.fe.pool
+        pool = self.pool
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
@@ -428,9 +475,9 @@ class Session(Relay):
             return
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
-        header = self._outgoing_header()
-        if header:
-            self.c2s = header + self.c2s
+        if self.server_header:
+            self.c2s = self.server_header + self.c2s
+            self.server_header = b""
         self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)
@@ -452,11 +499,8 @@ class Session(Relay):
             transport = self.header.transport
         if version == 1:
             return build_v1(client, local)
-        options = config.proxy_v2_options
-        tlvs = []
-        if "unique-id" in options:
-            tlvs.append((0x05, self.proxy.unique_id()))
-        return build_v2(client, local, tlvs=tlvs, crc32c="crc32c" in options, transport=transport)
+        return build_server_header(config.proxy_v2_tlvs, client, local, self.header,
+                                   self.proxy.unique_id, transport)
 
     def _real_local(self):
         """The address the client actually reached (never the wildcard of the bind)."""
@@ -472,7 +516,7 @@ class Session(Relay):
         if state.closed:
             return
         if state is QUEUED:
-            self.fe.pool.dequeue(self)
+            self.pool.dequeue(self)
             self.queue_wait = self.loop.now - self.queued_at
         slot = self.slot
         self.slot = None
@@ -494,11 +538,11 @@ class Session(Relay):
         self.cmask = self.smask = 0
         self.c2s = self.s2c = b""
         if slot is not None:
-            self.fe.pool.connection_ended(slot)
+            self.pool.connection_ended(slot)
         self.ssock = None
         self.proxy.session_closed(self, detail)
         if slot is not None:
-            self.proxy.serve_queue(self.fe.pool)        # the slot it held may be a waiter's turn
+            self.proxy.serve_queue(self.pool)        # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one.
@@ -531,6 +575,8 @@ class Session(Relay):
         ]
         if self.trust is not None:
             parts.append("trust=" + self.trust.rule_for(self.header))
+        if self.rule is not None:
+            parts.append("rule=" + self.rule)
         header = self.header
         if header is not None:
             parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"

@@ -34,6 +34,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE = os.path.join(REPO, "simpleproxy.py")
 DATA = os.path.join(REPO, "tests", "data")
 DEFAULT_TIMEOUT = 10.0
+# What an unknown server option's message lists, in its order.
+SERVER_OPTIONS = ("addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
+                  "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, "
+                  "port, proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, "
+                  "send-proxy-v2, set-proxy-v2-tlv-fmt(ID), weight")
 # Seconds a timed event may come later than it ideally would, on a busy shared machine. Every
 # upper bound on a duration is the ideal plus this; lower bounds have no slack (a timer that
 # fires early is a bug).

@@ -15,6 +15,10 @@ from simpleproxy.config_values import (INIT_ADDR_VALUE, expand_server_template, 
                                        parse_size)
 from simpleproxy.errors import ConfigError
 from simpleproxy.resolve import resolve_addresses
+from simpleproxy.rules import NO_RULES
+from simpleproxy.tlvfmt import NO_TLVS, TlvPlan
+
+from support import SERVER_OPTIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATH = "conf/bad.ini"
@@ -28,10 +32,6 @@ default_backend = webservers
 server s1 = 127.0.0.1:8081
 """
 
-SERVER_OPTIONS = ("addr, backup, check, check-expect, check-send, check-send-proxy, disabled, "
-                  "downinter, fall, fastinter, init-addr, inter, maxconn, no-check-send-proxy, "
-                  "port, proxy-v2-options, resolve, resolve-prefer, rise, send-proxy, "
-                  "send-proxy-v2, weight")
 GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log-level, maxconn, pidfile, "
                "resolve-hold-nx, resolve-hold-other, resolve-hold-timeout, resolve-interval, "
                "tune.bufsize, user, workers")
@@ -239,7 +239,7 @@ NO_RESOLVE_SETTINGS = dict(resolve_interval=None, resolve_hold_nx=30.0, resolve_
 
 def plain_server(name, address, line, **changes):
     """A Server as a bare server line makes it, with ``changes``."""
-    server = Server(name=name, address=address, send_proxy=0, proxy_v2_options=frozenset(),
+    server = Server(name=name, address=address, send_proxy=0, proxy_v2_tlvs=NO_TLVS,
                     check=False, check_send_proxy=False, inter=2.0, fastinter=2.0, downinter=2.0,
                     rise=2, fall=3, weight=1, backup=False, maxconn=0, disabled=False,
                     check_port=None, check_addr=None, check_send=None, check_expect=None,
@@ -265,7 +265,8 @@ def test_contract_example():
                     line=11, **header_handling)),
         default_backend="webservers", maxconn=None, timeout_client=30.0,
         timeout_client_fin=30.0, timeout_proxy_header=5.0, maxconn_per_source=0,
-        maxconn_pending_header=1000, dontlognull=False, dontlog_normal=False, line=9),)
+        maxconn_pending_header=1000, dontlognull=False, dontlog_normal=False, rules=NO_RULES,
+        line=9),)
     assert config.backends == {"webservers": Backend(
         name="webservers", balance="roundrobin",
         servers=(plain_server("s1", Address("ipv4", ("192.168.56.20", 3000),
@@ -349,7 +350,7 @@ def test_listen_section_with_defaults_and_default_server():
                     ("unix",), (), "any", False, 4096, 18)),
         default_backend="both", maxconn=50, timeout_client=60.0, timeout_client_fin=2.0,
         timeout_proxy_header=3.0, maxconn_per_source=10, maxconn_pending_header=20,
-        dontlognull=True, dontlog_normal=True, line=15),)
+        dontlognull=True, dontlog_normal=True, rules=NO_RULES, line=15),)
     (backend,) = config.backends.values()
     assert backend._replace(servers=()) == Backend(
         name="both", balance="leastconn", servers=(), retries=0, redispatch=False,
@@ -363,7 +364,7 @@ def test_listen_section_with_defaults_and_default_server():
                      check=True, **inherited),
         plain_server("b", Address("ipv6", ("::1", 9002), "[::1]:9002"), 35,
                      **dict(inherited, check=True, inter=3.0, fastinter=3.0, downinter=3.0,
-                            proxy_v2_options=frozenset(["crc32c", "unique-id"]), weight=0,
+                            proxy_v2_tlvs=TlvPlan(True, False, True, ()), weight=0,
                             backup=True, maxconn=0, disabled=True, check_port=9100,
                             check_send_proxy=False,
                             check_addr=Address("ipv4", ("127.0.0.2", 9100),
@@ -619,7 +620,8 @@ BAD_CONFIGS = [
     ("unknown proxy-v2-option", "[backend c]\nserver s1 = 10.0.0.1:80 send-proxy-v2 "
      "proxy-v2-options crc32,ssl\n" + FRAME, [
         "conf/bad.ini:2: [backend c] server s1: proxy-v2-options: unknown proxy-v2-options "
-        "value 'crc32', did you mean 'crc32c'? (expected one of: crc32c, unique-id)"]),
+        "value 'crc32', did you mean 'crc32c'? (expected one of: authority, crc32c, "
+        "unique-id)"]),
     ("several bad server options", "[backend c]\nserver s1 = 10.0.0.1:80 weight 300 rise 0 "
      "inter soon check-expect rstring (\n" + FRAME, [
         "conf/bad.ini:2: [backend c] server s1: weight: 300 is out of range (expected a whole "
@@ -906,7 +908,7 @@ def test_example_configs_load(name, monkeypatch):
 def test_all_five_examples_are_there():
     assert {os.path.basename(path) for path in glob.glob(os.path.join(ROOT, "conf", "*.ini"))} \
         >= {"simpleproxy.ini", "accept-proxy.ini", "send-proxy.ini", "send-proxy-v2.ini",
-            "aws-nlb.ini"}
+            "aws-nlb.ini", "routing.ini"}
 
 
 # -- following host names: init-addr and server-template ------------------------------------------

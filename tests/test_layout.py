@@ -27,8 +27,8 @@ PACKAGE = os.path.join(ROOT, "simpleproxy")
 MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(PACKAGE, "*.py")))
 # The modules that make up the proxy on top of the loop: the loop may import none of them.
 PROXY_MODULES = {"balancer", "config", "config_values", "discovery", "endings", "health", "ini",
-                 "listeners", "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli",
-                 "process", "channel", "systemd", "master"}
+                 "listeners", "proxy", "proxyproto", "relay", "resolve", "rules", "samples",
+                 "session", "tlvfmt", "trust", "cli", "process", "channel", "systemd", "master"}
 
 
 def _tree(module):
@@ -70,7 +70,8 @@ def test_protocol_core_uses_socket_only_for_address_text():
     assert used <= {"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"}
 
 
-@pytest.mark.parametrize("module", ["ini", "config_values", "config", "balancer"])
+@pytest.mark.parametrize("module", ["ini", "config_values", "config", "balancer", "rules",
+                                    "samples", "tlvfmt"])
 def test_config_and_balancer_import_no_socket(module):
     """Reading a configuration asks no name server: host names are resolved at start-up
     (resolve.py), and choosing a server does no I/O."""
