@@ -38,16 +38,16 @@ Contents (line numbers in this file):
      4172  Start-up: resolving host names (simpleproxy/resolve.py)
      4288  Health checks (simpleproxy/health.py)
      4786  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     5021  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     5211  The proxy: a connection's life (simpleproxy/session.py)
-     5820  The proxy: listening and accepting (simpleproxy/listeners.py)
-     6041  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     6403  Processes: worker count, privileges (simpleproxy/process.py)
-     6456  Processes: the master-worker channel (simpleproxy/channel.py)
-     6565  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     6659  Processes: the master, workers, reload (simpleproxy/master.py)
-     7309  The command line (simpleproxy/cli.py)
-     7391  Entry point (simpleproxy/__main__.py)
+     5030  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     5220  The proxy: a connection's life (simpleproxy/session.py)
+     5829  The proxy: listening and accepting (simpleproxy/listeners.py)
+     6050  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     6412  Processes: worker count, privileges (simpleproxy/process.py)
+     6465  Processes: the master-worker channel (simpleproxy/channel.py)
+     6574  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     6668  Processes: the master, workers, reload (simpleproxy/master.py)
+     7318  The command line (simpleproxy/cli.py)
+     7400  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4827,6 +4827,7 @@ from collections import deque
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
 # Signals whose default action would kill the process, for features that do not exist yet.
 class Timer(object):
@@ -4876,6 +4877,7 @@ class EventLoop(object):
         self.selector = selectors.DefaultSelector()
         self.now = time.monotonic()
         self.stopping = False
+        self._stop_signals_installed = False
         self._timers = []
         self._timer_sequence = 0
         self._dead_timers = 0
@@ -4958,8 +4960,9 @@ class EventLoop(object):
         Python leaves it.
         """
         signal.set_wakeup_fd(self._wake_w.fileno())
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
+        self._stop_signals_installed = True
 
     def add_signal_handler(self, signum, callback):
         """Run ``callback()`` on the loop when ``signum`` arrives (the handler only appends to
@@ -4998,6 +5001,12 @@ class EventLoop(object):
         """Release the selector and the wake-up sockets, once run() has returned."""
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
+        if self._stop_signals_installed:
+            # The process is on its way out. At exit Python puts the default action back for
+            # every signal with a Python handler, so a second SIGTERM in that window would kill
+            # it (status -15) instead of letting it finish; an ignored one is left ignored.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
         writer = self._log_writer
         if writer is not None:                 # what it still holds is written at exit
             if writer.on_held == self._log_held:

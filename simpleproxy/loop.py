@@ -41,6 +41,7 @@ from .timeouts import LONGEST_WAIT
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
 # Signals whose default action would kill the process, for features that do not exist yet.
 class Timer(object):
@@ -90,6 +91,7 @@ class EventLoop(object):
         self.selector = selectors.DefaultSelector()
         self.now = time.monotonic()
         self.stopping = False
+        self._stop_signals_installed = False
         self._timers = []
         self._timer_sequence = 0
         self._dead_timers = 0
@@ -172,8 +174,9 @@ class EventLoop(object):
         Python leaves it.
         """
         signal.set_wakeup_fd(self._wake_w.fileno())
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_signal)
+        self._stop_signals_installed = True
 
     def add_signal_handler(self, signum, callback):
         """Run ``callback()`` on the loop when ``signum`` arrives (the handler only appends to
@@ -212,6 +215,12 @@ class EventLoop(object):
         """Release the selector and the wake-up sockets, once run() has returned."""
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
+        if self._stop_signals_installed:
+            # The process is on its way out. At exit Python puts the default action back for
+            # every signal with a Python handler, so a second SIGTERM in that window would kill
+            # it (status -15) instead of letting it finish; an ignored one is left ignored.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
         writer = self._log_writer
         if writer is not None:                 # what it still holds is written at exit
             if writer.on_held == self._log_held:

@@ -12,10 +12,10 @@ import threading
 
 import pytest
 
-from support import (BOTH_FORMS, CLAIMED_V1, CLAIMED_V2, PAYLOAD, REPLY, RESET, V2_LOCAL,
-                     V2_SIGNATURE, JammedListener, Launcher, RecordingServer, config, connect,
-                     exchange, exchange_or_reset, finish, free_port, one_frontend, read_to_eof,
-                     v1_line, v2_header, wait_until)
+from support import (BOTH_FORMS, CLAIMED_V1, CLAIMED_V2, DEFAULT_TIMEOUT, PAYLOAD, REPLY, RESET,
+                     V2_LOCAL, V2_SIGNATURE, JammedListener, Launcher, RecordingServer, config,
+                     connect, exchange, exchange_or_reset, finish, free_port, one_frontend,
+                     read_to_eof, v1_line, v2_header, wait_until)
 
 SEND_OPTION = {"none": "", "v1": "send-proxy", "v2": "send-proxy-v2"}
 
@@ -518,7 +518,7 @@ def test_listen_section_and_sigint_stop(launch):
     expected = v1_line("127.0.0.1", "127.0.0.1", client_port, port)
     assert bytes(backend.next_connection().received) == expected + PAYLOAD
     proxy.proc.send_signal(signal.SIGINT)
-    assert proxy.stop() == 0
+    assert proxy.proc.wait(DEFAULT_TIMEOUT) == 0      # by itself, before stop()'s SIGTERM
     assert read_to_eof(idle) == b""              # closed cleanly, not left hanging
     assert proxy.log_lines("end=shutdown")
     with pytest.raises(ConnectionRefusedError):
