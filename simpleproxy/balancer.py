@@ -66,7 +66,8 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("server", "backend", "admin", "healthy", "weight", "active", "state", "usable")
+    __slots__ = ("server", "backend", "admin", "healthy", "weight", "maxconn", "active", "state",
+                 "usable")
 
     def __init__(self, server, backend):
         self.server = server
@@ -74,6 +75,7 @@ class ServerState(object):
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
         self.weight = server.weight
+        self.maxconn = server.maxconn  # the config's, until the runtime API changes it
         self.active = 0               # connections connecting or relaying
         self.state = self.usable = None
         self._settle()
@@ -124,6 +126,17 @@ class BackendPool(object):
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
+    def set_weight(self, state, weight):
+        """Change a server's weight at run time (0 takes it out of the choice)."""
+        state.weight = weight
+        state._settle()
+        self._refresh()
+
+    def set_maxconn(self, state, maxconn):
+        """Change a server's connection limit at run time (0: none). A higher limit frees
+        slots: the caller serves the backend's queue afterwards."""
+        state.maxconn = maxconn
+
     def _change(self, state, admin, healthy):
         before = state.state
         state.admin, state.healthy = admin, healthy
@@ -167,7 +180,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.server.maxconn
+    maxconn = state.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 

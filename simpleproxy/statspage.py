@@ -1,0 +1,119 @@
+"""The stats page: one self-contained HTML document drawn from a ``ProxyStats``.
+
+No external assets and no script: inline CSS, inline SVG sparklines, and a meta refresh every
+``stats refresh`` seconds. A table per proxy: the frontend, each server, the backend, with
+the state colour-coded (UP, DOWN, DRAIN, MAINT, backup), sessions (current/max/total), the
+session rate, bytes in and out, errors by kind, the queue and the last check. Every name and
+every text a client or a server can influence goes through ``html.escape``.
+"""
+from html import escape
+
+from .balancer import DOWN, DRAIN, MAINT, UP
+from .stats import BAD_HEADER_PREFIX, DENIED_PREFIX, SPARK_EVERY, SPARK_SAMPLES
+from .statsviews import server_status
+
+_PG_STYLE = """
+body{font:13px sans-serif;margin:1em;color:#222;background:#fafafa}
+h1{font-size:18px}h2{font-size:15px;margin:1.2em 0 .3em}
+table{border-collapse:collapse;background:#fff}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+th{background:#eee}td.name{text-align:left;font-weight:bold}
+.UP{background:#c6efc6}.DOWN{background:#f4b5b5}.DRAIN{background:#bcd4f6}
+.MAINT{background:#c9c9c9}.backup{background:#f6e9a6}.OPEN{background:#c6efc6}
+.STOP{background:#f4b5b5}svg{vertical-align:middle}
+"""
+SPARK_WIDTH = 120
+SPARK_HEIGHT = 20
+
+
+def sparkline(samples):
+    """An inline SVG polyline of the samples, scaled to its own maximum."""
+    values = list(samples)
+    if len(values) < 2:
+        return '<svg width="%d" height="%d"></svg>' % (SPARK_WIDTH, SPARK_HEIGHT)
+    top = max(values) or 1
+    step = SPARK_WIDTH / float(SPARK_SAMPLES - 1)
+    start = SPARK_WIDTH - step * (len(values) - 1)
+    points = " ".join("%.1f,%.1f" % (start + step * n, SPARK_HEIGHT - 1 -
+                                     (SPARK_HEIGHT - 2) * value / float(top))
+                      for n, value in enumerate(values))
+    return ('<svg width="%d" height="%d" role="img"><title>max %d</title><polyline '
+            'fill="none" stroke="#36c" stroke-width="1.5" points="%s"/></svg>'
+            % (SPARK_WIDTH, SPARK_HEIGHT, top, points))
+
+
+def _pg_state_class(srv):
+    state = srv.state.state
+    if state == UP and srv.state.server.backup:
+        return "backup"
+    return state if state in (UP, DOWN, DRAIN, MAINT) else DOWN
+
+
+def _pg_errors(counted):
+    """Errors by kind as "kind n" pairs, the ends that are not a normal close."""
+    parts = ["%s %d" % (cause, count) for cause, count in sorted(counted.ends.items())
+             if count and (cause.startswith(BAD_HEADER_PREFIX) or cause.startswith(DENIED_PREFIX)
+                           or cause.startswith("connect-") or cause == "internal-error")]
+    return escape(", ".join(parts)) or "-"
+
+
+_PG_HEAD = ("<tr><th></th><th>state</th><th>cur</th><th>max</th><th>total</th><th>rate</th>"
+            "<th>bytes in</th><th>bytes out</th><th>errors</th><th>queue</th><th>check</th>"
+            "<th>sessions</th><th>bytes</th></tr>")
+
+
+def _pg_row(name, state_class, state_text, counted, scur, queue, check):
+    return ('<tr><td class="name">%s</td><td class="%s">%s</td>' % (
+        escape(name), state_class, escape(state_text)) +
+        "".join("<td>%s</td>" % value for value in (
+            scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout,
+            _pg_errors(counted), queue, check,
+            sparkline(counted.spark_sessions), sparkline(counted.spark_bytes))) + "</tr>")
+
+
+def stats_page(stats, now, wall, refresh):
+    """The whole page, refreshing itself every ``refresh`` seconds (None: never)."""
+    identity = stats.identity
+    out = ["<!DOCTYPE html><html><head><meta charset=\"utf-8\">"]
+    if refresh:
+        out.append('<meta http-equiv="refresh" content="%d">' % refresh)
+    out.append("<title>%s statistics</title><style>%s</style></head><body>"
+               % (escape(identity.name), _PG_STYLE))
+    out.append("<h1>%s %s on %s</h1><p>pid %d, up %ds, %d connections now, %d in all%s. "
+               "Sparklines: the last %d minutes.</p>" % (
+                   escape(identity.name), escape(identity.version), escape(identity.node),
+                   identity.pid, now - stats.started, stats.current_connections,
+                   stats.cum_conns, ", <b>stopping</b>" if stats.stopping else "",
+                   SPARK_SAMPLES * SPARK_EVERY // 60))
+    backends = {be.name: be for be in stats.backends}
+    shown = set()
+    for fe in stats.frontends:
+        out.append("<h2>frontend %s</h2><table>%s" % (escape(fe.name), _PG_HEAD))
+        status = "STOP" if stats.stopping else "OPEN"
+        out.append(_pg_row("FRONTEND", status, status, fe, fe.scur, "", ""))
+        out.append("</table>")
+        if fe.name in backends:
+            out.append(_pg_backend(backends[fe.name], now))
+            shown.add(fe.name)
+    for be in stats.backends:
+        if be.name not in shown:
+            out.append("<h2>backend %s</h2>" % escape(be.name) + _pg_backend(be, now))
+    out.append("</body></html>\n")
+    return "".join(out)
+
+
+def _pg_backend(be, now):
+    out = ["<table>", _PG_HEAD]
+    for srv in be.servers:
+        check = "-"
+        if srv.check_status is not None:
+            check = "%s %s" % (escape(srv.check_status), escape(srv.last_check))
+            if srv.check_duration is not None:
+                check += " in %dms" % srv.check_duration
+        out.append(_pg_row(srv.name, _pg_state_class(srv), server_status(srv), srv, srv.scur,
+                           "", check))
+    state = "UP" if be.up else "DOWN"
+    out.append(_pg_row("BACKEND", state, state, be, be.scur,
+                       "%d (max %d)" % (len(be.pool.waiting), be.qmax), ""))
+    out.append("</table>")
+    return "".join(out)
