@@ -1,0 +1,65 @@
+"""simpleproxy's stats views against a real HAProxy 2.6: the CSV header, the show info keys and
+the servers state header must be HAProxy's own, and each row type may fill only columns that
+HAProxy fills for the same kind of row."""
+import pytest
+
+from peers import free_port
+from simpleproxy.statsviews import show_info, show_servers_state, show_stat
+from stats_support import START, WALL, ReferenceTarget
+
+
+@pytest.fixture(scope="module")
+def haproxy(module_lab):
+    port, backend_port = free_port(), free_port()
+    sections = """
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend app
+
+backend app
+    server s1 127.0.0.1:{backend_port} check
+    server s2 127.0.0.1:{backend_port} maxconn 10
+""".format(port=port, backend_port=backend_port)
+    return module_lab.haproxy(sections, [port])
+
+
+def filled_columns(csv_text):
+    """{row type: set of the column names that have a value} of a show stat answer."""
+    lines = csv_text.split("\n")
+    header = lines[0][2:].split(",")
+    filled = {}
+    for line in lines[1:]:
+        if line:
+            row = line.split(",")
+            kind = row[header.index("type")]
+            filled.setdefault(kind, set()).update(name for name, value in zip(header, row)
+                                                  if value)
+    return filled
+
+
+def test_show_stat_header_is_haproxys(haproxy):
+    theirs = haproxy.stats_command("show stat")
+    ours = show_stat(ReferenceTarget().stats, START)
+    assert ours.split("\n")[0] == theirs.split("\n")[0]
+    assert theirs.endswith(",\n\n") and ours.endswith(",\n\n")
+
+
+def test_rows_fill_only_what_haproxy_fills(haproxy):
+    theirs = filled_columns(haproxy.stats_command("show stat"))
+    ours = filled_columns(show_stat(ReferenceTarget().stats, START))
+    for kind in ("0", "1", "2"):
+        assert ours[kind] - theirs[kind] == set(), "row type %s" % kind
+
+
+def test_show_info_keys_are_haproxys(haproxy):
+    def keys(text):
+        return [line.split(":", 1)[0] for line in text.splitlines() if line]
+    assert keys(show_info(ReferenceTarget().stats, START, WALL)) == \
+        keys(haproxy.stats_command("show info"))
+
+
+def test_servers_state_header_is_haproxys(haproxy):
+    theirs = haproxy.stats_command("show servers state").split("\n")
+    ours = show_servers_state(ReferenceTarget().stats, START).split("\n")
+    assert ours[:2] == theirs[:2]
+    assert len(ours[2].split()) == len(theirs[2].split())

@@ -1,0 +1,123 @@
+"""The stats listener's HTTP exchanges and the page, bytes in, bytes out."""
+import base64
+import re
+
+import pytest
+
+from simpleproxy.statsconfig import StatsAuth, StatsHttpSettings
+from simpleproxy.statshttp import MAX_REQUEST, StatsHttpExchange
+from stats_support import ReferenceTarget
+
+SETTINGS = StatsHttpSettings(None, None, 5, "simpleproxy")
+AUTHED = SETTINGS._replace(auth=StatsAuth("admin", "s3cret"))
+
+
+def request(head, settings=SETTINGS, target=None):
+    exchange = StatsHttpExchange(target or ReferenceTarget(), settings)
+    response = exchange.feed(head)
+    assert exchange.done
+    status_line, _, rest = response.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    fields = dict(line.split(": ", 1) for line in headers.decode().split("\r\n"))
+    assert fields["Connection"] == "close"
+    assert int(fields["Content-Length"]) == len(body) or head.startswith(b"HEAD")
+    return int(status_line.split()[1]), fields, body
+
+
+def get(path, auth=None, settings=SETTINGS, target=None):
+    head = "GET %s HTTP/1.1\r\nHost: x\r\n" % path
+    if auth:
+        head += "Authorization: Basic %s\r\n" % base64.b64encode(auth.encode()).decode()
+    return request((head + "\r\n").encode(), settings, target)
+
+
+@pytest.mark.parametrize("path, status, content_type", [
+    ("/", 200, "text/html; charset=utf-8"),
+    ("/;csv", 200, "text/plain"),
+    ("/?stats;csv", 200, "text/plain"),
+    ("/metrics", 200, "text/plain; version=0.0.4"),
+    ("/health", 200, "text/plain"),
+    ("/nothing", 404, "text/plain"),
+])
+def test_routes(path, status, content_type):
+    got, fields, _ = get(path)
+    assert (got, fields["Content-Type"]) == (status, content_type)
+
+
+def test_csv_is_show_stat():
+    _, _, body = get("/;csv")
+    assert body.startswith(b"# pxname,svname,qcur,") and body.count(b"\n") == 10
+
+
+@pytest.mark.parametrize("path, auth, status", [
+    ("/", None, 401), ("/", "admin:wrong", 401), ("/", "admin:s3cret", 200),
+    ("/metrics", None, 401), ("/metrics", "admin:s3cret", 200), ("/;csv", None, 401),
+    ("/health", None, 200),
+])
+def test_basic_auth_protects_all_but_health(path, auth, status):
+    got, fields, _ = get(path, auth, AUTHED)
+    assert got == status
+    if status == 401:
+        assert fields["WWW-Authenticate"] == 'Basic realm="simpleproxy"'
+
+
+def test_health_says_503_once_stopping():
+    target = ReferenceTarget()
+    target.stats.stopping = True
+    assert get("/health", target=target)[0] == 503
+
+
+@pytest.mark.parametrize("head, status", [
+    (b"POST / HTTP/1.1\r\n\r\n", 405),
+    (b"GET / HTTP/2.0\r\n\r\n", 400),
+    (b"GET /\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET nothing HTTP/1.1\r\n\r\n", 400),
+    (b"HEAD / HTTP/1.0\r\n\r\n", 200),
+])
+def test_bad_requests(head, status):
+    assert request(head)[0] == status
+
+
+def test_head_has_no_body():
+    _, fields, body = request(b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    assert body == b"" and int(fields["Content-Length"]) > 100
+
+
+def test_request_size_is_bounded():
+    exchange = StatsHttpExchange(ReferenceTarget(), SETTINGS)
+    assert exchange.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_REQUEST - 20)) is None
+    response = exchange.feed(b"a" * 100)
+    assert response.startswith(b"HTTP/1.1 413 ") and exchange.done
+    assert exchange.feed(b"more") is None
+
+
+def test_request_in_pieces_and_early_close():
+    exchange = StatsHttpExchange(ReferenceTarget(), SETTINGS)
+    assert exchange.feed(b"GET /hea") is None
+    assert exchange.feed(b"lth HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
+    cut = StatsHttpExchange(ReferenceTarget(), SETTINGS)
+    cut.feed(b"GET / HT")
+    assert cut.eof().startswith(b"HTTP/1.1 400 ")
+
+
+def test_page_shows_states_sparklines_and_escapes():
+    target = ReferenceTarget()
+    stats = target.stats
+    be = stats.backend("app")
+    be.pool.set_health(be.servers[0].state, False)
+    be.servers[0].record_check(False, "connection error: <script>alert(1)</script>", 0.002, 0)
+    stats.frontends[0].ends["bad-header:malformed"] += 2
+    for second in range(1, 31):
+        stats.frontends[0].stot += 1
+        stats.frontends[0].bin += 100 * second
+        stats.tick(1000.0 + second)
+    _, _, body = get("/", target=target)
+    page = body.decode()
+    assert '<meta http-equiv="refresh" content="5">' in page
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert re.search(r'<td class="DOWN">DOWN</td>', page)
+    assert '<td class="backup">no check</td>' in page
+    assert "bad-header:malformed 2" in page
+    assert page.count("<polyline") == 16         # sessions and bytes of 8 rows, 6 samples each
+    assert "http" not in page.replace('http-equiv', '')      # nothing loaded from elsewhere
