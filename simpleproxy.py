@@ -2699,8 +2699,8 @@ ProcessIdentity = namedtuple("ProcessIdentity", "name version release_date pid n
 ProcessIdentity.__doc__ = """What "show info" says about the process itself, fixed at start.
 
 name: "simpleproxy", or "HAProxy" for tools that refuse anything else (``stats name``);
-node: the host name; description: text or ""; maxconn: the proxy-wide limit; ulimit_n: the
-descriptor limit."""
+release_date: YYYY/MM/DD or "" (shown as "-"); node: the host name; description: text or
+""; maxconn: the proxy-wide limit; ulimit_n: the descriptor limit."""
 
 HeaderErrorEvent = namedtuple("HeaderErrorEvent", "number wall frontend peer kind reason data "
                                                   "received")
@@ -3364,6 +3364,25 @@ STAT_COLUMNS = (
     "h1_total_streams h1_bytes_in h1_bytes_out h1_spliced_bytes_in h1_spliced_bytes_out"
 ).split()
 
+# show stat typed: each field's origin, nature and scope letters and its type, as HAProxy
+# 2.6 prints them (a BACKEND row counts a few fields differently).
+_SV_TYPED_TAGS = dict(pair.split("=") for pair in (
+    "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 "
+    "slim=CLP:u32 stot=MCP:u64 bin=MCP:u64 bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 "
+    "ereq=MCP:u64 econ=MCP:u64 eresp=MCP:u64 wretr=MCP:u64 wredis=MCP:u64 status=SGP:str "
+    "weight=MaP:u32 act=SGP:u32 bck=SGP:u32 chkfail=MCP:u64 chkdown=MCP:u64 lastchg=MAP:u32 "
+    "downtime=MCP:u32 pid=KGP:u32 iid=KGS:u32 sid=KGS:u32 lbtot=MCP:u64 type=CGS:u32 "
+    "rate=MRP:u32 rate_lim=CLP:u32 rate_max=MMP:u32 check_status=MOP:str "
+    "check_duration=MDP:u64 cli_abrt=MCP:u64 srv_abrt=MCP:u64 lastsess=MAP:s32 "
+    "last_chk=MOP:str check_desc=MOP:str check_rise=CGS:u32 check_fall=CGS:u32 "
+    "check_health=CGS:u32 addr=CGS:str mode=CGS:str algo=CGS:str conn_rate=MRP:u32 "
+    "conn_rate_max=MMP:u32 conn_tot=MCP:u64 dcon=MCP:u64 dses=MCP:u64 wrew=MCP:u64 "
+    "eint=MCP:u64 uweight=MaP:u32"
+).split())
+_SV_TYPED_BACKEND_TAGS = dict(_SV_TYPED_TAGS, rate="MGP:u32", rate_max="MGP:u32",
+                              act="MGP:u32", bck="MGP:u32")
+_SV_TYPED_LETTERS = "FBS"      # by the type column: frontend, backend, server
+
 # The "type" column and the bits of show stat's TYPE filter.
 TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER = 0, 1, 2
 SHOW_ALL = -1
@@ -3382,10 +3401,11 @@ SERVERS_STATE_COLUMNS = (
     "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
 
 
-# -- show info ------------------------------------------------------------------------------------
+# -- show info -----------------------------------------------------------------------------------
 
 def show_info(stats, now, wall):
-    """``show info``: HAProxy 2.6's keys, in its order."""
+    """``show info``: HAProxy 2.6's keys, in its order. hatop needs a word after
+    ``Release_date:``, so a build without a release date says ``-``."""
     identity = stats.identity
     uptime = int(now - stats.started)
     days, rest = divmod(uptime, 86400)
@@ -3395,7 +3415,7 @@ def show_info(stats, now, wall):
     current = stats.current_connections
     values = [
         ("Name", identity.name), ("Version", identity.version),
-        ("Release_date", identity.release_date), ("Nbthread", 1), ("Nbproc", 1),
+        ("Release_date", identity.release_date or "-"), ("Nbthread", 1), ("Nbproc", 1),
         ("Process_num", 1), ("Pid", identity.pid),
         ("Uptime", "%dd %dh%02dm%02ds" % (days, hours, minutes, seconds)),
         ("Uptime_sec", uptime), ("Memmax_MB", 0), ("PoolAlloc_MB", 0), ("PoolUsed_MB", 0),
@@ -3433,7 +3453,7 @@ def _sv_one_line(value):
     return str(value).replace("\r", " ").replace("\n", " ")
 
 
-# -- show stat --------------------------------------------------------------------------------------
+# -- show stat -----------------------------------------------------------------------------------
 
 def server_status(srv):
     """The status column of a server: UP, DOWN, DRAIN, MAINT, "no check", or a check count on
@@ -3562,6 +3582,19 @@ def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     return "\n".join(lines) + "\n\n"
 
 
+def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
+    """``show stat typed``: a line per field that has a value,
+    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``, then an empty line."""
+    lines = []
+    for row in stat_rows(stats, now, iid, types, sid):
+        tags = _SV_TYPED_BACKEND_TAGS if row["type"] == TYPE_BACKEND else _SV_TYPED_TAGS
+        prefix = "%s.%d.%d." % (_SV_TYPED_LETTERS[row["type"]], row["iid"], row["sid"])
+        lines += ["%s%d.%s.1:%s:%s" % (prefix, index, name, tags[name], _sv_one_line(row[name]))
+                  for index, name in enumerate(STAT_COLUMNS)
+                  if row.get(name, "") != "" and name in tags]
+    return "".join(line + "\n" for line in lines) + "\n"
+
+
 def address_text(address):
     """A server's address as HAProxy's addr column shows it: IP:PORT, [IPv6]:PORT, or the
     Unix socket path."""
@@ -3572,7 +3605,7 @@ def address_text(address):
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
-# -- show servers state -------------------------------------------------------------------------------
+# -- show servers state --------------------------------------------------------------------------
 
 def show_servers_state(stats, now, backend=None):
     """``show servers state [backend]``: version 1 of HAProxy's state file."""
@@ -3603,7 +3636,7 @@ def _sv_server_state(be, srv, now):
             (0, 0, 0, "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
 
 
-# -- show sess and show errors ------------------------------------------------------------------------
+# -- show sess and show errors -------------------------------------------------------------------
 
 def printable(data):
     """Bytes or text a client controls, safe on one line: printable ASCII kept, the rest
@@ -3689,6 +3722,7 @@ The commands act on a *target*, which the proxy implements (tests use one over r
 
 The setters get names that exist (checked here first) and return None or an error line.
 """
+import re
 from collections import namedtuple
 
 
@@ -3697,6 +3731,8 @@ PROMPT = b"> "
 LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_WEIGHT = 256
+MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
+_ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
                                         "bytes_in bytes_out proxy tlvs")
@@ -3821,16 +3857,17 @@ def _adm_find(words):
 
 
 def _adm_server(target, args):
-    """(backend, server) names from a ``B/S`` argument, checked against the model."""
+    """The ServerStats a ``B/S`` argument names, checked against the model."""
     backend_name, slash, server_name = (args[0] if args else "").partition("/")
     if not slash or not backend_name or not server_name:
         raise _AdmUsage(REQUIRE_SERVER)
     be = target.stats_model().backend(backend_name)
     if be is None:
         raise _AdmUsage(NO_SUCH_BACKEND)
-    if all(srv.name != server_name for srv in be.servers):
-        raise _AdmUsage(NO_SUCH_SERVER)
-    return backend_name, server_name
+    for srv in be.servers:
+        if srv.name == server_name:
+            return srv
+    raise _AdmUsage(NO_SUCH_SERVER)
 
 
 def _adm_done(error):
@@ -3838,10 +3875,14 @@ def _adm_done(error):
     return "" if error is None else error.rstrip("\n") + "\n"
 
 
-def _adm_number(text, what, low, high, range_error):
-    """A whole number in [low, high], with HAProxy's messages."""
-    if not text.isdigit():
-        raise _AdmUsage("%s string empty or preceded by garbage" % what)
+def _adm_number(args, missing, garbage, low, high, range_error):
+    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
+    value, a word that is not a number and a number out of range."""
+    if not args:
+        raise _AdmUsage(missing)
+    text = args[0]
+    if not _ADM_INTEGER.match(text):
+        raise _AdmUsage(garbage)
     value = int(text)
     if not low <= value <= high:
         raise _AdmUsage(range_error)
@@ -3854,14 +3895,15 @@ def _adm_show_info(target, args):
 
 
 def _adm_show_stat(target, args):
-    """``show stat [IID TYPE SID]``; words HAProxy also takes there (typed, json...) are not
-    filters, and other words are ignored as HAProxy ignores them."""
+    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
+    no-maint) are ignored, as HAProxy ignores words it does not know."""
     filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
-    numbers = [arg for arg in args if arg.lstrip("-").isdigit()]
+    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
     if len(numbers) >= 3:
         filters = [int(number) for number in numbers[:3]]
     now, _ = target.clock()
-    return show_stat(target.stats_model(), now, *filters)[:-1]
+    view = show_stat_typed if "typed" in args else show_stat
+    return view(target.stats_model(), now, *filters)[:-1]
 
 
 def _adm_show_servers_state(target, args):
@@ -3887,30 +3929,45 @@ _ADM_STATES = {"ready": READY, "drain": DRAIN, "maint": MAINT}
 
 
 def _adm_set_server(target, args):
-    backend, server = _adm_server(target, args)
+    srv = _adm_server(target, args)
     if args[1:2] == ["state"]:
         admin = _ADM_STATES.get(args[2] if len(args) > 2 else "")
         if admin is None:
             return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
-        return _adm_done(target.set_server_admin(backend, server, admin))
+        return _adm_done(target.set_server_admin(srv.backend.name, srv.name, admin))
     if args[1:2] == ["weight"]:
-        weight = _adm_number(args[2] if len(args) > 2 else "", "Empty weight", 0, MAX_WEIGHT,
-                             "Absolute weight can only be between 0 and 256 inclusive.\n")
-        return _adm_done(target.set_server_weight(backend, server, weight))
+        return _adm_set_weight(target, [args[0]] + args[2:])
     return "usage: set server <backend>/<server> state | weight\n"
 
 
+def _adm_set_weight(target, args):
+    """``set weight B/S N`` (HAProxy's older form, which haproxyadmin sends), and the weight
+    part of ``set server``."""
+    srv = _adm_server(target, args)
+    weight = _adm_number(args[1:], "Require <weight> or <weight%>.\n",
+                         "Empty weight string empty or preceded by garbage", 0, MAX_WEIGHT,
+                         "Absolute weight can only be between 0 and 256 inclusive.\n")
+    return _adm_done(target.set_server_weight(srv.backend.name, srv.name, weight))
+
+
+def _adm_get_weight(target, args):
+    """``get weight B/S``: HAProxy's "current (initial initial)" line."""
+    state = _adm_server(target, args).state
+    return "%d (initial %d)\n" % (state.weight, state.server.weight)
+
+
 def _adm_set_maxconn_server(target, args):
-    backend, server = _adm_server(target, args)
-    maxconn = _adm_number(args[1] if len(args) > 1 else "", "maxconn", 0, 1 << 31,
+    srv = _adm_server(target, args)
+    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
+                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
                           "maxconn string empty or preceded by garbage")
-    return _adm_done(target.set_server_maxconn(backend, server, maxconn))
+    return _adm_done(target.set_server_maxconn(srv.backend.name, srv.name, maxconn))
 
 
 def _adm_state_setter(admin):
     def set_state(target, args):
-        backend, server = _adm_server(target, args)
-        return _adm_done(target.set_server_admin(backend, server, admin))
+        srv = _adm_server(target, args)
+        return _adm_done(target.set_server_admin(srv.backend.name, srv.name, admin))
     return set_state
 
 
@@ -3921,10 +3978,14 @@ _ADM_COMMANDS = (
     _AdmCommand(("enable", "server"), "enable server <bk>/<srv>",
                 "enable a disabled server (use 'set server' instead)", True,
                 _adm_state_setter(READY)),
+    _AdmCommand(("get", "weight"), "get weight <bk>/<srv>",
+                "report a server's current weight", False, _adm_get_weight),
     _AdmCommand(("set", "maxconn", "server"), "set maxconn server <bk>/<srv>",
                 "change a server's maxconn setting", True, _adm_set_maxconn_server),
     _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
                 "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
+                "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
     _AdmCommand(("show", "errors"), "show errors",
                 "report the last PROXY headers refused", False, _adm_show_errors),
     _AdmCommand(("show", "info"), "show info",
@@ -3934,7 +3995,7 @@ _ADM_COMMANDS = (
                 _adm_show_servers_state),
     _AdmCommand(("show", "sess"), "show sess",
                 "report the list of current sessions", False, _adm_show_sess),
-    _AdmCommand(("show", "stat"), "show stat [<iid> <type> <sid>]",
+    _AdmCommand(("show", "stat"), "show stat [<iid> <type> <sid>] [typed]",
                 "report counters for each proxy and server", False, _adm_show_stat),
 )
 _ADM_BUILTIN_HELP = "".join(_adm_help_line(usage, text) for usage, text in (

@@ -28,17 +28,20 @@ The commands act on a *target*, which the proxy implements (tests use one over r
 
 The setters get names that exist (checked here first) and return None or an error line.
 """
+import re
 from collections import namedtuple
 
 from .balancer import DRAIN, MAINT, READY
 from .statsviews import (SHOW_ALL, show_errors, show_info, show_servers_state, show_sess,
-                         show_stat)
+                         show_stat, show_stat_typed)
 
 MAX_LINE = 16384              # bytes of one command line, HAProxy's default buffer size
 PROMPT = b"> "
 LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_WEIGHT = 256
+MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
+_ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
                                         "bytes_in bytes_out proxy tlvs")
@@ -163,16 +166,17 @@ def _adm_find(words):
 
 
 def _adm_server(target, args):
-    """(backend, server) names from a ``B/S`` argument, checked against the model."""
+    """The ServerStats a ``B/S`` argument names, checked against the model."""
     backend_name, slash, server_name = (args[0] if args else "").partition("/")
     if not slash or not backend_name or not server_name:
         raise _AdmUsage(REQUIRE_SERVER)
     be = target.stats_model().backend(backend_name)
     if be is None:
         raise _AdmUsage(NO_SUCH_BACKEND)
-    if all(srv.name != server_name for srv in be.servers):
-        raise _AdmUsage(NO_SUCH_SERVER)
-    return backend_name, server_name
+    for srv in be.servers:
+        if srv.name == server_name:
+            return srv
+    raise _AdmUsage(NO_SUCH_SERVER)
 
 
 def _adm_done(error):
@@ -180,10 +184,14 @@ def _adm_done(error):
     return "" if error is None else error.rstrip("\n") + "\n"
 
 
-def _adm_number(text, what, low, high, range_error):
-    """A whole number in [low, high], with HAProxy's messages."""
-    if not text.isdigit():
-        raise _AdmUsage("%s string empty or preceded by garbage" % what)
+def _adm_number(args, missing, garbage, low, high, range_error):
+    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
+    value, a word that is not a number and a number out of range."""
+    if not args:
+        raise _AdmUsage(missing)
+    text = args[0]
+    if not _ADM_INTEGER.match(text):
+        raise _AdmUsage(garbage)
     value = int(text)
     if not low <= value <= high:
         raise _AdmUsage(range_error)
@@ -196,14 +204,15 @@ def _adm_show_info(target, args):
 
 
 def _adm_show_stat(target, args):
-    """``show stat [IID TYPE SID]``; words HAProxy also takes there (typed, json...) are not
-    filters, and other words are ignored as HAProxy ignores them."""
+    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
+    no-maint) are ignored, as HAProxy ignores words it does not know."""
     filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
-    numbers = [arg for arg in args if arg.lstrip("-").isdigit()]
+    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
     if len(numbers) >= 3:
         filters = [int(number) for number in numbers[:3]]
     now, _ = target.clock()
-    return show_stat(target.stats_model(), now, *filters)[:-1]
+    view = show_stat_typed if "typed" in args else show_stat
+    return view(target.stats_model(), now, *filters)[:-1]
 
 
 def _adm_show_servers_state(target, args):
@@ -229,30 +238,45 @@ _ADM_STATES = {"ready": READY, "drain": DRAIN, "maint": MAINT}
 
 
 def _adm_set_server(target, args):
-    backend, server = _adm_server(target, args)
+    srv = _adm_server(target, args)
     if args[1:2] == ["state"]:
         admin = _ADM_STATES.get(args[2] if len(args) > 2 else "")
         if admin is None:
             return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
-        return _adm_done(target.set_server_admin(backend, server, admin))
+        return _adm_done(target.set_server_admin(srv.backend.name, srv.name, admin))
     if args[1:2] == ["weight"]:
-        weight = _adm_number(args[2] if len(args) > 2 else "", "Empty weight", 0, MAX_WEIGHT,
-                             "Absolute weight can only be between 0 and 256 inclusive.\n")
-        return _adm_done(target.set_server_weight(backend, server, weight))
+        return _adm_set_weight(target, [args[0]] + args[2:])
     return "usage: set server <backend>/<server> state | weight\n"
 
 
+def _adm_set_weight(target, args):
+    """``set weight B/S N`` (HAProxy's older form, which haproxyadmin sends), and the weight
+    part of ``set server``."""
+    srv = _adm_server(target, args)
+    weight = _adm_number(args[1:], "Require <weight> or <weight%>.\n",
+                         "Empty weight string empty or preceded by garbage", 0, MAX_WEIGHT,
+                         "Absolute weight can only be between 0 and 256 inclusive.\n")
+    return _adm_done(target.set_server_weight(srv.backend.name, srv.name, weight))
+
+
+def _adm_get_weight(target, args):
+    """``get weight B/S``: HAProxy's "current (initial initial)" line."""
+    state = _adm_server(target, args).state
+    return "%d (initial %d)\n" % (state.weight, state.server.weight)
+
+
 def _adm_set_maxconn_server(target, args):
-    backend, server = _adm_server(target, args)
-    maxconn = _adm_number(args[1] if len(args) > 1 else "", "maxconn", 0, 1 << 31,
+    srv = _adm_server(target, args)
+    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
+                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
                           "maxconn string empty or preceded by garbage")
-    return _adm_done(target.set_server_maxconn(backend, server, maxconn))
+    return _adm_done(target.set_server_maxconn(srv.backend.name, srv.name, maxconn))
 
 
 def _adm_state_setter(admin):
     def set_state(target, args):
-        backend, server = _adm_server(target, args)
-        return _adm_done(target.set_server_admin(backend, server, admin))
+        srv = _adm_server(target, args)
+        return _adm_done(target.set_server_admin(srv.backend.name, srv.name, admin))
     return set_state
 
 
@@ -263,10 +287,14 @@ _ADM_COMMANDS = (
     _AdmCommand(("enable", "server"), "enable server <bk>/<srv>",
                 "enable a disabled server (use 'set server' instead)", True,
                 _adm_state_setter(READY)),
+    _AdmCommand(("get", "weight"), "get weight <bk>/<srv>",
+                "report a server's current weight", False, _adm_get_weight),
     _AdmCommand(("set", "maxconn", "server"), "set maxconn server <bk>/<srv>",
                 "change a server's maxconn setting", True, _adm_set_maxconn_server),
     _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
                 "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
+                "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
     _AdmCommand(("show", "errors"), "show errors",
                 "report the last PROXY headers refused", False, _adm_show_errors),
     _AdmCommand(("show", "info"), "show info",
@@ -276,7 +304,7 @@ _ADM_COMMANDS = (
                 _adm_show_servers_state),
     _AdmCommand(("show", "sess"), "show sess",
                 "report the list of current sessions", False, _adm_show_sess),
-    _AdmCommand(("show", "stat"), "show stat [<iid> <type> <sid>]",
+    _AdmCommand(("show", "stat"), "show stat [<iid> <type> <sid>] [typed]",
                 "report counters for each proxy and server", False, _adm_show_stat),
 )
 _ADM_BUILTIN_HELP = "".join(_adm_help_line(usage, text) for usage, text in (

@@ -80,8 +80,8 @@ ProcessIdentity = namedtuple("ProcessIdentity", "name version release_date pid n
 ProcessIdentity.__doc__ = """What "show info" says about the process itself, fixed at start.
 
 name: "simpleproxy", or "HAProxy" for tools that refuse anything else (``stats name``);
-node: the host name; description: text or ""; maxconn: the proxy-wide limit; ulimit_n: the
-descriptor limit."""
+release_date: YYYY/MM/DD or "" (shown as "-"); node: the host name; description: text or
+""; maxconn: the proxy-wide limit; ulimit_n: the descriptor limit."""
 
 HeaderErrorEvent = namedtuple("HeaderErrorEvent", "number wall frontend peer kind reason data "
                                                   "received")

@@ -40,6 +40,25 @@ STAT_COLUMNS = (
     "h1_total_streams h1_bytes_in h1_bytes_out h1_spliced_bytes_in h1_spliced_bytes_out"
 ).split()
 
+# show stat typed: each field's origin, nature and scope letters and its type, as HAProxy
+# 2.6 prints them (a BACKEND row counts a few fields differently).
+_SV_TYPED_TAGS = dict(pair.split("=") for pair in (
+    "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 "
+    "slim=CLP:u32 stot=MCP:u64 bin=MCP:u64 bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 "
+    "ereq=MCP:u64 econ=MCP:u64 eresp=MCP:u64 wretr=MCP:u64 wredis=MCP:u64 status=SGP:str "
+    "weight=MaP:u32 act=SGP:u32 bck=SGP:u32 chkfail=MCP:u64 chkdown=MCP:u64 lastchg=MAP:u32 "
+    "downtime=MCP:u32 pid=KGP:u32 iid=KGS:u32 sid=KGS:u32 lbtot=MCP:u64 type=CGS:u32 "
+    "rate=MRP:u32 rate_lim=CLP:u32 rate_max=MMP:u32 check_status=MOP:str "
+    "check_duration=MDP:u64 cli_abrt=MCP:u64 srv_abrt=MCP:u64 lastsess=MAP:s32 "
+    "last_chk=MOP:str check_desc=MOP:str check_rise=CGS:u32 check_fall=CGS:u32 "
+    "check_health=CGS:u32 addr=CGS:str mode=CGS:str algo=CGS:str conn_rate=MRP:u32 "
+    "conn_rate_max=MMP:u32 conn_tot=MCP:u64 dcon=MCP:u64 dses=MCP:u64 wrew=MCP:u64 "
+    "eint=MCP:u64 uweight=MaP:u32"
+).split())
+_SV_TYPED_BACKEND_TAGS = dict(_SV_TYPED_TAGS, rate="MGP:u32", rate_max="MGP:u32",
+                              act="MGP:u32", bck="MGP:u32")
+_SV_TYPED_LETTERS = "FBS"      # by the type column: frontend, backend, server
+
 # The "type" column and the bits of show stat's TYPE filter.
 TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER = 0, 1, 2
 SHOW_ALL = -1
@@ -58,10 +77,11 @@ SERVERS_STATE_COLUMNS = (
     "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
 
 
-# -- show info ------------------------------------------------------------------------------------
+# -- show info -----------------------------------------------------------------------------------
 
 def show_info(stats, now, wall):
-    """``show info``: HAProxy 2.6's keys, in its order."""
+    """``show info``: HAProxy 2.6's keys, in its order. hatop needs a word after
+    ``Release_date:``, so a build without a release date says ``-``."""
     identity = stats.identity
     uptime = int(now - stats.started)
     days, rest = divmod(uptime, 86400)
@@ -71,7 +91,7 @@ def show_info(stats, now, wall):
     current = stats.current_connections
     values = [
         ("Name", identity.name), ("Version", identity.version),
-        ("Release_date", identity.release_date), ("Nbthread", 1), ("Nbproc", 1),
+        ("Release_date", identity.release_date or "-"), ("Nbthread", 1), ("Nbproc", 1),
         ("Process_num", 1), ("Pid", identity.pid),
         ("Uptime", "%dd %dh%02dm%02ds" % (days, hours, minutes, seconds)),
         ("Uptime_sec", uptime), ("Memmax_MB", 0), ("PoolAlloc_MB", 0), ("PoolUsed_MB", 0),
@@ -109,7 +129,7 @@ def _sv_one_line(value):
     return str(value).replace("\r", " ").replace("\n", " ")
 
 
-# -- show stat --------------------------------------------------------------------------------------
+# -- show stat -----------------------------------------------------------------------------------
 
 def server_status(srv):
     """The status column of a server: UP, DOWN, DRAIN, MAINT, "no check", or a check count on
@@ -238,6 +258,19 @@ def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     return "\n".join(lines) + "\n\n"
 
 
+def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
+    """``show stat typed``: a line per field that has a value,
+    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``, then an empty line."""
+    lines = []
+    for row in stat_rows(stats, now, iid, types, sid):
+        tags = _SV_TYPED_BACKEND_TAGS if row["type"] == TYPE_BACKEND else _SV_TYPED_TAGS
+        prefix = "%s.%d.%d." % (_SV_TYPED_LETTERS[row["type"]], row["iid"], row["sid"])
+        lines += ["%s%d.%s.1:%s:%s" % (prefix, index, name, tags[name], _sv_one_line(row[name]))
+                  for index, name in enumerate(STAT_COLUMNS)
+                  if row.get(name, "") != "" and name in tags]
+    return "".join(line + "\n" for line in lines) + "\n"
+
+
 def address_text(address):
     """A server's address as HAProxy's addr column shows it: IP:PORT, [IPv6]:PORT, or the
     Unix socket path."""
@@ -248,7 +281,7 @@ def address_text(address):
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
-# -- show servers state -------------------------------------------------------------------------------
+# -- show servers state --------------------------------------------------------------------------
 
 def show_servers_state(stats, now, backend=None):
     """``show servers state [backend]``: version 1 of HAProxy's state file."""
@@ -279,7 +312,7 @@ def _sv_server_state(be, srv, now):
             (0, 0, 0, "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
 
 
-# -- show sess and show errors ------------------------------------------------------------------------
+# -- show sess and show errors -------------------------------------------------------------------
 
 def printable(data):
     """Bytes or text a client controls, safe on one line: printable ASCII kept, the rest

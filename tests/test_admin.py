@@ -33,6 +33,20 @@ def talk(data, level="admin", target=None):
     (b"show servers state zz\n", b"Can't find backend.\n\n"),
     (b"set server app/s1 weight 1;set server app/s1 weight 1\n", b"\n\n"),
     (b"set server app/s1 weight 1\r\n", b"\n"),
+    (b"set server app/s1 weight\n", b"Require <weight> or <weight%>.\n\n"),
+    (b"set server app/s1 weight -1\n",
+     b"Absolute weight can only be between 0 and 256 inclusive.\n\n"),
+    (b"set server app/s1 weight \xc2\xb2\n", b"Empty weight string empty or preceded by garbage\n"),
+    (b"set server app/s1 state\n",
+     b"'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"),
+    (b"set maxconn server app/s1\n", b"Require <maxconn>.\n\n"),
+    (b"set maxconn server app/zz 4\n", b"No such server.\n\n"),
+    (b"get weight app/s2\n", b"3 (initial 3)\n\n"),
+    (b"get weight app/zz\n", b"No such server.\n\n"),
+    (b"get weight\n", b"Require 'backend/server'.\n\n"),
+    (b"set weight app/s1 4\n", b"\n"),
+    (b"set weight app/s1\n", b"Require <weight> or <weight%>.\n\n"),
+    (b"set weight app/zz 3\n", b"No such server.\n\n"),
 ])
 def test_answers_as_haproxy(line, answer):
     assert talk(line) == (answer, True)
@@ -60,12 +74,21 @@ def test_help_lists_commands_in_haproxy_layout():
 
 @pytest.mark.parametrize("line", [b"set server app/s1 state drain\n", b"disable server app/s1\n",
                                   b"enable server app/s1\n", b"set server app/s1 weight 2\n",
-                                  b"set maxconn server app/s1 5\n"])
+                                  b"set weight app/s1 2\n", b"set maxconn server app/s1 5\n"])
 def test_level_user_is_read_only(line):
     target = ReferenceTarget()
     assert talk(line, "user", target) == (b"Permission denied\n\n", True)
     s1 = target.stats.backend("app").servers[0].state
     assert (s1.admin, s1.weight, s1.maxconn) == (READY, 1, 0)
+
+
+def test_show_stat_filters_and_typed():
+    out, _ = talk(b"show stat -1 2 -1\n")
+    assert [line.split(",")[:2] for line in out.decode().splitlines()[1:] if line] == \
+        [["app", "BACKEND"], ["db", "BACKEND"]]
+    out, _ = talk(b"show stat 3 4 -1 typed\n")
+    assert out.startswith(b"S.3.1.0.pxname.1:KNS:str:db\n") and out.endswith(b"\n\n")
+    assert b"BACKEND" not in out
 
 
 def test_level_user_may_look():
@@ -85,6 +108,9 @@ def test_commands_change_the_pool():
     assert s1.state == UP and pool.candidates == [s1, s2]
     talk(b"set server app/s2 weight 0\n", target=target)
     assert pool.candidates == [s1]
+    talk(b"set weight app/s2 2\n", target=target)
+    assert pool.candidates == [s1, s2] and s2.weight == 2
+    talk(b"set server app/s2 weight 0\n", target=target)
     talk(b"set maxconn server app/s1 7\n", target=target)
     assert s1.maxconn == 7
     out, _ = talk(b"show servers state app\n", target=target)

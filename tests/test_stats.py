@@ -8,7 +8,8 @@ from simpleproxy.balancer import DOWN, DRAIN, MAINT, READY
 from simpleproxy.metrics import escape_label, exposition
 from simpleproxy.stats import HEADER_ERRORS_KEPT, SPARK_EVERY, SPARK_SAMPLES, check_status
 from simpleproxy.statsviews import (STAT_COLUMNS, csv_field, server_status, show_errors,
-                                    show_info, show_servers_state, show_sess, show_stat)
+                                    show_info, show_servers_state, show_sess, show_stat,
+                                    show_stat_typed)
 from stats_support import START, WALL, ReferenceTarget
 
 HATOP_MIN_COMMAS = 51          # hatop skips CSV rows with fewer commas than this
@@ -141,7 +142,7 @@ def test_a_comma_in_a_value_cannot_shift_columns():
 def test_show_info_keys_and_name():
     text = show_info(ReferenceTarget().stats, START + 3725, WALL)
     lines = text.splitlines()
-    assert lines[:3] == ["Name: simpleproxy", "Version: 0.1.0", "Release_date: "]
+    assert lines[:3] == ["Name: simpleproxy", "Version: 0.1.0", "Release_date: -"]
     assert "Uptime: 0d 1h02m05s" in lines and "Maxconn: 1000" in lines and "node: vm" in lines
     assert "description" not in text
     described = show_info(ReferenceTarget(name="HAProxy", description="edge\nbox").stats,
@@ -243,3 +244,11 @@ def test_label_values_are_escaped():
     families = metrics(stats)
     assert samples(families, "simpleproxy_trust_decisions_total") == {
         (("rule", 'we"ird\\\nrule'),): 1}
+
+
+def test_show_stat_typed_lines():
+    lines = show_stat_typed(ReferenceTarget().stats, START, 2, 4, 2).split("\n")
+    assert lines[:3] == ["S.2.2.0.pxname.1:KNS:str:app", "S.2.2.1.svname.1:KNS:str:s2",
+                         "S.2.2.2.qcur.1:MGP:u32:0"]
+    assert "S.2.2.6.slim.1:CLP:u32:10" in lines and "S.2.2.17.status.1:SGP:str:no check" in lines
+    assert lines[-2:] == ["", ""]

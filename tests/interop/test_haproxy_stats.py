@@ -4,7 +4,7 @@ HAProxy fills for the same kind of row."""
 import pytest
 
 from peers import free_port
-from simpleproxy.statsviews import show_info, show_servers_state, show_stat
+from simpleproxy.statsviews import show_info, show_servers_state, show_stat, show_stat_typed
 from stats_support import START, WALL, ReferenceTarget
 
 
@@ -63,3 +63,25 @@ def test_servers_state_header_is_haproxys(haproxy):
     ours = show_servers_state(ReferenceTarget().stats, START).split("\n")
     assert ours[:2] == theirs[:2]
     assert len(ours[2].split()) == len(theirs[2].split())
+
+
+def typed_tags(text):
+    """{(object letter, field name): "ORIGIN NATURE SCOPE:type"} of show stat typed."""
+    tags = {}
+    for line in text.splitlines():
+        if line:
+            head, tag, kind, _ = line.split(":", 3)
+            fields = head.split(".")
+            tags[fields[0], fields[4]] = "%s:%s" % (tag, kind)
+    return tags
+
+
+def test_show_stat_typed_tags_are_haproxys(haproxy):
+    target = ReferenceTarget()
+    target.stats.backend("app").servers[0].record_check(False, "connection refused", 0.001, 0)
+    ours = show_stat_typed(target.stats, START)
+    theirs = typed_tags(haproxy.stats_command("show stat typed"))
+    assert ours.endswith("\n\n") and not ours.endswith("\n\n\n")
+    mine = typed_tags(ours)
+    assert {key: tag for key, tag in mine.items() if theirs.get(key) != tag} == {}
+    assert len(mine) > 100
