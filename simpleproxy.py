@@ -2840,13 +2840,14 @@ class ServerStats(_StCounted):
         return self.state.active
 
     def record_check(self, ok, reason, duration, health):
-        """A check's result as the loop counted it: ok (True/False), health.py's reason, the
-        duration in seconds and the rise/fall count after it."""
+        """A check's result as the loop counted it: ok (True, False, or None when no check
+        could be made: SOCKERR, not a failure), health.py's reason, the duration in seconds
+        and the rise/fall count after it."""
         self.check_status = check_status(reason)
         self.check_duration = int(duration * 1000)
         self.last_check = reason
         self.check_health = health
-        if not ok:
+        if ok is False:
             self.chkfail += 1
 
     def state_changed(self, now, before, by_check):
@@ -3538,20 +3539,25 @@ def backend_row(be, now):
     }
 
 
+def proxies(stats):
+    """(iid, FrontendStats or None, BackendStats or None) by proxy id: a listen section is
+    one proxy with both halves."""
+    halves = {}
+    for fe in stats.frontends:
+        halves.setdefault(fe.iid, [None, None])[0] = fe
+    for be in stats.backends:
+        halves.setdefault(be.iid, [None, None])[1] = be
+    return [(iid, fe, be) for iid, (fe, be) in sorted(halves.items())]
+
+
 def stat_rows(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     """The rows of ``show stat IID TYPE SID`` as dicts, in HAProxy's order: proxies by id,
     each proxy's frontend, then its servers, then its backend. -1 means all; ``types`` is a
     bit mask: 1 frontends, 2 backends, 4 servers."""
-    proxies = {}
-    for fe in stats.frontends:
-        proxies.setdefault(fe.iid, [None, None])[0] = fe
-    for be in stats.backends:
-        proxies.setdefault(be.iid, [None, None])[1] = be
     rows = []
-    for proxy_id in sorted(proxies):
+    for proxy_id, fe, be in proxies(stats):
         if iid != SHOW_ALL and proxy_id != iid:
             continue
-        fe, be = proxies[proxy_id]
         if fe is not None and types & 1 and sid in (SHOW_ALL, 0):
             rows.append(frontend_row(stats, fe))
         if be is None:
@@ -4022,9 +4028,11 @@ from html import escape
 _PG_STYLE = """
 body{font:13px sans-serif;margin:1em;color:#222;background:#fafafa}
 h1{font-size:18px}h2{font-size:15px;margin:1.2em 0 .3em}
-table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;background:#fff;table-layout:fixed;width:100%}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis}
 th{background:#eee}td.name{text-align:left;font-weight:bold}
+td.text{text-align:left;white-space:normal}
 .UP{background:#c6efc6}.DOWN{background:#f4b5b5}.DRAIN{background:#bcd4f6}
 .MAINT{background:#c9c9c9}.backup{background:#f6e9a6}.OPEN{background:#c6efc6}
 .STOP{background:#f4b5b5}svg{vertical-align:middle}
@@ -4034,19 +4042,21 @@ SPARK_HEIGHT = 20
 
 
 def sparkline(samples):
-    """An inline SVG polyline of the samples, scaled to its own maximum."""
+    """An inline SVG polyline of the samples, scaled to its own maximum and stretched to
+    the width of its cell."""
     values = list(samples)
     if len(values) < 2:
-        return '<svg width="%d" height="%d"></svg>' % (SPARK_WIDTH, SPARK_HEIGHT)
+        return '<svg width="100%%" height="%d"></svg>' % SPARK_HEIGHT
     top = max(values) or 1
     step = SPARK_WIDTH / float(SPARK_SAMPLES - 1)
     start = SPARK_WIDTH - step * (len(values) - 1)
     points = " ".join("%.1f,%.1f" % (start + step * n, SPARK_HEIGHT - 1 -
                                      (SPARK_HEIGHT - 2) * value / float(top))
                       for n, value in enumerate(values))
-    return ('<svg width="%d" height="%d" role="img"><title>max %d</title><polyline '
-            'fill="none" stroke="#36c" stroke-width="1.5" points="%s"/></svg>'
-            % (SPARK_WIDTH, SPARK_HEIGHT, top, points))
+    return ('<svg width="100%%" height="%d" viewBox="0 0 %d %d" preserveAspectRatio="none" '
+            'role="img"><title>max %d</title><polyline fill="none" stroke="#36c" '
+            'stroke-width="1.5" vector-effect="non-scaling-stroke" points="%s"/></svg>'
+            % (SPARK_HEIGHT, SPARK_WIDTH, SPARK_HEIGHT, top, points))
 
 
 def _pg_state_class(srv):
@@ -4064,22 +4074,27 @@ def _pg_errors(counted):
     return escape(", ".join(parts)) or "-"
 
 
-_PG_HEAD = ("<tr><th></th><th>state</th><th>cur</th><th>max</th><th>total</th><th>rate</th>"
-            "<th>bytes in</th><th>bytes out</th><th>errors</th><th>queue</th><th>check</th>"
-            "<th>sessions</th><th>bytes</th></tr>")
+_PG_COLUMNS = (("", 8), ("state", 7), ("cur", 4), ("max", 4), ("total", 6), ("rate", 4),
+               ("bytes in", 8), ("bytes out", 8), ("errors", 18), ("queue", 6), ("check", 15),
+               ("sessions", 6), ("bytes", 6))      # (heading, width in % of the page)
+_PG_HEAD = ("<colgroup>" + "".join('<col style="width:%d%%">' % width
+                                   for _, width in _PG_COLUMNS) + "</colgroup><tr>" +
+            "".join("<th>%s</th>" % heading for heading, _ in _PG_COLUMNS) + "</tr>")
 
 
 def _pg_row(name, state_class, state_text, counted, scur, queue, check):
-    return ('<tr><td class="name">%s</td><td class="%s">%s</td>' % (
-        escape(name), state_class, escape(state_text)) +
-        "".join("<td>%s</td>" % value for value in (
-            scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout,
-            _pg_errors(counted), queue, check,
-            sparkline(counted.spark_sessions), sparkline(counted.spark_bytes))) + "</tr>")
+    numbers = "".join("<td>%s</td>" % value for value in (
+        scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout))
+    return ('<tr><td class="name">%s</td><td class="%s">%s</td>%s<td class="text">%s</td>'
+            '<td>%s</td><td class="text">%s</td><td>%s</td><td>%s</td></tr>' % (
+                escape(name), state_class, escape(state_text), numbers, _pg_errors(counted),
+                queue, check, sparkline(counted.spark_sessions),
+                sparkline(counted.spark_bytes)))
 
 
 def stats_page(stats, now, wall, refresh):
-    """The whole page, refreshing itself every ``refresh`` seconds (None: never)."""
+    """The whole page, refreshing itself every ``refresh`` seconds (None: never): a table
+    per proxy, its frontend first, then its servers and its backend, as HAProxy's page."""
     identity = stats.identity
     out = ["<!DOCTYPE html><html><head><meta charset=\"utf-8\">"]
     if refresh:
@@ -4092,25 +4107,21 @@ def stats_page(stats, now, wall, refresh):
                    identity.pid, now - stats.started, stats.current_connections,
                    stats.cum_conns, ", <b>stopping</b>" if stats.stopping else "",
                    SPARK_SAMPLES * SPARK_EVERY // 60))
-    backends = {be.name: be for be in stats.backends}
-    shown = set()
-    for fe in stats.frontends:
-        out.append("<h2>frontend %s</h2><table>%s" % (escape(fe.name), _PG_HEAD))
-        status = "STOP" if stats.stopping else "OPEN"
-        out.append(_pg_row("FRONTEND", status, status, fe, fe.scur, "", ""))
+    for _, fe, be in proxies(stats):
+        kind = "listen" if fe and be else "frontend" if fe else "backend"
+        out.append("<h2>%s %s</h2><table>%s" % (kind, escape((fe or be).name), _PG_HEAD))
+        if fe is not None:
+            status = "STOP" if stats.stopping else "OPEN"
+            out.append(_pg_row("FRONTEND", status, status, fe, fe.scur, "", ""))
+        if be is not None:
+            out.append(_pg_backend_rows(be))
         out.append("</table>")
-        if fe.name in backends:
-            out.append(_pg_backend(backends[fe.name], now))
-            shown.add(fe.name)
-    for be in stats.backends:
-        if be.name not in shown:
-            out.append("<h2>backend %s</h2>" % escape(be.name) + _pg_backend(be, now))
     out.append("</body></html>\n")
     return "".join(out)
 
 
-def _pg_backend(be, now):
-    out = ["<table>", _PG_HEAD]
+def _pg_backend_rows(be):
+    out = []
     for srv in be.servers:
         check = "-"
         if srv.check_status is not None:
@@ -4122,7 +4133,6 @@ def _pg_backend(be, now):
     state = "UP" if be.up else "DOWN"
     out.append(_pg_row("BACKEND", state, state, be, be.scur,
                        "%d (max %d)" % (len(be.pool.waiting), be.qmax), ""))
-    out.append("</table>")
     return "".join(out)
 
 

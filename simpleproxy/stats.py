@@ -221,13 +221,14 @@ class ServerStats(_StCounted):
         return self.state.active
 
     def record_check(self, ok, reason, duration, health):
-        """A check's result as the loop counted it: ok (True/False), health.py's reason, the
-        duration in seconds and the rise/fall count after it."""
+        """A check's result as the loop counted it: ok (True, False, or None when no check
+        could be made: SOCKERR, not a failure), health.py's reason, the duration in seconds
+        and the rise/fall count after it."""
         self.check_status = check_status(reason)
         self.check_duration = int(duration * 1000)
         self.last_check = reason
         self.check_health = health
-        if not ok:
+        if ok is False:
             self.chkfail += 1
 
     def state_changed(self, now, before, by_check):

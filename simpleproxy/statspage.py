@@ -10,14 +10,16 @@ from html import escape
 
 from .balancer import DOWN, DRAIN, MAINT, UP
 from .stats import BAD_HEADER_PREFIX, DENIED_PREFIX, SPARK_EVERY, SPARK_SAMPLES
-from .statsviews import server_status
+from .statsviews import proxies, server_status
 
 _PG_STYLE = """
 body{font:13px sans-serif;margin:1em;color:#222;background:#fafafa}
 h1{font-size:18px}h2{font-size:15px;margin:1.2em 0 .3em}
-table{border-collapse:collapse;background:#fff}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;background:#fff;table-layout:fixed;width:100%}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis}
 th{background:#eee}td.name{text-align:left;font-weight:bold}
+td.text{text-align:left;white-space:normal}
 .UP{background:#c6efc6}.DOWN{background:#f4b5b5}.DRAIN{background:#bcd4f6}
 .MAINT{background:#c9c9c9}.backup{background:#f6e9a6}.OPEN{background:#c6efc6}
 .STOP{background:#f4b5b5}svg{vertical-align:middle}
@@ -27,19 +29,21 @@ SPARK_HEIGHT = 20
 
 
 def sparkline(samples):
-    """An inline SVG polyline of the samples, scaled to its own maximum."""
+    """An inline SVG polyline of the samples, scaled to its own maximum and stretched to
+    the width of its cell."""
     values = list(samples)
     if len(values) < 2:
-        return '<svg width="%d" height="%d"></svg>' % (SPARK_WIDTH, SPARK_HEIGHT)
+        return '<svg width="100%%" height="%d"></svg>' % SPARK_HEIGHT
     top = max(values) or 1
     step = SPARK_WIDTH / float(SPARK_SAMPLES - 1)
     start = SPARK_WIDTH - step * (len(values) - 1)
     points = " ".join("%.1f,%.1f" % (start + step * n, SPARK_HEIGHT - 1 -
                                      (SPARK_HEIGHT - 2) * value / float(top))
                       for n, value in enumerate(values))
-    return ('<svg width="%d" height="%d" role="img"><title>max %d</title><polyline '
-            'fill="none" stroke="#36c" stroke-width="1.5" points="%s"/></svg>'
-            % (SPARK_WIDTH, SPARK_HEIGHT, top, points))
+    return ('<svg width="100%%" height="%d" viewBox="0 0 %d %d" preserveAspectRatio="none" '
+            'role="img"><title>max %d</title><polyline fill="none" stroke="#36c" '
+            'stroke-width="1.5" vector-effect="non-scaling-stroke" points="%s"/></svg>'
+            % (SPARK_HEIGHT, SPARK_WIDTH, SPARK_HEIGHT, top, points))
 
 
 def _pg_state_class(srv):
@@ -57,22 +61,27 @@ def _pg_errors(counted):
     return escape(", ".join(parts)) or "-"
 
 
-_PG_HEAD = ("<tr><th></th><th>state</th><th>cur</th><th>max</th><th>total</th><th>rate</th>"
-            "<th>bytes in</th><th>bytes out</th><th>errors</th><th>queue</th><th>check</th>"
-            "<th>sessions</th><th>bytes</th></tr>")
+_PG_COLUMNS = (("", 8), ("state", 7), ("cur", 4), ("max", 4), ("total", 6), ("rate", 4),
+               ("bytes in", 8), ("bytes out", 8), ("errors", 18), ("queue", 6), ("check", 15),
+               ("sessions", 6), ("bytes", 6))      # (heading, width in % of the page)
+_PG_HEAD = ("<colgroup>" + "".join('<col style="width:%d%%">' % width
+                                   for _, width in _PG_COLUMNS) + "</colgroup><tr>" +
+            "".join("<th>%s</th>" % heading for heading, _ in _PG_COLUMNS) + "</tr>")
 
 
 def _pg_row(name, state_class, state_text, counted, scur, queue, check):
-    return ('<tr><td class="name">%s</td><td class="%s">%s</td>' % (
-        escape(name), state_class, escape(state_text)) +
-        "".join("<td>%s</td>" % value for value in (
-            scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout,
-            _pg_errors(counted), queue, check,
-            sparkline(counted.spark_sessions), sparkline(counted.spark_bytes))) + "</tr>")
+    numbers = "".join("<td>%s</td>" % value for value in (
+        scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout))
+    return ('<tr><td class="name">%s</td><td class="%s">%s</td>%s<td class="text">%s</td>'
+            '<td>%s</td><td class="text">%s</td><td>%s</td><td>%s</td></tr>' % (
+                escape(name), state_class, escape(state_text), numbers, _pg_errors(counted),
+                queue, check, sparkline(counted.spark_sessions),
+                sparkline(counted.spark_bytes)))
 
 
 def stats_page(stats, now, wall, refresh):
-    """The whole page, refreshing itself every ``refresh`` seconds (None: never)."""
+    """The whole page, refreshing itself every ``refresh`` seconds (None: never): a table
+    per proxy, its frontend first, then its servers and its backend, as HAProxy's page."""
     identity = stats.identity
     out = ["<!DOCTYPE html><html><head><meta charset=\"utf-8\">"]
     if refresh:
@@ -85,25 +94,21 @@ def stats_page(stats, now, wall, refresh):
                    identity.pid, now - stats.started, stats.current_connections,
                    stats.cum_conns, ", <b>stopping</b>" if stats.stopping else "",
                    SPARK_SAMPLES * SPARK_EVERY // 60))
-    backends = {be.name: be for be in stats.backends}
-    shown = set()
-    for fe in stats.frontends:
-        out.append("<h2>frontend %s</h2><table>%s" % (escape(fe.name), _PG_HEAD))
-        status = "STOP" if stats.stopping else "OPEN"
-        out.append(_pg_row("FRONTEND", status, status, fe, fe.scur, "", ""))
+    for _, fe, be in proxies(stats):
+        kind = "listen" if fe and be else "frontend" if fe else "backend"
+        out.append("<h2>%s %s</h2><table>%s" % (kind, escape((fe or be).name), _PG_HEAD))
+        if fe is not None:
+            status = "STOP" if stats.stopping else "OPEN"
+            out.append(_pg_row("FRONTEND", status, status, fe, fe.scur, "", ""))
+        if be is not None:
+            out.append(_pg_backend_rows(be))
         out.append("</table>")
-        if fe.name in backends:
-            out.append(_pg_backend(backends[fe.name], now))
-            shown.add(fe.name)
-    for be in stats.backends:
-        if be.name not in shown:
-            out.append("<h2>backend %s</h2>" % escape(be.name) + _pg_backend(be, now))
     out.append("</body></html>\n")
     return "".join(out)
 
 
-def _pg_backend(be, now):
-    out = ["<table>", _PG_HEAD]
+def _pg_backend_rows(be):
+    out = []
     for srv in be.servers:
         check = "-"
         if srv.check_status is not None:
@@ -115,5 +120,4 @@ def _pg_backend(be, now):
     state = "UP" if be.up else "DOWN"
     out.append(_pg_row("BACKEND", state, state, be, be.scur,
                        "%d (max %d)" % (len(be.pool.waiting), be.qmax), ""))
-    out.append("</table>")
     return "".join(out)

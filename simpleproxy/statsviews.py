@@ -214,20 +214,25 @@ def backend_row(be, now):
     }
 
 
+def proxies(stats):
+    """(iid, FrontendStats or None, BackendStats or None) by proxy id: a listen section is
+    one proxy with both halves."""
+    halves = {}
+    for fe in stats.frontends:
+        halves.setdefault(fe.iid, [None, None])[0] = fe
+    for be in stats.backends:
+        halves.setdefault(be.iid, [None, None])[1] = be
+    return [(iid, fe, be) for iid, (fe, be) in sorted(halves.items())]
+
+
 def stat_rows(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     """The rows of ``show stat IID TYPE SID`` as dicts, in HAProxy's order: proxies by id,
     each proxy's frontend, then its servers, then its backend. -1 means all; ``types`` is a
     bit mask: 1 frontends, 2 backends, 4 servers."""
-    proxies = {}
-    for fe in stats.frontends:
-        proxies.setdefault(fe.iid, [None, None])[0] = fe
-    for be in stats.backends:
-        proxies.setdefault(be.iid, [None, None])[1] = be
     rows = []
-    for proxy_id in sorted(proxies):
+    for proxy_id, fe, be in proxies(stats):
         if iid != SHOW_ALL and proxy_id != iid:
             continue
-        fe, be = proxies[proxy_id]
         if fe is not None and types & 1 and sid in (SHOW_ALL, 0):
             rows.append(frontend_row(stats, fe))
         if be is None:

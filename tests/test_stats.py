@@ -252,3 +252,15 @@ def test_show_stat_typed_lines():
                          "S.2.2.2.qcur.1:MGP:u32:0"]
     assert "S.2.2.6.slim.1:CLP:u32:10" in lines and "S.2.2.17.status.1:SGP:str:no check" in lines
     assert lines[-2:] == ["", ""]
+
+
+@pytest.mark.parametrize("ok, reason, chkfail, status", [
+    (True, "layer4 check passed", 0, "L4OK"),
+    (False, "connection refused", 1, "L4CON"),
+    (None, "no check made: Too many open files", 0, "SOCKERR"),
+])
+def test_record_check(ok, reason, chkfail, status):
+    srv = ReferenceTarget().stats.backend("app").servers[0]
+    srv.record_check(ok, reason, 0.0125, 3)
+    assert (srv.chkfail, srv.check_status, srv.check_duration, srv.check_health,
+            srv.last_check) == (chkfail, status, 12, 3, reason)
