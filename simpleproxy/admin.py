@@ -36,7 +36,7 @@ from .statsviews import (SHOW_ALL, show_errors, show_info, show_servers_state, s
                          show_stat, show_stat_typed)
 
 MAX_LINE = 16384              # bytes of one command line, HAProxy's default buffer size
-PROMPT = b"> "
+PROMPT = "> "
 LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_WEIGHT = 256
@@ -115,7 +115,7 @@ class AdminConversation(object):
             if self.closed:
                 break
         if self.interactive and not self.closed:
-            answers.append(PROMPT.decode())
+            answers.append(PROMPT)
         elif not self.interactive:
             self.closed = True
         return "".join(answers).encode("utf-8", "replace")
@@ -128,6 +128,8 @@ class AdminConversation(object):
         if words == ["prompt"]:
             self.interactive = not self.interactive
             return "\n"
+        if words[:1] == ["help"]:
+            return self._help(words[1:]) + "\n"
         command = _adm_find(words)
         if command is None:
             return self._unknown(words) + "\n"
@@ -138,20 +140,28 @@ class AdminConversation(object):
         except _AdmUsage as usage:
             return str(usage) + "\n"
 
-    def help_text(self):
-        return "".join(_adm_help_line(command.usage, command.help) for command in _ADM_COMMANDS
-                       if self.level == LEVEL_ADMIN or not command.admin) + _ADM_BUILTIN_HELP
+    def _command_lines(self, words=()):
+        """The help lines of the commands this level may run whose names start with
+        ``words``."""
+        return [_adm_help_line(command.usage, command.help) for command in _ADM_COMMANDS
+                if (self.level == LEVEL_ADMIN or not command.admin) and
+                command.words[:len(words)] == tuple(words)]
+
+    def _help(self, words):
+        """``help [words]``: the matching commands, or all of them."""
+        lines = self._command_lines(words) or self._command_lines()
+        return "The following commands are valid at this level:\n" + "".join(lines) + \
+            _ADM_BUILTIN_HELP
 
     def _unknown(self, words):
-        if words[:1] == ["help"]:
-            return "The following commands are valid at this level:\n" + self.help_text()
-        lines = self.help_text().splitlines(True)
-        close = [line for line in lines if words and line.split()[0] == words[0]]
+        """HAProxy's answer to an unknown command: the commands sharing its first word, or
+        all of them (an empty command included)."""
+        close = self._command_lines(words[:1]) if words else []
         if close:
             return ("Unknown command, but maybe one of the following ones is a better match:\n"
                     + "".join(close) + _ADM_BUILTIN_HELP)
-        return "Unknown command. Please enter one of the following commands only:\n" + \
-            "".join(lines)
+        return ("Unknown command. Please enter one of the following commands only:\n" +
+                "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
 
 
 class _AdmUsage(Exception):

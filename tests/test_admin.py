@@ -61,6 +61,8 @@ def test_unknown_command_suggests():
     assert closed
     out, _ = talk(b"frobnicate\n")
     assert out.startswith(b"Unknown command. Please enter one of the following commands only:\n")
+    out, _ = talk(b"quit now\n")
+    assert out.count(b"  quit ") == 1
 
 
 def test_help_lists_commands_in_haproxy_layout():
@@ -70,6 +72,10 @@ def test_help_lists_commands_in_haproxy_layout():
            b"(all or for a single backend)\n" in out
     user_help, _ = talk(b"help\n", "user")
     assert b"set server" not in user_help and b"show stat" in user_help
+    set_help, _ = talk(b"help set\n")
+    assert [line.split()[:2] for line in set_help.decode().splitlines()[1:] if line] == [
+        ["set", "maxconn"], ["set", "server"], ["set", "weight"], ["help", "[<command>]"],
+        ["prompt", ":"], ["quit", ":"]]
 
 
 @pytest.mark.parametrize("line", [b"set server app/s1 state drain\n", b"disable server app/s1\n",
