@@ -2655,7 +2655,9 @@ maximum), and every ``SPARK_EVERY`` seconds appends a sample of current sessions
 moved to each object's bounded rings (``SPARK_SAMPLES`` of them).
 
 Health checks and state changes, which are rare, go through methods:
-``ServerStats.record_check`` and ``ServerStats.state_changed``.
+``ServerStats.record_check`` after each check result the loop counts,
+``ServerStats.state_changed`` after each change of a server's state (by checks, passive
+health or the runtime API), ``BackendStats.settle`` after a weight change.
 """
 from collections import Counter, deque, namedtuple
 
@@ -2800,8 +2802,9 @@ class BackendStats(_StCounted):
     def total_downtime(self, now):
         return self.downtime + (now - self.down_since if self.down_since is not None else 0.0)
 
-    def _settle(self, now):
-        """Note the backend going down (no usable server) or up again."""
+    def settle(self, now):
+        """Note the backend going down (no usable server) or up again; called after any
+        change to its pool's candidates (a server's state, by state_changed, or a weight)."""
         if self.up == (self.down_since is None):
             return
         self.lastchg = now
@@ -2862,7 +2865,7 @@ class ServerStats(_StCounted):
             self.down_since = None
         if by_check and before == UP and after == DOWN:
             self.chkdown += 1
-        self.backend._settle(now)
+        self.backend.settle(now)
 
     def total_downtime(self, now):
         return self.downtime + (now - self.down_since if self.down_since is not None else 0.0)

@@ -68,6 +68,7 @@ class ReferenceTarget(object):
     def set_server_weight(self, backend, server, weight):
         pool, srv = self._state(backend, server)
         pool.set_weight(srv.state, weight)
+        srv.backend.settle(self.now)
 
     def set_server_maxconn(self, backend, server, maxconn):
         pool, srv = self._state(backend, server)

@@ -114,6 +114,9 @@ def test_commands_change_the_pool():
     assert s1.state == UP and pool.candidates == [s1, s2]
     talk(b"set server app/s2 weight 0\n", target=target)
     assert pool.candidates == [s1]
+    talk(b"set weight app/s1 0\n", target=target)
+    assert pool.candidates == [pool.servers[2]]          # the backup takes over
+    talk(b"set weight app/s1 1\n", target=target)
     talk(b"set weight app/s2 2\n", target=target)
     assert pool.candidates == [s1, s2] and s2.weight == 2
     talk(b"set server app/s2 weight 0\n", target=target)

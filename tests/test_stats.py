@@ -264,3 +264,16 @@ def test_record_check(ok, reason, chkfail, status):
     srv.record_check(ok, reason, 0.0125, 3)
     assert (srv.chkfail, srv.check_status, srv.check_duration, srv.check_health,
             srv.last_check) == (chkfail, status, 12, 3, reason)
+
+
+def test_backend_downtime_follows_its_candidates():
+    target = ReferenceTarget()
+    be = target.stats.backend("db")
+    target.now = START + 10
+    target.set_server_weight("db", "d1", 0)
+    assert not be.up and be.lastchg == START + 10
+    target.now = START + 40
+    target.set_server_weight("db", "d1", 1)
+    text = show_stat(target.stats, START + 50)
+    assert [column(text, "db", "BACKEND", f) for f in ("status", "downtime", "lastchg")] == \
+        ["UP", "30", "10"]
