@@ -3583,17 +3583,17 @@ def csv_field(value):
 
 
 def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
-    """``show stat`` (and the stats page's ``;csv``): the header, then the rows, each line
-    ending in a comma, then an empty line."""
+    """``show stat`` and the stats listener's ``/;csv``: the header, then the rows, each
+    line ending in a comma (the CLI adds its closing empty line)."""
     lines = ["# " + ",".join(STAT_COLUMNS) + ","]
     for row in stat_rows(stats, now, iid, types, sid):
         lines.append(",".join(csv_field(row.get(column, "")) for column in STAT_COLUMNS) + ",")
-    return "\n".join(lines) + "\n\n"
+    return "\n".join(lines) + "\n"
 
 
 def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     """``show stat typed``: a line per field that has a value,
-    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``, then an empty line."""
+    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``."""
     lines = []
     for row in stat_rows(stats, now, iid, types, sid):
         tags = _SV_TYPED_BACKEND_TAGS if row["type"] == TYPE_BACKEND else _SV_TYPED_TAGS
@@ -3601,7 +3601,7 @@ def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
         lines += ["%s%d.%s.1:%s:%s" % (prefix, index, name, tags[name], _sv_one_line(row[name]))
                   for index, name in enumerate(STAT_COLUMNS)
                   if row.get(name, "") != "" and name in tags]
-    return "".join(line + "\n" for line in lines) + "\n"
+    return "".join(line + "\n" for line in lines)
 
 
 def address_text(address):
@@ -3922,7 +3922,7 @@ def _adm_show_stat(target, args):
         filters = [int(number) for number in numbers[:3]]
     now, _ = target.clock()
     view = show_stat_typed if "typed" in args else show_stat
-    return view(target.stats_model(), now, *filters)[:-1]
+    return view(target.stats_model(), now, *filters)
 
 
 def _adm_show_servers_state(target, args):
@@ -4247,8 +4247,9 @@ class StatsHttpExchange(object):
                 return _sh_response(503, "stopping\n", head_only)
             return _sh_response(200, "ok\n", head_only)
         if not self._authorized(headers.get("authorization", "")):
+            realm = self.settings.name.replace("\\", "\\\\").replace('"', '\\"')
             return _sh_response(401, "authentication required\n", head_only, extra=(
-                ("WWW-Authenticate", 'Basic realm="%s"' % self.settings.name),))
+                ("WWW-Authenticate", 'Basic realm="%s"' % realm),))
         now, wall = self.target.clock()
         if target == "/":
             return _sh_response(200, stats_page(stats, now, wall, self.settings.refresh),

@@ -222,7 +222,7 @@ def _adm_show_stat(target, args):
         filters = [int(number) for number in numbers[:3]]
     now, _ = target.clock()
     view = show_stat_typed if "typed" in args else show_stat
-    return view(target.stats_model(), now, *filters)[:-1]
+    return view(target.stats_model(), now, *filters)
 
 
 def _adm_show_servers_state(target, args):

@@ -95,8 +95,9 @@ class StatsHttpExchange(object):
                 return _sh_response(503, "stopping\n", head_only)
             return _sh_response(200, "ok\n", head_only)
         if not self._authorized(headers.get("authorization", "")):
+            realm = self.settings.name.replace("\\", "\\\\").replace('"', '\\"')
             return _sh_response(401, "authentication required\n", head_only, extra=(
-                ("WWW-Authenticate", 'Basic realm="%s"' % self.settings.name),))
+                ("WWW-Authenticate", 'Basic realm="%s"' % realm),))
         now, wall = self.target.clock()
         if target == "/":
             return _sh_response(200, stats_page(stats, now, wall, self.settings.refresh),

@@ -255,17 +255,17 @@ def csv_field(value):
 
 
 def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
-    """``show stat`` (and the stats page's ``;csv``): the header, then the rows, each line
-    ending in a comma, then an empty line."""
+    """``show stat`` and the stats listener's ``/;csv``: the header, then the rows, each
+    line ending in a comma (the CLI adds its closing empty line)."""
     lines = ["# " + ",".join(STAT_COLUMNS) + ","]
     for row in stat_rows(stats, now, iid, types, sid):
         lines.append(",".join(csv_field(row.get(column, "")) for column in STAT_COLUMNS) + ",")
-    return "\n".join(lines) + "\n\n"
+    return "\n".join(lines) + "\n"
 
 
 def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     """``show stat typed``: a line per field that has a value,
-    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``, then an empty line."""
+    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``."""
     lines = []
     for row in stat_rows(stats, now, iid, types, sid):
         tags = _SV_TYPED_BACKEND_TAGS if row["type"] == TYPE_BACKEND else _SV_TYPED_TAGS
@@ -273,7 +273,7 @@ def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
         lines += ["%s%d.%s.1:%s:%s" % (prefix, index, name, tags[name], _sv_one_line(row[name]))
                   for index, name in enumerate(STAT_COLUMNS)
                   if row.get(name, "") != "" and name in tags]
-    return "".join(line + "\n" for line in lines) + "\n"
+    return "".join(line + "\n" for line in lines)
 
 
 def address_text(address):
