@@ -1,105 +1,9 @@
-"""The counters model and its views: show info, show stat CSV, servers state, show sess,
-show errors, and /metrics parsed by prometheus_client."""
+"""The counters model: check statuses, state changes, downtime, rates and sparklines."""
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from simpleproxy.admin import SessionView
-from simpleproxy.balancer import DOWN, DRAIN, MAINT, READY
-from simpleproxy.metrics import escape_label, exposition
-from simpleproxy.stats import HEADER_ERRORS_KEPT, SPARK_EVERY, SPARK_SAMPLES, check_status
-from simpleproxy.statsviews import (STAT_COLUMNS, csv_field, server_status, show_errors,
-                                    show_info, show_servers_state, show_sess, show_stat,
-                                    show_stat_typed)
-from stats_support import START, WALL, ReferenceTarget
-
-HATOP_MIN_COMMAS = 51          # hatop skips CSV rows with fewer commas than this
-
-
-def rows(text):
-    """CSV lines (header first) as lists of fields, without the closing empty field."""
-    lines = text.split("\n")
-    assert lines[-1] == "", "show stat ends with a line feed"
-    return [line.split(",")[:-1] for line in lines[:-1]]
-
-
-def test_csv_has_all_128_columns_and_every_row_is_hatop_readable():
-    text = show_stat(ReferenceTarget().stats, START)
-    table = rows(text)
-    assert table[0][0] == "# pxname" and len(STAT_COLUMNS) == 128
-    for row in table:
-        assert len(row) == 128
-    for line in text.split("\n")[1:-1]:
-        assert line.count(",") >= HATOP_MIN_COMMAS
-    assert [(row[0], row[1], row[32]) for row in table[1:]] == [
-        ("web", "FRONTEND", "0"), ("app", "s1", "2"), ("app", "s2", "2"), ("app", "s3", "2"),
-        ("app", "BACKEND", "1"), ("db", "FRONTEND", "0"), ("db", "d1", "2"),
-        ("db", "BACKEND", "1")]
-
-
-@pytest.mark.parametrize("filters, expected", [
-    ((-1, -1, -1), "web/FRONTEND app/s1 app/s2 app/s3 app/BACKEND db/FRONTEND db/d1 db/BACKEND"),
-    ((-1, 2, -1), "app/BACKEND db/BACKEND"),              # haproxyadmin's "show stat -1 2 -1"
-    ((-1, 1, -1), "web/FRONTEND db/FRONTEND"),
-    ((-1, 4, -1), "app/s1 app/s2 app/s3 db/d1"),
-    ((2, 4, 2), "app/s2"),
-    ((3, 7, -1), "db/FRONTEND db/d1 db/BACKEND"),
-    ((9, -1, -1), ""),
-])
-def test_show_stat_filters(filters, expected):
-    table = rows(show_stat(ReferenceTarget().stats, START, *filters))
-    assert " ".join("%s/%s" % (row[0], row[1]) for row in table[1:]) == expected
-
-
-def column(text, proxy, name, field):
-    table = rows(text)
-    row = next(row for row in table[1:] if row[0] == proxy and row[1] == name)
-    return row[STAT_COLUMNS.index(field)]
-
-
-def test_counters_reach_the_csv():
-    target = ReferenceTarget()
-    stats = target.stats
-    fe = stats.frontends[0]
-    be = stats.backend("app")
-    s1 = be.servers[0]
-    fe.stot += 3
-    fe.scur = fe.smax = 2
-    fe.bin += 100
-    fe.bout += 2000
-    fe.ends.update({"normal": 1, "bad-header:malformed": 2, "rejected:untrusted-peer": 1})
-    be.econ += 1
-    s1.econ += 1
-    s1.ends["client-timeout"] += 1
-    stats.tick(START + 1)
-    text = show_stat(stats, START + 1)
-    assert [column(text, "web", "FRONTEND", f) for f in ("scur", "smax", "stot", "bin", "bout",
-                                                         "ereq", "dcon", "rate")] == \
-        ["2", "2", "3", "100", "2000", "2", "1", "3"]
-    assert column(text, "app", "BACKEND", "econ") == "1"
-    assert column(text, "app", "s1", "cli_abrt") == "1"
-
-
-@pytest.mark.parametrize("admin, healthy, health, expected", [
-    (READY, True, 4, "UP"),
-    (READY, True, 3, "UP 2/3"),
-    (READY, False, 1, "DOWN 1/2"),
-    (READY, False, 0, "DOWN"),
-    (DRAIN, True, 4, "DRAIN"),
-    (MAINT, True, 4, "MAINT"),
-])
-def test_server_status_words(admin, healthy, health, expected):
-    target = ReferenceTarget()
-    be = target.stats.backend("app")
-    s1 = be.servers[0]
-    be.pool.set_health(s1.state, healthy)
-    if admin != READY:
-        be.pool.set_admin(s1.state, admin)
-    s1.check_health = health
-    assert server_status(s1) == expected
-
-
-def test_unchecked_server_says_no_check():
-    assert server_status(ReferenceTarget().stats.backend("app").servers[1]) == "no check"
+from simpleproxy.balancer import DOWN
+from simpleproxy.stats import SPARK_EVERY, SPARK_SAMPLES, check_status
+from stats_support import START, ReferenceTarget
 
 
 @pytest.mark.parametrize("reason, status", [
@@ -112,43 +16,29 @@ def test_check_status_codes(reason, status):
     assert check_status(reason) == status
 
 
+@pytest.mark.parametrize("ok, reason, chkfail, status", [
+    (True, "layer4 check passed", 0, "L4OK"),
+    (False, "connection refused", 1, "L4CON"),
+    (None, "no check made: Too many open files", 0, "SOCKERR"),
+])
+def test_record_check(ok, reason, chkfail, status):
+    srv = ReferenceTarget().stats.backend("app").servers[0]
+    srv.record_check(ok, reason, 0.0125, 3)
+    assert (srv.chkfail, srv.check_status, srv.check_duration, srv.check_health,
+            srv.last_check) == (chkfail, status, 12, 3, reason)
+
+
 def test_state_changes_count_downtime_and_chkdown():
-    target = ReferenceTarget()
-    be = target.stats.backend("app")
+    be = ReferenceTarget().stats.backend("app")
     s1 = be.servers[0]
     s1.record_check(False, "connection refused", 0.003, 0)
     be.pool.set_health(s1.state, False)
     s1.state_changed(START + 10, "UP", by_check=True)
+    assert (s1.down_since, s1.chkdown, s1.lastchg) == (START + 10, 1, START + 10)
     be.pool.set_health(s1.state, True)
     s1.state_changed(START + 25, DOWN, by_check=True)
-    text = show_stat(target.stats, START + 30)
-    assert [column(text, "app", "s1", f) for f in ("chkfail", "chkdown", "downtime", "lastchg",
-                                                   "check_status", "check_duration",
-                                                   "last_chk", "check_desc")] == \
-        ["1", "1", "15", "5", "L4CON", "3", "connection refused", "Layer4 connection problem"]
-
-
-def test_a_comma_in_a_value_cannot_shift_columns():
-    assert csv_field('refused, "again"') == '"refused, ""again"""'
-    target = ReferenceTarget()
-    target.stats.backend("app").servers[0].record_check(False, "connection error: a, b", 0, 0)
-    text = show_stat(target.stats, START)
-    import csv
-    import io
-    parsed = list(csv.reader(io.StringIO(text)))
-    assert all(len(row) == 129 for row in parsed if row)
-
-
-def test_show_info_keys_and_name():
-    text = show_info(ReferenceTarget().stats, START + 3725, WALL)
-    lines = text.splitlines()
-    assert lines[:3] == ["Name: simpleproxy", "Version: 0.1.0", "Release_date: -"]
-    assert "Uptime: 0d 1h02m05s" in lines and "Maxconn: 1000" in lines and "node: vm" in lines
-    assert "description" not in text
-    described = show_info(ReferenceTarget(name="HAProxy", description="edge\nbox").stats,
-                          START, WALL).splitlines()
-    assert described[0] == "Name: HAProxy"
-    assert described[described.index("node: vm") + 1] == "description: edge box"
+    assert (s1.chkfail, s1.chkdown, s1.total_downtime(START + 30), s1.lastchg) == \
+        (1, 1, 15.0, START + 25)
 
 
 def test_rates_and_sparklines_are_bounded():
@@ -164,108 +54,6 @@ def test_rates_and_sparklines_are_bounded():
     assert set(fe.spark_bytes) == {10 * SPARK_EVERY}
 
 
-def test_header_error_ring_is_fixed_size_and_escapes():
-    stats = ReferenceTarget().stats
-    for n in range(HEADER_ERRORS_KEPT + 5):
-        stats.header_errors.record(WALL + n, "web", "10.0.0.%d:5" % n, "malformed",
-                                   "bad \x1b[31m", b"PROXY \x00\xff" + b"x" * 200)
-    text = show_errors(stats, WALL)
-    assert text.startswith("Total events captured on [") and text.count("event #") == 32
-    assert "event #6\n" in text and "event #5\n" not in text
-    assert "\x1b" not in text and "bad\\x20\\x1b[31m" in text
-    assert "  00000  50 52 4f 58 59 20 00 ff 78 78 78 78 78 78 78 78  PROXY ..xxxxxxxx\n" in text
-    assert "208 bytes received, the first 64:" in text
-
-
-def test_show_servers_state_format():
-    target = ReferenceTarget()
-    pool = target.stats.backend("app").pool
-    pool.set_admin(pool.servers[1], DRAIN)
-    lines = show_servers_state(target.stats, START + 7, "app").splitlines()
-    assert lines[0] == "1" and lines[1].startswith("# be_id be_name srv_id srv_name srv_addr")
-    assert lines[2:] == ["2 app 1 s1 127.0.0.1 2 0 1 1 7 1 3 2 6 0 0 0 - 9001 - 0 0 - - 0",
-                         "2 app 2 s2 127.0.0.1 2 8 3 3 7 1 0 0 0 0 0 0 - 9002 - 0 0 - - 0",
-                         "2 app 3 s3 127.0.0.1 2 0 1 1 7 1 0 0 0 0 0 0 - 9003 - 0 0 - - 0"]
-
-
-def test_show_sess_escapes_what_clients_control():
-    view = SessionView(0x10, "203.0.113.7:5555", "127.0.0.1:4000", "web", "app", "s1", "RELAY",
-                       START, 12, 34, "v2/TCP4", (("authority", "a b\r\nc"), ("alpn", b"h2")))
-    assert show_sess([view], START + 3) == (
-        "0x10: src=203.0.113.7:5555 peer=127.0.0.1:4000 fe=web be=app srv=s1 state=RELAY age=3s "
-        "bytes_in=12 bytes_out=34 pp=v2/TCP4 authority=a\\x20b\\x0d\\x0ac alpn=h2\n")
-
-
-def metrics(stats, now=START):
-    return {family.name: family for family in
-            text_string_to_metric_families(exposition(stats, now))}
-
-
-def samples(families, name):
-    return {tuple(sorted(sample.labels.items())): sample.value
-            for family in families.values() for sample in family.samples if sample.name == name}
-
-
-def test_metrics_parse_and_follow_haproxy_names():
-    target = ReferenceTarget()
-    stats = target.stats
-    fe = stats.frontends[0]
-    fe.stot, fe.bin, fe.bout = 5, 500, 7000
-    be = stats.backend("app")
-    be.servers[0].bin = 321
-    be.pool.set_admin(be.servers[1].state, MAINT)
-    stats.pp_received[2, "PROXY"] += 4
-    stats.pp_rejected["bad-checksum"] += 1
-    stats.trust_decisions["accept-proxy-from:10.0.0.0/8"] += 3
-    families = metrics(stats)
-    assert samples(families, "haproxy_frontend_sessions_total") == {(("proxy", "web"),): 5.0,
-                                                                  (("proxy", "db"),): 0.0}
-    assert samples(families, "haproxy_frontend_bytes_out_total")[(("proxy", "web"),)] == 7000
-    assert samples(families, "haproxy_server_bytes_in_total")[
-        (("proxy", "app"), ("server", "s1"))] == 321
-    assert samples(families, "haproxy_backend_active_servers")[(("proxy", "app"),)] == 1
-    status = samples(families, "haproxy_server_status")
-    assert {labels[2][1]: value for labels, value in status.items()
-            if labels[:2] == (("proxy", "app"), ("server", "s2"))} == \
-        {"DOWN": 0, "UP": 0, "MAINT": 1, "DRAIN": 0, "NOLB": 0}
-    assert samples(families, "simpleproxy_proxy_headers_received_total")[
-        (("command", "PROXY"), ("version", "v2"))] == 4
-    assert samples(families, "simpleproxy_proxy_headers_rejected_total")[
-        (("kind", "bad-checksum"),)] == 1
-    assert samples(families, "simpleproxy_trust_decisions_total")[
-        (("rule", "accept-proxy-from:10.0.0.0/8"),)] == 3
-    assert families["haproxy_frontend_sessions"].type == "counter"
-
-
-def test_label_values_are_escaped():
-    assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-    stats = ReferenceTarget().stats
-    stats.trust_decisions['we"ird\\\nrule'] += 1
-    families = metrics(stats)
-    assert samples(families, "simpleproxy_trust_decisions_total") == {
-        (("rule", 'we"ird\\\nrule'),): 1}
-
-
-def test_show_stat_typed_lines():
-    lines = show_stat_typed(ReferenceTarget().stats, START, 2, 4, 2).split("\n")
-    assert lines[:3] == ["S.2.2.0.pxname.1:KNS:str:app", "S.2.2.1.svname.1:KNS:str:s2",
-                         "S.2.2.2.qcur.1:MGP:u32:0"]
-    assert "S.2.2.6.slim.1:CLP:u32:10" in lines and "S.2.2.17.status.1:SGP:str:no check" in lines
-    assert lines[-2:] == ["S.2.2.99.uweight.1:MaP:u32:3", ""]
-
-
-@pytest.mark.parametrize("ok, reason, chkfail, status", [
-    (True, "layer4 check passed", 0, "L4OK"),
-    (False, "connection refused", 1, "L4CON"),
-    (None, "no check made: Too many open files", 0, "SOCKERR"),
-])
-def test_record_check(ok, reason, chkfail, status):
-    srv = ReferenceTarget().stats.backend("app").servers[0]
-    srv.record_check(ok, reason, 0.0125, 3)
-    assert (srv.chkfail, srv.check_status, srv.check_duration, srv.check_health,
-            srv.last_check) == (chkfail, status, 12, 3, reason)
-
-
 def test_backend_downtime_follows_its_candidates():
     target = ReferenceTarget()
     be = target.stats.backend("db")
@@ -274,6 +62,4 @@ def test_backend_downtime_follows_its_candidates():
     assert not be.up and be.lastchg == START + 10
     target.now = START + 40
     target.set_server_weight("db", "d1", 1)
-    text = show_stat(target.stats, START + 50)
-    assert [column(text, "db", "BACKEND", f) for f in ("status", "downtime", "lastchg")] == \
-        ["UP", "30", "10"]
+    assert be.up and be.lastchg == START + 40 and be.total_downtime(START + 50) == 30.0
