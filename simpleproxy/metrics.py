@@ -68,11 +68,16 @@ class _MtWriter(object):
 
     def family(self, name, kind, help_text, samples):
         """``samples``: (label pairs, value) for each series."""
+        self.family_text(name, kind, help_text,
+                         [(_mt_labels(labels) if labels else "", value)
+                          for labels, value in samples])
+
+    def family_text(self, name, kind, help_text, samples):
+        """``samples``: (labels already written, value) for each series."""
         self.lines.append("# HELP %s %s" % (name, help_text))
         self.lines.append("# TYPE %s %s" % (name, kind))
-        for labels, value in samples:
-            self.lines.append("%s%s %s" % (name, _mt_labels(labels) if labels else "",
-                                           _mt_number(value)))
+        self.lines += ["%s%s %s" % (name, labels, _mt_number(value))
+                       for labels, value in samples]
 
     def text(self):
         return "\n".join(self.lines) + "\n"
@@ -113,10 +118,12 @@ def _mt_process(out, stats, now):
 
 
 def _mt_scoped(out, scope, items, label, metrics):
-    """One family per metric over ``items``; ``label(item)`` gives the series' labels."""
+    """One family per metric over ``items``; ``label(item)`` gives the series' labels,
+    written once per item rather than once per sample."""
+    labelled = [(_mt_labels(label(item)), item) for item in items]
     for name, kind, help_text, value in metrics:
-        out.family("haproxy_%s_%s" % (scope, name), kind, help_text,
-                   [(label(item), value(item)) for item in items])
+        out.family_text("haproxy_%s_%s" % (scope, name), kind, help_text,
+                        [(labels, value(item)) for labels, item in labelled])
 
 
 def _mt_aborts(causes):

