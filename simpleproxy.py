@@ -2632,7 +2632,8 @@ place, without a call, and nothing is counted per read:
                         fe.stot += 1; fe.scur += 1; if fe.scur > fe.smax: fe.smax = fe.scur
     PROXY header in     stats.pp_received[header.version, header.command] += 1
     trust decided       stats.trust_decisions[rule] += 1
-    header refused      stats.pp_rejected[kind] += 1; stats.header_errors.record(...)
+    header refused      stats.pp_rejected[kind] += 1
+                        stats.header_errors.record(wall, fe.name, peer, kind, reason, data)
     LOCAL absorbed      stats.local_checks_absorbed += 1
     server chosen       be.stot += 1; be.scur += 1; (smax as for fe)
                         srv.stot += 1; srv.last_session = now
