@@ -69,7 +69,8 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "weight", "active", "status", "usable")
+    __slots__ = ("config", "backend", "admin", "healthy", "weight", "maxconn", "active", "status",
+                 "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
@@ -77,6 +78,7 @@ class ServerState(object):
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
         self.weight = server.weight
+        self.maxconn = server.maxconn  # the config's, until the runtime API changes it
         self.active = 0               # connections connecting or relaying
         self.status = self.usable = None
         self._settle()
@@ -129,6 +131,17 @@ class BackendPool(object):
                              % (state.label, state.admin, admin))
         return self._change(state, admin, state.healthy)
 
+    def set_weight(self, state, weight):
+        """Change a server's weight at run time (0 takes it out of the choice)."""
+        state.weight = weight
+        state._settle()
+        self._refresh()
+
+    def set_maxconn(self, state, maxconn):
+        """Change a server's connection limit at run time (0: none). A higher limit frees
+        slots: the caller serves the backend's queue afterwards."""
+        state.maxconn = maxconn
+
     def _change(self, state, admin, healthy):
         before = state.status
         state.admin, state.healthy = admin, healthy
@@ -172,7 +185,7 @@ class BackendPool(object):
 
 def _lb_acceptable(state, exclude):
     """Whether a candidate may take this connection: not excluded, and below its maxconn."""
-    maxconn = state.config.maxconn
+    maxconn = state.maxconn
     return (not maxconn or state.active < maxconn) and state not in exclude
 
 

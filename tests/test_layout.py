@@ -27,7 +27,9 @@ PACKAGE = os.path.join(ROOT, "simpleproxy")
 MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(PACKAGE, "*.py")))
 # The modules that make up the proxy on top of the loop: the loop may import none of them.
 PROXY_MODULES = {"balancer", "config", "config_values", "endings", "health", "ini", "listeners",
-                 "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli"}
+                 "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli",
+                 "stats", "statsviews", "metrics", "admin", "statshttp", "statspage",
+                 "logformat", "statsconfig"}
 
 
 def _tree(module):
