@@ -20,33 +20,34 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       54  Version (simpleproxy/_version.py)
-       62  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      694  Errors (simpleproxy/errors.py)
-      719  Configuration: reading the INI file (simpleproxy/ini.py)
-      997  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1433  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2013  Balancing: choosing a server (simpleproxy/balancer.py)
-     2445  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2600  Logging (simpleproxy/logs.py)
-     2645  How a connection ends: the end causes (simpleproxy/endings.py)
-     2715  Health checks (simpleproxy/health.py)
-     3092  Start-up: resolving host names (simpleproxy/resolve.py)
-     3154  Stats: the [global] stats and log settings (simpleproxy/statsconfig.py)
-     3288  Stats: the counters (simpleproxy/stats.py)
-     3620  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     3998  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     4247  Stats: the HTML page (simpleproxy/statspage.py)
-     4373  Stats: the runtime API's commands (simpleproxy/admin.py)
-     4699  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     4832  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     4906  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     5097  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     5287  The proxy: a connection's life (simpleproxy/session.py)
-     5845  The proxy: listening and accepting (simpleproxy/listeners.py)
-     5984  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     6223  The command line (simpleproxy/cli.py)
-     6303  Entry point (simpleproxy/__main__.py)
+       55  Version (simpleproxy/_version.py)
+       63  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      695  Errors (simpleproxy/errors.py)
+      720  Configuration: reading the INI file (simpleproxy/ini.py)
+      998  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     1434  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     1577  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2171  Balancing: choosing a server (simpleproxy/balancer.py)
+     2602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2757  Logging (simpleproxy/logs.py)
+     2802  How a connection ends: the end causes (simpleproxy/endings.py)
+     2872  Health checks (simpleproxy/health.py)
+     3254  Start-up: resolving host names (simpleproxy/resolve.py)
+     3322  Stats: the counters (simpleproxy/stats.py)
+     3654  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     4032  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     4281  Stats: the HTML page (simpleproxy/statspage.py)
+     4407  Stats: the runtime API's commands (simpleproxy/admin.py)
+     4733  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     4866  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     4940  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     5131  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     5321  The proxy: a connection's life (simpleproxy/session.py)
+     5905  The proxy: listening and accepting (simpleproxy/listeners.py)
+     6044  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     6243  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     6643  The command line (simpleproxy/cli.py)
+     6723  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1430,6 +1431,149 @@ def _cfg_class_end(pattern, position):
 
 
 ###############################################################################
+# Configuration: stats and log settings (simpleproxy/statsconfig.py) ##########
+###############################################################################
+
+"""The [global] keys of the runtime API, the stats listener and the log, as pure parsers.
+
+Each takes the value as written and returns a frozen namedtuple, or raises ValueError with a
+message in config.py's style ("... (expected ...)"), for the config reader to put its file,
+line and key in front of:
+
+    stats socket = /run/simpleproxy.sock [mode 600] [level admin|user]   (or HOST:PORT)
+    stats http = 127.0.0.1:8404
+    stats auth = user:password
+    stats refresh = 5s
+    stats name = HAProxy
+    log-format = tcplog | json
+    log = stderr | stdout | /path/file | syslog | syslog@HOST:PORT
+"""
+from collections import namedtuple
+
+
+StatsSocket = namedtuple("StatsSocket", "address mode level")
+StatsSocket.__doc__ = """stats socket: an Address (a Unix path or a TCP endpoint), the Unix
+socket's permission bits (int, 0o600 by default) and the level, "admin" or "user"."""
+
+StatsAuth = namedtuple("StatsAuth", "user password")
+
+StatsHttpSettings = namedtuple("StatsHttpSettings", "address auth refresh name")
+StatsHttpSettings.__doc__ = """The stats listener: its Address, a StatsAuth or None, the
+page's refresh in whole seconds (None: never) and the name the page and realm show."""
+
+LogTarget = namedtuple("LogTarget", "kind destination")
+LogTarget.__doc__ = """Where log lines go. kind: "stderr", "stdout", "file" (destination: the
+path), "syslog" (destination: "/dev/log") or "syslog-udp" (destination: (host, port))."""
+
+LOG_FORMATS = ("tcplog", "json")
+STATS_LEVELS = ("admin", "user")
+DEFAULT_SOCKET_MODE = 0o600
+DEFAULT_STATS_NAME = "simpleproxy"
+SYSLOG_PATH = "/dev/log"
+SYSLOG_PORT = 514
+_SC_SOCKET_FORMS = "/path/to.sock [mode 600] [level admin|user], or HOST:PORT"
+_SC_ENDPOINT_FORMS = "IPv4:PORT, :PORT or [IPv6]:PORT"
+
+
+def parse_endpoint(text):
+    """IPv4:PORT or [IPv6]:PORT (a literal address, no name) into an Address, as a bind
+    line reads it (``:PORT`` listens everywhere)."""
+    if text.startswith("unix@"):
+        raise ValueError("%s is not an address with a port (expected %s)"
+                         % (shown(text), _SC_ENDPOINT_FORMS))
+    return bind_address(text)
+
+
+def parse_stats_socket(text):
+    words = text.split()
+    if not words:
+        raise ValueError("no address (expected %s)" % _SC_SOCKET_FORMS)
+    where = words[0]
+    if where.startswith("/"):
+        address = bind_address("unix@" + where)._replace(text=where)
+    else:
+        address = parse_endpoint(where)
+    options = {"mode": "600", "level": "admin"}
+    rest = words[1:]
+    while rest:
+        if rest[0] not in options or len(rest) < 2:
+            raise ValueError("unknown or incomplete option '%s' (expected %s)"
+                             % (rest[0], _SC_SOCKET_FORMS))
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    try:
+        mode = int(options["mode"], 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ValueError("mode '%s' is not octal permissions (expected such as 600)"
+                         % options["mode"])
+    if options["level"] not in STATS_LEVELS:
+        raise ValueError("level '%s' is unknown (expected admin or user)" % options["level"])
+    return StatsSocket(address, mode, options["level"])
+
+
+def parse_stats_http(text):
+    return parse_endpoint(text.strip())
+
+
+def parse_stats_auth(text):
+    user, colon, password = text.strip().partition(":")
+    if not colon or not user or not password:
+        raise ValueError("'%s' is not user:password (expected user:password)" % text)
+    return StatsAuth(user, password)
+
+
+def parse_stats_refresh(text):
+    """Whole seconds, at least 1 (a meta refresh counts in seconds)."""
+    seconds = parse_duration(text.strip())
+    if seconds < 1:
+        raise ValueError("'%s' is below a second (expected a duration such as 5s)" % text)
+    return int(seconds)
+
+
+def parse_stats_name(text):
+    name = text.strip()
+    if not name or not name.isprintable():
+        raise ValueError("'%s' is not a printable name (expected such as HAProxy)" % text)
+    return name
+
+
+def parse_log_format(text):
+    word = text.strip()
+    if word not in LOG_FORMATS:
+        raise ValueError("'%s' is not a log format (expected tcplog or json)" % word)
+    return word
+
+
+def parse_log_target(text):
+    word = text.strip()
+    if word in ("stderr", "stdout"):
+        return LogTarget(word, None)
+    if word == "syslog":
+        return LogTarget("syslog", SYSLOG_PATH)
+    if word.startswith("syslog@"):
+        endpoint = word[len("syslog@"):]
+        if not endpoint.rpartition(":")[2].isdigit():
+            endpoint += ":%d" % SYSLOG_PORT
+        address = parse_endpoint(endpoint)
+        return LogTarget("syslog-udp", address.sockaddr)
+    if word.startswith("/"):
+        return LogTarget("file", word)
+    raise ValueError("'%s' is not a log destination (expected stderr, stdout, /path/file, "
+                     "syslog or syslog@HOST:PORT)" % word)
+
+
+# The keys' values as config.py reads them (its errors get the file, line and key in front).
+STATS_SOCKET_VALUE = ValueKind(parse_stats_socket, _SC_SOCKET_FORMS)
+STATS_HTTP_VALUE = ValueKind(parse_stats_http, _SC_ENDPOINT_FORMS)
+STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
+STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
+STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")
+LOG_FORMAT_VALUE = ValueKind(parse_log_format, "tcplog or json")
+
+
+###############################################################################
 # Configuration: INI into frozen objects (simpleproxy/config.py) ##############
 ###############################################################################
 
@@ -1466,7 +1610,7 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
+                                  "maxconn_pending_header dontlognull dontlog_normal log_format line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
@@ -1493,9 +1637,14 @@ Backend.__doc__ = """A backend or the back half of a listen section.
 servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
 unbounded."""
 
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
+                                              "stats_socket stats_http stats_auth stats_refresh "
+                                              "stats_name")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
+the descriptor limit; bufsize: the read chunk size in bytes. stats_socket: a
+statsconfig.StatsSocket or None; stats_http: an Address or None; stats_auth: a StatsAuth or
+None; stats_refresh: the page's refresh in seconds; stats_name: what show info and the page
+call the process."""
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -1618,9 +1767,16 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "stats socket": _CfgKey("stats_socket", STATS_SOCKET_VALUE, ("global",)),
+    "stats http": _CfgKey("stats_http", STATS_HTTP_VALUE, ("global",)),
+    "stats auth": _CfgKey("stats_auth", STATS_AUTH_VALUE, ("global",)),
+    "stats refresh": _CfgKey("stats_refresh", STATS_REFRESH_VALUE, ("global",)),
+    "stats name": _CfgKey("stats_name", STATS_NAME_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
+                                      check_threads=4, stats_socket=None, stats_http=None,
+                                      stats_auth=None, stats_refresh=5,
+                                      stats_name=DEFAULT_STATS_NAME)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
@@ -1637,7 +1793,8 @@ _CFG_PROXY_KEYS = {
                                       _CFG_FRONT),
     "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
     "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
-    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
+    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # log-format's default: accepted
+    "log-format": _CfgKey("log_format", LOG_FORMAT_VALUE, _CFG_FRONT),
     "balance": _CfgKey("balance", one_of("balance algorithm", (
         "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
     "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
@@ -1656,6 +1813,7 @@ _CFG_FRONTEND_DEFAULTS = {
     "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
     "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
     "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
+    "log_format": "tcplog",
 }
 _CFG_BACKEND_DEFAULTS = {
     "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,
@@ -2059,9 +2217,8 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become. Nothing sets it
-# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
-# through BackendPool.set_admin.
+# What an operator may set, and what each administrative state may become: ``disabled`` in
+# the config, and the runtime API (set server ... state) through BackendPool.set_admin.
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -2137,9 +2294,9 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's status changed. Kept for the
-        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
-        maintenance); tested in test_balancer.py until then."""
+        """Set the administrative state; True if the server's status changed. The
+        runtime API calls it (Proxy.set_server_admin, with HealthChecker.restart when a
+        server leaves maintenance)."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))
@@ -2976,11 +3133,14 @@ class ServerCheck(object):
 class HealthChecker(object):
     """The loop's side of health: schedules checks, applies results, logs status changes.
 
-    ``on_change(pool, server)`` is called on the loop when a server's status changed."""
+    ``on_change(pool, server, before)`` is called on the loop when a server's status changed
+    from ``before``; ``on_check(server, ok, reason, duration, health)`` after each check result
+    that is current, with the rise/fall count after it (the stats keep them)."""
 
-    def __init__(self, loop, pools, threads, on_change):
+    def __init__(self, loop, pools, threads, on_change, on_check):
         self.loop = loop
         self.on_change = on_change
+        self.on_check = on_check
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
         for pool in pools:
             for server in pool.servers:
@@ -3034,6 +3194,8 @@ class HealthChecker(object):
             return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
+        self.on_check(check.server, result.ok, result.reason, result.duration,
+                      check.health.health)
         self._schedule(check, check.health.interval(check.server.config))
 
     def connection_failed(self, server, cause, duration):
@@ -3051,9 +3213,8 @@ class HealthChecker(object):
     def restart(self, server):
         """Start a server's checks over: up, but down at the first failure. The next check
         goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
+        checks never overlap. Nothing to do for a server without checks. The runtime API
+        calls it when a server leaves maintenance (Proxy.set_server_admin)."""
         check = self.checks.get(server)
         if check is None:
             return
@@ -3070,10 +3231,11 @@ class HealthChecker(object):
     def _apply(self, check, reason, duration):
         """Tell the pool what the count says; log a change and tell the proxy."""
         pool, server = check.pool, check.server
+        before = server.status
         if not pool.set_health(server, check.health.up):
             return
         log_status_change(pool, server, reason, duration)
-        self.on_change(pool, server)
+        self.on_change(pool, server, before)
 
 
 def log_status_change(pool, server, reason, duration):
@@ -3135,7 +3297,13 @@ def resolve_addresses(config):
         backends[name] = backend._replace(servers=tuple(servers))
     if problems:
         raise ConfigError(problems)
-    return config._replace(frontends=frontends, backends=backends)
+    settings = config.global_settings
+    if settings.stats_socket is not None:
+        settings = settings._replace(stats_socket=settings.stats_socket._replace(
+            address=_resolve_ip(settings.stats_socket.address)))
+    if settings.stats_http is not None:
+        settings = settings._replace(stats_http=_resolve_ip(settings.stats_http))
+    return config._replace(global_settings=settings, frontends=frontends, backends=backends)
 
 
 def _resolve_ip(address):
@@ -3148,140 +3316,6 @@ def _resolve_server(address):
     host, port = address.sockaddr
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     return address._replace(family=family, sockaddr=sockaddr[:2])
-
-
-###############################################################################
-# Stats: the [global] stats and log settings (simpleproxy/statsconfig.py) #####
-###############################################################################
-
-"""The [global] keys of the runtime API, the stats listener and the log, as pure parsers.
-
-Each takes the value as written and returns a frozen namedtuple, or raises ValueError with a
-message in config.py's style ("... (expected ...)"), for the config reader to put its file,
-line and key in front of:
-
-    stats socket = /run/simpleproxy.sock [mode 600] [level admin|user]   (or HOST:PORT)
-    stats http = 127.0.0.1:8404
-    stats auth = user:password
-    stats refresh = 5s
-    stats name = HAProxy
-    log-format = tcplog | json
-    log = stderr | stdout | /path/file | syslog | syslog@HOST:PORT
-"""
-from collections import namedtuple
-
-
-StatsSocket = namedtuple("StatsSocket", "address mode level")
-StatsSocket.__doc__ = """stats socket: an Address (a Unix path or a TCP endpoint), the Unix
-socket's permission bits (int, 0o600 by default) and the level, "admin" or "user"."""
-
-StatsAuth = namedtuple("StatsAuth", "user password")
-
-StatsHttpSettings = namedtuple("StatsHttpSettings", "address auth refresh name")
-StatsHttpSettings.__doc__ = """The stats listener: its Address, a StatsAuth or None, the
-page's refresh in whole seconds (None: never) and the name the page and realm show."""
-
-LogTarget = namedtuple("LogTarget", "kind destination")
-LogTarget.__doc__ = """Where log lines go. kind: "stderr", "stdout", "file" (destination: the
-path), "syslog" (destination: "/dev/log") or "syslog-udp" (destination: (host, port))."""
-
-LOG_FORMATS = ("tcplog", "json")
-STATS_LEVELS = ("admin", "user")
-DEFAULT_SOCKET_MODE = 0o600
-DEFAULT_STATS_NAME = "simpleproxy"
-SYSLOG_PATH = "/dev/log"
-SYSLOG_PORT = 514
-_SC_SOCKET_FORMS = "/path/to.sock [mode 600] [level admin|user], or HOST:PORT"
-_SC_ENDPOINT_FORMS = "IPv4:PORT, :PORT or [IPv6]:PORT"
-
-
-def parse_endpoint(text):
-    """IPv4:PORT or [IPv6]:PORT (a literal address, no name) into an Address, as a bind
-    line reads it (``:PORT`` listens everywhere)."""
-    if text.startswith("unix@"):
-        raise ValueError("%s is not an address with a port (expected %s)"
-                         % (shown(text), _SC_ENDPOINT_FORMS))
-    return bind_address(text)
-
-
-def parse_stats_socket(text):
-    words = text.split()
-    if not words:
-        raise ValueError("no address (expected %s)" % _SC_SOCKET_FORMS)
-    where = words[0]
-    if where.startswith("/"):
-        address = bind_address("unix@" + where)._replace(text=where)
-    else:
-        address = parse_endpoint(where)
-    options = {"mode": "600", "level": "admin"}
-    rest = words[1:]
-    while rest:
-        if rest[0] not in options or len(rest) < 2:
-            raise ValueError("unknown or incomplete option '%s' (expected %s)"
-                             % (rest[0], _SC_SOCKET_FORMS))
-        options[rest[0]] = rest[1]
-        rest = rest[2:]
-    try:
-        mode = int(options["mode"], 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o777:
-        raise ValueError("mode '%s' is not octal permissions (expected such as 600)"
-                         % options["mode"])
-    if options["level"] not in STATS_LEVELS:
-        raise ValueError("level '%s' is unknown (expected admin or user)" % options["level"])
-    return StatsSocket(address, mode, options["level"])
-
-
-def parse_stats_http(text):
-    return parse_endpoint(text.strip())
-
-
-def parse_stats_auth(text):
-    user, colon, password = text.strip().partition(":")
-    if not colon or not user or not password:
-        raise ValueError("'%s' is not user:password (expected user:password)" % text)
-    return StatsAuth(user, password)
-
-
-def parse_stats_refresh(text):
-    """Whole seconds, at least 1 (a meta refresh counts in seconds)."""
-    seconds = parse_duration(text.strip())
-    if seconds < 1:
-        raise ValueError("'%s' is below a second (expected a duration such as 5s)" % text)
-    return int(seconds)
-
-
-def parse_stats_name(text):
-    name = text.strip()
-    if not name or not name.isprintable():
-        raise ValueError("'%s' is not a printable name (expected such as HAProxy)" % text)
-    return name
-
-
-def parse_log_format(text):
-    word = text.strip()
-    if word not in LOG_FORMATS:
-        raise ValueError("'%s' is not a log format (expected tcplog or json)" % word)
-    return word
-
-
-def parse_log_target(text):
-    word = text.strip()
-    if word in ("stderr", "stdout"):
-        return LogTarget(word, None)
-    if word == "syslog":
-        return LogTarget("syslog", SYSLOG_PATH)
-    if word.startswith("syslog@"):
-        endpoint = word[len("syslog@"):]
-        if not endpoint.rpartition(":")[2].isdigit():
-            endpoint += ":%d" % SYSLOG_PORT
-        address = parse_endpoint(endpoint)
-        return LogTarget("syslog-udp", address.sockaddr)
-    if word.startswith("/"):
-        return LogTarget("file", word)
-    raise ValueError("'%s' is not a log destination (expected stderr, stdout, /path/file, "
-                     "syslog or syslog@HOST:PORT)" % word)
 
 
 ###############################################################################
@@ -4739,12 +4773,12 @@ class StatsHttpExchange(object):
         self.target = target
         self.settings = settings
         self._buffer = b""
-        self.done = False
+        self.closed = False
 
     def feed(self, data):
-        """The response once it can be given, else None (read on)."""
-        if self.done:
-            return None
+        """The response once it can be given (``closed`` then), else b"": read on."""
+        if self.closed:
+            return b""
         self._buffer += data
         head, separator, _ = self._buffer.partition(b"\r\n\r\n")
         if not separator:
@@ -4752,20 +4786,20 @@ class StatsHttpExchange(object):
         if not separator:
             if len(self._buffer) > MAX_REQUEST:
                 return self._finish(_sh_response(413, "request too large\n"))
-            return None
+            return b""
         if len(head) > MAX_REQUEST:
             return self._finish(_sh_response(413, "request too large\n"))
         return self._finish(self._respond(head))
 
     def eof(self):
-        """The client closed before a whole request head: a 400 if it sent anything."""
-        if self.done or not self._buffer:
-            self.done = True
-            return None
+        """The client closed before a whole request head: a 400 if it sent anything, else b""."""
+        if self.closed or not self._buffer:
+            self.closed = True
+            return b""
         return self._finish(_sh_response(400, "incomplete request\n"))
 
     def _finish(self, response):
-        self.done = True
+        self.closed = True
         self._buffer = b""
         return response
 
@@ -5320,6 +5354,7 @@ reads and writes never touch the timer heap.
 import errno
 import os
 import socket
+import time
 import traceback
 
 
@@ -5505,6 +5540,10 @@ class Session(Relay):
                 return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
+            stats = self.proxy.stats
+            stats.pp_rejected[exc.kind] += 1
+            stats.header_errors.record(time.time(), self.fe.frontend.name,
+                                       endpoint_text(self.peer), exc.kind, exc.reason, inbuf)
             self.close(END_BAD_HEADER[exc.kind], detail=exc.reason)
             return
         if header is not None:
@@ -5540,6 +5579,7 @@ class Session(Relay):
             self.c2s = bytes(inbuf)
         else:
             self.header = header
+            self.proxy.stats.pp_received[header.version, header.command] += 1
             self.c2s = bytes(inbuf[header.header_len:])
             if header.command == "LOCAL" and not self.c2s:
                 self._enter(LOCAL_WAIT)
@@ -5583,6 +5623,9 @@ class Session(Relay):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
+            counters = self.fe.backend_counters
+            if len(pool.waiting) > counters.qmax:
+                counters.qmax = len(pool.waiting)
             self.queued_at = self.loop.now
             self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
 
@@ -5597,6 +5640,11 @@ class Session(Relay):
     def _dispatch(self, server):
         self.retries_left = self.fe.pool.backend.retries
         self.server = server
+        counters = self.fe.backend_counters
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self._connect()
 
     def _connect(self, cause=None):
@@ -5608,6 +5656,11 @@ class Session(Relay):
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.fe.pool.connection_started(server)
             self.slot = server
+            counters = self.proxy.server_counters[server]
+            counters.stot += 1
+            counters.last_session = self.loop.now
+            if server.active > counters.smax:
+                counters.smax = server.active
         self.connect_started = self.loop.now
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -5638,6 +5691,9 @@ class Session(Relay):
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
+        counters = proxy.server_counters[server]
+        counters.econ += 1
+        counters.backend.econ += 1
         if self.retries_left <= 0 or self.loop.stopping:
             server = None
         else:
@@ -5650,10 +5706,14 @@ class Session(Relay):
         if server is self.server:
             # The same server again: after a turn-around time, as HAProxy does, so that a
             # server that is restarting is not hammered with the retries all at once.
+            counters.wretr += 1
+            counters.backend.wretr += 1
             self._enter(RETRY_WAIT)
             self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
             self.timer.arm_by(self.connect_started)
             return
+        counters.wredis += 1
+        counters.backend.wredis += 1
         pool.connection_ended(self.slot)
         self.slot = None
         self.server = server
@@ -5981,6 +6041,205 @@ def _remove_stale_unix_socket(path):
 
 
 ###############################################################################
+# Stats: socket and listener on the loop (simpleproxy/statslistener.py) #######
+###############################################################################
+
+"""The stats socket and the stats listener, served by the event loop itself (no thread).
+
+Both are the same thing on the wire: a listening socket whose clients send a request, get
+an answer and are closed (the stats socket's ``prompt`` mode keeps them for more). What is
+said is decided by a pure conversation object (admin.AdminConversation,
+statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to send, and
+``closed`` says the connection ends once they are sent. This module does only the I/O:
+
+* Accepting is non-blocking, a batch per event (as the proxy's listeners); beyond ``MAX_CLIENTS`` open clients a new
+  one is closed at once, and EMFILE/ENFILE pause the accepts for a second instead of
+  spinning. The proxy's own listeners are never affected.
+* Backpressure: while an answer is being written, nothing more is read (the conversation
+  only speaks when fed, so its output is bounded by one answer).
+* A deadline of ``CLIENT_TIMEOUT`` seconds from the start of each request to its answer,
+  and from one write's progress to the next: a slow or silent client is closed, as
+  HAProxy's ``stats timeout`` does (10s by default).
+* An error in a conversation closes that client only (logged), never the loop.
+
+A Unix stats socket is created owner-only unless ``mode`` says otherwise (the umask is set
+for the bind, so that it is never wider even for an instant); an old file at its path is
+replaced only if it is a socket.
+"""
+import os
+import socket
+import stat
+import traceback
+
+
+CLIENT_TIMEOUT = 10.0         # seconds for a request, and for each write's progress
+MAX_CLIENTS = 32              # open clients per listener; more are closed on accept
+ACCEPT_PAUSE = 1.0            # seconds without accepting after EMFILE/ENFILE
+READ_CHUNK = 4096
+
+
+def open_service_socket(address, what, mode=None):
+    """A listening, non-blocking socket at ``address`` (a resolved config Address); a Unix
+    path gets permissions ``mode``. Raises SimpleProxyError naming ``what`` on failure."""
+    family, sockaddr = address.family, address.sockaddr
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_UNIX:
+            _sl_remove_stale_socket(sockaddr, what)
+            old_umask = os.umask(0o777 & ~(mode if mode is not None else 0o600))
+            try:
+                sock.bind(sockaddr)
+            finally:
+                os.umask(old_umask)
+            os.chmod(sockaddr, mode if mode is not None else 0o600)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+        sock.listen(16)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise SimpleProxyError("cannot listen for the %s on %s: %s"
+                               % (what, address.text, exc.strerror or exc))
+    return sock
+
+
+def _sl_remove_stale_socket(path, what):
+    """A socket left by an earlier run is replaced; any other file is an error."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise SimpleProxyError("cannot listen for the %s on %s: the path exists and is not "
+                                   "a socket (expected a free path)" % (what, path))
+    except FileNotFoundError:
+        return
+    os.unlink(path)
+
+
+class ServiceListener(object):
+    """One listening socket on the loop; ``start_conversation()`` makes each client's."""
+
+    def __init__(self, loop, sock, start_conversation, what):
+        self.loop = loop
+        self.sock = sock
+        self.start_conversation = start_conversation
+        self.what = what
+        self.clients = set()
+        self.unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        self._resume = loop.timer(self._listen)
+        self._listen()
+
+    def _listen(self):
+        self.loop.selector.register(self.sock, EVENT_READ, self._on_accept)
+
+    def _on_accept(self, mask):
+        for _ in range(ACCEPT_BATCH):
+            try:
+                csock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
+                    LOG.warning("%s: cannot accept (%s), pausing for %ds", self.what,
+                                exc.strerror, ACCEPT_PAUSE)
+                    self.loop.selector.unregister(self.sock)
+                    self._resume.arm(self.loop.now + ACCEPT_PAUSE)
+                return                       # ECONNABORTED and the like: that client is gone
+            if len(self.clients) >= MAX_CLIENTS:
+                csock.close()
+                continue
+            self.clients.add(ServiceClient(self, csock, self.start_conversation()))
+
+    def close(self):
+        """Stop listening and drop every client; a Unix socket's file goes too."""
+        if self._resume.when is None:
+            self.loop.selector.unregister(self.sock)
+        self._resume.cancel()
+        self.sock.close()
+        for client in list(self.clients):
+            client.close()
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+
+
+class ServiceClient(object):
+    """One client: read a request, feed the conversation, write its answer, maybe close."""
+
+    def __init__(self, listener, sock, conversation):
+        self.listener = listener
+        self.loop = listener.loop
+        self.sock = sock
+        self.conversation = conversation
+        self.pending = b""
+        self.mask = EVENT_READ
+        sock.setblocking(False)
+        self.timer = self.loop.timer(self.close)
+        self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+        self.loop.selector.register(sock, EVENT_READ, self._on_event)
+
+    def _on_event(self, mask):
+        try:
+            if mask & EVENT_READ and not self.pending:
+                self._read()
+            elif mask & EVENT_WRITE:
+                self._write()
+        except Exception:
+            LOG.error("internal error in the %s:\n%s", self.listener.what,
+                      traceback.format_exc().rstrip())
+            self.close()
+
+    def _read(self):
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        conversation = self.conversation
+        answer = conversation.feed(data) if data else conversation.eof()
+        if answer or conversation.closed:
+            self.pending = answer
+            self._write()
+
+    def _write(self):
+        if self.pending:
+            try:
+                sent = self.sock.send(self.pending)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            self.pending = self.pending[sent:]
+            if sent:
+                self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+        if self.pending:
+            self._want(EVENT_WRITE)
+        elif self.conversation.closed:
+            self.close()
+        else:
+            self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
+            self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+
+    def _want(self, mask):
+        if mask != self.mask:
+            self.loop.selector.modify(self.sock, mask, self._on_event)
+            self.mask = mask
+
+    def close(self):
+        if self.sock is None:
+            return
+        self.timer.cancel()
+        self.loop.selector.unregister(self.sock)
+        self.sock.close()
+        self.sock = None
+        self.listener.clients.discard(self)
+
+
+###############################################################################
 # The proxy: frontends, pools, limits (simpleproxy/proxy.py) ##################
 ###############################################################################
 
@@ -5993,22 +6252,36 @@ A listener is watched only while its frontend may take a connection (``_update_a
 so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
 it when they open and close, and it serves a backend's queue whenever a slot may have freed.
 
+It is also what the runtime API and the stats listener act on (the target admin.py
+describes): it keeps the counters (stats.py's ``ProxyStats``, bumped in place by the
+sessions and here), runs ``stats.tick`` from a timer once a second, and applies ``set
+server`` commands to its pools and health checks.
+
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
-(accept), session.py (a connection's life), relay.py (bytes both ways).
+(accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
+(the stats socket and listener).
 """
 import os
+import socket
 import sys
 import time
 
 
+STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
+
+
 class FrontendState(object):
-    """Run-time counters of a frontend."""
+    """Run-time counters of a frontend; ``counters`` and ``backend_counters`` are its and its
+    backend's stats.py objects, which sessions bump in place."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
+    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source",
+                 "counters", "backend_counters")
 
-    def __init__(self, frontend, pool):
+    def __init__(self, frontend, pool, counters, backend_counters):
         self.frontend = frontend
         self.pool = pool
+        self.counters = counters
+        self.backend_counters = backend_counters
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
@@ -6029,12 +6302,23 @@ class Proxy(object):
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
-                                     config.global_settings.check_threads, self._server_changed)
+                                     config.global_settings.check_threads, self._health_changed,
+                                     self._check_done)
         self._serving_queues = set()
+        self.stats = ProxyStats(process_identity(config.global_settings, self.maxconn),
+                                [(frontend, frontend.maxconn or self.maxconn)
+                                 for frontend in config.frontends],
+                                list(self.pools.values()), self.loop.now, time.time())
+        backend_counters = {be.pool: be for be in self.stats.backends}
+        self.server_counters = {srv.state: srv for be in self.stats.backends
+                                for srv in be.servers}
         self.frontends = {}
-        for frontend in config.frontends:
-            self.frontends[frontend.name] = FrontendState(
-                frontend, self.pools[frontend.default_backend])
+        for frontend, counters in zip(config.frontends, self.stats.frontends):
+            pool = self.pools[frontend.default_backend]
+            self.frontends[frontend.name] = FrontendState(frontend, pool, counters,
+                                                          backend_counters[pool])
+        self.stats_tick = self.loop.timer(self._tick)
+        self.stats_listeners = []
         self.accept_backoff = AcceptBackoff(self.loop, self._update_accepting)
         self.paused_listeners = 0
         self._unique_ids = 0
@@ -6052,10 +6336,28 @@ class Proxy(object):
                 self.listeners.append(listener)
         for listener in self.listeners:
             self.loop.selector.register(listener.sock, EVENT_READ, listener.on_event)
+        self._bind_stats()
+
+    def _bind_stats(self):
+        """The stats socket and the stats listener, when [global] asks for them."""
+        settings = self.config.global_settings
+        if settings.stats_socket is not None:
+            level = settings.stats_socket.level
+            sock = open_service_socket(settings.stats_socket.address, "stats socket",
+                                       settings.stats_socket.mode)
+            self.stats_listeners.append(ServiceListener(
+                self.loop, sock, lambda: AdminConversation(self, level), "stats socket"))
+        if settings.stats_http is not None:
+            http = StatsHttpSettings(settings.stats_http, settings.stats_auth,
+                                     settings.stats_refresh, settings.stats_name)
+            sock = open_service_socket(settings.stats_http, "stats listener")
+            self.stats_listeners.append(ServiceListener(
+                self.loop, sock, lambda: StatsHttpExchange(self, http), "stats listener"))
 
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
         self.checker.start()
+        self.stats_tick.arm(self.loop.now + STATS_TICK)
         self.loop.run()
         self._shutdown()
 
@@ -6065,6 +6367,9 @@ class Proxy(object):
 
     def _shutdown(self):
         self.checker.stop()
+        self.stats_tick.cancel()
+        for listener in self.stats_listeners:
+            listener.close()
         for listener in self.listeners:
             if not listener.paused:
                 self.loop.selector.unregister(listener.sock)
@@ -6081,6 +6386,12 @@ class Proxy(object):
         self.active += 1
         fe = session.fe
         fe.active += 1
+        self.stats.cum_conns += 1
+        counters = fe.counters
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
@@ -6106,6 +6417,25 @@ class Proxy(object):
                 fe.per_source[source] = count
         frontend = fe.frontend
         end = session.end
+        counters = fe.counters
+        counters.scur -= 1
+        counters.ends[end] += 1
+        counters.bin += session.bytes_in
+        counters.bout += session.bytes_out
+        if session.server is not None:
+            counters = fe.backend_counters
+            counters.scur -= 1
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+            counters = self.server_counters[session.server]
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+        if session.trust is not None:
+            self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
+        if end == END_HEALTH_CHECK:
+            self.stats.local_checks_absorbed += 1
         level = END_CAUSES[end].level
         quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
@@ -6135,8 +6465,17 @@ class Proxy(object):
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
         self.checker.connection_failed(server, cause, duration)
 
+    def _check_done(self, server, ok, reason, duration, health):
+        """A health check's result, for the stats (the checker has counted it)."""
+        self.server_counters[server].record_check(ok, reason, duration, health)
+
+    def _health_changed(self, pool, server, before):
+        """Health changed a server's state from ``before``."""
+        self.server_counters[server].state_changed(self.loop.now, before, by_check=True)
+        self._server_changed(pool, server)
+
     def _server_changed(self, pool, server):
-        """Health changed a server's state: a server up may serve the queue; with none left,
+        """A server's state changed: a server up may serve the queue; with none left,
         queued clients are closed at once, not at timeout queue."""
         if server.usable:
             self.serve_queue(pool)
@@ -6163,6 +6502,80 @@ class Proxy(object):
                 session.leave_queue(server)
         finally:
             self._serving_queues.discard(pool)
+
+    def _tick(self):
+        self.stats.tick(self.loop.now)
+        self.stats_tick.arm(self.stats_tick_due())
+
+    def stats_tick_due(self):
+        """The next whole STATS_TICK after now, so that ticks do not drift with load."""
+        started = self.stats.started
+        return started + (int((self.loop.now - started) / STATS_TICK) + 1) * STATS_TICK
+
+    # -- the runtime API's target (admin.py) ----------------------------------------------------
+
+    def stats_model(self):
+        return self.stats
+
+    def clock(self):
+        return self.loop.now, time.time()
+
+    def session_views(self):
+        """One SessionView per live connection, for "show sess" (oldest first)."""
+        views = []
+        for session in sorted(self.sessions, key=lambda s: s.started):
+            header = session.header
+            server = session.server
+            views.append(SessionView(
+                id(session), endpoint_text(session.client), endpoint_text(session.peer),
+                session.fe.frontend.name, session.fe.pool.backend.name if server else None,
+                server.config.name if server else None, session.state.name, session.started,
+                session.bytes_in, session.bytes_out,
+                proxy_text(header) if header is not None else None,
+                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                      (header.tlvs if header is not None and header.tlvs else ()))))
+        return views
+
+    def _server_state(self, backend, server):
+        pool = self.pools[backend]
+        return pool, next(state for state in pool.servers if state.config.name == server)
+
+    def set_server_admin(self, backend, server, admin):
+        """ready, drain or maint: logged, reversible; the state a server has already is a
+        silent success. Leaving maintenance restarts its checks (up, down at the first
+        failure), as HAProxy does."""
+        pool, state = self._server_state(backend, server)
+        was = state.admin
+        if admin == was:
+            return None
+        before = state.status
+        changed = pool.set_admin(state, admin)
+        LOG.warning("server %s administrative state changed from %s to %s by the runtime API",
+                    state.label, was, admin)
+        if changed:
+            self.server_counters[state].state_changed(self.loop.now, before, by_check=False)
+        if was == MAINT:
+            self.checker.restart(state)
+        if changed:
+            self._server_changed(pool, state)
+        return None
+
+    def set_server_weight(self, backend, server, weight):
+        pool, state = self._server_state(backend, server)
+        LOG.info("server %s weight changed from %d to %d by the runtime API", state.label,
+                 state.weight, weight)
+        pool.set_weight(state, weight)
+        self.server_counters[state].backend.settle(self.loop.now)
+        self._server_changed(pool, state)
+        return None
+
+    def set_server_maxconn(self, backend, server, maxconn):
+        pool, state = self._server_state(backend, server)
+        LOG.info("server %s maxconn changed from %d to %d by the runtime API", state.label,
+                 state.maxconn, maxconn)
+        pool.set_maxconn(state, maxconn)
+        self.serve_queue(pool)              # a higher limit may have freed slots
+        return None
 
     def unique_id(self):
         """A UNIQUE_ID for send-proxy-v2's unique-id option: pid, start time, counter."""
@@ -6196,6 +6609,13 @@ def _limited_source(session):
     if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
         return None
     return packed_ip(session.peer[0])
+
+
+def process_identity(settings, maxconn):
+    """What "show info" says about this process."""
+    soft = os.sysconf("SC_OPEN_MAX")
+    return ProcessIdentity(settings.stats_name, __version__, "", os.getpid(),
+                           socket.gethostname(), "", maxconn, soft if soft > 0 else 0)
 
 
 def default_maxconn():

@@ -45,9 +45,8 @@ DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
 
-# What an operator may set, and what each administrative state may become. Nothing sets it
-# at run time yet beside ``disabled`` in the config: the runtime API (its own issue) will,
-# through BackendPool.set_admin.
+# What an operator may set, and what each administrative state may become: ``disabled`` in
+# the config, and the runtime API (set server ... state) through BackendPool.set_admin.
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -123,9 +122,9 @@ class BackendPool(object):
         return self._change(state, state.admin, healthy)
 
     def set_admin(self, state, admin):
-        """Set the administrative state; True if the server's status changed. Kept for the
-        runtime API issue, which calls it (with HealthChecker.restart when a server leaves
-        maintenance); tested in test_balancer.py until then."""
+        """Set the administrative state; True if the server's status changed. The
+        runtime API calls it (Proxy.set_server_admin, with HealthChecker.restart when a
+        server leaves maintenance)."""
         if admin not in ADMIN_TRANSITIONS[state.admin]:
             raise ValueError("server %s cannot go from %s to %s"
                              % (state.label, state.admin, admin))

@@ -20,6 +20,9 @@ from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VAL
                             SOURCES_VALUE, V2_OPTIONS_VALUE, Address, bind_address, one_of,
                             server_address, size_range, unknown_word, whole_number)
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
+from .statsconfig import (DEFAULT_STATS_NAME, LOG_FORMAT_VALUE, STATS_AUTH_VALUE,
+                          STATS_HTTP_VALUE, STATS_NAME_VALUE, STATS_REFRESH_VALUE,
+                          STATS_SOCKET_VALUE)
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
 
@@ -36,7 +39,7 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal line")
+                                  "maxconn_pending_header dontlognull dontlog_normal log_format line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
@@ -63,9 +66,14 @@ Backend.__doc__ = """A backend or the back half of a listen section.
 servers: tuple of Server; timeout_check None: each server's inter; maxqueue 0:
 unbounded."""
 
-GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads")
+GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
+                                              "stats_socket stats_http stats_auth stats_refresh "
+                                              "stats_name")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes."""
+the descriptor limit; bufsize: the read chunk size in bytes. stats_socket: a
+statsconfig.StatsSocket or None; stats_http: an Address or None; stats_auth: a StatsAuth or
+None; stats_refresh: the page's refresh in seconds; stats_name: what show info and the page
+call the process."""
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -188,9 +196,16 @@ _CFG_GLOBAL_KEYS = {
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
+    "stats socket": _CfgKey("stats_socket", STATS_SOCKET_VALUE, ("global",)),
+    "stats http": _CfgKey("stats_http", STATS_HTTP_VALUE, ("global",)),
+    "stats auth": _CfgKey("stats_auth", STATS_AUTH_VALUE, ("global",)),
+    "stats refresh": _CfgKey("stats_refresh", STATS_REFRESH_VALUE, ("global",)),
+    "stats name": _CfgKey("stats_name", STATS_NAME_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
-                                      check_threads=4)
+                                      check_threads=4, stats_socket=None, stats_http=None,
+                                      stats_auth=None, stats_refresh=5,
+                                      stats_name=DEFAULT_STATS_NAME)
 
 _CFG_PROXY_KEYS = {
     "bind": _CfgKey("binds", _CFG_SPECIAL, ("frontend", "listen")),
@@ -207,7 +222,8 @@ _CFG_PROXY_KEYS = {
                                       _CFG_FRONT),
     "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
     "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
-    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
+    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # log-format's default: accepted
+    "log-format": _CfgKey("log_format", LOG_FORMAT_VALUE, _CFG_FRONT),
     "balance": _CfgKey("balance", one_of("balance algorithm", (
         "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
     "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
@@ -226,6 +242,7 @@ _CFG_FRONTEND_DEFAULTS = {
     "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
     "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
     "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
+    "log_format": "tcplog",
 }
 _CFG_BACKEND_DEFAULTS = {
     "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,

@@ -263,11 +263,14 @@ class ServerCheck(object):
 class HealthChecker(object):
     """The loop's side of health: schedules checks, applies results, logs status changes.
 
-    ``on_change(pool, server)`` is called on the loop when a server's status changed."""
+    ``on_change(pool, server, before)`` is called on the loop when a server's status changed
+    from ``before``; ``on_check(server, ok, reason, duration, health)`` after each check result
+    that is current, with the rise/fall count after it (the stats keep them)."""
 
-    def __init__(self, loop, pools, threads, on_change):
+    def __init__(self, loop, pools, threads, on_change, on_check):
         self.loop = loop
         self.on_change = on_change
+        self.on_check = on_check
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
         for pool in pools:
             for server in pool.servers:
@@ -321,6 +324,8 @@ class HealthChecker(object):
             return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
+        self.on_check(check.server, result.ok, result.reason, result.duration,
+                      check.health.health)
         self._schedule(check, check.health.interval(check.server.config))
 
     def connection_failed(self, server, cause, duration):
@@ -338,9 +343,8 @@ class HealthChecker(object):
     def restart(self, server):
         """Start a server's checks over: up, but down at the first failure. The next check
         goes now, or, when one is running, as soon as its result (ignored) is in, so that
-        checks never overlap. Nothing to do for a server without checks. Kept for the runtime
-        API issue, which calls it when a server leaves maintenance (with
-        BackendPool.set_admin); tested in test_health.py until then."""
+        checks never overlap. Nothing to do for a server without checks. The runtime API
+        calls it when a server leaves maintenance (Proxy.set_server_admin)."""
         check = self.checks.get(server)
         if check is None:
             return
@@ -357,10 +361,11 @@ class HealthChecker(object):
     def _apply(self, check, reason, duration):
         """Tell the pool what the count says; log a change and tell the proxy."""
         pool, server = check.pool, check.server
+        before = server.status
         if not pool.set_health(server, check.health.up):
             return
         log_status_change(pool, server, reason, duration)
-        self.on_change(pool, server)
+        self.on_change(pool, server, before)
 
 
 def log_status_change(pool, server, reason, duration):

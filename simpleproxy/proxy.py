@@ -7,32 +7,53 @@ A listener is watched only while its frontend may take a connection (``_update_a
 so the kernel's backlog, not our memory, holds clients beyond the limits. Sessions report to
 it when they open and close, and it serves a backend's queue whenever a slot may have freed.
 
+It is also what the runtime API and the stats listener act on (the target admin.py
+describes): it keeps the counters (stats.py's ``ProxyStats``, bumped in place by the
+sessions and here), runs ``stats.tick`` from a timer once a second, and applies ``set
+server`` commands to its pools and health checks.
+
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
-(accept), session.py (a connection's life), relay.py (bytes both ways).
+(accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
+(the stats socket and listener).
 """
 import os
+import socket
 import sys
 import time
 
-from .balancer import BackendPool
-from .endings import (END_CAUSES, END_HEADER_EVICTED, END_NO_SERVER, END_NORMAL,
-                      END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
+from .admin import AdminConversation, SessionView
+from .balancer import MAINT, BackendPool
+from .endings import (END_CAUSES, END_HEADER_EVICTED, END_HEALTH_CHECK, END_NO_SERVER,
+                      END_NORMAL, END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
 from .health import HealthChecker
 from .listeners import AcceptBackoff, Listener, open_listener
+from .logformat import proxy_text
 from .logs import LOG
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
 from .resolve import resolve_addresses
+from ._version import __version__
+from .session import endpoint_text
+from .stats import ProcessIdentity, ProxyStats
+from .statshttp import StatsHttpExchange
+from .statslistener import ServiceListener, open_service_socket
+from .statsconfig import StatsHttpSettings
+
+STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
 
 
 class FrontendState(object):
-    """Run-time counters of a frontend."""
+    """Run-time counters of a frontend; ``counters`` and ``backend_counters`` are its and its
+    backend's stats.py objects, which sessions bump in place."""
 
-    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source")
+    __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source",
+                 "counters", "backend_counters")
 
-    def __init__(self, frontend, pool):
+    def __init__(self, frontend, pool, counters, backend_counters):
         self.frontend = frontend
         self.pool = pool
+        self.counters = counters
+        self.backend_counters = backend_counters
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
@@ -53,12 +74,23 @@ class Proxy(object):
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
-                                     config.global_settings.check_threads, self._server_changed)
+                                     config.global_settings.check_threads, self._health_changed,
+                                     self._check_done)
         self._serving_queues = set()
+        self.stats = ProxyStats(process_identity(config.global_settings, self.maxconn),
+                                [(frontend, frontend.maxconn or self.maxconn)
+                                 for frontend in config.frontends],
+                                list(self.pools.values()), self.loop.now, time.time())
+        backend_counters = {be.pool: be for be in self.stats.backends}
+        self.server_counters = {srv.state: srv for be in self.stats.backends
+                                for srv in be.servers}
         self.frontends = {}
-        for frontend in config.frontends:
-            self.frontends[frontend.name] = FrontendState(
-                frontend, self.pools[frontend.default_backend])
+        for frontend, counters in zip(config.frontends, self.stats.frontends):
+            pool = self.pools[frontend.default_backend]
+            self.frontends[frontend.name] = FrontendState(frontend, pool, counters,
+                                                          backend_counters[pool])
+        self.stats_tick = self.loop.timer(self._tick)
+        self.stats_listeners = []
         self.accept_backoff = AcceptBackoff(self.loop, self._update_accepting)
         self.paused_listeners = 0
         self._unique_ids = 0
@@ -76,10 +108,28 @@ class Proxy(object):
                 self.listeners.append(listener)
         for listener in self.listeners:
             self.loop.selector.register(listener.sock, EVENT_READ, listener.on_event)
+        self._bind_stats()
+
+    def _bind_stats(self):
+        """The stats socket and the stats listener, when [global] asks for them."""
+        settings = self.config.global_settings
+        if settings.stats_socket is not None:
+            level = settings.stats_socket.level
+            sock = open_service_socket(settings.stats_socket.address, "stats socket",
+                                       settings.stats_socket.mode)
+            self.stats_listeners.append(ServiceListener(
+                self.loop, sock, lambda: AdminConversation(self, level), "stats socket"))
+        if settings.stats_http is not None:
+            http = StatsHttpSettings(settings.stats_http, settings.stats_auth,
+                                     settings.stats_refresh, settings.stats_name)
+            sock = open_service_socket(settings.stats_http, "stats listener")
+            self.stats_listeners.append(ServiceListener(
+                self.loop, sock, lambda: StatsHttpExchange(self, http), "stats listener"))
 
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
         self.checker.start()
+        self.stats_tick.arm(self.loop.now + STATS_TICK)
         self.loop.run()
         self._shutdown()
 
@@ -89,6 +139,9 @@ class Proxy(object):
 
     def _shutdown(self):
         self.checker.stop()
+        self.stats_tick.cancel()
+        for listener in self.stats_listeners:
+            listener.close()
         for listener in self.listeners:
             if not listener.paused:
                 self.loop.selector.unregister(listener.sock)
@@ -105,6 +158,12 @@ class Proxy(object):
         self.active += 1
         fe = session.fe
         fe.active += 1
+        self.stats.cum_conns += 1
+        counters = fe.counters
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
@@ -130,6 +189,25 @@ class Proxy(object):
                 fe.per_source[source] = count
         frontend = fe.frontend
         end = session.end
+        counters = fe.counters
+        counters.scur -= 1
+        counters.ends[end] += 1
+        counters.bin += session.bytes_in
+        counters.bout += session.bytes_out
+        if session.server is not None:
+            counters = fe.backend_counters
+            counters.scur -= 1
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+            counters = self.server_counters[session.server]
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+        if session.trust is not None:
+            self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
+        if end == END_HEALTH_CHECK:
+            self.stats.local_checks_absorbed += 1
         level = END_CAUSES[end].level
         quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
@@ -159,8 +237,17 @@ class Proxy(object):
         LOG.debug("connection to %s failed: %s %s", server.label, cause, detail or "")
         self.checker.connection_failed(server, cause, duration)
 
+    def _check_done(self, server, ok, reason, duration, health):
+        """A health check's result, for the stats (the checker has counted it)."""
+        self.server_counters[server].record_check(ok, reason, duration, health)
+
+    def _health_changed(self, pool, server, before):
+        """Health changed a server's state from ``before``."""
+        self.server_counters[server].state_changed(self.loop.now, before, by_check=True)
+        self._server_changed(pool, server)
+
     def _server_changed(self, pool, server):
-        """Health changed a server's state: a server up may serve the queue; with none left,
+        """A server's state changed: a server up may serve the queue; with none left,
         queued clients are closed at once, not at timeout queue."""
         if server.usable:
             self.serve_queue(pool)
@@ -187,6 +274,80 @@ class Proxy(object):
                 session.leave_queue(server)
         finally:
             self._serving_queues.discard(pool)
+
+    def _tick(self):
+        self.stats.tick(self.loop.now)
+        self.stats_tick.arm(self.stats_tick_due())
+
+    def stats_tick_due(self):
+        """The next whole STATS_TICK after now, so that ticks do not drift with load."""
+        started = self.stats.started
+        return started + (int((self.loop.now - started) / STATS_TICK) + 1) * STATS_TICK
+
+    # -- the runtime API's target (admin.py) ----------------------------------------------------
+
+    def stats_model(self):
+        return self.stats
+
+    def clock(self):
+        return self.loop.now, time.time()
+
+    def session_views(self):
+        """One SessionView per live connection, for "show sess" (oldest first)."""
+        views = []
+        for session in sorted(self.sessions, key=lambda s: s.started):
+            header = session.header
+            server = session.server
+            views.append(SessionView(
+                id(session), endpoint_text(session.client), endpoint_text(session.peer),
+                session.fe.frontend.name, session.fe.pool.backend.name if server else None,
+                server.config.name if server else None, session.state.name, session.started,
+                session.bytes_in, session.bytes_out,
+                proxy_text(header) if header is not None else None,
+                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                      (header.tlvs if header is not None and header.tlvs else ()))))
+        return views
+
+    def _server_state(self, backend, server):
+        pool = self.pools[backend]
+        return pool, next(state for state in pool.servers if state.config.name == server)
+
+    def set_server_admin(self, backend, server, admin):
+        """ready, drain or maint: logged, reversible; the state a server has already is a
+        silent success. Leaving maintenance restarts its checks (up, down at the first
+        failure), as HAProxy does."""
+        pool, state = self._server_state(backend, server)
+        was = state.admin
+        if admin == was:
+            return None
+        before = state.status
+        changed = pool.set_admin(state, admin)
+        LOG.warning("server %s administrative state changed from %s to %s by the runtime API",
+                    state.label, was, admin)
+        if changed:
+            self.server_counters[state].state_changed(self.loop.now, before, by_check=False)
+        if was == MAINT:
+            self.checker.restart(state)
+        if changed:
+            self._server_changed(pool, state)
+        return None
+
+    def set_server_weight(self, backend, server, weight):
+        pool, state = self._server_state(backend, server)
+        LOG.info("server %s weight changed from %d to %d by the runtime API", state.label,
+                 state.weight, weight)
+        pool.set_weight(state, weight)
+        self.server_counters[state].backend.settle(self.loop.now)
+        self._server_changed(pool, state)
+        return None
+
+    def set_server_maxconn(self, backend, server, maxconn):
+        pool, state = self._server_state(backend, server)
+        LOG.info("server %s maxconn changed from %d to %d by the runtime API", state.label,
+                 state.maxconn, maxconn)
+        pool.set_maxconn(state, maxconn)
+        self.serve_queue(pool)              # a higher limit may have freed slots
+        return None
 
     def unique_id(self):
         """A UNIQUE_ID for send-proxy-v2's unique-id option: pid, start time, counter."""
@@ -220,6 +381,13 @@ def _limited_source(session):
     if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
         return None
     return packed_ip(session.peer[0])
+
+
+def process_identity(settings, maxconn):
+    """What "show info" says about this process."""
+    soft = os.sysconf("SC_OPEN_MAX")
+    return ProcessIdentity(settings.stats_name, __version__, "", os.getpid(),
+                           socket.gethostname(), "", maxconn, soft if soft > 0 else 0)
 
 
 def default_maxconn():

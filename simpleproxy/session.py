@@ -31,6 +31,7 @@ reads and writes never touch the timer heap.
 import errno
 import os
 import socket
+import time
 import traceback
 
 from .endings import (
@@ -226,6 +227,10 @@ class Session(Relay):
                 return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
+            stats = self.proxy.stats
+            stats.pp_rejected[exc.kind] += 1
+            stats.header_errors.record(time.time(), self.fe.frontend.name,
+                                       endpoint_text(self.peer), exc.kind, exc.reason, inbuf)
             self.close(END_BAD_HEADER[exc.kind], detail=exc.reason)
             return
         if header is not None:
@@ -261,6 +266,7 @@ class Session(Relay):
             self.c2s = bytes(inbuf)
         else:
             self.header = header
+            self.proxy.stats.pp_received[header.version, header.command] += 1
             self.c2s = bytes(inbuf[header.header_len:])
             if header.command == "LOCAL" and not self.c2s:
                 self._enter(LOCAL_WAIT)
@@ -304,6 +310,9 @@ class Session(Relay):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
+            counters = self.fe.backend_counters
+            if len(pool.waiting) > counters.qmax:
+                counters.qmax = len(pool.waiting)
             self.queued_at = self.loop.now
             self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
 
@@ -318,6 +327,11 @@ class Session(Relay):
     def _dispatch(self, server):
         self.retries_left = self.fe.pool.backend.retries
         self.server = server
+        counters = self.fe.backend_counters
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self._connect()
 
     def _connect(self, cause=None):
@@ -329,6 +343,11 @@ class Session(Relay):
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.fe.pool.connection_started(server)
             self.slot = server
+            counters = self.proxy.server_counters[server]
+            counters.stot += 1
+            counters.last_session = self.loop.now
+            if server.active > counters.smax:
+                counters.smax = server.active
         self.connect_started = self.loop.now
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -359,6 +378,9 @@ class Session(Relay):
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
+        counters = proxy.server_counters[server]
+        counters.econ += 1
+        counters.backend.econ += 1
         if self.retries_left <= 0 or self.loop.stopping:
             server = None
         else:
@@ -371,10 +393,14 @@ class Session(Relay):
         if server is self.server:
             # The same server again: after a turn-around time, as HAProxy does, so that a
             # server that is restarting is not hammered with the retries all at once.
+            counters.wretr += 1
+            counters.backend.wretr += 1
             self._enter(RETRY_WAIT)
             self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
             self.timer.arm_by(self.connect_started)
             return
+        counters.wredis += 1
+        counters.backend.wredis += 1
         pool.connection_ended(self.slot)
         self.slot = None
         self.server = server

@@ -14,7 +14,7 @@ line and key in front of:
 """
 from collections import namedtuple
 
-from .config_values import bind_address, parse_duration
+from .config_values import ValueKind, bind_address, parse_duration
 from .ini import shown
 
 StatsSocket = namedtuple("StatsSocket", "address mode level")
@@ -128,3 +128,12 @@ def parse_log_target(text):
         return LogTarget("file", word)
     raise ValueError("'%s' is not a log destination (expected stderr, stdout, /path/file, "
                      "syslog or syslog@HOST:PORT)" % word)
+
+
+# The keys' values as config.py reads them (its errors get the file, line and key in front).
+STATS_SOCKET_VALUE = ValueKind(parse_stats_socket, _SC_SOCKET_FORMS)
+STATS_HTTP_VALUE = ValueKind(parse_stats_http, _SC_ENDPOINT_FORMS)
+STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
+STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
+STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")
+LOG_FORMAT_VALUE = ValueKind(parse_log_format, "tcplog or json")

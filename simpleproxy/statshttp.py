@@ -41,12 +41,12 @@ class StatsHttpExchange(object):
         self.target = target
         self.settings = settings
         self._buffer = b""
-        self.done = False
+        self.closed = False
 
     def feed(self, data):
-        """The response once it can be given, else None (read on)."""
-        if self.done:
-            return None
+        """The response once it can be given (``closed`` then), else b"": read on."""
+        if self.closed:
+            return b""
         self._buffer += data
         head, separator, _ = self._buffer.partition(b"\r\n\r\n")
         if not separator:
@@ -54,20 +54,20 @@ class StatsHttpExchange(object):
         if not separator:
             if len(self._buffer) > MAX_REQUEST:
                 return self._finish(_sh_response(413, "request too large\n"))
-            return None
+            return b""
         if len(head) > MAX_REQUEST:
             return self._finish(_sh_response(413, "request too large\n"))
         return self._finish(self._respond(head))
 
     def eof(self):
-        """The client closed before a whole request head: a 400 if it sent anything."""
-        if self.done or not self._buffer:
-            self.done = True
-            return None
+        """The client closed before a whole request head: a 400 if it sent anything, else b""."""
+        if self.closed or not self._buffer:
+            self.closed = True
+            return b""
         return self._finish(_sh_response(400, "incomplete request\n"))
 
     def _finish(self, response):
-        self.done = True
+        self.closed = True
         self._buffer = b""
         return response
 

@@ -239,8 +239,9 @@ def plain_server(name, address, line, **changes):
 def test_contract_example():
     config = parse_config(CONTRACT_EXAMPLE, "example.ini")
     assert config.path == "example.ini"
-    assert config.global_settings == GlobalSettings(maxconn=10000, log_level="info",
-                                                    bufsize=262144, check_threads=4)
+    assert config.global_settings == GlobalSettings(
+        maxconn=10000, log_level="info", bufsize=262144, check_threads=4, stats_socket=None,
+        stats_http=None, stats_auth=None, stats_refresh=5, stats_name="simpleproxy")
     header_handling = dict(accept_proxy=True, accept_proxy_from=(), proxy_optional_from=(),
                            accept_proxy_version="any", proxy_max_header=16384)
     assert config.frontends == (Frontend(
@@ -252,7 +253,7 @@ def test_contract_example():
                     line=11, **header_handling)),
         default_backend="webservers", maxconn=None, timeout_client=30.0,
         timeout_client_fin=30.0, timeout_proxy_header=5.0, maxconn_per_source=0,
-        maxconn_pending_header=1000, dontlognull=False, dontlog_normal=False, line=9),)
+        maxconn_pending_header=1000, dontlognull=False, dontlog_normal=False, log_format="tcplog", line=9),)
     assert config.backends == {"webservers": Backend(
         name="webservers", balance="roundrobin",
         servers=(plain_server("s1", Address("ipv4", ("192.168.56.20", 3000),
@@ -311,8 +312,9 @@ server c = unix@/run/c.sock send-proxy no-check-send-proxy fastinter 100ms downi
 
 def test_listen_section_with_defaults_and_default_server():
     config = parse_config(LISTEN)
-    assert config.global_settings == GlobalSettings(maxconn=None, log_level="debug",
-                                                    bufsize=1048576, check_threads=8)
+    assert config.global_settings == GlobalSettings(
+        maxconn=None, log_level="debug", bufsize=1048576, check_threads=8, stats_socket=None,
+        stats_http=None, stats_auth=None, stats_refresh=5, stats_name="simpleproxy")
     assert config.frontends == (Frontend(
         name="both",
         binds=(Bind(Address("ipv4", ("127.0.0.1", 9000), "127.0.0.1:9000"), False, (),
@@ -325,7 +327,7 @@ def test_listen_section_with_defaults_and_default_server():
                     ("unix",), (), "any", False, 4096, 18)),
         default_backend="both", maxconn=50, timeout_client=60.0, timeout_client_fin=2.0,
         timeout_proxy_header=3.0, maxconn_per_source=10, maxconn_pending_header=20,
-        dontlognull=True, dontlog_normal=True, line=15),)
+        dontlognull=True, dontlog_normal=True, log_format="tcplog", line=15),)
     (backend,) = config.backends.values()
     assert backend._replace(servers=()) == Backend(
         name="both", balance="leastconn", servers=(), retries=0, redispatch=False,
@@ -504,7 +506,8 @@ BAD_CONFIGS = [
         "timeout queue, timeout server, timeout server-fin)"]),
     ("unknown global key", "[global]\nmaxconns = 10\n" + FRAME, [
         "conf/bad.ini:2: [global] maxconns: unknown key 'maxconns', did you mean 'maxconn'? "
-        "(expected one of: check-threads, log-level, maxconn, tune.bufsize)"]),
+        "(expected one of: check-threads, log-level, maxconn, stats auth, stats http, "
+        "stats name, stats refresh, stats socket, tune.bufsize)"]),
     ("key in the wrong section", "[frontend web2]\nbind = :81\ndefault_backend = webservers\n"
      "balance = roundrobin\n" + FRAME, [
         "conf/bad.ini:4: [frontend web2] balance: not valid in a frontend section (expected "
@@ -731,7 +734,8 @@ def test_a_megabyte_unknown_token_is_answered_at_once_and_cut_short():
     elapsed = time.monotonic() - started
     cut = "'%s...' (1000000 characters)" % ("x" * 60)
     assert messages == ["conf/bad.ini:2: [global] %s: unknown key %s (expected one of: "
-                        "check-threads, log-level, maxconn, tune.bufsize)" % (cut, cut)]
+                        "check-threads, log-level, maxconn, stats auth, stats http, stats name, "
+                        "stats refresh, stats socket, tune.bufsize)" % (cut, cut)]
     assert elapsed < 5, "was quadratic: a megabyte took %.1f s" % elapsed
 
 

@@ -29,7 +29,7 @@ MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(
 PROXY_MODULES = {"balancer", "config", "config_values", "endings", "health", "ini", "listeners",
                  "proxy", "proxyproto", "relay", "resolve", "session", "trust", "cli",
                  "stats", "statsviews", "metrics", "admin", "statshttp", "statspage",
-                 "logformat", "statsconfig"}
+                 "logformat", "statsconfig", "statslistener"}
 
 
 def _tree(module):

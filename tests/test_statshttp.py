@@ -14,7 +14,7 @@ AUTHED = SETTINGS._replace(auth=StatsAuth("admin", "s3cret"))
 def request(head, settings=SETTINGS, target=None):
     exchange = StatsHttpExchange(target or ReferenceTarget(), settings)
     response = exchange.feed(head)
-    assert exchange.done
+    assert exchange.closed
     status_line, _, rest = response.partition(b"\r\n")
     headers, _, body = rest.partition(b"\r\n\r\n")
     fields = dict(line.split(": ", 1) for line in headers.decode().split("\r\n"))
@@ -92,15 +92,15 @@ def test_head_has_no_body():
 
 def test_request_size_is_bounded():
     exchange = StatsHttpExchange(ReferenceTarget(), SETTINGS)
-    assert exchange.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_REQUEST - 20)) is None
+    assert exchange.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * (MAX_REQUEST - 20)) == b""
     response = exchange.feed(b"a" * 100)
-    assert response.startswith(b"HTTP/1.1 413 ") and exchange.done
-    assert exchange.feed(b"more") is None
+    assert response.startswith(b"HTTP/1.1 413 ") and exchange.closed
+    assert exchange.feed(b"more") == b""
 
 
 def test_request_in_pieces_and_early_close():
     exchange = StatsHttpExchange(ReferenceTarget(), SETTINGS)
-    assert exchange.feed(b"GET /hea") is None
+    assert exchange.feed(b"GET /hea") == b""
     assert exchange.feed(b"lth HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 OK\r\n")
     cut = StatsHttpExchange(ReferenceTarget(), SETTINGS)
     cut.feed(b"GET / HT")
