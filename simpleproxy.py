@@ -43,11 +43,11 @@ Contents (line numbers in this file):
      4940  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      5131  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      5321  The proxy: a connection's life (simpleproxy/session.py)
-     5905  The proxy: listening and accepting (simpleproxy/listeners.py)
-     6044  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     6243  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     6643  The command line (simpleproxy/cli.py)
-     6723  Entry point (simpleproxy/__main__.py)
+     5918  The proxy: listening and accepting (simpleproxy/listeners.py)
+     6057  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     6277  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     6680  The command line (simpleproxy/cli.py)
+     6760  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -5864,8 +5864,7 @@ class Session(Relay):
             parts.append("trust=" + self.trust.rule_for(self.header))
         header = self.header
         if header is not None:
-            parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
-                                       else header.family))
+            parts.append("pp=" + proxy_text(header))
             vpce = aws_vpce_id(header)
             if vpce:
                 parts.append("vpce=" + vpce)
@@ -5874,6 +5873,20 @@ class Session(Relay):
         if detail:
             parts.append('reason="%s"' % detail.replace('"', "'"))
         return " ".join(parts)
+
+    def json_log_line(self, detail=None):
+        """The same facts as log_line, as one JSON object (``log-format = json``)."""
+        server = self.server
+        return json_log_line(
+            endpoint_text(self.client), endpoint_text(self.peer), self.fe.frontend.name,
+            self.fe.pool.backend.name if server is not None else None,
+            server.config.name if server is not None else None,
+            int(self.queue_wait * 1000),
+            int((self.connected_at - self.connect_started) * 1000)
+            if self.connected_at is not None else None,
+            int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
+            self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
+            self.header, len(self.tried) - 1 if self.tried else 0, detail)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,
@@ -6061,6 +6074,9 @@ statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to 
   and from one write's progress to the next: a slow or silent client is closed, as
   HAProxy's ``stats timeout`` does (10s by default).
 * An error in a conversation closes that client only (logged), never the loop.
+* Once the last answer is written, the write side is shut and what the client still sends
+  (the rest of a line too long, say) is read and dropped until its EOF or the deadline, so
+  that closing with unread bytes does not reset the connection and lose the answer.
 
 A Unix stats socket is created owner-only unless ``mode`` says otherwise (the umask is set
 for the bind, so that it is never wider even for an instant); an old file at its path is
@@ -6076,6 +6092,7 @@ CLIENT_TIMEOUT = 10.0         # seconds for a request, and for each write's prog
 MAX_CLIENTS = 32              # open clients per listener; more are closed on accept
 ACCEPT_PAUSE = 1.0            # seconds without accepting after EMFILE/ENFILE
 READ_CHUNK = 4096
+LISTEN_BACKLOG = 128
 
 
 def open_service_socket(address, what, mode=None):
@@ -6095,7 +6112,7 @@ def open_service_socket(address, what, mode=None):
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-        sock.listen(16)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -6181,7 +6198,9 @@ class ServiceClient(object):
 
     def _on_event(self, mask):
         try:
-            if mask & EVENT_READ and not self.pending:
+            if self.conversation.closed and not self.pending:
+                self._drop_the_rest()
+            elif mask & EVENT_READ and not self.pending:
                 self._read()
             elif mask & EVENT_WRITE:
                 self._write()
@@ -6219,10 +6238,25 @@ class ServiceClient(object):
         if self.pending:
             self._want(EVENT_WRITE)
         elif self.conversation.closed:
-            self.close()
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+                return
+            self._want(EVENT_READ)
         else:
             self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
             self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+
+    def _drop_the_rest(self):
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
 
     def _want(self, mask):
         if mask != self.mask:
@@ -6268,6 +6302,7 @@ import time
 
 
 STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
+LOG_LINE_BUILDERS = {"tcplog": Session.log_line, "json": Session.json_log_line}
 
 
 class FrontendState(object):
@@ -6275,13 +6310,15 @@ class FrontendState(object):
     backend's stats.py objects, which sessions bump in place."""
 
     __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source",
-                 "counters", "backend_counters")
+                 "counters", "backend_counters", "log_line")
 
     def __init__(self, frontend, pool, counters, backend_counters):
         self.frontend = frontend
         self.pool = pool
         self.counters = counters
         self.backend_counters = backend_counters
+        # log-format, chosen here once: Session.log_line (tcplog) or Session.json_log_line.
+        self.log_line = LOG_LINE_BUILDERS[frontend.log_format]
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
@@ -6442,7 +6479,7 @@ class Proxy(object):
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", session.log_line(detail))
+            LOG.log(level, "%s", fe.log_line(session, detail))
         if self.paused_listeners:
             self._update_accepting()
 

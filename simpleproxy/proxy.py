@@ -33,13 +33,14 @@ from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
 from .resolve import resolve_addresses
 from ._version import __version__
-from .session import endpoint_text
+from .session import Session, endpoint_text
 from .stats import ProcessIdentity, ProxyStats
 from .statshttp import StatsHttpExchange
 from .statslistener import ServiceListener, open_service_socket
 from .statsconfig import StatsHttpSettings
 
 STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
+LOG_LINE_BUILDERS = {"tcplog": Session.log_line, "json": Session.json_log_line}
 
 
 class FrontendState(object):
@@ -47,13 +48,15 @@ class FrontendState(object):
     backend's stats.py objects, which sessions bump in place."""
 
     __slots__ = ("frontend", "pool", "active", "listeners", "awaiting_header", "per_source",
-                 "counters", "backend_counters")
+                 "counters", "backend_counters", "log_line")
 
     def __init__(self, frontend, pool, counters, backend_counters):
         self.frontend = frontend
         self.pool = pool
         self.counters = counters
         self.backend_counters = backend_counters
+        # log-format, chosen here once: Session.log_line (tcplog) or Session.json_log_line.
+        self.log_line = LOG_LINE_BUILDERS[frontend.log_format]
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
@@ -214,7 +217,7 @@ class Proxy(object):
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", session.log_line(detail))
+            LOG.log(level, "%s", fe.log_line(session, detail))
         if self.paused_listeners:
             self._update_accepting()
 

@@ -39,6 +39,7 @@ from .endings import (
     END_CONNECT_REFUSED, END_CONNECT_TIMEOUT, END_HEADER_TIMEOUT, END_HEALTH_CHECK,
     END_INTERNAL_ERROR, END_NO_SERVER, END_QUEUE_FULL,
     END_QUEUE_TIMEOUT, END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
+from .logformat import json_log_line, proxy_text
 from .logs import LOG
 from .loop import EVENT_READ, EVENT_WRITE, Timer
 from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, build_v2, parse_header
@@ -551,8 +552,7 @@ class Session(Relay):
             parts.append("trust=" + self.trust.rule_for(self.header))
         header = self.header
         if header is not None:
-            parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
-                                       else header.family))
+            parts.append("pp=" + proxy_text(header))
             vpce = aws_vpce_id(header)
             if vpce:
                 parts.append("vpce=" + vpce)
@@ -561,6 +561,20 @@ class Session(Relay):
         if detail:
             parts.append('reason="%s"' % detail.replace('"', "'"))
         return " ".join(parts)
+
+    def json_log_line(self, detail=None):
+        """The same facts as log_line, as one JSON object (``log-format = json``)."""
+        server = self.server
+        return json_log_line(
+            endpoint_text(self.client), endpoint_text(self.peer), self.fe.frontend.name,
+            self.fe.pool.backend.name if server is not None else None,
+            server.config.name if server is not None else None,
+            int(self.queue_wait * 1000),
+            int((self.connected_at - self.connect_started) * 1000)
+            if self.connected_at is not None else None,
+            int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
+            self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
+            self.header, len(self.tried) - 1 if self.tried else 0, detail)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,

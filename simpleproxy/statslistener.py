@@ -15,6 +15,9 @@ statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to 
   and from one write's progress to the next: a slow or silent client is closed, as
   HAProxy's ``stats timeout`` does (10s by default).
 * An error in a conversation closes that client only (logged), never the loop.
+* Once the last answer is written, the write side is shut and what the client still sends
+  (the rest of a line too long, say) is read and dropped until its EOF or the deadline, so
+  that closing with unread bytes does not reset the connection and lose the answer.
 
 A Unix stats socket is created owner-only unless ``mode`` says otherwise (the umask is set
 for the bind, so that it is never wider even for an instant); an old file at its path is
@@ -34,6 +37,7 @@ CLIENT_TIMEOUT = 10.0         # seconds for a request, and for each write's prog
 MAX_CLIENTS = 32              # open clients per listener; more are closed on accept
 ACCEPT_PAUSE = 1.0            # seconds without accepting after EMFILE/ENFILE
 READ_CHUNK = 4096
+LISTEN_BACKLOG = 128
 
 
 def open_service_socket(address, what, mode=None):
@@ -53,7 +57,7 @@ def open_service_socket(address, what, mode=None):
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-        sock.listen(16)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -139,7 +143,9 @@ class ServiceClient(object):
 
     def _on_event(self, mask):
         try:
-            if mask & EVENT_READ and not self.pending:
+            if self.conversation.closed and not self.pending:
+                self._drop_the_rest()
+            elif mask & EVENT_READ and not self.pending:
                 self._read()
             elif mask & EVENT_WRITE:
                 self._write()
@@ -177,10 +183,25 @@ class ServiceClient(object):
         if self.pending:
             self._want(EVENT_WRITE)
         elif self.conversation.closed:
-            self.close()
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+                return
+            self._want(EVENT_READ)
         else:
             self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
             self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+
+    def _drop_the_rest(self):
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
 
     def _want(self, mask):
         if mask != self.mask:
