@@ -15,6 +15,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from simpleproxy.proxyproto import build_v2
 from simpleproxy.statslistener import CLIENT_TIMEOUT, MAX_CLIENTS
 from support import (DEFAULT_TIMEOUT, PAYLOAD, RESET, TIMING_MARGIN, RecordingServer, config,
                      connect, exchange, exchange_or_reset, free_port, read_to_eof, v2_header,
@@ -166,8 +167,12 @@ def test_counters_match_the_traffic(launch, tmp_path, echo_servers):
     assert rows["FRONTEND"][7:10] == [str(sent + 1), str(sent * len(PAYLOAD)),
                                       str(sent * len(PAYLOAD))]
     errors = ask(sock, "show errors\n")
-    assert "not-proxy" in errors and "47 41 52 42 41 47 45" in errors.upper().replace("  ", " ") \
-        or "GARBAGE" in errors
+    assert "frontend web: PROXY header refused, not-proxy (" in errors
+    assert "%d bytes received" % len(bad) in errors
+    assert "  00000  47 41 52 42 41 47 45 20 74 68 61 74 20 69 73 20  GARBAGE that is " in errors
+    # Rates come from the loop's once-a-second tick.
+    wait_until(lambda: metrics(http)[("haproxy_frontend_max_session_rate", web)] >= 1,
+               what="a session rate")
 
 
 def test_health_and_basic_auth(launch, tmp_path, echo_servers):
@@ -258,6 +263,7 @@ def test_maint_stops_checks_and_leaving_it_restarts_them(launch, tmp_path):
             tmp_path, [("s1", checked.config_address + " check inter 100ms")])
         proxy = launch(text)
         wait_until(lambda: len(checked.accepted) >= 2, what="checks running")
+        wait_until(lambda: ",L4OK," in ask(sock, "show stat\n"), what="a check result shown")
         assert ask(sock, "disable server app/s1\n") == "\n"
         time.sleep(0.3)                              # a check already running may still land
         during = len(checked.accepted)
@@ -323,6 +329,25 @@ def test_bad_commands_huge_lines_and_slow_clients_leave_the_proxy_unharmed(
         for client in silent:
             client.close()
     assert ask(sock, "show info\n").startswith("Name: simpleproxy\n")
+
+
+def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
+        launch, tmp_path, echo_servers):
+    text, sock, _, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+                                         bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
+    launch(text)
+    header = build_v2(("10.0.0.1", 1234), ("10.0.0.2", 80), tlvs=[(0x02, b"evil host\n\x00")])
+    client = connect(("127.0.0.1", port))
+    try:
+        client.sendall(header + b"ping")
+        assert client.recv(4) == b"ping"
+        shown = ask(sock, "show sess\n")
+        line = next(line for line in shown.splitlines() if "src=10.0.0.1:1234" in line)
+        assert " peer=127.0.0.1:%d " % client.getsockname()[1] in line
+        assert " fe=web be=app srv=s1 state=RELAY " in line and " bytes_in=4 bytes_out=4" in line
+        assert line.endswith(" pp=v2/TCP4 tlv0x02=evil\\x20host\\x0a\\x00")
+    finally:
+        client.close()
 
 
 def test_json_log_format(launch, tmp_path, echo_servers):
