@@ -25,29 +25,29 @@ Contents (line numbers in this file):
       695  Errors (simpleproxy/errors.py)
       720  Configuration: reading the INI file (simpleproxy/ini.py)
       998  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     1434  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     1577  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2171  Balancing: choosing a server (simpleproxy/balancer.py)
-     2602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     2757  Logging (simpleproxy/logs.py)
-     2802  How a connection ends: the end causes (simpleproxy/endings.py)
-     2872  Health checks (simpleproxy/health.py)
-     3254  Start-up: resolving host names (simpleproxy/resolve.py)
-     3322  Stats: the counters (simpleproxy/stats.py)
-     3654  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     4032  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     4281  Stats: the HTML page (simpleproxy/statspage.py)
-     4407  Stats: the runtime API's commands (simpleproxy/admin.py)
-     4733  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     4866  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     4940  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     5131  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     5321  The proxy: a connection's life (simpleproxy/session.py)
-     5918  The proxy: listening and accepting (simpleproxy/listeners.py)
-     6057  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     6277  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     6680  The command line (simpleproxy/cli.py)
-     6760  Entry point (simpleproxy/__main__.py)
+     1442  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     1575  Configuration: INI into frozen objects (simpleproxy/config.py)
+     2169  Balancing: choosing a server (simpleproxy/balancer.py)
+     2600  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     2755  Logging (simpleproxy/logs.py)
+     2800  How a connection ends: the end causes (simpleproxy/endings.py)
+     2870  Health checks (simpleproxy/health.py)
+     3252  Start-up: resolving host names (simpleproxy/resolve.py)
+     3320  Stats: the counters (simpleproxy/stats.py)
+     3652  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     4030  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     4279  Stats: the HTML page (simpleproxy/statspage.py)
+     4405  Stats: the runtime API's commands (simpleproxy/admin.py)
+     4731  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     4864  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     4938  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     5129  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     5319  The proxy: a connection's life (simpleproxy/session.py)
+     5916  The proxy: listening and accepting (simpleproxy/listeners.py)
+     6055  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     6275  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     6678  The command line (simpleproxy/cli.py)
+     6758  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -1247,6 +1247,7 @@ CHECK_ADDR_VALUE = ValueKind(_cfg_check_addr, "an IP address")
 # -- listening and server addresses ---------------------------------------------------------------
 
 _CFG_BIND_FORMS = ":PORT, *:PORT, IPv4:PORT, [IPv6]:PORT or unix@/path"
+_CFG_IP_LISTEN_FORMS = ":PORT, *:PORT, IPv4:PORT or [IPv6]:PORT"
 _CFG_SERVER_FORMS = "IPv4:PORT, [IPv6]:PORT, HOST:PORT or unix@/path"
 _CFG_UNIX_PREFIX = "unix@"
 _CFG_UNIX_PATH_MAX = 107                 # sun_path is 108 bytes, the last one a NUL
@@ -1284,7 +1285,14 @@ def bind_address(text):
     """The Address of a bind line's first word; ValueError says what is wrong."""
     if text.startswith(_CFG_UNIX_PREFIX):
         return _cfg_unix_address(text)
-    host, bracketed, port = _cfg_host_and_port(text, _CFG_BIND_FORMS)
+    return ip_listen_address(text, _CFG_BIND_FORMS)
+
+
+def ip_listen_address(text, forms=_CFG_IP_LISTEN_FORMS):
+    """The Address to listen on at ``text``, an IP address and port as a bind line writes
+    them (``:PORT`` and ``*:PORT``: every IPv4 address); ``forms`` is what error messages
+    say is expected."""
+    host, bracketed, port = _cfg_host_and_port(text, forms)
     if bracketed:
         family, ip = "ipv6", _cfg_ip(host, "ipv6")
     else:
@@ -1292,7 +1300,7 @@ def bind_address(text):
         ip = "0.0.0.0" if host in ("", "*") else _cfg_ip(host, "ipv4")
     if ip is None:
         raise ValueError("%s is not an IP%s address (expected %s)"
-                         % (shown(host), "v6" if bracketed else "v4", _CFG_BIND_FORMS))
+                         % (shown(host), "v6" if bracketed else "v4", forms))
     return Address(family, (ip, port), text)
 
 
@@ -1472,16 +1480,6 @@ DEFAULT_STATS_NAME = "simpleproxy"
 SYSLOG_PATH = "/dev/log"
 SYSLOG_PORT = 514
 _SC_SOCKET_FORMS = "/path/to.sock [mode 600] [level admin|user], or HOST:PORT"
-_SC_ENDPOINT_FORMS = "IPv4:PORT, :PORT or [IPv6]:PORT"
-
-
-def parse_endpoint(text):
-    """IPv4:PORT or [IPv6]:PORT (a literal address, no name) into an Address, as a bind
-    line reads it (``:PORT`` listens everywhere)."""
-    if text.startswith("unix@"):
-        raise ValueError("%s is not an address with a port (expected %s)"
-                         % (shown(text), _SC_ENDPOINT_FORMS))
-    return bind_address(text)
 
 
 def parse_stats_socket(text):
@@ -1492,7 +1490,7 @@ def parse_stats_socket(text):
     if where.startswith("/"):
         address = bind_address("unix@" + where)._replace(text=where)
     else:
-        address = parse_endpoint(where)
+        address = ip_listen_address(where)
     options = {"mode": "600", "level": "admin"}
     rest = words[1:]
     while rest:
@@ -1514,7 +1512,7 @@ def parse_stats_socket(text):
 
 
 def parse_stats_http(text):
-    return parse_endpoint(text.strip())
+    return ip_listen_address(text.strip())
 
 
 def parse_stats_auth(text):
@@ -1556,7 +1554,7 @@ def parse_log_target(text):
         endpoint = word[len("syslog@"):]
         if not endpoint.rpartition(":")[2].isdigit():
             endpoint += ":%d" % SYSLOG_PORT
-        address = parse_endpoint(endpoint)
+        address = ip_listen_address(endpoint)
         return LogTarget("syslog-udp", address.sockaddr)
     if word.startswith("/"):
         return LogTarget("file", word)
@@ -1566,7 +1564,7 @@ def parse_log_target(text):
 
 # The keys' values as config.py reads them (its errors get the file, line and key in front).
 STATS_SOCKET_VALUE = ValueKind(parse_stats_socket, _SC_SOCKET_FORMS)
-STATS_HTTP_VALUE = ValueKind(parse_stats_http, _SC_ENDPOINT_FORMS)
+STATS_HTTP_VALUE = ValueKind(parse_stats_http, "IPv4:PORT, :PORT or [IPv6]:PORT")
 STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
 STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
 STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")

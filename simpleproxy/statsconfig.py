@@ -14,8 +14,7 @@ line and key in front of:
 """
 from collections import namedtuple
 
-from .config_values import ValueKind, bind_address, parse_duration
-from .ini import shown
+from .config_values import ValueKind, bind_address, ip_listen_address, parse_duration
 
 StatsSocket = namedtuple("StatsSocket", "address mode level")
 StatsSocket.__doc__ = """stats socket: an Address (a Unix path or a TCP endpoint), the Unix
@@ -38,16 +37,6 @@ DEFAULT_STATS_NAME = "simpleproxy"
 SYSLOG_PATH = "/dev/log"
 SYSLOG_PORT = 514
 _SC_SOCKET_FORMS = "/path/to.sock [mode 600] [level admin|user], or HOST:PORT"
-_SC_ENDPOINT_FORMS = "IPv4:PORT, :PORT or [IPv6]:PORT"
-
-
-def parse_endpoint(text):
-    """IPv4:PORT or [IPv6]:PORT (a literal address, no name) into an Address, as a bind
-    line reads it (``:PORT`` listens everywhere)."""
-    if text.startswith("unix@"):
-        raise ValueError("%s is not an address with a port (expected %s)"
-                         % (shown(text), _SC_ENDPOINT_FORMS))
-    return bind_address(text)
 
 
 def parse_stats_socket(text):
@@ -58,7 +47,7 @@ def parse_stats_socket(text):
     if where.startswith("/"):
         address = bind_address("unix@" + where)._replace(text=where)
     else:
-        address = parse_endpoint(where)
+        address = ip_listen_address(where)
     options = {"mode": "600", "level": "admin"}
     rest = words[1:]
     while rest:
@@ -80,7 +69,7 @@ def parse_stats_socket(text):
 
 
 def parse_stats_http(text):
-    return parse_endpoint(text.strip())
+    return ip_listen_address(text.strip())
 
 
 def parse_stats_auth(text):
@@ -122,7 +111,7 @@ def parse_log_target(text):
         endpoint = word[len("syslog@"):]
         if not endpoint.rpartition(":")[2].isdigit():
             endpoint += ":%d" % SYSLOG_PORT
-        address = parse_endpoint(endpoint)
+        address = ip_listen_address(endpoint)
         return LogTarget("syslog-udp", address.sockaddr)
     if word.startswith("/"):
         return LogTarget("file", word)
@@ -132,7 +121,7 @@ def parse_log_target(text):
 
 # The keys' values as config.py reads them (its errors get the file, line and key in front).
 STATS_SOCKET_VALUE = ValueKind(parse_stats_socket, _SC_SOCKET_FORMS)
-STATS_HTTP_VALUE = ValueKind(parse_stats_http, _SC_ENDPOINT_FORMS)
+STATS_HTTP_VALUE = ValueKind(parse_stats_http, "IPv4:PORT, :PORT or [IPv6]:PORT")
 STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
 STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
 STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")

@@ -17,7 +17,7 @@ from simpleproxy.statsconfig import (LogTarget, StatsAuth, parse_log_format, par
     ("/run/sp.sock mode", "unknown or incomplete option 'mode'"),
     ("localhost:9999", "'localhost' is not an IPv4 address"),
     ("::1:9999", "needs brackets around the IPv6 address"),
-    ("unix@/run/sp.sock", "is not an address with a port"),
+    ("unix@/run/sp.sock", "has no port"),
     ("", "no address"),
 ])
 def test_stats_socket(text, expected):
