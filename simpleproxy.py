@@ -46,8 +46,8 @@ Contents (line numbers in this file):
      5916  The proxy: listening and accepting (simpleproxy/listeners.py)
      6055  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
      6275  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     6678  The command line (simpleproxy/cli.py)
-     6758  Entry point (simpleproxy/__main__.py)
+     6679  The command line (simpleproxy/cli.py)
+     6759  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -6287,7 +6287,8 @@ it when they open and close, and it serves a backend's queue whenever a slot may
 It is also what the runtime API and the stats listener act on (the target admin.py
 describes): it keeps the counters (stats.py's ``ProxyStats``, bumped in place by the
 sessions and here), runs ``stats.tick`` from a timer once a second, and applies ``set
-server`` commands to its pools and health checks.
+server`` commands to its pools and health checks. ``stats.stopping`` is what ``/health``
+(503) and the views report: whatever begins a soft stop sets it.
 
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
