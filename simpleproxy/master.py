@@ -52,7 +52,7 @@ import time
 import traceback
 from selectors import DefaultSelector
 
-from .balancer import ADMIN_TRANSITIONS
+from .balancer import ADMIN_TRANSITIONS, MAX_WEIGHT
 from .channel import (MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN, MSG_SERVER_FAILED,
                       MSG_SERVER_STATE, MSG_SOFT_STOP, MSG_STOP, STATE_DOWN, STATE_UP,
                       admin_fields, channel_pair, parse_admin_fields, receive_message,
@@ -73,7 +73,6 @@ STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much late
 RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
 COUNTERS_TIMEOUT = 1.0       # request_counters answers with what came in by then
-MAX_WEIGHT = 256
 
 
 class Worker(object):
