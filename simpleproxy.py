@@ -20,43 +20,44 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       64  Version (simpleproxy/_version.py)
-       72  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      725  Errors (simpleproxy/errors.py)
-      750  The longest wait handed to the system (simpleproxy/timeouts.py)
-      769  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      857  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1282  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1458  Configuration: reading the INI file (simpleproxy/ini.py)
-     1738  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2269  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2402  Configuration: INI into frozen objects (simpleproxy/config.py)
-     3143  Balancing: choosing a server (simpleproxy/balancer.py)
-     3596  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3751  Logging (simpleproxy/logs.py)
-     3942  How a connection ends: the end causes (simpleproxy/endings.py)
-     4020  Service discovery: following host names (simpleproxy/discovery.py)
-     4336  Start-up: resolving host names (simpleproxy/resolve.py)
-     4459  Health checks (simpleproxy/health.py)
-     4965  Stats: the counters (simpleproxy/stats.py)
-     5297  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     5676  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     5925  Stats: the HTML page (simpleproxy/statspage.py)
-     6051  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6392  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6525  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     6599  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     6834  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7024  The proxy: a connection's life (simpleproxy/session.py)
-     7672  The proxy: listening and accepting (simpleproxy/listeners.py)
-     7893  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8132  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8623  Processes: worker count, privileges (simpleproxy/process.py)
-     8676  Processes: the master-worker channel (simpleproxy/channel.py)
-     8785  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     8879  Processes: the master, workers, reload (simpleproxy/master.py)
-     9528  The command line (simpleproxy/cli.py)
-     9610  Entry point (simpleproxy/__main__.py)
+       65  Version (simpleproxy/_version.py)
+       73  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      726  Errors (simpleproxy/errors.py)
+      751  The longest wait handed to the system (simpleproxy/timeouts.py)
+      770  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      858  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1283  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1459  Configuration: reading the INI file (simpleproxy/ini.py)
+     1739  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2270  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2403  Configuration: INI into frozen objects (simpleproxy/config.py)
+     3144  Balancing: choosing a server (simpleproxy/balancer.py)
+     3597  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3752  Logging (simpleproxy/logs.py)
+     3943  How a connection ends: the end causes (simpleproxy/endings.py)
+     4021  Service discovery: following host names (simpleproxy/discovery.py)
+     4337  Start-up: resolving host names (simpleproxy/resolve.py)
+     4460  Health checks (simpleproxy/health.py)
+     4966  Stats: the counters (simpleproxy/stats.py)
+     5417  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     5796  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6045  Stats: the HTML page (simpleproxy/statspage.py)
+     6171  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6512  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6645  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     6719  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     6963  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7153  The proxy: a connection's life (simpleproxy/session.py)
+     7801  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8022  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8261  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8752  Processes: worker count, privileges (simpleproxy/process.py)
+     8805  Processes: the master-worker channel (simpleproxy/channel.py)
+     8914  Processes: the master's view of one proxy (stats, runtime API) (simpleproxy/masterview.py)
+     9056  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9150  Processes: the master, workers, reload (simpleproxy/master.py)
+     9785  The command line (simpleproxy/cli.py)
+     9867  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -5005,6 +5006,13 @@ Health checks and state changes, which are rare, go through methods:
 ``ServerStats.record_check`` after each check result the loop counts,
 ``ServerStats.state_changed`` after each change of a server's state (by checks, passive
 health or the runtime API), ``BackendStats.settle`` after a weight change.
+
+With workers (master.py) each worker keeps its own ``ProxyStats``; ``stats_snapshot`` turns
+it into plain data by name, the master adds the workers' snapshots up
+(master.aggregate_counters) and ``ProxyStats.apply_totals`` loads the sum into the master's
+own ``ProxyStats`` (over BackendPools of its own that stand for the workers' servers), whose
+``tick`` then makes rates and sparklines of the whole proxy. So the views (statsviews.py,
+metrics.py, statspage.py) draw one proxy from either.
 """
 from collections import deque, namedtuple
 
@@ -5107,7 +5115,8 @@ class _StCounted(object):
         self._stot_seen = self._bytes_seen = 0
 
     def _count_second(self):
-        self.rate = self.stot - self._stot_seen
+        # Never below 0: a master's totals drop when a worker is replaced.
+        self.rate = max(0, self.stot - self._stot_seen)
         self._stot_seen = self.stot
         if self.rate > self.rate_max:
             self.rate_max = self.rate
@@ -5115,7 +5124,7 @@ class _StCounted(object):
     def _sample(self, current):
         moved = self.bin + self.bout
         self.spark_sessions.append(current)
-        self.spark_bytes.append(moved - self._bytes_seen)
+        self.spark_bytes.append(max(0, moved - self._bytes_seen))
         self._bytes_seen = moved
 
     def ended(self, prefix=None, causes=()):
@@ -5139,13 +5148,14 @@ class FrontendStats(_StCounted):
 class BackendStats(_StCounted):
     """A backend's counters, beside its ``BackendPool`` (servers, queue, candidates)."""
 
-    __slots__ = ("iid", "pool", "servers", "scur", "qmax", "econ", "wretr", "wredis",
+    __slots__ = ("iid", "pool", "servers", "queued", "scur", "qmax", "econ", "wretr", "wredis",
                  "lastchg", "down_since", "downtime")
 
     def __init__(self, pool, iid, now):
         _StCounted.__init__(self, pool.backend.name)
         self.iid = iid
         self.pool = pool
+        self.queued = None            # the workers' queues added up, in a master's view
         self.scur = self.qmax = self.econ = self.wretr = self.wredis = 0
         self.lastchg = now
         self.down_since = None if pool.candidates else now
@@ -5156,6 +5166,11 @@ class BackendStats(_StCounted):
     @property
     def up(self):
         return bool(self.pool.candidates)
+
+    @property
+    def qcur(self):
+        """Connections waiting for a server now."""
+        return len(self.pool.waiting) if self.queued is None else self.queued
 
     def total_downtime(self, now):
         return self.downtime + (now - self.down_since if self.down_since is not None else 0.0)
@@ -5272,9 +5287,41 @@ class ProxyStats(object):
     def bytes_out(self):
         return sum(fe.bout for fe in self.frontends)
 
+    def apply_totals(self, total, now):
+        """Show ``total``, the workers' stats_snapshots added up (master.aggregate_counters):
+        counters as they are, each server's state, weight and connections through its pool,
+        check results from the checking worker. Rates come from the next tick()."""
+        process = total.get("process", {})
+        self.cum_conns = process.get("cum_conns", 0)
+        self.dropped_logs = process.get("dropped_logs", 0)
+        self.local_checks_absorbed = process.get("local_checks_absorbed", 0)
+        for key, n in process.get("pp_received", {}).items():
+            version, command = key.split(" ")
+            self.pp_received[int(version), command] = n
+        self.pp_rejected.update(process.get("pp_rejected", {}))
+        self.trust_decisions = Tally(process.get("trust_decisions", {}))
+        ring = self.header_errors
+        ring.events.clear()
+        for number, (wall, frontend, peer, kind, reason, data, received) in enumerate(
+                sorted(total.get("header_errors", []))[-ring.events.maxlen:], 1):
+            ring.events.append(HeaderErrorEvent(number, wall, frontend, peer, kind, reason,
+                                                bytes.fromhex(data), received))
+        ring.total = process.get("header_errors_total", 0)
+        for fe in self.frontends:
+            _st_load(fe, total.get("frontends", {}).get(fe.name), ("scur",))
+        for be in self.backends:
+            data = total.get("backends", {}).get(be.name)
+            if data is None:
+                continue
+            _st_load(be, data, ("scur", "qmax") + _SN_ERRORS)
+            be.queued = data["qcur"]
+            for srv in be.servers:
+                _st_load_server(be.pool, srv, data["servers"].get(srv.name), now)
+            be.settle(now)
+
     def tick(self, now):
         """Once a second, from a loop timer: rates, and every SPARK_EVERY seconds a sample."""
-        self.conn_rate = self.cum_conns - self._cum_seen
+        self.conn_rate = max(0, self.cum_conns - self._cum_seen)
         self._cum_seen = self.cum_conns
         self.max_conn_rate = max(self.max_conn_rate, self.conn_rate)
         self._seconds += 1
@@ -5291,6 +5338,79 @@ class ProxyStats(object):
                 srv._count_second()
                 if sample:
                     srv._sample(srv.scur)
+
+
+# -- one proxy over several processes (see the module docstring) ---------------------------------
+
+_SN_COUNTED = ("stot", "smax", "bin", "bout")
+_SN_ERRORS = ("econ", "wretr", "wredis")
+_SN_CHECK = ("check_status", "check_duration", "last_check", "check_health", "chkfail",
+             "chkdown")
+
+
+def stats_snapshot(stats, now, checking):
+    """``stats`` as plain data (JSON), by name; gauges and totals only, so that snapshots of
+    several processes add up. ``checking``: this process runs the health checks, so its
+    check results are the ones to show."""
+    def counted(obj, *fields):
+        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields}
+        data["ends"] = dict(obj.ends)
+        return data
+
+    def server(srv):
+        state = srv.state
+        data = counted(srv, *_SN_ERRORS)
+        data.update(scur=state.active, status=state.status, admin=state.admin,
+                    healthy=state.healthy, dns_maint=state.dns_maint, weight=state.weight,
+                    maxconn=state.maxconn, last_session_age=None if srv.last_session is None
+                    else now - srv.last_session)
+        if checking and state.config.check:
+            data["check"] = {field: getattr(srv, field) for field in _SN_CHECK}
+        return data
+
+    return {
+        "process": {"cum_conns": stats.cum_conns, "dropped_logs": stats.dropped_logs,
+                    "local_checks_absorbed": stats.local_checks_absorbed,
+                    "header_errors_total": stats.header_errors.total,
+                    "pp_received": {"%d %s" % key: n for key, n in stats.pp_received.items()},
+                    "pp_rejected": dict(stats.pp_rejected),
+                    "trust_decisions": dict(stats.trust_decisions)},
+        "header_errors": [[event.wall, event.frontend, event.peer, event.kind, event.reason,
+                           event.data.hex(), event.received] for event in stats.header_errors.events],
+        "frontends": {fe.name: counted(fe, "scur") for fe in stats.frontends},
+        "backends": {be.name: dict(counted(be, "scur", "qmax", *_SN_ERRORS), qcur=be.qcur,
+                                   servers={srv.name: server(srv) for srv in be.servers})
+                     for be in stats.backends},
+    }
+
+
+def _st_load(obj, data, fields):
+    if data is None:
+        return
+    for field in _SN_COUNTED + fields:
+        setattr(obj, field, data[field])
+    obj.ends = Tally(data["ends"])
+
+
+def _st_load_server(pool, srv, data, now):
+    if data is None:
+        return
+    _st_load(srv, data, _SN_ERRORS)
+    state = srv.state
+    before, was_healthy = state.status, state.healthy
+    pool.set_health(state, data["healthy"])
+    pool.set_dns_maint(state, data["dns_maint"])
+    if data["admin"] != state.admin:
+        pool.set_admin(state, data["admin"])
+    pool.set_weight(state, data["weight"])
+    pool.set_maxconn(state, data["maxconn"])
+    state.active = data["scur"]
+    if state.status != before:
+        srv.state_changed(now, before, by_check=state.healthy != was_healthy)
+    for field, value in data.get("check", {}).items():
+        setattr(srv, field, value)
+    age = data["last_session_age"]
+    srv.last_session = None if age is None else now - age
 
 
 ###############################################################################
@@ -5498,7 +5618,7 @@ def backend_row(be, now):
     normal, backup = be.pool.usable_counts()
     weight = sum(state.weight for state in be.pool.candidates)
     return {
-        "pxname": be.name, "svname": "BACKEND", "qcur": len(be.pool.waiting), "qmax": be.qmax,
+        "pxname": be.name, "svname": "BACKEND", "qcur": be.qcur, "qmax": be.qmax,
         "scur": be.scur, "smax": be.smax, "stot": be.stot, "bin": be.bin, "bout": be.bout,
         "dreq": 0, "dresp": 0, "econ": be.econ, "eresp": 0, "wretr": be.wretr,
         "wredis": be.wredis, "status": "UP" if be.up else "DOWN", "weight": weight,
@@ -5831,7 +5951,7 @@ def exposition(stats, now):
                                  for fe in frontends], ("DOWN", "UP"))
     backends = stats.backends
     _mt_scoped(out, "backend", backends, lambda be: (("proxy", be.name),), (
-        ("current_queue", "gauge", _MT_QUEUE, lambda be: len(be.pool.waiting)),
+        ("current_queue", "gauge", _MT_QUEUE, lambda be: be.qcur),
         ("max_queue", "gauge", _MT_MAX_QUEUE, lambda be: be.qmax),
         ("current_sessions", "gauge", _MT_SESSIONS, lambda be: be.scur),
         ("max_sessions", "gauge", _MT_MAX_SESSIONS, lambda be: be.smax),
@@ -6043,7 +6163,7 @@ def _pg_backend_rows(be):
                            "", check))
     state = "UP" if be.up else "DOWN"
     out.append(_pg_row("BACKEND", state, state, be, be.scur,
-                       "%d (max %d)" % (len(be.pool.waiting), be.qmax), ""))
+                       "%d (max %d)" % (be.qcur, be.qmax), ""))
     return "".join(out)
 
 
@@ -6708,31 +6828,40 @@ class EventLoop(object):
     def run(self):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         selector = self.selector
-        timers = self._timers
         monotonic = time.monotonic
         while not self.stopping:
-            timeout = None
-            if timers:
-                # A timer may be due later than the selector can wait: it wakes up early,
-                # finds nothing due, and waits again.
-                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
-            events = selector.select(timeout)
-            self.now = now = monotonic()
+            events = selector.select(self.next_wait())
+            self.now = monotonic()
             for key, mask in events:
                 try:
                     key.data(mask)
                 except Exception:
                     log_loop_error("an event handler")
-            while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                if timer is None:
-                    self._dead_timers -= 1
-                    continue
-                timer._entry = timer.when = None
-                try:
-                    timer.callback()
-                except Exception:
-                    log_loop_error("a timer")
+            self.fire_timers()
+
+    def next_wait(self):
+        """How long select() may sleep: until the first timer is due, None without one. A
+        timer may be due later than the selector can wait: it wakes up early, finds nothing
+        due, and waits again. (The master, which runs a select loop of its own, asks too.)"""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
+
+    def fire_timers(self):
+        """Run the callbacks of the timers due by ``self.now``."""
+        timers = self._timers
+        now = self.now
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if timer is None:
+                self._dead_timers -= 1
+                continue
+            timer._entry = timer.when = None
+            try:
+                timer.callback()
+            except Exception:
+                log_loop_error("a timer")
 
     def _drop_dead_timers(self):
         timers = self._timers
@@ -8782,6 +8911,148 @@ def parse_admin_fields(words):
 
 
 ###############################################################################
+# Processes: the master's view of one proxy (stats, runtime API) (simpleproxy/masterview.py)
+###############################################################################
+
+"""The master's view of one proxy: what the stats socket and the stats listener show and act
+on when there are workers (master.py).
+
+An operator must see one proxy however many workers serve it, so under a master the stats
+socket and the stats listener are served by the master itself, on an EventLoop of its own
+(``Master.loop``, run beside its supervision), and ``MasterView`` is their target (the
+interface admin.py describes):
+
+* Counters. Once a second the master asks every serving worker for its stats_snapshot
+  (``Master.request_counters``), adds them up (``aggregate_counters``) and loads the sum into
+  a ProxyStats of its own (``ProxyStats.apply_totals``), over BackendPools that stand for the
+  workers' servers; its ``tick`` makes the whole proxy's rates and sparklines. A view is
+  thus at most a second old. The workers of an older generation, still finishing their
+  connections after a reload, are not counted any more: a reload starts the counters over,
+  as it does in HAProxy.
+* States. Every worker holds the one health view (the checking worker's verdicts, passed on
+  by the master) and the operator's settings, so a server's state comes with the snapshots;
+  its check results come from the checking worker's.
+* ``set server`` and kin go through ``Master.set_server_admin``: applied in every worker,
+  remembered and replayed to each new worker after a restart or a reload, by backend and
+  server name; the view shows them at once.
+* ``/health`` says 503 from the moment SIGUSR1 arrives (while ``grace`` runs) on.
+* ``show sess`` lists nothing here: live connections are the workers' own (not gathered).
+
+The stats listener is the master's rather than each worker's on a shared socket because a
+worker's answer could only show its own share: the sum exists in the master alone.
+"""
+import time
+
+
+class MasterView(object):
+    """The runtime API's target under a master (see the module docstring)."""
+
+    def __init__(self, master):
+        self.master = master
+        self.loop = master.loop
+        self.stats = self.pools = None
+        self._poll_timer = self.loop.timer(self._poll)
+        self.build(master.config)
+
+    def build(self, config):
+        """A fresh view of ``config`` (at start and after a reload), with what operators set."""
+        settings = config.global_settings
+        maxconn = settings.maxconn or default_maxconn()
+        self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
+        self.stats = ProxyStats(process_identity(settings, maxconn),
+                                [(frontend, frontend.maxconn or maxconn)
+                                 for frontend in config.frontends],
+                                list(self.pools.values()), self.loop.now, time.time())
+        for (backend, server), values in self.master.server_admin.items():
+            found = self._server(backend, server)
+            if found is not None:
+                self._show(found[0], found[1], values.get("state"), values.get("weight"),
+                           values.get("maxconn"))
+
+    def start(self):
+        self._poll_timer.arm(self.loop.now + STATS_TICK)
+
+    def _poll(self):
+        self._poll_timer.arm(self.loop.now + STATS_TICK)
+        self.master.request_counters(self._counted)
+
+    def _counted(self, snapshots):
+        if snapshots:
+            self.stats.apply_totals(aggregate_counters(snapshots), self.loop.now)
+        self.stats.tick(self.loop.now)
+
+    def _server(self, backend, server):
+        pool = self.pools.get(backend)
+        for state in pool.servers if pool is not None else ():
+            if state.config.name == server:
+                return pool, state
+        return None
+
+    def _show(self, pool, state, admin, weight, maxconn):
+        """An operator's setting in the view, before the workers' next snapshot confirms it."""
+        if admin is not None and admin != state.admin:
+            pool.set_admin(state, admin)
+        if weight is not None:
+            pool.set_weight(state, weight)
+        if maxconn is not None:
+            pool.set_maxconn(state, maxconn)
+
+    # -- the target admin.py and statshttp.py act on ------------------------------------------
+
+    def stats_model(self):
+        master = self.master
+        self.stats.stopping = master.soft_stop_at is not None or master.stopping
+        return self.stats
+
+    def clock(self):
+        return self.loop.now, time.time()
+
+    def session_views(self):
+        return []
+
+    def set_server(self, backend, server, state=None, weight=None, maxconn=None):
+        pool, target = self._server(backend, server)
+        was = target.admin, target.weight, target.maxconn
+        error = self.master.set_server_admin(backend, server, state, weight, maxconn)
+        if error is not None:
+            return error
+        log_server_setting(target.label, was, (state, weight, maxconn))
+        self._show(pool, target, state, weight, maxconn)
+        return None
+
+
+def aggregate_counters(snapshots):
+    """The workers' snapshots (master.counter_snapshot) as one proxy's: numbers added up
+    (a server's maxconn is a worker's share: the sum is the proxy's), lists put together,
+    the most recent ``last_session_age``; anything else (a server's status, admin state,
+    weight) as the first worker has it: verdicts and operators' settings reach every worker
+    through the master."""
+    total = {"workers": len(snapshots)}
+    for snapshot in snapshots:
+        _add(total, {field: value for field, value in snapshot.items()
+                     if field not in _MV_OWN_FIELDS})
+    return total
+
+
+_MV_OWN_FIELDS = ("pid", "stopping_softly")     # a worker's own, not the proxy's
+
+
+def _add(into, counters):
+    for field, value in counters.items():
+        if isinstance(value, dict):
+            _add(into.setdefault(field, {}), value)
+        elif isinstance(value, list):
+            into.setdefault(field, []).extend(value)
+        elif field == "last_session_age":
+            if into.get(field) is None or (value is not None and value < into[field]):
+                into[field] = value
+        elif isinstance(value, int) and not isinstance(value, bool) and field != "weight":
+            into[field] = into.get(field, 0) + value
+        else:
+            into.setdefault(field, value)
+
+
+###############################################################################
 # Processes: systemd notify and socket activation (simpleproxy/systemd.py) ####
 ###############################################################################
 
@@ -8931,7 +9202,6 @@ import socket
 import sys
 import time
 import traceback
-from selectors import DefaultSelector
 
 
 RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
@@ -8993,7 +9263,12 @@ class Master(object):
         self.signals = []
         self.soft_stop_at = None      # when SIGUSR1's grace ends
         self.stopping = False         # the workers were told to stop: exit when they are gone
-        self.selector = DefaultSelector()
+        # The runtime API's stats socket and listener run on this loop (masterview.py); the
+        # master's own sockets share its selector and it fires the loop's timers.
+        self.loop = EventLoop()
+        self.selector = self.loop.selector
+        self.view = None              # the MasterView, when a stats socket or listener is set
+        self.stats_listeners = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -9061,8 +9336,11 @@ class Master(object):
                 signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
             signal.set_wakeup_fd(-1)
             for key in list(self.selector.get_map().values()):
-                key.fileobj.close()       # channels, the wake-up end, what watch() was given
-            self.selector.close()
+                if hasattr(key.fileobj, "close"):
+                    key.fileobj.close()   # channels, wake-up ends, stats sockets, watch()'s
+            for listener in self.stats_listeners:
+                listener.sock.close()     # also when paused (not in the selector then)
+            self.loop.close()
             self._wake_w.close()
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
             ours = bind_keys(self.config)
@@ -9223,6 +9501,8 @@ class Master(object):
         for warning in config.warnings:
             LOG.warning("%s", warning)
         self.config = config
+        if self.view is not None:
+            self.view.build(config)
         self.listening.update(listening)
         self.generation += 1
         self.restarts = []
@@ -9270,6 +9550,10 @@ class Master(object):
             LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
             sock.close()
         self.activated = {}
+        if settings.stats_socket is not None or settings.stats_http is not None:
+            self.view = MasterView(self)
+            self.stats_listeners = open_stats_listeners(self.loop, settings, self.view)
+            self.view.start()
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in MASTER_SIGNALS:
             signal.signal(signum, self._on_signal)
@@ -9288,6 +9572,8 @@ class Master(object):
             self._loop()
         finally:
             self.close_listening(())
+            for listener in self.stats_listeners:
+                listener.close()
             if settings.pidfile:
                 try:
                     os.unlink(settings.pidfile)
@@ -9300,8 +9586,11 @@ class Master(object):
         while not (self.stopping and not self.workers):
             now = time.monotonic()
             timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
-            for key, mask in self.selector.select(max(0.0, timeout)):
+            events = self.selector.select(max(0.0, timeout))
+            self.loop.now = time.monotonic()
+            for key, mask in events:
                 key.data(mask)
+            self.loop.fire_timers()
             self._handle_signals()
             now = time.monotonic()
             if self.next_watchdog is not None and now >= self.next_watchdog:
@@ -9319,6 +9608,8 @@ class Master(object):
 
     def _dues(self):
         yield self.next_watchdog
+        wait = self.loop.next_wait()
+        yield None if wait is None else time.monotonic() + wait
         yield None if self.stopping else self.soft_stop_at
         for request in self.counter_requests.values():
             yield request.deadline
@@ -9357,6 +9648,7 @@ class WorkerLink(object):
     def __init__(self, proxy, channel, checking, hard_stop_after):
         self.proxy = proxy
         self.channel = channel
+        self.checking = checking
         self.hard_stop_after = hard_stop_after
         if checking:
             proxy.on_server_change = self.send_verdict
@@ -9396,7 +9688,7 @@ class WorkerLink(object):
             self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
         elif kind == MSG_COUNTERS and len(message) == 2:
             send_message(self.channel, MSG_COUNTERS, message[1],
-                         json.dumps(counter_snapshot(self.proxy)))
+                         json.dumps(counter_snapshot(self.proxy, self.checking)))
 
     def apply_admin(self, backend, server_name, settings):
         for pool, server in self.servers_named(backend, server_name):
@@ -9431,49 +9723,14 @@ class CounterRequest(object):
         return not self.waiting_for
 
 
-def counter_snapshot(proxy):
+def counter_snapshot(proxy, checking):
     """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
-    totals only, so that the master can add the workers' snapshots up (aggregate_counters);
-    the stats of the runtime API issue extend it with their own fields."""
-    return {
-        "pid": os.getpid(),
-        "active": proxy.active,
-        "stopping_softly": proxy.stopping_softly,
-        "frontends": {name: {"scur": fe.active} for name, fe in proxy.frontends.items()},
-        "backends": {name: {"qcur": len(pool.waiting),
-                            "servers": {server.config.name: {
-                                "scur": server.active, "status": server.status,
-                                "weight": server.weight, "maxconn": server.maxconn}
-                                for server in pool.servers}}
-                     for name, pool in proxy.pools.items()},
-    }
-
-
-def aggregate_counters(snapshots):
-    """The workers' snapshots as one proxy's: numbers added up, per frontend, backend and
-    server; a server's status, weight and maxconn as the workers agree on them (the first
-    worker's: verdicts and admin settings reach every worker through the master)."""
-    total = {"workers": len(snapshots), "active": 0, "frontends": {}, "backends": {}}
-    for snapshot in snapshots:
-        total["active"] += snapshot["active"]
-        for name, counters in snapshot["frontends"].items():
-            _add(total["frontends"].setdefault(name, {}), counters)
-        for name, backend in snapshot["backends"].items():
-            into = total["backends"].setdefault(name, {"qcur": 0, "servers": {}})
-            into["qcur"] += backend["qcur"]
-            for server, counters in backend["servers"].items():
-                _add(into["servers"].setdefault(server, {}), counters)
-    return total
-
-
-def _add(into, counters):
-    """Sum the numbers of ``counters`` into ``into``; other values: the first one seen. A
-    server's maxconn is a worker's share: the sum is the proxy's."""
-    for field, value in counters.items():
-        if isinstance(value, int) and not isinstance(value, bool) and field != "weight":
-            into[field] = into.get(field, 0) + value
-        else:
-            into.setdefault(field, value)
+    totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
+    (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
+    snapshot = stats_snapshot(proxy.stats, proxy.loop.now, checking)
+    snapshot.update(pid=os.getpid(), active=proxy.active,
+                    stopping_softly=proxy.stopping_softly)
+    return snapshot
 
 
 def describe_exit(status):

@@ -155,7 +155,7 @@ def exposition(stats, now):
                                  for fe in frontends], ("DOWN", "UP"))
     backends = stats.backends
     _mt_scoped(out, "backend", backends, lambda be: (("proxy", be.name),), (
-        ("current_queue", "gauge", _MT_QUEUE, lambda be: len(be.pool.waiting)),
+        ("current_queue", "gauge", _MT_QUEUE, lambda be: be.qcur),
         ("max_queue", "gauge", _MT_MAX_QUEUE, lambda be: be.qmax),
         ("current_sessions", "gauge", _MT_SESSIONS, lambda be: be.scur),
         ("max_sessions", "gauge", _MT_MAX_SESSIONS, lambda be: be.smax),

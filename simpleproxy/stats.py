@@ -38,6 +38,13 @@ Health checks and state changes, which are rare, go through methods:
 ``ServerStats.record_check`` after each check result the loop counts,
 ``ServerStats.state_changed`` after each change of a server's state (by checks, passive
 health or the runtime API), ``BackendStats.settle`` after a weight change.
+
+With workers (master.py) each worker keeps its own ``ProxyStats``; ``stats_snapshot`` turns
+it into plain data by name, the master adds the workers' snapshots up
+(master.aggregate_counters) and ``ProxyStats.apply_totals`` loads the sum into the master's
+own ``ProxyStats`` (over BackendPools of its own that stand for the workers' servers), whose
+``tick`` then makes rates and sparklines of the whole proxy. So the views (statsviews.py,
+metrics.py, statspage.py) draw one proxy from either.
 """
 from collections import deque, namedtuple
 
@@ -143,7 +150,8 @@ class _StCounted(object):
         self._stot_seen = self._bytes_seen = 0
 
     def _count_second(self):
-        self.rate = self.stot - self._stot_seen
+        # Never below 0: a master's totals drop when a worker is replaced.
+        self.rate = max(0, self.stot - self._stot_seen)
         self._stot_seen = self.stot
         if self.rate > self.rate_max:
             self.rate_max = self.rate
@@ -151,7 +159,7 @@ class _StCounted(object):
     def _sample(self, current):
         moved = self.bin + self.bout
         self.spark_sessions.append(current)
-        self.spark_bytes.append(moved - self._bytes_seen)
+        self.spark_bytes.append(max(0, moved - self._bytes_seen))
         self._bytes_seen = moved
 
     def ended(self, prefix=None, causes=()):
@@ -175,13 +183,14 @@ class FrontendStats(_StCounted):
 class BackendStats(_StCounted):
     """A backend's counters, beside its ``BackendPool`` (servers, queue, candidates)."""
 
-    __slots__ = ("iid", "pool", "servers", "scur", "qmax", "econ", "wretr", "wredis",
+    __slots__ = ("iid", "pool", "servers", "queued", "scur", "qmax", "econ", "wretr", "wredis",
                  "lastchg", "down_since", "downtime")
 
     def __init__(self, pool, iid, now):
         _StCounted.__init__(self, pool.backend.name)
         self.iid = iid
         self.pool = pool
+        self.queued = None            # the workers' queues added up, in a master's view
         self.scur = self.qmax = self.econ = self.wretr = self.wredis = 0
         self.lastchg = now
         self.down_since = None if pool.candidates else now
@@ -192,6 +201,11 @@ class BackendStats(_StCounted):
     @property
     def up(self):
         return bool(self.pool.candidates)
+
+    @property
+    def qcur(self):
+        """Connections waiting for a server now."""
+        return len(self.pool.waiting) if self.queued is None else self.queued
 
     def total_downtime(self, now):
         return self.downtime + (now - self.down_since if self.down_since is not None else 0.0)
@@ -308,9 +322,41 @@ class ProxyStats(object):
     def bytes_out(self):
         return sum(fe.bout for fe in self.frontends)
 
+    def apply_totals(self, total, now):
+        """Show ``total``, the workers' stats_snapshots added up (master.aggregate_counters):
+        counters as they are, each server's state, weight and connections through its pool,
+        check results from the checking worker. Rates come from the next tick()."""
+        process = total.get("process", {})
+        self.cum_conns = process.get("cum_conns", 0)
+        self.dropped_logs = process.get("dropped_logs", 0)
+        self.local_checks_absorbed = process.get("local_checks_absorbed", 0)
+        for key, n in process.get("pp_received", {}).items():
+            version, command = key.split(" ")
+            self.pp_received[int(version), command] = n
+        self.pp_rejected.update(process.get("pp_rejected", {}))
+        self.trust_decisions = Tally(process.get("trust_decisions", {}))
+        ring = self.header_errors
+        ring.events.clear()
+        for number, (wall, frontend, peer, kind, reason, data, received) in enumerate(
+                sorted(total.get("header_errors", []))[-ring.events.maxlen:], 1):
+            ring.events.append(HeaderErrorEvent(number, wall, frontend, peer, kind, reason,
+                                                bytes.fromhex(data), received))
+        ring.total = process.get("header_errors_total", 0)
+        for fe in self.frontends:
+            _st_load(fe, total.get("frontends", {}).get(fe.name), ("scur",))
+        for be in self.backends:
+            data = total.get("backends", {}).get(be.name)
+            if data is None:
+                continue
+            _st_load(be, data, ("scur", "qmax") + _SN_ERRORS)
+            be.queued = data["qcur"]
+            for srv in be.servers:
+                _st_load_server(be.pool, srv, data["servers"].get(srv.name), now)
+            be.settle(now)
+
     def tick(self, now):
         """Once a second, from a loop timer: rates, and every SPARK_EVERY seconds a sample."""
-        self.conn_rate = self.cum_conns - self._cum_seen
+        self.conn_rate = max(0, self.cum_conns - self._cum_seen)
         self._cum_seen = self.cum_conns
         self.max_conn_rate = max(self.max_conn_rate, self.conn_rate)
         self._seconds += 1
@@ -327,3 +373,76 @@ class ProxyStats(object):
                 srv._count_second()
                 if sample:
                     srv._sample(srv.scur)
+
+
+# -- one proxy over several processes (see the module docstring) ---------------------------------
+
+_SN_COUNTED = ("stot", "smax", "bin", "bout")
+_SN_ERRORS = ("econ", "wretr", "wredis")
+_SN_CHECK = ("check_status", "check_duration", "last_check", "check_health", "chkfail",
+             "chkdown")
+
+
+def stats_snapshot(stats, now, checking):
+    """``stats`` as plain data (JSON), by name; gauges and totals only, so that snapshots of
+    several processes add up. ``checking``: this process runs the health checks, so its
+    check results are the ones to show."""
+    def counted(obj, *fields):
+        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields}
+        data["ends"] = dict(obj.ends)
+        return data
+
+    def server(srv):
+        state = srv.state
+        data = counted(srv, *_SN_ERRORS)
+        data.update(scur=state.active, status=state.status, admin=state.admin,
+                    healthy=state.healthy, dns_maint=state.dns_maint, weight=state.weight,
+                    maxconn=state.maxconn, last_session_age=None if srv.last_session is None
+                    else now - srv.last_session)
+        if checking and state.config.check:
+            data["check"] = {field: getattr(srv, field) for field in _SN_CHECK}
+        return data
+
+    return {
+        "process": {"cum_conns": stats.cum_conns, "dropped_logs": stats.dropped_logs,
+                    "local_checks_absorbed": stats.local_checks_absorbed,
+                    "header_errors_total": stats.header_errors.total,
+                    "pp_received": {"%d %s" % key: n for key, n in stats.pp_received.items()},
+                    "pp_rejected": dict(stats.pp_rejected),
+                    "trust_decisions": dict(stats.trust_decisions)},
+        "header_errors": [[event.wall, event.frontend, event.peer, event.kind, event.reason,
+                           event.data.hex(), event.received] for event in stats.header_errors.events],
+        "frontends": {fe.name: counted(fe, "scur") for fe in stats.frontends},
+        "backends": {be.name: dict(counted(be, "scur", "qmax", *_SN_ERRORS), qcur=be.qcur,
+                                   servers={srv.name: server(srv) for srv in be.servers})
+                     for be in stats.backends},
+    }
+
+
+def _st_load(obj, data, fields):
+    if data is None:
+        return
+    for field in _SN_COUNTED + fields:
+        setattr(obj, field, data[field])
+    obj.ends = Tally(data["ends"])
+
+
+def _st_load_server(pool, srv, data, now):
+    if data is None:
+        return
+    _st_load(srv, data, _SN_ERRORS)
+    state = srv.state
+    before, was_healthy = state.status, state.healthy
+    pool.set_health(state, data["healthy"])
+    pool.set_dns_maint(state, data["dns_maint"])
+    if data["admin"] != state.admin:
+        pool.set_admin(state, data["admin"])
+    pool.set_weight(state, data["weight"])
+    pool.set_maxconn(state, data["maxconn"])
+    state.active = data["scur"]
+    if state.status != before:
+        srv.state_changed(now, before, by_check=state.healthy != was_healthy)
+    for field, value in data.get("check", {}).items():
+        setattr(srv, field, value)
+    age = data["last_session_age"]
+    srv.last_session = None if age is None else now - age

@@ -120,5 +120,5 @@ def _pg_backend_rows(be):
                            "", check))
     state = "UP" if be.up else "DOWN"
     out.append(_pg_row("BACKEND", state, state, be, be.scur,
-                       "%d (max %d)" % (len(be.pool.waiting), be.qmax), ""))
+                       "%d (max %d)" % (be.qcur, be.qmax), ""))
     return "".join(out)

@@ -203,7 +203,7 @@ def backend_row(be, now):
     normal, backup = be.pool.usable_counts()
     weight = sum(state.weight for state in be.pool.candidates)
     return {
-        "pxname": be.name, "svname": "BACKEND", "qcur": len(be.pool.waiting), "qmax": be.qmax,
+        "pxname": be.name, "svname": "BACKEND", "qcur": be.qcur, "qmax": be.qmax,
         "scur": be.scur, "smax": be.smax, "stot": be.stot, "bin": be.bin, "bout": be.bout,
         "dreq": 0, "dresp": 0, "econ": be.econ, "eresp": 0, "wretr": be.wretr,
         "wredis": be.wredis, "status": "UP" if be.up else "DOWN", "weight": weight,

@@ -1,8 +1,12 @@
 """A stats model over real balancer objects, and the reference target the admin socket and the
-stats listener act on (the proxy implements the same interface; see simpleproxy/admin.py)."""
+stats listener act on (the proxy implements the same interface; see simpleproxy/admin.py);
+and the clients of a running proxy's stats socket and listener."""
+import socket
+
 from simpleproxy.balancer import BackendPool
 from simpleproxy.config import parse_config
 from simpleproxy.stats import ProcessIdentity, ProxyStats
+from support import DEFAULT_TIMEOUT, connect, read_to_eof
 
 START = 1000.0                 # loop time at start
 WALL = 1796610032.0            # wall time at start
@@ -21,6 +25,36 @@ server s3 = 127.0.0.1:9003 backup
 bind = 127.0.0.1:8001
 server d1 = [::1]:9101
 """
+
+
+def ask(address, text, timeout=DEFAULT_TIMEOUT):
+    """Send ``text`` to the stats socket (a path or (host, port)), half-close, read the answer."""
+    sock = connect(address, timeout)
+    try:
+        sock.sendall(text.encode() if isinstance(text, str) else text)
+        sock.shutdown(socket.SHUT_WR)
+        return read_to_eof(sock).decode()
+    finally:
+        sock.close()
+
+
+def http_get(port, path, headers=""):
+    sock = connect(("127.0.0.1", port))
+    try:
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, headers)).encode())
+        response = read_to_eof(sock)
+    finally:
+        sock.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def show_stat_rows(text):
+    """``show stat`` CSV as {(pxname, svname): {column: value}}."""
+    lines = text.strip("\n").split("\n")
+    header = lines[0].lstrip("# ").split(",")
+    return {(row[0], row[1]): dict(zip(header, row))
+            for row in (line.split(",") for line in lines[1:])}
 
 
 def identity(name="simpleproxy", description=""):

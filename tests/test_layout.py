@@ -30,7 +30,7 @@ PROXY_MODULES = {"balancer", "config", "config_values", "discovery", "endings", 
                  "listeners", "proxy", "proxyproto", "relay", "resolve", "rules", "samples",
                  "session", "tlvfmt", "trust", "cli", "process", "channel", "systemd", "master",
                  "stats", "statsviews", "metrics", "admin", "statshttp", "statspage",
-                 "logformat", "statsconfig", "statslistener"}
+                 "logformat", "statsconfig", "statslistener", "masterview"}
 
 
 def _tree(module):

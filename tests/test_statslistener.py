@@ -17,31 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from simpleproxy.proxyproto import build_v2
 from simpleproxy.statslistener import CLIENT_TIMEOUT, MAX_CLIENTS
+from stats_support import ask, http_get
 from support import (DEFAULT_TIMEOUT, PAYLOAD, RESET, TIMING_MARGIN, RecordingServer, config,
                      connect, exchange, exchange_or_reset, free_port, read_to_eof, v2_header,
                      wait_until)
-
-
-def ask(address, text, timeout=DEFAULT_TIMEOUT):
-    """Send ``text`` to the stats socket (a path or (host, port)), half-close, read the answer."""
-    sock = connect(address, timeout)
-    try:
-        sock.sendall(text.encode() if isinstance(text, str) else text)
-        sock.shutdown(socket.SHUT_WR)
-        return read_to_eof(sock).decode()
-    finally:
-        sock.close()
-
-
-def http_get(port, path, headers=""):
-    sock = connect(("127.0.0.1", port))
-    try:
-        sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, headers)).encode())
-        response = read_to_eof(sock)
-    finally:
-        sock.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def metrics(port):

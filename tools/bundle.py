@@ -71,6 +71,7 @@ READING_ORDER = (
     ("proxy", "The proxy: frontends, pools, limits"),
     ("process", "Processes: worker count, privileges"),
     ("channel", "Processes: the master-worker channel"),
+    ("masterview", "Processes: the master's view of one proxy (stats, runtime API)"),
     ("systemd", "Processes: systemd notify and socket activation"),
     ("master", "Processes: the master, workers, reload"),
     ("cli", "The command line"),
