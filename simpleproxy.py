@@ -30,34 +30,34 @@ Contents (line numbers in this file):
      1459  Configuration: reading the INI file (simpleproxy/ini.py)
      1739  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
      2270  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2403  Configuration: INI into frozen objects (simpleproxy/config.py)
-     3144  Balancing: choosing a server (simpleproxy/balancer.py)
-     3597  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3752  Logging (simpleproxy/logs.py)
-     3943  How a connection ends: the end causes (simpleproxy/endings.py)
-     4021  Service discovery: following host names (simpleproxy/discovery.py)
-     4337  Start-up: resolving host names (simpleproxy/resolve.py)
-     4460  Health checks (simpleproxy/health.py)
-     4966  Stats: the counters (simpleproxy/stats.py)
-     5417  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     5796  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6045  Stats: the HTML page (simpleproxy/statspage.py)
-     6171  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6512  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6645  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     6719  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     6963  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7153  The proxy: a connection's life (simpleproxy/session.py)
-     7801  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8022  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8261  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8752  Processes: worker count, privileges (simpleproxy/process.py)
-     8805  Processes: the master-worker channel (simpleproxy/channel.py)
-     8914  Processes: the master's view of one proxy (stats, runtime API) (simpleproxy/masterview.py)
-     9056  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9150  Processes: the master, workers, reload (simpleproxy/master.py)
-     9785  The command line (simpleproxy/cli.py)
-     9867  Entry point (simpleproxy/__main__.py)
+     2405  Configuration: INI into frozen objects (simpleproxy/config.py)
+     3149  Balancing: choosing a server (simpleproxy/balancer.py)
+     3602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3757  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3831  Logging (simpleproxy/logs.py)
+     4160  How a connection ends: the end causes (simpleproxy/endings.py)
+     4238  Service discovery: following host names (simpleproxy/discovery.py)
+     4554  Start-up: resolving host names (simpleproxy/resolve.py)
+     4677  Health checks (simpleproxy/health.py)
+     5183  Stats: the counters (simpleproxy/stats.py)
+     5634  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6013  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6262  Stats: the HTML page (simpleproxy/statspage.py)
+     6388  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6729  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6862  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7106  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7296  The proxy: a connection's life (simpleproxy/session.py)
+     7944  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8165  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8404  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8896  Processes: worker count, privileges (simpleproxy/process.py)
+     8949  Processes: the master-worker channel (simpleproxy/channel.py)
+     9058  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9200  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9294  Processes: the master, workers, reload (simpleproxy/master.py)
+     9931  The command line (simpleproxy/cli.py)
+    10014  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -2397,6 +2397,8 @@ STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
 STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
 STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")
 LOG_FORMAT_VALUE = ValueKind(parse_log_format, "tcplog or json")
+LOG_TARGET_VALUE = ValueKind(parse_log_target, "stderr, stdout, /path/file, syslog or "
+                                               "syslog@HOST:PORT")
 
 
 ###############################################################################
@@ -2477,7 +2479,7 @@ GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_t
                                               "resolve_hold_timeout resolve_hold_other workers "
                                               "grace hard_stop_after pidfile user group "
                                               "stats_socket stats_http stats_auth stats_refresh "
-                                              "stats_name")
+                                              "stats_name log_target")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
 the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
@@ -2485,9 +2487,11 @@ failing name keeps its servers' addresses, by HAProxy's failure kinds; workers N
 process, no master (see master.py), else the worker count; grace and hard_stop_after: float
 seconds or None; pidfile, user, group: str or None. stats_socket: a statsconfig.StatsSocket
 or None; stats_http: an Address or None; stats_auth: a StatsAuth or None; stats_refresh: the
-page's refresh in seconds; stats_name: what show info and the page call the process."""
+page's refresh in seconds; stats_name: what show info and the page call the process;
+log_target: where the log goes, a statsconfig.LogTarget, or None for stderr."""
 # The process keys (absent means not set) and the stats keys have defaults.
-GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME)
+GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME,
+                                                    None)
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -2642,6 +2646,7 @@ _CFG_GLOBAL_KEYS = {
     "stats auth": _CfgKey("stats_auth", STATS_AUTH_VALUE, ("global",)),
     "stats refresh": _CfgKey("stats_refresh", STATS_REFRESH_VALUE, ("global",)),
     "stats name": _CfgKey("stats_name", STATS_NAME_VALUE, ("global",)),
+    "log": _CfgKey("log_target", LOG_TARGET_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, resolve_interval=None,
@@ -3749,10 +3754,100 @@ def judge_start(trust, data, ended):
 
 
 ###############################################################################
+# Logging: JSON lines and syslog frames (simpleproxy/logformat.py) ############
+###############################################################################
+
+"""Log line builders for ``log-format = json`` and RFC 5424 syslog framing: pure functions.
+
+``json_log_line`` gives one JSON object per connection, with stable keys (documented, never
+renamed): ``client``, ``peer``, ``frontend``, ``backend``, ``server``, ``Tw``, ``Tc``,
+``Tt`` (ms; ``Tc`` null without a connection to a server), ``bytes_in``, ``bytes_out``,
+``end``, ``trust`` (null on binds without header handling), ``pp`` ("v2/TCP4", "v2/LOCAL",
+null without a header), ``retries``, ``reason`` (null or the detail), and one key per TLV
+received that simpleproxy knows (``vpce``, ``authority``, ``alpn``, ``unique_id``, ``netns``,
+``ssl``, ``azure_linkid``, ``gcp_psc_connection_id``). Client bytes are text decoded with
+backslash escapes, then JSON-encoded ASCII-only, so a line is always one line of ASCII.
+
+``syslog_frame`` wraps a line as RFC 5424: ``<PRI>1 TIMESTAMP HOST APP PROCID - - MSG``.
+"""
+import json
+import time
+
+
+FACILITY_LOCAL0 = 16
+SEVERITY_INFO = 6
+SYSLOG_MAX = 1024             # bytes of a frame, HAProxy's default "len"
+
+# TLV views of proxyproto.header_as_dict, by the key the JSON line uses.
+_LF_TLV_KEYS = (("aws_vpce_id", "vpce"), ("authority", "authority"), ("alpn", "alpn"),
+                ("unique_id", "unique_id"), ("netns", "netns"), ("ssl", "ssl"),
+                ("azure_linkid", "azure_linkid"),
+                ("gcp_psc_connection_id", "gcp_psc_connection_id"))
+
+
+def proxy_text(header):
+    """What the log says about a PROXY header received: v2/TCP4, v2/LOCAL, ..."""
+    return "v%d/%s" % (header.version, header.command if header.command == "LOCAL"
+                       else header.family)
+
+
+def json_log_line(client, peer, frontend, backend, server, tw_ms, tc_ms, tt_ms, bytes_in,
+                  bytes_out, end, trust=None, header=None, retries=0, reason=None):
+    """One connection's line as a JSON object (see the module docstring)."""
+    record = {
+        "client": client, "peer": peer, "frontend": frontend, "backend": backend,
+        "server": server, "Tw": tw_ms, "Tc": tc_ms, "Tt": tt_ms, "bytes_in": bytes_in,
+        "bytes_out": bytes_out, "end": end, "trust": trust,
+        "pp": proxy_text(header) if header is not None else None,
+        "retries": retries, "reason": reason,
+    }
+    if header is not None and header.tlvs:
+        view = header_as_dict(header)
+        for name, key in _LF_TLV_KEYS:
+            if name in view:
+                record[key] = view[name]
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
+def _lf_header_field(text):
+    """An RFC 5424 header field: printable ASCII without spaces, 1-255 bytes, or "-"."""
+    cleaned = "".join(c for c in text if "!" <= c <= "~")[:255]
+    return cleaned or "-"
+
+
+def syslog_frame(message, wall, hostname, pid, severity=SEVERITY_INFO,
+                 facility=FACILITY_LOCAL0, app="simpleproxy", limit=SYSLOG_MAX):
+    """``message`` (text) as one RFC 5424 frame of at most ``limit`` bytes, UTC timestamp
+    with milliseconds; a longer message is cut (never a UTF-8 sequence in half)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+    head = "<%d>1 %s.%03dZ %s %s %d - - " % (facility * 8 + severity, stamp,
+                                             int(wall * 1000) % 1000, _lf_header_field(hostname),
+                                             _lf_header_field(app), pid)
+    frame = (head + message.replace("\n", " ")).encode("utf-8", "backslashreplace")
+    return frame[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+###############################################################################
 # Logging (simpleproxy/logs.py) ###############################################
 ###############################################################################
 
-"""Logging: one logger for the whole proxy, to stderr, plain lines.
+"""Logging: one logger for the whole proxy, plain lines, to one destination.
+
+``[global] log`` chooses it (statsconfig.LogTarget): stderr (the default) or stdout, a file,
+or syslog (``/dev/log``, or UDP to ``syslog@HOST:PORT``). ``setup_logging`` installs one
+handler for it:
+
+* stderr, stdout and a file: a ``LogWriter`` on the descriptor. A file is opened in append
+  mode (several workers may share it) and, since logrotate moves it away and expects the
+  writer to notice (USR1 and USR2 mean soft stop and reload here, as in HAProxy), the writer
+  checks at most once a second whether the path still names the file it writes, and
+  reopens it when not; ``reopen_log()`` reopens it at once (a master's reload).
+* syslog: a ``SyslogWriter``, one RFC 5424 datagram per line (logformat.syslog_frame) on a
+  non-blocking socket: when the socket takes no more, the line is dropped and counted,
+  never waited for.
+
+``dropped_log_lines()`` says how many lines were dropped (stats.dropped_logs, show info's
+DroppedLogs).
 
 Two things here protect the log from the traffic it describes:
 
@@ -3772,14 +3867,20 @@ Two things here protect the log from the traffic it describes:
 import logging
 import os
 import select
+import socket
 import stat
 import sys
 import time
+
 
 LOG = logging.getLogger("simpleproxy")
 
 LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
 LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
+LOG_FILE_CHECK = 1.0         # seconds between two checks that a log file was not moved away
+LOG_FILE_MODE = 0o640
+# logging's levels as syslog severities (RFC 5424: 3 error, 4 warning, 6 info, 7 debug).
+_LOG_SEVERITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
 _LOG_ESCAPE_TABLE = {byte: chr(byte) if 0x21 <= byte <= 0x7e and byte != 0x5c else "\\x%02x" % byte
                      for byte in range(256)}       # for str.translate, over latin-1 text
@@ -3815,12 +3916,17 @@ class LogWriter(logging.Handler):
     by ``drain``/``flush``) keeps them whole and in order.
     """
 
-    def __init__(self, fd):
+    def __init__(self, fd, path=None):
+        """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
         self.fd = fd
+        self.path = path
+        self._file_id = _log_file_id(os.fstat(fd))
+        self._next_check = time.monotonic() + LOG_FILE_CHECK
         self.held = []               # encoded lines (the first possibly partly written)
         self.held_size = 0
         self.dropped = 0             # lines dropped since the last "dropped" line
+        self.dropped_total = 0
         self.on_held = None          # called once when lines start to be held
         mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
@@ -3835,9 +3941,13 @@ class LogWriter(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        if self.path is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + LOG_FILE_CHECK
+            self._reopen_if_moved()
         if self.held:
             if self.held_size + len(line) > LOG_HOLD_LIMIT:
                 self.dropped += 1
+                self.dropped_total += 1
             else:
                 self.held.append(line)
                 self.held_size += len(line)
@@ -3858,7 +3968,34 @@ class LogWriter(logging.Handler):
         except OSError:
             # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
             self.dropped += 1
+            self.dropped_total += 1
             return len(data)
+
+    def _reopen_if_moved(self):
+        """Reopen the log file when its path names another file now, or none."""
+        try:
+            moved = _log_file_id(os.stat(self.path)) != self._file_id
+        except OSError:
+            moved = True
+        if moved:
+            self.reopen()
+
+    def reopen(self):
+        """Open the log file's path again (a new file if it is gone) and write there from
+        now on; the old descriptor is closed. Kept as it is when the path cannot be opened."""
+        if self.path is None:
+            return
+        self.acquire()
+        try:
+            try:
+                fd = _open_log_file(self.path)
+            except SimpleProxyError:
+                return
+            os.close(self.fd)
+            self.fd = fd
+            self._file_id = _log_file_id(os.fstat(fd))
+        finally:
+            self.release()
 
     def drain(self):
         """Write the held lines in one go; True once nothing is held. At the end comes the
@@ -3901,6 +4038,71 @@ class LogWriter(logging.Handler):
         logging.Handler.close(self)
 
 
+class SyslogWriter(logging.Handler):
+    """Lines as RFC 5424 datagrams to syslog (see the module docstring)."""
+
+    def __init__(self, family, address):
+        logging.Handler.__init__(self)
+        self.address = address
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.hostname = socket.gethostname()
+        self.dropped_total = 0
+        try:
+            self.sock.connect(address)
+        except OSError as exc:
+            self.sock.close()
+            raise SimpleProxyError("cannot log to syslog at %s: %s"
+                                   % (address, exc.strerror or exc))
+
+    def emit(self, record):
+        try:
+            frame = syslog_frame(self.format(record), record.created, self.hostname,
+                                 os.getpid(), _log_severity(record.levelno))
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self.sock.send(frame)
+        except OSError:           # full (EAGAIN, ENOBUFS), or nobody listening (ECONNREFUSED)
+            self.dropped_total += 1
+
+    def close(self):
+        self.sock.close()
+        logging.Handler.close(self)
+
+
+def _log_severity(levelno):
+    for level, severity in _LOG_SEVERITIES:
+        if levelno >= level:
+            return severity
+    return 7
+
+
+def _log_file_id(st):
+    return st.st_dev, st.st_ino
+
+
+def _open_log_file(path):
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                       LOG_FILE_MODE)
+    except OSError as exc:
+        raise SimpleProxyError("cannot open the log file %s: %s" % (path, exc.strerror or exc))
+
+
+def dropped_log_lines():
+    """How many log lines the handler dropped since it was installed."""
+    return sum(getattr(handler, "dropped_total", 0) for handler in LOG.handlers)
+
+
+def reopen_log():
+    """Reopen the log file, if the log goes to one (a master's reload)."""
+    for handler in LOG.handlers:
+        if isinstance(handler, LogWriter):
+            handler.reopen()
+
+
 def log_writer():
     """The LogWriter the proxy logs through, or None (a test logging into a StringIO)."""
     for handler in LOG.handlers:
@@ -3909,11 +4111,14 @@ def log_writer():
     return None
 
 
-def setup_logging(level="info", stream=None):
-    """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
+def setup_logging(level="info", stream=None, target=None):
+    """Send simpleproxy's log to ``target`` (a statsconfig.LogTarget; None: stderr), or to
+    ``stream``, at ``level``.
 
     A stream with a descriptor gets a LogWriter on it; one without (a StringIO) a plain
-    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms.
+    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms
+    (syslog has its own, in the frame). Raises SimpleProxyError when the log file or syslog
+    cannot be opened.
     """
     # The logging HOWTO's "Optimization" switches: what the format does not print is not
     # gathered (the pid goes into the format once; caller, thread and process names never).
@@ -3921,17 +4126,29 @@ def setup_logging(level="info", stream=None):
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    stream = stream or sys.stderr
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation is an OSError
-        handler = logging.StreamHandler(stream)
+    kind = target.kind if target is not None else None
+    if kind == "file":
+        handler = LogWriter(_open_log_file(target.destination), target.destination)
+    elif kind == "syslog":
+        handler = SyslogWriter(socket.AF_UNIX, target.destination)
+    elif kind == "syslog-udp":
+        family = socket.AF_INET6 if ":" in target.destination[0] else socket.AF_INET
+        handler = SyslogWriter(family, target.destination)
     else:
-        stream.flush()                # what was written through the stream goes first
-        handler = LogWriter(fd)
-    handler.setFormatter(_LogSecondFormatter(
-        "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
-        "%Y-%m-%dT%H:%M:%S"))
+        stream = stream or (sys.stdout if kind == "stdout" else sys.stderr)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            handler = logging.StreamHandler(stream)
+        else:
+            stream.flush()            # what was written through the stream goes first
+            handler = LogWriter(fd)
+    if isinstance(handler, SyslogWriter):
+        handler.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
+    else:
+        handler.setFormatter(_LogSecondFormatter(
+            "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s"
+            % os.getpid(), "%Y-%m-%dT%H:%M:%S"))
     for old in LOG.handlers:
         old.close()
     LOG.handlers[:] = [handler]
@@ -6642,80 +6859,6 @@ def _sh_response(status, body, head_only=False, content_type="text/plain", extra
 
 
 ###############################################################################
-# Logging: JSON lines and syslog frames (simpleproxy/logformat.py) ############
-###############################################################################
-
-"""Log line builders for ``log-format = json`` and RFC 5424 syslog framing: pure functions.
-
-``json_log_line`` gives one JSON object per connection, with stable keys (documented, never
-renamed): ``client``, ``peer``, ``frontend``, ``backend``, ``server``, ``Tw``, ``Tc``,
-``Tt`` (ms; ``Tc`` null without a connection to a server), ``bytes_in``, ``bytes_out``,
-``end``, ``trust`` (null on binds without header handling), ``pp`` ("v2/TCP4", "v2/LOCAL",
-null without a header), ``retries``, ``reason`` (null or the detail), and one key per TLV
-received that simpleproxy knows (``vpce``, ``authority``, ``alpn``, ``unique_id``, ``netns``,
-``ssl``, ``azure_linkid``, ``gcp_psc_connection_id``). Client bytes are text decoded with
-backslash escapes, then JSON-encoded ASCII-only, so a line is always one line of ASCII.
-
-``syslog_frame`` wraps a line as RFC 5424: ``<PRI>1 TIMESTAMP HOST APP PROCID - - MSG``.
-"""
-import json
-import time
-
-
-FACILITY_LOCAL0 = 16
-SEVERITY_INFO = 6
-SYSLOG_MAX = 1024             # bytes of a frame, HAProxy's default "len"
-
-# TLV views of proxyproto.header_as_dict, by the key the JSON line uses.
-_LF_TLV_KEYS = (("aws_vpce_id", "vpce"), ("authority", "authority"), ("alpn", "alpn"),
-                ("unique_id", "unique_id"), ("netns", "netns"), ("ssl", "ssl"),
-                ("azure_linkid", "azure_linkid"),
-                ("gcp_psc_connection_id", "gcp_psc_connection_id"))
-
-
-def proxy_text(header):
-    """What the log says about a PROXY header received: v2/TCP4, v2/LOCAL, ..."""
-    return "v%d/%s" % (header.version, header.command if header.command == "LOCAL"
-                       else header.family)
-
-
-def json_log_line(client, peer, frontend, backend, server, tw_ms, tc_ms, tt_ms, bytes_in,
-                  bytes_out, end, trust=None, header=None, retries=0, reason=None):
-    """One connection's line as a JSON object (see the module docstring)."""
-    record = {
-        "client": client, "peer": peer, "frontend": frontend, "backend": backend,
-        "server": server, "Tw": tw_ms, "Tc": tc_ms, "Tt": tt_ms, "bytes_in": bytes_in,
-        "bytes_out": bytes_out, "end": end, "trust": trust,
-        "pp": proxy_text(header) if header is not None else None,
-        "retries": retries, "reason": reason,
-    }
-    if header is not None and header.tlvs:
-        view = header_as_dict(header)
-        for name, key in _LF_TLV_KEYS:
-            if name in view:
-                record[key] = view[name]
-    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-
-
-def _lf_header_field(text):
-    """An RFC 5424 header field: printable ASCII without spaces, 1-255 bytes, or "-"."""
-    cleaned = "".join(c for c in text if "!" <= c <= "~")[:255]
-    return cleaned or "-"
-
-
-def syslog_frame(message, wall, hostname, pid, severity=SEVERITY_INFO,
-                 facility=FACILITY_LOCAL0, app="simpleproxy", limit=SYSLOG_MAX):
-    """``message`` (text) as one RFC 5424 frame of at most ``limit`` bytes, UTC timestamp
-    with milliseconds; a longer message is cut (never a UTF-8 sequence in half)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
-    head = "<%d>1 %s.%03dZ %s %s %d - - " % (facility * 8 + severity, stamp,
-                                             int(wall * 1000) % 1000, _lf_header_field(hostname),
-                                             _lf_header_field(app), pid)
-    frame = (head + message.replace("\n", " ")).encode("utf-8", "backslashreplace")
-    return frame[:limit].decode("utf-8", "ignore").encode("utf-8")
-
-
-###############################################################################
 # The event loop: selector, timers, hand-off (simpleproxy/loop.py) ############
 ###############################################################################
 
@@ -8613,6 +8756,7 @@ class Proxy(object):
             self._serving_queues.discard(pool)
 
     def _tick(self):
+        self.stats.dropped_logs = dropped_log_lines()
         self.stats.tick(self.loop.now)
         self.stats_tick.arm(self.stats_tick_due())
 
@@ -8911,7 +9055,7 @@ def parse_admin_fields(words):
 
 
 ###############################################################################
-# Processes: the master's view of one proxy (stats, runtime API) (simpleproxy/masterview.py)
+# Processes: the master's view of the stats (simpleproxy/masterview.py) #######
 ###############################################################################
 
 """The master's view of one proxy: what the stats socket and the stats listener show and act
@@ -9342,7 +9486,8 @@ class Master(object):
                 listener.sock.close()     # also when paused (not in the selector then)
             self.loop.close()
             self._wake_w.close()
-            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower(),
+                          target=self.config.global_settings.log_target)
             ours = bind_keys(self.config)
             for key, sock in self.listening.items():
                 if key not in ours:
@@ -9487,6 +9632,7 @@ class Master(object):
     # -- signals ------------------------------------------------------------------------------
 
     def reload(self):
+        reopen_log()                  # logrotate's postrotate may send the reload signal
         LOG.info("reloading %s", self.config_path)
         self.notifier.reloading()
         try:
@@ -9836,7 +9982,8 @@ def main(argv=None):
         config = load_config(args.config)
         if args.check:
             return check_command(config, args.resolve)
-        setup_logging(args.log_level or config.global_settings.log_level)
+        setup_logging(args.log_level or config.global_settings.log_level,
+                      target=config.global_settings.log_target)
         for warning in config.warnings:
             LOG.warning("%s", warning)
         if needs_master(config.global_settings):

@@ -25,7 +25,8 @@ from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VAL
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
 from .rules import (NO_RULES, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT, USE_BACKEND,
                     FrontendRules, compile_acl, compile_rule)
-from .statsconfig import (DEFAULT_STATS_NAME, LOG_FORMAT_VALUE, STATS_AUTH_VALUE,
+from .statsconfig import (DEFAULT_STATS_NAME, LOG_FORMAT_VALUE, LOG_TARGET_VALUE,
+                          STATS_AUTH_VALUE,
                           STATS_HTTP_VALUE, STATS_NAME_VALUE, STATS_REFRESH_VALUE,
                           STATS_SOCKET_VALUE)
 from .tlvfmt import TLV_FMT_OPTION, V2_MAX_LENGTH, compile_tlv_plan, max_header_length
@@ -86,7 +87,7 @@ GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_t
                                               "resolve_hold_timeout resolve_hold_other workers "
                                               "grace hard_stop_after pidfile user group "
                                               "stats_socket stats_http stats_auth stats_refresh "
-                                              "stats_name")
+                                              "stats_name log_target")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
 the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
@@ -94,9 +95,11 @@ failing name keeps its servers' addresses, by HAProxy's failure kinds; workers N
 process, no master (see master.py), else the worker count; grace and hard_stop_after: float
 seconds or None; pidfile, user, group: str or None. stats_socket: a statsconfig.StatsSocket
 or None; stats_http: an Address or None; stats_auth: a StatsAuth or None; stats_refresh: the
-page's refresh in seconds; stats_name: what show info and the page call the process."""
+page's refresh in seconds; stats_name: what show info and the page call the process;
+log_target: where the log goes, a statsconfig.LogTarget, or None for stderr."""
 # The process keys (absent means not set) and the stats keys have defaults.
-GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME)
+GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME,
+                                                    None)
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -251,6 +254,7 @@ _CFG_GLOBAL_KEYS = {
     "stats auth": _CfgKey("stats_auth", STATS_AUTH_VALUE, ("global",)),
     "stats refresh": _CfgKey("stats_refresh", STATS_REFRESH_VALUE, ("global",)),
     "stats name": _CfgKey("stats_name", STATS_NAME_VALUE, ("global",)),
+    "log": _CfgKey("log_target", LOG_TARGET_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, resolve_interval=None,

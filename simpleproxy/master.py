@@ -60,7 +60,7 @@ from .config import load_config
 from .config_values import MAX_COUNT
 from .errors import SimpleProxyError
 from .listeners import listen_key, open_listener
-from .logs import LOG, setup_logging
+from .logs import LOG, reopen_log, setup_logging
 from .loop import EVENT_READ, EventLoop
 from .masterview import MasterView
 from .process import drop_privileges, split_limit
@@ -208,7 +208,8 @@ class Master(object):
                 listener.sock.close()     # also when paused (not in the selector then)
             self.loop.close()
             self._wake_w.close()
-            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower(),
+                          target=self.config.global_settings.log_target)
             ours = bind_keys(self.config)
             for key, sock in self.listening.items():
                 if key not in ours:
@@ -353,6 +354,7 @@ class Master(object):
     # -- signals ------------------------------------------------------------------------------
 
     def reload(self):
+        reopen_log()                  # logrotate's postrotate may send the reload signal
         LOG.info("reloading %s", self.config_path)
         self.notifier.reloading()
         try:

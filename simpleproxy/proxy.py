@@ -36,7 +36,7 @@ from .endings import (END_CAUSES, END_HEADER_EVICTED, END_HEALTH_CHECK, END_NO_D
 from .health import HealthChecker
 from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open_listener
 from .logformat import proxy_text
-from .logs import LOG
+from .logs import LOG, dropped_log_lines
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
 from .resolve import start_addresses
@@ -365,6 +365,7 @@ class Proxy(object):
             self._serving_queues.discard(pool)
 
     def _tick(self):
+        self.stats.dropped_logs = dropped_log_lines()
         self.stats.tick(self.loop.now)
         self.stats_tick.arm(self.stats_tick_due())
 

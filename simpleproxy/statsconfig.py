@@ -126,3 +126,5 @@ STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
 STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
 STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")
 LOG_FORMAT_VALUE = ValueKind(parse_log_format, "tcplog or json")
+LOG_TARGET_VALUE = ValueKind(parse_log_target, "stderr, stdout, /path/file, syslog or "
+                                               "syslog@HOST:PORT")

@@ -32,7 +32,7 @@ default_backend = webservers
 server s1 = 127.0.0.1:8081
 """
 
-GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log-level, maxconn, pidfile, "
+GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log, log-level, maxconn, pidfile, "
                "resolve-hold-nx, resolve-hold-other, resolve-hold-timeout, resolve-interval, "
                "stats auth, stats http, stats name, stats refresh, stats socket, tune.bufsize, "
                "user, workers")
