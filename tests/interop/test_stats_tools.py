@@ -4,7 +4,8 @@
   ``disable server`` typed into its CLI mode changes where connections go (and ``enable``
   brings it back);
 - prometheus-haproxy-exporter (Debian) scraping ``/;csv`` and the Unix socket: its own
-  /metrics shows the servers' states and the traffic this test sent;
+  /metrics shows the servers' states and the traffic this test sent, also with two workers
+  (the master serves both, and the figures are the workers' added up);
 - the stats page in headless Chromium (fresh profile): it renders, a server shown UP turns
   DOWN once its backend is killed, and a screenshot lands beside the test's temp dir.
 
@@ -34,12 +35,12 @@ def echo_servers():
         server.close()
 
 
-def proxy_config(tmp_path, servers, server_options=""):
+def proxy_config(tmp_path, servers, server_options="", global_=""):
     sock = os.path.join(str(tmp_path), "admin.sock")
     http, port = free_port(), free_port()
     text = config(
-        global_="stats socket = %s\nstats http = 127.0.0.1:%d\nstats refresh = 1s\n"
-                % (sock, http),
+        global_="stats socket = %s\nstats http = 127.0.0.1:%d\nstats refresh = 1s\n%s"
+                % (sock, http, global_),
         frontends=[("web", ["127.0.0.1:%d" % port], "app", "")],
         backends=[("app", ["server s%d = %s%s" % (n, server.config_address, server_options)
                            for n, server in enumerate(servers, 1)], "")])
@@ -139,18 +140,25 @@ class Exporter(PeerProcess):
 
 
 @pytest.mark.parametrize("via", ["csv", "unix"])
-def test_haproxy_exporter_reads_states_and_traffic(launch, tmp_path, echo_servers, via):
-    text, sock, http, port = proxy_config(tmp_path, echo_servers)
+@pytest.mark.parametrize("workers", ["", "workers = 2\n"], ids=["single", "two-workers"])
+def test_haproxy_exporter_reads_states_and_traffic(launch, tmp_path, echo_servers, via,
+                                                   workers):
+    text, sock, http, port = proxy_config(tmp_path, echo_servers, global_=workers)
     launch(text)
-    assert served_by(echo_servers, port, 6) == [3, 3]
+    # Each worker has a round-robin of its own: only a single process splits 6 as 3 and 3.
+    served = served_by(echo_servers, port, 6)
+    assert served == [3, 3] or (workers and sum(served) == 6)
     assert subprocess.run(["socat", "stdio", "unix-connect:" + sock], input=b"disable server "
                           b"app/s2\n", stdout=subprocess.PIPE, timeout=DEFAULT_TIMEOUT
                           ).stdout == b"\n"
     uri = "http://127.0.0.1:%d/;csv" % http if via == "csv" else "unix:" + sock
     exporter = Exporter(str(tmp_path), uri)
     try:
-        values = wait_until(lambda: exporter.metrics().get(("haproxy_up", ())) == 1 and
-                            exporter.metrics(), what="the exporter's first scrape")
+        # Under a master the figures are at most a second old: wait for all six sessions.
+        values = wait_until(lambda: exporter.metrics().get(
+            ("haproxy_frontend_sessions_total", (("frontend", "web"),))) == 6 and
+            exporter.metrics(), what="the exporter's scrape of the six sessions")
+        assert values[("haproxy_up", ())] == 1
         assert values[("haproxy_server_up", (("backend", "app"), ("server", "s1")))] == 1
         assert values[("haproxy_server_up", (("backend", "app"), ("server", "s2")))] == 0
         assert values[("haproxy_frontend_bytes_in_total", (("frontend", "web"),))] == \
@@ -158,7 +166,7 @@ def test_haproxy_exporter_reads_states_and_traffic(launch, tmp_path, echo_server
         assert values[("haproxy_frontend_sessions_total", (("frontend", "web"),))] == 6
         assert values[("haproxy_backend_sessions_total", (("backend", "app"),))] == 6
         assert values[("haproxy_server_bytes_out_total",
-                       (("backend", "app"), ("server", "s1")))] == 3 * len(PAYLOAD)
+                       (("backend", "app"), ("server", "s1")))] == served[0] * len(PAYLOAD)
     finally:
         exporter.stop()
 
