@@ -56,8 +56,8 @@ Contents (line numbers in this file):
      9058  Processes: the master's view of the stats (simpleproxy/masterview.py)
      9200  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
      9294  Processes: the master, workers, reload (simpleproxy/master.py)
-     9931  The command line (simpleproxy/cli.py)
-    10014  Entry point (simpleproxy/__main__.py)
+     9934  The command line (simpleproxy/cli.py)
+    10017  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -8978,9 +8978,9 @@ fields separated by tabs (config names never contain one), the first field its k
                                     state carries over restarts and reloads, by name.
     counters ID                     master -> worker: send a snapshot of your counters
     counters ID JSON                worker -> master: the snapshot (counter_snapshot in
-                                    master.py: its pid, frontends, backends, servers by name)
+                                    master.py: its pid and stats.stats_snapshot, by name)
 
-The runtime API (its own issue) plugs in at the master, on the master's loop:
+The runtime API plugs in at the master, on the master's loop (masterview.MasterView):
 
     Master.set_server_admin(backend, server, state=None, weight=None, maxconn=None)
         checks the names and values, remembers them (carried over reloads and restarts) and
@@ -8989,8 +8989,8 @@ The runtime API (its own issue) plugs in at the master, on the master's loop:
     Master.request_counters(callback)
         asks every serving worker for a snapshot; ``callback(snapshots)`` runs on the
         master's loop with the list of decoded JSON objects once all have answered, or after
-        COUNTERS_TIMEOUT with those that did. ``aggregate_counters(snapshots)`` sums them
-        into one proxy's view.
+        COUNTERS_TIMEOUT with those that did. ``masterview.aggregate_counters(snapshots)``
+        sums them into one proxy's view.
 """
 import socket
 
@@ -9336,7 +9336,10 @@ an operator sets at run time.
 The master is also where one proxy is seen from outside: it keeps the latest health verdict
 and operator setting of every server (by backend and server name) and hands them to every
 new worker, and it gathers the workers' counters. channel.py lists the messages and the
-calls the runtime API makes here (``set_server_admin``, ``request_counters``).
+calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
+socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
+selector is the master's own, whose timers the master's select loop fires), they act on a
+masterview.MasterView; the workers serve neither.
 """
 import json
 import logging

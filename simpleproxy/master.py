@@ -40,7 +40,10 @@ an operator sets at run time.
 The master is also where one proxy is seen from outside: it keeps the latest health verdict
 and operator setting of every server (by backend and server name) and hands them to every
 new worker, and it gathers the workers' counters. channel.py lists the messages and the
-calls the runtime API makes here (``set_server_admin``, ``request_counters``).
+calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
+socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
+selector is the master's own, whose timers the master's select loop fires), they act on a
+masterview.MasterView; the workers serve neither.
 """
 import json
 import logging
