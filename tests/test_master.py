@@ -679,3 +679,30 @@ def test_a_single_process_health_says_503_from_sigusr1(launch, backends, tmp_pat
     finally:
         held.close()
     assert proxy.proc.wait(10) == 0
+
+
+def test_the_master_shows_the_checking_workers_verdicts_and_results(start_master, backends,
+                                                                     tmp_path):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))                       # bound, not listening: refused
+    port = free_port()
+    try:
+        sock = str(tmp_path / "admin.sock")
+        master = start_master(
+            "[global]\nworkers = 2\nstats socket = %s\n[listen app]\nbind = 127.0.0.1:%d\n"
+            "server up = %s check inter 200ms\nserver gone = %s check inter 200ms\n"
+            % (sock, port, backends[0].config_address, hostport(*dead.getsockname())))
+        master.wait_for("server app/gone is DOWN")
+
+        def servers():
+            rows = show_stat_rows(ask(sock, "show stat\n"))
+            return rows["app", "up"], rows["app", "gone"]
+        up, gone = wait_until(lambda: (lambda pair: pair[1]["status"] == "DOWN" and pair)(
+            servers()), what="gone DOWN in the master's show stat")
+        assert up["status"].startswith("UP") and up["check_status"] == "L4OK"
+        assert gone["check_status"] == "L4CON" and gone["chkdown"] == "1"     # once, not twice
+        rows = [line.split() for line in ask(sock, "show servers state app\n").splitlines()
+                if line.startswith("1 app ")]
+        assert [(row[3], row[5]) for row in rows] == [("up", "2"), ("gone", "0")]  # op_state
+    finally:
+        dead.close()
