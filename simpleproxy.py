@@ -34,30 +34,30 @@ Contents (line numbers in this file):
      3149  Balancing: choosing a server (simpleproxy/balancer.py)
      3602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3757  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3831  Logging (simpleproxy/logs.py)
-     4160  How a connection ends: the end causes (simpleproxy/endings.py)
-     4238  Service discovery: following host names (simpleproxy/discovery.py)
-     4554  Start-up: resolving host names (simpleproxy/resolve.py)
-     4677  Health checks (simpleproxy/health.py)
-     5183  Stats: the counters (simpleproxy/stats.py)
-     5634  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6013  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6262  Stats: the HTML page (simpleproxy/statspage.py)
-     6388  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6729  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6862  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7106  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7296  The proxy: a connection's life (simpleproxy/session.py)
-     7944  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8165  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8404  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8896  Processes: worker count, privileges (simpleproxy/process.py)
-     8949  Processes: the master-worker channel (simpleproxy/channel.py)
-     9058  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9200  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9294  Processes: the master, workers, reload (simpleproxy/master.py)
-     9934  The command line (simpleproxy/cli.py)
-    10017  Entry point (simpleproxy/__main__.py)
+     3833  Logging (simpleproxy/logs.py)
+     4162  How a connection ends: the end causes (simpleproxy/endings.py)
+     4240  Service discovery: following host names (simpleproxy/discovery.py)
+     4556  Start-up: resolving host names (simpleproxy/resolve.py)
+     4679  Health checks (simpleproxy/health.py)
+     5185  Stats: the counters (simpleproxy/stats.py)
+     5636  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6015  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6264  Stats: the HTML page (simpleproxy/statspage.py)
+     6390  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6731  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6864  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7108  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7298  The proxy: a connection's life (simpleproxy/session.py)
+     7946  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8167  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8406  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8898  Processes: worker count, privileges (simpleproxy/process.py)
+     8951  Processes: the master-worker channel (simpleproxy/channel.py)
+     9060  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9202  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9296  Processes: the master, workers, reload (simpleproxy/master.py)
+     9936  The command line (simpleproxy/cli.py)
+    10019  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3763,7 +3763,9 @@ def judge_start(trust, data, ended):
 renamed): ``client``, ``peer``, ``frontend``, ``backend``, ``server``, ``Tw``, ``Tc``,
 ``Tt`` (ms; ``Tc`` null without a connection to a server), ``bytes_in``, ``bytes_out``,
 ``end``, ``trust`` (null on binds without header handling), ``pp`` ("v2/TCP4", "v2/LOCAL",
-null without a header), ``retries``, ``reason`` (null or the detail), and one key per TLV
+null without a header), ``retries``, ``reason`` (null or the detail), ``rule`` (the frontend
+rule that routed or rejected the connection, as the tcplog's ``rule=``; null when none did),
+and one key per TLV
 received that simpleproxy knows (``vpce``, ``authority``, ``alpn``, ``unique_id``, ``netns``,
 ``ssl``, ``azure_linkid``, ``gcp_psc_connection_id``). Client bytes are text decoded with
 backslash escapes, then JSON-encoded ASCII-only, so a line is always one line of ASCII.
@@ -3792,14 +3794,14 @@ def proxy_text(header):
 
 
 def json_log_line(client, peer, frontend, backend, server, tw_ms, tc_ms, tt_ms, bytes_in,
-                  bytes_out, end, trust=None, header=None, retries=0, reason=None):
+                  bytes_out, end, trust=None, header=None, retries=0, reason=None, rule=None):
     """One connection's line as a JSON object (see the module docstring)."""
     record = {
         "client": client, "peer": peer, "frontend": frontend, "backend": backend,
         "server": server, "Tw": tw_ms, "Tc": tc_ms, "Tt": tt_ms, "bytes_in": bytes_in,
         "bytes_out": bytes_out, "end": end, "trust": trust,
         "pp": proxy_text(header) if header is not None else None,
-        "retries": retries, "reason": reason,
+        "retries": retries, "reason": reason, "rule": rule,
     }
     if header is not None and header.tlvs:
         view = header_as_dict(header)
@@ -7912,7 +7914,7 @@ class Session(Relay):
             if self.connected_at is not None else None,
             int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
             self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
-            self.header, len(self.tried) - 1 if self.tried else 0, detail)
+            self.header, len(self.tried) - 1 if self.tried else 0, detail, self.rule)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,

@@ -4,7 +4,9 @@
 renamed): ``client``, ``peer``, ``frontend``, ``backend``, ``server``, ``Tw``, ``Tc``,
 ``Tt`` (ms; ``Tc`` null without a connection to a server), ``bytes_in``, ``bytes_out``,
 ``end``, ``trust`` (null on binds without header handling), ``pp`` ("v2/TCP4", "v2/LOCAL",
-null without a header), ``retries``, ``reason`` (null or the detail), and one key per TLV
+null without a header), ``retries``, ``reason`` (null or the detail), ``rule`` (the frontend
+rule that routed or rejected the connection, as the tcplog's ``rule=``; null when none did),
+and one key per TLV
 received that simpleproxy knows (``vpce``, ``authority``, ``alpn``, ``unique_id``, ``netns``,
 ``ssl``, ``azure_linkid``, ``gcp_psc_connection_id``). Client bytes are text decoded with
 backslash escapes, then JSON-encoded ASCII-only, so a line is always one line of ASCII.
@@ -34,14 +36,14 @@ def proxy_text(header):
 
 
 def json_log_line(client, peer, frontend, backend, server, tw_ms, tc_ms, tt_ms, bytes_in,
-                  bytes_out, end, trust=None, header=None, retries=0, reason=None):
+                  bytes_out, end, trust=None, header=None, retries=0, reason=None, rule=None):
     """One connection's line as a JSON object (see the module docstring)."""
     record = {
         "client": client, "peer": peer, "frontend": frontend, "backend": backend,
         "server": server, "Tw": tw_ms, "Tc": tc_ms, "Tt": tt_ms, "bytes_in": bytes_in,
         "bytes_out": bytes_out, "end": end, "trust": trust,
         "pp": proxy_text(header) if header is not None else None,
-        "retries": retries, "reason": reason,
+        "retries": retries, "reason": reason, "rule": rule,
     }
     if header is not None and header.tlvs:
         view = header_as_dict(header)

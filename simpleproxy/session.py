@@ -628,7 +628,7 @@ class Session(Relay):
             if self.connected_at is not None else None,
             int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
             self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
-            self.header, len(self.tried) - 1 if self.tried else 0, detail)
+            self.header, len(self.tried) - 1 if self.tried else 0, detail, self.rule)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,

@@ -21,6 +21,14 @@ def test_json_line_keys_and_tlvs():
     assert record["authority"] == "ex\u00e9mple\n\".com" and record["alpn"] == "h2\\xff"
 
 
+def test_json_line_names_the_rule_that_routed_it():
+    record = json.loads(json_log_line("1.2.3.4:5", "1.2.3.4:5", "web", "vip", "v1", 0, 1, 3,
+                                      5, 5, "normal", rule="use_backend:2"))
+    assert record["rule"] == "use_backend:2" and list(record)[15] == "rule"
+    assert json.loads(json_log_line("1.2.3.4:5", "1.2.3.4:5", "web", None, None, 0, None, 3,
+                                    0, 0, "no-server"))["rule"] is None
+
+
 def test_json_line_without_header():
     record = json.loads(json_log_line("1.2.3.4:5", "1.2.3.4:5", "web", None, None, 0, None, 3,
                                       0, 0, "no-server"))
