@@ -40,24 +40,24 @@ Contents (line numbers in this file):
      4556  Start-up: resolving host names (simpleproxy/resolve.py)
      4679  Health checks (simpleproxy/health.py)
      5185  Stats: the counters (simpleproxy/stats.py)
-     5636  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6015  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6264  Stats: the HTML page (simpleproxy/statspage.py)
-     6390  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6731  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6864  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7108  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7298  The proxy: a connection's life (simpleproxy/session.py)
-     7946  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8167  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8406  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8898  Processes: worker count, privileges (simpleproxy/process.py)
-     8951  Processes: the master-worker channel (simpleproxy/channel.py)
-     9060  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9202  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9296  Processes: the master, workers, reload (simpleproxy/master.py)
-     9936  The command line (simpleproxy/cli.py)
-    10019  Entry point (simpleproxy/__main__.py)
+     5637  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6009  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6258  Stats: the HTML page (simpleproxy/statspage.py)
+     6384  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6725  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6858  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7102  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7292  The proxy: a connection's life (simpleproxy/session.py)
+     7940  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8161  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8400  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8900  Processes: worker count, privileges (simpleproxy/process.py)
+     8953  Processes: the master-worker channel (simpleproxy/channel.py)
+     9062  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9227  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9321  Processes: the master, workers, reload (simpleproxy/master.py)
+     9964  The command line (simpleproxy/cli.py)
+    10047  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -5595,7 +5595,8 @@ def stats_snapshot(stats, now, checking):
                     "pp_rejected": dict(stats.pp_rejected),
                     "trust_decisions": dict(stats.trust_decisions)},
         "header_errors": [[event.wall, event.frontend, event.peer, event.kind, event.reason,
-                           event.data.hex(), event.received] for event in stats.header_errors.events],
+                           event.data.hex(), event.received]
+                          for event in stats.header_errors.events],
         "frontends": {fe.name: counted(fe, "scur") for fe in stats.frontends},
         "backends": {be.name: dict(counted(be, "scur", "qmax", *_SN_ERRORS), qcur=be.qcur,
                                    servers={srv.name: server(srv) for srv in be.servers})
@@ -5961,27 +5962,20 @@ def _sv_server_state(be, srv, now):
 
 # -- show sess and show errors -------------------------------------------------------------------
 
-def printable(data):
-    """Bytes or text a client controls, safe on one line: printable ASCII kept, the rest
-    (backslash and space included) as \\xHH."""
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogateescape")
-    return "".join(chr(b) if 0x21 <= b < 0x7F and b != 0x5C else "\\x%02x" % b for b in data)
-
-
 def show_sess(views, now):
     """``show sess``: one line per live connection (``SessionView`` objects, see admin.py)."""
     lines = []
     for view in views:
-        parts = ["%#x:" % view.id, "src=" + printable(view.client), "peer=" + printable(view.peer),
+        parts = ["%#x:" % view.id, "src=" + log_escape(view.client),
+                 "peer=" + log_escape(view.peer),
                  "fe=" + view.frontend, "be=" + (view.backend or "<NONE>"),
                  "srv=" + (view.server or "<none>"), "state=" + view.state,
                  "age=%ds" % (now - view.started), "bytes_in=%d" % view.bytes_in,
                  "bytes_out=%d" % view.bytes_out]
         if view.proxy is not None:
-            parts.append("pp=" + printable(view.proxy))
+            parts.append("pp=" + log_escape(view.proxy))
         for name, value in view.tlvs:
-            parts.append("%s=%s" % (name, printable(value)))
+            parts.append("%s=%s" % (name, log_escape(value)))
         lines.append(" ".join(parts))
     return "".join(line + "\n" for line in lines)
 
@@ -5999,10 +5993,10 @@ def show_errors(stats, wall):
     out = ["Total events captured on %s : %d\n" % (_sv_date(wall), ring.total)]
     for event in ring.events:
         out.append("\n%s frontend %s: PROXY header refused, %s (%s), event #%d\n"
-                   % (_sv_date(event.wall), event.frontend, event.kind, printable(event.reason),
+                   % (_sv_date(event.wall), event.frontend, event.kind, log_escape(event.reason),
                       event.number))
         out.append("  src %s, %d bytes received, the first %d:\n"
-                   % (printable(event.peer), event.received, len(event.data)))
+                   % (log_escape(event.peer), event.received, len(event.data)))
         for offset in range(0, len(event.data), 16):
             chunk = event.data[offset:offset + 16]
             out.append("  %05d  %-47s  %s\n" % (
@@ -8431,6 +8425,7 @@ The modules under it, from the loop up: loop.py (selector, timers, hand-off), li
 (accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
 (the stats socket and listener).
 """
+import heapq
 import os
 import signal
 import socket
@@ -8775,10 +8770,13 @@ class Proxy(object):
     def clock(self):
         return self.loop.now, time.time()
 
-    def session_views(self):
-        """One SessionView per live connection, for "show sess" (oldest first)."""
+    def session_views(self, most=None):
+        """One SessionView per live connection, for "show sess" (oldest first); only the
+        ``most`` oldest when given."""
         views = []
-        for session in sorted(self.sessions, key=lambda s: s.started):
+        oldest = (sorted(self.sessions, key=_started) if most is None
+                  else heapq.nsmallest(most, self.sessions, key=_started))
+        for session in oldest:
             header = session.header
             server = session.server
             views.append(SessionView(
@@ -8828,6 +8826,10 @@ class Proxy(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+def _started(session):
+    return session.started
 
 
 def _limited_source(session):
@@ -9082,12 +9084,16 @@ interface admin.py describes):
   remembered and replayed to each new worker after a restart or a reload, by backend and
   server name; the view shows them at once.
 * ``/health`` says 503 from the moment SIGUSR1 arrives (while ``grace`` runs) on.
-* ``show sess`` lists nothing here: live connections are the workers' own (not gathered).
+* ``show sess`` lists the ``SESSIONS_IN_SNAPSHOT`` oldest connections of each worker, as
+  its last snapshot had them (so that a snapshot stays small however busy the worker).
 
 The stats listener is the master's rather than each worker's on a shared socket because a
 worker's answer could only show its own share: the sum exists in the master alone.
 """
 import time
+
+
+SESSIONS_IN_SNAPSHOT = 100    # the oldest live connections of a worker that show sess lists
 
 
 class MasterView(object):
@@ -9097,6 +9103,7 @@ class MasterView(object):
         self.master = master
         self.loop = master.loop
         self.stats = self.pools = None
+        self.sessions = []            # the workers' session_records, from the last snapshots
         self._poll_timer = self.loop.timer(self._poll)
         self.build(master.config)
 
@@ -9124,7 +9131,9 @@ class MasterView(object):
 
     def _counted(self, snapshots):
         if snapshots:
-            self.stats.apply_totals(aggregate_counters(snapshots), self.loop.now)
+            total = aggregate_counters(snapshots)
+            self.stats.apply_totals(total, self.loop.now)
+            self.sessions = total.get("sessions", [])
         self.stats.tick(self.loop.now)
 
     def _server(self, backend, server):
@@ -9154,7 +9163,9 @@ class MasterView(object):
         return self.loop.now, time.time()
 
     def session_views(self):
-        return []
+        now = self.loop.now
+        return sorted((session_view(record, now) for record in self.sessions),
+                      key=lambda view: view.started)
 
     def set_server(self, backend, server, state=None, weight=None, maxconn=None):
         pool, target = self._server(backend, server)
@@ -9165,6 +9176,20 @@ class MasterView(object):
         log_server_setting(target.label, was, (state, weight, maxconn))
         self._show(pool, target, state, weight, maxconn)
         return None
+
+
+def session_record(view, now):
+    """A worker's SessionView as JSON data: its age instead of its start (each process has a
+    clock of its own), TLV values as latin-1 text (one character per byte)."""
+    return list(view[:7]) + [now - view.started, view.bytes_in, view.bytes_out, view.proxy,
+                             [[name, value.decode("latin-1")] for name, value in view.tlvs]]
+
+
+def session_view(record, now):
+    """The SessionView a session_record was made from (its start on the master's clock)."""
+    age, tlvs = record[7], record[11]
+    return SessionView(*(record[:7] + [now - age] + record[8:11] + [tuple(
+        (name, value.encode("latin-1")) for name, value in tlvs)]))
 
 
 def aggregate_counters(snapshots):
@@ -9878,9 +9903,12 @@ def counter_snapshot(proxy, checking):
     """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
     totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
     (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
-    snapshot = stats_snapshot(proxy.stats, proxy.loop.now, checking)
+    now = proxy.loop.now
+    snapshot = stats_snapshot(proxy.stats, now, checking)
     snapshot.update(pid=os.getpid(), active=proxy.active,
-                    stopping_softly=proxy.stopping_softly)
+                    stopping_softly=proxy.stopping_softly,
+                    sessions=[session_record(view, now) for view in
+                              proxy.session_views(SESSIONS_IN_SNAPSHOT)])
     return snapshot
 
 

@@ -65,7 +65,7 @@ from .errors import SimpleProxyError
 from .listeners import listen_key, open_listener
 from .logs import LOG, reopen_log, setup_logging
 from .loop import EVENT_READ, EventLoop
-from .masterview import MasterView
+from .masterview import SESSIONS_IN_SNAPSHOT, MasterView, session_record
 from .process import drop_privileges, split_limit
 from .proxy import run_proxy
 from .resolve import resolve_addresses
@@ -598,9 +598,12 @@ def counter_snapshot(proxy, checking):
     """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
     totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
     (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
-    snapshot = stats_snapshot(proxy.stats, proxy.loop.now, checking)
+    now = proxy.loop.now
+    snapshot = stats_snapshot(proxy.stats, now, checking)
     snapshot.update(pid=os.getpid(), active=proxy.active,
-                    stopping_softly=proxy.stopping_softly)
+                    stopping_softly=proxy.stopping_softly,
+                    sessions=[session_record(view, now) for view in
+                              proxy.session_views(SESSIONS_IN_SNAPSHOT)])
     return snapshot
 
 

@@ -20,17 +20,20 @@ interface admin.py describes):
   remembered and replayed to each new worker after a restart or a reload, by backend and
   server name; the view shows them at once.
 * ``/health`` says 503 from the moment SIGUSR1 arrives (while ``grace`` runs) on.
-* ``show sess`` lists nothing here: live connections are the workers' own (not gathered).
+* ``show sess`` lists the ``SESSIONS_IN_SNAPSHOT`` oldest connections of each worker, as
+  its last snapshot had them (so that a snapshot stays small however busy the worker).
 
 The stats listener is the master's rather than each worker's on a shared socket because a
 worker's answer could only show its own share: the sum exists in the master alone.
 """
 import time
 
-from .admin import log_server_setting
+from .admin import SessionView, log_server_setting
 from .balancer import BackendPool
 from .proxy import STATS_TICK, default_maxconn, process_identity
 from .stats import ProxyStats
+
+SESSIONS_IN_SNAPSHOT = 100    # the oldest live connections of a worker that show sess lists
 
 
 class MasterView(object):
@@ -40,6 +43,7 @@ class MasterView(object):
         self.master = master
         self.loop = master.loop
         self.stats = self.pools = None
+        self.sessions = []            # the workers' session_records, from the last snapshots
         self._poll_timer = self.loop.timer(self._poll)
         self.build(master.config)
 
@@ -67,7 +71,9 @@ class MasterView(object):
 
     def _counted(self, snapshots):
         if snapshots:
-            self.stats.apply_totals(aggregate_counters(snapshots), self.loop.now)
+            total = aggregate_counters(snapshots)
+            self.stats.apply_totals(total, self.loop.now)
+            self.sessions = total.get("sessions", [])
         self.stats.tick(self.loop.now)
 
     def _server(self, backend, server):
@@ -97,7 +103,9 @@ class MasterView(object):
         return self.loop.now, time.time()
 
     def session_views(self):
-        return []
+        now = self.loop.now
+        return sorted((session_view(record, now) for record in self.sessions),
+                      key=lambda view: view.started)
 
     def set_server(self, backend, server, state=None, weight=None, maxconn=None):
         pool, target = self._server(backend, server)
@@ -108,6 +116,20 @@ class MasterView(object):
         log_server_setting(target.label, was, (state, weight, maxconn))
         self._show(pool, target, state, weight, maxconn)
         return None
+
+
+def session_record(view, now):
+    """A worker's SessionView as JSON data: its age instead of its start (each process has a
+    clock of its own), TLV values as latin-1 text (one character per byte)."""
+    return list(view[:7]) + [now - view.started, view.bytes_in, view.bytes_out, view.proxy,
+                             [[name, value.decode("latin-1")] for name, value in view.tlvs]]
+
+
+def session_view(record, now):
+    """The SessionView a session_record was made from (its start on the master's clock)."""
+    age, tlvs = record[7], record[11]
+    return SessionView(*(record[:7] + [now - age] + record[8:11] + [tuple(
+        (name, value.encode("latin-1")) for name, value in tlvs)]))
 
 
 def aggregate_counters(snapshots):

@@ -23,6 +23,7 @@ The modules under it, from the loop up: loop.py (selector, timers, hand-off), li
 (accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
 (the stats socket and listener).
 """
+import heapq
 import os
 import signal
 import socket
@@ -382,10 +383,13 @@ class Proxy(object):
     def clock(self):
         return self.loop.now, time.time()
 
-    def session_views(self):
-        """One SessionView per live connection, for "show sess" (oldest first)."""
+    def session_views(self, most=None):
+        """One SessionView per live connection, for "show sess" (oldest first); only the
+        ``most`` oldest when given."""
         views = []
-        for session in sorted(self.sessions, key=lambda s: s.started):
+        oldest = (sorted(self.sessions, key=_started) if most is None
+                  else heapq.nsmallest(most, self.sessions, key=_started))
+        for session in oldest:
             header = session.header
             server = session.server
             views.append(SessionView(
@@ -435,6 +439,10 @@ class Proxy(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+def _started(session):
+    return session.started
 
 
 def _limited_source(session):

@@ -411,7 +411,8 @@ def stats_snapshot(stats, now, checking):
                     "pp_rejected": dict(stats.pp_rejected),
                     "trust_decisions": dict(stats.trust_decisions)},
         "header_errors": [[event.wall, event.frontend, event.peer, event.kind, event.reason,
-                           event.data.hex(), event.received] for event in stats.header_errors.events],
+                           event.data.hex(), event.received]
+                          for event in stats.header_errors.events],
         "frontends": {fe.name: counted(fe, "scur") for fe in stats.frontends},
         "backends": {be.name: dict(counted(be, "scur", "qmax", *_SN_ERRORS), qcur=be.qcur,
                                    servers={srv.name: server(srv) for srv in be.servers})

@@ -20,6 +20,7 @@ import time
 
 from .balancer import DRAIN, MAINT, UP
 from .endings import END_INTERNAL_ERROR
+from .logs import log_escape
 from .stats import (BAD_HEADER_PREFIX, CHECK_STATUSES, CLIENT_ABORT_ENDS, DENIED_PREFIX,
                     SERVER_ABORT_ENDS)
 
@@ -327,27 +328,20 @@ def _sv_server_state(be, srv, now):
 
 # -- show sess and show errors -------------------------------------------------------------------
 
-def printable(data):
-    """Bytes or text a client controls, safe on one line: printable ASCII kept, the rest
-    (backslash and space included) as \\xHH."""
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogateescape")
-    return "".join(chr(b) if 0x21 <= b < 0x7F and b != 0x5C else "\\x%02x" % b for b in data)
-
-
 def show_sess(views, now):
     """``show sess``: one line per live connection (``SessionView`` objects, see admin.py)."""
     lines = []
     for view in views:
-        parts = ["%#x:" % view.id, "src=" + printable(view.client), "peer=" + printable(view.peer),
+        parts = ["%#x:" % view.id, "src=" + log_escape(view.client),
+                 "peer=" + log_escape(view.peer),
                  "fe=" + view.frontend, "be=" + (view.backend or "<NONE>"),
                  "srv=" + (view.server or "<none>"), "state=" + view.state,
                  "age=%ds" % (now - view.started), "bytes_in=%d" % view.bytes_in,
                  "bytes_out=%d" % view.bytes_out]
         if view.proxy is not None:
-            parts.append("pp=" + printable(view.proxy))
+            parts.append("pp=" + log_escape(view.proxy))
         for name, value in view.tlvs:
-            parts.append("%s=%s" % (name, printable(value)))
+            parts.append("%s=%s" % (name, log_escape(value)))
         lines.append(" ".join(parts))
     return "".join(line + "\n" for line in lines)
 
@@ -365,10 +359,10 @@ def show_errors(stats, wall):
     out = ["Total events captured on %s : %d\n" % (_sv_date(wall), ring.total)]
     for event in ring.events:
         out.append("\n%s frontend %s: PROXY header refused, %s (%s), event #%d\n"
-                   % (_sv_date(event.wall), event.frontend, event.kind, printable(event.reason),
+                   % (_sv_date(event.wall), event.frontend, event.kind, log_escape(event.reason),
                       event.number))
         out.append("  src %s, %d bytes received, the first %d:\n"
-                   % (printable(event.peer), event.received, len(event.data)))
+                   % (log_escape(event.peer), event.received, len(event.data)))
         for offset in range(0, len(event.data), 16):
             chunk = event.data[offset:offset + 16]
             out.append("  %05d  %-47s  %s\n" % (

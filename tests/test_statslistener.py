@@ -310,9 +310,12 @@ def test_bad_commands_huge_lines_and_slow_clients_leave_the_proxy_unharmed(
     assert ask(sock, "show info\n").startswith("Name: simpleproxy\n")
 
 
+@pytest.mark.parametrize("workers", ["", "workers = 2\n"], ids=["single", "two-workers"])
 def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
-        launch, tmp_path, echo_servers):
+        launch, tmp_path, echo_servers, workers):
+    """Under a master (two workers), from the workers' last snapshots: at most a second old."""
     text, sock, _, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+                                         global_extra=workers,
                                          bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
     launch(text)
     header = build_v2(("10.0.0.1", 1234), ("10.0.0.2", 80), tlvs=[(0x02, b"evil host\n\x00")])
@@ -320,8 +323,9 @@ def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
     try:
         client.sendall(header + b"ping")
         assert client.recv(4) == b"ping"
-        shown = ask(sock, "show sess\n")
-        line = next(line for line in shown.splitlines() if "src=10.0.0.1:1234" in line)
+        line = wait_until(lambda: next((line for line in ask(sock, "show sess\n").splitlines()
+                                        if "src=10.0.0.1:1234" in line and "bytes_out=4" in line),
+                                       None), what="the connection in show sess")
         assert " peer=127.0.0.1:%d " % client.getsockname()[1] in line
         assert " fe=web be=app srv=s1 state=RELAY " in line and " bytes_in=4 bytes_out=4" in line
         assert line.endswith(" pp=v2/TCP4 tlv0x02=evil\\x20host\\x0a\\x00")
