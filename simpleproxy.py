@@ -40,24 +40,24 @@ Contents (line numbers in this file):
      4556  Start-up: resolving host names (simpleproxy/resolve.py)
      4679  Health checks (simpleproxy/health.py)
      5185  Stats: the counters (simpleproxy/stats.py)
-     5637  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6009  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6258  Stats: the HTML page (simpleproxy/statspage.py)
-     6384  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6725  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6858  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7102  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7292  The proxy: a connection's life (simpleproxy/session.py)
-     7940  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8161  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8400  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8900  Processes: worker count, privileges (simpleproxy/process.py)
-     8953  Processes: the master-worker channel (simpleproxy/channel.py)
-     9062  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9227  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9321  Processes: the master, workers, reload (simpleproxy/master.py)
-     9964  The command line (simpleproxy/cli.py)
-    10047  Entry point (simpleproxy/__main__.py)
+     5640  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6261  Stats: the HTML page (simpleproxy/statspage.py)
+     6387  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6728  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6861  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7105  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7295  The proxy: a connection's life (simpleproxy/session.py)
+     7943  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8164  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8403  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8903  Processes: worker count, privileges (simpleproxy/process.py)
+     8956  Processes: the master-worker channel (simpleproxy/channel.py)
+     9065  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9230  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9324  Processes: the master, workers, reload (simpleproxy/master.py)
+     9978  The command line (simpleproxy/cli.py)
+    10061  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -5533,7 +5533,7 @@ class ProxyStats(object):
             if data is None:
                 continue
             _st_load(be, data, ("scur", "qmax") + _SN_ERRORS)
-            be.queued = data["qcur"]
+            be.queued = data.get("qcur", 0)
             for srv in be.servers:
                 _st_load_server(be.pool, srv, data["servers"].get(srv.name), now)
             be.settle(now)
@@ -5572,8 +5572,11 @@ def stats_snapshot(stats, now, checking):
     several processes add up. ``checking``: this process runs the health checks, so its
     check results are the ones to show."""
     def counted(obj, *fields):
-        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields}
-        data["ends"] = dict(obj.ends)
+        # Counters at 0 are left out (most are, on most servers): a snapshot must fit one
+        # channel message (channel.MESSAGE_MAX).
+        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields
+                if getattr(obj, field)}
+        data["ends"] = {end: n for end, n in obj.ends.items() if n}
         return data
 
     def server(srv):
@@ -5608,7 +5611,7 @@ def _st_load(obj, data, fields):
     if data is None:
         return
     for field in _SN_COUNTED + fields:
-        setattr(obj, field, data[field])
+        setattr(obj, field, data.get(field, 0))
     obj.ends = Tally(data["ends"])
 
 
@@ -5624,7 +5627,7 @@ def _st_load_server(pool, srv, data, now):
         pool.set_admin(state, data["admin"])
     pool.set_weight(state, data["weight"])
     pool.set_maxconn(state, data["maxconn"])
-    state.active = data["scur"]
+    state.active = data.get("scur", 0)
     if state.status != before:
         srv.state_changed(now, before, by_check=state.healthy != was_healthy)
     for field, value in data.get("check", {}).items():
@@ -9826,6 +9829,7 @@ class WorkerLink(object):
         self.channel = channel
         self.checking = checking
         self.hard_stop_after = hard_stop_after
+        self.snapshot_too_large = False     # said once in the log
         if checking:
             proxy.on_server_change = self.send_verdict
         else:
@@ -9863,8 +9867,18 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
             self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
         elif kind == MSG_COUNTERS and len(message) == 2:
-            send_message(self.channel, MSG_COUNTERS, message[1],
-                         json.dumps(counter_snapshot(self.proxy, self.checking)))
+            self.send_counters(message[1])
+
+    def send_counters(self, request_id):
+        text = json.dumps(counter_snapshot(self.proxy, self.checking), separators=(",", ":"))
+        if len(text) + len(request_id) + len(MSG_COUNTERS) + 2 > MESSAGE_MAX:
+            if not self.snapshot_too_large:
+                self.snapshot_too_large = True
+                LOG.warning("this worker's counters (%d bytes) do not fit a channel message "
+                            "(%d): the stats under the master leave it out", len(text),
+                            MESSAGE_MAX)
+            return
+        send_message(self.channel, MSG_COUNTERS, request_id, text)
 
     def apply_admin(self, backend, server_name, settings):
         for pool, server in self.servers_named(backend, server_name):

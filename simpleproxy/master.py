@@ -55,9 +55,9 @@ import time
 import traceback
 
 from .balancer import ADMIN_TRANSITIONS, MAX_WEIGHT
-from .channel import (MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN, MSG_SERVER_FAILED,
-                      MSG_SERVER_STATE, MSG_SOFT_STOP, MSG_STOP, STATE_DOWN, STATE_UP,
-                      admin_fields, channel_pair, parse_admin_fields, receive_message,
+from .channel import (MESSAGE_MAX, MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN,
+                      MSG_SERVER_FAILED, MSG_SERVER_STATE, MSG_SOFT_STOP, MSG_STOP, STATE_DOWN,
+                      STATE_UP, admin_fields, channel_pair, parse_admin_fields, receive_message,
                       send_message)
 from .config import load_config
 from .config_values import MAX_COUNT
@@ -521,6 +521,7 @@ class WorkerLink(object):
         self.channel = channel
         self.checking = checking
         self.hard_stop_after = hard_stop_after
+        self.snapshot_too_large = False     # said once in the log
         if checking:
             proxy.on_server_change = self.send_verdict
         else:
@@ -558,8 +559,18 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
             self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
         elif kind == MSG_COUNTERS and len(message) == 2:
-            send_message(self.channel, MSG_COUNTERS, message[1],
-                         json.dumps(counter_snapshot(self.proxy, self.checking)))
+            self.send_counters(message[1])
+
+    def send_counters(self, request_id):
+        text = json.dumps(counter_snapshot(self.proxy, self.checking), separators=(",", ":"))
+        if len(text) + len(request_id) + len(MSG_COUNTERS) + 2 > MESSAGE_MAX:
+            if not self.snapshot_too_large:
+                self.snapshot_too_large = True
+                LOG.warning("this worker's counters (%d bytes) do not fit a channel message "
+                            "(%d): the stats under the master leave it out", len(text),
+                            MESSAGE_MAX)
+            return
+        send_message(self.channel, MSG_COUNTERS, request_id, text)
 
     def apply_admin(self, backend, server_name, settings):
         for pool, server in self.servers_named(backend, server_name):

@@ -349,7 +349,7 @@ class ProxyStats(object):
             if data is None:
                 continue
             _st_load(be, data, ("scur", "qmax") + _SN_ERRORS)
-            be.queued = data["qcur"]
+            be.queued = data.get("qcur", 0)
             for srv in be.servers:
                 _st_load_server(be.pool, srv, data["servers"].get(srv.name), now)
             be.settle(now)
@@ -388,8 +388,11 @@ def stats_snapshot(stats, now, checking):
     several processes add up. ``checking``: this process runs the health checks, so its
     check results are the ones to show."""
     def counted(obj, *fields):
-        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields}
-        data["ends"] = dict(obj.ends)
+        # Counters at 0 are left out (most are, on most servers): a snapshot must fit one
+        # channel message (channel.MESSAGE_MAX).
+        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields
+                if getattr(obj, field)}
+        data["ends"] = {end: n for end, n in obj.ends.items() if n}
         return data
 
     def server(srv):
@@ -424,7 +427,7 @@ def _st_load(obj, data, fields):
     if data is None:
         return
     for field in _SN_COUNTED + fields:
-        setattr(obj, field, data[field])
+        setattr(obj, field, data.get(field, 0))
     obj.ends = Tally(data["ends"])
 
 
@@ -440,7 +443,7 @@ def _st_load_server(pool, srv, data, now):
         pool.set_admin(state, data["admin"])
     pool.set_weight(state, data["weight"])
     pool.set_maxconn(state, data["maxconn"])
-    state.active = data["scur"]
+    state.active = data.get("scur", 0)
     if state.status != before:
         srv.state_changed(now, before, by_check=state.healthy != was_healthy)
     for field, value in data.get("check", {}).items():

@@ -706,3 +706,17 @@ def test_the_master_shows_the_checking_workers_verdicts_and_results(start_master
         assert [(row[3], row[5]) for row in rows] == [("up", "2"), ("gone", "0")]  # op_state
     finally:
         dead.close()
+
+
+def test_counters_too_large_for_the_channel_are_said_once_and_left_out(start_master, tmp_path):
+    port = free_port()
+    sock = str(tmp_path / "admin.sock")
+    servers = "\n".join("server s%d = 127.0.0.1:%d" % (n, 1024 + n) for n in range(3000))
+    master = start_master("[global]\nworkers = 1\nstats socket = %s\n[listen app]\n"
+                          "bind = 127.0.0.1:%d\n%s\n" % (sock, port, servers))
+    master.wait_for("this worker's counters (")
+    assert "do not fit a channel message" in master.log_lines("this worker's counters")[0]
+    rows = show_stat_rows(ask(sock, "show stat\n"))         # the master's view still answers
+    assert rows["app", "s2999"]["status"] == "no check"
+    time.sleep(2.5)                   # a measuring window: two more rounds of counters
+    assert len(master.log_lines("this worker's counters")) == 1
