@@ -20,34 +20,44 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       55  Version (simpleproxy/_version.py)
-       63  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      716  Errors (simpleproxy/errors.py)
-      741  The longest wait handed to the system (simpleproxy/timeouts.py)
-      760  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      848  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1273  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1449  Configuration: reading the INI file (simpleproxy/ini.py)
-     1729  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2252  Configuration: INI into frozen objects (simpleproxy/config.py)
-     2980  Balancing: choosing a server (simpleproxy/balancer.py)
-     3432  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3587  Logging (simpleproxy/logs.py)
-     3778  How a connection ends: the end causes (simpleproxy/endings.py)
-     3856  Service discovery: following host names (simpleproxy/discovery.py)
-     4172  Start-up: resolving host names (simpleproxy/resolve.py)
-     4288  Health checks (simpleproxy/health.py)
-     4786  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     5030  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     5220  The proxy: a connection's life (simpleproxy/session.py)
-     5829  The proxy: listening and accepting (simpleproxy/listeners.py)
-     6050  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     6412  Processes: worker count, privileges (simpleproxy/process.py)
-     6465  Processes: the master-worker channel (simpleproxy/channel.py)
-     6574  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     6668  Processes: the master, workers, reload (simpleproxy/master.py)
-     7318  The command line (simpleproxy/cli.py)
-     7400  Entry point (simpleproxy/__main__.py)
+       65  Version (simpleproxy/_version.py)
+       73  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      726  Errors (simpleproxy/errors.py)
+      751  The longest wait handed to the system (simpleproxy/timeouts.py)
+      770  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      858  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1283  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1459  Configuration: reading the INI file (simpleproxy/ini.py)
+     1739  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2270  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2405  Configuration: INI into frozen objects (simpleproxy/config.py)
+     3149  Balancing: choosing a server (simpleproxy/balancer.py)
+     3602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3757  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3833  Logging (simpleproxy/logs.py)
+     4162  How a connection ends: the end causes (simpleproxy/endings.py)
+     4240  Service discovery: following host names (simpleproxy/discovery.py)
+     4556  Start-up: resolving host names (simpleproxy/resolve.py)
+     4679  Health checks (simpleproxy/health.py)
+     5185  Stats: the counters (simpleproxy/stats.py)
+     5640  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6261  Stats: the HTML page (simpleproxy/statspage.py)
+     6387  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6728  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6861  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7114  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7304  The proxy: a connection's life (simpleproxy/session.py)
+     7952  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8173  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8412  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8912  Processes: worker count, privileges (simpleproxy/process.py)
+     8965  Processes: the master-worker channel (simpleproxy/channel.py)
+     9074  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9239  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9333  Processes: the master, workers, reload (simpleproxy/master.py)
+     9987  The command line (simpleproxy/cli.py)
+    10070  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -2018,6 +2028,7 @@ def expand_server_template(prefix, words):
 # -- listening and server addresses ---------------------------------------------------------------
 
 _CFG_BIND_FORMS = ":PORT, *:PORT, IPv4:PORT, [IPv6]:PORT or unix@/path"
+_CFG_IP_LISTEN_FORMS = ":PORT, *:PORT, IPv4:PORT or [IPv6]:PORT"
 _CFG_SERVER_FORMS = "IPv4:PORT, [IPv6]:PORT, HOST:PORT or unix@/path"
 _CFG_UNIX_PREFIX = "unix@"
 _CFG_UNIX_PATH_MAX = 107                 # sun_path is 108 bytes, the last one a NUL
@@ -2055,7 +2066,14 @@ def bind_address(text):
     """The Address of a bind line's first word; ValueError says what is wrong."""
     if text.startswith(_CFG_UNIX_PREFIX):
         return _cfg_unix_address(text)
-    host, bracketed, port = _cfg_host_and_port(text, _CFG_BIND_FORMS)
+    return ip_listen_address(text, _CFG_BIND_FORMS)
+
+
+def ip_listen_address(text, forms=_CFG_IP_LISTEN_FORMS):
+    """The Address to listen on at ``text``, an IP address and port as a bind line writes
+    them (``:PORT`` and ``*:PORT``: every IPv4 address); ``forms`` is what error messages
+    say is expected."""
+    host, bracketed, port = _cfg_host_and_port(text, forms)
     if bracketed:
         family, ip = "ipv6", _cfg_ip(host, "ipv6")
     else:
@@ -2063,7 +2081,7 @@ def bind_address(text):
         ip = "0.0.0.0" if host in ("", "*") else _cfg_ip(host, "ipv4")
     if ip is None:
         raise ValueError("%s is not an IP%s address (expected %s)"
-                         % (shown(host), "v6" if bracketed else "v4", _CFG_BIND_FORMS))
+                         % (shown(host), "v6" if bracketed else "v4", forms))
     return Address(family, (ip, port), text)
 
 
@@ -2249,6 +2267,141 @@ GROUP_VALUE = ValueKind(parse_group, "a group name")
 
 
 ###############################################################################
+# Configuration: stats and log settings (simpleproxy/statsconfig.py) ##########
+###############################################################################
+
+"""The [global] keys of the runtime API, the stats listener and the log, as pure parsers.
+
+Each takes the value as written and returns a frozen namedtuple, or raises ValueError with a
+message in config.py's style ("... (expected ...)"), for the config reader to put its file,
+line and key in front of:
+
+    stats socket = /run/simpleproxy.sock [mode 600] [level admin|user]   (or HOST:PORT)
+    stats http = 127.0.0.1:8404
+    stats auth = user:password
+    stats refresh = 5s
+    stats name = HAProxy
+    log-format = tcplog | json
+    log = stderr | stdout | /path/file | syslog | syslog@HOST:PORT
+"""
+from collections import namedtuple
+
+
+StatsSocket = namedtuple("StatsSocket", "address mode level")
+StatsSocket.__doc__ = """stats socket: an Address (a Unix path or a TCP endpoint), the Unix
+socket's permission bits (int, 0o600 by default) and the level, "admin" or "user"."""
+
+StatsAuth = namedtuple("StatsAuth", "user password")
+
+StatsHttpSettings = namedtuple("StatsHttpSettings", "address auth refresh name")
+StatsHttpSettings.__doc__ = """The stats listener: its Address, a StatsAuth or None, the
+page's refresh in whole seconds (None: never) and the name the page and realm show."""
+
+LogTarget = namedtuple("LogTarget", "kind destination")
+LogTarget.__doc__ = """Where log lines go. kind: "stderr", "stdout", "file" (destination: the
+path), "syslog" (destination: "/dev/log") or "syslog-udp" (destination: (host, port))."""
+
+LOG_FORMATS = ("tcplog", "json")
+STATS_LEVELS = ("admin", "user")
+DEFAULT_SOCKET_MODE = 0o600
+DEFAULT_STATS_NAME = "simpleproxy"
+SYSLOG_PATH = "/dev/log"
+SYSLOG_PORT = 514
+_SC_SOCKET_FORMS = "/path/to.sock [mode 600] [level admin|user], or HOST:PORT"
+
+
+def parse_stats_socket(text):
+    words = text.split()
+    if not words:
+        raise ValueError("no address (expected %s)" % _SC_SOCKET_FORMS)
+    where = words[0]
+    if where.startswith("/"):
+        address = bind_address("unix@" + where)._replace(text=where)
+    else:
+        address = ip_listen_address(where)
+    options = {"mode": "600", "level": "admin"}
+    rest = words[1:]
+    while rest:
+        if rest[0] not in options or len(rest) < 2:
+            raise ValueError("unknown or incomplete option '%s' (expected %s)"
+                             % (rest[0], _SC_SOCKET_FORMS))
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    try:
+        mode = int(options["mode"], 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ValueError("mode '%s' is not octal permissions (expected such as 600)"
+                         % options["mode"])
+    if options["level"] not in STATS_LEVELS:
+        raise ValueError("level '%s' is unknown (expected admin or user)" % options["level"])
+    return StatsSocket(address, mode, options["level"])
+
+
+def parse_stats_http(text):
+    return ip_listen_address(text.strip())
+
+
+def parse_stats_auth(text):
+    user, colon, password = text.strip().partition(":")
+    if not colon or not user or not password:
+        raise ValueError("'%s' is not user:password (expected user:password)" % text)
+    return StatsAuth(user, password)
+
+
+def parse_stats_refresh(text):
+    """Whole seconds, at least 1 (a meta refresh counts in seconds)."""
+    seconds = parse_duration(text.strip())
+    if seconds < 1:
+        raise ValueError("'%s' is below a second (expected a duration such as 5s)" % text)
+    return int(seconds)
+
+
+def parse_stats_name(text):
+    name = text.strip()
+    if not name or not name.isprintable():
+        raise ValueError("'%s' is not a printable name (expected such as HAProxy)" % text)
+    return name
+
+
+def parse_log_format(text):
+    word = text.strip()
+    if word not in LOG_FORMATS:
+        raise ValueError("'%s' is not a log format (expected tcplog or json)" % word)
+    return word
+
+
+def parse_log_target(text):
+    word = text.strip()
+    if word in ("stderr", "stdout"):
+        return LogTarget(word, None)
+    if word == "syslog":
+        return LogTarget("syslog", SYSLOG_PATH)
+    if word.startswith("syslog@"):
+        endpoint = word[len("syslog@"):]
+        if not endpoint.rpartition(":")[2].isdigit():
+            endpoint += ":%d" % SYSLOG_PORT
+        address = ip_listen_address(endpoint)
+        return LogTarget("syslog-udp", address.sockaddr)
+    if word.startswith("/"):
+        return LogTarget("file", word)
+    raise ValueError("'%s' is not a log destination (expected stderr, stdout, /path/file, "
+                     "syslog or syslog@HOST:PORT)" % word)
+
+
+# The keys' values as config.py reads them (its errors get the file, line and key in front).
+STATS_SOCKET_VALUE = ValueKind(parse_stats_socket, _SC_SOCKET_FORMS)
+STATS_HTTP_VALUE = ValueKind(parse_stats_http, "IPv4:PORT, :PORT or [IPv6]:PORT")
+STATS_AUTH_VALUE = ValueKind(parse_stats_auth, "user:password")
+STATS_REFRESH_VALUE = ValueKind(parse_stats_refresh, "a duration of a second or more, such as 5s")
+STATS_NAME_VALUE = ValueKind(parse_stats_name, "a printable name, such as HAProxy")
+LOG_FORMAT_VALUE = ValueKind(parse_log_format, "tcplog or json")
+LOG_TARGET_VALUE = ValueKind(parse_log_target, "stderr, stdout, /path/file, syslog or "
+                                               "syslog@HOST:PORT")
+
+
+###############################################################################
 # Configuration: INI into frozen objects (simpleproxy/config.py) ##############
 ###############################################################################
 
@@ -2285,12 +2438,13 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal rules line")
+                                  "maxconn_pending_header dontlognull dontlog_normal rules "
+                                  "log_format line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
 float seconds. rules: its acl, use_backend and tcp-request rules compiled (rules.py's
-FrontendRules; NO_RULES when it has none)."""
+FrontendRules; NO_RULES when it has none). log_format: "tcplog" or "json"."""
 
 Server = namedtuple("Server", "name address send_proxy proxy_v2_tlvs check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
@@ -2323,14 +2477,21 @@ unbounded."""
 GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
                                               "resolve_interval resolve_hold_nx "
                                               "resolve_hold_timeout resolve_hold_other workers "
-                                              "grace hard_stop_after pidfile user group")
+                                              "grace hard_stop_after pidfile user group "
+                                              "stats_socket stats_http stats_auth stats_refresh "
+                                              "stats_name log_target")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
 the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
 failing name keeps its servers' addresses, by HAProxy's failure kinds; workers None: one
 process, no master (see master.py), else the worker count; grace and hard_stop_after: float
-seconds or None; pidfile, user, group: str or None."""
-GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
+seconds or None; pidfile, user, group: str or None. stats_socket: a statsconfig.StatsSocket
+or None; stats_http: an Address or None; stats_auth: a StatsAuth or None; stats_refresh: the
+page's refresh in seconds; stats_name: what show info and the page call the process;
+log_target: where the log goes, a statsconfig.LogTarget, or None for stderr."""
+# The process keys (absent means not set) and the stats keys have defaults.
+GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME,
+                                                    None)
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -2480,6 +2641,12 @@ _CFG_GLOBAL_KEYS = {
     "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
     "user": _CfgKey("user", USER_VALUE, ("global",)),
     "group": _CfgKey("group", GROUP_VALUE, ("global",)),
+    "stats socket": _CfgKey("stats_socket", STATS_SOCKET_VALUE, ("global",)),
+    "stats http": _CfgKey("stats_http", STATS_HTTP_VALUE, ("global",)),
+    "stats auth": _CfgKey("stats_auth", STATS_AUTH_VALUE, ("global",)),
+    "stats refresh": _CfgKey("stats_refresh", STATS_REFRESH_VALUE, ("global",)),
+    "stats name": _CfgKey("stats_name", STATS_NAME_VALUE, ("global",)),
+    "log": _CfgKey("log_target", LOG_TARGET_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, resolve_interval=None,
@@ -2508,7 +2675,8 @@ _CFG_PROXY_KEYS = {
                                       _CFG_FRONT),
     "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
     "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
-    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
+    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # log-format's default: accepted
+    "log-format": _CfgKey("log_format", LOG_FORMAT_VALUE, _CFG_FRONT),
     "balance": _CfgKey("balance", one_of("balance algorithm", (
         "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
     "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
@@ -2527,6 +2695,7 @@ _CFG_FRONTEND_DEFAULTS = {
     "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
     "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
     "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
+    "log_format": "tcplog",
 }
 _CFG_BACKEND_DEFAULTS = {
     "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,
@@ -3027,10 +3196,11 @@ DOWN = "DOWN"
 DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
+MAX_WEIGHT = 256             # HAProxy's: a weight is 0 to 256 (the config checks its own)
 
 # What an operator may set, and what each administrative state may become: ``disabled`` in
-# the config, and at run time Proxy.set_server_admin (a master's server-admin message; the
-# runtime API, its own issue).
+# the config, and at run time Proxy.set_server_admin (the runtime API's set server, or a
+# master's server-admin message).
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),
@@ -3584,10 +3754,102 @@ def judge_start(trust, data, ended):
 
 
 ###############################################################################
+# Logging: JSON lines and syslog frames (simpleproxy/logformat.py) ############
+###############################################################################
+
+"""Log line builders for ``log-format = json`` and RFC 5424 syslog framing: pure functions.
+
+``json_log_line`` gives one JSON object per connection, with stable keys (documented, never
+renamed): ``client``, ``peer``, ``frontend``, ``backend``, ``server``, ``Tw``, ``Tc``,
+``Tt`` (ms; ``Tc`` null without a connection to a server), ``bytes_in``, ``bytes_out``,
+``end``, ``trust`` (null on binds without header handling), ``pp`` ("v2/TCP4", "v2/LOCAL",
+null without a header), ``retries``, ``reason`` (null or the detail), ``rule`` (the frontend
+rule that routed or rejected the connection, as the tcplog's ``rule=``; null when none did),
+and one key per TLV
+received that simpleproxy knows (``vpce``, ``authority``, ``alpn``, ``unique_id``, ``netns``,
+``ssl``, ``azure_linkid``, ``gcp_psc_connection_id``). Client bytes are text decoded with
+backslash escapes, then JSON-encoded ASCII-only, so a line is always one line of ASCII.
+
+``syslog_frame`` wraps a line as RFC 5424: ``<PRI>1 TIMESTAMP HOST APP PROCID - - MSG``.
+"""
+import json
+import time
+
+
+FACILITY_LOCAL0 = 16
+SEVERITY_INFO = 6
+SYSLOG_MAX = 1024             # bytes of a frame, HAProxy's default "len"
+
+# TLV views of proxyproto.header_as_dict, by the key the JSON line uses.
+_LF_TLV_KEYS = (("aws_vpce_id", "vpce"), ("authority", "authority"), ("alpn", "alpn"),
+                ("unique_id", "unique_id"), ("netns", "netns"), ("ssl", "ssl"),
+                ("azure_linkid", "azure_linkid"),
+                ("gcp_psc_connection_id", "gcp_psc_connection_id"))
+
+
+def proxy_text(header):
+    """What the log says about a PROXY header received: v2/TCP4, v2/LOCAL, ..."""
+    return "v%d/%s" % (header.version, header.command if header.command == "LOCAL"
+                       else header.family)
+
+
+def json_log_line(client, peer, frontend, backend, server, tw_ms, tc_ms, tt_ms, bytes_in,
+                  bytes_out, end, trust=None, header=None, retries=0, reason=None, rule=None):
+    """One connection's line as a JSON object (see the module docstring)."""
+    record = {
+        "client": client, "peer": peer, "frontend": frontend, "backend": backend,
+        "server": server, "Tw": tw_ms, "Tc": tc_ms, "Tt": tt_ms, "bytes_in": bytes_in,
+        "bytes_out": bytes_out, "end": end, "trust": trust,
+        "pp": proxy_text(header) if header is not None else None,
+        "retries": retries, "reason": reason, "rule": rule,
+    }
+    if header is not None and header.tlvs:
+        view = header_as_dict(header)
+        for name, key in _LF_TLV_KEYS:
+            if name in view:
+                record[key] = view[name]
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
+def _lf_header_field(text):
+    """An RFC 5424 header field: printable ASCII without spaces, 1-255 bytes, or "-"."""
+    cleaned = "".join(c for c in text if "!" <= c <= "~")[:255]
+    return cleaned or "-"
+
+
+def syslog_frame(message, wall, hostname, pid, severity=SEVERITY_INFO,
+                 facility=FACILITY_LOCAL0, app="simpleproxy", limit=SYSLOG_MAX):
+    """``message`` (text) as one RFC 5424 frame of at most ``limit`` bytes, UTC timestamp
+    with milliseconds; a longer message is cut (never a UTF-8 sequence in half)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+    head = "<%d>1 %s.%03dZ %s %s %d - - " % (facility * 8 + severity, stamp,
+                                             int(wall * 1000) % 1000, _lf_header_field(hostname),
+                                             _lf_header_field(app), pid)
+    frame = (head + message.replace("\n", " ")).encode("utf-8", "backslashreplace")
+    return frame[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+###############################################################################
 # Logging (simpleproxy/logs.py) ###############################################
 ###############################################################################
 
-"""Logging: one logger for the whole proxy, to stderr, plain lines.
+"""Logging: one logger for the whole proxy, plain lines, to one destination.
+
+``[global] log`` chooses it (statsconfig.LogTarget): stderr (the default) or stdout, a file,
+or syslog (``/dev/log``, or UDP to ``syslog@HOST:PORT``). ``setup_logging`` installs one
+handler for it:
+
+* stderr, stdout and a file: a ``LogWriter`` on the descriptor. A file is opened in append
+  mode (several workers may share it) and, since logrotate moves it away and expects the
+  writer to notice (USR1 and USR2 mean soft stop and reload here, as in HAProxy), the writer
+  checks at most once a second whether the path still names the file it writes, and
+  reopens it when not; ``reopen_log()`` reopens it at once (a master's reload).
+* syslog: a ``SyslogWriter``, one RFC 5424 datagram per line (logformat.syslog_frame) on a
+  non-blocking socket: when the socket takes no more, the line is dropped and counted,
+  never waited for.
+
+``dropped_log_lines()`` says how many lines were dropped (stats.dropped_logs, show info's
+DroppedLogs).
 
 Two things here protect the log from the traffic it describes:
 
@@ -3607,14 +3869,20 @@ Two things here protect the log from the traffic it describes:
 import logging
 import os
 import select
+import socket
 import stat
 import sys
 import time
+
 
 LOG = logging.getLogger("simpleproxy")
 
 LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
 LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
+LOG_FILE_CHECK = 1.0         # seconds between two checks that a log file was not moved away
+LOG_FILE_MODE = 0o640
+# logging's levels as syslog severities (RFC 5424: 3 error, 4 warning, 6 info, 7 debug).
+_LOG_SEVERITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
 _LOG_ESCAPE_TABLE = {byte: chr(byte) if 0x21 <= byte <= 0x7e and byte != 0x5c else "\\x%02x" % byte
                      for byte in range(256)}       # for str.translate, over latin-1 text
@@ -3650,12 +3918,17 @@ class LogWriter(logging.Handler):
     by ``drain``/``flush``) keeps them whole and in order.
     """
 
-    def __init__(self, fd):
+    def __init__(self, fd, path=None):
+        """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
         self.fd = fd
+        self.path = path
+        self._file_id = _log_file_id(os.fstat(fd))
+        self._next_check = time.monotonic() + LOG_FILE_CHECK
         self.held = []               # encoded lines (the first possibly partly written)
         self.held_size = 0
         self.dropped = 0             # lines dropped since the last "dropped" line
+        self.dropped_total = 0
         self.on_held = None          # called once when lines start to be held
         mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
@@ -3670,9 +3943,13 @@ class LogWriter(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        if self.path is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + LOG_FILE_CHECK
+            self._reopen_if_moved()
         if self.held:
             if self.held_size + len(line) > LOG_HOLD_LIMIT:
                 self.dropped += 1
+                self.dropped_total += 1
             else:
                 self.held.append(line)
                 self.held_size += len(line)
@@ -3693,7 +3970,34 @@ class LogWriter(logging.Handler):
         except OSError:
             # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
             self.dropped += 1
+            self.dropped_total += 1
             return len(data)
+
+    def _reopen_if_moved(self):
+        """Reopen the log file when its path names another file now, or none."""
+        try:
+            moved = _log_file_id(os.stat(self.path)) != self._file_id
+        except OSError:
+            moved = True
+        if moved:
+            self.reopen()
+
+    def reopen(self):
+        """Open the log file's path again (a new file if it is gone) and write there from
+        now on; the old descriptor is closed. Kept as it is when the path cannot be opened."""
+        if self.path is None:
+            return
+        self.acquire()
+        try:
+            try:
+                fd = _open_log_file(self.path)
+            except SimpleProxyError:
+                return
+            os.close(self.fd)
+            self.fd = fd
+            self._file_id = _log_file_id(os.fstat(fd))
+        finally:
+            self.release()
 
     def drain(self):
         """Write the held lines in one go; True once nothing is held. At the end comes the
@@ -3736,6 +4040,71 @@ class LogWriter(logging.Handler):
         logging.Handler.close(self)
 
 
+class SyslogWriter(logging.Handler):
+    """Lines as RFC 5424 datagrams to syslog (see the module docstring)."""
+
+    def __init__(self, family, address):
+        logging.Handler.__init__(self)
+        self.address = address
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.hostname = socket.gethostname()
+        self.dropped_total = 0
+        try:
+            self.sock.connect(address)
+        except OSError as exc:
+            self.sock.close()
+            raise SimpleProxyError("cannot log to syslog at %s: %s"
+                                   % (address, exc.strerror or exc))
+
+    def emit(self, record):
+        try:
+            frame = syslog_frame(self.format(record), record.created, self.hostname,
+                                 os.getpid(), _log_severity(record.levelno))
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self.sock.send(frame)
+        except OSError:           # full (EAGAIN, ENOBUFS), or nobody listening (ECONNREFUSED)
+            self.dropped_total += 1
+
+    def close(self):
+        self.sock.close()
+        logging.Handler.close(self)
+
+
+def _log_severity(levelno):
+    for level, severity in _LOG_SEVERITIES:
+        if levelno >= level:
+            return severity
+    return 7
+
+
+def _log_file_id(st):
+    return st.st_dev, st.st_ino
+
+
+def _open_log_file(path):
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                       LOG_FILE_MODE)
+    except OSError as exc:
+        raise SimpleProxyError("cannot open the log file %s: %s" % (path, exc.strerror or exc))
+
+
+def dropped_log_lines():
+    """How many log lines the handler dropped since it was installed."""
+    return sum(getattr(handler, "dropped_total", 0) for handler in LOG.handlers)
+
+
+def reopen_log():
+    """Reopen the log file, if the log goes to one (a master's reload)."""
+    for handler in LOG.handlers:
+        if isinstance(handler, LogWriter):
+            handler.reopen()
+
+
 def log_writer():
     """The LogWriter the proxy logs through, or None (a test logging into a StringIO)."""
     for handler in LOG.handlers:
@@ -3744,11 +4113,14 @@ def log_writer():
     return None
 
 
-def setup_logging(level="info", stream=None):
-    """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
+def setup_logging(level="info", stream=None, target=None):
+    """Send simpleproxy's log to ``target`` (a statsconfig.LogTarget; None: stderr), or to
+    ``stream``, at ``level``.
 
     A stream with a descriptor gets a LogWriter on it; one without (a StringIO) a plain
-    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms.
+    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms
+    (syslog has its own, in the frame). Raises SimpleProxyError when the log file or syslog
+    cannot be opened.
     """
     # The logging HOWTO's "Optimization" switches: what the format does not print is not
     # gathered (the pid goes into the format once; caller, thread and process names never).
@@ -3756,17 +4128,29 @@ def setup_logging(level="info", stream=None):
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    stream = stream or sys.stderr
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation is an OSError
-        handler = logging.StreamHandler(stream)
+    kind = target.kind if target is not None else None
+    if kind == "file":
+        handler = LogWriter(_open_log_file(target.destination), target.destination)
+    elif kind == "syslog":
+        handler = SyslogWriter(socket.AF_UNIX, target.destination)
+    elif kind == "syslog-udp":
+        family = socket.AF_INET6 if ":" in target.destination[0] else socket.AF_INET
+        handler = SyslogWriter(family, target.destination)
     else:
-        stream.flush()                # what was written through the stream goes first
-        handler = LogWriter(fd)
-    handler.setFormatter(_LogSecondFormatter(
-        "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
-        "%Y-%m-%dT%H:%M:%S"))
+        stream = stream or (sys.stdout if kind == "stdout" else sys.stderr)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            handler = logging.StreamHandler(stream)
+        else:
+            stream.flush()            # what was written through the stream goes first
+            handler = LogWriter(fd)
+    if isinstance(handler, SyslogWriter):
+        handler.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
+    else:
+        handler.setFormatter(_LogSecondFormatter(
+            "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s"
+            % os.getpid(), "%Y-%m-%dT%H:%M:%S"))
     for old in LOG.handlers:
         old.close()
     LOG.handlers[:] = [handler]
@@ -4256,7 +4640,14 @@ def start_addresses(config):
         backends[name] = backend._replace(servers=tuple(servers))
     if problems:
         raise ConfigError(problems)
-    return config._replace(frontends=frontends, backends=backends), tuple(followed)
+    settings = config.global_settings
+    if settings.stats_socket is not None:
+        settings = settings._replace(stats_socket=settings.stats_socket._replace(
+            address=_resolve_ip(settings.stats_socket.address)))
+    if settings.stats_http is not None:
+        settings = settings._replace(stats_http=_resolve_ip(settings.stats_http))
+    return (config._replace(global_settings=settings, frontends=frontends, backends=backends),
+            tuple(followed))
 
 
 def resolved_address(configured, ip):
@@ -4582,13 +4973,16 @@ class HealthChecker(object):
     """The loop's side of health: schedules checks and lookups, applies results, logs status
     changes.
 
-    ``on_change(pool, server)`` is called on the loop when a server's status changed.
+    ``on_change(pool, server, before)`` is called on the loop when a server's status changed
+    from ``before``; ``on_check(server, ok, reason, duration, health)`` after each check result
+    that is current, with the rise/fall count after it (the stats keep them).
     ``followed``: the FollowedName records of start-up (resolve.py), whose notices are logged
     here and whose names are looked up every period (those with one)."""
 
-    def __init__(self, loop, pools, threads, on_change, followed=()):
+    def __init__(self, loop, pools, threads, on_change, on_check, followed=()):
         self.loop = loop
         self.on_change = on_change
+        self.on_check = on_check
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
         states = {}
         for pool in pools:
@@ -4676,9 +5070,10 @@ class HealthChecker(object):
         elif isinstance(action, (EnterMaintenance, LeaveMaintenance)):
             pool, server = name.servers[action.server]
             leaving = isinstance(action, LeaveMaintenance)
+            before = server.status
             if pool.set_dns_maint(server, not leaving):
                 log_status_change(pool, server, action.reason)
-                self.on_change(pool, server)
+                self.on_change(pool, server, before)
             if leaving:
                 self.restart(server)
         else:
@@ -4718,6 +5113,8 @@ class HealthChecker(object):
             return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
+        self.on_check(check.server, result.ok, result.reason, result.duration,
+                      check.health.health)
         self._schedule(check, check.health.interval(check.server.config))
 
     def connection_failed(self, server, cause, duration):
@@ -4753,10 +5150,11 @@ class HealthChecker(object):
     def _apply(self, check, reason, duration):
         """Tell the pool what the count says; log a change and tell the proxy."""
         pool, server = check.pool, check.server
+        before = server.status
         if not pool.set_health(server, check.health.up):
             return
         log_status_change(pool, server, reason, duration)
-        self.on_change(pool, server)
+        self.on_change(pool, server, before)
 
     def adopt(self, pool, server, healthy):
         """Take a verdict reached elsewhere (another process's checks, master.py): the server
@@ -4765,8 +5163,9 @@ class HealthChecker(object):
         check = self.checks.get(server)
         if check is not None:
             check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
+        before = server.status
         if pool.set_health(server, healthy):
-            self.on_change(pool, server)
+            self.on_change(pool, server, before)
 
 
 def log_status_change(pool, server, reason, duration=None):
@@ -4780,6 +5179,1682 @@ def log_status_change(pool, server, reason, duration=None):
             server.status, reason, checked, normal, backup, "online" if online else "left")
     if not pool.candidates:
         LOG.error("backend %s has no server available!", pool.backend.name)
+
+
+###############################################################################
+# Stats: the counters (simpleproxy/stats.py) ##################################
+###############################################################################
+
+"""Run-time counters: the model behind the stats socket, the stats page and /metrics.
+
+The proxy keeps one ``ProxyStats``. It holds a ``FrontendStats`` per frontend, a
+``BackendStats`` per backend (the balancer's ``BackendPool`` beside it) and a ``ServerStats``
+per server (the balancer's ``ServerState`` beside it). What the balancer already knows (a
+server's state, weight, connection count, the queue) is read from it when a view is drawn,
+never copied. Everything else is a plain attribute that the paths which already run bump in
+place, without a call, and nothing is counted per read:
+
+    accept              stats.cum_conns += 1
+                        fe.stot += 1; fe.scur += 1; if fe.scur > fe.smax: fe.smax = fe.scur
+    PROXY header in     stats.pp_received[header.version, header.command] += 1
+    trust decided       stats.trust_decisions[rule] += 1
+    header refused      stats.pp_rejected[kind] += 1
+                        stats.header_errors.record(wall, fe.name, peer, kind, reason, data)
+    LOCAL absorbed      stats.local_checks_absorbed += 1
+    server chosen       be.stot += 1; be.scur += 1; (smax as for fe)
+                        srv.stot += 1; srv.last_session = now
+                        if state.active > srv.smax: srv.smax = state.active
+    queued              if len(pool.waiting) > be.qmax: be.qmax = len(pool.waiting)
+    connect failed      srv.econ += 1; be.econ += 1
+    retry / redispatch  srv.wretr += 1; be.wretr += 1 / srv.wredis += 1; be.wredis += 1
+    close               fe.scur -= 1; fe.ends[end] += 1; fe.bin += in; fe.bout += out
+                        and, once a server was chosen, the same for be (scur, ends, bin,
+                        bout) and srv (ends, bin, bout)
+
+``ends`` counts connections by their end cause (the log's ``end=`` word), so errors by kind
+come out of one counter: ``bad-header:*`` are refused PROXY headers (HAProxy's ``ereq``),
+``rejected:*`` are denied connections (``dcon``), client and server aborts and timeouts are
+``cli_abrt`` and ``srv_abrt``.
+
+Rates and sparklines cost nothing on those paths either: ``ProxyStats.tick(now)``, run by a
+loop timer once a second, turns the totals into the sessions of the last second (and their
+maximum), and every ``SPARK_EVERY`` seconds appends a sample of current sessions and bytes
+moved to each object's bounded rings (``SPARK_SAMPLES`` of them).
+
+Health checks and state changes, which are rare, go through methods:
+``ServerStats.record_check`` after each check result the loop counts,
+``ServerStats.state_changed`` after each change of a server's state (by checks, passive
+health or the runtime API), ``BackendStats.settle`` after a weight change.
+
+With workers (master.py) each worker keeps its own ``ProxyStats``; ``stats_snapshot`` turns
+it into plain data by name, the master adds the workers' snapshots up
+(master.aggregate_counters) and ``ProxyStats.apply_totals`` loads the sum into the master's
+own ``ProxyStats`` (over BackendPools of its own that stand for the workers' servers), whose
+``tick`` then makes rates and sparklines of the whole proxy. So the views (statsviews.py,
+metrics.py, statspage.py) draw one proxy from either.
+"""
+from collections import deque, namedtuple
+
+
+SPARK_EVERY = 5               # seconds between two sparkline samples
+SPARK_SAMPLES = 120           # samples kept: the last ten minutes
+HEADER_ERRORS_KEPT = 32       # refused PROXY headers kept for "show errors"
+HEADER_ERROR_BYTES = 64       # first bytes kept of each
+
+# HAProxy's health check statuses (its "check_status" column) and their descriptions, with
+# the reasons health.py gives that lead to each.
+CHECK_STATUSES = {
+    "INI": "Initializing",
+    "SOCKERR": "Socket error",
+    "L4OK": "Layer4 check passed",
+    "L4TOUT": "Layer4 timeout",
+    "L4CON": "Layer4 connection problem",
+    "L7TOUT": "Layer7 timeout",
+    "L7RSP": "Layer7 invalid response",
+    "L7OK": "Layer7 check passed",
+}
+_ST_REASON_STATUS = (
+    ("layer4 check passed", "L4OK"),
+    ("layer7 check passed", "L7OK"),
+    ("connection timeout", "L4TOUT"),
+    ("connection refused", "L4CON"),
+    ("connection error", "L4CON"),
+    ("response timeout", "L7TOUT"),
+    ("response did not match", "L7RSP"),
+    ("no check made", "SOCKERR"),
+)
+
+# End causes (the log's end= words) counted as aborts by each side.
+CLIENT_ABORT_ENDS = (END_CLIENT_ABORT, END_CLIENT_TIMEOUT)
+SERVER_ABORT_ENDS = (END_SERVER_ABORT, END_SERVER_TIMEOUT)
+BAD_HEADER_PREFIX = "bad-header:"
+DENIED_PREFIX = "rejected:"
+
+ProcessIdentity = namedtuple("ProcessIdentity", "name version release_date pid node description "
+                                                "maxconn ulimit_n")
+ProcessIdentity.__doc__ = """What "show info" says about the process itself, fixed at start.
+
+name: "simpleproxy", or "HAProxy" for tools that refuse anything else (``stats name``);
+release_date: YYYY/MM/DD or "" (shown as "-"); node: the host name; description: text or
+""; maxconn: the proxy-wide limit; ulimit_n: the descriptor limit."""
+
+HeaderErrorEvent = namedtuple("HeaderErrorEvent", "number wall frontend peer kind reason data "
+                                                  "received")
+HeaderErrorEvent.__doc__ = """One refused PROXY header: its number since start, the wall
+clock time, the frontend's name, the peer as the log writes it, the error kind and reason,
+the first bytes received (at most HEADER_ERROR_BYTES) and how many were received in all."""
+
+
+class Tally(dict):
+    """Counts by key: ``tally[key] += 1`` works for a key not seen yet. collections.Counter
+    does the same at twice the cost of an increment (measured: 116 against 57 ns), and
+    ``ends`` is bumped on every close."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return 0
+
+
+def check_status(reason):
+    """HAProxy's check status code for a reason health.py gives."""
+    for prefix, status in _ST_REASON_STATUS:
+        if reason.startswith(prefix):
+            return status
+    return "SOCKERR"
+
+
+class HeaderErrorRing(object):
+    """The last refused PROXY headers, a fixed number of them: "show errors" reads it."""
+
+    def __init__(self, size=HEADER_ERRORS_KEPT):
+        self.events = deque(maxlen=size)
+        self.total = 0
+
+    def record(self, wall, frontend, peer, kind, reason, data):
+        """Keep one refusal; ``data`` is what the peer sent (only its start is copied)."""
+        self.total += 1
+        self.events.append(HeaderErrorEvent(self.total, wall, frontend, peer, kind, reason,
+                                            bytes(data[:HEADER_ERROR_BYTES]), len(data)))
+
+
+class _StCounted(object):
+    """What frontends, backends and servers all count, and their rate and sparklines."""
+
+    __slots__ = ("name", "smax", "stot", "bin", "bout", "ends", "rate", "rate_max",
+                 "spark_sessions", "spark_bytes", "_stot_seen", "_bytes_seen")
+
+    def __init__(self, name):
+        self.name = name
+        self.smax = self.stot = self.bin = self.bout = 0
+        self.ends = Tally()
+        self.rate = self.rate_max = 0
+        self.spark_sessions = deque(maxlen=SPARK_SAMPLES)
+        self.spark_bytes = deque(maxlen=SPARK_SAMPLES)
+        self._stot_seen = self._bytes_seen = 0
+
+    def _count_second(self):
+        # Never below 0: a master's totals drop when a worker is replaced.
+        self.rate = max(0, self.stot - self._stot_seen)
+        self._stot_seen = self.stot
+        if self.rate > self.rate_max:
+            self.rate_max = self.rate
+
+    def _sample(self, current):
+        moved = self.bin + self.bout
+        self.spark_sessions.append(current)
+        self.spark_bytes.append(max(0, moved - self._bytes_seen))
+        self._bytes_seen = moved
+
+    def ended(self, prefix=None, causes=()):
+        """Connections that ended with one of ``causes`` or a cause starting with ``prefix``."""
+        return sum(count for cause, count in self.ends.items()
+                   if cause in causes or (prefix is not None and cause.startswith(prefix)))
+
+
+class FrontendStats(_StCounted):
+    """A frontend's counters; ``slim`` is its maxconn (or the proxy's)."""
+
+    __slots__ = ("iid", "slim", "scur")
+
+    def __init__(self, frontend, iid, slim):
+        _StCounted.__init__(self, frontend.name)
+        self.iid = iid
+        self.slim = slim
+        self.scur = 0
+
+
+class BackendStats(_StCounted):
+    """A backend's counters, beside its ``BackendPool`` (servers, queue, candidates)."""
+
+    __slots__ = ("iid", "pool", "servers", "queued", "scur", "qmax", "econ", "wretr", "wredis",
+                 "lastchg", "down_since", "downtime")
+
+    def __init__(self, pool, iid, now):
+        _StCounted.__init__(self, pool.backend.name)
+        self.iid = iid
+        self.pool = pool
+        self.queued = None            # the workers' queues added up, in a master's view
+        self.scur = self.qmax = self.econ = self.wretr = self.wredis = 0
+        self.lastchg = now
+        self.down_since = None if pool.candidates else now
+        self.downtime = 0.0           # seconds without a usable server, periods ended
+        self.servers = [ServerStats(state, self, sid, now)
+                        for sid, state in enumerate(pool.servers, 1)]
+
+    @property
+    def up(self):
+        return bool(self.pool.candidates)
+
+    @property
+    def qcur(self):
+        """Connections waiting for a server now."""
+        return len(self.pool.waiting) if self.queued is None else self.queued
+
+    def total_downtime(self, now):
+        return self.downtime + (now - self.down_since if self.down_since is not None else 0.0)
+
+    def settle(self, now):
+        """Note the backend going down (no usable server) or up again; called after any
+        change to its pool's candidates (a server's state, by state_changed, or a weight)."""
+        if self.up == (self.down_since is None):
+            return
+        self.lastchg = now
+        if self.down_since is None:
+            self.down_since = now
+        else:
+            self.downtime += now - self.down_since
+            self.down_since = None
+
+
+class ServerStats(_StCounted):
+    """A server's counters, beside its ``ServerState`` (state, weight, connections)."""
+
+    __slots__ = ("sid", "state", "backend", "econ", "wretr", "wredis", "last_session",
+                 "chkfail", "chkdown", "check_status", "check_duration", "last_check",
+                 "check_health", "lastchg", "down_since", "downtime")
+
+    def __init__(self, state, backend, sid, now):
+        _StCounted.__init__(self, state.config.name)
+        self.sid = sid
+        self.state = state
+        self.backend = backend
+        self.econ = self.wretr = self.wredis = 0
+        self.last_session = None      # loop time of the last connection sent to it
+        self.chkfail = self.chkdown = 0
+        self.check_status = "INI" if state.config.check else None
+        self.check_duration = None    # ms
+        self.last_check = ""          # the last check's reason, as the state-change line says it
+        self.check_health = state.config.rise if state.config.check else 0
+        self.lastchg = now
+        self.down_since = now if state.status == DOWN else None
+        self.downtime = 0.0
+
+    @property
+    def scur(self):
+        return self.state.active
+
+    def record_check(self, ok, reason, duration, health):
+        """A check's result as the loop counted it: ok (True, False, or None when no check
+        could be made: SOCKERR, not a failure), health.py's reason, the duration in seconds
+        and the rise/fall count after it."""
+        self.check_status = check_status(reason)
+        self.check_duration = int(duration * 1000)
+        self.last_check = reason
+        self.check_health = health
+        if ok is False:
+            self.chkfail += 1
+
+    def state_changed(self, now, before, by_check):
+        """The server's state went from ``before`` to ``self.state.status``: its last change,
+        its time DOWN, HAProxy's chkdown (UP to DOWN by checks), and its backend's state."""
+        after = self.state.status
+        self.lastchg = now
+        if after == DOWN and self.down_since is None:
+            self.down_since = now
+        elif after != DOWN and self.down_since is not None:
+            self.downtime += now - self.down_since
+            self.down_since = None
+        if by_check and before == UP and after == DOWN:
+            self.chkdown += 1
+        self.backend.settle(now)
+
+    def total_downtime(self, now):
+        return self.downtime + (now - self.down_since if self.down_since is not None else 0.0)
+
+
+class ProxyStats(object):
+    """Everything the views show: the process, its frontends, backends and servers, and the
+    PROXY protocol counters."""
+
+    def __init__(self, identity, frontends, pools, now, wall):
+        """``frontends``: (config Frontend, slim) pairs in file order; ``pools``: the
+        BackendPools in file order. Proxy ids (iid) follow the file, and a listen section's
+        two halves share one, as in HAProxy."""
+        self.identity = identity
+        self.started = now
+        self.started_wall = wall
+        self.stopping = False
+        self.cum_conns = 0
+        self.conn_rate = self.max_conn_rate = 0
+        self.dropped_logs = 0
+        self.pp_received = Tally({(version, command): 0 for version in (1, 2)
+                                    for command in ("PROXY", "LOCAL")})
+        self.pp_rejected = Tally({kind: 0 for kind in HEADER_ERROR_KINDS})
+        self.trust_decisions = Tally()
+        self.local_checks_absorbed = 0
+        self.header_errors = HeaderErrorRing()
+        sections = sorted([(frontend.line, frontend.name) for frontend, _ in frontends] +
+                          [(pool.backend.line, pool.backend.name) for pool in pools])
+        iids = {}
+        for _, name in sections:
+            iids.setdefault(name, len(iids) + 1)
+        self.frontends = [FrontendStats(frontend, iids[frontend.name], slim)
+                          for frontend, slim in frontends]
+        self.backends = [BackendStats(pool, iids[pool.backend.name], now) for pool in pools]
+        self._seconds = 0
+        self._cum_seen = 0
+
+    def backend(self, name):
+        return next((be for be in self.backends if be.name == name), None)
+
+    @property
+    def current_connections(self):
+        return sum(fe.scur for fe in self.frontends)
+
+    @property
+    def bytes_out(self):
+        return sum(fe.bout for fe in self.frontends)
+
+    def apply_totals(self, total, now):
+        """Show ``total``, the workers' stats_snapshots added up (master.aggregate_counters):
+        counters as they are, each server's state, weight and connections through its pool,
+        check results from the checking worker. Rates come from the next tick()."""
+        process = total.get("process", {})
+        self.cum_conns = process.get("cum_conns", 0)
+        self.dropped_logs = process.get("dropped_logs", 0)
+        self.local_checks_absorbed = process.get("local_checks_absorbed", 0)
+        for key, n in process.get("pp_received", {}).items():
+            version, command = key.split(" ")
+            self.pp_received[int(version), command] = n
+        self.pp_rejected.update(process.get("pp_rejected", {}))
+        self.trust_decisions = Tally(process.get("trust_decisions", {}))
+        ring = self.header_errors
+        ring.events.clear()
+        for number, (wall, frontend, peer, kind, reason, data, received) in enumerate(
+                sorted(total.get("header_errors", []))[-ring.events.maxlen:], 1):
+            ring.events.append(HeaderErrorEvent(number, wall, frontend, peer, kind, reason,
+                                                bytes.fromhex(data), received))
+        ring.total = process.get("header_errors_total", 0)
+        for fe in self.frontends:
+            _st_load(fe, total.get("frontends", {}).get(fe.name), ("scur",))
+        for be in self.backends:
+            data = total.get("backends", {}).get(be.name)
+            if data is None:
+                continue
+            _st_load(be, data, ("scur", "qmax") + _SN_ERRORS)
+            be.queued = data.get("qcur", 0)
+            for srv in be.servers:
+                _st_load_server(be.pool, srv, data["servers"].get(srv.name), now)
+            be.settle(now)
+
+    def tick(self, now):
+        """Once a second, from a loop timer: rates, and every SPARK_EVERY seconds a sample."""
+        self.conn_rate = max(0, self.cum_conns - self._cum_seen)
+        self._cum_seen = self.cum_conns
+        self.max_conn_rate = max(self.max_conn_rate, self.conn_rate)
+        self._seconds += 1
+        sample = self._seconds % SPARK_EVERY == 0
+        for fe in self.frontends:
+            fe._count_second()
+            if sample:
+                fe._sample(fe.scur)
+        for be in self.backends:
+            be._count_second()
+            if sample:
+                be._sample(be.scur)
+            for srv in be.servers:
+                srv._count_second()
+                if sample:
+                    srv._sample(srv.scur)
+
+
+# -- one proxy over several processes (see the module docstring) ---------------------------------
+
+_SN_COUNTED = ("stot", "smax", "bin", "bout")
+_SN_ERRORS = ("econ", "wretr", "wredis")
+_SN_CHECK = ("check_status", "check_duration", "last_check", "check_health", "chkfail",
+             "chkdown")
+
+
+def stats_snapshot(stats, now, checking):
+    """``stats`` as plain data (JSON), by name; gauges and totals only, so that snapshots of
+    several processes add up. ``checking``: this process runs the health checks, so its
+    check results are the ones to show."""
+    def counted(obj, *fields):
+        # Counters at 0 are left out (most are, on most servers): a snapshot must fit one
+        # channel message (channel.MESSAGE_MAX).
+        data = {field: getattr(obj, field) for field in _SN_COUNTED + fields
+                if getattr(obj, field)}
+        data["ends"] = {end: n for end, n in obj.ends.items() if n}
+        return data
+
+    def server(srv):
+        state = srv.state
+        data = counted(srv, *_SN_ERRORS)
+        data.update(scur=state.active, status=state.status, admin=state.admin,
+                    healthy=state.healthy, dns_maint=state.dns_maint, weight=state.weight,
+                    maxconn=state.maxconn, last_session_age=None if srv.last_session is None
+                    else now - srv.last_session)
+        if checking and state.config.check:
+            data["check"] = {field: getattr(srv, field) for field in _SN_CHECK}
+        return data
+
+    return {
+        "process": {"cum_conns": stats.cum_conns, "dropped_logs": stats.dropped_logs,
+                    "local_checks_absorbed": stats.local_checks_absorbed,
+                    "header_errors_total": stats.header_errors.total,
+                    "pp_received": {"%d %s" % key: n for key, n in stats.pp_received.items()},
+                    "pp_rejected": dict(stats.pp_rejected),
+                    "trust_decisions": dict(stats.trust_decisions)},
+        "header_errors": [[event.wall, event.frontend, event.peer, event.kind, event.reason,
+                           event.data.hex(), event.received]
+                          for event in stats.header_errors.events],
+        "frontends": {fe.name: counted(fe, "scur") for fe in stats.frontends},
+        "backends": {be.name: dict(counted(be, "scur", "qmax", *_SN_ERRORS), qcur=be.qcur,
+                                   servers={srv.name: server(srv) for srv in be.servers})
+                     for be in stats.backends},
+    }
+
+
+def _st_load(obj, data, fields):
+    if data is None:
+        return
+    for field in _SN_COUNTED + fields:
+        setattr(obj, field, data.get(field, 0))
+    obj.ends = Tally(data["ends"])
+
+
+def _st_load_server(pool, srv, data, now):
+    if data is None:
+        return
+    _st_load(srv, data, _SN_ERRORS)
+    state = srv.state
+    before, was_healthy = state.status, state.healthy
+    pool.set_health(state, data["healthy"])
+    pool.set_dns_maint(state, data["dns_maint"])
+    if data["admin"] != state.admin:
+        pool.set_admin(state, data["admin"])
+    pool.set_weight(state, data["weight"])
+    pool.set_maxconn(state, data["maxconn"])
+    state.active = data.get("scur", 0)
+    if state.status != before:
+        srv.state_changed(now, before, by_check=state.healthy != was_healthy)
+    for field, value in data.get("check", {}).items():
+        setattr(srv, field, value)
+    age = data["last_session_age"]
+    srv.last_session = None if age is None else now - age
+
+
+###############################################################################
+# Stats: show stat, info, sess, errors (simpleproxy/statsviews.py) ############
+###############################################################################
+
+"""The stats socket's text views, drawn from a ``ProxyStats``: pure functions, no I/O.
+
+Each is HAProxy 2.6's format (doc/management.txt, "CSV format" and "Unix Socket commands"),
+so that the tools written for HAProxy read them unchanged:
+
+* ``show_info``: ``Key: value`` lines, HAProxy's keys in HAProxy's order (tools match
+  ``^Maxconn:`` and ``^node:``); what simpleproxy has no value for says 0.
+* ``show_stat``: the CSV, all 128 columns of 2.6.12 in their order, the header line starting
+  with ``# `` and every line ending in a comma, as HAProxy writes them (hatop skips rows of
+  fewer than 51 commas). A FRONTEND row per frontend; per backend, a row per server and then
+  a BACKEND row. Columns simpleproxy has no value for stay empty.
+* ``show_servers_state``: the state file format (version 1).
+* ``show_sess`` and ``show_errors``: simpleproxy's own lines in HAProxy's spirit, with every
+  byte a client controls escaped.
+
+Times: ``now`` is the loop's monotonic clock, ``wall`` the time of day (time.time()).
+"""
+import re
+import time
+
+
+STAT_COLUMNS = (
+    "pxname svname qcur qmax scur smax slim stot bin bout dreq dresp ereq econ eresp wretr "
+    "wredis status weight act bck chkfail chkdown lastchg downtime qlimit pid iid sid throttle "
+    "lbtot tracked type rate rate_lim rate_max check_status check_code check_duration hrsp_1xx "
+    "hrsp_2xx hrsp_3xx hrsp_4xx hrsp_5xx hrsp_other hanafail req_rate req_rate_max req_tot "
+    "cli_abrt srv_abrt comp_in comp_out comp_byp comp_rsp lastsess last_chk last_agt qtime "
+    "ctime rtime ttime agent_status agent_code agent_duration check_desc agent_desc check_rise "
+    "check_fall check_health agent_rise agent_fall agent_health addr cookie mode algo conn_rate "
+    "conn_rate_max conn_tot intercepted dcon dses wrew connect reuse cache_lookups cache_hits "
+    "srv_icur src_ilim qtime_max ctime_max rtime_max ttime_max eint idle_conn_cur "
+    "safe_conn_cur used_conn_cur need_conn_est uweight agg_server_status "
+    "agg_server_check_status agg_check_status - ssl_sess ssl_reused_sess ssl_failed_handshake "
+    "h2_headers_rcvd h2_data_rcvd h2_settings_rcvd h2_rst_stream_rcvd h2_goaway_rcvd "
+    "h2_detected_conn_protocol_errors h2_detected_strm_protocol_errors h2_rst_stream_resp "
+    "h2_goaway_resp h2_open_connections h2_backend_open_streams h2_total_connections "
+    "h2_backend_total_streams h1_open_connections h1_open_streams h1_total_connections "
+    "h1_total_streams h1_bytes_in h1_bytes_out h1_spliced_bytes_in h1_spliced_bytes_out"
+).split()
+
+# show stat typed: each field's origin, nature and scope letters and its type, as HAProxy
+# 2.6 prints them (a BACKEND row counts a few fields differently).
+_SV_TYPED_TAGS = dict(pair.split("=") for pair in (
+    "pxname=KNS:str svname=KNS:str qcur=MGP:u32 qmax=MMP:u32 scur=MGP:u32 smax=MMP:u32 "
+    "slim=CLP:u32 stot=MCP:u64 bin=MCP:u64 bout=MCP:u64 dreq=MCP:u64 dresp=MCP:u64 "
+    "ereq=MCP:u64 econ=MCP:u64 eresp=MCP:u64 wretr=MCP:u64 wredis=MCP:u64 status=SGP:str "
+    "weight=MaP:u32 act=SGP:u32 bck=SGP:u32 chkfail=MCP:u64 chkdown=MCP:u64 lastchg=MAP:u32 "
+    "downtime=MCP:u32 pid=KGP:u32 iid=KGS:u32 sid=KGS:u32 lbtot=MCP:u64 type=CGS:u32 "
+    "rate=MRP:u32 rate_lim=CLP:u32 rate_max=MMP:u32 check_status=MOP:str "
+    "check_duration=MDP:u64 cli_abrt=MCP:u64 srv_abrt=MCP:u64 lastsess=MAP:s32 "
+    "last_chk=MOP:str check_desc=MOP:str check_rise=CGS:u32 check_fall=CGS:u32 "
+    "check_health=CGS:u32 addr=CGS:str mode=CGS:str algo=CGS:str conn_rate=MRP:u32 "
+    "conn_rate_max=MMP:u32 conn_tot=MCP:u64 dcon=MCP:u64 dses=MCP:u64 wrew=MCP:u64 "
+    "eint=MCP:u64 uweight=MaP:u32"
+).split())
+_SV_TYPED_BACKEND_TAGS = dict(_SV_TYPED_TAGS, rate="MGP:u32", rate_max="MGP:u32",
+                              act="MGP:u32", bck="MGP:u32")
+_SV_TYPED_LETTERS = "FBS"      # by the type column: frontend, backend, server
+
+# The "type" column and the bits of show stat's TYPE filter.
+TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER = 0, 1, 2
+SHOW_ALL = -1
+
+# show servers state: HAProxy's numbers for check statuses, results and server states.
+_SV_CHECK_STATUS_NUMBERS = {"INI": 1, "SOCKERR": 5, "L4OK": 6, "L4TOUT": 7, "L4CON": 8,
+                            "L7TOUT": 12, "L7RSP": 13, "L7OK": 15}
+_SV_CHECK_RESULT_FAILED, _SV_CHECK_RESULT_PASSED = 2, 3
+_SV_CHECK_CONFIGURED_ENABLED = 0x2 | 0x4
+_SV_OP_STOPPED, _SV_OP_RUNNING = 0, 2
+_SV_ADMIN_BITS = {MAINT: 0x01, DRAIN: 0x08}    # SRV_ADMF_FMAINT, SRV_ADMF_FDRAIN
+SERVERS_STATE_COLUMNS = (
+    "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
+    "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
+    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
+
+
+# -- show info -----------------------------------------------------------------------------------
+
+def show_info(stats, now, wall):
+    """``show info``: HAProxy 2.6's keys, in its order. hatop needs a word after
+    ``Release_date:``, so a build without a release date says ``-``."""
+    identity = stats.identity
+    uptime = int(now - stats.started)
+    days, rest = divmod(uptime, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    session_rate = sum(fe.rate for fe in stats.frontends)
+    current = stats.current_connections
+    values = [
+        ("Name", identity.name), ("Version", identity.version),
+        ("Release_date", identity.release_date or "-"), ("Nbthread", 1), ("Nbproc", 1),
+        ("Process_num", 1), ("Pid", identity.pid),
+        ("Uptime", "%dd %dh%02dm%02ds" % (days, hours, minutes, seconds)),
+        ("Uptime_sec", uptime), ("Memmax_MB", 0), ("PoolAlloc_MB", 0), ("PoolUsed_MB", 0),
+        ("PoolFailed", 0), ("Ulimit-n", identity.ulimit_n), ("Maxsock", identity.ulimit_n),
+        ("Maxconn", identity.maxconn), ("Hard_maxconn", identity.maxconn),
+        ("CurrConns", current), ("CumConns", stats.cum_conns), ("CumReq", 0),
+        ("MaxSslConns", 0), ("CurrSslConns", 0), ("CumSslConns", 0), ("Maxpipes", 0),
+        ("PipesUsed", 0), ("PipesFree", 0), ("ConnRate", stats.conn_rate),
+        ("ConnRateLimit", 0), ("MaxConnRate", stats.max_conn_rate),
+        ("SessRate", session_rate), ("SessRateLimit", 0),
+        ("MaxSessRate", max([fe.rate_max for fe in stats.frontends] or [0])),
+        ("SslRate", 0), ("SslRateLimit", 0), ("MaxSslRate", 0), ("SslFrontendKeyRate", 0),
+        ("SslFrontendMaxKeyRate", 0), ("SslFrontendSessionReuse_pct", 0),
+        ("SslBackendKeyRate", 0), ("SslBackendMaxKeyRate", 0), ("SslCacheLookups", 0),
+        ("SslCacheMisses", 0), ("CompressBpsIn", 0), ("CompressBpsOut", 0),
+        ("CompressBpsRateLim", 0), ("Tasks", current), ("Run_queue", 0), ("Idle_pct", 100),
+        ("node", identity.node),
+    ]
+    if identity.description:
+        values.append(("description", identity.description))
+    values += [
+        ("Stopping", int(stats.stopping)), ("Jobs", current), ("Unstoppable Jobs", 0),
+        ("Listeners", len(stats.frontends)), ("ActivePeers", 0), ("ConnectedPeers", 0),
+        ("DroppedLogs", stats.dropped_logs), ("BusyPolling", 0), ("FailedResolutions", 0),
+        ("TotalBytesOut", stats.bytes_out), ("TotalSplicdedBytesOut", 0),   # HAProxy's spelling
+        ("BytesOutRate", 0), ("DebugCommandsIssued", 0), ("CumRecvLogs", 0),
+        ("Build info", identity.version), ("Memmax_bytes", 0), ("PoolAlloc_bytes", 0),
+        ("PoolUsed_bytes", 0), ("Start_time_sec", int(stats.started_wall)), ("Tainted", 0),
+    ]
+    return "".join("%s: %s\n" % (key, _sv_one_line(value)) for key, value in values)
+
+
+def _sv_one_line(value):
+    """A value on one line: a name or description cannot break the Key: value format."""
+    return str(value).replace("\r", " ").replace("\n", " ")
+
+
+# -- show stat -----------------------------------------------------------------------------------
+
+def server_status(srv):
+    """The status column of a server: UP, DOWN, DRAIN, MAINT, "no check", or a check count on
+    its way ("UP 1/3": one failed check of the three that take it down; "DOWN 1/2")."""
+    state = srv.state.status
+    server = srv.state.config
+    if state in (MAINT, DRAIN):
+        return state
+    if not server.check:
+        return "no check"
+    health, rise, fall = srv.check_health, server.rise, server.fall
+    if state == UP:
+        return "UP %d/%d" % (health - rise + 1, fall) if health < rise + fall - 1 else UP
+    return "DOWN %d/%d" % (health, rise) if 0 < health < rise else state
+
+
+def _sv_aborts(counted):
+    return counted.ended(causes=CLIENT_ABORT_ENDS), counted.ended(causes=SERVER_ABORT_ENDS)
+
+
+def _sv_last_session(srv_list, now):
+    stamps = [srv.last_session for srv in srv_list if srv.last_session is not None]
+    return int(now - max(stamps)) if stamps else -1
+
+
+def frontend_row(stats, fe):
+    return {
+        "pxname": fe.name, "svname": "FRONTEND", "scur": fe.scur, "smax": fe.smax,
+        "slim": fe.slim, "stot": fe.stot, "bin": fe.bin, "bout": fe.bout, "dreq": 0,
+        "dresp": 0, "ereq": fe.ended(prefix=BAD_HEADER_PREFIX),
+        "status": "STOP" if stats.stopping else "OPEN", "pid": 1, "iid": fe.iid, "sid": 0,
+        "type": TYPE_FRONTEND, "rate": fe.rate, "rate_lim": 0, "rate_max": fe.rate_max,
+        "mode": "tcp", "conn_rate": fe.rate, "conn_rate_max": fe.rate_max, "conn_tot": fe.stot,
+        "dcon": fe.ended(prefix=DENIED_PREFIX), "dses": 0, "wrew": 0,
+        "eint": fe.ends[END_INTERNAL_ERROR], "-": "-",
+    }
+
+
+def server_row(be, srv, now):
+    state, server = srv.state, srv.state.config
+    client_aborts, server_aborts = _sv_aborts(srv)
+    row = {
+        "pxname": be.name, "svname": srv.name, "qcur": 0, "qmax": 0, "scur": srv.scur,
+        "smax": srv.smax, "slim": state.maxconn or "", "stot": srv.stot, "bin": srv.bin,
+        "bout": srv.bout, "dresp": 0, "econ": srv.econ, "eresp": 0, "wretr": srv.wretr,
+        "wredis": srv.wredis, "status": server_status(srv), "weight": state.weight,
+        "act": int(not server.backup), "bck": int(server.backup), "lastchg": int(now - srv.lastchg),
+        "pid": 1, "iid": be.iid, "sid": srv.sid, "lbtot": srv.stot, "type": TYPE_SERVER,
+        "rate": srv.rate, "rate_max": srv.rate_max, "cli_abrt": client_aborts,
+        "srv_abrt": server_aborts, "lastsess": _sv_last_session([srv], now),
+        "addr": addr_column(state.address or server.address), "mode": "tcp",
+        "eint": srv.ends[END_INTERNAL_ERROR],
+        "uweight": state.weight, "-": "-",
+    }
+    if server.check:
+        row.update({
+            "chkfail": srv.chkfail, "chkdown": srv.chkdown,
+            "downtime": int(srv.total_downtime(now)), "check_status": srv.check_status,
+            "check_duration": "" if srv.check_duration is None else srv.check_duration,
+            "last_chk": srv.last_check, "check_desc": CHECK_STATUSES[srv.check_status],
+            "check_rise": server.rise, "check_fall": server.fall,
+            "check_health": srv.check_health,
+        })
+    return row
+
+
+def backend_row(be, now):
+    client_aborts, server_aborts = _sv_aborts(be)
+    normal, backup = be.pool.usable_counts()
+    weight = sum(state.weight for state in be.pool.candidates)
+    return {
+        "pxname": be.name, "svname": "BACKEND", "qcur": be.qcur, "qmax": be.qmax,
+        "scur": be.scur, "smax": be.smax, "stot": be.stot, "bin": be.bin, "bout": be.bout,
+        "dreq": 0, "dresp": 0, "econ": be.econ, "eresp": 0, "wretr": be.wretr,
+        "wredis": be.wredis, "status": "UP" if be.up else "DOWN", "weight": weight,
+        "act": normal, "bck": backup, "chkdown": sum(srv.chkdown for srv in be.servers),
+        "lastchg": int(now - be.lastchg), "downtime": int(be.total_downtime(now)), "pid": 1,
+        "iid": be.iid, "sid": 0, "lbtot": be.stot, "type": TYPE_BACKEND, "rate": be.rate,
+        "rate_max": be.rate_max, "cli_abrt": client_aborts, "srv_abrt": server_aborts,
+        "lastsess": _sv_last_session(be.servers, now), "mode": "tcp",
+        "algo": be.pool.backend.balance, "eint": be.ends[END_INTERNAL_ERROR], "uweight": weight,
+        "-": "-",
+    }
+
+
+def proxies(stats):
+    """(iid, FrontendStats or None, BackendStats or None) by proxy id: a listen section is
+    one proxy with both halves."""
+    halves = {}
+    for fe in stats.frontends:
+        halves.setdefault(fe.iid, [None, None])[0] = fe
+    for be in stats.backends:
+        halves.setdefault(be.iid, [None, None])[1] = be
+    return [(iid, fe, be) for iid, (fe, be) in sorted(halves.items())]
+
+
+def stat_rows(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
+    """The rows of ``show stat IID TYPE SID`` as dicts, in HAProxy's order: proxies by id,
+    each proxy's frontend, then its servers, then its backend. -1 means all; ``types`` is a
+    bit mask: 1 frontends, 2 backends, 4 servers."""
+    rows = []
+    for proxy_id, fe, be in proxies(stats):
+        if iid != SHOW_ALL and proxy_id != iid:
+            continue
+        if fe is not None and types & 1 and sid in (SHOW_ALL, 0):
+            rows.append(frontend_row(stats, fe))
+        if be is None:
+            continue
+        if types & 4:
+            rows += [server_row(be, srv, now) for srv in be.servers
+                     if sid in (SHOW_ALL, srv.sid)]
+        if types & 2 and sid in (SHOW_ALL, 0):
+            rows.append(backend_row(be, now))
+    return rows
+
+
+_SV_CSV_SPECIAL = re.compile(r'[,"\r\n]')
+
+
+def csv_field(value):
+    """One CSV field; quoted when it holds a comma, a quote or a line break (as HAProxy's
+    csv_enc does), so a reason text can never shift the columns."""
+    if not isinstance(value, str):
+        return str(value)
+    if _SV_CSV_SPECIAL.search(value):
+        return '"%s"' % value.replace('"', '""').replace("\r", " ").replace("\n", " ")
+    return value
+
+
+def show_stat(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
+    """``show stat`` and the stats listener's ``/;csv``: the header, then the rows, each
+    line ending in a comma (the CLI adds its closing empty line)."""
+    lines = ["# " + ",".join(STAT_COLUMNS) + ","]
+    for row in stat_rows(stats, now, iid, types, sid):
+        lines.append(",".join([csv_field(row[column]) if column in row else ""
+                               for column in STAT_COLUMNS]) + ",")
+    return "\n".join(lines) + "\n"
+
+
+def show_stat_typed(stats, now, iid=SHOW_ALL, types=SHOW_ALL, sid=SHOW_ALL):
+    """``show stat typed``: a line per field that has a value,
+    ``F.IID.SID.INDEX.NAME.1:TAGS:TYPE:VALUE``."""
+    lines = []
+    for row in stat_rows(stats, now, iid, types, sid):
+        tags = _SV_TYPED_BACKEND_TAGS if row["type"] == TYPE_BACKEND else _SV_TYPED_TAGS
+        prefix = "%s.%d.%d." % (_SV_TYPED_LETTERS[row["type"]], row["iid"], row["sid"])
+        lines += ["%s%d.%s.1:%s:%s" % (prefix, index, name, tags[name], _sv_one_line(row[name]))
+                  for index, name in enumerate(STAT_COLUMNS)
+                  if row.get(name, "") != "" and name in tags]
+    return "".join(line + "\n" for line in lines)
+
+
+def addr_column(address):
+    """A server's address as HAProxy's addr column shows it: IP:PORT, [IPv6]:PORT, or the
+    Unix socket path."""
+    sockaddr = address.sockaddr
+    if isinstance(sockaddr, str):
+        return "unix@" + sockaddr
+    host, port = sockaddr[0], sockaddr[1]
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+# -- show servers state --------------------------------------------------------------------------
+
+def show_servers_state(stats, now, backend=None):
+    """``show servers state [backend]``: version 1 of HAProxy's state file."""
+    lines = ["1", "# " + SERVERS_STATE_COLUMNS]
+    for be in stats.backends:
+        if backend is not None and be.name != backend:
+            continue
+        for srv in be.servers:
+            lines.append(" ".join(str(field) for field in _sv_server_state(be, srv, now)))
+    return "\n".join(lines) + "\n"
+
+
+def _sv_server_state(be, srv, now):
+    state, server = srv.state, srv.state.config
+    sockaddr = (state.address or server.address).sockaddr     # where discovery put it
+    host, port = (sockaddr, 0) if isinstance(sockaddr, str) else (sockaddr[0], sockaddr[1])
+    running = state.status in (UP, DRAIN) or (state.status == MAINT and state.healthy)
+    if server.check:
+        check = (_SV_CHECK_STATUS_NUMBERS[srv.check_status],
+                 _SV_CHECK_RESULT_PASSED if state.healthy else _SV_CHECK_RESULT_FAILED,
+                 srv.check_health, _SV_CHECK_CONFIGURED_ENABLED)
+    else:
+        check = (_SV_CHECK_STATUS_NUMBERS["INI"], 0, 0, 0)
+    check_addr = server.check_addr.sockaddr[0] if server.check_addr is not None else "-"
+    return ((be.iid, be.name, srv.sid, srv.name, host,
+             _SV_OP_RUNNING if running else _SV_OP_STOPPED, _SV_ADMIN_BITS.get(state.admin, 0),
+             state.weight, server.weight, int(now - srv.lastchg)) + check +
+            (0, 0, 0, "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
+
+
+# -- show sess and show errors -------------------------------------------------------------------
+
+def show_sess(views, now):
+    """``show sess``: one line per live connection (``SessionView`` objects, see admin.py)."""
+    lines = []
+    for view in views:
+        parts = ["%#x:" % view.id, "src=" + log_escape(view.client),
+                 "peer=" + log_escape(view.peer),
+                 "fe=" + view.frontend, "be=" + (view.backend or "<NONE>"),
+                 "srv=" + (view.server or "<none>"), "state=" + view.state,
+                 "age=%ds" % (now - view.started), "bytes_in=%d" % view.bytes_in,
+                 "bytes_out=%d" % view.bytes_out]
+        if view.proxy is not None:
+            parts.append("pp=" + log_escape(view.proxy))
+        for name, value in view.tlvs:
+            parts.append("%s=%s" % (name, log_escape(value)))
+        lines.append(" ".join(parts))
+    return "".join(line + "\n" for line in lines)
+
+
+def _sv_date(wall):
+    """HAProxy's log date: [07/Dec/2026:02:20:34.462] (local time)."""
+    return "[%s.%03d]" % (time.strftime("%d/%b/%Y:%H:%M:%S", time.localtime(wall)),
+                          int(wall * 1000) % 1000)
+
+
+def show_errors(stats, wall):
+    """``show errors``: the refused PROXY headers kept, oldest first, each with a hex dump of
+    its first bytes."""
+    ring = stats.header_errors
+    out = ["Total events captured on %s : %d\n" % (_sv_date(wall), ring.total)]
+    for event in ring.events:
+        out.append("\n%s frontend %s: PROXY header refused, %s (%s), event #%d\n"
+                   % (_sv_date(event.wall), event.frontend, event.kind, log_escape(event.reason),
+                      event.number))
+        out.append("  src %s, %d bytes received, the first %d:\n"
+                   % (log_escape(event.peer), event.received, len(event.data)))
+        for offset in range(0, len(event.data), 16):
+            chunk = event.data[offset:offset + 16]
+            out.append("  %05d  %-47s  %s\n" % (
+                offset, " ".join("%02x" % b for b in chunk),
+                "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)))
+    return "".join(out)
+
+
+###############################################################################
+# Stats: Prometheus /metrics (simpleproxy/metrics.py) #########################
+###############################################################################
+
+"""/metrics: Prometheus text exposition 0.0.4 of a ``ProxyStats``, a pure function.
+
+The names, help texts and labels are those of HAProxy 2.6's own exporter (``http-request
+use-service prometheus-exporter``), so dashboards made for it work: ``haproxy_process_*``,
+``haproxy_frontend_*{proxy=...}``, ``haproxy_backend_*{proxy=...}`` and
+``haproxy_server_*{proxy=...,server=...}``. ``haproxy_server_status`` has one series per
+state (DOWN, UP, MAINT, DRAIN, NOLB, HAProxy's order), the current one at 1.
+
+simpleproxy's own PROXY protocol counters go under ``simpleproxy_``: headers received by
+version and command, refused by kind, trust rule decisions, LOCAL checks absorbed.
+
+Label values are escaped as the format says (backslash, double quote, line feed).
+"""
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+METRICS_SERVER_STATES = (DOWN, UP, MAINT, DRAIN, "NOLB")
+
+_MT_SESSIONS = "Number of current sessions on the frontend, backend or server"
+_MT_MAX_SESSIONS = "Highest value of current sessions encountered since process started"
+_MT_LIMIT = "Frontend/listener/server's maxconn, backend's fullconn"
+_MT_TOTAL = "Total number of sessions since process started"
+_MT_BYTES_IN = "Total number of request bytes since process started"
+_MT_BYTES_OUT = "Total number of response bytes since process started"
+_MT_RATE_MAX = "Highest value of sessions per second observed since the worker process started"
+_MT_CONN_ERRORS = "Total number of failed connections to server since the worker process started"
+_MT_RETRIES = "Total number of server connection retries since the worker process started"
+_MT_REDISPATCH = ("Total number of server redispatches due to connection failures since the "
+                  "worker process started")
+_MT_STATUS = "Current status of the service, per state label value."
+_MT_WEIGHT = ("Server's effective weight, or sum of active servers' effective weights for a "
+              "backend")
+_MT_LB = ("Total number of requests routed by load balancing since the worker process started "
+          "(ignores queue pop and stickiness)")
+_MT_CHANGE = "How long ago the last server state changed, in seconds"
+_MT_DOWNTIME = "Total time spent in DOWN state, for server or backend"
+_MT_UP_DOWN = ("Total number of failed checks causing UP to DOWN server transitions, per "
+               "server/backend, since the worker process started")
+_MT_CLI_ABORTS = ("Total number of requests or connections aborted by the client since the "
+                  "worker process started")
+_MT_SRV_ABORTS = ("Total number of requests or connections aborted by the server since the "
+                  "worker process started")
+_MT_QUEUE = "Number of current queued connections"
+_MT_MAX_QUEUE = "Highest value of queued connections encountered since process started"
+
+
+def escape_label(value):
+    """A label value as the exposition format wants it inside double quotes."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _mt_labels(pairs):
+    return "{%s}" % ",".join('%s="%s"' % (name, escape_label(value)) for name, value in pairs)
+
+
+def _mt_number(value):
+    if isinstance(value, float):
+        return repr(value)
+    return "%d" % value
+
+
+class _MtWriter(object):
+    """Collects the families: one # HELP and # TYPE per name, then its samples."""
+
+    def __init__(self):
+        self.lines = []
+
+    def family(self, name, kind, help_text, samples):
+        """``samples``: (label pairs, value) for each series."""
+        self.family_text(name, kind, help_text,
+                         [(_mt_labels(labels) if labels else "", value)
+                          for labels, value in samples])
+
+    def family_text(self, name, kind, help_text, samples):
+        """``samples``: (labels already written, value) for each series."""
+        self.lines.append("# HELP %s %s" % (name, help_text))
+        self.lines.append("# TYPE %s %s" % (name, kind))
+        self.lines += ["%s%s %s" % (name, labels, _mt_number(value))
+                       for labels, value in samples]
+
+    def text(self):
+        return "\n".join(self.lines) + "\n"
+
+
+def _mt_process(out, stats, now):
+    identity = stats.identity
+    for name, kind, help_text, value in (
+            ("nbthread", "gauge", "Number of started threads (global.nbthread)", 1),
+            ("nbproc", "gauge", "Number of started worker processes (historical, always 1)", 1),
+            ("relative_process_id", "gauge", "Relative worker process number (1)", 1),
+            ("uptime_seconds", "gauge",
+             "How long ago this worker process was started (seconds)", int(now - stats.started)),
+            ("start_time_seconds", "gauge", "Start time in seconds", int(stats.started_wall)),
+            ("max_connections", "gauge", "Hard limit on the number of per-process connections "
+             "(configured or imposed by Ulimit-n)", identity.maxconn),
+            ("max_fds", "gauge", "Hard limit on the number of per-process file descriptors",
+             identity.ulimit_n),
+            ("current_connections", "gauge",
+             "Current number of connections on this worker process",
+             stats.current_connections),
+            ("connections_total", "counter",
+             "Total number of connections on this worker process since started",
+             stats.cum_conns),
+            ("current_connection_rate", "gauge", "Number of front connections created on this "
+             "worker process over the last second", stats.conn_rate),
+            ("max_connection_rate", "gauge", "Highest ConnRate reached on this worker process "
+             "since started (in connections per second)", stats.max_conn_rate),
+            ("stopping", "gauge", "1 if the worker process is currently stopping, otherwise zero",
+             int(stats.stopping)),
+            ("bytes_out_total", "counter", "Total number of bytes emitted by current worker "
+             "process since started", stats.bytes_out),
+            ("dropped_logs_total", "counter", "Total number of dropped logs for current worker "
+             "process since started", stats.dropped_logs)):
+        out.family("haproxy_process_" + name, kind, help_text, [((), value)])
+    out.family("haproxy_process_build_info", "gauge", "Build info",
+               [((("version", identity.version),), 1)])
+
+
+def _mt_scoped(out, scope, items, label, metrics):
+    """One family per metric over ``items``; ``label(item)`` gives the series' labels,
+    written once per item rather than once per sample."""
+    labelled = [(_mt_labels(label(item)), item) for item in items]
+    for name, kind, help_text, value in metrics:
+        out.family_text("haproxy_%s_%s" % (scope, name), kind, help_text,
+                        [(labels, value(item)) for labels, item in labelled])
+
+
+def _mt_aborts(causes):
+    return lambda counted: counted.ended(causes=causes)
+
+
+def exposition(stats, now):
+    """The whole /metrics page."""
+    out = _MtWriter()
+    _mt_process(out, stats, now)
+    frontends = stats.frontends
+    _mt_scoped(out, "frontend", frontends, lambda fe: (("proxy", fe.name),), (
+        ("current_sessions", "gauge", _MT_SESSIONS, lambda fe: fe.scur),
+        ("max_sessions", "gauge", _MT_MAX_SESSIONS, lambda fe: fe.smax),
+        ("limit_sessions", "gauge", _MT_LIMIT, lambda fe: fe.slim),
+        ("sessions_total", "counter", _MT_TOTAL, lambda fe: fe.stot),
+        ("connections_total", "counter", "Total number of new connections accepted on this "
+         "frontend since the worker process started", lambda fe: fe.stot),
+        ("max_session_rate", "gauge", _MT_RATE_MAX, lambda fe: fe.rate_max),
+        ("bytes_in_total", "counter", _MT_BYTES_IN, lambda fe: fe.bin),
+        ("bytes_out_total", "counter", _MT_BYTES_OUT, lambda fe: fe.bout),
+        ("request_errors_total", "counter", "Total number of invalid requests since process "
+         "started", lambda fe: fe.ended(prefix=BAD_HEADER_PREFIX)),
+        ("denied_connections_total", "counter", "Total number of incoming connections blocked "
+         "on a listener/frontend by a tcp-request connection rule since the worker process "
+         "started", lambda fe: fe.ended(prefix=DENIED_PREFIX)),
+    ))
+    _mt_status(out, "frontend", [((("proxy", fe.name),), DOWN if stats.stopping else UP)
+                                 for fe in frontends], ("DOWN", "UP"))
+    backends = stats.backends
+    _mt_scoped(out, "backend", backends, lambda be: (("proxy", be.name),), (
+        ("current_queue", "gauge", _MT_QUEUE, lambda be: be.qcur),
+        ("max_queue", "gauge", _MT_MAX_QUEUE, lambda be: be.qmax),
+        ("current_sessions", "gauge", _MT_SESSIONS, lambda be: be.scur),
+        ("max_sessions", "gauge", _MT_MAX_SESSIONS, lambda be: be.smax),
+        ("sessions_total", "counter", _MT_TOTAL, lambda be: be.stot),
+        ("max_session_rate", "gauge", _MT_RATE_MAX, lambda be: be.rate_max),
+        ("bytes_in_total", "counter", _MT_BYTES_IN, lambda be: be.bin),
+        ("bytes_out_total", "counter", _MT_BYTES_OUT, lambda be: be.bout),
+        ("connection_errors_total", "counter", _MT_CONN_ERRORS, lambda be: be.econ),
+        ("retry_warnings_total", "counter", _MT_RETRIES, lambda be: be.wretr),
+        ("redispatch_warnings_total", "counter", _MT_REDISPATCH, lambda be: be.wredis),
+        ("client_aborts_total", "counter", _MT_CLI_ABORTS, _mt_aborts(CLIENT_ABORT_ENDS)),
+        ("server_aborts_total", "counter", _MT_SRV_ABORTS, _mt_aborts(SERVER_ABORT_ENDS)),
+        ("weight", "gauge", _MT_WEIGHT,
+         lambda be: sum(state.weight for state in be.pool.candidates)),
+        ("active_servers", "gauge", "Total number of active UP servers with a non-zero weight",
+         lambda be: be.pool.usable_counts()[0]),
+        ("backup_servers", "gauge", "Total number of backup UP servers with a non-zero weight",
+         lambda be: be.pool.usable_counts()[1]),
+        ("check_up_down_total", "counter", _MT_UP_DOWN,
+         lambda be: sum(srv.chkdown for srv in be.servers)),
+        ("check_last_change_seconds", "gauge", _MT_CHANGE, lambda be: int(now - be.lastchg)),
+        ("downtime_seconds_total", "counter", _MT_DOWNTIME,
+         lambda be: int(be.total_downtime(now))),
+        ("loadbalanced_total", "counter", _MT_LB, lambda be: be.stot),
+    ))
+    _mt_status(out, "backend", [((("proxy", be.name),), UP if be.up else DOWN)
+                                for be in backends], (DOWN, UP))
+    servers = [(be, srv) for be in backends for srv in be.servers]
+    _mt_scoped(out, "server", servers,
+               lambda pair: (("proxy", pair[0].name), ("server", pair[1].name)), (
+        ("current_sessions", "gauge", _MT_SESSIONS, lambda pair: pair[1].scur),
+        ("max_sessions", "gauge", _MT_MAX_SESSIONS, lambda pair: pair[1].smax),
+        ("limit_sessions", "gauge", _MT_LIMIT, lambda pair: pair[1].state.maxconn),
+        ("sessions_total", "counter", _MT_TOTAL, lambda pair: pair[1].stot),
+        ("max_session_rate", "gauge", _MT_RATE_MAX, lambda pair: pair[1].rate_max),
+        ("last_session_seconds", "gauge", "How long ago some traffic was seen on this object "
+         "on this worker process, in seconds",
+         lambda pair: -1 if pair[1].last_session is None else int(now - pair[1].last_session)),
+        ("bytes_in_total", "counter", _MT_BYTES_IN, lambda pair: pair[1].bin),
+        ("bytes_out_total", "counter", _MT_BYTES_OUT, lambda pair: pair[1].bout),
+        ("connection_errors_total", "counter", _MT_CONN_ERRORS, lambda pair: pair[1].econ),
+        ("retry_warnings_total", "counter", _MT_RETRIES, lambda pair: pair[1].wretr),
+        ("redispatch_warnings_total", "counter", _MT_REDISPATCH, lambda pair: pair[1].wredis),
+        ("client_aborts_total", "counter", _MT_CLI_ABORTS,
+         lambda pair: pair[1].ended(causes=CLIENT_ABORT_ENDS)),
+        ("server_aborts_total", "counter", _MT_SRV_ABORTS,
+         lambda pair: pair[1].ended(causes=SERVER_ABORT_ENDS)),
+        ("weight", "gauge", _MT_WEIGHT, lambda pair: pair[1].state.weight),
+        ("check_failures_total", "counter", "Total number of failed individual health checks "
+         "per server/backend, since the worker process started", lambda pair: pair[1].chkfail),
+        ("check_up_down_total", "counter", _MT_UP_DOWN, lambda pair: pair[1].chkdown),
+        ("check_last_change_seconds", "gauge", _MT_CHANGE,
+         lambda pair: int(now - pair[1].lastchg)),
+        ("check_duration_seconds", "gauge", "Total duration of the latest server health check, "
+         "in seconds.", lambda pair: (pair[1].check_duration or 0) / 1000.0),
+        ("downtime_seconds_total", "counter", _MT_DOWNTIME,
+         lambda pair: int(pair[1].total_downtime(now))),
+        ("loadbalanced_total", "counter", _MT_LB, lambda pair: pair[1].stot),
+    ))
+    _mt_status(out, "server", [((("proxy", be.name), ("server", srv.name)), srv.state.status)
+                               for be, srv in servers], METRICS_SERVER_STATES)
+    _mt_proxy_protocol(out, stats)
+    return out.text()
+
+
+def _mt_status(out, scope, items, states):
+    """haproxy_<scope>_status: a series per state for each item, the current one at 1."""
+    out.family("haproxy_%s_status" % scope, "gauge", _MT_STATUS,
+               [(labels + (("state", state),), int(state == current))
+                for labels, current in items for state in states])
+
+
+def _mt_proxy_protocol(out, stats):
+    out.family("simpleproxy_proxy_headers_received_total", "counter",
+               "PROXY headers accepted, by protocol version and command",
+               [((("version", "v%d" % version), ("command", command)), count)
+                for (version, command), count in sorted(stats.pp_received.items())])
+    out.family("simpleproxy_proxy_headers_rejected_total", "counter",
+               "PROXY headers refused, by kind of error",
+               [((("kind", kind),), count) for kind, count in sorted(stats.pp_rejected.items())])
+    out.family("simpleproxy_trust_decisions_total", "counter",
+               "Connections by the trust rule that applied to their peer",
+               [((("rule", rule),), count)
+                for rule, count in sorted(stats.trust_decisions.items())])
+    out.family("simpleproxy_local_checks_absorbed_total", "counter",
+               "LOCAL connections (a peer's health checks) ended before any payload, never "
+               "sent to a server", [((), stats.local_checks_absorbed)])
+
+
+###############################################################################
+# Stats: the HTML page (simpleproxy/statspage.py) #############################
+###############################################################################
+
+"""The stats page: one self-contained HTML document drawn from a ``ProxyStats``.
+
+No external assets and no script: inline CSS, inline SVG sparklines, and a meta refresh every
+``stats refresh`` seconds. A table per proxy: the frontend, each server, the backend, with
+the state colour-coded (UP, DOWN, DRAIN, MAINT, backup), sessions (current/max/total), the
+session rate, bytes in and out, errors by kind, the queue and the last check. Every name and
+every text a client or a server can influence goes through ``html.escape``.
+"""
+from html import escape
+
+
+_PG_STYLE = """
+body{font:13px sans-serif;margin:1em;color:#222;background:#fafafa}
+h1{font-size:18px}h2{font-size:15px;margin:1.2em 0 .3em}
+table{border-collapse:collapse;background:#fff;table-layout:fixed;width:100%}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis}
+th{background:#eee}td.name{text-align:left;font-weight:bold}
+td.text{text-align:left;white-space:normal}
+.UP{background:#c6efc6}.DOWN{background:#f4b5b5}.DRAIN{background:#bcd4f6}
+.MAINT{background:#c9c9c9}.backup{background:#f6e9a6}.OPEN{background:#c6efc6}
+.STOP{background:#f4b5b5}svg{vertical-align:middle}
+"""
+SPARK_WIDTH = 120
+SPARK_HEIGHT = 20
+
+
+def sparkline(samples):
+    """An inline SVG polyline of the samples, scaled to its own maximum and stretched to
+    the width of its cell."""
+    values = list(samples)
+    if len(values) < 2:
+        return '<svg width="100%%" height="%d"></svg>' % SPARK_HEIGHT
+    top = max(values) or 1
+    step = SPARK_WIDTH / float(SPARK_SAMPLES - 1)
+    start = SPARK_WIDTH - step * (len(values) - 1)
+    points = " ".join("%.1f,%.1f" % (start + step * n, SPARK_HEIGHT - 1 -
+                                     (SPARK_HEIGHT - 2) * value / float(top))
+                      for n, value in enumerate(values))
+    return ('<svg width="100%%" height="%d" viewBox="0 0 %d %d" preserveAspectRatio="none" '
+            'role="img"><title>max %d</title><polyline fill="none" stroke="#36c" '
+            'stroke-width="1.5" vector-effect="non-scaling-stroke" points="%s"/></svg>'
+            % (SPARK_HEIGHT, SPARK_WIDTH, SPARK_HEIGHT, top, points))
+
+
+def _pg_state_class(srv):
+    state = srv.state.status
+    if state == UP and srv.state.config.backup:
+        return "backup"
+    return state if state in (UP, DOWN, DRAIN, MAINT) else DOWN
+
+
+def _pg_errors(counted):
+    """Errors by kind as "kind n" pairs, the ends that are not a normal close."""
+    parts = ["%s %d" % (cause, count) for cause, count in sorted(counted.ends.items())
+             if count and (cause.startswith(BAD_HEADER_PREFIX) or cause.startswith(DENIED_PREFIX)
+                           or cause.startswith("connect-") or cause == END_INTERNAL_ERROR)]
+    return escape(", ".join(parts)) or "-"
+
+
+_PG_COLUMNS = (("", 8), ("state", 7), ("cur", 4), ("max", 4), ("total", 6), ("rate", 4),
+               ("bytes in", 8), ("bytes out", 8), ("errors", 18), ("queue", 6), ("check", 15),
+               ("sessions", 6), ("bytes", 6))      # (heading, width in % of the page)
+_PG_HEAD = ("<colgroup>" + "".join('<col style="width:%d%%">' % width
+                                   for _, width in _PG_COLUMNS) + "</colgroup><tr>" +
+            "".join("<th>%s</th>" % heading for heading, _ in _PG_COLUMNS) + "</tr>")
+
+
+def _pg_row(name, state_class, state_text, counted, scur, queue, check):
+    numbers = "".join("<td>%s</td>" % value for value in (
+        scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout))
+    return ('<tr><td class="name">%s</td><td class="%s">%s</td>%s<td class="text">%s</td>'
+            '<td>%s</td><td class="text">%s</td><td>%s</td><td>%s</td></tr>' % (
+                escape(name), state_class, escape(state_text), numbers, _pg_errors(counted),
+                queue, check, sparkline(counted.spark_sessions),
+                sparkline(counted.spark_bytes)))
+
+
+def stats_page(stats, now, wall, refresh):
+    """The whole page, refreshing itself every ``refresh`` seconds (None: never): a table
+    per proxy, its frontend first, then its servers and its backend, as HAProxy's page."""
+    identity = stats.identity
+    out = ["<!DOCTYPE html><html><head><meta charset=\"utf-8\">"]
+    if refresh:
+        out.append('<meta http-equiv="refresh" content="%d">' % refresh)
+    out.append("<title>%s statistics</title><style>%s</style></head><body>"
+               % (escape(identity.name), _PG_STYLE))
+    out.append("<h1>%s %s on %s</h1><p>pid %d, up %ds, %d connections now, %d in all%s. "
+               "Sparklines: the last %d minutes.</p>" % (
+                   escape(identity.name), escape(identity.version), escape(identity.node),
+                   identity.pid, now - stats.started, stats.current_connections,
+                   stats.cum_conns, ", <b>stopping</b>" if stats.stopping else "",
+                   SPARK_SAMPLES * SPARK_EVERY // 60))
+    for _, fe, be in proxies(stats):
+        kind = "listen" if fe and be else "frontend" if fe else "backend"
+        out.append("<h2>%s %s</h2><table>%s" % (kind, escape((fe or be).name), _PG_HEAD))
+        if fe is not None:
+            status = "STOP" if stats.stopping else "OPEN"
+            out.append(_pg_row("FRONTEND", status, status, fe, fe.scur, "", ""))
+        if be is not None:
+            out.append(_pg_backend_rows(be))
+        out.append("</table>")
+    out.append("</body></html>\n")
+    return "".join(out)
+
+
+def _pg_backend_rows(be):
+    out = []
+    for srv in be.servers:
+        check = "-"
+        if srv.check_status is not None:
+            check = "%s %s" % (escape(srv.check_status), escape(srv.last_check))
+            if srv.check_duration is not None:
+                check += " in %dms" % srv.check_duration
+        out.append(_pg_row(srv.name, _pg_state_class(srv), server_status(srv), srv, srv.scur,
+                           "", check))
+    state = "UP" if be.up else "DOWN"
+    out.append(_pg_row("BACKEND", state, state, be, be.scur,
+                       "%d (max %d)" % (be.qcur, be.qmax), ""))
+    return "".join(out)
+
+
+###############################################################################
+# Stats: the runtime API's commands (simpleproxy/admin.py) ####################
+###############################################################################
+
+"""The runtime API (``stats socket``): HAProxy's CLI protocol as a state machine over bytes.
+
+An ``AdminConversation`` is one connection to the socket. The loop hands it what it reads
+(``feed``) and sends what it returns; nothing here touches a socket or a clock. As in
+HAProxy 2.6:
+
+* without ``prompt``, the first line is the only one: its answer is sent and the connection
+  closes. ``prompt`` switches to interactive mode: every answer is followed by ``> `` and
+  lines are read until ``quit`` or the end of input (``prompt`` again switches back).
+* a line holds one or more commands separated by ``;``; each answer ends with an empty line,
+  and a command that succeeds silently answers just that empty line (tools such as
+  haproxyadmin take a lone ``"\\n"`` as success).
+* errors start with HAProxy's own first lines (``Unknown command, but maybe one of the
+  following ones is a better match:``, ``Permission denied``, ``No such server.``).
+* a line longer than ``MAX_LINE`` bytes is refused and the connection closed: the buffer
+  never grows past it.
+* level ``user`` may only look; ``admin`` may also change servers.
+
+The commands act on a *target*, which the proxy implements (tests use one over real
+``BackendPool`` objects):
+
+    target.stats_model()           the ProxyStats to draw views from
+    target.clock()                 (loop time, wall time) for those views
+    target.session_views()         SessionView tuples, one per live connection
+    target.set_server(backend, server, state=None, weight=None, maxconn=None)
+        state: balancer READY, DRAIN or MAINT; weight 0-256; maxconn 0 = no limit; None
+        leaves one as it is
+
+The setter gets names that exist (checked here first) and returns None or an error line. A
+single process is its own target (proxy.Proxy); under a master, the master's view of all
+the workers is (master.MasterStats).
+"""
+import logging
+import re
+from collections import namedtuple
+
+
+MAX_LINE = 16384              # bytes of one command line, HAProxy's default buffer size
+PROMPT = "> "
+LEVEL_USER = "user"
+LEVEL_ADMIN = "admin"
+MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
+_ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
+
+SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
+                                        "bytes_in bytes_out proxy tlvs")
+SessionView.__doc__ = """One live connection for "show sess": id (an int); client and peer as
+the log writes them; frontend, backend and server names (None before a server is chosen);
+the state word; started (loop time); bytes so far; proxy: "v2/TCP4" or None without a
+header; tlvs: (name, text or bytes) pairs of the TLVs received."""
+
+LINE_TOO_LONG = "Command line too long (at most %d bytes), closing.\n" % MAX_LINE
+PERMISSION_DENIED = "Permission denied\n"
+NO_SUCH_BACKEND = "No such backend.\n"
+NO_SUCH_SERVER = "No such server.\n"
+REQUIRE_SERVER = "Require 'backend/server'.\n"
+
+
+_ADM_SETTINGS = (("administrative state", logging.WARNING), ("weight", logging.INFO),
+                 ("maxconn", logging.INFO))
+
+
+def log_server_setting(label, before, after):
+    """Log what an operator changed on a server: ``before`` and ``after`` are (state, weight,
+    maxconn), None in ``after`` for what was not set."""
+    for (words, level), was, now in zip(_ADM_SETTINGS, before, after):
+        if now is not None and now != was:
+            LOG.log(level, "server %s %s changed from %s to %s by the runtime API", label, words,
+                    was, now)
+
+
+class _AdmCommand(namedtuple("_AdmCommand", "words usage help admin handler")):
+    """A command: the words that name it, its help line, whether it needs level admin."""
+
+
+def _adm_help_line(usage, text):
+    return "  %-40s: %s\n" % (usage, text)
+
+
+class AdminConversation(object):
+    """One client of the stats socket (see the module docstring)."""
+
+    def __init__(self, target, level=LEVEL_ADMIN):
+        self.target = target
+        self.level = level
+        self.interactive = False
+        self.closed = False
+        self._buffer = b""
+
+    def feed(self, data):
+        """Bytes read from the client; returns the bytes to send. ``closed`` says when the
+        connection must be closed once they are sent."""
+        if self.closed:
+            return b""
+        self._buffer += data
+        out = []
+        while not self.closed:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if not newline:
+                if len(self._buffer) > MAX_LINE:
+                    self._buffer = b""
+                    self.closed = True
+                    out.append(LINE_TOO_LONG.encode())
+                break
+            self._buffer = rest
+            if len(line) > MAX_LINE:
+                self.closed = True
+                out.append(LINE_TOO_LONG.encode())
+                break
+            out.append(self._line(line.rstrip(b"\r")))
+        return b"".join(out)
+
+    def eof(self):
+        """The client closed its side: a last line without its newline still counts, as
+        HAProxy runs it. Returns the bytes to send; the connection closes after them."""
+        out = b""
+        if not self.closed and self._buffer.strip():
+            out = self._line(self._buffer.rstrip(b"\r"))
+        self.closed = True
+        return out
+
+    def _line(self, raw):
+        text = raw.decode("utf-8", "replace")
+        answers = []
+        for command in text.split(";"):
+            answers.append(self._answer(command.split()))
+            if self.closed:
+                break
+        if self.interactive and not self.closed:
+            answers.append(PROMPT)
+        elif not self.interactive:
+            self.closed = True
+        return "".join(answers).encode("utf-8", "replace")
+
+    def _answer(self, words):
+        """One command's answer, its closing empty line included."""
+        if words == ["quit"]:
+            self.closed = True
+            return ""
+        if words == ["prompt"]:
+            self.interactive = not self.interactive
+            return "\n"
+        if words[:1] == ["help"]:
+            return self._help(words[1:]) + "\n"
+        command = _adm_find(words)
+        if command is None:
+            return self._unknown(words) + "\n"
+        if command.admin and self.level != LEVEL_ADMIN:
+            return PERMISSION_DENIED + "\n"
+        try:
+            return command.handler(self.target, words[len(command.words):]) + "\n"
+        except _AdmUsage as usage:
+            return str(usage) + "\n"
+
+    def _command_lines(self, words=()):
+        """The help lines of the commands this level may run whose names start with
+        ``words``."""
+        return [_adm_help_line(command.usage, command.help) for command in _ADM_COMMANDS
+                if (self.level == LEVEL_ADMIN or not command.admin) and
+                command.words[:len(words)] == tuple(words)]
+
+    def _help(self, words):
+        """``help [words]``: the matching commands, or all of them."""
+        lines = self._command_lines(words) or self._command_lines()
+        return "The following commands are valid at this level:\n" + "".join(lines) + \
+            _ADM_BUILTIN_HELP
+
+    def _unknown(self, words):
+        """HAProxy's answer to an unknown command: the commands sharing its first word, or
+        all of them (an empty command included)."""
+        close = self._command_lines(words[:1]) if words else []
+        if close:
+            return ("Unknown command, but maybe one of the following ones is a better match:\n"
+                    + "".join(close) + _ADM_BUILTIN_HELP)
+        return ("Unknown command. Please enter one of the following commands only:\n" +
+                "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+
+
+class _AdmUsage(Exception):
+    """A command used the wrong way; the message is the answer."""
+
+
+def _adm_find(words):
+    for command in _ADM_COMMANDS:
+        if tuple(words[:len(command.words)]) == command.words:
+            return command
+    return None
+
+
+def _adm_server(target, args):
+    """The ServerStats a ``B/S`` argument names, checked against the model."""
+    backend_name, slash, server_name = (args[0] if args else "").partition("/")
+    if not slash or not backend_name or not server_name:
+        raise _AdmUsage(REQUIRE_SERVER)
+    be = target.stats_model().backend(backend_name)
+    if be is None:
+        raise _AdmUsage(NO_SUCH_BACKEND)
+    for srv in be.servers:
+        if srv.name == server_name:
+            return srv
+    raise _AdmUsage(NO_SUCH_SERVER)
+
+
+def _adm_done(error):
+    """A setter's result: nothing (success is the empty line) or its error line."""
+    return "" if error is None else error.rstrip("\n") + "\n"
+
+
+def _adm_number(args, missing, garbage, low, high, range_error):
+    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
+    value, a word that is not a number and a number out of range."""
+    if not args:
+        raise _AdmUsage(missing)
+    text = args[0]
+    if not _ADM_INTEGER.match(text):
+        raise _AdmUsage(garbage)
+    value = int(text)
+    if not low <= value <= high:
+        raise _AdmUsage(range_error)
+    return value
+
+
+def _adm_show_info(target, args):
+    now, wall = target.clock()
+    return show_info(target.stats_model(), now, wall)
+
+
+def _adm_show_stat(target, args):
+    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
+    no-maint) are ignored, as HAProxy ignores words it does not know."""
+    filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
+    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
+    if len(numbers) >= 3:
+        filters = [int(number) for number in numbers[:3]]
+    now, _ = target.clock()
+    view = show_stat_typed if "typed" in args else show_stat
+    return view(target.stats_model(), now, *filters)
+
+
+def _adm_show_servers_state(target, args):
+    stats = target.stats_model()
+    backend = args[0] if args else None
+    if backend is not None and stats.backend(backend) is None:
+        return "Can't find backend.\n"
+    now, _ = target.clock()
+    return show_servers_state(stats, now, backend)
+
+
+def _adm_show_sess(target, args):
+    now, _ = target.clock()
+    return show_sess(target.session_views(), now)
+
+
+def _adm_show_errors(target, args):
+    _, wall = target.clock()
+    return show_errors(target.stats_model(), wall)
+
+
+_ADM_STATES = {"ready": READY, "drain": DRAIN, "maint": MAINT}
+
+
+def _adm_set_server(target, args):
+    srv = _adm_server(target, args)
+    if args[1:2] == ["state"]:
+        admin = _ADM_STATES.get(args[2] if len(args) > 2 else "")
+        if admin is None:
+            return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n"
+        return _adm_done(target.set_server(srv.backend.name, srv.name, state=admin))
+    if args[1:2] == ["weight"]:
+        return _adm_set_weight(target, [args[0]] + args[2:])
+    return "usage: set server <backend>/<server> state | weight\n"
+
+
+def _adm_set_weight(target, args):
+    """``set weight B/S N`` (HAProxy's older form, which haproxyadmin sends), and the weight
+    part of ``set server``."""
+    srv = _adm_server(target, args)
+    weight = _adm_number(args[1:], "Require <weight> or <weight%>.\n",
+                         "Empty weight string empty or preceded by garbage", 0, MAX_WEIGHT,
+                         "Absolute weight can only be between 0 and 256 inclusive.\n")
+    return _adm_done(target.set_server(srv.backend.name, srv.name, weight=weight))
+
+
+def _adm_get_weight(target, args):
+    """``get weight B/S``: HAProxy's "current (initial initial)" line."""
+    state = _adm_server(target, args).state
+    return "%d (initial %d)\n" % (state.weight, state.config.weight)
+
+
+def _adm_set_maxconn_server(target, args):
+    srv = _adm_server(target, args)
+    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
+                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
+                          "maxconn string empty or preceded by garbage")
+    return _adm_done(target.set_server(srv.backend.name, srv.name, maxconn=maxconn))
+
+
+def _adm_state_setter(admin):
+    def set_state(target, args):
+        srv = _adm_server(target, args)
+        return _adm_done(target.set_server(srv.backend.name, srv.name, state=admin))
+    return set_state
+
+
+_ADM_COMMANDS = (
+    _AdmCommand(("disable", "server"), "disable server <bk>/<srv>",
+                "disable a server for maintenance (use 'set server' instead)", True,
+                _adm_state_setter(MAINT)),
+    _AdmCommand(("enable", "server"), "enable server <bk>/<srv>",
+                "enable a disabled server (use 'set server' instead)", True,
+                _adm_state_setter(READY)),
+    _AdmCommand(("get", "weight"), "get weight <bk>/<srv>",
+                "report a server's current weight", False, _adm_get_weight),
+    _AdmCommand(("set", "maxconn", "server"), "set maxconn server <bk>/<srv>",
+                "change a server's maxconn setting", True, _adm_set_maxconn_server),
+    _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
+                "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
+                "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
+    _AdmCommand(("show", "errors"), "show errors",
+                "report the last PROXY headers refused", False, _adm_show_errors),
+    _AdmCommand(("show", "info"), "show info",
+                "report information about the running process", False, _adm_show_info),
+    _AdmCommand(("show", "servers", "state"), "show servers state [<backend>]",
+                "dump volatile server information (all or for a single backend)", False,
+                _adm_show_servers_state),
+    _AdmCommand(("show", "sess"), "show sess",
+                "report the list of current sessions", False, _adm_show_sess),
+    _AdmCommand(("show", "stat"), "show stat [<iid> <type> <sid>] [typed]",
+                "report counters for each proxy and server", False, _adm_show_stat),
+)
+_ADM_BUILTIN_HELP = "".join(_adm_help_line(usage, text) for usage, text in (
+    ("help [<command>]", "list matching or all commands"),
+    ("prompt", "toggle interactive mode with prompt"),
+    ("quit", "disconnect")))
+
+
+###############################################################################
+# Stats: the HTTP listener's requests (simpleproxy/statshttp.py) ##############
+###############################################################################
+
+"""The stats listener (``stats http``): a tiny HTTP/1.1 server as a pure state machine.
+
+A ``StatsHttpExchange`` is one connection. The loop feeds it the bytes it reads; once the
+request head is complete (or can no longer be valid) it returns the whole response, and the
+connection closes after it (``Connection: close``, no keep-alive). The request is bounded:
+past ``MAX_REQUEST`` bytes without the end of the head the answer is 413.
+
+Routes (GET, or HEAD for the same head without a body):
+
+    /                 the HTML page (statspage.py), refreshed every ``stats refresh``
+    /;csv, /?stats;csv  the ``show stat`` CSV, what haproxy_exporter and scrapers read
+    /metrics          Prometheus text exposition 0.0.4 (metrics.py)
+    /health           200 while serving, 503 once a soft stop has begun; never behind auth
+
+With ``stats auth`` every other path needs HTTP basic authentication (401 otherwise).
+Anything else: 404; another method: 405; a request that is not HTTP/1.x: 400.
+
+The target is the admin socket's (see admin.py): ``stats_model()`` and ``clock()``; the
+page also shows ``stats.stopping`` as /health does.
+"""
+import base64
+import hmac
+
+
+MAX_REQUEST = 8192            # bytes of request line and headers
+_SH_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+               405: "Method Not Allowed", 413: "Payload Too Large",
+               503: "Service Unavailable"}
+_SH_CSV_PATHS = ("/;csv", "/?stats;csv")
+_SH_METHODS = ("GET", "HEAD")
+
+
+class StatsHttpExchange(object):
+    """One connection to the stats listener: request bytes in, one response out."""
+
+    def __init__(self, target, settings):
+        """``settings``: a StatsHttpSettings (auth, refresh, name)."""
+        self.target = target
+        self.settings = settings
+        self._buffer = b""
+        self.closed = False
+
+    def feed(self, data):
+        """The response once it can be given (``closed`` then), else b"": read on."""
+        if self.closed:
+            return b""
+        self._buffer += data
+        head, separator, _ = self._buffer.partition(b"\r\n\r\n")
+        if not separator:
+            head, separator, _ = self._buffer.partition(b"\n\n")
+        if not separator:
+            if len(self._buffer) > MAX_REQUEST:
+                return self._finish(_sh_response(413, "request too large\n"))
+            return b""
+        if len(head) > MAX_REQUEST:
+            return self._finish(_sh_response(413, "request too large\n"))
+        return self._finish(self._respond(head))
+
+    def eof(self):
+        """The client closed before a whole request head: a 400 if it sent anything, else b""."""
+        if self.closed or not self._buffer:
+            self.closed = True
+            return b""
+        return self._finish(_sh_response(400, "incomplete request\n"))
+
+    def _finish(self, response):
+        self.closed = True
+        self._buffer = b""
+        return response
+
+    def _respond(self, head):
+        try:
+            lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+            method, target, version = lines[0].split(" ")
+            headers = {}
+            for line in lines[1:]:
+                name, colon, value = line.partition(":")
+                if not colon or not name or name != name.strip():
+                    raise ValueError(line)
+                headers[name.lower()] = value.strip()
+        except ValueError:
+            return _sh_response(400, "bad request\n")
+        if not version.startswith("HTTP/1.") or not target.startswith("/"):
+            return _sh_response(400, "bad request\n")
+        if method not in _SH_METHODS:
+            return _sh_response(405, "method not allowed\n", head_only=False,
+                                extra=(("Allow", ", ".join(_SH_METHODS)),))
+        head_only = method == "HEAD"
+        stats = self.target.stats_model()
+        if target == "/health":
+            if stats.stopping:
+                return _sh_response(503, "stopping\n", head_only)
+            return _sh_response(200, "ok\n", head_only)
+        if not self._authorized(headers.get("authorization", "")):
+            realm = self.settings.name.replace("\\", "\\\\").replace('"', '\\"')
+            return _sh_response(401, "authentication required\n", head_only, extra=(
+                ("WWW-Authenticate", 'Basic realm="%s"' % realm),))
+        now, wall = self.target.clock()
+        if target == "/":
+            return _sh_response(200, stats_page(stats, now, wall, self.settings.refresh),
+                                head_only, "text/html; charset=utf-8")
+        if target in _SH_CSV_PATHS:
+            return _sh_response(200, show_stat(stats, now), head_only, "text/plain")
+        if target == "/metrics":
+            return _sh_response(200, exposition(stats, now), head_only, METRICS_CONTENT_TYPE)
+        return _sh_response(404, "not found\n", head_only)
+
+    def _authorized(self, header):
+        auth = self.settings.auth
+        if auth is None:
+            return True
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        expected = base64.b64encode(("%s:%s" % (auth.user, auth.password)).encode("utf-8"))
+        return hmac.compare_digest(token.strip().encode("latin-1", "replace"), expected)
+
+
+def _sh_response(status, body, head_only=False, content_type="text/plain", extra=()):
+    payload = body.encode("utf-8")
+    lines = ["HTTP/1.1 %d %s" % (status, _SH_REASONS[status]),
+             "Content-Type: " + content_type,
+             "Content-Length: %d" % len(payload),
+             "Cache-Control: no-cache",
+             "Connection: close"]
+    lines += ["%s: %s" % pair for pair in extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else payload)
 
 
 ###############################################################################
@@ -4897,31 +6972,40 @@ class EventLoop(object):
     def run(self):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         selector = self.selector
-        timers = self._timers
         monotonic = time.monotonic
         while not self.stopping:
-            timeout = None
-            if timers:
-                # A timer may be due later than the selector can wait: it wakes up early,
-                # finds nothing due, and waits again.
-                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
-            events = selector.select(timeout)
-            self.now = now = monotonic()
+            events = selector.select(self.next_wait())
+            self.now = monotonic()
             for key, mask in events:
                 try:
                     key.data(mask)
                 except Exception:
                     log_loop_error("an event handler")
-            while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                if timer is None:
-                    self._dead_timers -= 1
-                    continue
-                timer._entry = timer.when = None
-                try:
-                    timer.callback()
-                except Exception:
-                    log_loop_error("a timer")
+            self.fire_timers()
+
+    def next_wait(self):
+        """How long select() may sleep: until the first timer is due, None without one. A
+        timer may be due later than the selector can wait: it wakes up early, finds nothing
+        due, and waits again. (The master, which runs a select loop of its own, asks too.)"""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
+
+    def fire_timers(self):
+        """Run the callbacks of the timers due by ``self.now``."""
+        timers = self._timers
+        now = self.now
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if timer is None:
+                self._dead_timers -= 1
+                continue
+            timer._entry = timer.when = None
+            try:
+                timer.callback()
+            except Exception:
+                log_loop_error("a timer")
 
     def _drop_dead_timers(self):
         timers = self._timers
@@ -5254,6 +7338,7 @@ reads and writes never touch the timer heap.
 import errno
 import os
 import socket
+import time
 import traceback
 
 
@@ -5451,6 +7536,10 @@ class Session(Relay):
                 return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
+            stats = self.proxy.stats
+            stats.pp_rejected[exc.kind] += 1
+            stats.header_errors.record(time.time(), self.fe.frontend.name,
+                                       endpoint_text(self.peer), exc.kind, exc.reason, inbuf)
             self.close(END_BAD_HEADER[exc.kind], detail=exc.reason)
             return
         if header is not None:
@@ -5486,6 +7575,7 @@ class Session(Relay):
             self.c2s = bytes(inbuf)
         else:
             self.header = header
+            self.proxy.stats.pp_received[header.version, header.command] += 1
             self.c2s = bytes(inbuf[header.header_len:])
             if header.command == "LOCAL" and not self.c2s:
                 self._enter(LOCAL_WAIT)
@@ -5559,6 +7649,9 @@ class Session(Relay):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
+            counters = self.proxy.backend_counters[pool]
+            if len(pool.waiting) > counters.qmax:
+                counters.qmax = len(pool.waiting)
             self.queued_at = self.loop.now
             self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
 
@@ -5573,6 +7666,11 @@ class Session(Relay):
     def _dispatch(self, server):
         self.retries_left = self.pool.backend.retries
         self.server = server
+        counters = self.proxy.backend_counters[self.pool]
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self._connect()
 
     def _connect(self, cause=None):
@@ -5591,6 +7689,11 @@ class Session(Relay):
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.pool.connection_started(server)
             self.slot = server
+            counters = self.proxy.server_counters[server]
+            counters.stot += 1
+            counters.last_session = self.loop.now
+            if server.active > counters.smax:
+                counters.smax = server.active
         self.connect_started = self.loop.now
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -5623,6 +7726,9 @@ class Session(Relay):
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
+        counters = proxy.server_counters[server]
+        counters.econ += 1
+        counters.backend.econ += 1
         if self.retries_left <= 0 or self.loop.stopping:
             server = None
         else:
@@ -5635,10 +7741,14 @@ class Session(Relay):
         if server is self.server:
             # The same server again: after a turn-around time, as HAProxy does, so that a
             # server that is restarting is not hammered with the retries all at once.
+            counters.wretr += 1
+            counters.backend.wretr += 1
             self._enter(RETRY_WAIT)
             self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
             self.timer.arm_by(self.connect_started)
             return
+        counters.wredis += 1
+        counters.backend.wredis += 1
         pool.connection_ended(self.slot)
         self.slot = None
         self.server = server
@@ -5788,8 +7898,7 @@ class Session(Relay):
             parts.append("rule=" + self.rule)
         header = self.header
         if header is not None:
-            parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
-                                       else header.family))
+            parts.append("pp=" + proxy_text(header))
             vpce = aws_vpce_id(header)
             if vpce:
                 parts.append("vpce=" + log_escape(vpce))
@@ -5798,6 +7907,20 @@ class Session(Relay):
         if detail:
             parts.append('reason="%s"' % detail.replace('"', "'"))
         return " ".join(parts)
+
+    def json_log_line(self, detail=None):
+        """The same facts as log_line, as one JSON object (``log-format = json``)."""
+        server = self.server
+        return json_log_line(
+            endpoint_text(self.client), endpoint_text(self.peer), self.fe.frontend.name,
+            self.pool.backend.name if server is not None else None,
+            server.config.name if server is not None else None,
+            int(self.queue_wait * 1000),
+            int((self.connected_at - self.connect_started) * 1000)
+            if self.connected_at is not None else None,
+            int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
+            self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
+            self.header, len(self.tried) - 1 if self.tried else 0, detail, self.rule)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,
@@ -6047,6 +8170,245 @@ def _remove_stale_unix_socket(path):
 
 
 ###############################################################################
+# Stats: socket and listener on the loop (simpleproxy/statslistener.py) #######
+###############################################################################
+
+"""The stats socket and the stats listener, served by the event loop itself (no thread).
+
+Both are the same thing on the wire: a listening socket whose clients send a request, get
+an answer and are closed (the stats socket's ``prompt`` mode keeps them for more). What is
+said is decided by a pure conversation object (admin.AdminConversation,
+statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to send, and
+``closed`` says the connection ends once they are sent. This module does only the I/O:
+
+* Accepting is non-blocking, a batch per event (as the proxy's listeners); beyond ``MAX_CLIENTS`` open clients a new
+  one is closed at once, and EMFILE/ENFILE pause the accepts for a second instead of
+  spinning. The proxy's own listeners are never affected.
+* Backpressure: while an answer is being written, nothing more is read (the conversation
+  only speaks when fed, so its output is bounded by one answer).
+* A deadline of ``CLIENT_TIMEOUT`` seconds from the start of each request to its answer,
+  and from one write's progress to the next: a slow or silent client is closed, as
+  HAProxy's ``stats timeout`` does (10s by default).
+* An error in a conversation closes that client only (logged), never the loop.
+* Once the last answer is written, the write side is shut and what the client still sends
+  (the rest of a line too long, say) is read and dropped until its EOF or the deadline, so
+  that closing with unread bytes does not reset the connection and lose the answer.
+
+A Unix stats socket is created owner-only unless ``mode`` says otherwise (the umask is set
+for the bind, so that it is never wider even for an instant); an old file at its path is
+replaced only if it is a socket.
+"""
+import os
+import socket
+import stat
+import traceback
+
+
+CLIENT_TIMEOUT = 10.0         # seconds for a request, and for each write's progress
+MAX_CLIENTS = 32              # open clients per listener; more are closed on accept
+ACCEPT_PAUSE = 1.0            # seconds without accepting after EMFILE/ENFILE
+READ_CHUNK = 4096
+LISTEN_BACKLOG = 128
+
+
+def open_stats_listeners(loop, settings, target):
+    """The stats socket and the stats listener on ``loop``, when [global] ``settings`` ask for
+    them, both acting on ``target`` (admin.py); the list of ServiceListeners."""
+    listeners = []
+    if settings.stats_socket is not None:
+        level = settings.stats_socket.level
+        sock = open_service_socket(settings.stats_socket.address, "stats socket",
+                                   settings.stats_socket.mode)
+        listeners.append(ServiceListener(loop, sock, lambda: AdminConversation(target, level),
+                                         "stats socket"))
+    if settings.stats_http is not None:
+        http = StatsHttpSettings(settings.stats_http, settings.stats_auth,
+                                 settings.stats_refresh, settings.stats_name)
+        sock = open_service_socket(settings.stats_http, "stats listener")
+        listeners.append(ServiceListener(loop, sock, lambda: StatsHttpExchange(target, http),
+                                         "stats listener"))
+    return listeners
+
+
+def open_service_socket(address, what, mode=None):
+    """A listening, non-blocking socket at ``address`` (a resolved config Address); a Unix
+    path gets permissions ``mode``. Raises SimpleProxyError naming ``what`` on failure."""
+    family, sockaddr = address.family, address.sockaddr
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_UNIX:
+            _sl_remove_stale_socket(sockaddr, what)
+            old_umask = os.umask(0o777 & ~(mode if mode is not None else 0o600))
+            try:
+                sock.bind(sockaddr)
+            finally:
+                os.umask(old_umask)
+            os.chmod(sockaddr, mode if mode is not None else 0o600)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise SimpleProxyError("cannot listen for the %s on %s: %s"
+                               % (what, address.text, exc.strerror or exc))
+    return sock
+
+
+def _sl_remove_stale_socket(path, what):
+    """A socket left by an earlier run is replaced; any other file is an error."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise SimpleProxyError("cannot listen for the %s on %s: the path exists and is not "
+                                   "a socket (expected a free path)" % (what, path))
+    except FileNotFoundError:
+        return
+    os.unlink(path)
+
+
+class ServiceListener(object):
+    """One listening socket on the loop; ``start_conversation()`` makes each client's."""
+
+    def __init__(self, loop, sock, start_conversation, what):
+        self.loop = loop
+        self.sock = sock
+        self.start_conversation = start_conversation
+        self.what = what
+        self.clients = set()
+        self.unix_path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        self._resume = loop.timer(self._listen)
+        self._listen()
+
+    def _listen(self):
+        self.loop.selector.register(self.sock, EVENT_READ, self._on_accept)
+
+    def _on_accept(self, mask):
+        for _ in range(ACCEPT_BATCH):
+            try:
+                csock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
+                    LOG.warning("%s: cannot accept (%s), pausing for %ds", self.what,
+                                exc.strerror, ACCEPT_PAUSE)
+                    self.loop.selector.unregister(self.sock)
+                    self._resume.arm(self.loop.now + ACCEPT_PAUSE)
+                return                       # ECONNABORTED and the like: that client is gone
+            if len(self.clients) >= MAX_CLIENTS:
+                csock.close()
+                continue
+            self.clients.add(ServiceClient(self, csock, self.start_conversation()))
+
+    def close(self):
+        """Stop listening and drop every client; a Unix socket's file goes too."""
+        if self._resume.when is None:
+            self.loop.selector.unregister(self.sock)
+        self._resume.cancel()
+        self.sock.close()
+        for client in list(self.clients):
+            client.close()
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+
+
+class ServiceClient(object):
+    """One client: read a request, feed the conversation, write its answer, maybe close."""
+
+    def __init__(self, listener, sock, conversation):
+        self.listener = listener
+        self.loop = listener.loop
+        self.sock = sock
+        self.conversation = conversation
+        self.pending = b""
+        self.mask = EVENT_READ
+        sock.setblocking(False)
+        self.timer = self.loop.timer(self.close)
+        self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+        self.loop.selector.register(sock, EVENT_READ, self._on_event)
+
+    def _on_event(self, mask):
+        try:
+            if self.conversation.closed and not self.pending:
+                self._drop_the_rest()
+            elif mask & EVENT_READ and not self.pending:
+                self._read()
+            elif mask & EVENT_WRITE:
+                self._write()
+        except Exception:
+            LOG.error("internal error in the %s:\n%s", self.listener.what,
+                      traceback.format_exc().rstrip())
+            self.close()
+
+    def _read(self):
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        conversation = self.conversation
+        answer = conversation.feed(data) if data else conversation.eof()
+        if answer or conversation.closed:
+            self.pending = answer
+            self._write()
+
+    def _write(self):
+        if self.pending:
+            try:
+                sent = self.sock.send(self.pending)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self.close()
+                return
+            self.pending = self.pending[sent:]
+            if sent:
+                self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+        if self.pending:
+            self._want(EVENT_WRITE)
+        elif self.conversation.closed:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.close()
+                return
+            self._want(EVENT_READ)
+        else:
+            self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
+            self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+
+    def _drop_the_rest(self):
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+
+    def _want(self, mask):
+        if mask != self.mask:
+            self.loop.selector.modify(self.sock, mask, self._on_event)
+            self.mask = mask
+
+    def close(self):
+        if self.sock is None:
+            return
+        self.timer.cancel()
+        self.loop.selector.unregister(self.sock)
+        self.sock.close()
+        self.sock = None
+        self.listener.clients.discard(self)
+
+
+###############################################################################
 # The proxy: frontends, pools, limits (simpleproxy/proxy.py) ##################
 ###############################################################################
 
@@ -6063,29 +8425,44 @@ Stopping has two speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
 ``soft_stop()`` (SIGUSR1, or a master's ``stop`` on reload) closes the listeners, lets the
 sessions finish and stops when none is left, or when ``hard-stop-after`` has passed since.
 ``stopping_softly`` is True from the moment a soft stop is asked for (before ``grace`` runs
-out, under a master): a health endpoint answers 503 from then on.
+out, under a master): ``/health`` answers 503 from then on (it is ``stats.stopping``).
+
+It is also what the runtime API and the stats listener act on in a single process (the
+target admin.py describes): it keeps the counters (stats.py's ``ProxyStats``, bumped in place
+by the sessions and here), runs ``stats.tick`` from a timer once a second, and applies ``set
+server`` commands to its pools and health checks (``set_server_admin``, the one way a
+server's admin state, weight or maxconn changes, whoever asks).
 
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
-(accept), session.py (a connection's life), relay.py (bytes both ways).
+(accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
+(the stats socket and listener).
 """
+import heapq
 import os
 import signal
+import socket
 import sys
 import time
 
 
 DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
+STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
+LOG_LINE_BUILDERS = {"tcplog": Session.log_line, "json": Session.json_log_line}
 
 
 class FrontendState(object):
-    """Run-time counters of a frontend."""
+    """Run-time counters of a frontend; ``counters`` is its stats.py FrontendStats, which
+    sessions bump in place."""
 
     __slots__ = ("frontend", "default_pool", "active", "listeners", "awaiting_header",
-                 "per_source")
+                 "per_source", "counters", "log_line")
 
-    def __init__(self, frontend, default_pool):
+    def __init__(self, frontend, default_pool, counters):
         self.frontend = frontend
         self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
+        self.counters = counters
+        # log-format, chosen here once: Session.log_line (tcplog) or Session.json_log_line.
+        self.log_line = LOG_LINE_BUILDERS[frontend.log_format]
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
@@ -6102,7 +8479,6 @@ class Proxy(object):
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
         self.listening = listening
         self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
-        self.stopping_softly = False  # a soft stop was asked for: /health says 503
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
@@ -6122,16 +8498,25 @@ class Proxy(object):
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
-                                     config.global_settings.check_threads, self._server_changed,
-                                     followed)
+                                     config.global_settings.check_threads, self._health_changed,
+                                     self._check_done, followed)
         # Where a failed connection to a server is counted: here, or (hand_checks_over)
         # in the process that checks.
         self.report_connect_failure = self.checker.connection_failed
         self._serving_queues = set()
+        self.stats = ProxyStats(process_identity(config.global_settings, self.maxconn),
+                                [(frontend, frontend.maxconn or self.maxconn)
+                                 for frontend in config.frontends],
+                                list(self.pools.values()), self.loop.now, time.time())
+        self.backend_counters = {be.pool: be for be in self.stats.backends}
+        self.server_counters = {srv.state: srv for be in self.stats.backends
+                                for srv in be.servers}
         self.frontends = {}
-        for frontend in config.frontends:
+        for frontend, counters in zip(config.frontends, self.stats.frontends):
             self.frontends[frontend.name] = FrontendState(
-                frontend, self.pools[frontend.default_backend])
+                frontend, self.pools[frontend.default_backend], counters)
+        self.stats_tick = self.loop.timer(self._tick)
+        self.stats_listeners = []
         self.accept_backoff = AcceptBackoff(self.loop, self._update_accepting)
         self.paused_listeners = 0
         self._unique_ids = 0
@@ -6153,15 +8538,30 @@ class Proxy(object):
         for listener in self.listeners:
             self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
+    def serve_stats(self):
+        """The stats socket and the stats listener, when [global] asks for them (a single
+        process; under a master, the master serves them)."""
+        self.stats_listeners = open_stats_listeners(self.loop, self.config.global_settings, self)
+
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
         self.checker.start()
+        self.stats_tick.arm(self.loop.now + STATS_TICK)
         self.loop.run()
         self._shutdown()
 
     def stop(self):
         """Ask the proxy to stop; callable from any thread."""
         self.loop.stop()
+
+    @property
+    def stopping_softly(self):
+        """A soft stop was asked for: /health says 503 (stats.stopping)."""
+        return self.stats.stopping
+
+    @stopping_softly.setter
+    def stopping_softly(self, value):
+        self.stats.stopping = value
 
     def soft_stop(self, hard_stop_after=None):
         """Stop accepting at once and stop once the last session has ended, or when
@@ -6194,6 +8594,9 @@ class Proxy(object):
 
     def _shutdown(self):
         self.checker.stop()
+        self.stats_tick.cancel()
+        for listener in self.stats_listeners:
+            listener.close()
         self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
@@ -6209,6 +8612,12 @@ class Proxy(object):
         self.active += 1
         fe = session.fe
         fe.active += 1
+        self.stats.cum_conns += 1
+        counters = fe.counters
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
@@ -6234,13 +8643,32 @@ class Proxy(object):
                 fe.per_source[source] = count
         frontend = fe.frontend
         end = session.end
+        counters = fe.counters
+        counters.scur -= 1
+        counters.ends[end] += 1
+        counters.bin += session.bytes_in
+        counters.bout += session.bytes_out
+        if session.server is not None:
+            counters = self.server_counters[session.server]
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+            counters = counters.backend
+            counters.scur -= 1
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+        if session.trust is not None:
+            self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
+        if end == END_HEALTH_CHECK:
+            self.stats.local_checks_absorbed += 1
         level = END_CAUSES[end].level
         quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", session.log_line(detail))
+            LOG.log(level, "%s", fe.log_line(session, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:
@@ -6270,7 +8698,7 @@ class Proxy(object):
         arrive through ``checker.adopt``, and each failed connection to a server goes to
         ``report_connect_failure(server, cause, duration)`` to be counted where the checks
         are. Called before run()."""
-        self.checker = HealthChecker(self.loop, (), 0, self._server_changed)
+        self.checker = HealthChecker(self.loop, (), 0, self._health_changed, self._check_done)
         self.report_connect_failure = report_connect_failure
 
     def set_server_admin(self, pool, server, admin=None, weight=None, maxconn=None):
@@ -6279,11 +8707,16 @@ class Proxy(object):
         it is. Raises ValueError for a transition the state does not allow. Leaving MAINT
         starts the server's checks over, as HAProxy does."""
         leaving_maint = admin is not None and server.admin == MAINT and admin != MAINT
+        before = server.status
+        counters = self.server_counters[server]
         changed = False
         if admin is not None and admin != server.admin:
-            changed = pool.set_admin(server, admin)
-        if weight is not None:
-            changed = pool.set_weight(server, weight) or changed
+            if pool.set_admin(server, admin):
+                counters.state_changed(self.loop.now, before, by_check=False)
+                changed = True
+        if weight is not None and pool.set_weight(server, weight):
+            counters.backend.settle(self.loop.now)
+            changed = True
         if maxconn is not None:
             changed = pool.set_maxconn(server, maxconn) or changed
         if leaving_maint:
@@ -6291,8 +8724,13 @@ class Proxy(object):
         if changed:
             self._server_status_changed(pool, server)
 
-    def _server_changed(self, pool, server):
+    def _check_done(self, server, ok, reason, duration, health):
+        """A health check's result, for the stats (the checker has counted it)."""
+        self.server_counters[server].record_check(ok, reason, duration, health)
+
+    def _health_changed(self, pool, server, before):
         """The checker's on_change: a health verdict changed a server's status."""
+        self.server_counters[server].state_changed(self.loop.now, before, by_check=True)
         self._server_status_changed(pool, server)
         if self.on_server_change is not None:
             self.on_server_change(pool, server)
@@ -6326,6 +8764,56 @@ class Proxy(object):
         finally:
             self._serving_queues.discard(pool)
 
+    def _tick(self):
+        self.stats.dropped_logs = dropped_log_lines()
+        self.stats.tick(self.loop.now)
+        self.stats_tick.arm(self.stats_tick_due())
+
+    def stats_tick_due(self):
+        """The next whole STATS_TICK after now, so that ticks do not drift with load."""
+        started = self.stats.started
+        return started + (int((self.loop.now - started) / STATS_TICK) + 1) * STATS_TICK
+
+    # -- the runtime API's target in a single process (admin.py) --------------------------------
+
+    def stats_model(self):
+        return self.stats
+
+    def clock(self):
+        return self.loop.now, time.time()
+
+    def session_views(self, most=None):
+        """One SessionView per live connection, for "show sess" (oldest first); only the
+        ``most`` oldest when given."""
+        views = []
+        oldest = (sorted(self.sessions, key=_started) if most is None
+                  else heapq.nsmallest(most, self.sessions, key=_started))
+        for session in oldest:
+            header = session.header
+            server = session.server
+            views.append(SessionView(
+                id(session), endpoint_text(session.client), endpoint_text(session.peer),
+                session.fe.frontend.name, session.pool.backend.name if server else None,
+                server.config.name if server else None, session.state.name, session.started,
+                session.bytes_in, session.bytes_out,
+                proxy_text(header) if header is not None else None,
+                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                      (header.tlvs if header is not None and header.tlvs else ()))))
+        return views
+
+    def set_server(self, backend, server, state=None, weight=None, maxconn=None):
+        """The runtime API's ``set server`` and kin, by name (admin.py checked the names):
+        logged, then set_server_admin; None, or the error line to answer."""
+        pool = self.pools[backend]
+        target = next(s for s in pool.servers if s.config.name == server)
+        was = target.admin, target.weight, target.maxconn
+        try:
+            self.set_server_admin(pool, target, state, weight, maxconn)
+        except ValueError as exc:
+            return str(exc)
+        log_server_setting(target.label, was, (state, weight, maxconn))
+        return None
+
     def unique_id(self):
         """A UNIQUE_ID for send-proxy-v2's unique-id option: pid, start time, counter."""
         self._unique_ids += 1
@@ -6352,12 +8840,23 @@ class Proxy(object):
         self.paused_listeners = paused
 
 
+def _started(session):
+    return session.started
+
+
 def _limited_source(session):
     """The real peer IP that maxconn-per-source counts the session under, or None when the limit
     is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
     if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
         return None
     return packed_ip(session.peer[0])
+
+
+def process_identity(settings, maxconn):
+    """What "show info" says about this process."""
+    soft = os.sysconf("SC_OPEN_MAX")
+    return ProcessIdentity(settings.stats_name, __version__, "", os.getpid(),
+                           socket.gethostname(), "", maxconn, soft if soft > 0 else 0)
 
 
 def default_maxconn():
@@ -6379,6 +8878,7 @@ def run_proxy(config, listening=None, attach=None):
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
     if attach is None:
+        proxy.serve_stats()
         install_single_process_signals(proxy)
     else:
         attach(proxy)
@@ -6494,9 +8994,9 @@ fields separated by tabs (config names never contain one), the first field its k
                                     state carries over restarts and reloads, by name.
     counters ID                     master -> worker: send a snapshot of your counters
     counters ID JSON                worker -> master: the snapshot (counter_snapshot in
-                                    master.py: its pid, frontends, backends, servers by name)
+                                    master.py: its pid and stats.stats_snapshot, by name)
 
-The runtime API (its own issue) plugs in at the master, on the master's loop:
+The runtime API plugs in at the master, on the master's loop (masterview.MasterView):
 
     Master.set_server_admin(backend, server, state=None, weight=None, maxconn=None)
         checks the names and values, remembers them (carried over reloads and restarts) and
@@ -6505,8 +9005,8 @@ The runtime API (its own issue) plugs in at the master, on the master's loop:
     Master.request_counters(callback)
         asks every serving worker for a snapshot; ``callback(snapshots)`` runs on the
         master's loop with the list of decoded JSON objects once all have answered, or after
-        COUNTERS_TIMEOUT with those that did. ``aggregate_counters(snapshots)`` sums them
-        into one proxy's view.
+        COUNTERS_TIMEOUT with those that did. ``masterview.aggregate_counters(snapshots)``
+        sums them into one proxy's view.
 """
 import socket
 
@@ -6568,6 +9068,171 @@ def parse_admin_fields(words):
             raise ValueError("unknown server-admin field %r" % field)
         settings[field] = value if field == "state" else int(value)
     return settings
+
+
+###############################################################################
+# Processes: the master's view of the stats (simpleproxy/masterview.py) #######
+###############################################################################
+
+"""The master's view of one proxy: what the stats socket and the stats listener show and act
+on when there are workers (master.py).
+
+An operator must see one proxy however many workers serve it, so under a master the stats
+socket and the stats listener are served by the master itself, on an EventLoop of its own
+(``Master.loop``, run beside its supervision), and ``MasterView`` is their target (the
+interface admin.py describes):
+
+* Counters. Once a second the master asks every serving worker for its stats_snapshot
+  (``Master.request_counters``), adds them up (``aggregate_counters``) and loads the sum into
+  a ProxyStats of its own (``ProxyStats.apply_totals``), over BackendPools that stand for the
+  workers' servers; its ``tick`` makes the whole proxy's rates and sparklines. A view is
+  thus at most a second old. The workers of an older generation, still finishing their
+  connections after a reload, are not counted any more: a reload starts the counters over,
+  as it does in HAProxy.
+* States. Every worker holds the one health view (the checking worker's verdicts, passed on
+  by the master) and the operator's settings, so a server's state comes with the snapshots;
+  its check results come from the checking worker's.
+* ``set server`` and kin go through ``Master.set_server_admin``: applied in every worker,
+  remembered and replayed to each new worker after a restart or a reload, by backend and
+  server name; the view shows them at once.
+* ``/health`` says 503 from the moment SIGUSR1 arrives (while ``grace`` runs) on.
+* ``show sess`` lists the ``SESSIONS_IN_SNAPSHOT`` oldest connections of each worker, as
+  its last snapshot had them (so that a snapshot stays small however busy the worker).
+
+The stats listener is the master's rather than each worker's on a shared socket because a
+worker's answer could only show its own share: the sum exists in the master alone.
+"""
+import time
+
+
+SESSIONS_IN_SNAPSHOT = 100    # the oldest live connections of a worker that show sess lists
+
+
+class MasterView(object):
+    """The runtime API's target under a master (see the module docstring)."""
+
+    def __init__(self, master):
+        self.master = master
+        self.loop = master.loop
+        self.stats = self.pools = None
+        self.sessions = []            # the workers' session_records, from the last snapshots
+        self._poll_timer = self.loop.timer(self._poll)
+        self.build(master.config)
+
+    def build(self, config):
+        """A fresh view of ``config`` (at start and after a reload), with what operators set."""
+        settings = config.global_settings
+        maxconn = settings.maxconn or default_maxconn()
+        self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
+        self.stats = ProxyStats(process_identity(settings, maxconn),
+                                [(frontend, frontend.maxconn or maxconn)
+                                 for frontend in config.frontends],
+                                list(self.pools.values()), self.loop.now, time.time())
+        for (backend, server), values in self.master.server_admin.items():
+            found = self._server(backend, server)
+            if found is not None:
+                self._show(found[0], found[1], values.get("state"), values.get("weight"),
+                           values.get("maxconn"))
+
+    def start(self):
+        self._poll_timer.arm(self.loop.now + STATS_TICK)
+
+    def _poll(self):
+        self._poll_timer.arm(self.loop.now + STATS_TICK)
+        self.master.request_counters(self._counted)
+
+    def _counted(self, snapshots):
+        if snapshots:
+            total = aggregate_counters(snapshots)
+            self.stats.apply_totals(total, self.loop.now)
+            self.sessions = total.get("sessions", [])
+        self.stats.tick(self.loop.now)
+
+    def _server(self, backend, server):
+        pool = self.pools.get(backend)
+        for state in pool.servers if pool is not None else ():
+            if state.config.name == server:
+                return pool, state
+        return None
+
+    def _show(self, pool, state, admin, weight, maxconn):
+        """An operator's setting in the view, before the workers' next snapshot confirms it."""
+        if admin is not None and admin != state.admin:
+            pool.set_admin(state, admin)
+        if weight is not None:
+            pool.set_weight(state, weight)
+        if maxconn is not None:
+            pool.set_maxconn(state, maxconn)
+
+    # -- the target admin.py and statshttp.py act on ------------------------------------------
+
+    def stats_model(self):
+        master = self.master
+        self.stats.stopping = master.soft_stop_at is not None or master.stopping
+        return self.stats
+
+    def clock(self):
+        return self.loop.now, time.time()
+
+    def session_views(self):
+        now = self.loop.now
+        return sorted((session_view(record, now) for record in self.sessions),
+                      key=lambda view: view.started)
+
+    def set_server(self, backend, server, state=None, weight=None, maxconn=None):
+        pool, target = self._server(backend, server)
+        was = target.admin, target.weight, target.maxconn
+        error = self.master.set_server_admin(backend, server, state, weight, maxconn)
+        if error is not None:
+            return error
+        log_server_setting(target.label, was, (state, weight, maxconn))
+        self._show(pool, target, state, weight, maxconn)
+        return None
+
+
+def session_record(view, now):
+    """A worker's SessionView as JSON data: its age instead of its start (each process has a
+    clock of its own), TLV values as latin-1 text (one character per byte)."""
+    return list(view[:7]) + [now - view.started, view.bytes_in, view.bytes_out, view.proxy,
+                             [[name, value.decode("latin-1")] for name, value in view.tlvs]]
+
+
+def session_view(record, now):
+    """The SessionView a session_record was made from (its start on the master's clock)."""
+    age, tlvs = record[7], record[11]
+    return SessionView(*(record[:7] + [now - age] + record[8:11] + [tuple(
+        (name, value.encode("latin-1")) for name, value in tlvs)]))
+
+
+def aggregate_counters(snapshots):
+    """The workers' snapshots (master.counter_snapshot) as one proxy's: numbers added up
+    (a server's maxconn is a worker's share: the sum is the proxy's), lists put together,
+    the most recent ``last_session_age``; anything else (a server's status, admin state,
+    weight) as the first worker has it: verdicts and operators' settings reach every worker
+    through the master."""
+    total = {"workers": len(snapshots)}
+    for snapshot in snapshots:
+        _add(total, {field: value for field, value in snapshot.items()
+                     if field not in _MV_OWN_FIELDS})
+    return total
+
+
+_MV_OWN_FIELDS = ("pid", "stopping_softly")     # a worker's own, not the proxy's
+
+
+def _add(into, counters):
+    for field, value in counters.items():
+        if isinstance(value, dict):
+            _add(into.setdefault(field, {}), value)
+        elif isinstance(value, list):
+            into.setdefault(field, []).extend(value)
+        elif field == "last_session_age":
+            if into.get(field) is None or (value is not None and value < into[field]):
+                into[field] = value
+        elif isinstance(value, int) and not isinstance(value, bool) and field != "weight":
+            into[field] = into.get(field, 0) + value
+        else:
+            into.setdefault(field, value)
 
 
 ###############################################################################
@@ -6710,7 +9375,10 @@ an operator sets at run time.
 The master is also where one proxy is seen from outside: it keeps the latest health verdict
 and operator setting of every server (by backend and server name) and hands them to every
 new worker, and it gathers the workers' counters. channel.py lists the messages and the
-calls the runtime API makes here (``set_server_admin``, ``request_counters``).
+calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
+socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
+selector is the master's own, whose timers the master's select loop fires), they act on a
+masterview.MasterView; the workers serve neither.
 """
 import json
 import logging
@@ -6720,7 +9388,6 @@ import socket
 import sys
 import time
 import traceback
-from selectors import DefaultSelector
 
 
 RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
@@ -6728,7 +9395,6 @@ STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much late
 RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
 COUNTERS_TIMEOUT = 1.0       # request_counters answers with what came in by then
-MAX_WEIGHT = 256
 
 
 class Worker(object):
@@ -6783,7 +9449,12 @@ class Master(object):
         self.signals = []
         self.soft_stop_at = None      # when SIGUSR1's grace ends
         self.stopping = False         # the workers were told to stop: exit when they are gone
-        self.selector = DefaultSelector()
+        # The runtime API's stats socket and listener run on this loop (masterview.py); the
+        # master's own sockets share its selector and it fires the loop's timers.
+        self.loop = EventLoop()
+        self.selector = self.loop.selector
+        self.view = None              # the MasterView, when a stats socket or listener is set
+        self.stats_listeners = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -6851,10 +9522,14 @@ class Master(object):
                 signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
             signal.set_wakeup_fd(-1)
             for key in list(self.selector.get_map().values()):
-                key.fileobj.close()       # channels, the wake-up end, what watch() was given
-            self.selector.close()
+                if hasattr(key.fileobj, "close"):
+                    key.fileobj.close()   # channels, wake-up ends, stats sockets, watch()'s
+            for listener in self.stats_listeners:
+                listener.sock.close()     # also when paused (not in the selector then)
+            self.loop.close()
             self._wake_w.close()
-            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower(),
+                          target=self.config.global_settings.log_target)
             ours = bind_keys(self.config)
             for key, sock in self.listening.items():
                 if key not in ours:
@@ -6999,6 +9674,7 @@ class Master(object):
     # -- signals ------------------------------------------------------------------------------
 
     def reload(self):
+        reopen_log()                  # logrotate's postrotate may send the reload signal
         LOG.info("reloading %s", self.config_path)
         self.notifier.reloading()
         try:
@@ -7013,6 +9689,8 @@ class Master(object):
         for warning in config.warnings:
             LOG.warning("%s", warning)
         self.config = config
+        if self.view is not None:
+            self.view.build(config)
         self.listening.update(listening)
         self.generation += 1
         self.restarts = []
@@ -7060,6 +9738,10 @@ class Master(object):
             LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
             sock.close()
         self.activated = {}
+        if settings.stats_socket is not None or settings.stats_http is not None:
+            self.view = MasterView(self)
+            self.stats_listeners = open_stats_listeners(self.loop, settings, self.view)
+            self.view.start()
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in MASTER_SIGNALS:
             signal.signal(signum, self._on_signal)
@@ -7078,6 +9760,8 @@ class Master(object):
             self._loop()
         finally:
             self.close_listening(())
+            for listener in self.stats_listeners:
+                listener.close()
             if settings.pidfile:
                 try:
                     os.unlink(settings.pidfile)
@@ -7090,8 +9774,11 @@ class Master(object):
         while not (self.stopping and not self.workers):
             now = time.monotonic()
             timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
-            for key, mask in self.selector.select(max(0.0, timeout)):
+            events = self.selector.select(max(0.0, timeout))
+            self.loop.now = time.monotonic()
+            for key, mask in events:
                 key.data(mask)
+            self.loop.fire_timers()
             self._handle_signals()
             now = time.monotonic()
             if self.next_watchdog is not None and now >= self.next_watchdog:
@@ -7109,6 +9796,8 @@ class Master(object):
 
     def _dues(self):
         yield self.next_watchdog
+        wait = self.loop.next_wait()
+        yield None if wait is None else time.monotonic() + wait
         yield None if self.stopping else self.soft_stop_at
         for request in self.counter_requests.values():
             yield request.deadline
@@ -7147,7 +9836,9 @@ class WorkerLink(object):
     def __init__(self, proxy, channel, checking, hard_stop_after):
         self.proxy = proxy
         self.channel = channel
+        self.checking = checking
         self.hard_stop_after = hard_stop_after
+        self.snapshot_too_large = False     # said once in the log
         if checking:
             proxy.on_server_change = self.send_verdict
         else:
@@ -7185,8 +9876,18 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
             self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
         elif kind == MSG_COUNTERS and len(message) == 2:
-            send_message(self.channel, MSG_COUNTERS, message[1],
-                         json.dumps(counter_snapshot(self.proxy)))
+            self.send_counters(message[1])
+
+    def send_counters(self, request_id):
+        text = json.dumps(counter_snapshot(self.proxy, self.checking), separators=(",", ":"))
+        if len(text) + len(request_id) + len(MSG_COUNTERS) + 2 > MESSAGE_MAX:
+            if not self.snapshot_too_large:
+                self.snapshot_too_large = True
+                LOG.warning("this worker's counters (%d bytes) do not fit a channel message "
+                            "(%d): the stats under the master leave it out", len(text),
+                            MESSAGE_MAX)
+            return
+        send_message(self.channel, MSG_COUNTERS, request_id, text)
 
     def apply_admin(self, backend, server_name, settings):
         for pool, server in self.servers_named(backend, server_name):
@@ -7221,49 +9922,17 @@ class CounterRequest(object):
         return not self.waiting_for
 
 
-def counter_snapshot(proxy):
+def counter_snapshot(proxy, checking):
     """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
-    totals only, so that the master can add the workers' snapshots up (aggregate_counters);
-    the stats of the runtime API issue extend it with their own fields."""
-    return {
-        "pid": os.getpid(),
-        "active": proxy.active,
-        "stopping_softly": proxy.stopping_softly,
-        "frontends": {name: {"scur": fe.active} for name, fe in proxy.frontends.items()},
-        "backends": {name: {"qcur": len(pool.waiting),
-                            "servers": {server.config.name: {
-                                "scur": server.active, "status": server.status,
-                                "weight": server.weight, "maxconn": server.maxconn}
-                                for server in pool.servers}}
-                     for name, pool in proxy.pools.items()},
-    }
-
-
-def aggregate_counters(snapshots):
-    """The workers' snapshots as one proxy's: numbers added up, per frontend, backend and
-    server; a server's status, weight and maxconn as the workers agree on them (the first
-    worker's: verdicts and admin settings reach every worker through the master)."""
-    total = {"workers": len(snapshots), "active": 0, "frontends": {}, "backends": {}}
-    for snapshot in snapshots:
-        total["active"] += snapshot["active"]
-        for name, counters in snapshot["frontends"].items():
-            _add(total["frontends"].setdefault(name, {}), counters)
-        for name, backend in snapshot["backends"].items():
-            into = total["backends"].setdefault(name, {"qcur": 0, "servers": {}})
-            into["qcur"] += backend["qcur"]
-            for server, counters in backend["servers"].items():
-                _add(into["servers"].setdefault(server, {}), counters)
-    return total
-
-
-def _add(into, counters):
-    """Sum the numbers of ``counters`` into ``into``; other values: the first one seen. A
-    server's maxconn is a worker's share: the sum is the proxy's."""
-    for field, value in counters.items():
-        if isinstance(value, int) and not isinstance(value, bool) and field != "weight":
-            into[field] = into.get(field, 0) + value
-        else:
-            into.setdefault(field, value)
+    totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
+    (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
+    now = proxy.loop.now
+    snapshot = stats_snapshot(proxy.stats, now, checking)
+    snapshot.update(pid=os.getpid(), active=proxy.active,
+                    stopping_softly=proxy.stopping_softly,
+                    sessions=[session_record(view, now) for view in
+                              proxy.session_views(SESSIONS_IN_SNAPSHOT)])
+    return snapshot
 
 
 def describe_exit(status):
@@ -7369,7 +10038,8 @@ def main(argv=None):
         config = load_config(args.config)
         if args.check:
             return check_command(config, args.resolve)
-        setup_logging(args.log_level or config.global_settings.log_level)
+        setup_logging(args.log_level or config.global_settings.log_level,
+                      target=config.global_settings.log_target)
         for warning in config.warnings:
             LOG.warning("%s", warning)
         if needs_master(config.global_settings):

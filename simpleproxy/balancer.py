@@ -46,10 +46,11 @@ DOWN = "DOWN"
 DRAIN = "DRAIN"
 MAINT = "MAINT"
 READY = "READY"
+MAX_WEIGHT = 256             # HAProxy's: a weight is 0 to 256 (the config checks its own)
 
 # What an operator may set, and what each administrative state may become: ``disabled`` in
-# the config, and at run time Proxy.set_server_admin (a master's server-admin message; the
-# runtime API, its own issue).
+# the config, and at run time Proxy.set_server_admin (the runtime API's set server, or a
+# master's server-admin message).
 ADMIN_TRANSITIONS = {
     READY: (DRAIN, MAINT),
     DRAIN: (READY, MAINT),

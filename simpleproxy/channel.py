@@ -27,9 +27,9 @@ fields separated by tabs (config names never contain one), the first field its k
                                     state carries over restarts and reloads, by name.
     counters ID                     master -> worker: send a snapshot of your counters
     counters ID JSON                worker -> master: the snapshot (counter_snapshot in
-                                    master.py: its pid, frontends, backends, servers by name)
+                                    master.py: its pid and stats.stats_snapshot, by name)
 
-The runtime API (its own issue) plugs in at the master, on the master's loop:
+The runtime API plugs in at the master, on the master's loop (masterview.MasterView):
 
     Master.set_server_admin(backend, server, state=None, weight=None, maxconn=None)
         checks the names and values, remembers them (carried over reloads and restarts) and
@@ -38,8 +38,8 @@ The runtime API (its own issue) plugs in at the master, on the master's loop:
     Master.request_counters(callback)
         asks every serving worker for a snapshot; ``callback(snapshots)`` runs on the
         master's loop with the list of decoded JSON objects once all have answered, or after
-        COUNTERS_TIMEOUT with those that did. ``aggregate_counters(snapshots)`` sums them
-        into one proxy's view.
+        COUNTERS_TIMEOUT with those that did. ``masterview.aggregate_counters(snapshots)``
+        sums them into one proxy's view.
 """
 import socket
 

@@ -58,7 +58,8 @@ def main(argv=None):
         config = load_config(args.config)
         if args.check:
             return check_command(config, args.resolve)
-        setup_logging(args.log_level or config.global_settings.log_level)
+        setup_logging(args.log_level or config.global_settings.log_level,
+                      target=config.global_settings.log_target)
         for warning in config.warnings:
             LOG.warning("%s", warning)
         if needs_master(config.global_settings):

@@ -25,6 +25,10 @@ from .config_values import (CHECK_ADDR_VALUE, CHECK_EXPECT_VALUE, CHECK_SEND_VAL
 from .ini import ConfigProblems, read_config_file, read_ini, shown, split_words
 from .rules import (NO_RULES, TCP_REQUEST_CONNECTION, TCP_REQUEST_CONTENT, USE_BACKEND,
                     FrontendRules, compile_acl, compile_rule)
+from .statsconfig import (DEFAULT_STATS_NAME, LOG_FORMAT_VALUE, LOG_TARGET_VALUE,
+                          STATS_AUTH_VALUE,
+                          STATS_HTTP_VALUE, STATS_NAME_VALUE, STATS_REFRESH_VALUE,
+                          STATS_SOCKET_VALUE)
 from .tlvfmt import TLV_FMT_OPTION, V2_MAX_LENGTH, compile_tlv_plan, max_header_length
 
 # -- what the rest of simpleproxy reads ---------------------------------------------------
@@ -42,12 +46,13 @@ bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
                                   "timeout_client_fin timeout_proxy_header maxconn_per_source "
-                                  "maxconn_pending_header dontlognull dontlog_normal rules line")
+                                  "maxconn_pending_header dontlognull dontlog_normal rules "
+                                  "log_format line")
 Frontend.__doc__ = """A frontend or the front half of a listen section.
 
 maxconn None: only the global limit applies; maxconn_per_source 0: off. Timeouts are
 float seconds. rules: its acl, use_backend and tcp-request rules compiled (rules.py's
-FrontendRules; NO_RULES when it has none)."""
+FrontendRules; NO_RULES when it has none). log_format: "tcplog" or "json"."""
 
 Server = namedtuple("Server", "name address send_proxy proxy_v2_tlvs check check_send_proxy "
                               "inter fastinter downinter rise fall weight backup maxconn disabled "
@@ -80,14 +85,21 @@ unbounded."""
 GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_threads "
                                               "resolve_interval resolve_hold_nx "
                                               "resolve_hold_timeout resolve_hold_other workers "
-                                              "grace hard_stop_after pidfile user group")
+                                              "grace hard_stop_after pidfile user group "
+                                              "stats_socket stats_http stats_auth stats_refresh "
+                                              "stats_name log_target")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
 the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
 failing name keeps its servers' addresses, by HAProxy's failure kinds; workers None: one
 process, no master (see master.py), else the worker count; grace and hard_stop_after: float
-seconds or None; pidfile, user, group: str or None."""
-GlobalSettings.__new__.__defaults__ = (None,) * 6    # the process keys: absent means not set
+seconds or None; pidfile, user, group: str or None. stats_socket: a statsconfig.StatsSocket
+or None; stats_http: an Address or None; stats_auth: a StatsAuth or None; stats_refresh: the
+page's refresh in seconds; stats_name: what show info and the page call the process;
+log_target: where the log goes, a statsconfig.LogTarget, or None for stderr."""
+# The process keys (absent means not set) and the stats keys have defaults.
+GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME,
+                                                    None)
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
@@ -237,6 +249,12 @@ _CFG_GLOBAL_KEYS = {
     "pidfile": _CfgKey("pidfile", ValueKind(str, "a file path"), ("global",)),
     "user": _CfgKey("user", USER_VALUE, ("global",)),
     "group": _CfgKey("group", GROUP_VALUE, ("global",)),
+    "stats socket": _CfgKey("stats_socket", STATS_SOCKET_VALUE, ("global",)),
+    "stats http": _CfgKey("stats_http", STATS_HTTP_VALUE, ("global",)),
+    "stats auth": _CfgKey("stats_auth", STATS_AUTH_VALUE, ("global",)),
+    "stats refresh": _CfgKey("stats_refresh", STATS_REFRESH_VALUE, ("global",)),
+    "stats name": _CfgKey("stats_name", STATS_NAME_VALUE, ("global",)),
+    "log": _CfgKey("log_target", LOG_TARGET_VALUE, ("global",)),
 }
 _CFG_GLOBAL_DEFAULTS = GlobalSettings(maxconn=None, log_level="info", bufsize=256 * 1024,
                                       check_threads=4, resolve_interval=None,
@@ -265,7 +283,8 @@ _CFG_PROXY_KEYS = {
                                       _CFG_FRONT),
     "option dontlognull": _CfgKey("dontlognull", None, _CFG_FRONT),
     "option dontlog-normal": _CfgKey("dontlog_normal", None, _CFG_FRONT),
-    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # the only log format: accepted
+    "option tcplog": _CfgKey("tcplog", None, _CFG_FRONT),      # log-format's default: accepted
+    "log-format": _CfgKey("log_format", LOG_FORMAT_VALUE, _CFG_FRONT),
     "balance": _CfgKey("balance", one_of("balance algorithm", (
         "roundrobin", "static-rr", "leastconn", "first", "source", "random")), _CFG_BACK),
     "retries": _CfgKey("retries", whole_number(0, 100), _CFG_BACK),
@@ -284,6 +303,7 @@ _CFG_FRONTEND_DEFAULTS = {
     "maxconn": None, "timeout_client": 30.0, "timeout_client_fin": None,
     "timeout_proxy_header": 5.0, "proxy_max_header": 16 * 1024, "maxconn_per_source": 0,
     "maxconn_pending_header": 1000, "dontlognull": False, "dontlog_normal": False,
+    "log_format": "tcplog",
 }
 _CFG_BACKEND_DEFAULTS = {
     "balance": "roundrobin", "retries": 3, "redispatch": False, "allbackups": False,

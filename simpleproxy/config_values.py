@@ -291,6 +291,7 @@ def expand_server_template(prefix, words):
 # -- listening and server addresses ---------------------------------------------------------------
 
 _CFG_BIND_FORMS = ":PORT, *:PORT, IPv4:PORT, [IPv6]:PORT or unix@/path"
+_CFG_IP_LISTEN_FORMS = ":PORT, *:PORT, IPv4:PORT or [IPv6]:PORT"
 _CFG_SERVER_FORMS = "IPv4:PORT, [IPv6]:PORT, HOST:PORT or unix@/path"
 _CFG_UNIX_PREFIX = "unix@"
 _CFG_UNIX_PATH_MAX = 107                 # sun_path is 108 bytes, the last one a NUL
@@ -328,7 +329,14 @@ def bind_address(text):
     """The Address of a bind line's first word; ValueError says what is wrong."""
     if text.startswith(_CFG_UNIX_PREFIX):
         return _cfg_unix_address(text)
-    host, bracketed, port = _cfg_host_and_port(text, _CFG_BIND_FORMS)
+    return ip_listen_address(text, _CFG_BIND_FORMS)
+
+
+def ip_listen_address(text, forms=_CFG_IP_LISTEN_FORMS):
+    """The Address to listen on at ``text``, an IP address and port as a bind line writes
+    them (``:PORT`` and ``*:PORT``: every IPv4 address); ``forms`` is what error messages
+    say is expected."""
+    host, bracketed, port = _cfg_host_and_port(text, forms)
     if bracketed:
         family, ip = "ipv6", _cfg_ip(host, "ipv6")
     else:
@@ -336,7 +344,7 @@ def bind_address(text):
         ip = "0.0.0.0" if host in ("", "*") else _cfg_ip(host, "ipv4")
     if ip is None:
         raise ValueError("%s is not an IP%s address (expected %s)"
-                         % (shown(host), "v6" if bracketed else "v4", _CFG_BIND_FORMS))
+                         % (shown(host), "v6" if bracketed else "v4", forms))
     return Address(family, (ip, port), text)
 
 

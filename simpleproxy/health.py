@@ -300,13 +300,16 @@ class HealthChecker(object):
     """The loop's side of health: schedules checks and lookups, applies results, logs status
     changes.
 
-    ``on_change(pool, server)`` is called on the loop when a server's status changed.
+    ``on_change(pool, server, before)`` is called on the loop when a server's status changed
+    from ``before``; ``on_check(server, ok, reason, duration, health)`` after each check result
+    that is current, with the rise/fall count after it (the stats keep them).
     ``followed``: the FollowedName records of start-up (resolve.py), whose notices are logged
     here and whose names are looked up every period (those with one)."""
 
-    def __init__(self, loop, pools, threads, on_change, followed=()):
+    def __init__(self, loop, pools, threads, on_change, on_check, followed=()):
         self.loop = loop
         self.on_change = on_change
+        self.on_check = on_check
         self.checks = {}              # ServerState -> ServerCheck, for servers with "check"
         states = {}
         for pool in pools:
@@ -394,9 +397,10 @@ class HealthChecker(object):
         elif isinstance(action, (EnterMaintenance, LeaveMaintenance)):
             pool, server = name.servers[action.server]
             leaving = isinstance(action, LeaveMaintenance)
+            before = server.status
             if pool.set_dns_maint(server, not leaving):
                 log_status_change(pool, server, action.reason)
-                self.on_change(pool, server)
+                self.on_change(pool, server, before)
             if leaving:
                 self.restart(server)
         else:
@@ -436,6 +440,8 @@ class HealthChecker(object):
             return
         if result.ok is not None:
             self._count(check, result.ok, result.reason, result.duration)
+        self.on_check(check.server, result.ok, result.reason, result.duration,
+                      check.health.health)
         self._schedule(check, check.health.interval(check.server.config))
 
     def connection_failed(self, server, cause, duration):
@@ -471,10 +477,11 @@ class HealthChecker(object):
     def _apply(self, check, reason, duration):
         """Tell the pool what the count says; log a change and tell the proxy."""
         pool, server = check.pool, check.server
+        before = server.status
         if not pool.set_health(server, check.health.up):
             return
         log_status_change(pool, server, reason, duration)
-        self.on_change(pool, server)
+        self.on_change(pool, server, before)
 
     def adopt(self, pool, server, healthy):
         """Take a verdict reached elsewhere (another process's checks, master.py): the server
@@ -483,8 +490,9 @@ class HealthChecker(object):
         check = self.checks.get(server)
         if check is not None:
             check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
+        before = server.status
         if pool.set_health(server, healthy):
-            self.on_change(pool, server)
+            self.on_change(pool, server, before)
 
 
 def log_status_change(pool, server, reason, duration=None):

@@ -1,4 +1,20 @@
-"""Logging: one logger for the whole proxy, to stderr, plain lines.
+"""Logging: one logger for the whole proxy, plain lines, to one destination.
+
+``[global] log`` chooses it (statsconfig.LogTarget): stderr (the default) or stdout, a file,
+or syslog (``/dev/log``, or UDP to ``syslog@HOST:PORT``). ``setup_logging`` installs one
+handler for it:
+
+* stderr, stdout and a file: a ``LogWriter`` on the descriptor. A file is opened in append
+  mode (several workers may share it) and, since logrotate moves it away and expects the
+  writer to notice (USR1 and USR2 mean soft stop and reload here, as in HAProxy), the writer
+  checks at most once a second whether the path still names the file it writes, and
+  reopens it when not; ``reopen_log()`` reopens it at once (a master's reload).
+* syslog: a ``SyslogWriter``, one RFC 5424 datagram per line (logformat.syslog_frame) on a
+  non-blocking socket: when the socket takes no more, the line is dropped and counted,
+  never waited for.
+
+``dropped_log_lines()`` says how many lines were dropped (stats.dropped_logs, show info's
+DroppedLogs).
 
 Two things here protect the log from the traffic it describes:
 
@@ -18,14 +34,22 @@ Two things here protect the log from the traffic it describes:
 import logging
 import os
 import select
+import socket
 import stat
 import sys
 import time
+
+from .errors import SimpleProxyError
+from .logformat import syslog_frame
 
 LOG = logging.getLogger("simpleproxy")
 
 LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
 LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
+LOG_FILE_CHECK = 1.0         # seconds between two checks that a log file was not moved away
+LOG_FILE_MODE = 0o640
+# logging's levels as syslog severities (RFC 5424: 3 error, 4 warning, 6 info, 7 debug).
+_LOG_SEVERITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
 
 _LOG_ESCAPE_TABLE = {byte: chr(byte) if 0x21 <= byte <= 0x7e and byte != 0x5c else "\\x%02x" % byte
                      for byte in range(256)}       # for str.translate, over latin-1 text
@@ -61,12 +85,17 @@ class LogWriter(logging.Handler):
     by ``drain``/``flush``) keeps them whole and in order.
     """
 
-    def __init__(self, fd):
+    def __init__(self, fd, path=None):
+        """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
         self.fd = fd
+        self.path = path
+        self._file_id = _log_file_id(os.fstat(fd))
+        self._next_check = time.monotonic() + LOG_FILE_CHECK
         self.held = []               # encoded lines (the first possibly partly written)
         self.held_size = 0
         self.dropped = 0             # lines dropped since the last "dropped" line
+        self.dropped_total = 0
         self.on_held = None          # called once when lines start to be held
         mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
@@ -81,9 +110,13 @@ class LogWriter(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        if self.path is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + LOG_FILE_CHECK
+            self._reopen_if_moved()
         if self.held:
             if self.held_size + len(line) > LOG_HOLD_LIMIT:
                 self.dropped += 1
+                self.dropped_total += 1
             else:
                 self.held.append(line)
                 self.held_size += len(line)
@@ -104,7 +137,34 @@ class LogWriter(logging.Handler):
         except OSError:
             # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
             self.dropped += 1
+            self.dropped_total += 1
             return len(data)
+
+    def _reopen_if_moved(self):
+        """Reopen the log file when its path names another file now, or none."""
+        try:
+            moved = _log_file_id(os.stat(self.path)) != self._file_id
+        except OSError:
+            moved = True
+        if moved:
+            self.reopen()
+
+    def reopen(self):
+        """Open the log file's path again (a new file if it is gone) and write there from
+        now on; the old descriptor is closed. Kept as it is when the path cannot be opened."""
+        if self.path is None:
+            return
+        self.acquire()
+        try:
+            try:
+                fd = _open_log_file(self.path)
+            except SimpleProxyError:
+                return
+            os.close(self.fd)
+            self.fd = fd
+            self._file_id = _log_file_id(os.fstat(fd))
+        finally:
+            self.release()
 
     def drain(self):
         """Write the held lines in one go; True once nothing is held. At the end comes the
@@ -147,6 +207,71 @@ class LogWriter(logging.Handler):
         logging.Handler.close(self)
 
 
+class SyslogWriter(logging.Handler):
+    """Lines as RFC 5424 datagrams to syslog (see the module docstring)."""
+
+    def __init__(self, family, address):
+        logging.Handler.__init__(self)
+        self.address = address
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.hostname = socket.gethostname()
+        self.dropped_total = 0
+        try:
+            self.sock.connect(address)
+        except OSError as exc:
+            self.sock.close()
+            raise SimpleProxyError("cannot log to syslog at %s: %s"
+                                   % (address, exc.strerror or exc))
+
+    def emit(self, record):
+        try:
+            frame = syslog_frame(self.format(record), record.created, self.hostname,
+                                 os.getpid(), _log_severity(record.levelno))
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self.sock.send(frame)
+        except OSError:           # full (EAGAIN, ENOBUFS), or nobody listening (ECONNREFUSED)
+            self.dropped_total += 1
+
+    def close(self):
+        self.sock.close()
+        logging.Handler.close(self)
+
+
+def _log_severity(levelno):
+    for level, severity in _LOG_SEVERITIES:
+        if levelno >= level:
+            return severity
+    return 7
+
+
+def _log_file_id(st):
+    return st.st_dev, st.st_ino
+
+
+def _open_log_file(path):
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                       LOG_FILE_MODE)
+    except OSError as exc:
+        raise SimpleProxyError("cannot open the log file %s: %s" % (path, exc.strerror or exc))
+
+
+def dropped_log_lines():
+    """How many log lines the handler dropped since it was installed."""
+    return sum(getattr(handler, "dropped_total", 0) for handler in LOG.handlers)
+
+
+def reopen_log():
+    """Reopen the log file, if the log goes to one (a master's reload)."""
+    for handler in LOG.handlers:
+        if isinstance(handler, LogWriter):
+            handler.reopen()
+
+
 def log_writer():
     """The LogWriter the proxy logs through, or None (a test logging into a StringIO)."""
     for handler in LOG.handlers:
@@ -155,11 +280,14 @@ def log_writer():
     return None
 
 
-def setup_logging(level="info", stream=None):
-    """Send simpleproxy's log to ``stream`` (stderr by default) at ``level``.
+def setup_logging(level="info", stream=None, target=None):
+    """Send simpleproxy's log to ``target`` (a statsconfig.LogTarget; None: stderr), or to
+    ``stream``, at ``level``.
 
     A stream with a descriptor gets a LogWriter on it; one without (a StringIO) a plain
-    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms.
+    StreamHandler. Timestamps carry milliseconds because connection timings are logged in ms
+    (syslog has its own, in the frame). Raises SimpleProxyError when the log file or syslog
+    cannot be opened.
     """
     # The logging HOWTO's "Optimization" switches: what the format does not print is not
     # gathered (the pid goes into the format once; caller, thread and process names never).
@@ -167,17 +295,29 @@ def setup_logging(level="info", stream=None):
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    stream = stream or sys.stderr
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):      # io.UnsupportedOperation is an OSError
-        handler = logging.StreamHandler(stream)
+    kind = target.kind if target is not None else None
+    if kind == "file":
+        handler = LogWriter(_open_log_file(target.destination), target.destination)
+    elif kind == "syslog":
+        handler = SyslogWriter(socket.AF_UNIX, target.destination)
+    elif kind == "syslog-udp":
+        family = socket.AF_INET6 if ":" in target.destination[0] else socket.AF_INET
+        handler = SyslogWriter(family, target.destination)
     else:
-        stream.flush()                # what was written through the stream goes first
-        handler = LogWriter(fd)
-    handler.setFormatter(_LogSecondFormatter(
-        "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s" % os.getpid(),
-        "%Y-%m-%dT%H:%M:%S"))
+        stream = stream or (sys.stdout if kind == "stdout" else sys.stderr)
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            handler = logging.StreamHandler(stream)
+        else:
+            stream.flush()            # what was written through the stream goes first
+            handler = LogWriter(fd)
+    if isinstance(handler, SyslogWriter):
+        handler.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
+    else:
+        handler.setFormatter(_LogSecondFormatter(
+            "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s"
+            % os.getpid(), "%Y-%m-%dT%H:%M:%S"))
     for old in LOG.handlers:
         old.close()
     LOG.handlers[:] = [handler]

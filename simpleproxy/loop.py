@@ -111,31 +111,40 @@ class EventLoop(object):
     def run(self):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         selector = self.selector
-        timers = self._timers
         monotonic = time.monotonic
         while not self.stopping:
-            timeout = None
-            if timers:
-                # A timer may be due later than the selector can wait: it wakes up early,
-                # finds nothing due, and waits again.
-                timeout = min(max(0.0, timers[0][0] - monotonic()), LONGEST_WAIT)
-            events = selector.select(timeout)
-            self.now = now = monotonic()
+            events = selector.select(self.next_wait())
+            self.now = monotonic()
             for key, mask in events:
                 try:
                     key.data(mask)
                 except Exception:
                     log_loop_error("an event handler")
-            while timers and timers[0][0] <= now:
-                timer = heapq.heappop(timers)[2]
-                if timer is None:
-                    self._dead_timers -= 1
-                    continue
-                timer._entry = timer.when = None
-                try:
-                    timer.callback()
-                except Exception:
-                    log_loop_error("a timer")
+            self.fire_timers()
+
+    def next_wait(self):
+        """How long select() may sleep: until the first timer is due, None without one. A
+        timer may be due later than the selector can wait: it wakes up early, finds nothing
+        due, and waits again. (The master, which runs a select loop of its own, asks too.)"""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
+
+    def fire_timers(self):
+        """Run the callbacks of the timers due by ``self.now``."""
+        timers = self._timers
+        now = self.now
+        while timers and timers[0][0] <= now:
+            timer = heapq.heappop(timers)[2]
+            if timer is None:
+                self._dead_timers -= 1
+                continue
+            timer._entry = timer.when = None
+            try:
+                timer.callback()
+            except Exception:
+                log_loop_error("a timer")
 
     def _drop_dead_timers(self):
         timers = self._timers

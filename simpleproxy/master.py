@@ -40,7 +40,10 @@ an operator sets at run time.
 The master is also where one proxy is seen from outside: it keeps the latest health verdict
 and operator setting of every server (by backend and server name) and hands them to every
 new worker, and it gathers the workers' counters. channel.py lists the messages and the
-calls the runtime API makes here (``set_server_admin``, ``request_counters``).
+calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
+socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
+selector is the master's own, whose timers the master's select loop fires), they act on a
+masterview.MasterView; the workers serve neither.
 """
 import json
 import logging
@@ -50,22 +53,24 @@ import socket
 import sys
 import time
 import traceback
-from selectors import DefaultSelector
 
-from .balancer import ADMIN_TRANSITIONS
-from .channel import (MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN, MSG_SERVER_FAILED,
-                      MSG_SERVER_STATE, MSG_SOFT_STOP, MSG_STOP, STATE_DOWN, STATE_UP,
-                      admin_fields, channel_pair, parse_admin_fields, receive_message,
+from .balancer import ADMIN_TRANSITIONS, MAX_WEIGHT
+from .channel import (MESSAGE_MAX, MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN,
+                      MSG_SERVER_FAILED, MSG_SERVER_STATE, MSG_SOFT_STOP, MSG_STOP, STATE_DOWN,
+                      STATE_UP, admin_fields, channel_pair, parse_admin_fields, receive_message,
                       send_message)
 from .config import load_config
 from .config_values import MAX_COUNT
 from .errors import SimpleProxyError
 from .listeners import listen_key, open_listener
-from .logs import LOG, setup_logging
-from .loop import EVENT_READ
+from .logs import LOG, reopen_log, setup_logging
+from .loop import EVENT_READ, EventLoop
+from .masterview import SESSIONS_IN_SNAPSHOT, MasterView, session_record
 from .process import drop_privileges, split_limit
 from .proxy import run_proxy
 from .resolve import resolve_addresses
+from .stats import stats_snapshot
+from .statslistener import open_stats_listeners
 from .systemd import Notifier, activated_sockets
 
 RESTART_DELAY = 1.0          # a worker that lived less than this is restarted this much later
@@ -73,7 +78,6 @@ STOP_TIMEOUT = 10.0          # after SIGTERM, workers still alive this much late
 RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR2)
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD) + RELOAD_SIGNALS
 COUNTERS_TIMEOUT = 1.0       # request_counters answers with what came in by then
-MAX_WEIGHT = 256
 
 
 class Worker(object):
@@ -128,7 +132,12 @@ class Master(object):
         self.signals = []
         self.soft_stop_at = None      # when SIGUSR1's grace ends
         self.stopping = False         # the workers were told to stop: exit when they are gone
-        self.selector = DefaultSelector()
+        # The runtime API's stats socket and listener run on this loop (masterview.py); the
+        # master's own sockets share its selector and it fires the loop's timers.
+        self.loop = EventLoop()
+        self.selector = self.loop.selector
+        self.view = None              # the MasterView, when a stats socket or listener is set
+        self.stats_listeners = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -196,10 +205,14 @@ class Master(object):
                 signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
             signal.set_wakeup_fd(-1)
             for key in list(self.selector.get_map().values()):
-                key.fileobj.close()       # channels, the wake-up end, what watch() was given
-            self.selector.close()
+                if hasattr(key.fileobj, "close"):
+                    key.fileobj.close()   # channels, wake-up ends, stats sockets, watch()'s
+            for listener in self.stats_listeners:
+                listener.sock.close()     # also when paused (not in the selector then)
+            self.loop.close()
             self._wake_w.close()
-            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower())
+            setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower(),
+                          target=self.config.global_settings.log_target)
             ours = bind_keys(self.config)
             for key, sock in self.listening.items():
                 if key not in ours:
@@ -344,6 +357,7 @@ class Master(object):
     # -- signals ------------------------------------------------------------------------------
 
     def reload(self):
+        reopen_log()                  # logrotate's postrotate may send the reload signal
         LOG.info("reloading %s", self.config_path)
         self.notifier.reloading()
         try:
@@ -358,6 +372,8 @@ class Master(object):
         for warning in config.warnings:
             LOG.warning("%s", warning)
         self.config = config
+        if self.view is not None:
+            self.view.build(config)
         self.listening.update(listening)
         self.generation += 1
         self.restarts = []
@@ -405,6 +421,10 @@ class Master(object):
             LOG.warning("a socket from systemd matches no bind line: %s", sock.getsockname())
             sock.close()
         self.activated = {}
+        if settings.stats_socket is not None or settings.stats_http is not None:
+            self.view = MasterView(self)
+            self.stats_listeners = open_stats_listeners(self.loop, settings, self.view)
+            self.view.start()
         signal.set_wakeup_fd(self._wake_w.fileno())
         for signum in MASTER_SIGNALS:
             signal.signal(signum, self._on_signal)
@@ -423,6 +443,8 @@ class Master(object):
             self._loop()
         finally:
             self.close_listening(())
+            for listener in self.stats_listeners:
+                listener.close()
             if settings.pidfile:
                 try:
                     os.unlink(settings.pidfile)
@@ -435,8 +457,11 @@ class Master(object):
         while not (self.stopping and not self.workers):
             now = time.monotonic()
             timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
-            for key, mask in self.selector.select(max(0.0, timeout)):
+            events = self.selector.select(max(0.0, timeout))
+            self.loop.now = time.monotonic()
+            for key, mask in events:
                 key.data(mask)
+            self.loop.fire_timers()
             self._handle_signals()
             now = time.monotonic()
             if self.next_watchdog is not None and now >= self.next_watchdog:
@@ -454,6 +479,8 @@ class Master(object):
 
     def _dues(self):
         yield self.next_watchdog
+        wait = self.loop.next_wait()
+        yield None if wait is None else time.monotonic() + wait
         yield None if self.stopping else self.soft_stop_at
         for request in self.counter_requests.values():
             yield request.deadline
@@ -492,7 +519,9 @@ class WorkerLink(object):
     def __init__(self, proxy, channel, checking, hard_stop_after):
         self.proxy = proxy
         self.channel = channel
+        self.checking = checking
         self.hard_stop_after = hard_stop_after
+        self.snapshot_too_large = False     # said once in the log
         if checking:
             proxy.on_server_change = self.send_verdict
         else:
@@ -530,8 +559,18 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
             self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
         elif kind == MSG_COUNTERS and len(message) == 2:
-            send_message(self.channel, MSG_COUNTERS, message[1],
-                         json.dumps(counter_snapshot(self.proxy)))
+            self.send_counters(message[1])
+
+    def send_counters(self, request_id):
+        text = json.dumps(counter_snapshot(self.proxy, self.checking), separators=(",", ":"))
+        if len(text) + len(request_id) + len(MSG_COUNTERS) + 2 > MESSAGE_MAX:
+            if not self.snapshot_too_large:
+                self.snapshot_too_large = True
+                LOG.warning("this worker's counters (%d bytes) do not fit a channel message "
+                            "(%d): the stats under the master leave it out", len(text),
+                            MESSAGE_MAX)
+            return
+        send_message(self.channel, MSG_COUNTERS, request_id, text)
 
     def apply_admin(self, backend, server_name, settings):
         for pool, server in self.servers_named(backend, server_name):
@@ -566,49 +605,17 @@ class CounterRequest(object):
         return not self.waiting_for
 
 
-def counter_snapshot(proxy):
+def counter_snapshot(proxy, checking):
     """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
-    totals only, so that the master can add the workers' snapshots up (aggregate_counters);
-    the stats of the runtime API issue extend it with their own fields."""
-    return {
-        "pid": os.getpid(),
-        "active": proxy.active,
-        "stopping_softly": proxy.stopping_softly,
-        "frontends": {name: {"scur": fe.active} for name, fe in proxy.frontends.items()},
-        "backends": {name: {"qcur": len(pool.waiting),
-                            "servers": {server.config.name: {
-                                "scur": server.active, "status": server.status,
-                                "weight": server.weight, "maxconn": server.maxconn}
-                                for server in pool.servers}}
-                     for name, pool in proxy.pools.items()},
-    }
-
-
-def aggregate_counters(snapshots):
-    """The workers' snapshots as one proxy's: numbers added up, per frontend, backend and
-    server; a server's status, weight and maxconn as the workers agree on them (the first
-    worker's: verdicts and admin settings reach every worker through the master)."""
-    total = {"workers": len(snapshots), "active": 0, "frontends": {}, "backends": {}}
-    for snapshot in snapshots:
-        total["active"] += snapshot["active"]
-        for name, counters in snapshot["frontends"].items():
-            _add(total["frontends"].setdefault(name, {}), counters)
-        for name, backend in snapshot["backends"].items():
-            into = total["backends"].setdefault(name, {"qcur": 0, "servers": {}})
-            into["qcur"] += backend["qcur"]
-            for server, counters in backend["servers"].items():
-                _add(into["servers"].setdefault(server, {}), counters)
-    return total
-
-
-def _add(into, counters):
-    """Sum the numbers of ``counters`` into ``into``; other values: the first one seen. A
-    server's maxconn is a worker's share: the sum is the proxy's."""
-    for field, value in counters.items():
-        if isinstance(value, int) and not isinstance(value, bool) and field != "weight":
-            into[field] = into.get(field, 0) + value
-        else:
-            into.setdefault(field, value)
+    totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
+    (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
+    now = proxy.loop.now
+    snapshot = stats_snapshot(proxy.stats, now, checking)
+    snapshot.update(pid=os.getpid(), active=proxy.active,
+                    stopping_softly=proxy.stopping_softly,
+                    sessions=[session_record(view, now) for view in
+                              proxy.session_views(SESSIONS_IN_SNAPSHOT)])
+    return snapshot
 
 
 def describe_exit(status):

@@ -11,38 +11,59 @@ Stopping has two speeds: ``stop()`` (SIGTERM, SIGINT) closes everything at once;
 ``soft_stop()`` (SIGUSR1, or a master's ``stop`` on reload) closes the listeners, lets the
 sessions finish and stops when none is left, or when ``hard-stop-after`` has passed since.
 ``stopping_softly`` is True from the moment a soft stop is asked for (before ``grace`` runs
-out, under a master): a health endpoint answers 503 from then on.
+out, under a master): ``/health`` answers 503 from then on (it is ``stats.stopping``).
+
+It is also what the runtime API and the stats listener act on in a single process (the
+target admin.py describes): it keeps the counters (stats.py's ``ProxyStats``, bumped in place
+by the sessions and here), runs ``stats.tick`` from a timer once a second, and applies ``set
+server`` commands to its pools and health checks (``set_server_admin``, the one way a
+server's admin state, weight or maxconn changes, whoever asks).
 
 The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
-(accept), session.py (a connection's life), relay.py (bytes both ways).
+(accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
+(the stats socket and listener).
 """
+import heapq
 import os
 import signal
+import socket
 import sys
 import time
 
+from .admin import SessionView, log_server_setting
 from .balancer import MAINT, BackendPool
-from .endings import (END_CAUSES, END_HEADER_EVICTED, END_NO_DESCRIPTORS, END_NO_SERVER,
-                      END_NORMAL, END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
+from .endings import (END_CAUSES, END_HEADER_EVICTED, END_HEALTH_CHECK, END_NO_DESCRIPTORS,
+                      END_NO_SERVER, END_NORMAL, END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
 from .health import HealthChecker
 from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open_listener
-from .logs import LOG
+from .logformat import proxy_text
+from .logs import LOG, dropped_log_lines
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import packed_ip
 from .resolve import start_addresses
+from ._version import __version__
+from .session import Session, endpoint_text
+from .stats import ProcessIdentity, ProxyStats
+from .statslistener import open_stats_listeners
 
 DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
+STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
+LOG_LINE_BUILDERS = {"tcplog": Session.log_line, "json": Session.json_log_line}
 
 
 class FrontendState(object):
-    """Run-time counters of a frontend."""
+    """Run-time counters of a frontend; ``counters`` is its stats.py FrontendStats, which
+    sessions bump in place."""
 
     __slots__ = ("frontend", "default_pool", "active", "listeners", "awaiting_header",
-                 "per_source")
+                 "per_source", "counters", "log_line")
 
-    def __init__(self, frontend, default_pool):
+    def __init__(self, frontend, default_pool, counters):
         self.frontend = frontend
         self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
+        self.counters = counters
+        # log-format, chosen here once: Session.log_line (tcplog) or Session.json_log_line.
+        self.log_line = LOG_LINE_BUILDERS[frontend.log_format]
         self.active = 0
         self.listeners = []
         self.awaiting_header = {}   # sessions in HEADER or LOCAL_WAIT, oldest first
@@ -59,7 +80,6 @@ class Proxy(object):
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
         self.listening = listening
         self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
-        self.stopping_softly = False  # a soft stop was asked for: /health says 503
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
@@ -79,16 +99,25 @@ class Proxy(object):
         self.listeners = []
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
         self.checker = HealthChecker(self.loop, self.pools.values(),
-                                     config.global_settings.check_threads, self._server_changed,
-                                     followed)
+                                     config.global_settings.check_threads, self._health_changed,
+                                     self._check_done, followed)
         # Where a failed connection to a server is counted: here, or (hand_checks_over)
         # in the process that checks.
         self.report_connect_failure = self.checker.connection_failed
         self._serving_queues = set()
+        self.stats = ProxyStats(process_identity(config.global_settings, self.maxconn),
+                                [(frontend, frontend.maxconn or self.maxconn)
+                                 for frontend in config.frontends],
+                                list(self.pools.values()), self.loop.now, time.time())
+        self.backend_counters = {be.pool: be for be in self.stats.backends}
+        self.server_counters = {srv.state: srv for be in self.stats.backends
+                                for srv in be.servers}
         self.frontends = {}
-        for frontend in config.frontends:
+        for frontend, counters in zip(config.frontends, self.stats.frontends):
             self.frontends[frontend.name] = FrontendState(
-                frontend, self.pools[frontend.default_backend])
+                frontend, self.pools[frontend.default_backend], counters)
+        self.stats_tick = self.loop.timer(self._tick)
+        self.stats_listeners = []
         self.accept_backoff = AcceptBackoff(self.loop, self._update_accepting)
         self.paused_listeners = 0
         self._unique_ids = 0
@@ -110,15 +139,30 @@ class Proxy(object):
         for listener in self.listeners:
             self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
 
+    def serve_stats(self):
+        """The stats socket and the stats listener, when [global] asks for them (a single
+        process; under a master, the master serves them)."""
+        self.stats_listeners = open_stats_listeners(self.loop, self.config.global_settings, self)
+
     def run(self):
         """Serve until stop() (or SIGTERM/SIGINT through the loop's signal handlers)."""
         self.checker.start()
+        self.stats_tick.arm(self.loop.now + STATS_TICK)
         self.loop.run()
         self._shutdown()
 
     def stop(self):
         """Ask the proxy to stop; callable from any thread."""
         self.loop.stop()
+
+    @property
+    def stopping_softly(self):
+        """A soft stop was asked for: /health says 503 (stats.stopping)."""
+        return self.stats.stopping
+
+    @stopping_softly.setter
+    def stopping_softly(self, value):
+        self.stats.stopping = value
 
     def soft_stop(self, hard_stop_after=None):
         """Stop accepting at once and stop once the last session has ended, or when
@@ -151,6 +195,9 @@ class Proxy(object):
 
     def _shutdown(self):
         self.checker.stop()
+        self.stats_tick.cancel()
+        for listener in self.stats_listeners:
+            listener.close()
         self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
@@ -166,6 +213,12 @@ class Proxy(object):
         self.active += 1
         fe = session.fe
         fe.active += 1
+        self.stats.cum_conns += 1
+        counters = fe.counters
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
@@ -191,13 +244,32 @@ class Proxy(object):
                 fe.per_source[source] = count
         frontend = fe.frontend
         end = session.end
+        counters = fe.counters
+        counters.scur -= 1
+        counters.ends[end] += 1
+        counters.bin += session.bytes_in
+        counters.bout += session.bytes_out
+        if session.server is not None:
+            counters = self.server_counters[session.server]
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+            counters = counters.backend
+            counters.scur -= 1
+            counters.ends[end] += 1
+            counters.bin += session.bytes_in
+            counters.bout += session.bytes_out
+        if session.trust is not None:
+            self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
+        if end == END_HEALTH_CHECK:
+            self.stats.local_checks_absorbed += 1
         level = END_CAUSES[end].level
         quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", session.log_line(detail))
+            LOG.log(level, "%s", fe.log_line(session, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:
@@ -227,7 +299,7 @@ class Proxy(object):
         arrive through ``checker.adopt``, and each failed connection to a server goes to
         ``report_connect_failure(server, cause, duration)`` to be counted where the checks
         are. Called before run()."""
-        self.checker = HealthChecker(self.loop, (), 0, self._server_changed)
+        self.checker = HealthChecker(self.loop, (), 0, self._health_changed, self._check_done)
         self.report_connect_failure = report_connect_failure
 
     def set_server_admin(self, pool, server, admin=None, weight=None, maxconn=None):
@@ -236,11 +308,16 @@ class Proxy(object):
         it is. Raises ValueError for a transition the state does not allow. Leaving MAINT
         starts the server's checks over, as HAProxy does."""
         leaving_maint = admin is not None and server.admin == MAINT and admin != MAINT
+        before = server.status
+        counters = self.server_counters[server]
         changed = False
         if admin is not None and admin != server.admin:
-            changed = pool.set_admin(server, admin)
-        if weight is not None:
-            changed = pool.set_weight(server, weight) or changed
+            if pool.set_admin(server, admin):
+                counters.state_changed(self.loop.now, before, by_check=False)
+                changed = True
+        if weight is not None and pool.set_weight(server, weight):
+            counters.backend.settle(self.loop.now)
+            changed = True
         if maxconn is not None:
             changed = pool.set_maxconn(server, maxconn) or changed
         if leaving_maint:
@@ -248,8 +325,13 @@ class Proxy(object):
         if changed:
             self._server_status_changed(pool, server)
 
-    def _server_changed(self, pool, server):
+    def _check_done(self, server, ok, reason, duration, health):
+        """A health check's result, for the stats (the checker has counted it)."""
+        self.server_counters[server].record_check(ok, reason, duration, health)
+
+    def _health_changed(self, pool, server, before):
         """The checker's on_change: a health verdict changed a server's status."""
+        self.server_counters[server].state_changed(self.loop.now, before, by_check=True)
         self._server_status_changed(pool, server)
         if self.on_server_change is not None:
             self.on_server_change(pool, server)
@@ -283,6 +365,56 @@ class Proxy(object):
         finally:
             self._serving_queues.discard(pool)
 
+    def _tick(self):
+        self.stats.dropped_logs = dropped_log_lines()
+        self.stats.tick(self.loop.now)
+        self.stats_tick.arm(self.stats_tick_due())
+
+    def stats_tick_due(self):
+        """The next whole STATS_TICK after now, so that ticks do not drift with load."""
+        started = self.stats.started
+        return started + (int((self.loop.now - started) / STATS_TICK) + 1) * STATS_TICK
+
+    # -- the runtime API's target in a single process (admin.py) --------------------------------
+
+    def stats_model(self):
+        return self.stats
+
+    def clock(self):
+        return self.loop.now, time.time()
+
+    def session_views(self, most=None):
+        """One SessionView per live connection, for "show sess" (oldest first); only the
+        ``most`` oldest when given."""
+        views = []
+        oldest = (sorted(self.sessions, key=_started) if most is None
+                  else heapq.nsmallest(most, self.sessions, key=_started))
+        for session in oldest:
+            header = session.header
+            server = session.server
+            views.append(SessionView(
+                id(session), endpoint_text(session.client), endpoint_text(session.peer),
+                session.fe.frontend.name, session.pool.backend.name if server else None,
+                server.config.name if server else None, session.state.name, session.started,
+                session.bytes_in, session.bytes_out,
+                proxy_text(header) if header is not None else None,
+                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                      (header.tlvs if header is not None and header.tlvs else ()))))
+        return views
+
+    def set_server(self, backend, server, state=None, weight=None, maxconn=None):
+        """The runtime API's ``set server`` and kin, by name (admin.py checked the names):
+        logged, then set_server_admin; None, or the error line to answer."""
+        pool = self.pools[backend]
+        target = next(s for s in pool.servers if s.config.name == server)
+        was = target.admin, target.weight, target.maxconn
+        try:
+            self.set_server_admin(pool, target, state, weight, maxconn)
+        except ValueError as exc:
+            return str(exc)
+        log_server_setting(target.label, was, (state, weight, maxconn))
+        return None
+
     def unique_id(self):
         """A UNIQUE_ID for send-proxy-v2's unique-id option: pid, start time, counter."""
         self._unique_ids += 1
@@ -309,12 +441,23 @@ class Proxy(object):
         self.paused_listeners = paused
 
 
+def _started(session):
+    return session.started
+
+
 def _limited_source(session):
     """The real peer IP that maxconn-per-source counts the session under, or None when the limit
     is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
     if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
         return None
     return packed_ip(session.peer[0])
+
+
+def process_identity(settings, maxconn):
+    """What "show info" says about this process."""
+    soft = os.sysconf("SC_OPEN_MAX")
+    return ProcessIdentity(settings.stats_name, __version__, "", os.getpid(),
+                           socket.gethostname(), "", maxconn, soft if soft > 0 else 0)
 
 
 def default_maxconn():
@@ -336,6 +479,7 @@ def run_proxy(config, listening=None, attach=None):
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
     if attach is None:
+        proxy.serve_stats()
         install_single_process_signals(proxy)
     else:
         attach(proxy)

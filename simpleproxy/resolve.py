@@ -84,7 +84,14 @@ def start_addresses(config):
         backends[name] = backend._replace(servers=tuple(servers))
     if problems:
         raise ConfigError(problems)
-    return config._replace(frontends=frontends, backends=backends), tuple(followed)
+    settings = config.global_settings
+    if settings.stats_socket is not None:
+        settings = settings._replace(stats_socket=settings.stats_socket._replace(
+            address=_resolve_ip(settings.stats_socket.address)))
+    if settings.stats_http is not None:
+        settings = settings._replace(stats_http=_resolve_ip(settings.stats_http))
+    return (config._replace(global_settings=settings, frontends=frontends, backends=backends),
+            tuple(followed))
 
 
 def resolved_address(configured, ip):

@@ -32,6 +32,7 @@ reads and writes never touch the timer heap.
 import errno
 import os
 import socket
+import time
 import traceback
 
 from .endings import (
@@ -40,6 +41,7 @@ from .endings import (
     END_BAD_OUTGOING_HEADER, END_INTERNAL_ERROR, END_NO_DESCRIPTORS, END_NO_SERVER,
     END_QUEUE_FULL, END_QUEUE_TIMEOUT, END_REJECTED_CONNECTION, END_REJECTED_CONTENT,
     END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
+from .logformat import json_log_line, proxy_text
 from .logs import LOG, log_escape
 from .loop import EVENT_READ, EVENT_WRITE, Timer
 from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, parse_header
@@ -242,6 +244,10 @@ class Session(Relay):
                 return
             header = parse_header(inbuf, eof=not n, max_size=self.listener.bind.proxy_max_header)
         except ProxyHeaderError as exc:
+            stats = self.proxy.stats
+            stats.pp_rejected[exc.kind] += 1
+            stats.header_errors.record(time.time(), self.fe.frontend.name,
+                                       endpoint_text(self.peer), exc.kind, exc.reason, inbuf)
             self.close(END_BAD_HEADER[exc.kind], detail=exc.reason)
             return
         if header is not None:
@@ -277,6 +283,7 @@ class Session(Relay):
             self.c2s = bytes(inbuf)
         else:
             self.header = header
+            self.proxy.stats.pp_received[header.version, header.command] += 1
             self.c2s = bytes(inbuf[header.header_len:])
             if header.command == "LOCAL" and not self.c2s:
                 self._enter(LOCAL_WAIT)
@@ -350,6 +357,9 @@ class Session(Relay):
         else:
             self._enter(QUEUED)
             pool.enqueue(self)
+            counters = self.proxy.backend_counters[pool]
+            if len(pool.waiting) > counters.qmax:
+                counters.qmax = len(pool.waiting)
             self.queued_at = self.loop.now
             self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
 
@@ -364,6 +374,11 @@ class Session(Relay):
     def _dispatch(self, server):
         self.retries_left = self.pool.backend.retries
         self.server = server
+        counters = self.proxy.backend_counters[self.pool]
+        counters.stot += 1
+        counters.scur += 1
+        if counters.scur > counters.smax:
+            counters.smax = counters.scur
         self._connect()
 
     def _connect(self, cause=None):
@@ -382,6 +397,11 @@ class Session(Relay):
         if self.slot is not server:          # a retry on the same server keeps its slot
             self.pool.connection_started(server)
             self.slot = server
+            counters = self.proxy.server_counters[server]
+            counters.stot += 1
+            counters.last_session = self.loop.now
+            if server.active > counters.smax:
+                counters.smax = server.active
         self.connect_started = self.loop.now
         try:
             sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -414,6 +434,9 @@ class Session(Relay):
         proxy = self.proxy
         now = self.loop.now
         proxy.server_connect_failed(server, cause, detail, now - self.connect_started)
+        counters = proxy.server_counters[server]
+        counters.econ += 1
+        counters.backend.econ += 1
         if self.retries_left <= 0 or self.loop.stopping:
             server = None
         else:
@@ -426,10 +449,14 @@ class Session(Relay):
         if server is self.server:
             # The same server again: after a turn-around time, as HAProxy does, so that a
             # server that is restarting is not hammered with the retries all at once.
+            counters.wretr += 1
+            counters.backend.wretr += 1
             self._enter(RETRY_WAIT)
             self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
             self.timer.arm_by(self.connect_started)
             return
+        counters.wredis += 1
+        counters.backend.wredis += 1
         pool.connection_ended(self.slot)
         self.slot = None
         self.server = server
@@ -579,8 +606,7 @@ class Session(Relay):
             parts.append("rule=" + self.rule)
         header = self.header
         if header is not None:
-            parts.append("pp=v%d/%s" % (header.version, header.command if header.command == "LOCAL"
-                                       else header.family))
+            parts.append("pp=" + proxy_text(header))
             vpce = aws_vpce_id(header)
             if vpce:
                 parts.append("vpce=" + log_escape(vpce))
@@ -589,6 +615,20 @@ class Session(Relay):
         if detail:
             parts.append('reason="%s"' % detail.replace('"', "'"))
         return " ".join(parts)
+
+    def json_log_line(self, detail=None):
+        """The same facts as log_line, as one JSON object (``log-format = json``)."""
+        server = self.server
+        return json_log_line(
+            endpoint_text(self.client), endpoint_text(self.peer), self.fe.frontend.name,
+            self.pool.backend.name if server is not None else None,
+            server.config.name if server is not None else None,
+            int(self.queue_wait * 1000),
+            int((self.connected_at - self.connect_started) * 1000)
+            if self.connected_at is not None else None,
+            int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
+            self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
+            self.header, len(self.tried) - 1 if self.tried else 0, detail, self.rule)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,

@@ -31,6 +31,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "proxy: starts simpleproxy as a process (on $SIMPLEPROXY_PYTHON if set); "
                    "added to every test that depends on the proxy_python fixture")
+    config.addinivalue_line(
+        "markers", "tools: drives a slow real tool (hatop in tmux, prometheus-haproxy-exporter, "
+                   "headless Chromium) against the stats socket and listener")
 
 
 def pytest_report_header(config):

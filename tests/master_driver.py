@@ -16,7 +16,8 @@ import sys
 from simpleproxy.channel import parse_admin_fields
 from simpleproxy.config import load_config
 from simpleproxy.logs import setup_logging
-from simpleproxy.master import Master, aggregate_counters, with_workers
+from simpleproxy.master import Master, with_workers
+from simpleproxy.masterview import aggregate_counters
 from simpleproxy.resolve import resolve_addresses
 
 

@@ -222,6 +222,32 @@ def test_weight_zero_and_down_servers_get_nothing(balance):
     assert {pool.pick(client).config.name for client in CLIENTS[:60]} == {"s2"}
 
 
+@pytest.mark.parametrize("balance", ALGORITHMS)
+def test_weight_set_at_run_time(balance):
+    pool = make_pool(balance, ["", "", ""])
+    s1, s2, s3 = pool.servers
+    pool.set_weight(s1, 0)
+    pool.set_weight(s3, 0)
+    assert pool.candidates == [s2]
+    assert {pool.pick(client).config.name for client in CLIENTS[:30]} == {"s2"}
+    pool.set_weight(s1, 5)
+    assert pool.candidates == [s1, s2] and not s3.usable
+
+
+@pytest.mark.parametrize("balance", ALGORITHMS)
+def test_maxconn_set_at_run_time(balance):
+    pool = make_pool(balance, ["", "maxconn 1"])
+    s1, s2 = pool.servers
+    pool.set_maxconn(s1, 1)
+    pool.set_maxconn(s2, 0)                       # no limit any more
+    pool.connection_started(s1)
+    assert {pool.pick(client).config.name for client in CLIENTS[:20]} == {"s2"}
+    pool.connection_started(s2)
+    pool.connection_started(s2)
+    pool.set_maxconn(s2, 2)
+    assert pool.pick(CLIENT) is None and pool.candidates         # both full: the caller queues
+
+
 # -- backups --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("down, allbackups, candidates", [

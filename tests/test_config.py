@@ -32,9 +32,10 @@ default_backend = webservers
 server s1 = 127.0.0.1:8081
 """
 
-GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log-level, maxconn, pidfile, "
+GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log, log-level, maxconn, pidfile, "
                "resolve-hold-nx, resolve-hold-other, resolve-hold-timeout, resolve-interval, "
-               "tune.bufsize, user, workers")
+               "stats auth, stats http, stats name, stats refresh, stats socket, tune.bufsize, "
+               "user, workers")
 DURATION = "(expected a number with ms, s, m, h or d)"
 
 
@@ -266,7 +267,7 @@ def test_contract_example():
         default_backend="webservers", maxconn=None, timeout_client=30.0,
         timeout_client_fin=30.0, timeout_proxy_header=5.0, maxconn_per_source=0,
         maxconn_pending_header=1000, dontlognull=False, dontlog_normal=False, rules=NO_RULES,
-        line=9),)
+        log_format="tcplog", line=9),)
     assert config.backends == {"webservers": Backend(
         name="webservers", balance="roundrobin",
         servers=(plain_server("s1", Address("ipv4", ("192.168.56.20", 3000),
@@ -350,7 +351,8 @@ def test_listen_section_with_defaults_and_default_server():
                     ("unix",), (), "any", False, 4096, 18)),
         default_backend="both", maxconn=50, timeout_client=60.0, timeout_client_fin=2.0,
         timeout_proxy_header=3.0, maxconn_per_source=10, maxconn_pending_header=20,
-        dontlognull=True, dontlog_normal=True, rules=NO_RULES, line=15),)
+        dontlognull=True, dontlog_normal=True, rules=NO_RULES,
+        log_format="tcplog", line=15),)
     (backend,) = config.backends.values()
     assert backend._replace(servers=()) == Backend(
         name="both", balance="leastconn", servers=(), retries=0, redispatch=False,

@@ -2,8 +2,10 @@
 one health verdict, privileges; and the pure parts (limits split across workers, values)."""
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -13,6 +15,7 @@ from simpleproxy.config import parse_config
 from simpleproxy.master import worker_config
 from simpleproxy.config_values import parse_workers, usable_cpus
 from simpleproxy.process import split_limit
+from stats_support import ask, http_get, show_stat_rows
 
 from support import (RESET, ProxyProcess, RecordingServer, connect, exchange, exchange_or_reset,
                      finish, free_port, hostport, read_to_eof, skip_or_fail, wait_until)
@@ -571,3 +574,149 @@ def test_workers_drop_to_nobody_and_still_serve(start_master, backends):
     for n in range(10):
         assert exchange(("127.0.0.1", port), b"%d" % n) == b"A:%d" % n
 
+
+
+# -- the stats socket and listener under a master (masterview.py) ---------------------------------
+
+def stats_config(port, servers, tmp_path, workers=2, extra_global=""):
+    """proxy_config with the stats socket and listener; (config, socket path, http port)."""
+    sock, http = str(tmp_path / "admin.sock"), free_port()
+    return (proxy_config(port, servers, workers=workers, extra_global=(
+        "stats socket = %s\nstats http = 127.0.0.1:%d\n%s" % (sock, http, extra_global))),
+        sock, http)
+
+
+def socat_show_stat(sock):
+    """``show stat`` as an operator types it: echo "show stat" | socat stdio unix-connect:..."""
+    socat = shutil.which("socat")
+    if socat is None:
+        skip_or_fail("socat is not installed")
+    return subprocess.run([socat, "stdio", "unix-connect:" + sock], input=b"show stat\n",
+                          stdout=subprocess.PIPE, timeout=10, check=True).stdout.decode()
+
+
+def test_the_master_serves_show_stat_summed_over_two_workers(start_master, backends, tmp_path):
+    port = free_port()
+    text, sock, http = stats_config(port, backends, tmp_path)
+    master = start_master(text)
+    sent = received = 0
+    for n in range(40):
+        payload = b"hello %d" % n
+        answer = exchange(("127.0.0.1", port), payload)
+        assert answer[2:] == payload
+        sent, received = sent + len(payload), received + len(answer)
+
+    def frontend():
+        return show_stat_rows(socat_show_stat(sock))["app", "FRONTEND"]
+    wait_until(lambda: frontend()["stot"] == "40" and frontend()["bin"] == str(sent),
+               what="40 sessions and their bytes in the master's show stat")
+    rows = show_stat_rows(socat_show_stat(sock))
+    assert rows["app", "FRONTEND"]["bout"] == str(received)
+    assert rows["app", "BACKEND"]["stot"] == "40"
+    assert int(rows["app", "s0"]["stot"]) + int(rows["app", "s1"]["stot"]) == 40
+    assert rows["app", "s0"]["status"] == rows["app", "s1"]["status"] == "no check"
+    info = ask(sock, "show info\n")
+    assert "\nPid: %d\n" % master.proc.pid in info and "\nCumConns: 40\n" in info
+    status, body = http_get(http, "/;csv")
+    assert status == 200 and show_stat_rows(body.decode())["app", "FRONTEND"]["stot"] == "40"
+    status, body = http_get(http, "/metrics")
+    assert 'haproxy_frontend_sessions_total{proxy="app"} 40' in body.decode()
+
+
+def test_a_drain_set_through_the_master_carries_over_a_reload(start_master, backends, tmp_path):
+    port = free_port()
+    address = ("127.0.0.1", port)
+    text, sock, _ = stats_config(port, backends, tmp_path)
+    master = start_master(text)
+    assert ask(sock, "set server app/s0 state drain\n") == "\n"
+    assert show_stat_rows(ask(sock, "show stat\n"))["app", "s0"]["status"] == "DRAIN"
+    master.wait_for("server app/s0 administrative state changed from READY to DRAIN by the "
+                    "runtime API")
+    wait_until(lambda: all(exchange(address, b"d%d" % n) == b"B:d%d" % n for n in range(10)),
+               what="new connections to avoid the drained s0 in both workers")
+    master.reload(text)
+    assert show_stat_rows(ask(sock, "show stat\n"))["app", "s0"]["status"] == "DRAIN"
+    for n in range(20):
+        assert exchange(address, b"r%d" % n) == b"B:r%d" % n
+    # Once the new workers' counters are shown (a reload starts them over), so is their s0.
+    rows = wait_until(lambda: (lambda rows: rows["app", "FRONTEND"]["stot"] == "20" and rows)(
+        show_stat_rows(ask(sock, "show stat\n"))), what="the new workers' counters")
+    assert rows["app", "s0"]["status"] == "DRAIN" and rows["app", "s0"]["stot"] == "0"
+    assert ask(sock, "set server app/s0 state ready\n") == "\n"
+    wait_until(lambda: exchange(address, b"back") == b"A:back", what="s0 to take connections")
+
+
+def test_health_says_503_from_sigusr1_while_the_workers_drain(start_master, backends, tmp_path):
+    port = free_port()
+    text, _, http = stats_config(port, backends[:1], tmp_path)
+    master = start_master(text)
+    held = connect(("127.0.0.1", port))
+    try:
+        assert held.recv(2) == b"A:"
+        assert http_get(http, "/health") == (200, b"ok\n")
+        master.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: http_get(http, "/health")[0] == 503, what="/health to say 503")
+        master.wait_for("stopped accepting; 1 connection(s) left to finish")
+        assert http_get(http, "/health") == (503, b"stopping\n")
+        assert finish(held, b"drained") == b"drained"       # the established one carries on
+    finally:
+        held.close()
+    assert master.proc.wait(10) == 0
+
+
+def test_a_single_process_health_says_503_from_sigusr1(launch, backends, tmp_path):
+    port, http = free_port(), free_port()
+    proxy = launch("[global]\nstats http = 127.0.0.1:%d\n" % http
+                   + SINGLE % (port, backends[0].config_address))
+    held = connect(("127.0.0.1", port))
+    try:
+        assert held.recv(2) == b"A:"
+        assert http_get(http, "/health")[0] == 200
+        proxy.proc.send_signal(signal.SIGUSR1)
+        proxy.wait_for("stopped accepting; 1 connection(s) left to finish")
+        assert http_get(http, "/health") == (503, b"stopping\n")
+        assert finish(held, b"drained") == b"drained"
+    finally:
+        held.close()
+    assert proxy.proc.wait(10) == 0
+
+
+def test_the_master_shows_the_checking_workers_verdicts_and_results(start_master, backends,
+                                                                     tmp_path):
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))                       # bound, not listening: refused
+    port = free_port()
+    try:
+        sock = str(tmp_path / "admin.sock")
+        master = start_master(
+            "[global]\nworkers = 2\nstats socket = %s\n[listen app]\nbind = 127.0.0.1:%d\n"
+            "server up = %s check inter 200ms\nserver gone = %s check inter 200ms\n"
+            % (sock, port, backends[0].config_address, hostport(*dead.getsockname())))
+        master.wait_for("server app/gone is DOWN")
+
+        def servers():
+            rows = show_stat_rows(ask(sock, "show stat\n"))
+            return rows["app", "up"], rows["app", "gone"]
+        up, gone = wait_until(lambda: (lambda pair: pair[1]["status"] == "DOWN" and pair)(
+            servers()), what="gone DOWN in the master's show stat")
+        assert up["status"].startswith("UP") and up["check_status"] == "L4OK"
+        assert gone["check_status"] == "L4CON" and gone["chkdown"] == "1"     # once, not twice
+        rows = [line.split() for line in ask(sock, "show servers state app\n").splitlines()
+                if line.startswith("1 app ")]
+        assert [(row[3], row[5]) for row in rows] == [("up", "2"), ("gone", "0")]  # op_state
+    finally:
+        dead.close()
+
+
+def test_counters_too_large_for_the_channel_are_said_once_and_left_out(start_master, tmp_path):
+    port = free_port()
+    sock = str(tmp_path / "admin.sock")
+    servers = "\n".join("server s%d = 127.0.0.1:%d" % (n, 1024 + n) for n in range(3000))
+    master = start_master("[global]\nworkers = 1\nstats socket = %s\n[listen app]\n"
+                          "bind = 127.0.0.1:%d\n%s\n" % (sock, port, servers))
+    master.wait_for("this worker's counters (")
+    assert "do not fit a channel message" in master.log_lines("this worker's counters")[0]
+    rows = show_stat_rows(ask(sock, "show stat\n"))         # the master's view still answers
+    assert rows["app", "s2999"]["status"] == "no check"
+    time.sleep(2.5)                   # a measuring window: two more rounds of counters
+    assert len(master.log_lines("this worker's counters")) == 1
