@@ -2,6 +2,7 @@
 one health verdict, privileges; and the pure parts (limits split across workers, values)."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,8 +18,9 @@ from simpleproxy.config_values import parse_workers, usable_cpus
 from simpleproxy.process import split_limit
 from stats_support import ask, http_get, show_stat_rows
 
-from support import (RESET, ProxyProcess, RecordingServer, connect, exchange, exchange_or_reset,
-                     finish, free_port, hostport, read_to_eof, skip_or_fail, wait_until)
+from support import (DEFAULT_TIMEOUT, RESET, ProxyProcess, RecordingServer, connect, exchange,
+                     exchange_or_reset, finish, free_port, hostport, read_to_eof, skip_or_fail,
+                     wait_until)
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -296,10 +298,15 @@ def test_workers_whose_master_dies_finish_their_connections_and_exit(tmp_path, b
 def _exited(pid):
     """True once ``pid`` is gone or a zombie (an orphan waits for init to reap it)."""
     try:
-        with open("/proc/%d/status" % pid) as f:
-            return "zombie" in f.read()
+        return _state(pid) == "zombie"
     except FileNotFoundError:
         return True
+
+
+def _state(pid):
+    """The process's state as /proc tells it: running, sleeping, stopped, zombie..."""
+    with open("/proc/%d/status" % pid) as f:
+        return re.search(r"^State:\s+\S+ \((\w+)", f.read(), re.M).group(1)
 
 
 # -- soft stop ------------------------------------------------------------------------------------
@@ -437,7 +444,11 @@ def test_failed_client_connections_on_another_worker_count_where_the_checks_are(
                           "retries = 0\nserver s = %s check inter 30s rise 1 fall 1\n"
                           % (port, hostport(*server.getsockname())))
     checker = int(master.wait_for("worker 1.0 started").split("pid ")[1].rstrip(")"))
+    server.settimeout(DEFAULT_TIMEOUT)
+    server.accept()[0].close()             # the checker's first check: the next is 30 s away
     os.kill(checker, signal.SIGSTOP)       # so that every client goes to the other worker
+    # kill() returns before a thread running on the other core has stopped.
+    wait_until(lambda: _state(checker) == "stopped", what="the checker to be stopped")
     try:
         server.close()                     # from now on, connections are refused
         assert exchange_or_reset(("127.0.0.1", port), b"x") in (b"", RESET)
