@@ -44,20 +44,20 @@ Contents (line numbers in this file):
      6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
      6261  Stats: the HTML page (simpleproxy/statspage.py)
      6387  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6728  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6861  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7114  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7304  The proxy: a connection's life (simpleproxy/session.py)
-     7952  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8173  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8412  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8912  Processes: worker count, privileges (simpleproxy/process.py)
-     8965  Processes: the master-worker channel (simpleproxy/channel.py)
-     9074  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9239  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9333  Processes: the master, workers, reload (simpleproxy/master.py)
-     9987  The command line (simpleproxy/cli.py)
-    10070  Entry point (simpleproxy/__main__.py)
+     6744  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6877  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7130  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7320  The proxy: a connection's life (simpleproxy/session.py)
+     7968  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8189  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8428  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8928  Processes: worker count, privileges (simpleproxy/process.py)
+     8981  Processes: the master-worker channel (simpleproxy/channel.py)
+     9090  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9255  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9349  Processes: the master, workers, reload (simpleproxy/master.py)
+    10003  The command line (simpleproxy/cli.py)
+    10086  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -6400,7 +6400,8 @@ HAProxy 2.6:
   and a command that succeeds silently answers just that empty line (tools such as
   haproxyadmin take a lone ``"\\n"`` as success).
 * errors start with HAProxy's own first lines (``Unknown command, but maybe one of the
-  following ones is a better match:``, ``Permission denied``, ``No such server.``).
+  following ones is a better match:`` for any word it does not know, ``Permission
+  denied``, ``No such server.``).
 * a line longer than ``MAX_LINE`` bytes is refused and the connection closed: the buffer
   never grows past it.
 * level ``user`` may only look; ``admin`` may also change servers.
@@ -6515,9 +6516,9 @@ class AdminConversation(object):
             answers.append(self._answer(command.split()))
             if self.closed:
                 break
-        if self.interactive and not self.closed:
-            answers.append(PROMPT)
-        elif not self.interactive:
+            if self.interactive:
+                answers.append(PROMPT)      # after each command of the line, as HAProxy
+        if not self.interactive:
             self.closed = True
         return "".join(answers).encode("utf-8", "replace")
 
@@ -6555,14 +6556,15 @@ class AdminConversation(object):
             _ADM_BUILTIN_HELP
 
     def _unknown(self, words):
-        """HAProxy's answer to an unknown command: the commands sharing its first word, or
-        all of them (an empty command included)."""
-        close = self._command_lines(words[:1]) if words else []
-        if close:
-            return ("Unknown command, but maybe one of the following ones is a better match:\n"
-                    + "".join(close) + _ADM_BUILTIN_HELP)
-        return ("Unknown command. Please enter one of the following commands only:\n" +
-                "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        """HAProxy 2.6's answer to an unknown command: for an empty one, all the commands;
+        otherwise "maybe one of the following" and the commands sharing its first word, or
+        all of them (HAProxy's guesses are fuzzier; its first line is what tools match)."""
+        if not words:
+            return ("Unknown command. Please enter one of the following commands only:\n" +
+                    "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        close = self._command_lines(words[:1]) or self._command_lines()
+        return ("Unknown command, but maybe one of the following ones is a better match:\n" +
+                "".join(close) + _ADM_BUILTIN_HELP)
 
 
 class _AdmUsage(Exception):
@@ -6615,15 +6617,29 @@ def _adm_show_info(target, args):
 
 
 def _adm_show_stat(target, args):
-    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
-    no-maint) are ignored, as HAProxy ignores words it does not know."""
+    """``show stat [IID TYPE SID] [typed]``, read as HAProxy 2.6 reads it: with three words
+    or more, the first three are the filters; IID is a proxy's id or name (-1: all), and a
+    TYPE or SID that is not a number counts as 0 (C's atoi). HAProxy's other words (json,
+    desc, up, no-maint) are ignored, as HAProxy ignores words it does not know."""
+    stats = target.stats_model()
     filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
-    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
-    if len(numbers) >= 3:
-        filters = [int(number) for number in numbers[:3]]
+    if len(args) >= 3:
+        proxy = args[0]
+        iid = int(proxy) if _ADM_INTEGER.match(proxy) else _adm_proxy_id(stats, proxy)
+        if iid is None:
+            return "No such proxy.\n"
+        filters = [iid] + [int(arg) if _ADM_INTEGER.match(arg) else 0 for arg in args[1:3]]
     now, _ = target.clock()
     view = show_stat_typed if "typed" in args else show_stat
-    return view(target.stats_model(), now, *filters)
+    return view(stats, now, *filters)
+
+
+def _adm_proxy_id(stats, name):
+    """The id of the frontend, backend or listen section called ``name``, or None."""
+    for iid, fe, be in proxies(stats):
+        if any(half is not None and half.name == name for half in (fe, be)):
+            return iid
+    return None
 
 
 def _adm_show_servers_state(target, args):

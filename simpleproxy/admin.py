@@ -11,7 +11,8 @@ HAProxy 2.6:
   and a command that succeeds silently answers just that empty line (tools such as
   haproxyadmin take a lone ``"\\n"`` as success).
 * errors start with HAProxy's own first lines (``Unknown command, but maybe one of the
-  following ones is a better match:``, ``Permission denied``, ``No such server.``).
+  following ones is a better match:`` for any word it does not know, ``Permission
+  denied``, ``No such server.``).
 * a line longer than ``MAX_LINE`` bytes is refused and the connection closed: the buffer
   never grows past it.
 * level ``user`` may only look; ``admin`` may also change servers.
@@ -36,8 +37,8 @@ from collections import namedtuple
 
 from .balancer import DRAIN, MAINT, MAX_WEIGHT, READY
 from .logs import LOG
-from .statsviews import (SHOW_ALL, show_errors, show_info, show_servers_state, show_sess,
-                         show_stat, show_stat_typed)
+from .statsviews import (SHOW_ALL, proxies, show_errors, show_info, show_servers_state,
+                         show_sess, show_stat, show_stat_typed)
 
 MAX_LINE = 16384              # bytes of one command line, HAProxy's default buffer size
 PROMPT = "> "
@@ -130,9 +131,9 @@ class AdminConversation(object):
             answers.append(self._answer(command.split()))
             if self.closed:
                 break
-        if self.interactive and not self.closed:
-            answers.append(PROMPT)
-        elif not self.interactive:
+            if self.interactive:
+                answers.append(PROMPT)      # after each command of the line, as HAProxy
+        if not self.interactive:
             self.closed = True
         return "".join(answers).encode("utf-8", "replace")
 
@@ -170,14 +171,15 @@ class AdminConversation(object):
             _ADM_BUILTIN_HELP
 
     def _unknown(self, words):
-        """HAProxy's answer to an unknown command: the commands sharing its first word, or
-        all of them (an empty command included)."""
-        close = self._command_lines(words[:1]) if words else []
-        if close:
-            return ("Unknown command, but maybe one of the following ones is a better match:\n"
-                    + "".join(close) + _ADM_BUILTIN_HELP)
-        return ("Unknown command. Please enter one of the following commands only:\n" +
-                "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        """HAProxy 2.6's answer to an unknown command: for an empty one, all the commands;
+        otherwise "maybe one of the following" and the commands sharing its first word, or
+        all of them (HAProxy's guesses are fuzzier; its first line is what tools match)."""
+        if not words:
+            return ("Unknown command. Please enter one of the following commands only:\n" +
+                    "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        close = self._command_lines(words[:1]) or self._command_lines()
+        return ("Unknown command, but maybe one of the following ones is a better match:\n" +
+                "".join(close) + _ADM_BUILTIN_HELP)
 
 
 class _AdmUsage(Exception):
@@ -230,15 +232,29 @@ def _adm_show_info(target, args):
 
 
 def _adm_show_stat(target, args):
-    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
-    no-maint) are ignored, as HAProxy ignores words it does not know."""
+    """``show stat [IID TYPE SID] [typed]``, read as HAProxy 2.6 reads it: with three words
+    or more, the first three are the filters; IID is a proxy's id or name (-1: all), and a
+    TYPE or SID that is not a number counts as 0 (C's atoi). HAProxy's other words (json,
+    desc, up, no-maint) are ignored, as HAProxy ignores words it does not know."""
+    stats = target.stats_model()
     filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
-    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
-    if len(numbers) >= 3:
-        filters = [int(number) for number in numbers[:3]]
+    if len(args) >= 3:
+        proxy = args[0]
+        iid = int(proxy) if _ADM_INTEGER.match(proxy) else _adm_proxy_id(stats, proxy)
+        if iid is None:
+            return "No such proxy.\n"
+        filters = [iid] + [int(arg) if _ADM_INTEGER.match(arg) else 0 for arg in args[1:3]]
     now, _ = target.clock()
     view = show_stat_typed if "typed" in args else show_stat
-    return view(target.stats_model(), now, *filters)
+    return view(stats, now, *filters)
+
+
+def _adm_proxy_id(stats, name):
+    """The id of the frontend, backend or listen section called ``name``, or None."""
+    for iid, fe, be in proxies(stats):
+        if any(half is not None and half.name == name for half in (fe, be)):
+            return iid
+    return None
 
 
 def _adm_show_servers_state(target, args):

@@ -59,7 +59,12 @@ def test_unknown_command_suggests():
     assert lines[1].startswith("  show errors ") and out.endswith(b"  quit" + b" " * 36 +
                                                                  b": disconnect\n\n")
     assert closed
+    # HAProxy 2.6 answers "maybe one of" to any word it does not know (its guesses are fuzzy;
+    # here all commands), and "Please enter" only to an empty command.
     out, _ = talk(b"frobnicate\n")
+    assert out.startswith(b"Unknown command, but maybe one of the following ones is a better "
+                          b"match:\n  disable server ")
+    out, _ = talk(b"\n")
     assert out.startswith(b"Unknown command. Please enter one of the following commands only:\n")
     out, _ = talk(b"quit now\n")
     assert out.count(b"  quit ") == 1
@@ -97,6 +102,26 @@ def test_show_stat_filters_and_typed():
     assert b"BACKEND" not in out
 
 
+@pytest.mark.parametrize("line, rows", [
+    # As HAProxy 2.6 reads IID TYPE SID: IID an id or a proxy's name; a TYPE or SID that is
+    # not a number is 0 (atoi); fewer than three words filter nothing.
+    (b"show stat app 4 -1\n", [["app", "s1"], ["app", "s2"], ["app", "s3"]]),
+    (b"show stat db 3 -1\n", [["db", "FRONTEND"], ["db", "BACKEND"]]),
+    (b"show stat 99 4 -1\n", []),
+    (b"show stat app x -1\n", []),
+    (b"show stat db 7 y\n", [["db", "FRONTEND"], ["db", "BACKEND"]]),
+])
+def test_show_stat_reads_filters_as_haproxy(line, rows):
+    out, _ = talk(line)
+    assert out.startswith(b"# pxname,")
+    assert [row.split(",")[:2] for row in out.decode().splitlines()[1:] if row] == rows
+
+
+@pytest.mark.parametrize("line", [b"show stat nope 4 -1\n", b"show stat typed -1 2 -1\n"])
+def test_show_stat_unknown_proxy(line):
+    assert talk(line) == (b"No such proxy.\n\n", True)
+
+
 def test_level_user_may_look():
     out, _ = talk(b"show stat\n", "user")
     assert out.startswith(b"# pxname,svname,") and out.endswith(b",\n\n")
@@ -130,8 +155,9 @@ def test_prompt_mode():
     conversation = AdminConversation(ReferenceTarget())
     assert conversation.feed(b"prompt\n") == b"\n> "
     assert conversation.feed(b"set server app/s1 weight 2\n") == b"\n> "
+    # As HAProxy 2.6: a prompt after each command of a ';' line.
     assert conversation.feed(b"set server app/zz weight 1; set server app/s1 weight 1\n") == \
-        b"No such server.\n\n\n> "
+        b"No such server.\n\n> \n> "
     assert conversation.feed(b"show ") == b""          # a line in pieces waits for its end
     assert conversation.feed(b"info\n").startswith(b"Name: simpleproxy\nVersion: ")
     assert not conversation.closed
