@@ -46,6 +46,8 @@ LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
 _ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
+_ADM_WEIGHT = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
+_ADM_MAX_PERCENT = 25600      # HAProxy caps a relative weight there before scaling
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
                                         "bytes_in bytes_out proxy tlvs")
@@ -295,10 +297,29 @@ def _adm_set_weight(target, args):
     """``set weight B/S N`` (HAProxy's older form, which haproxyadmin sends), and the weight
     part of ``set server``."""
     srv = _adm_server(target, args)
-    weight = _adm_number(args[1:], "Require <weight> or <weight%>.\n",
-                         "Empty weight string empty or preceded by garbage", 0, MAX_WEIGHT,
-                         "Absolute weight can only be between 0 and 256 inclusive.\n")
+    weight = _adm_weight(args[1:], srv.state.config.weight)
     return _adm_done(target.set_server(srv.backend.name, srv.name, weight=weight))
+
+
+def _adm_weight(args, initial):
+    """The weight ``args[0]`` asks for, read as HAProxy 2.6 does: an absolute 0-256, or
+    ``N%`` of the configured weight (hatop's F4 sends ``100%`` to reset it), with HAProxy's
+    messages."""
+    if not args:
+        raise _AdmUsage("Require <weight> or <weight%>.\n")
+    match = _ADM_WEIGHT.match(args[0])
+    if match is None:
+        raise _AdmUsage("Empty weight string empty or preceded by garbage")
+    weight, rest = int(match.group(1)), match.group(2)
+    if rest == "%":
+        if weight < 0:
+            raise _AdmUsage("Relative weight must be positive.\n")
+        return min(MAX_WEIGHT, initial * min(weight, _ADM_MAX_PERCENT) // 100)
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise _AdmUsage("Absolute weight can only be between 0 and 256 inclusive.\n")
+    if rest:
+        raise _AdmUsage("Trailing garbage in weight string")
+    return weight
 
 
 def _adm_get_weight(target, args):

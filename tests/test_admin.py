@@ -47,6 +47,13 @@ def talk(data, level="admin", target=None):
     (b"set weight app/s1 4\n", b"\n"),
     (b"set weight app/s1\n", b"Require <weight> or <weight%>.\n\n"),
     (b"set weight app/zz 3\n", b"No such server.\n\n"),
+    # Relative weights (hatop's F4 sends "100%"), as HAProxy 2.6.12 reads them.
+    (b"set weight app/s1 100%\n", b"\n"),
+    (b"set server app/s2 weight 50%\n", b"\n"),
+    (b"set weight app/s1 -5%\n", b"Relative weight must be positive.\n\n"),
+    (b"set weight app/s1 1x\n", b"Trailing garbage in weight string\n"),
+    (b"set weight app/s1 5%x\n", b"Trailing garbage in weight string\n"),
+    (b"set weight app/s1 %\n", b"Empty weight string empty or preceded by garbage\n"),
 ])
 def test_answers_as_haproxy(line, answer):
     assert talk(line) == (answer, True)
@@ -144,6 +151,12 @@ def test_commands_change_the_pool():
     talk(b"set weight app/s1 1\n", target=target)
     talk(b"set weight app/s2 2\n", target=target)
     assert pool.candidates == [s1, s2] and s2.weight == 2
+    talk(b"set server app/s2 weight 50%\n", target=target)     # of its configured 3
+    assert s2.weight == 1
+    talk(b"set weight app/s2 1000%\n", target=target)
+    assert s2.weight == 30
+    talk(b"set weight app/s2 100000%\n", target=target)        # capped, as HAProxy does
+    assert s2.weight == 256
     talk(b"set server app/s2 weight 0\n", target=target)
     talk(b"set maxconn server app/s1 7\n", target=target)
     assert s1.maxconn == 7
