@@ -61,11 +61,13 @@ def test_the_unix_socket_is_owner_only_and_answers_show_info(launch, tmp_path, e
     assert info.endswith("\n\n")
 
 
-def test_mode_and_level_user(launch, tmp_path, echo_servers):
-    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+def test_mode_and_level_user_and_stats_name(launch, tmp_path, echo_servers):
+    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+                                      global_extra="stats name = HAProxy\n")
     text = text.replace("admin.sock\n", "admin.sock mode 660 level user\n")
     launch(text)
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+    assert ask(sock, "show info\n").startswith("Name: HAProxy\nVersion: ")   # haproxyadmin's test
     assert ask(sock, "show stat\n").startswith("# pxname,svname,qcur,")
     assert ask(sock, "disable server app/s1\n") == "Permission denied\n\n"
     assert "s1,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check," in ask(sock, "show stat\n")
