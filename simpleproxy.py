@@ -44,20 +44,20 @@ Contents (line numbers in this file):
      6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
      6261  Stats: the HTML page (simpleproxy/statspage.py)
      6387  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6765  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6898  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7151  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7341  The proxy: a connection's life (simpleproxy/session.py)
-     7989  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8210  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8449  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8949  Processes: worker count, privileges (simpleproxy/process.py)
-     9002  Processes: the master-worker channel (simpleproxy/channel.py)
-     9111  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9276  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9370  Processes: the master, workers, reload (simpleproxy/master.py)
-    10024  The command line (simpleproxy/cli.py)
-    10107  Entry point (simpleproxy/__main__.py)
+     6790  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6925  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7178  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7368  The proxy: a connection's life (simpleproxy/session.py)
+     8016  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8237  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8481  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8981  Processes: worker count, privileges (simpleproxy/process.py)
+     9034  Processes: the master-worker channel (simpleproxy/channel.py)
+     9143  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9308  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9402  Processes: the master, workers, reload (simpleproxy/master.py)
+    10056  The command line (simpleproxy/cli.py)
+    10139  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -6431,7 +6431,7 @@ LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
 _ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
-_ADM_WEIGHT = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
+_ADM_STRTOL = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
 _ADM_MAX_PERCENT = 25600      # HAProxy caps a relative weight there before scaling
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
@@ -6462,7 +6462,9 @@ def log_server_setting(label, before, after):
 
 
 class _AdmCommand(namedtuple("_AdmCommand", "words usage help admin handler")):
-    """A command: the words that name it, its help line, whether it needs level admin."""
+    """A command: the words that name it, its help line, whether it needs level admin, and
+    its handler(target, args), or None for the one that sets the conversation itself
+    (``set timeout cli``)."""
 
 
 def _adm_help_line(usage, text):
@@ -6477,6 +6479,7 @@ class AdminConversation(object):
         self.level = level
         self.interactive = False
         self.closed = False
+        self.timeout = None          # seconds a request may take; None: the listener's own
         self._buffer = b""
 
     def feed(self, data):
@@ -6539,10 +6542,30 @@ class AdminConversation(object):
             return self._unknown(words) + "\n"
         if command.admin and self.level != LEVEL_ADMIN:
             return PERMISSION_DENIED + "\n"
+        args = words[len(command.words):]
+        if command.handler is None:
+            return self._set_timeout(args) + "\n"
         try:
-            return command.handler(self.target, words[len(command.words):]) + "\n"
+            return command.handler(self.target, args) + "\n"
         except _AdmUsage as usage:
             return str(usage) + "\n"
+
+    def _set_timeout(self, args):
+        """``set timeout cli DELAY`` (seconds unless a unit says otherwise): this connection's
+        own deadline, as HAProxy's (hatop asks for 60 s when it connects)."""
+        if args[:1] != ["cli"]:
+            return "'set timeout' only supports 'cli'.\n"
+        if len(args) < 2:
+            return "Expects an integer value.\n"
+        text = args[1]
+        try:
+            seconds = parse_duration(text if not text.isdigit() else text + "s")
+        except ValueError:
+            seconds = 0
+        if seconds < 1:
+            return "Invalid timeout value.\n"
+        self.timeout = seconds
+        return ""
 
     def _command_lines(self, words=()):
         """The help lines of the commands this level may run whose names start with
@@ -6597,20 +6620,6 @@ def _adm_server(target, args):
 def _adm_done(error):
     """A setter's result: nothing (success is the empty line) or its error line."""
     return "" if error is None else error.rstrip("\n") + "\n"
-
-
-def _adm_number(args, missing, garbage, low, high, range_error):
-    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
-    value, a word that is not a number and a number out of range."""
-    if not args:
-        raise _AdmUsage(missing)
-    text = args[0]
-    if not _ADM_INTEGER.match(text):
-        raise _AdmUsage(garbage)
-    value = int(text)
-    if not low <= value <= high:
-        raise _AdmUsage(range_error)
-    return value
 
 
 def _adm_show_info(target, args):
@@ -6692,7 +6701,7 @@ def _adm_weight(args, initial):
     messages."""
     if not args:
         raise _AdmUsage("Require <weight> or <weight%>.\n")
-    match = _ADM_WEIGHT.match(args[0])
+    match = _ADM_STRTOL.match(args[0])
     if match is None:
         raise _AdmUsage("Empty weight string empty or preceded by garbage")
     weight, rest = int(match.group(1)), match.group(2)
@@ -6715,10 +6724,24 @@ def _adm_get_weight(target, args):
 
 def _adm_set_maxconn_server(target, args):
     srv = _adm_server(target, args)
-    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
-                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
-                          "maxconn string empty or preceded by garbage")
+    maxconn = _adm_maxconn(args[1:])
     return _adm_done(target.set_server(srv.backend.name, srv.name, maxconn=maxconn))
+
+
+def _adm_maxconn(args):
+    """The limit ``args[0]`` asks for, with HAProxy 2.6's messages; HAProxy takes a negative
+    one without a word, which is refused here (0 means no limit)."""
+    if not args:
+        raise _AdmUsage("Require <maxconn>.\n")
+    match = _ADM_STRTOL.match(args[0])
+    if match is None:
+        raise _AdmUsage("maxconn string empty or preceded by garbage")
+    if match.group(2):
+        raise _AdmUsage("Trailing garbage in maxconn string")
+    maxconn = int(match.group(1))
+    if not 0 <= maxconn <= MAX_MAXCONN:
+        raise _AdmUsage("maxconn must be between 0 (no limit) and %d.\n" % MAX_MAXCONN)
+    return maxconn
 
 
 def _adm_state_setter(admin):
@@ -6741,6 +6764,8 @@ _ADM_COMMANDS = (
                 "change a server's maxconn setting", True, _adm_set_maxconn_server),
     _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
                 "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "timeout"), "set timeout [cli] <delay>", "change a timeout setting",
+                False, None),
     _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
                 "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
     _AdmCommand(("show", "errors"), "show errors",
@@ -6799,6 +6824,8 @@ _SH_METHODS = ("GET", "HEAD")
 
 class StatsHttpExchange(object):
     """One connection to the stats listener: request bytes in, one response out."""
+
+    timeout = None                   # the listener's deadline (no "set timeout" over HTTP)
 
     def __init__(self, target, settings):
         """``settings``: a StatsHttpSettings (auth, refresh, name)."""
@@ -8225,7 +8252,8 @@ statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to 
   only speaks when fed, so its output is bounded by one answer).
 * A deadline of ``CLIENT_TIMEOUT`` seconds from the start of each request to its answer,
   and from one write's progress to the next: a slow or silent client is closed, as
-  HAProxy's ``stats timeout`` does (10s by default).
+  HAProxy's ``stats timeout`` does (10s by default). A stats socket client may ask for
+  another with ``set timeout cli`` (the conversation's ``timeout``), as hatop does.
 * An error in a conversation closes that client only (logged), never the loop.
 * Once the last answer is written, the write side is shut and what the client still sends
   (the rest of a line too long, say) is read and dropped until its EOF or the deadline, so
@@ -8406,7 +8434,7 @@ class ServiceClient(object):
                 return
             self.pending = self.pending[sent:]
             if sent:
-                self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+                self.timer.arm(self.loop.now + self._timeout())
         if self.pending:
             self._want(EVENT_WRITE)
         elif self.conversation.closed:
@@ -8418,7 +8446,11 @@ class ServiceClient(object):
             self._want(EVENT_READ)
         else:
             self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
-            self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+            self.timer.arm(self.loop.now + self._timeout())
+
+    def _timeout(self):
+        """The conversation's own deadline (``set timeout cli``), else CLIENT_TIMEOUT."""
+        return self.conversation.timeout or CLIENT_TIMEOUT
 
     def _drop_the_rest(self):
         try:

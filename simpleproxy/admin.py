@@ -36,6 +36,7 @@ import re
 from collections import namedtuple
 
 from .balancer import DRAIN, MAINT, MAX_WEIGHT, READY
+from .config_values import parse_duration
 from .logs import LOG
 from .statsviews import (SHOW_ALL, proxies, show_errors, show_info, show_servers_state,
                          show_sess, show_stat, show_stat_typed)
@@ -46,7 +47,7 @@ LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
 _ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
-_ADM_WEIGHT = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
+_ADM_STRTOL = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
 _ADM_MAX_PERCENT = 25600      # HAProxy caps a relative weight there before scaling
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
@@ -77,7 +78,9 @@ def log_server_setting(label, before, after):
 
 
 class _AdmCommand(namedtuple("_AdmCommand", "words usage help admin handler")):
-    """A command: the words that name it, its help line, whether it needs level admin."""
+    """A command: the words that name it, its help line, whether it needs level admin, and
+    its handler(target, args), or None for the one that sets the conversation itself
+    (``set timeout cli``)."""
 
 
 def _adm_help_line(usage, text):
@@ -92,6 +95,7 @@ class AdminConversation(object):
         self.level = level
         self.interactive = False
         self.closed = False
+        self.timeout = None          # seconds a request may take; None: the listener's own
         self._buffer = b""
 
     def feed(self, data):
@@ -154,10 +158,30 @@ class AdminConversation(object):
             return self._unknown(words) + "\n"
         if command.admin and self.level != LEVEL_ADMIN:
             return PERMISSION_DENIED + "\n"
+        args = words[len(command.words):]
+        if command.handler is None:
+            return self._set_timeout(args) + "\n"
         try:
-            return command.handler(self.target, words[len(command.words):]) + "\n"
+            return command.handler(self.target, args) + "\n"
         except _AdmUsage as usage:
             return str(usage) + "\n"
+
+    def _set_timeout(self, args):
+        """``set timeout cli DELAY`` (seconds unless a unit says otherwise): this connection's
+        own deadline, as HAProxy's (hatop asks for 60 s when it connects)."""
+        if args[:1] != ["cli"]:
+            return "'set timeout' only supports 'cli'.\n"
+        if len(args) < 2:
+            return "Expects an integer value.\n"
+        text = args[1]
+        try:
+            seconds = parse_duration(text if not text.isdigit() else text + "s")
+        except ValueError:
+            seconds = 0
+        if seconds < 1:
+            return "Invalid timeout value.\n"
+        self.timeout = seconds
+        return ""
 
     def _command_lines(self, words=()):
         """The help lines of the commands this level may run whose names start with
@@ -212,20 +236,6 @@ def _adm_server(target, args):
 def _adm_done(error):
     """A setter's result: nothing (success is the empty line) or its error line."""
     return "" if error is None else error.rstrip("\n") + "\n"
-
-
-def _adm_number(args, missing, garbage, low, high, range_error):
-    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
-    value, a word that is not a number and a number out of range."""
-    if not args:
-        raise _AdmUsage(missing)
-    text = args[0]
-    if not _ADM_INTEGER.match(text):
-        raise _AdmUsage(garbage)
-    value = int(text)
-    if not low <= value <= high:
-        raise _AdmUsage(range_error)
-    return value
 
 
 def _adm_show_info(target, args):
@@ -307,7 +317,7 @@ def _adm_weight(args, initial):
     messages."""
     if not args:
         raise _AdmUsage("Require <weight> or <weight%>.\n")
-    match = _ADM_WEIGHT.match(args[0])
+    match = _ADM_STRTOL.match(args[0])
     if match is None:
         raise _AdmUsage("Empty weight string empty or preceded by garbage")
     weight, rest = int(match.group(1)), match.group(2)
@@ -330,10 +340,24 @@ def _adm_get_weight(target, args):
 
 def _adm_set_maxconn_server(target, args):
     srv = _adm_server(target, args)
-    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
-                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
-                          "maxconn string empty or preceded by garbage")
+    maxconn = _adm_maxconn(args[1:])
     return _adm_done(target.set_server(srv.backend.name, srv.name, maxconn=maxconn))
+
+
+def _adm_maxconn(args):
+    """The limit ``args[0]`` asks for, with HAProxy 2.6's messages; HAProxy takes a negative
+    one without a word, which is refused here (0 means no limit)."""
+    if not args:
+        raise _AdmUsage("Require <maxconn>.\n")
+    match = _ADM_STRTOL.match(args[0])
+    if match is None:
+        raise _AdmUsage("maxconn string empty or preceded by garbage")
+    if match.group(2):
+        raise _AdmUsage("Trailing garbage in maxconn string")
+    maxconn = int(match.group(1))
+    if not 0 <= maxconn <= MAX_MAXCONN:
+        raise _AdmUsage("maxconn must be between 0 (no limit) and %d.\n" % MAX_MAXCONN)
+    return maxconn
 
 
 def _adm_state_setter(admin):
@@ -356,6 +380,8 @@ _ADM_COMMANDS = (
                 "change a server's maxconn setting", True, _adm_set_maxconn_server),
     _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
                 "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "timeout"), "set timeout [cli] <delay>", "change a timeout setting",
+                False, None),
     _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
                 "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
     _AdmCommand(("show", "errors"), "show errors",

@@ -26,6 +26,10 @@ def talk(data, level="admin", target=None):
     (b"set server app/s1 weight x\n", b"Empty weight string empty or preceded by garbage\n"),
     (b"set maxconn server app/s1 10\n", b"\n"),
     (b"set maxconn server app/s1 x\n", b"maxconn string empty or preceded by garbage\n"),
+    (b"set maxconn server app/s1 5x\n", b"Trailing garbage in maxconn string\n"),
+    # HAProxy takes a negative maxconn silently; refused here, with the range.
+    (b"set maxconn server app/s1 -3\n", b"maxconn must be between 0 (no limit) and "
+                                          b"2147483647.\n\n"),
     (b"disable server app/s1\n", b"\n"),
     (b"enable server app/s1\n", b"\n"),
     (b"disable server app/zz\n", b"No such server.\n\n"),
@@ -47,6 +51,12 @@ def talk(data, level="admin", target=None):
     (b"set weight app/s1 4\n", b"\n"),
     (b"set weight app/s1\n", b"Require <weight> or <weight%>.\n\n"),
     (b"set weight app/zz 3\n", b"No such server.\n\n"),
+    (b"set timeout cli 60\n", b"\n"),
+    (b"set timeout cli 2m\n", b"\n"),
+    (b"set timeout cli\n", b"Expects an integer value.\n\n"),
+    (b"set timeout cli 0\n", b"Invalid timeout value.\n\n"),
+    (b"set timeout cli soon\n", b"Invalid timeout value.\n\n"),
+    (b"set timeout server 5\n", b"'set timeout' only supports 'cli'.\n\n"),
     # Relative weights (hatop's F4 sends "100%"), as HAProxy 2.6.12 reads them.
     (b"set weight app/s1 100%\n", b"\n"),
     (b"set server app/s2 weight 50%\n", b"\n"),
@@ -86,7 +96,8 @@ def test_help_lists_commands_in_haproxy_layout():
     assert b"set server" not in user_help and b"show stat" in user_help
     set_help, _ = talk(b"help set\n")
     assert [line.split()[:2] for line in set_help.decode().splitlines()[1:] if line] == [
-        ["set", "maxconn"], ["set", "server"], ["set", "weight"], ["help", "[<command>]"],
+        ["set", "maxconn"], ["set", "server"], ["set", "timeout"], ["set", "weight"],
+        ["help", "[<command>]"],
         ["prompt", ":"], ["quit", ":"]]
 
 
@@ -127,6 +138,15 @@ def test_show_stat_reads_filters_as_haproxy(line, rows):
 @pytest.mark.parametrize("line", [b"show stat nope 4 -1\n", b"show stat typed -1 2 -1\n"])
 def test_show_stat_unknown_proxy(line):
     assert talk(line) == (b"No such proxy.\n\n", True)
+
+
+@pytest.mark.parametrize("line, seconds", [(b"set timeout cli 60\n", 60),
+                                           (b"set timeout cli 1500ms\n", 1.5)])
+def test_set_timeout_cli_is_the_conversations_own(line, seconds):
+    conversation = AdminConversation(ReferenceTarget(), "user")     # any level, as HAProxy
+    assert conversation.timeout is None
+    conversation.feed(line)
+    assert conversation.timeout == seconds
 
 
 def test_level_user_may_look():

@@ -107,6 +107,22 @@ def test_stats_socket_over_tcp_and_prompt_mode(launch, tmp_path, echo_servers):
     assert "  set server <bk>/<srv> [opts]  " in answer and "show stat" not in answer
 
 
+def test_set_timeout_cli_sets_the_clients_own_deadline(launch, tmp_path, echo_servers):
+    """hatop sends "set timeout cli 60" on connecting; here a shorter one shows it is kept:
+    an idle prompt-mode client is closed after it, not after CLIENT_TIMEOUT."""
+    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+    launch(text)
+    client = connect(sock)
+    try:
+        started = time.monotonic()
+        client.settimeout(CLIENT_TIMEOUT + TIMING_MARGIN)
+        client.sendall(b"prompt\nset timeout cli 1\n")
+        assert read_to_eof(client) == b"\n> \n> "
+        assert 1 <= time.monotonic() - started < CLIENT_TIMEOUT - 1
+    finally:
+        client.close()
+
+
 def test_counters_match_the_traffic(launch, tmp_path, echo_servers):
     text, sock, http, port = servers_config(
         tmp_path, [("s1", echo_servers[0].config_address),
