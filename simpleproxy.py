@@ -51,13 +51,13 @@ Contents (line numbers in this file):
      8016  The proxy: listening and accepting (simpleproxy/listeners.py)
      8237  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
      8481  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8981  Processes: worker count, privileges (simpleproxy/process.py)
-     9034  Processes: the master-worker channel (simpleproxy/channel.py)
-     9143  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9308  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9402  Processes: the master, workers, reload (simpleproxy/master.py)
-    10056  The command line (simpleproxy/cli.py)
-    10139  Entry point (simpleproxy/__main__.py)
+     8988  Processes: worker count, privileges (simpleproxy/process.py)
+     9041  Processes: the master-worker channel (simpleproxy/channel.py)
+     9150  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9315  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9409  Processes: the master, workers, reload (simpleproxy/master.py)
+    10063  The command line (simpleproxy/cli.py)
+    10146  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -8866,7 +8866,8 @@ class Proxy(object):
                 server.config.name if server else None, session.state.name, session.started,
                 session.bytes_in, session.bytes_out,
                 proxy_text(header) if header is not None else None,
-                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                tuple((_SESS_TLV_NAMES.get(tlv_type) or "tlv%#04x" % tlv_type, value)
+                      for tlv_type, value in
                       (header.tlvs if header is not None and header.tlvs else ()))))
         return views
 
@@ -8907,6 +8908,12 @@ class Proxy(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+# show sess names the text TLVs as the JSON log does; the others (binary, or with subtypes)
+# are tlv0xNN, their raw bytes escaped.
+_SESS_TLV_NAMES = {PP2_TYPE_ALPN: "alpn", PP2_TYPE_AUTHORITY: "authority",
+                   PP2_TYPE_NETNS: "netns"}
 
 
 def _started(session):

@@ -336,7 +336,8 @@ def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
                                          global_extra=workers,
                                          bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
     launch(text)
-    header = build_v2(("10.0.0.1", 1234), ("10.0.0.2", 80), tlvs=[(0x02, b"evil host\n\x00")])
+    header = build_v2(("10.0.0.1", 1234), ("10.0.0.2", 80), tlvs=[(0x02, b"evil host\n\x00"),
+                                                                 (0xE1, b"\x01\xff")])
     client = connect(("127.0.0.1", port))
     try:
         client.sendall(header + b"ping")
@@ -346,7 +347,8 @@ def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
                                        None), what="the connection in show sess")
         assert " peer=127.0.0.1:%d " % client.getsockname()[1] in line
         assert " fe=web be=app srv=s1 state=RELAY " in line and " bytes_in=4 bytes_out=4" in line
-        assert line.endswith(" pp=v2/TCP4 tlv0x02=evil\\x20host\\x0a\\x00")
+        # Text TLVs by the JSON log's names, others by type; every byte escaped.
+        assert line.endswith(" pp=v2/TCP4 authority=evil\\x20host\\x0a\\x00 tlv0xe1=\\x01\\xff")
     finally:
         client.close()
 
