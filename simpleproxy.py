@@ -44,20 +44,20 @@ Contents (line numbers in this file):
      6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
      6261  Stats: the HTML page (simpleproxy/statspage.py)
      6387  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6728  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6861  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7114  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7304  The proxy: a connection's life (simpleproxy/session.py)
-     7952  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8173  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8412  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8912  Processes: worker count, privileges (simpleproxy/process.py)
-     8965  Processes: the master-worker channel (simpleproxy/channel.py)
-     9074  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9239  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9333  Processes: the master, workers, reload (simpleproxy/master.py)
-     9987  The command line (simpleproxy/cli.py)
-    10070  Entry point (simpleproxy/__main__.py)
+     6790  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6925  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7178  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7368  The proxy: a connection's life (simpleproxy/session.py)
+     8016  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8237  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8481  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8988  Processes: worker count, privileges (simpleproxy/process.py)
+     9041  Processes: the master-worker channel (simpleproxy/channel.py)
+     9150  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9315  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9409  Processes: the master, workers, reload (simpleproxy/master.py)
+    10063  The command line (simpleproxy/cli.py)
+    10146  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -6400,7 +6400,8 @@ HAProxy 2.6:
   and a command that succeeds silently answers just that empty line (tools such as
   haproxyadmin take a lone ``"\\n"`` as success).
 * errors start with HAProxy's own first lines (``Unknown command, but maybe one of the
-  following ones is a better match:``, ``Permission denied``, ``No such server.``).
+  following ones is a better match:`` for any word it does not know, ``Permission
+  denied``, ``No such server.``).
 * a line longer than ``MAX_LINE`` bytes is refused and the connection closed: the buffer
   never grows past it.
 * level ``user`` may only look; ``admin`` may also change servers.
@@ -6430,6 +6431,8 @@ LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
 _ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
+_ADM_STRTOL = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
+_ADM_MAX_PERCENT = 25600      # HAProxy caps a relative weight there before scaling
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
                                         "bytes_in bytes_out proxy tlvs")
@@ -6459,7 +6462,9 @@ def log_server_setting(label, before, after):
 
 
 class _AdmCommand(namedtuple("_AdmCommand", "words usage help admin handler")):
-    """A command: the words that name it, its help line, whether it needs level admin."""
+    """A command: the words that name it, its help line, whether it needs level admin, and
+    its handler(target, args), or None for the one that sets the conversation itself
+    (``set timeout cli``)."""
 
 
 def _adm_help_line(usage, text):
@@ -6474,6 +6479,7 @@ class AdminConversation(object):
         self.level = level
         self.interactive = False
         self.closed = False
+        self.timeout = None          # seconds a request may take; None: the listener's own
         self._buffer = b""
 
     def feed(self, data):
@@ -6515,9 +6521,9 @@ class AdminConversation(object):
             answers.append(self._answer(command.split()))
             if self.closed:
                 break
-        if self.interactive and not self.closed:
-            answers.append(PROMPT)
-        elif not self.interactive:
+            if self.interactive:
+                answers.append(PROMPT)      # after each command of the line, as HAProxy
+        if not self.interactive:
             self.closed = True
         return "".join(answers).encode("utf-8", "replace")
 
@@ -6536,10 +6542,30 @@ class AdminConversation(object):
             return self._unknown(words) + "\n"
         if command.admin and self.level != LEVEL_ADMIN:
             return PERMISSION_DENIED + "\n"
+        args = words[len(command.words):]
+        if command.handler is None:
+            return self._set_timeout(args) + "\n"
         try:
-            return command.handler(self.target, words[len(command.words):]) + "\n"
+            return command.handler(self.target, args) + "\n"
         except _AdmUsage as usage:
             return str(usage) + "\n"
+
+    def _set_timeout(self, args):
+        """``set timeout cli DELAY`` (seconds unless a unit says otherwise): this connection's
+        own deadline, as HAProxy's (hatop asks for 60 s when it connects)."""
+        if args[:1] != ["cli"]:
+            return "'set timeout' only supports 'cli'.\n"
+        if len(args) < 2:
+            return "Expects an integer value.\n"
+        text = args[1]
+        try:
+            seconds = parse_duration(text if not text.isdigit() else text + "s")
+        except ValueError:
+            seconds = 0
+        if seconds < 1:
+            return "Invalid timeout value.\n"
+        self.timeout = seconds
+        return ""
 
     def _command_lines(self, words=()):
         """The help lines of the commands this level may run whose names start with
@@ -6555,14 +6581,15 @@ class AdminConversation(object):
             _ADM_BUILTIN_HELP
 
     def _unknown(self, words):
-        """HAProxy's answer to an unknown command: the commands sharing its first word, or
-        all of them (an empty command included)."""
-        close = self._command_lines(words[:1]) if words else []
-        if close:
-            return ("Unknown command, but maybe one of the following ones is a better match:\n"
-                    + "".join(close) + _ADM_BUILTIN_HELP)
-        return ("Unknown command. Please enter one of the following commands only:\n" +
-                "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        """HAProxy 2.6's answer to an unknown command: for an empty one, all the commands;
+        otherwise "maybe one of the following" and the commands sharing its first word, or
+        all of them (HAProxy's guesses are fuzzier; its first line is what tools match)."""
+        if not words:
+            return ("Unknown command. Please enter one of the following commands only:\n" +
+                    "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        close = self._command_lines(words[:1]) or self._command_lines()
+        return ("Unknown command, but maybe one of the following ones is a better match:\n" +
+                "".join(close) + _ADM_BUILTIN_HELP)
 
 
 class _AdmUsage(Exception):
@@ -6595,35 +6622,35 @@ def _adm_done(error):
     return "" if error is None else error.rstrip("\n") + "\n"
 
 
-def _adm_number(args, missing, garbage, low, high, range_error):
-    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
-    value, a word that is not a number and a number out of range."""
-    if not args:
-        raise _AdmUsage(missing)
-    text = args[0]
-    if not _ADM_INTEGER.match(text):
-        raise _AdmUsage(garbage)
-    value = int(text)
-    if not low <= value <= high:
-        raise _AdmUsage(range_error)
-    return value
-
-
 def _adm_show_info(target, args):
     now, wall = target.clock()
     return show_info(target.stats_model(), now, wall)
 
 
 def _adm_show_stat(target, args):
-    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
-    no-maint) are ignored, as HAProxy ignores words it does not know."""
+    """``show stat [IID TYPE SID] [typed]``, read as HAProxy 2.6 reads it: with three words
+    or more, the first three are the filters; IID is a proxy's id or name (-1: all), and a
+    TYPE or SID that is not a number counts as 0 (C's atoi). HAProxy's other words (json,
+    desc, up, no-maint) are ignored, as HAProxy ignores words it does not know."""
+    stats = target.stats_model()
     filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
-    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
-    if len(numbers) >= 3:
-        filters = [int(number) for number in numbers[:3]]
+    if len(args) >= 3:
+        proxy = args[0]
+        iid = int(proxy) if _ADM_INTEGER.match(proxy) else _adm_proxy_id(stats, proxy)
+        if iid is None:
+            return "No such proxy.\n"
+        filters = [iid] + [int(arg) if _ADM_INTEGER.match(arg) else 0 for arg in args[1:3]]
     now, _ = target.clock()
     view = show_stat_typed if "typed" in args else show_stat
-    return view(target.stats_model(), now, *filters)
+    return view(stats, now, *filters)
+
+
+def _adm_proxy_id(stats, name):
+    """The id of the frontend, backend or listen section called ``name``, or None."""
+    for iid, fe, be in proxies(stats):
+        if any(half is not None and half.name == name for half in (fe, be)):
+            return iid
+    return None
 
 
 def _adm_show_servers_state(target, args):
@@ -6664,10 +6691,29 @@ def _adm_set_weight(target, args):
     """``set weight B/S N`` (HAProxy's older form, which haproxyadmin sends), and the weight
     part of ``set server``."""
     srv = _adm_server(target, args)
-    weight = _adm_number(args[1:], "Require <weight> or <weight%>.\n",
-                         "Empty weight string empty or preceded by garbage", 0, MAX_WEIGHT,
-                         "Absolute weight can only be between 0 and 256 inclusive.\n")
+    weight = _adm_weight(args[1:], srv.state.config.weight)
     return _adm_done(target.set_server(srv.backend.name, srv.name, weight=weight))
+
+
+def _adm_weight(args, initial):
+    """The weight ``args[0]`` asks for, read as HAProxy 2.6 does: an absolute 0-256, or
+    ``N%`` of the configured weight (hatop's F4 sends ``100%`` to reset it), with HAProxy's
+    messages."""
+    if not args:
+        raise _AdmUsage("Require <weight> or <weight%>.\n")
+    match = _ADM_STRTOL.match(args[0])
+    if match is None:
+        raise _AdmUsage("Empty weight string empty or preceded by garbage")
+    weight, rest = int(match.group(1)), match.group(2)
+    if rest == "%":
+        if weight < 0:
+            raise _AdmUsage("Relative weight must be positive.\n")
+        return min(MAX_WEIGHT, initial * min(weight, _ADM_MAX_PERCENT) // 100)
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise _AdmUsage("Absolute weight can only be between 0 and 256 inclusive.\n")
+    if rest:
+        raise _AdmUsage("Trailing garbage in weight string")
+    return weight
 
 
 def _adm_get_weight(target, args):
@@ -6678,10 +6724,24 @@ def _adm_get_weight(target, args):
 
 def _adm_set_maxconn_server(target, args):
     srv = _adm_server(target, args)
-    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
-                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
-                          "maxconn string empty or preceded by garbage")
+    maxconn = _adm_maxconn(args[1:])
     return _adm_done(target.set_server(srv.backend.name, srv.name, maxconn=maxconn))
+
+
+def _adm_maxconn(args):
+    """The limit ``args[0]`` asks for, with HAProxy 2.6's messages; HAProxy takes a negative
+    one without a word, which is refused here (0 means no limit)."""
+    if not args:
+        raise _AdmUsage("Require <maxconn>.\n")
+    match = _ADM_STRTOL.match(args[0])
+    if match is None:
+        raise _AdmUsage("maxconn string empty or preceded by garbage")
+    if match.group(2):
+        raise _AdmUsage("Trailing garbage in maxconn string")
+    maxconn = int(match.group(1))
+    if not 0 <= maxconn <= MAX_MAXCONN:
+        raise _AdmUsage("maxconn must be between 0 (no limit) and %d.\n" % MAX_MAXCONN)
+    return maxconn
 
 
 def _adm_state_setter(admin):
@@ -6704,6 +6764,8 @@ _ADM_COMMANDS = (
                 "change a server's maxconn setting", True, _adm_set_maxconn_server),
     _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
                 "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "timeout"), "set timeout [cli] <delay>", "change a timeout setting",
+                False, None),
     _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
                 "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
     _AdmCommand(("show", "errors"), "show errors",
@@ -6762,6 +6824,8 @@ _SH_METHODS = ("GET", "HEAD")
 
 class StatsHttpExchange(object):
     """One connection to the stats listener: request bytes in, one response out."""
+
+    timeout = None                   # the listener's deadline (no "set timeout" over HTTP)
 
     def __init__(self, target, settings):
         """``settings``: a StatsHttpSettings (auth, refresh, name)."""
@@ -8188,7 +8252,8 @@ statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to 
   only speaks when fed, so its output is bounded by one answer).
 * A deadline of ``CLIENT_TIMEOUT`` seconds from the start of each request to its answer,
   and from one write's progress to the next: a slow or silent client is closed, as
-  HAProxy's ``stats timeout`` does (10s by default).
+  HAProxy's ``stats timeout`` does (10s by default). A stats socket client may ask for
+  another with ``set timeout cli`` (the conversation's ``timeout``), as hatop does.
 * An error in a conversation closes that client only (logged), never the loop.
 * Once the last answer is written, the write side is shut and what the client still sends
   (the rest of a line too long, say) is read and dropped until its EOF or the deadline, so
@@ -8369,7 +8434,7 @@ class ServiceClient(object):
                 return
             self.pending = self.pending[sent:]
             if sent:
-                self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+                self.timer.arm(self.loop.now + self._timeout())
         if self.pending:
             self._want(EVENT_WRITE)
         elif self.conversation.closed:
@@ -8381,7 +8446,11 @@ class ServiceClient(object):
             self._want(EVENT_READ)
         else:
             self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
-            self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+            self.timer.arm(self.loop.now + self._timeout())
+
+    def _timeout(self):
+        """The conversation's own deadline (``set timeout cli``), else CLIENT_TIMEOUT."""
+        return self.conversation.timeout or CLIENT_TIMEOUT
 
     def _drop_the_rest(self):
         try:
@@ -8797,7 +8866,8 @@ class Proxy(object):
                 server.config.name if server else None, session.state.name, session.started,
                 session.bytes_in, session.bytes_out,
                 proxy_text(header) if header is not None else None,
-                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                tuple((_SESS_TLV_NAMES.get(tlv_type) or "tlv%#04x" % tlv_type, value)
+                      for tlv_type, value in
                       (header.tlvs if header is not None and header.tlvs else ()))))
         return views
 
@@ -8838,6 +8908,12 @@ class Proxy(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+# show sess names the text TLVs as the JSON log does; the others (binary, or with subtypes)
+# are tlv0xNN, their raw bytes escaped.
+_SESS_TLV_NAMES = {PP2_TYPE_ALPN: "alpn", PP2_TYPE_AUTHORITY: "authority",
+                   PP2_TYPE_NETNS: "netns"}
 
 
 def _started(session):

@@ -11,7 +11,8 @@ HAProxy 2.6:
   and a command that succeeds silently answers just that empty line (tools such as
   haproxyadmin take a lone ``"\\n"`` as success).
 * errors start with HAProxy's own first lines (``Unknown command, but maybe one of the
-  following ones is a better match:``, ``Permission denied``, ``No such server.``).
+  following ones is a better match:`` for any word it does not know, ``Permission
+  denied``, ``No such server.``).
 * a line longer than ``MAX_LINE`` bytes is refused and the connection closed: the buffer
   never grows past it.
 * level ``user`` may only look; ``admin`` may also change servers.
@@ -35,9 +36,10 @@ import re
 from collections import namedtuple
 
 from .balancer import DRAIN, MAINT, MAX_WEIGHT, READY
+from .config_values import parse_duration
 from .logs import LOG
-from .statsviews import (SHOW_ALL, show_errors, show_info, show_servers_state, show_sess,
-                         show_stat, show_stat_typed)
+from .statsviews import (SHOW_ALL, proxies, show_errors, show_info, show_servers_state,
+                         show_sess, show_stat, show_stat_typed)
 
 MAX_LINE = 16384              # bytes of one command line, HAProxy's default buffer size
 PROMPT = "> "
@@ -45,6 +47,8 @@ LEVEL_USER = "user"
 LEVEL_ADMIN = "admin"
 MAX_MAXCONN = (1 << 31) - 1   # HAProxy's is an int; a negative one is refused here
 _ADM_INTEGER = re.compile(r"-?[0-9]+\Z")
+_ADM_STRTOL = re.compile(r"([-+]?[0-9]+)(.*)\Z", re.DOTALL)   # strtol's number, then the rest
+_ADM_MAX_PERCENT = 25600      # HAProxy caps a relative weight there before scaling
 
 SessionView = namedtuple("SessionView", "id client peer frontend backend server state started "
                                         "bytes_in bytes_out proxy tlvs")
@@ -74,7 +78,9 @@ def log_server_setting(label, before, after):
 
 
 class _AdmCommand(namedtuple("_AdmCommand", "words usage help admin handler")):
-    """A command: the words that name it, its help line, whether it needs level admin."""
+    """A command: the words that name it, its help line, whether it needs level admin, and
+    its handler(target, args), or None for the one that sets the conversation itself
+    (``set timeout cli``)."""
 
 
 def _adm_help_line(usage, text):
@@ -89,6 +95,7 @@ class AdminConversation(object):
         self.level = level
         self.interactive = False
         self.closed = False
+        self.timeout = None          # seconds a request may take; None: the listener's own
         self._buffer = b""
 
     def feed(self, data):
@@ -130,9 +137,9 @@ class AdminConversation(object):
             answers.append(self._answer(command.split()))
             if self.closed:
                 break
-        if self.interactive and not self.closed:
-            answers.append(PROMPT)
-        elif not self.interactive:
+            if self.interactive:
+                answers.append(PROMPT)      # after each command of the line, as HAProxy
+        if not self.interactive:
             self.closed = True
         return "".join(answers).encode("utf-8", "replace")
 
@@ -151,10 +158,30 @@ class AdminConversation(object):
             return self._unknown(words) + "\n"
         if command.admin and self.level != LEVEL_ADMIN:
             return PERMISSION_DENIED + "\n"
+        args = words[len(command.words):]
+        if command.handler is None:
+            return self._set_timeout(args) + "\n"
         try:
-            return command.handler(self.target, words[len(command.words):]) + "\n"
+            return command.handler(self.target, args) + "\n"
         except _AdmUsage as usage:
             return str(usage) + "\n"
+
+    def _set_timeout(self, args):
+        """``set timeout cli DELAY`` (seconds unless a unit says otherwise): this connection's
+        own deadline, as HAProxy's (hatop asks for 60 s when it connects)."""
+        if args[:1] != ["cli"]:
+            return "'set timeout' only supports 'cli'.\n"
+        if len(args) < 2:
+            return "Expects an integer value.\n"
+        text = args[1]
+        try:
+            seconds = parse_duration(text if not text.isdigit() else text + "s")
+        except ValueError:
+            seconds = 0
+        if seconds < 1:
+            return "Invalid timeout value.\n"
+        self.timeout = seconds
+        return ""
 
     def _command_lines(self, words=()):
         """The help lines of the commands this level may run whose names start with
@@ -170,14 +197,15 @@ class AdminConversation(object):
             _ADM_BUILTIN_HELP
 
     def _unknown(self, words):
-        """HAProxy's answer to an unknown command: the commands sharing its first word, or
-        all of them (an empty command included)."""
-        close = self._command_lines(words[:1]) if words else []
-        if close:
-            return ("Unknown command, but maybe one of the following ones is a better match:\n"
-                    + "".join(close) + _ADM_BUILTIN_HELP)
-        return ("Unknown command. Please enter one of the following commands only:\n" +
-                "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        """HAProxy 2.6's answer to an unknown command: for an empty one, all the commands;
+        otherwise "maybe one of the following" and the commands sharing its first word, or
+        all of them (HAProxy's guesses are fuzzier; its first line is what tools match)."""
+        if not words:
+            return ("Unknown command. Please enter one of the following commands only:\n" +
+                    "".join(self._command_lines()) + _ADM_BUILTIN_HELP)
+        close = self._command_lines(words[:1]) or self._command_lines()
+        return ("Unknown command, but maybe one of the following ones is a better match:\n" +
+                "".join(close) + _ADM_BUILTIN_HELP)
 
 
 class _AdmUsage(Exception):
@@ -210,35 +238,35 @@ def _adm_done(error):
     return "" if error is None else error.rstrip("\n") + "\n"
 
 
-def _adm_number(args, missing, garbage, low, high, range_error):
-    """The whole number ``args[0]`` in [low, high], with HAProxy's messages for a missing
-    value, a word that is not a number and a number out of range."""
-    if not args:
-        raise _AdmUsage(missing)
-    text = args[0]
-    if not _ADM_INTEGER.match(text):
-        raise _AdmUsage(garbage)
-    value = int(text)
-    if not low <= value <= high:
-        raise _AdmUsage(range_error)
-    return value
-
-
 def _adm_show_info(target, args):
     now, wall = target.clock()
     return show_info(target.stats_model(), now, wall)
 
 
 def _adm_show_stat(target, args):
-    """``show stat [IID TYPE SID] [typed]``. HAProxy's other words there (json, desc, up,
-    no-maint) are ignored, as HAProxy ignores words it does not know."""
+    """``show stat [IID TYPE SID] [typed]``, read as HAProxy 2.6 reads it: with three words
+    or more, the first three are the filters; IID is a proxy's id or name (-1: all), and a
+    TYPE or SID that is not a number counts as 0 (C's atoi). HAProxy's other words (json,
+    desc, up, no-maint) are ignored, as HAProxy ignores words it does not know."""
+    stats = target.stats_model()
     filters = [SHOW_ALL, SHOW_ALL, SHOW_ALL]
-    numbers = [arg for arg in args if _ADM_INTEGER.match(arg)]
-    if len(numbers) >= 3:
-        filters = [int(number) for number in numbers[:3]]
+    if len(args) >= 3:
+        proxy = args[0]
+        iid = int(proxy) if _ADM_INTEGER.match(proxy) else _adm_proxy_id(stats, proxy)
+        if iid is None:
+            return "No such proxy.\n"
+        filters = [iid] + [int(arg) if _ADM_INTEGER.match(arg) else 0 for arg in args[1:3]]
     now, _ = target.clock()
     view = show_stat_typed if "typed" in args else show_stat
-    return view(target.stats_model(), now, *filters)
+    return view(stats, now, *filters)
+
+
+def _adm_proxy_id(stats, name):
+    """The id of the frontend, backend or listen section called ``name``, or None."""
+    for iid, fe, be in proxies(stats):
+        if any(half is not None and half.name == name for half in (fe, be)):
+            return iid
+    return None
 
 
 def _adm_show_servers_state(target, args):
@@ -279,10 +307,29 @@ def _adm_set_weight(target, args):
     """``set weight B/S N`` (HAProxy's older form, which haproxyadmin sends), and the weight
     part of ``set server``."""
     srv = _adm_server(target, args)
-    weight = _adm_number(args[1:], "Require <weight> or <weight%>.\n",
-                         "Empty weight string empty or preceded by garbage", 0, MAX_WEIGHT,
-                         "Absolute weight can only be between 0 and 256 inclusive.\n")
+    weight = _adm_weight(args[1:], srv.state.config.weight)
     return _adm_done(target.set_server(srv.backend.name, srv.name, weight=weight))
+
+
+def _adm_weight(args, initial):
+    """The weight ``args[0]`` asks for, read as HAProxy 2.6 does: an absolute 0-256, or
+    ``N%`` of the configured weight (hatop's F4 sends ``100%`` to reset it), with HAProxy's
+    messages."""
+    if not args:
+        raise _AdmUsage("Require <weight> or <weight%>.\n")
+    match = _ADM_STRTOL.match(args[0])
+    if match is None:
+        raise _AdmUsage("Empty weight string empty or preceded by garbage")
+    weight, rest = int(match.group(1)), match.group(2)
+    if rest == "%":
+        if weight < 0:
+            raise _AdmUsage("Relative weight must be positive.\n")
+        return min(MAX_WEIGHT, initial * min(weight, _ADM_MAX_PERCENT) // 100)
+    if not 0 <= weight <= MAX_WEIGHT:
+        raise _AdmUsage("Absolute weight can only be between 0 and 256 inclusive.\n")
+    if rest:
+        raise _AdmUsage("Trailing garbage in weight string")
+    return weight
 
 
 def _adm_get_weight(target, args):
@@ -293,10 +340,24 @@ def _adm_get_weight(target, args):
 
 def _adm_set_maxconn_server(target, args):
     srv = _adm_server(target, args)
-    maxconn = _adm_number(args[1:], "Require <maxconn>.\n",
-                          "maxconn string empty or preceded by garbage", 0, MAX_MAXCONN,
-                          "maxconn string empty or preceded by garbage")
+    maxconn = _adm_maxconn(args[1:])
     return _adm_done(target.set_server(srv.backend.name, srv.name, maxconn=maxconn))
+
+
+def _adm_maxconn(args):
+    """The limit ``args[0]`` asks for, with HAProxy 2.6's messages; HAProxy takes a negative
+    one without a word, which is refused here (0 means no limit)."""
+    if not args:
+        raise _AdmUsage("Require <maxconn>.\n")
+    match = _ADM_STRTOL.match(args[0])
+    if match is None:
+        raise _AdmUsage("maxconn string empty or preceded by garbage")
+    if match.group(2):
+        raise _AdmUsage("Trailing garbage in maxconn string")
+    maxconn = int(match.group(1))
+    if not 0 <= maxconn <= MAX_MAXCONN:
+        raise _AdmUsage("maxconn must be between 0 (no limit) and %d.\n" % MAX_MAXCONN)
+    return maxconn
 
 
 def _adm_state_setter(admin):
@@ -319,6 +380,8 @@ _ADM_COMMANDS = (
                 "change a server's maxconn setting", True, _adm_set_maxconn_server),
     _AdmCommand(("set", "server"), "set server <bk>/<srv> [opts]",
                 "change a server's state or weight", True, _adm_set_server),
+    _AdmCommand(("set", "timeout"), "set timeout [cli] <delay>", "change a timeout setting",
+                False, None),
     _AdmCommand(("set", "weight"), "set weight <bk>/<srv>",
                 "change a server's weight (use 'set server' instead)", True, _adm_set_weight),
     _AdmCommand(("show", "errors"), "show errors",

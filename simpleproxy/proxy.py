@@ -39,7 +39,7 @@ from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open
 from .logformat import proxy_text
 from .logs import LOG, dropped_log_lines
 from .loop import EVENT_READ, EventLoop
-from .proxyproto import packed_ip
+from .proxyproto import PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_NETNS, packed_ip
 from .resolve import start_addresses
 from ._version import __version__
 from .session import Session, endpoint_text
@@ -398,7 +398,8 @@ class Proxy(object):
                 server.config.name if server else None, session.state.name, session.started,
                 session.bytes_in, session.bytes_out,
                 proxy_text(header) if header is not None else None,
-                tuple(("tlv%#04x" % tlv_type, value) for tlv_type, value in
+                tuple((_SESS_TLV_NAMES.get(tlv_type) or "tlv%#04x" % tlv_type, value)
+                      for tlv_type, value in
                       (header.tlvs if header is not None and header.tlvs else ()))))
         return views
 
@@ -439,6 +440,12 @@ class Proxy(object):
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
+
+
+# show sess names the text TLVs as the JSON log does; the others (binary, or with subtypes)
+# are tlv0xNN, their raw bytes escaped.
+_SESS_TLV_NAMES = {PP2_TYPE_ALPN: "alpn", PP2_TYPE_AUTHORITY: "authority",
+                   PP2_TYPE_NETNS: "netns"}
 
 
 def _started(session):

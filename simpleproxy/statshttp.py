@@ -36,6 +36,8 @@ _SH_METHODS = ("GET", "HEAD")
 class StatsHttpExchange(object):
     """One connection to the stats listener: request bytes in, one response out."""
 
+    timeout = None                   # the listener's deadline (no "set timeout" over HTTP)
+
     def __init__(self, target, settings):
         """``settings``: a StatsHttpSettings (auth, refresh, name)."""
         self.target = target

@@ -13,7 +13,8 @@ statshttp.StatsHttpExchange): ``feed(bytes)`` and ``eof()`` return the bytes to 
   only speaks when fed, so its output is bounded by one answer).
 * A deadline of ``CLIENT_TIMEOUT`` seconds from the start of each request to its answer,
   and from one write's progress to the next: a slow or silent client is closed, as
-  HAProxy's ``stats timeout`` does (10s by default).
+  HAProxy's ``stats timeout`` does (10s by default). A stats socket client may ask for
+  another with ``set timeout cli`` (the conversation's ``timeout``), as hatop does.
 * An error in a conversation closes that client only (logged), never the loop.
 * Once the last answer is written, the write side is shut and what the client still sends
   (the rest of a line too long, say) is read and dropped until its EOF or the deadline, so
@@ -202,7 +203,7 @@ class ServiceClient(object):
                 return
             self.pending = self.pending[sent:]
             if sent:
-                self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+                self.timer.arm(self.loop.now + self._timeout())
         if self.pending:
             self._want(EVENT_WRITE)
         elif self.conversation.closed:
@@ -214,7 +215,11 @@ class ServiceClient(object):
             self._want(EVENT_READ)
         else:
             self._want(EVENT_READ)           # the next request (prompt mode) gets its own time
-            self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
+            self.timer.arm(self.loop.now + self._timeout())
+
+    def _timeout(self):
+        """The conversation's own deadline (``set timeout cli``), else CLIENT_TIMEOUT."""
+        return self.conversation.timeout or CLIENT_TIMEOUT
 
     def _drop_the_rest(self):
         try:

@@ -61,11 +61,13 @@ def test_the_unix_socket_is_owner_only_and_answers_show_info(launch, tmp_path, e
     assert info.endswith("\n\n")
 
 
-def test_mode_and_level_user(launch, tmp_path, echo_servers):
-    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+def test_mode_and_level_user_and_stats_name(launch, tmp_path, echo_servers):
+    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+                                      global_extra="stats name = HAProxy\n")
     text = text.replace("admin.sock\n", "admin.sock mode 660 level user\n")
     launch(text)
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+    assert ask(sock, "show info\n").startswith("Name: HAProxy\nVersion: ")   # haproxyadmin's test
     assert ask(sock, "show stat\n").startswith("# pxname,svname,qcur,")
     assert ask(sock, "disable server app/s1\n") == "Permission denied\n\n"
     assert "s1,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check," in ask(sock, "show stat\n")
@@ -103,6 +105,22 @@ def test_stats_socket_over_tcp_and_prompt_mode(launch, tmp_path, echo_servers):
     assert answer.startswith("\n> 1\n# be_id be_name srv_id srv_name srv_addr")
     assert "app 1 s1 127.0.0.1 2 0 1 1 " in answer
     assert "  set server <bk>/<srv> [opts]  " in answer and "show stat" not in answer
+
+
+def test_set_timeout_cli_sets_the_clients_own_deadline(launch, tmp_path, echo_servers):
+    """hatop sends "set timeout cli 60" on connecting; here a shorter one shows it is kept:
+    an idle prompt-mode client is closed after it, not after CLIENT_TIMEOUT."""
+    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+    launch(text)
+    client = connect(sock)
+    try:
+        started = time.monotonic()
+        client.settimeout(CLIENT_TIMEOUT + TIMING_MARGIN)
+        client.sendall(b"prompt\nset timeout cli 1\n")
+        assert read_to_eof(client) == b"\n> \n> "
+        assert 1 <= time.monotonic() - started < CLIENT_TIMEOUT - 1
+    finally:
+        client.close()
 
 
 def test_counters_match_the_traffic(launch, tmp_path, echo_servers):
@@ -279,8 +297,8 @@ def test_bad_commands_huge_lines_and_slow_clients_leave_the_proxy_unharmed(
         launch, tmp_path, echo_servers):
     text, sock, http, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
     launch(text)
-    assert ask(sock, "frobnicate\n").startswith("Unknown command. Please enter one of the "
-                                                "following commands only:\n")
+    assert ask(sock, "frobnicate\n").startswith("Unknown command, but maybe one of the "
+                                                "following ones is a better match:\n")
     assert ask(sock, "show sta\n").startswith("Unknown command, but maybe one of the "
                                               "following ones is a better match:\n")
     assert ask(sock, "set server app/nope state drain\n") == "No such server.\n\n"
@@ -318,7 +336,8 @@ def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
                                          global_extra=workers,
                                          bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
     launch(text)
-    header = build_v2(("10.0.0.1", 1234), ("10.0.0.2", 80), tlvs=[(0x02, b"evil host\n\x00")])
+    header = build_v2(("10.0.0.1", 1234), ("10.0.0.2", 80), tlvs=[(0x02, b"evil host\n\x00"),
+                                                                 (0xE1, b"\x01\xff")])
     client = connect(("127.0.0.1", port))
     try:
         client.sendall(header + b"ping")
@@ -328,7 +347,8 @@ def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
                                        None), what="the connection in show sess")
         assert " peer=127.0.0.1:%d " % client.getsockname()[1] in line
         assert " fe=web be=app srv=s1 state=RELAY " in line and " bytes_in=4 bytes_out=4" in line
-        assert line.endswith(" pp=v2/TCP4 tlv0x02=evil\\x20host\\x0a\\x00")
+        # Text TLVs by the JSON log's names, others by type; every byte escaped.
+        assert line.endswith(" pp=v2/TCP4 authority=evil\\x20host\\x0a\\x00 tlv0xe1=\\x01\\xff")
     finally:
         client.close()
 

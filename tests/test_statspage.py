@@ -1,4 +1,5 @@
 """The stats page: states, counters, sparklines, and nothing unescaped or external."""
+from simpleproxy.balancer import DRAIN, MAINT
 from simpleproxy.statspage import stats_page
 from stats_support import START, WALL, ReferenceTarget
 
@@ -31,3 +32,12 @@ def test_page_without_refresh_and_stopping():
     assert "refresh" not in page and "<b>stopping</b>" in page
     assert "<title>a&lt;b&gt;&quot;c&quot; statistics</title>" in page
     assert '<td class="STOP">STOP</td>' in page
+
+
+def test_page_colours_drain_and_maint():
+    target = ReferenceTarget()
+    target.set_server("app", "s1", state=DRAIN)
+    target.set_server("app", "s2", state=MAINT)
+    page = stats_page(target.stats, START, WALL, 5)
+    assert '<td class="DRAIN">DRAIN</td>' in page and '<td class="MAINT">MAINT</td>' in page
+    assert ".DRAIN{background:" in page and ".MAINT{background:" in page
