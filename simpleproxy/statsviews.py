@@ -73,11 +73,14 @@ _SV_CHECK_RESULT_FAILED, _SV_CHECK_RESULT_PASSED = 2, 3
 _SV_CHECK_CONFIGURED_ENABLED = 0x2 | 0x4
 _SV_OP_STOPPED, _SV_OP_RUNNING = 0, 2
 _SV_ADMIN_BITS = {MAINT: 0x01, DRAIN: 0x08}    # SRV_ADMF_FMAINT, SRV_ADMF_FDRAIN
+_SV_ADMIN_DNS_MAINT = 0x20                      # SRV_ADMF_RMAINT: no address from DNS
+# HAProxy's columns, then one of simpleproxy's own: srv_resolution, the last lookup's outcome
+# of the host name a server follows (valid, nx, timeout, other; - for none).
 SERVERS_STATE_COLUMNS = (
     "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
     "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
-    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
+    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port srv_resolution")
 
 
 # -- show info -----------------------------------------------------------------------------------
@@ -310,8 +313,14 @@ def show_servers_state(stats, now, backend=None):
 
 def _sv_server_state(be, srv, now):
     state, server = srv.state, srv.state.config
-    sockaddr = (state.address or server.address).sockaddr     # where discovery put it
-    host, port = (sockaddr, 0) if isinstance(sockaddr, str) else (sockaddr[0], sockaddr[1])
+    # Where new connections go (discovery may have moved it); "-": a host name with no
+    # address yet (init-addr none).
+    if state.address is None:
+        host, port = "-", server.address.sockaddr[1]
+    elif isinstance(state.address.sockaddr, str):
+        host, port = state.address.sockaddr, 0
+    else:
+        host, port = state.address.sockaddr[:2]
     running = state.status in (UP, DRAIN) or (state.status == MAINT and state.healthy)
     if server.check:
         check = (_SV_CHECK_STATUS_NUMBERS[srv.check_status],
@@ -320,10 +329,12 @@ def _sv_server_state(be, srv, now):
     else:
         check = (_SV_CHECK_STATUS_NUMBERS["INI"], 0, 0, 0)
     check_addr = server.check_addr.sockaddr[0] if server.check_addr is not None else "-"
+    admin = _SV_ADMIN_BITS.get(state.admin, 0) | (_SV_ADMIN_DNS_MAINT if state.dns_maint else 0)
     return ((be.iid, be.name, srv.sid, srv.name, host,
-             _SV_OP_RUNNING if running else _SV_OP_STOPPED, _SV_ADMIN_BITS.get(state.admin, 0),
+             _SV_OP_RUNNING if running else _SV_OP_STOPPED, admin,
              state.weight, server.weight, int(now - srv.lastchg)) + check +
-            (0, 0, 0, "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
+            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0,
+             state.dns_status or "-"))
 
 
 # -- show sess and show errors -------------------------------------------------------------------
