@@ -316,10 +316,8 @@ class Master(object):
             self.view.show_resolution(backend, server, *fields)
 
     def current_addresses(self):
-        """The kept server-addr fields of the servers the current config names by the same
-        host name, as ((backend, server), (ADDRESS, MAINT, STATUS))."""
-        return [(key, record[1:]) for key, record in self.server_addresses.items()
-                if record[0] is not None and record[0] == server_host(self.config, *key)]
+        """The kept server-addr fields, as ((backend, server), (ADDRESS, MAINT, STATUS))."""
+        return [(key, record[1:]) for key, record in self.server_addresses.items()]
 
     def last_addresses(self):
         """init-addr ``last`` for a new worker or config (resolve.start_addresses): the kept
@@ -419,6 +417,10 @@ class Master(object):
         for warning in config.warnings:
             LOG.warning("%s", warning)
         self.config = config
+        # Kept only for servers the new config names by the same host name.
+        self.server_addresses = {key: record for key, record in self.server_addresses.items()
+                                 if record[0] is not None
+                                 and record[0] == server_host(config, *key)}
         if self.view is not None:
             self.view.build(config)
         self.listening.update(listening)
