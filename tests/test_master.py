@@ -56,15 +56,15 @@ class Master(ProxyProcess):
         with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
             return sorted(int(pid) for pid in f.read().split())
 
-    def reload(self, config_text=None):
-        """Send SIGHUP (after writing a new config) and wait until the new workers serve and
-        every old one has stopped accepting."""
+    def reload(self, config_text=None, signum=signal.SIGHUP):
+        """Send SIGHUP or SIGUSR2 (after writing a new config) and wait until the new workers
+        serve and every old one has stopped accepting."""
         if config_text is not None:
             with open(self.config_path, "w") as f:
                 f.write(config_text)
         stopped = len(self.log_lines("stopped accepting"))
         old_workers = int(self.wait_for("generation %d serves" % self.generation).split()[-2])
-        self.proc.send_signal(signal.SIGHUP)
+        self.proc.send_signal(signum)
         self.generation += 1
         self.wait_for("generation %d serves" % self.generation)
         wait_until(lambda: len(self.log_lines("stopped accepting")) >= stopped + old_workers,
@@ -134,6 +134,26 @@ def test_a_killed_worker_is_restarted_and_the_proxy_keeps_serving(start_master, 
     for n in range(20):
         assert exchange(("127.0.0.1", port), b"ping %d" % n) == b"A:ping %d" % n
     assert master.proc.poll() is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_the_master_and_its_workers_at_once(tmp_path, backends, signum):
+    port = free_port()
+    master = Master(proxy_config(port, backends[:1], workers=2), tmp_path)
+    try:
+        workers = master.workers()
+        held = connect(("127.0.0.1", port))        # no drain: closed at once
+        try:
+            assert held.recv(2) == b"A:"
+            master.proc.send_signal(signum)
+            assert master.proc.wait(TIMING_MARGIN) == 0
+            assert finish(held) in (b"", RESET)
+        finally:
+            held.close()
+        assert all(_exited(pid) for pid in workers)
+        master.wait_for("received %s, stopping" % signal.Signals(signum).name)
+    finally:
+        master.kill_group()
 
 
 def test_pidfile_holds_the_master_pid_until_it_stops(tmp_path, backends):
@@ -208,7 +228,8 @@ def test_ten_reloads_under_load_lose_nothing_and_switch_servers(start_master, ba
         wait_until(lambda: load.done >= 200, timeout=30, what="the load to get going")
         for n in range(10):
             server = backends[(n + 1) % 2]
-            master.reload(proxy_config(port, [server], workers=workers))
+            master.reload(proxy_config(port, [server], workers=workers),
+                          (signal.SIGHUP, signal.SIGUSR2)[n % 2])    # HAProxy's both
             # The old workers accept nothing any more: a new connection sees the new server.
             assert exchange(address, b"after reload %d" % n) == server.tag + b"after reload %d" % n
             done = load.done       # traffic between reloads, not ten reloads in one burst
