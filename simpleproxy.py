@@ -41,23 +41,23 @@ Contents (line numbers in this file):
      4688  Health checks (simpleproxy/health.py)
      5221  Stats: the counters (simpleproxy/stats.py)
      5676  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6059  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6308  Stats: the HTML page (simpleproxy/statspage.py)
-     6434  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6775  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6908  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7161  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7351  The proxy: a connection's life (simpleproxy/session.py)
-     7999  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8220  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8459  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8960  Processes: worker count, privileges (simpleproxy/process.py)
-     9013  Processes: the master-worker channel (simpleproxy/channel.py)
-     9134  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9313  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9407  Processes: the master, workers, reload (simpleproxy/master.py)
-    10133  The command line (simpleproxy/cli.py)
-    10216  Entry point (simpleproxy/__main__.py)
+     6062  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6311  Stats: the HTML page (simpleproxy/statspage.py)
+     6437  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6778  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6911  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7164  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7354  The proxy: a connection's life (simpleproxy/session.py)
+     8002  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8223  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8462  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8963  Processes: worker count, privileges (simpleproxy/process.py)
+     9016  Processes: the master-worker channel (simpleproxy/channel.py)
+     9137  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9316  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9410  Processes: the master, workers, reload (simpleproxy/master.py)
+    10136  The command line (simpleproxy/cli.py)
+    10219  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -5747,13 +5747,11 @@ _SV_CHECK_CONFIGURED_ENABLED = 0x2 | 0x4
 _SV_OP_STOPPED, _SV_OP_RUNNING = 0, 2
 _SV_ADMIN_BITS = {MAINT: 0x01, DRAIN: 0x08}    # SRV_ADMF_FMAINT, SRV_ADMF_FDRAIN
 _SV_ADMIN_DNS_MAINT = 0x20                      # SRV_ADMF_RMAINT: no address from DNS
-# HAProxy's columns, then one of simpleproxy's own: srv_resolution, the last lookup's outcome
-# of the host name a server follows (valid, nx, timeout, other; - for none).
 SERVERS_STATE_COLUMNS = (
     "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
     "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
-    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port srv_resolution")
+    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
 
 
 # -- show info -----------------------------------------------------------------------------------
@@ -5974,14 +5972,20 @@ def addr_column(address):
 # -- show servers state --------------------------------------------------------------------------
 
 def show_servers_state(stats, now, backend=None):
-    """``show servers state [backend]``: version 1 of HAProxy's state file."""
-    lines = ["1", "# " + SERVERS_STATE_COLUMNS]
+    """``show servers state [backend]``: version 1 of HAProxy's state file, its 25 columns
+    exactly (HAProxy's loader refuses a line with more), then, for the servers that follow a
+    host name, the last lookup's outcome in comment lines, which a loader skips:
+    ``# resolution BACKEND/SERVER STATUS`` (discovery.VALID, NX, TIMEOUT or OTHER)."""
+    lines, outcomes = ["1", "# " + SERVERS_STATE_COLUMNS], []
     for be in stats.backends:
         if backend is not None and be.name != backend:
             continue
         for srv in be.servers:
             lines.append(" ".join(str(field) for field in _sv_server_state(be, srv, now)))
-    return "\n".join(lines) + "\n"
+            if srv.state.dns_status is not None:
+                outcomes.append("# resolution %s/%s %s" % (be.name, srv.name,
+                                                             srv.state.dns_status))
+    return "\n".join(lines + outcomes) + "\n"
 
 
 def _sv_server_state(be, srv, now):
@@ -6006,8 +6010,7 @@ def _sv_server_state(be, srv, now):
     return ((be.iid, be.name, srv.sid, srv.name, host,
              _SV_OP_RUNNING if running else _SV_OP_STOPPED, admin,
              state.weight, server.weight, int(now - srv.lastchg)) + check +
-            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0,
-             state.dns_status or "-"))
+            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
 
 
 # -- show sess and show errors -------------------------------------------------------------------

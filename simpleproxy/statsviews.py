@@ -74,13 +74,11 @@ _SV_CHECK_CONFIGURED_ENABLED = 0x2 | 0x4
 _SV_OP_STOPPED, _SV_OP_RUNNING = 0, 2
 _SV_ADMIN_BITS = {MAINT: 0x01, DRAIN: 0x08}    # SRV_ADMF_FMAINT, SRV_ADMF_FDRAIN
 _SV_ADMIN_DNS_MAINT = 0x20                      # SRV_ADMF_RMAINT: no address from DNS
-# HAProxy's columns, then one of simpleproxy's own: srv_resolution, the last lookup's outcome
-# of the host name a server follows (valid, nx, timeout, other; - for none).
 SERVERS_STATE_COLUMNS = (
     "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
     "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
-    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port srv_resolution")
+    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
 
 
 # -- show info -----------------------------------------------------------------------------------
@@ -301,14 +299,20 @@ def addr_column(address):
 # -- show servers state --------------------------------------------------------------------------
 
 def show_servers_state(stats, now, backend=None):
-    """``show servers state [backend]``: version 1 of HAProxy's state file."""
-    lines = ["1", "# " + SERVERS_STATE_COLUMNS]
+    """``show servers state [backend]``: version 1 of HAProxy's state file, its 25 columns
+    exactly (HAProxy's loader refuses a line with more), then, for the servers that follow a
+    host name, the last lookup's outcome in comment lines, which a loader skips:
+    ``# resolution BACKEND/SERVER STATUS`` (discovery.VALID, NX, TIMEOUT or OTHER)."""
+    lines, outcomes = ["1", "# " + SERVERS_STATE_COLUMNS], []
     for be in stats.backends:
         if backend is not None and be.name != backend:
             continue
         for srv in be.servers:
             lines.append(" ".join(str(field) for field in _sv_server_state(be, srv, now)))
-    return "\n".join(lines) + "\n"
+            if srv.state.dns_status is not None:
+                outcomes.append("# resolution %s/%s %s" % (be.name, srv.name,
+                                                             srv.state.dns_status))
+    return "\n".join(lines + outcomes) + "\n"
 
 
 def _sv_server_state(be, srv, now):
@@ -333,8 +337,7 @@ def _sv_server_state(be, srv, now):
     return ((be.iid, be.name, srv.sid, srv.name, host,
              _SV_OP_RUNNING if running else _SV_OP_STOPPED, admin,
              state.weight, server.weight, int(now - srv.lastchg)) + check +
-            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0,
-             state.dns_status or "-"))
+            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
 
 
 # -- show sess and show errors -------------------------------------------------------------------

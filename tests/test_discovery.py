@@ -537,10 +537,12 @@ def test_a_reload_starts_from_the_last_addresses_when_the_name_does_not_resolve(
     proxy.wait_for("web.test does not resolve: nx")
 
     def web_state():
-        row = [line.split() for line in ask(sock, "show servers state app\n").splitlines()
-               if line.startswith("1 app ")][0]
-        return row[4], row[6], row[17], row[18], row[25]     # addr, admin, fqdn, port, outcome
-    wait_until(lambda: web_state() == ("127.0.0.3", "0", "web.test", "8080", "nx"),
+        lines = ask(sock, "show servers state app\n").splitlines()
+        row = [line.split() for line in lines if line.startswith("1 app ")][0]
+        return (row[4], row[6], row[17], row[18],      # addr, admin state, fqdn, port
+                [line for line in lines if line.startswith("# resolution ")])
+    wait_until(lambda: web_state() == ("127.0.0.3", "0", "web.test", "8080",
+                                       ["# resolution app/web nx"]),
                what="show servers state to say 127.0.0.3, nx")
     proxy.proc.send_signal(signal.SIGHUP)
     proxy.wait_for("generation 2 serves with 2 worker(s)")
