@@ -32,32 +32,32 @@ Contents (line numbers in this file):
      2270  Configuration: stats and log settings (simpleproxy/statsconfig.py)
      2405  Configuration: INI into frozen objects (simpleproxy/config.py)
      3149  Balancing: choosing a server (simpleproxy/balancer.py)
-     3602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3757  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3833  Logging (simpleproxy/logs.py)
-     4162  How a connection ends: the end causes (simpleproxy/endings.py)
-     4240  Service discovery: following host names (simpleproxy/discovery.py)
-     4556  Start-up: resolving host names (simpleproxy/resolve.py)
-     4679  Health checks (simpleproxy/health.py)
-     5185  Stats: the counters (simpleproxy/stats.py)
-     5640  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6261  Stats: the HTML page (simpleproxy/statspage.py)
-     6387  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6790  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6925  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7178  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7368  The proxy: a connection's life (simpleproxy/session.py)
-     8016  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8237  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8481  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8988  Processes: worker count, privileges (simpleproxy/process.py)
-     9041  Processes: the master-worker channel (simpleproxy/channel.py)
-     9150  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9315  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9409  Processes: the master, workers, reload (simpleproxy/master.py)
-    10063  The command line (simpleproxy/cli.py)
-    10146  Entry point (simpleproxy/__main__.py)
+     3604  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3759  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3835  Logging (simpleproxy/logs.py)
+     4164  How a connection ends: the end causes (simpleproxy/endings.py)
+     4242  Service discovery: following host names (simpleproxy/discovery.py)
+     4558  Start-up: resolving host names (simpleproxy/resolve.py)
+     4688  Health checks (simpleproxy/health.py)
+     5221  Stats: the counters (simpleproxy/stats.py)
+     5676  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6062  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6311  Stats: the HTML page (simpleproxy/statspage.py)
+     6437  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6840  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6975  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7228  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7418  The proxy: a connection's life (simpleproxy/session.py)
+     8066  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8287  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8531  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9039  Processes: worker count, privileges (simpleproxy/process.py)
+     9092  Processes: the master-worker channel (simpleproxy/channel.py)
+     9213  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9392  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9486  Processes: the master, workers, reload (simpleproxy/master.py)
+    10212  The command line (simpleproxy/cli.py)
+    10295  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3222,7 +3222,7 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "resolution",
+    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "dns_status",
                  "weight", "maxconn", "active", "status", "usable")
 
     def __init__(self, server, backend):
@@ -3234,7 +3234,9 @@ class ServerState(object):
         # discovery changes it. None: a host name that gave no address yet (init-addr none).
         self.address = server.address if server.address.family is not None else None
         self.dns_maint = self.address is None
-        self.resolution = None        # the discovery.NameResolution following its name, if any
+        # The last lookup's outcome of the name it follows (discovery.VALID, NX, TIMEOUT or
+        # OTHER, for the runtime API), None for a server that follows no name.
+        self.dns_status = None
         self.weight = server.weight   # weight and maxconn: the config's until an operator's
         self.maxconn = server.maxconn
         self.active = 0               # connections connecting or relaying
@@ -4582,20 +4584,25 @@ resolution: its discovery.NameResolution, started; period: seconds between looku
 (resolved once); notices: the discovery.Notice lines start-up has to log."""
 
 
-def resolve_addresses(config):
+def resolve_addresses(config, last=None):
     """``config`` with socket families in its addresses and every host name resolved (what
     ``-c --resolve`` checks); see start_addresses."""
-    return start_addresses(config)[0]
+    return start_addresses(config, last)[0]
 
 
-def start_addresses(config):
+def start_addresses(config, last=None):
     """(``config`` ready for sockets, a tuple of FollowedName for its host names).
+
+    ``last``: init-addr's ``last``, the addresses servers had before a reload (a master
+    keeps them), as {(backend, server, host): discovery.IpAddress}; a server whose host name
+    the reload changed, or that had none, is not in it. None or {}: a cold start.
 
     A server whose name gave it no address (``init-addr none``) keeps its unresolved Address
     (family None): it starts in maintenance. Raises ConfigError with one line per name that
     no init-addr method could give an address, each naming the file, line and server. A
     config resolved already (a master's, handed to its workers) is resolved again: each
-    process follows its names on its own.
+    worker starts from addresses of its own (``last`` when the master has them), then takes
+    the checking worker's (master.py).
     """
     problems, followed = [], []
     settings = config.global_settings
@@ -4615,7 +4622,9 @@ def start_addresses(config):
             first = servers[0]
             resolution = NameResolution(name, first.host, [server.name for server in servers],
                                         first.resolve_prefer, holds)
-            start = initial_addresses(first.init_addr, (), lambda: lookup(first.host))
+            before = tuple((last or {}).get((name, server.name, server.host))
+                           for server in servers)
+            start = initial_addresses(first.init_addr, before, lambda: lookup(first.host))
             if start.method is None:
                 what = ("server-template " + first.template if first.template
                         else "server " + first.name)
@@ -4705,6 +4714,8 @@ The split (STYLE.md: the loop owns all state):
   each result to the name's NameResolution and applies its actions: a new address for new
   connections and for the checks, maintenance while a server has no address to use
   (``dns_maint``, apart from the operator's MAINT), and the lines it words.
+  ``adopt_resolution`` takes what another process's lookups found (master.py: the worker that
+  checks also resolves, for all).
 
 Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
 gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
@@ -4977,7 +4988,10 @@ class HealthChecker(object):
     from ``before``; ``on_check(server, ok, reason, duration, health)`` after each check result
     that is current, with the rise/fall count after it (the stats keep them).
     ``followed``: the FollowedName records of start-up (resolve.py), whose notices are logged
-    here and whose names are looked up every period (those with one)."""
+    here and whose names are looked up every period (those with one).
+    ``on_resolved(name)``, when set, is called on the loop once a lookup has changed anything
+    of ``name`` (a FollowedNameState): a worker that resolves for its siblings tells its
+    master (master.WorkerLink)."""
 
     def __init__(self, loop, pools, threads, on_change, on_check, followed=()):
         self.loop = loop
@@ -4990,18 +5004,19 @@ class HealthChecker(object):
                 states[pool.backend.name, server.config.name] = pool, server
                 if server.config.check:
                     self.checks[server] = ServerCheck(self, pool, server)
-        self.names = []
+        self.names = []               # every followed name; those with a period are looked up
         for name in followed:
             resolution = name.resolution
             servers = {server: states[resolution.backend, server]
                        for server in resolution.servers}
             for _, state in servers.values():
-                state.resolution = resolution
+                state.dns_status = resolution.status
             for notice in name.notices:
                 LOG.log(notice.level, "%s", notice.text)
-            if name.period is not None:
-                self.names.append(FollowedNameState(self, resolution, name.period, servers))
-        self.workers = CheckWorkers(min(threads, len(self.checks) + len(self.names)))
+            self.names.append(FollowedNameState(self, resolution, name.period, servers))
+        self.on_resolved = None
+        looked_up = [name for name in self.names if name.period is not None]
+        self.workers = CheckWorkers(min(threads, len(self.checks) + len(looked_up)))
         # A lookup may wait seconds for a name server: lookups never take every thread.
         self.lookup_slots = max(1, threads - 1)
         self.lookups_running = 0
@@ -5016,7 +5031,8 @@ class HealthChecker(object):
         for position, check in enumerate(self.checks.values()):
             self._schedule(check, check.server.config.inter * position / count)
         for name in self.names:
-            name.timer.arm_by(self.loop.now + name.period)
+            if name.period is not None:
+                name.timer.arm_by(self.loop.now + name.period)
 
     def stop(self):
         self.stopped = True
@@ -5052,8 +5068,13 @@ class HealthChecker(object):
         self.lookups_running -= 1
         if result is None:
             result = LookupResult((), OTHER, "internal error")
-        for action in name.resolution.update(result, self.loop.now):
+        actions = name.resolution.update(result, self.loop.now)
+        for action in actions:
             self._apply_dns(name, action)
+        for _, server in name.servers.values():
+            server.dns_status = name.resolution.status
+        if actions and self.on_resolved is not None:
+            self.on_resolved(name)
         name.timer.arm_by(self.loop.now + name.period)
         if self.lookups_due:
             self.lookup_due(self.lookups_due.popleft())
@@ -5062,6 +5083,8 @@ class HealthChecker(object):
         """Apply one of a NameResolution's actions (discovery.py) to the servers."""
         if isinstance(action, AddressChange):
             _, server = name.servers[action.server]
+            if action.new is None:
+                return            # in maintenance meanwhile; it keeps its last address
             server.address = resolved_address(server.config.address, action.new)
             check = self.checks.get(server)
             if check is not None:
@@ -5165,6 +5188,19 @@ class HealthChecker(object):
             check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
         before = server.status
         if pool.set_health(server, healthy):
+            self.on_change(pool, server, before)
+
+    def adopt_resolution(self, pool, server, address, dns_maint, status):
+        """Take what another process's lookups found for ``server`` (master.py: the worker
+        that checks resolves for all, so that every worker uses the same addresses): its
+        address for new connections (a discovery.IpAddress; None: it keeps the one it has),
+        whether DNS keeps it in maintenance, and the last lookup's outcome. Tells the proxy
+        of a status change as adopt() does; the resolving process logged it."""
+        if address is not None:
+            server.address = resolved_address(server.config.address, address)
+        server.dns_status = status
+        before = server.status
+        if pool.set_dns_maint(server, dns_maint):
             self.on_change(pool, server, before)
 
 
@@ -5710,6 +5746,7 @@ _SV_CHECK_RESULT_FAILED, _SV_CHECK_RESULT_PASSED = 2, 3
 _SV_CHECK_CONFIGURED_ENABLED = 0x2 | 0x4
 _SV_OP_STOPPED, _SV_OP_RUNNING = 0, 2
 _SV_ADMIN_BITS = {MAINT: 0x01, DRAIN: 0x08}    # SRV_ADMF_FMAINT, SRV_ADMF_FDRAIN
+_SV_ADMIN_DNS_MAINT = 0x20                      # SRV_ADMF_RMAINT: no address from DNS
 SERVERS_STATE_COLUMNS = (
     "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
@@ -5935,20 +5972,32 @@ def addr_column(address):
 # -- show servers state --------------------------------------------------------------------------
 
 def show_servers_state(stats, now, backend=None):
-    """``show servers state [backend]``: version 1 of HAProxy's state file."""
-    lines = ["1", "# " + SERVERS_STATE_COLUMNS]
+    """``show servers state [backend]``: version 1 of HAProxy's state file, its 25 columns
+    exactly (HAProxy's loader refuses a line with more), then, for the servers that follow a
+    host name, the last lookup's outcome in comment lines, which a loader skips:
+    ``# resolution BACKEND/SERVER STATUS`` (discovery.VALID, NX, TIMEOUT or OTHER)."""
+    lines, outcomes = ["1", "# " + SERVERS_STATE_COLUMNS], []
     for be in stats.backends:
         if backend is not None and be.name != backend:
             continue
         for srv in be.servers:
             lines.append(" ".join(str(field) for field in _sv_server_state(be, srv, now)))
-    return "\n".join(lines) + "\n"
+            if srv.state.dns_status is not None:
+                outcomes.append("# resolution %s/%s %s" % (be.name, srv.name,
+                                                             srv.state.dns_status))
+    return "\n".join(lines + outcomes) + "\n"
 
 
 def _sv_server_state(be, srv, now):
     state, server = srv.state, srv.state.config
-    sockaddr = (state.address or server.address).sockaddr     # where discovery put it
-    host, port = (sockaddr, 0) if isinstance(sockaddr, str) else (sockaddr[0], sockaddr[1])
+    # Where new connections go (discovery may have moved it); "-": a host name with no
+    # address yet (init-addr none).
+    if state.address is None:
+        host, port = "-", server.address.sockaddr[1]
+    elif isinstance(state.address.sockaddr, str):
+        host, port = state.address.sockaddr, 0
+    else:
+        host, port = state.address.sockaddr[:2]
     running = state.status in (UP, DRAIN) or (state.status == MAINT and state.healthy)
     if server.check:
         check = (_SV_CHECK_STATUS_NUMBERS[srv.check_status],
@@ -5957,10 +6006,11 @@ def _sv_server_state(be, srv, now):
     else:
         check = (_SV_CHECK_STATUS_NUMBERS["INI"], 0, 0, 0)
     check_addr = server.check_addr.sockaddr[0] if server.check_addr is not None else "-"
+    admin = _SV_ADMIN_BITS.get(state.admin, 0) | (_SV_ADMIN_DNS_MAINT if state.dns_maint else 0)
     return ((be.iid, be.name, srv.sid, srv.name, host,
-             _SV_OP_RUNNING if running else _SV_OP_STOPPED, _SV_ADMIN_BITS.get(state.admin, 0),
+             _SV_OP_RUNNING if running else _SV_OP_STOPPED, admin,
              state.weight, server.weight, int(now - srv.lastchg)) + check +
-            (0, 0, 0, "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
+            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
 
 
 # -- show sess and show errors -------------------------------------------------------------------
@@ -8541,8 +8591,8 @@ class FrontendState(object):
 class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
-    def __init__(self, config, listening=None):
-        config, followed = start_addresses(config)
+    def __init__(self, config, listening=None, last_addresses=None):
+        config, followed = start_addresses(config, last_addresses)
         self.config = config
         self.loop = EventLoop()
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
@@ -8943,14 +8993,15 @@ def default_maxconn():
     return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
-def run_proxy(config, listening=None, attach=None):
+def run_proxy(config, listening=None, attach=None, last_addresses=None):
     """Bind, serve until SIGTERM/SIGINT (or a soft stop ends), and return the exit status.
 
     A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
     and ``attach(proxy)``, called once the listeners are registered, to hook its channel
     to the master into the loop; the master handles SIGUSR1, SIGHUP and SIGUSR2 then. A
-    single process handles them itself (install_single_process_signals)."""
-    proxy = Proxy(config, listening)
+    single process handles them itself (install_single_process_signals). ``last_addresses``:
+    what a master hands a new worker for init-addr ``last`` (resolve.start_addresses)."""
+    proxy = Proxy(config, listening, last_addresses)
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
     if attach is None:
@@ -9057,6 +9108,17 @@ fields separated by tabs (config names never contain one), the first field its k
                                     server's status; master -> every other worker, and to each
                                     new worker once it is ready, all the verdicts it knows
                                     (so health carries over restarts and reloads, by name)
+    server-addr BACKEND SERVER ADDRESS MAINT STATUS
+                                    the checking worker, which also follows the host names
+                                    (discovery.py) for all -> master: where a server that
+                                    follows a name connects now (an IP address, or - for none
+                                    yet), whether DNS keeps it in maintenance (1 or 0), and the
+                                    name's last lookup outcome (valid, nx, timeout, other); sent
+                                    once ready for every followed name, then on each change.
+                                    master -> the other workers of the generation, and to each
+                                    new one once it is ready, the latest of each: every worker
+                                    uses the same addresses, and a reload's workers start from
+                                    them (init-addr ``last``, handed over at the fork)
     server-failed BACKEND SERVER CAUSE SECONDS
                                     a worker that does not check -> master -> the checking
                                     worker: a client connection to the server failed (passive
@@ -9090,6 +9152,7 @@ MSG_READY = "ready"
 MSG_SOFT_STOP = "soft-stop"
 MSG_STOP = "stop"
 MSG_SERVER_STATE = "server-state"
+MSG_SERVER_ADDR = "server-addr"
 MSG_SERVER_FAILED = "server-failed"
 MSG_SERVER_ADMIN = "server-admin"
 MSG_COUNTERS = "counters"
@@ -9196,7 +9259,8 @@ class MasterView(object):
         self.build(master.config)
 
     def build(self, config):
-        """A fresh view of ``config`` (at start and after a reload), with what operators set."""
+        """A fresh view of ``config`` (at start and after a reload), with what operators set
+        and where DNS put the servers."""
         settings = config.global_settings
         maxconn = settings.maxconn or default_maxconn()
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
@@ -9209,6 +9273,8 @@ class MasterView(object):
             if found is not None:
                 self._show(found[0], found[1], values.get("state"), values.get("weight"),
                            values.get("maxconn"))
+        for (backend, server), fields in self.master.current_addresses():
+            self.show_resolution(backend, server, *fields)
 
     def start(self):
         self._poll_timer.arm(self.loop.now + STATS_TICK)
@@ -9230,6 +9296,17 @@ class MasterView(object):
             if state.config.name == server:
                 return pool, state
         return None
+
+    def show_resolution(self, backend, server, address, maint, status):
+        """The checking worker's ``server-addr`` (channel.py) in the view, as soon as it comes."""
+        found = self._server(backend, server)
+        if found is None:
+            return
+        pool, state = found
+        if address != "-":
+            state.address = resolved_address(state.config.address, ip_address(address))
+        state.dns_status = status
+        pool.set_dns_maint(state, maint == "1")
 
     def _show(self, pool, state, admin, weight, maxconn):
         """An operator's setting in the view, before the workers' next snapshot confirms it."""
@@ -9450,7 +9527,19 @@ an operator sets at run time.
 
 The master is also where one proxy is seen from outside: it keeps the latest health verdict
 and operator setting of every server (by backend and server name) and hands them to every
-new worker, and it gathers the workers' counters. channel.py lists the messages and the
+new worker, and it gathers the workers' counters.
+
+Host names (discovery.py) are followed as health is checked: once, by the checking worker,
+whose lookups' outcome (``server-addr``) the master passes on to the other workers. Were each
+worker to resolve on its own, a DNS server that answers each query with another subset of
+its addresses (Route 53 multivalue, DNS round robin) would give each worker other addresses
+in a template's slots, and a verdict on web2 reached by the checker would be applied to
+another address in a sibling; clients of ``balance source`` would get another server
+depending on the worker that accepted them. The master keeps the latest address of each
+server and hands them to every worker it forks: a reload's workers (and a restarted one)
+start from them when init-addr says ``last`` (the default, ``last,libc``), and so does the
+master's own check of the new config, so a name that does not resolve at that moment does
+not fail the reload. channel.py lists the messages and the
 calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
 socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
 selector is the master's own, whose timers the master's select loop fires), they act on a
@@ -9517,6 +9606,8 @@ class Master(object):
         self.workers = {}             # pid -> Worker
         self.server_states = {}       # (backend, server) -> UP or DOWN, the latest verdict
         self.server_admin = {}        # (backend, server) -> {field: value}, what operators set
+        # (backend, server) -> (host, ADDRESS, MAINT, STATUS): the latest server-addr fields
+        self.server_addresses = {}
         self.counter_requests = {}    # request id -> CounterRequest
         self._request_ids = 0
         self.generation = 0
@@ -9614,7 +9705,8 @@ class Master(object):
             drop_privileges(settings.user, settings.group)
             code = run_proxy(worker_config(self.config), self.listening,
                              lambda proxy: WorkerLink(proxy, channel, slot == 0,
-                                                      settings.hard_stop_after))
+                                                      settings.hard_stop_after),
+                             self.last_addresses())
         except SimpleProxyError as exc:
             LOG.error("%s", exc)
         except BaseException:
@@ -9656,6 +9748,9 @@ class Master(object):
                 send_message(worker.channel, MSG_SERVER_STATE, backend, server, state)
             for (backend, server), settings in self.server_admin.items():
                 self._send_admin(worker, backend, server, settings)
+            if worker.slot != 0:      # the checking worker is where the addresses come from
+                for (backend, server), fields in self.current_addresses():
+                    send_message(worker.channel, MSG_SERVER_ADDR, backend, server, *fields)
             if self.soft_stop_at is not None:
                 send_message(worker.channel, MSG_SOFT_STOP)
             self._retire_old_generations()
@@ -9664,6 +9759,9 @@ class Master(object):
             for other in self.workers.values():
                 if other is not worker and other.ready:
                     send_message(other.channel, *message)
+        elif message[0] == MSG_SERVER_ADDR and len(message) == 6:
+            if worker.generation == self.generation and worker.slot == 0:
+                self._server_resolved(worker, message)
         elif message[0] == MSG_SERVER_FAILED and len(message) == 5:
             for checker in self.workers.values():
                 if checker.generation == self.generation and checker.slot == 0 and checker.ready:
@@ -9674,6 +9772,28 @@ class Master(object):
                 request.answered(worker.pid, message[2])
                 if request.complete():
                     self._finish_counters(message[1])
+
+    def _server_resolved(self, checker, message):
+        """The checking worker's ``server-addr``: kept, passed to its siblings, shown."""
+        backend, server, fields = message[1], message[2], tuple(message[3:])
+        self.server_addresses[backend, server] = (server_host(self.config, backend, server),) \
+            + fields
+        for other in self.workers.values():
+            if other is not checker and other.ready and other.generation == self.generation:
+                send_message(other.channel, *message)
+        if self.view is not None:
+            self.view.show_resolution(backend, server, *fields)
+
+    def current_addresses(self):
+        """The kept server-addr fields, as ((backend, server), (ADDRESS, MAINT, STATUS))."""
+        return [(key, record[1:]) for key, record in self.server_addresses.items()]
+
+    def last_addresses(self):
+        """init-addr ``last`` for a new worker or config (resolve.start_addresses): the kept
+        addresses of servers that had one and were not in DNS maintenance."""
+        return {(backend, server, record[0]): ip_address(record[1])
+                for (backend, server), record in self.server_addresses.items()
+                if record[0] is not None and record[1] != "-" and record[2] == "0"}
 
     # -- what the runtime API calls (channel.py) ------------------------------------------------
 
@@ -9754,7 +9874,8 @@ class Master(object):
         LOG.info("reloading %s", self.config_path)
         self.notifier.reloading()
         try:
-            config = with_workers(resolve_addresses(load_config(self.config_path)))
+            config = with_workers(resolve_addresses(load_config(self.config_path),
+                                                    self.last_addresses()))
             listening = self.open_listening(config)
         except SimpleProxyError as exc:       # ConfigError included (resolve_addresses too)
             for message in getattr(exc, "messages", None) or [str(exc)]:
@@ -9765,6 +9886,10 @@ class Master(object):
         for warning in config.warnings:
             LOG.warning("%s", warning)
         self.config = config
+        # Kept only for servers the new config names by the same host name.
+        self.server_addresses = {key: record for key, record in self.server_addresses.items()
+                                 if record[0] is not None
+                                 and record[0] == server_host(config, *key)}
         if self.view is not None:
             self.view.build(config)
         self.listening.update(listening)
@@ -9917,15 +10042,26 @@ class WorkerLink(object):
         self.snapshot_too_large = False     # said once in the log
         if checking:
             proxy.on_server_change = self.send_verdict
+            proxy.checker.on_resolved = self.send_resolution
         else:
             proxy.hand_checks_over(self.send_failure)
         channel.setblocking(False)
         proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
         send_message(channel, MSG_READY)
+        if checking:
+            for name in proxy.checker.names:
+                self.send_resolution(name)
 
     def send_verdict(self, pool, server):
         send_message(self.channel, MSG_SERVER_STATE, pool.backend.name, server.config.name,
                      STATE_UP if server.healthy else STATE_DOWN)
+
+    def send_resolution(self, name):
+        """Where the servers of a followed name (health.FollowedNameState) connect now."""
+        for server_name, (pool, server) in name.servers.items():
+            address = "-" if server.address is None else server.address.sockaddr[0]
+            send_message(self.channel, MSG_SERVER_ADDR, pool.backend.name, server_name, address,
+                         "1" if server.dns_maint else "0", name.resolution.status)
 
     def send_failure(self, server, cause, duration):
         send_message(self.channel, MSG_SERVER_FAILED, server.backend.name, server.config.name,
@@ -9946,6 +10082,11 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_STATE and len(message) == 4:
             for pool, server in self.servers_named(message[1], message[2]):
                 self.proxy.checker.adopt(pool, server, message[3] == STATE_UP)
+        elif kind == MSG_SERVER_ADDR and len(message) == 6:
+            address = None if message[3] == "-" else ip_address(message[3])
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.adopt_resolution(pool, server, address, message[4] == "1",
+                                                    message[5])
         elif kind == MSG_SERVER_FAILED and len(message) == 5:
             for pool, server in self.servers_named(message[1], message[2]):
                 self.proxy.checker.connection_failed(server, message[3], float(message[4]))
@@ -10009,6 +10150,14 @@ def counter_snapshot(proxy, checking):
                     sessions=[session_record(view, now) for view in
                               proxy.session_views(SESSIONS_IN_SNAPSHOT)])
     return snapshot
+
+
+def server_host(config, backend, server):
+    """The host name ``config`` names ``backend``/``server`` by (None: no such server, or an
+    IP address)."""
+    be = config.backends.get(backend)
+    return next((srv.host for srv in (be.servers if be is not None else ())
+                 if srv.name == server), None)
 
 
 def describe_exit(status):

@@ -72,7 +72,7 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "resolution",
+    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "dns_status",
                  "weight", "maxconn", "active", "status", "usable")
 
     def __init__(self, server, backend):
@@ -84,7 +84,9 @@ class ServerState(object):
         # discovery changes it. None: a host name that gave no address yet (init-addr none).
         self.address = server.address if server.address.family is not None else None
         self.dns_maint = self.address is None
-        self.resolution = None        # the discovery.NameResolution following its name, if any
+        # The last lookup's outcome of the name it follows (discovery.VALID, NX, TIMEOUT or
+        # OTHER, for the runtime API), None for a server that follows no name.
+        self.dns_status = None
         self.weight = server.weight   # weight and maxconn: the config's until an operator's
         self.maxconn = server.maxconn
         self.active = 0               # connections connecting or relaying

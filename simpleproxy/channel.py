@@ -14,6 +14,17 @@ fields separated by tabs (config names never contain one), the first field its k
                                     server's status; master -> every other worker, and to each
                                     new worker once it is ready, all the verdicts it knows
                                     (so health carries over restarts and reloads, by name)
+    server-addr BACKEND SERVER ADDRESS MAINT STATUS
+                                    the checking worker, which also follows the host names
+                                    (discovery.py) for all -> master: where a server that
+                                    follows a name connects now (an IP address, or - for none
+                                    yet), whether DNS keeps it in maintenance (1 or 0), and the
+                                    name's last lookup outcome (valid, nx, timeout, other); sent
+                                    once ready for every followed name, then on each change.
+                                    master -> the other workers of the generation, and to each
+                                    new one once it is ready, the latest of each: every worker
+                                    uses the same addresses, and a reload's workers start from
+                                    them (init-addr ``last``, handed over at the fork)
     server-failed BACKEND SERVER CAUSE SECONDS
                                     a worker that does not check -> master -> the checking
                                     worker: a client connection to the server failed (passive
@@ -47,6 +58,7 @@ MSG_READY = "ready"
 MSG_SOFT_STOP = "soft-stop"
 MSG_STOP = "stop"
 MSG_SERVER_STATE = "server-state"
+MSG_SERVER_ADDR = "server-addr"
 MSG_SERVER_FAILED = "server-failed"
 MSG_SERVER_ADMIN = "server-admin"
 MSG_COUNTERS = "counters"

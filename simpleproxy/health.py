@@ -24,6 +24,8 @@ The split (STYLE.md: the loop owns all state):
   each result to the name's NameResolution and applies its actions: a new address for new
   connections and for the checks, maintenance while a server has no address to use
   (``dns_maint``, apart from the operator's MAINT), and the lines it words.
+  ``adopt_resolution`` takes what another process's lookups found (master.py: the worker that
+  checks also resolves, for all).
 
 Time limits, as in HAProxy: without ``timeout check`` the whole check, connect and response,
 gets ``inter``; with it, the connect gets min(timeout connect, inter), the response ``timeout
@@ -304,7 +306,10 @@ class HealthChecker(object):
     from ``before``; ``on_check(server, ok, reason, duration, health)`` after each check result
     that is current, with the rise/fall count after it (the stats keep them).
     ``followed``: the FollowedName records of start-up (resolve.py), whose notices are logged
-    here and whose names are looked up every period (those with one)."""
+    here and whose names are looked up every period (those with one).
+    ``on_resolved(name)``, when set, is called on the loop once a lookup has changed anything
+    of ``name`` (a FollowedNameState): a worker that resolves for its siblings tells its
+    master (master.WorkerLink)."""
 
     def __init__(self, loop, pools, threads, on_change, on_check, followed=()):
         self.loop = loop
@@ -317,18 +322,19 @@ class HealthChecker(object):
                 states[pool.backend.name, server.config.name] = pool, server
                 if server.config.check:
                     self.checks[server] = ServerCheck(self, pool, server)
-        self.names = []
+        self.names = []               # every followed name; those with a period are looked up
         for name in followed:
             resolution = name.resolution
             servers = {server: states[resolution.backend, server]
                        for server in resolution.servers}
             for _, state in servers.values():
-                state.resolution = resolution
+                state.dns_status = resolution.status
             for notice in name.notices:
                 LOG.log(notice.level, "%s", notice.text)
-            if name.period is not None:
-                self.names.append(FollowedNameState(self, resolution, name.period, servers))
-        self.workers = CheckWorkers(min(threads, len(self.checks) + len(self.names)))
+            self.names.append(FollowedNameState(self, resolution, name.period, servers))
+        self.on_resolved = None
+        looked_up = [name for name in self.names if name.period is not None]
+        self.workers = CheckWorkers(min(threads, len(self.checks) + len(looked_up)))
         # A lookup may wait seconds for a name server: lookups never take every thread.
         self.lookup_slots = max(1, threads - 1)
         self.lookups_running = 0
@@ -343,7 +349,8 @@ class HealthChecker(object):
         for position, check in enumerate(self.checks.values()):
             self._schedule(check, check.server.config.inter * position / count)
         for name in self.names:
-            name.timer.arm_by(self.loop.now + name.period)
+            if name.period is not None:
+                name.timer.arm_by(self.loop.now + name.period)
 
     def stop(self):
         self.stopped = True
@@ -379,8 +386,13 @@ class HealthChecker(object):
         self.lookups_running -= 1
         if result is None:
             result = LookupResult((), OTHER, "internal error")
-        for action in name.resolution.update(result, self.loop.now):
+        actions = name.resolution.update(result, self.loop.now)
+        for action in actions:
             self._apply_dns(name, action)
+        for _, server in name.servers.values():
+            server.dns_status = name.resolution.status
+        if actions and self.on_resolved is not None:
+            self.on_resolved(name)
         name.timer.arm_by(self.loop.now + name.period)
         if self.lookups_due:
             self.lookup_due(self.lookups_due.popleft())
@@ -389,6 +401,8 @@ class HealthChecker(object):
         """Apply one of a NameResolution's actions (discovery.py) to the servers."""
         if isinstance(action, AddressChange):
             _, server = name.servers[action.server]
+            if action.new is None:
+                return            # in maintenance meanwhile; it keeps its last address
             server.address = resolved_address(server.config.address, action.new)
             check = self.checks.get(server)
             if check is not None:
@@ -492,6 +506,19 @@ class HealthChecker(object):
             check.health.health = check.health.rise + check.health.fall - 1 if healthy else 0
         before = server.status
         if pool.set_health(server, healthy):
+            self.on_change(pool, server, before)
+
+    def adopt_resolution(self, pool, server, address, dns_maint, status):
+        """Take what another process's lookups found for ``server`` (master.py: the worker
+        that checks resolves for all, so that every worker uses the same addresses): its
+        address for new connections (a discovery.IpAddress; None: it keeps the one it has),
+        whether DNS keeps it in maintenance, and the last lookup's outcome. Tells the proxy
+        of a status change as adopt() does; the resolving process logged it."""
+        if address is not None:
+            server.address = resolved_address(server.config.address, address)
+        server.dns_status = status
+        before = server.status
+        if pool.set_dns_maint(server, dns_maint):
             self.on_change(pool, server, before)
 
 

@@ -39,7 +39,19 @@ an operator sets at run time.
 
 The master is also where one proxy is seen from outside: it keeps the latest health verdict
 and operator setting of every server (by backend and server name) and hands them to every
-new worker, and it gathers the workers' counters. channel.py lists the messages and the
+new worker, and it gathers the workers' counters.
+
+Host names (discovery.py) are followed as health is checked: once, by the checking worker,
+whose lookups' outcome (``server-addr``) the master passes on to the other workers. Were each
+worker to resolve on its own, a DNS server that answers each query with another subset of
+its addresses (Route 53 multivalue, DNS round robin) would give each worker other addresses
+in a template's slots, and a verdict on web2 reached by the checker would be applied to
+another address in a sibling; clients of ``balance source`` would get another server
+depending on the worker that accepted them. The master keeps the latest address of each
+server and hands them to every worker it forks: a reload's workers (and a restarted one)
+start from them when init-addr says ``last`` (the default, ``last,libc``), and so does the
+master's own check of the new config, so a name that does not resolve at that moment does
+not fail the reload. channel.py lists the messages and the
 calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
 socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
 selector is the master's own, whose timers the master's select loop fires), they act on a
@@ -55,12 +67,13 @@ import time
 import traceback
 
 from .balancer import ADMIN_TRANSITIONS, MAX_WEIGHT
-from .channel import (MESSAGE_MAX, MSG_COUNTERS, MSG_READY, MSG_SERVER_ADMIN,
+from .channel import (MESSAGE_MAX, MSG_COUNTERS, MSG_READY, MSG_SERVER_ADDR, MSG_SERVER_ADMIN,
                       MSG_SERVER_FAILED, MSG_SERVER_STATE, MSG_SOFT_STOP, MSG_STOP, STATE_DOWN,
                       STATE_UP, admin_fields, channel_pair, parse_admin_fields, receive_message,
                       send_message)
 from .config import load_config
 from .config_values import MAX_COUNT
+from .discovery import ip_address
 from .errors import SimpleProxyError
 from .listeners import listen_key, open_listener
 from .logs import LOG, reopen_log, setup_logging
@@ -124,6 +137,8 @@ class Master(object):
         self.workers = {}             # pid -> Worker
         self.server_states = {}       # (backend, server) -> UP or DOWN, the latest verdict
         self.server_admin = {}        # (backend, server) -> {field: value}, what operators set
+        # (backend, server) -> (host, ADDRESS, MAINT, STATUS): the latest server-addr fields
+        self.server_addresses = {}
         self.counter_requests = {}    # request id -> CounterRequest
         self._request_ids = 0
         self.generation = 0
@@ -221,7 +236,8 @@ class Master(object):
             drop_privileges(settings.user, settings.group)
             code = run_proxy(worker_config(self.config), self.listening,
                              lambda proxy: WorkerLink(proxy, channel, slot == 0,
-                                                      settings.hard_stop_after))
+                                                      settings.hard_stop_after),
+                             self.last_addresses())
         except SimpleProxyError as exc:
             LOG.error("%s", exc)
         except BaseException:
@@ -263,6 +279,9 @@ class Master(object):
                 send_message(worker.channel, MSG_SERVER_STATE, backend, server, state)
             for (backend, server), settings in self.server_admin.items():
                 self._send_admin(worker, backend, server, settings)
+            if worker.slot != 0:      # the checking worker is where the addresses come from
+                for (backend, server), fields in self.current_addresses():
+                    send_message(worker.channel, MSG_SERVER_ADDR, backend, server, *fields)
             if self.soft_stop_at is not None:
                 send_message(worker.channel, MSG_SOFT_STOP)
             self._retire_old_generations()
@@ -271,6 +290,9 @@ class Master(object):
             for other in self.workers.values():
                 if other is not worker and other.ready:
                     send_message(other.channel, *message)
+        elif message[0] == MSG_SERVER_ADDR and len(message) == 6:
+            if worker.generation == self.generation and worker.slot == 0:
+                self._server_resolved(worker, message)
         elif message[0] == MSG_SERVER_FAILED and len(message) == 5:
             for checker in self.workers.values():
                 if checker.generation == self.generation and checker.slot == 0 and checker.ready:
@@ -281,6 +303,28 @@ class Master(object):
                 request.answered(worker.pid, message[2])
                 if request.complete():
                     self._finish_counters(message[1])
+
+    def _server_resolved(self, checker, message):
+        """The checking worker's ``server-addr``: kept, passed to its siblings, shown."""
+        backend, server, fields = message[1], message[2], tuple(message[3:])
+        self.server_addresses[backend, server] = (server_host(self.config, backend, server),) \
+            + fields
+        for other in self.workers.values():
+            if other is not checker and other.ready and other.generation == self.generation:
+                send_message(other.channel, *message)
+        if self.view is not None:
+            self.view.show_resolution(backend, server, *fields)
+
+    def current_addresses(self):
+        """The kept server-addr fields, as ((backend, server), (ADDRESS, MAINT, STATUS))."""
+        return [(key, record[1:]) for key, record in self.server_addresses.items()]
+
+    def last_addresses(self):
+        """init-addr ``last`` for a new worker or config (resolve.start_addresses): the kept
+        addresses of servers that had one and were not in DNS maintenance."""
+        return {(backend, server, record[0]): ip_address(record[1])
+                for (backend, server), record in self.server_addresses.items()
+                if record[0] is not None and record[1] != "-" and record[2] == "0"}
 
     # -- what the runtime API calls (channel.py) ------------------------------------------------
 
@@ -361,7 +405,8 @@ class Master(object):
         LOG.info("reloading %s", self.config_path)
         self.notifier.reloading()
         try:
-            config = with_workers(resolve_addresses(load_config(self.config_path)))
+            config = with_workers(resolve_addresses(load_config(self.config_path),
+                                                    self.last_addresses()))
             listening = self.open_listening(config)
         except SimpleProxyError as exc:       # ConfigError included (resolve_addresses too)
             for message in getattr(exc, "messages", None) or [str(exc)]:
@@ -372,6 +417,10 @@ class Master(object):
         for warning in config.warnings:
             LOG.warning("%s", warning)
         self.config = config
+        # Kept only for servers the new config names by the same host name.
+        self.server_addresses = {key: record for key, record in self.server_addresses.items()
+                                 if record[0] is not None
+                                 and record[0] == server_host(config, *key)}
         if self.view is not None:
             self.view.build(config)
         self.listening.update(listening)
@@ -524,15 +573,26 @@ class WorkerLink(object):
         self.snapshot_too_large = False     # said once in the log
         if checking:
             proxy.on_server_change = self.send_verdict
+            proxy.checker.on_resolved = self.send_resolution
         else:
             proxy.hand_checks_over(self.send_failure)
         channel.setblocking(False)
         proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
         send_message(channel, MSG_READY)
+        if checking:
+            for name in proxy.checker.names:
+                self.send_resolution(name)
 
     def send_verdict(self, pool, server):
         send_message(self.channel, MSG_SERVER_STATE, pool.backend.name, server.config.name,
                      STATE_UP if server.healthy else STATE_DOWN)
+
+    def send_resolution(self, name):
+        """Where the servers of a followed name (health.FollowedNameState) connect now."""
+        for server_name, (pool, server) in name.servers.items():
+            address = "-" if server.address is None else server.address.sockaddr[0]
+            send_message(self.channel, MSG_SERVER_ADDR, pool.backend.name, server_name, address,
+                         "1" if server.dns_maint else "0", name.resolution.status)
 
     def send_failure(self, server, cause, duration):
         send_message(self.channel, MSG_SERVER_FAILED, server.backend.name, server.config.name,
@@ -553,6 +613,11 @@ class WorkerLink(object):
         elif kind == MSG_SERVER_STATE and len(message) == 4:
             for pool, server in self.servers_named(message[1], message[2]):
                 self.proxy.checker.adopt(pool, server, message[3] == STATE_UP)
+        elif kind == MSG_SERVER_ADDR and len(message) == 6:
+            address = None if message[3] == "-" else ip_address(message[3])
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.adopt_resolution(pool, server, address, message[4] == "1",
+                                                    message[5])
         elif kind == MSG_SERVER_FAILED and len(message) == 5:
             for pool, server in self.servers_named(message[1], message[2]):
                 self.proxy.checker.connection_failed(server, message[3], float(message[4]))
@@ -616,6 +681,14 @@ def counter_snapshot(proxy, checking):
                     sessions=[session_record(view, now) for view in
                               proxy.session_views(SESSIONS_IN_SNAPSHOT)])
     return snapshot
+
+
+def server_host(config, backend, server):
+    """The host name ``config`` names ``backend``/``server`` by (None: no such server, or an
+    IP address)."""
+    be = config.backends.get(backend)
+    return next((srv.host for srv in (be.servers if be is not None else ())
+                 if srv.name == server), None)
 
 
 def describe_exit(status):

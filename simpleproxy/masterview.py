@@ -30,7 +30,9 @@ import time
 
 from .admin import SessionView, log_server_setting
 from .balancer import BackendPool
+from .discovery import ip_address
 from .proxy import STATS_TICK, default_maxconn, process_identity
+from .resolve import resolved_address
 from .stats import ProxyStats
 
 SESSIONS_IN_SNAPSHOT = 100    # the oldest live connections of a worker that show sess lists
@@ -48,7 +50,8 @@ class MasterView(object):
         self.build(master.config)
 
     def build(self, config):
-        """A fresh view of ``config`` (at start and after a reload), with what operators set."""
+        """A fresh view of ``config`` (at start and after a reload), with what operators set
+        and where DNS put the servers."""
         settings = config.global_settings
         maxconn = settings.maxconn or default_maxconn()
         self.pools = {name: BackendPool(backend) for name, backend in config.backends.items()}
@@ -61,6 +64,8 @@ class MasterView(object):
             if found is not None:
                 self._show(found[0], found[1], values.get("state"), values.get("weight"),
                            values.get("maxconn"))
+        for (backend, server), fields in self.master.current_addresses():
+            self.show_resolution(backend, server, *fields)
 
     def start(self):
         self._poll_timer.arm(self.loop.now + STATS_TICK)
@@ -82,6 +87,17 @@ class MasterView(object):
             if state.config.name == server:
                 return pool, state
         return None
+
+    def show_resolution(self, backend, server, address, maint, status):
+        """The checking worker's ``server-addr`` (channel.py) in the view, as soon as it comes."""
+        found = self._server(backend, server)
+        if found is None:
+            return
+        pool, state = found
+        if address != "-":
+            state.address = resolved_address(state.config.address, ip_address(address))
+        state.dns_status = status
+        pool.set_dns_maint(state, maint == "1")
 
     def _show(self, pool, state, admin, weight, maxconn):
         """An operator's setting in the view, before the workers' next snapshot confirms it."""

@@ -73,8 +73,8 @@ class FrontendState(object):
 class Proxy(object):
     """Every frontend, backend and session of one configuration, on one EventLoop."""
 
-    def __init__(self, config, listening=None):
-        config, followed = start_addresses(config)
+    def __init__(self, config, listening=None, last_addresses=None):
+        config, followed = start_addresses(config, last_addresses)
         self.config = config
         self.loop = EventLoop()
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
@@ -475,14 +475,15 @@ def default_maxconn():
     return max(1, (soft - DESCRIPTOR_RESERVE) // 2)
 
 
-def run_proxy(config, listening=None, attach=None):
+def run_proxy(config, listening=None, attach=None, last_addresses=None):
     """Bind, serve until SIGTERM/SIGINT (or a soft stop ends), and return the exit status.
 
     A worker (master.py) passes the ``listening`` sockets its master opened, by listen_key,
     and ``attach(proxy)``, called once the listeners are registered, to hook its channel
     to the master into the loop; the master handles SIGUSR1, SIGHUP and SIGUSR2 then. A
-    single process handles them itself (install_single_process_signals)."""
-    proxy = Proxy(config, listening)
+    single process handles them itself (install_single_process_signals). ``last_addresses``:
+    what a master hands a new worker for init-addr ``last`` (resolve.start_addresses)."""
+    proxy = Proxy(config, listening, last_addresses)
     proxy.bind_all()
     proxy.loop.install_signal_handlers()
     if attach is None:

@@ -26,20 +26,25 @@ resolution: its discovery.NameResolution, started; period: seconds between looku
 (resolved once); notices: the discovery.Notice lines start-up has to log."""
 
 
-def resolve_addresses(config):
+def resolve_addresses(config, last=None):
     """``config`` with socket families in its addresses and every host name resolved (what
     ``-c --resolve`` checks); see start_addresses."""
-    return start_addresses(config)[0]
+    return start_addresses(config, last)[0]
 
 
-def start_addresses(config):
+def start_addresses(config, last=None):
     """(``config`` ready for sockets, a tuple of FollowedName for its host names).
+
+    ``last``: init-addr's ``last``, the addresses servers had before a reload (a master
+    keeps them), as {(backend, server, host): discovery.IpAddress}; a server whose host name
+    the reload changed, or that had none, is not in it. None or {}: a cold start.
 
     A server whose name gave it no address (``init-addr none``) keeps its unresolved Address
     (family None): it starts in maintenance. Raises ConfigError with one line per name that
     no init-addr method could give an address, each naming the file, line and server. A
     config resolved already (a master's, handed to its workers) is resolved again: each
-    process follows its names on its own.
+    worker starts from addresses of its own (``last`` when the master has them), then takes
+    the checking worker's (master.py).
     """
     problems, followed = [], []
     settings = config.global_settings
@@ -59,7 +64,9 @@ def start_addresses(config):
             first = servers[0]
             resolution = NameResolution(name, first.host, [server.name for server in servers],
                                         first.resolve_prefer, holds)
-            start = initial_addresses(first.init_addr, (), lambda: lookup(first.host))
+            before = tuple((last or {}).get((name, server.name, server.host))
+                           for server in servers)
+            start = initial_addresses(first.init_addr, before, lambda: lookup(first.host))
             if start.method is None:
                 what = ("server-template " + first.template if first.template
                         else "server " + first.name)

@@ -73,6 +73,7 @@ _SV_CHECK_RESULT_FAILED, _SV_CHECK_RESULT_PASSED = 2, 3
 _SV_CHECK_CONFIGURED_ENABLED = 0x2 | 0x4
 _SV_OP_STOPPED, _SV_OP_RUNNING = 0, 2
 _SV_ADMIN_BITS = {MAINT: 0x01, DRAIN: 0x08}    # SRV_ADMF_FMAINT, SRV_ADMF_FDRAIN
+_SV_ADMIN_DNS_MAINT = 0x20                      # SRV_ADMF_RMAINT: no address from DNS
 SERVERS_STATE_COLUMNS = (
     "be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
     "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
@@ -298,20 +299,32 @@ def addr_column(address):
 # -- show servers state --------------------------------------------------------------------------
 
 def show_servers_state(stats, now, backend=None):
-    """``show servers state [backend]``: version 1 of HAProxy's state file."""
-    lines = ["1", "# " + SERVERS_STATE_COLUMNS]
+    """``show servers state [backend]``: version 1 of HAProxy's state file, its 25 columns
+    exactly (HAProxy's loader refuses a line with more), then, for the servers that follow a
+    host name, the last lookup's outcome in comment lines, which a loader skips:
+    ``# resolution BACKEND/SERVER STATUS`` (discovery.VALID, NX, TIMEOUT or OTHER)."""
+    lines, outcomes = ["1", "# " + SERVERS_STATE_COLUMNS], []
     for be in stats.backends:
         if backend is not None and be.name != backend:
             continue
         for srv in be.servers:
             lines.append(" ".join(str(field) for field in _sv_server_state(be, srv, now)))
-    return "\n".join(lines) + "\n"
+            if srv.state.dns_status is not None:
+                outcomes.append("# resolution %s/%s %s" % (be.name, srv.name,
+                                                             srv.state.dns_status))
+    return "\n".join(lines + outcomes) + "\n"
 
 
 def _sv_server_state(be, srv, now):
     state, server = srv.state, srv.state.config
-    sockaddr = (state.address or server.address).sockaddr     # where discovery put it
-    host, port = (sockaddr, 0) if isinstance(sockaddr, str) else (sockaddr[0], sockaddr[1])
+    # Where new connections go (discovery may have moved it); "-": a host name with no
+    # address yet (init-addr none).
+    if state.address is None:
+        host, port = "-", server.address.sockaddr[1]
+    elif isinstance(state.address.sockaddr, str):
+        host, port = state.address.sockaddr, 0
+    else:
+        host, port = state.address.sockaddr[:2]
     running = state.status in (UP, DRAIN) or (state.status == MAINT and state.healthy)
     if server.check:
         check = (_SV_CHECK_STATUS_NUMBERS[srv.check_status],
@@ -320,10 +333,11 @@ def _sv_server_state(be, srv, now):
     else:
         check = (_SV_CHECK_STATUS_NUMBERS["INI"], 0, 0, 0)
     check_addr = server.check_addr.sockaddr[0] if server.check_addr is not None else "-"
+    admin = _SV_ADMIN_BITS.get(state.admin, 0) | (_SV_ADMIN_DNS_MAINT if state.dns_maint else 0)
     return ((be.iid, be.name, srv.sid, srv.name, host,
-             _SV_OP_RUNNING if running else _SV_OP_STOPPED, _SV_ADMIN_BITS.get(state.admin, 0),
+             _SV_OP_RUNNING if running else _SV_OP_STOPPED, admin,
              state.weight, server.weight, int(now - srv.lastchg)) + check +
-            (0, 0, 0, "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
+            (0, 0, 0, server.host or "-", port, "-", 0, server.check_port or 0, check_addr, "-", 0))
 
 
 # -- show sess and show errors -------------------------------------------------------------------

@@ -4,6 +4,9 @@ machine fed by real lookups of names a DNS server of the test's own serves (test
 """
 import itertools
 import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -13,8 +16,9 @@ from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaint
                                    Notice, StartAddresses, assign_slots, initial_addresses,
                                    ip_address, lookup, preference_order, resolve_period)
 from simpleproxy.config_values import INIT_ADDR_VALUE
-from support import (RESET, TIMING_MARGIN, RecordingServer, connect, exchange_or_reset, finish,
-                     in_netns)
+from stats_support import ask
+from support import (RESET, TIMING_MARGIN, RecordingServer, connect, enter_netns,
+                     exchange_or_reset, finish, in_netns, wait_until)
 
 
 def ok(*texts):
@@ -482,3 +486,66 @@ def test_init_addr_none_starts_without_the_name_and_serves_once_it_resolves(
     # `resolve` without resolve-interval: looked up every 10s (HAProxy's hold valid).
     proxy.wait_for("server app/s1 is UP, reason: valid DNS answer", timeout=10 + TIMING_MARGIN)
     assert lab_exchange(dns_lab, b"now?") == b"served"
+
+
+# -- with workers: the checking worker resolves for all (master.py) -----------------------------
+
+def lab_exchanges(lab, payload, count):
+    """``count`` connections through the proxy in the lab at once, so that every worker gets
+    some: the replies."""
+    with ThreadPoolExecutor(count, initializer=enter_netns, initargs=(lab.name,)) as pool:
+        return list(pool.map(lambda _: exchange_or_reset(("127.0.0.1", PROXY_PORT), payload),
+                             range(count)))
+
+
+def test_with_two_workers_both_follow_the_name_that_one_of_them_looks_up(
+        dns_lab, lab_backends, launch):
+    dns_lab.set_records({"web.test": ["127.0.0.2"]})
+    lab_backends("127.0.0.2", reply=b"old")
+    lab_backends("127.0.0.3", reply=b"new")
+    proxy = lab_proxy(launch, dns_lab, ["server web = web.test:%d" % BACKEND_PORT],
+                      ["workers = 2", "resolve-interval = 100ms"])
+    proxy.wait_for("generation 1 serves with 2 worker(s)")
+    start = len(proxy.lines)
+    dns_lab.set_records({"web.test": ["127.0.0.3"]})
+    proxy.wait_for("app/web changed its IP from 127.0.0.2 to 127.0.0.3 by DNS", start=start)
+    served_by, deadline = set(), time.monotonic() + 20
+    while len(served_by) < 2 and time.monotonic() < deadline:
+        served_before = len(proxy.log_lines("be=app/web"))
+        assert lab_exchanges(dns_lab, b"which?", 20) == [b"new"] * 20
+        wait_until(lambda: len(proxy.log_lines("be=app/web")) >= served_before + 20,
+                   what="the 20 connections' log lines")
+        served_by = {line.split("[")[1].split("]")[0]
+                     for line in proxy.log_lines("be=app/web")[served_before:]}
+    assert len(served_by) == 2, "one worker served every client"
+    assert len(proxy.log_lines("changed its IP")) == 1           # one worker looked it up
+
+
+def test_a_reload_starts_from_the_last_addresses_when_the_name_does_not_resolve(
+        dns_lab, lab_backends, launch, tmp_path):
+    """init-addr last (in the default last,libc): the master hands the new workers the
+    addresses the old ones had, so a name that fails at that moment fails no reload; show
+    servers state says where the server is and what the last lookup said."""
+    dns_lab.set_records({"web.test": ["127.0.0.2"]})
+    lab_backends("127.0.0.3", reply=b"moved")
+    sock = str(tmp_path / "admin.sock")
+    proxy = lab_proxy(launch, dns_lab, ["server web = web.test:%d" % BACKEND_PORT],
+                      ["workers = 2", "resolve-interval = 100ms", "stats socket = %s" % sock])
+    dns_lab.set_records({"web.test": ["127.0.0.3"]})
+    proxy.wait_for("app/web changed its IP from 127.0.0.2 to 127.0.0.3 by DNS")
+    dns_lab.set_records({})
+    proxy.wait_for("web.test does not resolve: nx")
+
+    def web_state():
+        lines = ask(sock, "show servers state app\n").splitlines()
+        row = [line.split() for line in lines if line.startswith("1 app ")][0]
+        return (row[4], row[6], row[17], row[18],      # addr, admin state, fqdn, port
+                [line for line in lines if line.startswith("# resolution ")])
+    wait_until(lambda: web_state() == ("127.0.0.3", "0", "web.test", "8080",
+                                       ["# resolution app/web nx"]),
+               what="show servers state to say 127.0.0.3, nx")
+    proxy.proc.send_signal(signal.SIGHUP)
+    proxy.wait_for("generation 2 serves with 2 worker(s)")
+    assert not proxy.log_lines("reload aborted")
+    assert lab_exchanges(dns_lab, b"which?", 10) == [b"moved"] * 10
+    assert web_state()[:4] == ("127.0.0.3", "0", "web.test", "8080")

@@ -372,7 +372,7 @@ def test_a_server_whose_name_fails_past_its_hold_goes_to_maintenance_and_back():
     checker.lookup_done(name, LookupResult((), "nx", "Name or service not known"))
     assert s1.status == MAINT and s1.dns_maint and pool.candidates == [pool.servers[1]]
     assert s1.address.sockaddr == ("127.0.0.1", 80)       # kept, for when the name returns
-    assert (s1.resolution.status, s1.resolution.detail) == ("nx", "Name or service not known")
+    assert s1.dns_status == "nx" and name.resolution.detail == "Name or service not known"
     checker.launch(check)
     assert not check.running                              # no check while in maintenance
     checker.lookup_due(name)
@@ -380,7 +380,7 @@ def test_a_server_whose_name_fails_past_its_hold_goes_to_maintenance_and_back():
     assert s1.status == UP and s1.address.sockaddr == ("127.0.0.7", 80)
     assert check.spec.address.sockaddr == ("127.0.0.7", 80)      # checks follow the address
     assert check.timer.when == loop.now                   # and start over at once
-    assert s1.resolution.status == "valid"
+    assert s1.dns_status == "valid"
     checker.stop()
 
 
@@ -414,3 +414,35 @@ def test_leaving_maintenance_restarts_the_checks():
     proxy.set_server_admin(pool, s1, admin="READY", weight=5)
     assert s1.status == UP and s1.weight == 5 and check.generation == 1
     assert check.timer.when == loop.now                  # checked again at once
+
+
+def test_an_emptied_slot_keeps_its_last_address_and_what_a_lookup_changed_is_told():
+    loop, pool, checker = _proxy([], extra="server-template web = 2 web.test:80 "
+                                 "init-addr 127.0.0.1", global_="resolve-interval = 1s")
+    told = []
+    checker.on_resolved = told.append
+    web1, web2 = pool.servers
+    name = checker.names[0]
+    checker.lookup_due(name)
+    checker.lookup_done(name, resolved("127.0.0.1", "127.0.0.5"))
+    assert told == [name] and web2.address.sockaddr == ("127.0.0.5", 80)
+    checker.lookup_due(name)
+    checker.lookup_done(name, resolved("127.0.0.1", "127.0.0.5"))
+    assert told == [name]                                 # nothing changed: nothing told
+    checker.lookup_due(name)
+    checker.lookup_done(name, resolved("127.0.0.1"))
+    assert web2.status == MAINT and web2.dns_maint and web2.dns_status == "valid"
+    assert web2.address.sockaddr == ("127.0.0.5", 80)     # where it was, not its start address
+    assert told == [name, name]
+    checker.stop()
+
+
+def test_a_sibling_adopts_what_the_resolving_process_found():
+    loop, pool, checker = _proxy(["web.test:80 init-addr 127.0.0.1", "127.0.0.1:2"])
+    s1 = pool.servers[0]
+    checker.adopt_resolution(pool, s1, ip_address("127.0.0.9"), False, "valid")
+    assert s1.address.sockaddr == ("127.0.0.9", 80) and s1.status == UP
+    checker.adopt_resolution(pool, s1, None, True, "nx")
+    assert s1.status == MAINT and s1.dns_status == "nx"
+    assert s1.address.sockaddr == ("127.0.0.9", 80) and pool.candidates == [pool.servers[1]]
+    checker.stop()

@@ -7,6 +7,8 @@ import pytest
 
 from simpleproxy.admin import SessionView
 from simpleproxy.balancer import DRAIN, MAINT, READY
+from simpleproxy.discovery import NX, VALID, ip_address
+from simpleproxy.resolve import resolved_address
 from simpleproxy.stats import HEADER_ERRORS_KEPT
 from simpleproxy.statsviews import (STAT_COLUMNS, csv_field, server_status, show_errors,
                                     show_info, show_servers_state, show_sess, show_stat,
@@ -141,6 +143,29 @@ def test_show_servers_state_format():
     assert lines[2:] == ["2 app 1 s1 127.0.0.1 2 0 1 1 7 1 3 2 6 0 0 0 - 9001 - 0 0 - - 0",
                          "2 app 2 s2 127.0.0.1 2 8 3 3 7 1 0 0 0 0 0 0 - 9002 - 0 0 - - 0",
                          "2 app 3 s3 127.0.0.1 2 0 1 1 7 1 0 0 0 0 0 0 - 9003 - 0 0 - - 0"]
+
+
+def test_show_servers_state_says_where_dns_put_a_server_and_what_the_last_lookup_said():
+    """srv_addr: the address in use ("-": none yet); srv_fqdn: the name; srv_admin_state 0x20
+    (HAProxy's SRV_ADMF_RMAINT): in maintenance for want of an address; then the outcomes in
+    comment lines, so that every server line keeps HAProxy's 25 fields."""
+    target = ReferenceTarget("[listen app]\nbind = :8000\nserver web = web.test:8080 "
+                             "init-addr none\nserver-template t = 2 t.test:80 init-addr none\n")
+    pool = target.stats.backend("app").pool
+    web, t1, t2 = pool.servers
+    web.dns_status = NX
+    t1.address = resolved_address(t1.config.address, ip_address("2001:db8::7"))
+    pool.set_dns_maint(t1, False)
+    t1.dns_status = t2.dns_status = VALID
+    lines = show_servers_state(target.stats, START, "app").splitlines()
+    rows = [line.split() for line in lines[2:5]]
+    assert all(len(row) == 25 for row in rows)
+    assert [row[3:7] + row[17:19] for row in rows] == [
+        ["web", "-", "2", "32", "web.test", "8080"],
+        ["t1", "2001:db8::7", "2", "0", "t.test", "80"],
+        ["t2", "-", "2", "32", "t.test", "80"]]
+    assert lines[5:] == ["# resolution app/web nx", "# resolution app/t1 valid",
+                         "# resolution app/t2 valid"]
 
 
 def test_show_sess_escapes_what_clients_control():
