@@ -20,31 +20,52 @@ table{border-collapse:collapse;background:#fff;table-layout:fixed;width:100%}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap;
 overflow:hidden;text-overflow:ellipsis}
 th{background:#eee}td.name{text-align:left;font-weight:bold}
-td.text{text-align:left;white-space:normal}
+td.text{text-align:left;white-space:normal}td.spark{padding:1px 6px;text-align:center}
 .UP{background:#c6efc6}.DOWN{background:#f4b5b5}.DRAIN{background:#bcd4f6}
 .MAINT{background:#c9c9c9}.backup{background:#f6e9a6}.OPEN{background:#c6efc6}
-.STOP{background:#f4b5b5}svg{vertical-align:middle}
+.STOP{background:#f4b5b5}svg{vertical-align:middle;display:block;margin:auto}
 """
-SPARK_WIDTH = 120
-SPARK_HEIGHT = 20
+SPARK_WIDTH = 120              # px, for SPARK_SAMPLES samples: about one a pixel
+SPARK_HEIGHT = 24
+_PG_BYTE_UNITS = ("KiB", "MiB", "GiB", "TiB")
+_PG_SPARK_SPAN = "the last %d minutes" % (SPARK_SAMPLES * SPARK_EVERY // 60)
 
 
-def sparkline(samples):
-    """An inline SVG polyline of the samples, scaled to its own maximum and stretched to
-    the width of its cell."""
+def human_bytes(count):
+    """A byte count to read at a glance: exact below 1 KiB, else in KiB, MiB, ... (IEC)."""
+    if count < 1024:
+        return "%d B" % count
+    value = float(count)
+    for unit in _PG_BYTE_UNITS:
+        value /= 1024
+        if value < 1024 or unit == _PG_BYTE_UNITS[-1]:
+            return "%.1f %s" % (value, unit)
+
+
+def sparkline(samples, what, shown=str):
+    """An inline SVG of the samples on a fixed time axis (the newest at the right edge, the
+    whole width is SPARK_SAMPLES samples), scaled to its own maximum, over a baseline, the
+    newest value marked; its title (the tooltip) says what it is, min, max and now, each
+    drawn by ``shown``."""
     values = list(samples)
-    if len(values) < 2:
-        return '<svg width="100%%" height="%d"></svg>' % SPARK_HEIGHT
+    box = '<svg width="%d" height="%d" viewBox="0 0 %d %d" role="img">' % (
+        SPARK_WIDTH, SPARK_HEIGHT, SPARK_WIDTH, SPARK_HEIGHT)
+    baseline = ('<line x1="0" y1="%.1f" x2="%d" y2="%.1f" stroke="#bbb" stroke-width="1"/>'
+                % (SPARK_HEIGHT - 0.5, SPARK_WIDTH, SPARK_HEIGHT - 0.5))
+    if not values:
+        return '%s<title>%s: no sample yet</title>%s</svg>' % (box, what, baseline)
     top = max(values) or 1
-    step = SPARK_WIDTH / float(SPARK_SAMPLES - 1)
-    start = SPARK_WIDTH - step * (len(values) - 1)
-    points = " ".join("%.1f,%.1f" % (start + step * n, SPARK_HEIGHT - 1 -
-                                     (SPARK_HEIGHT - 2) * value / float(top))
-                      for n, value in enumerate(values))
-    return ('<svg width="100%%" height="%d" viewBox="0 0 %d %d" preserveAspectRatio="none" '
-            'role="img"><title>max %d</title><polyline fill="none" stroke="#36c" '
-            'stroke-width="1.5" vector-effect="non-scaling-stroke" points="%s"/></svg>'
-            % (SPARK_HEIGHT, SPARK_WIDTH, SPARK_HEIGHT, top, points))
+    step = (SPARK_WIDTH - 4) / float(SPARK_SAMPLES - 1)      # 2 px kept for the mark
+    points = [(SPARK_WIDTH - 2 - step * (len(values) - 1 - n),
+               SPARK_HEIGHT - 2 - (SPARK_HEIGHT - 5) * value / float(top))
+              for n, value in enumerate(values)]
+    title = "%s over the last %d s: min %s, max %s, now %s" % (
+        what, (len(values) - 1) * SPARK_EVERY, shown(min(values)),
+        shown(max(values)), shown(values[-1]))
+    return ('%s<title>%s</title>%s<polyline fill="none" stroke="#36c" stroke-width="1.5" '
+            'points="%s"/><circle cx="%.1f" cy="%.1f" r="2" fill="#c33"/></svg>' % (
+                box, title, baseline, " ".join("%.1f,%.1f" % point for point in points),
+                points[-1][0], points[-1][1]))
 
 
 def _pg_state_class(srv):
@@ -62,22 +83,38 @@ def _pg_errors(counted):
     return escape(", ".join(parts)) or "-"
 
 
-_PG_COLUMNS = (("", 8), ("state", 7), ("cur", 4), ("max", 4), ("total", 6), ("rate", 4),
-               ("bytes in", 8), ("bytes out", 8), ("errors", 18), ("queue", 6), ("check", 15),
-               ("sessions", 6), ("bytes", 6))      # (heading, width in % of the page)
-_PG_HEAD = ("<colgroup>" + "".join('<col style="width:%d%%">' % width
-                                   for _, width in _PG_COLUMNS) + "</colgroup><tr>" +
-            "".join("<th>%s</th>" % heading for heading, _ in _PG_COLUMNS) + "</tr>")
+_PG_SPARK_COLUMN = "%dpx" % (SPARK_WIDTH + 14)
+# (heading, its tooltip, width): percentages of the page, the sparklines' in pixels
+_PG_COLUMNS = (("", "", "9%"), ("state", "", "7%"), ("cur", "current sessions", "4%"),
+               ("max", "highest sessions at once", "4%"), ("total", "sessions in all", "5%"),
+               ("rate", "sessions in the last second", "4%"),
+               ("bytes in", "from clients", "7%"), ("bytes out", "to clients", "7%"),
+               ("errors", "by kind", "11%"), ("queue", "", "7%"),
+               ("check", "the last health check: result and duration", "11%"),
+               ("sessions", "current sessions, a sample every %d s, %s"
+                % (SPARK_EVERY, _PG_SPARK_SPAN), _PG_SPARK_COLUMN),
+               ("bytes", "bytes moved in each %d s, %s" % (SPARK_EVERY, _PG_SPARK_SPAN),
+                _PG_SPARK_COLUMN))
+_PG_HEAD = ("<colgroup>" + "".join('<col style="width:%s">' % width
+                                   for _, _, width in _PG_COLUMNS) + "</colgroup><tr>" +
+            "".join('<th title="%s">%s</th>' % (tooltip, heading) if tooltip else
+                    "<th>%s</th>" % heading for heading, tooltip, _ in _PG_COLUMNS) + "</tr>")
+
+
+def _pg_bytes_cell(count):
+    return '<td title="%d bytes">%s</td>' % (count, human_bytes(count))
 
 
 def _pg_row(name, state_class, state_text, counted, scur, queue, check):
     numbers = "".join("<td>%s</td>" % value for value in (
-        scur, counted.smax, counted.stot, counted.rate, counted.bin, counted.bout))
-    return ('<tr><td class="name">%s</td><td class="%s">%s</td>%s<td class="text">%s</td>'
-            '<td>%s</td><td class="text">%s</td><td>%s</td><td>%s</td></tr>' % (
-                escape(name), state_class, escape(state_text), numbers, _pg_errors(counted),
-                queue, check, sparkline(counted.spark_sessions),
-                sparkline(counted.spark_bytes)))
+        scur, counted.smax, counted.stot, counted.rate))
+    return ('<tr><td class="name">%s</td><td class="%s">%s</td>%s%s%s'
+            '<td class="text">%s</td><td>%s</td><td class="text">%s</td>'
+            '<td class="spark">%s</td><td class="spark">%s</td></tr>' % (
+                escape(name), state_class, escape(state_text), numbers,
+                _pg_bytes_cell(counted.bin), _pg_bytes_cell(counted.bout), _pg_errors(counted),
+                queue, check, sparkline(counted.spark_sessions, "sessions"),
+                sparkline(counted.spark_bytes, "bytes per %d s" % SPARK_EVERY, human_bytes)))
 
 
 def stats_page(stats, now, wall, refresh):
@@ -90,11 +127,11 @@ def stats_page(stats, now, wall, refresh):
     out.append("<title>%s statistics</title><style>%s</style></head><body>"
                % (escape(identity.name), _PG_STYLE))
     out.append("<h1>%s %s on %s</h1><p>pid %d, up %ds, %d connections now, %d in all%s. "
-               "Sparklines: the last %d minutes.</p>" % (
+               "Sparklines: %s.</p>" % (
                    escape(identity.name), escape(identity.version), escape(identity.node),
                    identity.pid, now - stats.started, stats.current_connections,
                    stats.cum_conns, ", <b>stopping</b>" if stats.stopping else "",
-                   SPARK_SAMPLES * SPARK_EVERY // 60))
+                   _PG_SPARK_SPAN))
     for _, fe, be in proxies(stats):
         kind = "listen" if fe and be else "frontend" if fe else "backend"
         out.append("<h2>%s %s</h2><table>%s" % (kind, escape((fe or be).name), _PG_HEAD))

@@ -1,6 +1,9 @@
 """The stats page: states, counters, sparklines, and nothing unescaped or external."""
+import re
+
 from simpleproxy.balancer import DRAIN, MAINT
-from simpleproxy.statspage import stats_page
+from simpleproxy.stats import SPARK_EVERY, SPARK_SAMPLES
+from simpleproxy.statspage import SPARK_HEIGHT, SPARK_WIDTH, human_bytes, sparkline, stats_page
 from stats_support import START, WALL, ReferenceTarget
 
 
@@ -41,3 +44,41 @@ def test_page_colours_drain_and_maint():
     page = stats_page(target.stats, START, WALL, 5)
     assert '<td class="DRAIN">DRAIN</td>' in page and '<td class="MAINT">MAINT</td>' in page
     assert ".DRAIN{background:" in page and ".MAINT{background:" in page
+
+
+def spark_points(svg):
+    """The polyline's (x, y) points of a sparkline's SVG."""
+    points = re.search(r'<polyline [^>]*points="([^"]*)"', svg).group(1)
+    return [tuple(float(n) for n in point.split(",")) for point in points.split()]
+
+
+def test_sparkline_draws_the_samples_in_order_at_the_right_edge_with_min_max_now():
+    svg = sparkline([3, 0, 6, 1], "sessions")
+    assert svg.startswith('<svg width="%d" height="%d" ' % (SPARK_WIDTH, SPARK_HEIGHT))
+    assert "<title>sessions over the last %d s: min 0, max 6, now 1</title>" % (3 * SPARK_EVERY) in svg
+    points = spark_points(svg)
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    step = (SPARK_WIDTH - 4) / float(SPARK_SAMPLES - 1)
+    assert xs == [round(SPARK_WIDTH - 2 - step * n, 1) for n in (3, 2, 1, 0)]
+    assert ys[2] < ys[0] < ys[3] < ys[1] == SPARK_HEIGHT - 2     # higher value, higher point
+    assert '<circle cx="%.1f" cy="%.1f"' % points[-1] in svg     # the newest one marked
+    assert '<line x1="0" ' in svg                                # the baseline
+
+
+def test_sparkline_of_bytes_and_without_samples():
+    svg = sparkline([1024, 5 * 1024 * 1024, 200], "bytes", human_bytes)
+    assert "min 200 B, max 5.0 MiB, now 200 B</title>" in svg
+    assert "<polyline" not in sparkline([], "sessions")
+    assert "no sample yet" in sparkline([], "sessions")
+
+
+def test_human_bytes_and_the_exact_count_in_the_title():
+    assert [human_bytes(n) for n in (0, 1023, 1024, 1536, 14132782, 3 * 1024 ** 4,
+                                     2 * 1024 ** 5)] == \
+        ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "13.5 MiB", "3.0 TiB", "2048.0 TiB"]
+    target = ReferenceTarget()
+    target.stats.frontends[0].bin = 14132782
+    page = stats_page(target.stats, START, WALL, 5)
+    assert '<td title="14132782 bytes">13.5 MiB</td>' in page
+    assert '<th title="current sessions, a sample every %d s, the last 10 minutes">sessions' \
+        '</th>' % SPARK_EVERY in page
