@@ -17,10 +17,10 @@ _PG_STYLE = """
 body{font:13px sans-serif;margin:1em;color:#222;background:#fafafa}
 h1{font-size:18px}h2{font-size:15px;margin:1.2em 0 .3em}
 table{border-collapse:collapse;background:#fff;table-layout:fixed;width:100%}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap;
+th,td{border:1px solid #ccc;padding:2px 4px;text-align:right;white-space:nowrap;
 overflow:hidden;text-overflow:ellipsis}
 th{background:#eee}td.name{text-align:left;font-weight:bold}
-td.text{text-align:left;white-space:normal}td.spark{padding:1px 6px;text-align:center}
+td.text{text-align:left;white-space:normal}td.errors{text-align:left}td.spark{padding:1px 4px}
 .UP{background:#c6efc6}.DOWN{background:#f4b5b5}.DRAIN{background:#bcd4f6}
 .MAINT{background:#c9c9c9}.backup{background:#f6e9a6}.OPEN{background:#c6efc6}
 .STOP{background:#f4b5b5}svg{vertical-align:middle;display:block;margin:auto}
@@ -76,21 +76,21 @@ def _pg_state_class(srv):
 
 
 def _pg_errors(counted):
-    """Errors by kind as "kind n" pairs, the ends that are not a normal close."""
+    """Errors by kind, a "kind n" line each, the ends that are not a normal close."""
     parts = ["%s %d" % (cause, count) for cause, count in sorted(counted.ends.items())
              if count and (cause.startswith(BAD_HEADER_PREFIX) or cause.startswith(DENIED_PREFIX)
                            or cause.startswith("connect-") or cause == END_INTERNAL_ERROR)]
-    return escape(", ".join(parts)) or "-"
+    return "<br>".join(escape(part) for part in parts) or "-"
 
 
-_PG_SPARK_COLUMN = "%dpx" % (SPARK_WIDTH + 14)
+_PG_SPARK_COLUMN = "%dpx" % (SPARK_WIDTH + 10)     # its padding and borders
 # (heading, its tooltip, width): percentages of the page, the sparklines' in pixels
-_PG_COLUMNS = (("", "", "9%"), ("state", "", "7%"), ("cur", "current sessions", "4%"),
-               ("max", "highest sessions at once", "4%"), ("total", "sessions in all", "5%"),
-               ("rate", "sessions in the last second", "4%"),
+_PG_COLUMNS = (("", "", "8%"), ("state", "", "6.5%"), ("cur", "current sessions", "3.5%"),
+               ("max", "highest sessions at once", "3.5%"), ("total", "sessions in all", "5%"),
+               ("rate", "sessions in the last second", "3.5%"),
                ("bytes in", "from clients", "7%"), ("bytes out", "to clients", "7%"),
-               ("errors", "by kind", "11%"), ("queue", "", "7%"),
-               ("check", "the last health check: result and duration", "11%"),
+               ("errors", "by kind", "15%"), ("queue", "", "6.5%"),
+               ("check", "the last health check: result and duration", "12%"),
                ("sessions", "current sessions, a sample every %d s, %s"
                 % (SPARK_EVERY, _PG_SPARK_SPAN), _PG_SPARK_COLUMN),
                ("bytes", "bytes moved in each %d s, %s" % (SPARK_EVERY, _PG_SPARK_SPAN),
@@ -109,7 +109,7 @@ def _pg_row(name, state_class, state_text, counted, scur, queue, check):
     numbers = "".join("<td>%s</td>" % value for value in (
         scur, counted.smax, counted.stot, counted.rate))
     return ('<tr><td class="name">%s</td><td class="%s">%s</td>%s%s%s'
-            '<td class="text">%s</td><td>%s</td><td class="text">%s</td>'
+            '<td class="errors">%s</td><td>%s</td><td class="text">%s</td>'
             '<td class="spark">%s</td><td class="spark">%s</td></tr>' % (
                 escape(name), state_class, escape(state_text), numbers,
                 _pg_bytes_cell(counted.bin), _pg_bytes_cell(counted.bout), _pg_errors(counted),

@@ -14,6 +14,7 @@ def test_page_shows_states_sparklines_and_escapes():
     be.pool.set_health(be.servers[0].state, False)
     be.servers[0].record_check(False, "connection error: <script>alert(1)</script>", 0.002, 0)
     stats.frontends[0].ends["bad-header:malformed"] += 2
+    stats.frontends[0].ends["connect-refused"] += 1
     for second in range(1, 31):
         stats.frontends[0].stot += 1
         stats.frontends[0].bin += 100 * second
@@ -23,7 +24,7 @@ def test_page_shows_states_sparklines_and_escapes():
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '<td class="DOWN">DOWN</td>' in page and "<h2>listen db</h2>" in page
     assert '<td class="backup">no check</td>' in page
-    assert "bad-header:malformed 2" in page
+    assert '<td class="errors">bad-header:malformed 2<br>connect-refused 1</td>' in page
     assert page.count("<polyline") == 16         # sessions and bytes of 8 rows, 6 samples each
     assert "http" not in page.replace('http-equiv', '')      # nothing loaded from elsewhere
 
