@@ -20,44 +20,45 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       65  Version (simpleproxy/_version.py)
-       73  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      726  Errors (simpleproxy/errors.py)
-      751  The longest wait handed to the system (simpleproxy/timeouts.py)
-      770  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      858  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1283  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1459  Configuration: reading the INI file (simpleproxy/ini.py)
-     1739  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2270  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2405  Configuration: INI into frozen objects (simpleproxy/config.py)
-     3149  Balancing: choosing a server (simpleproxy/balancer.py)
-     3602  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3757  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3833  Logging (simpleproxy/logs.py)
-     4162  How a connection ends: the end causes (simpleproxy/endings.py)
-     4240  Service discovery: following host names (simpleproxy/discovery.py)
-     4556  Start-up: resolving host names (simpleproxy/resolve.py)
-     4679  Health checks (simpleproxy/health.py)
-     5185  Stats: the counters (simpleproxy/stats.py)
-     5640  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6012  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6261  Stats: the HTML page (simpleproxy/statspage.py)
-     6387  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6728  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     6861  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7114  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7304  The proxy: a connection's life (simpleproxy/session.py)
-     7952  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8173  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8412  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     8912  Processes: worker count, privileges (simpleproxy/process.py)
-     8965  Processes: the master-worker channel (simpleproxy/channel.py)
-     9074  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9239  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9333  Processes: the master, workers, reload (simpleproxy/master.py)
-     9987  The command line (simpleproxy/cli.py)
-    10070  Entry point (simpleproxy/__main__.py)
+       66  Version (simpleproxy/_version.py)
+       74  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      727  Errors (simpleproxy/errors.py)
+      752  The longest wait handed to the system (simpleproxy/timeouts.py)
+      771  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      859  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1284  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1460  Configuration: reading the INI file (simpleproxy/ini.py)
+     1740  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2271  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2406  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
+     2493  Configuration: what each key means, checked (simpleproxy/config.py)
+     3161  Balancing: choosing a server (simpleproxy/balancer.py)
+     3614  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3769  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3845  Logging (simpleproxy/logs.py)
+     4174  How a connection ends: the end causes (simpleproxy/endings.py)
+     4252  Service discovery: following host names (simpleproxy/discovery.py)
+     4568  Start-up: resolving host names (simpleproxy/resolve.py)
+     4691  Health checks (simpleproxy/health.py)
+     5201  Stats: the counters (simpleproxy/stats.py)
+     5656  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6028  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6277  Stats: the HTML page (simpleproxy/statspage.py)
+     6403  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6744  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     6877  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7130  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7320  The proxy: a connection's life (simpleproxy/session.py)
+     7968  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8189  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8428  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     8928  Processes: worker count, privileges (simpleproxy/process.py)
+     8981  Processes: the master-worker channel (simpleproxy/channel.py)
+     9090  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9255  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9349  Processes: the master, workers, reload (simpleproxy/master.py)
+    10003  The command line (simpleproxy/cli.py)
+    10086  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -2402,28 +2403,18 @@ LOG_TARGET_VALUE = ValueKind(parse_log_target, "stderr, stdout, /path/file, sysl
 
 
 ###############################################################################
-# Configuration: INI into frozen objects (simpleproxy/config.py) ##############
+# Configuration: the frozen objects it reads into (simpleproxy/settings.py) ###
 ###############################################################################
 
-"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
+"""What a configuration reads into: the frozen objects the rest of simpleproxy reads.
 
-ini.py reads the file into sections of keys with their line numbers; this module says what
-the keys mean. Every key is checked against the kind of section it is in and converted
-(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
-backend or listen leaves out, and the references between sections (default_backend,
-addresses bound twice) are checked last.
-
-Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
-...)``, and all of them are raised together in one ConfigError, sorted by line.
-Nothing here opens a socket or asks a name server: a server's host name is resolved at
-start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
+config.py checks an INI file and builds these; the proxy, the balancer, health and the
+master only ever read them. They are namedtuples so that a configuration, once read, cannot
+change under a running proxy: a reload reads a new one.
 """
 
-import re
 from collections import namedtuple
 
-
-# -- what the rest of simpleproxy reads ---------------------------------------------------
 
 Bind = namedtuple("Bind", "address accept_proxy accept_proxy_from proxy_optional_from "
                           "accept_proxy_version v6only proxy_max_header line")
@@ -2433,7 +2424,7 @@ accept_proxy: whether PROXY headers are handled on it at all. accept_proxy_from 
 proxy_optional_from: tuples of ipaddress networks and/or the string "unix" (Unix-socket
 peers); peers in the first must send a header, peers in the second may. An empty
 accept_proxy_from with accept_proxy on trusts every peer. accept_proxy_version: "v1",
-"v2" or "any". v6only: settled (see _CfgReader._settle_binds). proxy_max_header: bytes, the
+"v2" or "any". v6only: settled (see config.py's _CfgReader._settle_binds). proxy_max_header: bytes, the
 bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
@@ -2497,6 +2488,27 @@ Config = namedtuple("Config", "path global_settings frontends backends warnings"
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
 included); backends: dict name -> Backend in file order; warnings: tuple of messages."""
 
+
+###############################################################################
+# Configuration: what each key means, checked (simpleproxy/config.py) #########
+###############################################################################
+
+"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
+
+ini.py reads the file into sections of keys with their line numbers; this module says what
+the keys mean. Every key is checked against the kind of section it is in and converted
+(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
+backend or listen leaves out, and the references between sections (default_backend,
+addresses bound twice) are checked last. What it builds are settings.py's objects.
+
+Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
+...)``, and all of them are raised together in one ConfigError, sorted by line.
+Nothing here opens a socket or asks a name server: a server's host name is resolved at
+start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
+"""
+
+import re
+from collections import namedtuple
 
 
 def load_config(path):
@@ -4903,7 +4915,11 @@ class HealthState(object):
 
 class CheckWorkers(object):
     """The threads that run checks and lookups. A job is a function, its argument and the
-    function to hand its result to (None if it raised); the threads see nothing else."""
+    function to hand its result to (None if it raised); the threads see nothing else.
+
+    Why threads: getaddrinfo has no non-blocking form in the standard library, and a check
+    written with one blocking socket and its timeouts stays short and obviously right; on the
+    loop either would stall every connection for as long as a server takes to answer."""
 
     def __init__(self, count):
         self._jobs = queue.Queue()

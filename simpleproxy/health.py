@@ -230,7 +230,11 @@ class HealthState(object):
 
 class CheckWorkers(object):
     """The threads that run checks and lookups. A job is a function, its argument and the
-    function to hand its result to (None if it raised); the threads see nothing else."""
+    function to hand its result to (None if it raised); the threads see nothing else.
+
+    Why threads: getaddrinfo has no non-blocking form in the standard library, and a check
+    written with one blocking socket and its timeouts stays short and obviously right; on the
+    loop either would stall every connection for as long as a server takes to answer."""
 
     def __init__(self, count):
         self._jobs = queue.Queue()
