@@ -7,7 +7,6 @@ import logging
 
 import pytest
 
-from dnslab import dns_lab  # noqa: F401 (a fixture)
 from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaintenance,
                                    LeaveMaintenance, LookupResult, NameResolution,
                                    Notice, StartAddresses, assign_slots, initial_addresses,
