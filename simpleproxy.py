@@ -35,7 +35,7 @@ Contents (line numbers in this file):
      3161  Balancing: choosing a server (simpleproxy/balancer.py)
      3614  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3769  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3845  Logging (simpleproxy/logs.py)
+     3845  Logging: escaping, writes that never block (simpleproxy/logs.py)
      4174  How a connection ends: the end causes (simpleproxy/endings.py)
      4252  Service discovery: following host names (simpleproxy/discovery.py)
      4568  Start-up: resolving host names (simpleproxy/resolve.py)
@@ -3842,7 +3842,7 @@ def syslog_frame(message, wall, hostname, pid, severity=SEVERITY_INFO,
 
 
 ###############################################################################
-# Logging (simpleproxy/logs.py) ###############################################
+# Logging: escaping, writes that never block (simpleproxy/logs.py) ############
 ###############################################################################
 
 """Logging: one logger for the whole proxy, plain lines, to one destination.

@@ -53,7 +53,7 @@ READING_ORDER = (
     ("balancer", "Balancing: choosing a server"),
     ("trust", "Trust: whose PROXY header to believe"),
     ("logformat", "Logging: JSON lines and syslog frames"),
-    ("logs", "Logging"),
+    ("logs", "Logging: escaping, writes that never block"),
     ("endings", "How a connection ends: the end causes"),
     ("discovery", "Service discovery: following host names"),
     ("resolve", "Start-up: resolving host names"),
