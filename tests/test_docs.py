@@ -39,6 +39,14 @@ def test_links_between_pages_lead_somewhere():
             assert os.path.exists(os.path.join(os.path.dirname(path), target)), (path, target)
 
 
+def test_the_architecture_page_names_every_module():
+    text = _read(os.path.join(ROOT, "docs", "architecture.md"))
+    modules = sorted(os.path.basename(path)
+                     for path in glob.glob(os.path.join(ROOT, "simpleproxy", "*.py")))
+    assert [module for module in modules
+            if module != "__init__.py" and "`%s`" % module not in text] == []
+
+
 @pytest.mark.parametrize("path", READ_BY_NEWCOMERS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_no_machine_local_paths(path):
     found = [line for line in _read(path).splitlines() if MACHINE_LOCAL.search(line)]
