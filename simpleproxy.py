@@ -20,44 +20,46 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       65  Version (simpleproxy/_version.py)
-       73  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      726  Errors (simpleproxy/errors.py)
-      751  The longest wait handed to the system (simpleproxy/timeouts.py)
-      770  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      858  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1283  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1459  Configuration: reading the INI file (simpleproxy/ini.py)
-     1739  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2270  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2405  Configuration: INI into frozen objects (simpleproxy/config.py)
-     3149  Balancing: choosing a server (simpleproxy/balancer.py)
-     3604  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3759  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3835  Logging (simpleproxy/logs.py)
-     4164  How a connection ends: the end causes (simpleproxy/endings.py)
-     4242  Service discovery: following host names (simpleproxy/discovery.py)
-     4558  Start-up: resolving host names (simpleproxy/resolve.py)
-     4688  Health checks (simpleproxy/health.py)
-     5221  Stats: the counters (simpleproxy/stats.py)
-     5676  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6062  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6311  Stats: the HTML page (simpleproxy/statspage.py)
-     6474  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6877  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7012  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7265  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7455  The proxy: a connection's life (simpleproxy/session.py)
-     8103  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8324  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8568  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9076  Processes: worker count, privileges (simpleproxy/process.py)
-     9129  Processes: the master-worker channel (simpleproxy/channel.py)
-     9250  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9429  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9523  Processes: the master, workers, reload (simpleproxy/master.py)
-    10249  The command line (simpleproxy/cli.py)
-    10332  Entry point (simpleproxy/__main__.py)
+       67  Version (simpleproxy/_version.py)
+       75  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      728  Errors (simpleproxy/errors.py)
+      753  The longest wait handed to the system (simpleproxy/timeouts.py)
+      772  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      860  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1285  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1461  Configuration: reading the INI file (simpleproxy/ini.py)
+     1741  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2272  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2407  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
+     2494  Configuration: what each key means, checked (simpleproxy/config.py)
+     3162  Balancing: choosing a server (simpleproxy/balancer.py)
+     3617  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3772  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3848  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4177  How a connection ends: the end causes (simpleproxy/endings.py)
+     4255  Service discovery: following host names (simpleproxy/discovery.py)
+     4571  Start-up: resolving host names (simpleproxy/resolve.py)
+     4701  Health checks (simpleproxy/health.py)
+     5238  Stats: the counters (simpleproxy/stats.py)
+     5693  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6079  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6328  Stats: the HTML page (simpleproxy/statspage.py)
+     6491  Stats: the runtime API's commands (simpleproxy/admin.py)
+     6894  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7282  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7472  The proxy: a connection's life (simpleproxy/session.py)
+     8120  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8341  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8585  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9093  Processes: worker count, privileges (simpleproxy/process.py)
+     9146  Processes: the master-worker channel (simpleproxy/channel.py)
+     9267  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9446  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9540  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9664  Processes: the master, workers, reload (simpleproxy/master.py)
+    10281  The command line (simpleproxy/cli.py)
+    10364  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -2402,28 +2404,18 @@ LOG_TARGET_VALUE = ValueKind(parse_log_target, "stderr, stdout, /path/file, sysl
 
 
 ###############################################################################
-# Configuration: INI into frozen objects (simpleproxy/config.py) ##############
+# Configuration: the frozen objects it reads into (simpleproxy/settings.py) ###
 ###############################################################################
 
-"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
+"""What a configuration reads into: the frozen objects the rest of simpleproxy reads.
 
-ini.py reads the file into sections of keys with their line numbers; this module says what
-the keys mean. Every key is checked against the kind of section it is in and converted
-(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
-backend or listen leaves out, and the references between sections (default_backend,
-addresses bound twice) are checked last.
-
-Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
-...)``, and all of them are raised together in one ConfigError, sorted by line.
-Nothing here opens a socket or asks a name server: a server's host name is resolved at
-start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
+config.py checks an INI file and builds these; the proxy, the balancer, health and the
+master only ever read them. They are namedtuples so that a configuration, once read, cannot
+change under a running proxy: a reload reads a new one.
 """
 
-import re
 from collections import namedtuple
 
-
-# -- what the rest of simpleproxy reads ---------------------------------------------------
 
 Bind = namedtuple("Bind", "address accept_proxy accept_proxy_from proxy_optional_from "
                           "accept_proxy_version v6only proxy_max_header line")
@@ -2433,7 +2425,7 @@ accept_proxy: whether PROXY headers are handled on it at all. accept_proxy_from 
 proxy_optional_from: tuples of ipaddress networks and/or the string "unix" (Unix-socket
 peers); peers in the first must send a header, peers in the second may. An empty
 accept_proxy_from with accept_proxy on trusts every peer. accept_proxy_version: "v1",
-"v2" or "any". v6only: settled (see _CfgReader._settle_binds). proxy_max_header: bytes, the
+"v2" or "any". v6only: settled (see config.py's _CfgReader._settle_binds). proxy_max_header: bytes, the
 bind's own value or else its frontend's."""
 
 Frontend = namedtuple("Frontend", "name binds default_backend maxconn timeout_client "
@@ -2497,6 +2489,27 @@ Config = namedtuple("Config", "path global_settings frontends backends warnings"
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections
 included); backends: dict name -> Backend in file order; warnings: tuple of messages."""
 
+
+###############################################################################
+# Configuration: what each key means, checked (simpleproxy/config.py) #########
+###############################################################################
+
+"""The configuration: HAProxy's words in an INI file, checked and read into frozen objects.
+
+ini.py reads the file into sections of keys with their line numbers; this module says what
+the keys mean. Every key is checked against the kind of section it is in and converted
+(config_values.py holds the kinds of values), [defaults] fills in whatever a frontend,
+backend or listen leaves out, and the references between sections (default_backend,
+addresses bound twice) are checked last. What it builds are settings.py's objects.
+
+Every problem becomes one line, ``FILE:LINE: [SECTION] KEY: what is wrong (expected
+...)``, and all of them are raised together in one ConfigError, sorted by line.
+Nothing here opens a socket or asks a name server: a server's host name is resolved at
+start-up (resolve.py), as HAProxy does when it starts, or by ``-c --resolve``.
+"""
+
+import re
+from collections import namedtuple
 
 
 def load_config(path):
@@ -3832,7 +3845,7 @@ def syslog_frame(message, wall, hostname, pid, severity=SEVERITY_INFO,
 
 
 ###############################################################################
-# Logging (simpleproxy/logs.py) ###############################################
+# Logging: escaping, writes that never block (simpleproxy/logs.py) ############
 ###############################################################################
 
 """Logging: one logger for the whole proxy, plain lines, to one destination.
@@ -4914,7 +4927,11 @@ class HealthState(object):
 
 class CheckWorkers(object):
     """The threads that run checks and lookups. A job is a function, its argument and the
-    function to hand its result to (None if it raised); the threads see nothing else."""
+    function to hand its result to (None if it raised); the threads see nothing else.
+
+    Why threads: getaddrinfo has no non-blocking form in the standard library, and a check
+    written with one blocking socket and its timeouts stays short and obviously right; on the
+    loop either would stall every connection for as long as a server takes to answer."""
 
     def __init__(self, count):
         self._jobs = queue.Queue()
@@ -4991,7 +5008,7 @@ class HealthChecker(object):
     here and whose names are looked up every period (those with one).
     ``on_resolved(name)``, when set, is called on the loop once a lookup has changed anything
     of ``name`` (a FollowedNameState): a worker that resolves for its siblings tells its
-    master (master.WorkerLink)."""
+    master (worker.WorkerLink)."""
 
     def __init__(self, loop, pools, threads, on_change, on_check, followed=()):
         self.loop = loop
@@ -8638,7 +8655,7 @@ class Proxy(object):
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
-        # worker that checks for its siblings tells its master (master.WorkerLink).
+        # worker that checks for its siblings tells its master (worker.WorkerLink).
         self.on_server_change = None
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)
@@ -9169,7 +9186,7 @@ fields separated by tabs (config names never contain one), the first field its k
                                     state carries over restarts and reloads, by name.
     counters ID                     master -> worker: send a snapshot of your counters
     counters ID JSON                worker -> master: the snapshot (counter_snapshot in
-                                    master.py: its pid and stats.stats_snapshot, by name)
+                                    worker.py: its pid and stats.stats_snapshot, by name)
 
 The runtime API plugs in at the master, on the master's loop (masterview.MasterView):
 
@@ -9395,7 +9412,7 @@ def session_view(record, now):
 
 
 def aggregate_counters(snapshots):
-    """The workers' snapshots (master.counter_snapshot) as one proxy's: numbers added up
+    """The workers' snapshots (worker.counter_snapshot) as one proxy's: numbers added up
     (a server's maxconn is a worker's share: the sum is the proxy's), lists put together,
     the most recent ``last_session_age``; anything else (a server's status, admin state,
     weight) as the first worker has it: verdicts and operators' settings reach every worker
@@ -9517,6 +9534,130 @@ def activated_sockets(environ=os.environ):
             sockaddr = os.fsdecode(sockaddr)
         sockets[listen_key(family, sockaddr)] = sock
     return sockets
+
+
+###############################################################################
+# Processes: a worker's end of the channel (simpleproxy/worker.py) ############
+###############################################################################
+
+"""A worker's end of the channel to its master (master.py, channel.py).
+
+The master forks each worker and hands run_proxy an ``attach`` that builds a WorkerLink on the
+worker's own loop: through it the worker reports its health verdicts, name lookups and
+counters, and takes what the master passes on from its siblings and from the operator.
+"""
+import json
+import os
+
+
+class WorkerLink(object):
+    """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
+
+    Slot 0 of each generation is the one that runs health checks, and its verdicts go to
+    the master, which passes them on; the other workers run no checks, take the verdicts
+    they are sent and send their failed client connections (passive health) to be counted
+    by the checker, so each server gets one check per interval and one count however many
+    workers there are."""
+
+    def __init__(self, proxy, channel, checking, hard_stop_after):
+        self.proxy = proxy
+        self.channel = channel
+        self.checking = checking
+        self.hard_stop_after = hard_stop_after
+        self.snapshot_too_large = False     # said once in the log
+        if checking:
+            proxy.on_server_change = self.send_verdict
+            proxy.checker.on_resolved = self.send_resolution
+        else:
+            proxy.hand_checks_over(self.send_failure)
+        channel.setblocking(False)
+        proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
+        send_message(channel, MSG_READY)
+        if checking:
+            for name in proxy.checker.names:
+                self.send_resolution(name)
+
+    def send_verdict(self, pool, server):
+        send_message(self.channel, MSG_SERVER_STATE, pool.backend.name, server.config.name,
+                     STATE_UP if server.healthy else STATE_DOWN)
+
+    def send_resolution(self, name):
+        """Where the servers of a followed name (health.FollowedNameState) connect now."""
+        for server_name, (pool, server) in name.servers.items():
+            address = "-" if server.address is None else server.address.sockaddr[0]
+            send_message(self.channel, MSG_SERVER_ADDR, pool.backend.name, server_name, address,
+                         "1" if server.dns_maint else "0", name.resolution.status)
+
+    def send_failure(self, server, cause, duration):
+        send_message(self.channel, MSG_SERVER_FAILED, server.backend.name, server.config.name,
+                     cause, "%.6f" % duration)
+
+    def on_message(self, mask):
+        message = receive_message(self.channel)
+        if message is None:
+            return
+        kind = message[0] if message else None
+        if kind is None or kind == MSG_STOP:
+            if kind is None:
+                LOG.warning("the master is gone: finishing the connections")
+            self.proxy.loop.selector.unregister(self.channel)
+            self.proxy.soft_stop(self.hard_stop_after)
+        elif kind == MSG_SOFT_STOP:
+            self.proxy.stopping_softly = True
+        elif kind == MSG_SERVER_STATE and len(message) == 4:
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.adopt(pool, server, message[3] == STATE_UP)
+        elif kind == MSG_SERVER_ADDR and len(message) == 6:
+            address = None if message[3] == "-" else ip_address(message[3])
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.adopt_resolution(pool, server, address, message[4] == "1",
+                                                    message[5])
+        elif kind == MSG_SERVER_FAILED and len(message) == 5:
+            for pool, server in self.servers_named(message[1], message[2]):
+                self.proxy.checker.connection_failed(server, message[3], float(message[4]))
+        elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
+            self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
+        elif kind == MSG_COUNTERS and len(message) == 2:
+            self.send_counters(message[1])
+
+    def send_counters(self, request_id):
+        text = json.dumps(counter_snapshot(self.proxy, self.checking), separators=(",", ":"))
+        if len(text) + len(request_id) + len(MSG_COUNTERS) + 2 > MESSAGE_MAX:
+            if not self.snapshot_too_large:
+                self.snapshot_too_large = True
+                LOG.warning("this worker's counters (%d bytes) do not fit a channel message "
+                            "(%d): the stats under the master leave it out", len(text),
+                            MESSAGE_MAX)
+            return
+        send_message(self.channel, MSG_COUNTERS, request_id, text)
+
+    def apply_admin(self, backend, server_name, settings):
+        for pool, server in self.servers_named(backend, server_name):
+            try:
+                self.proxy.set_server_admin(pool, server, settings.get("state"),
+                                            settings.get("weight"), settings.get("maxconn"))
+            except ValueError as exc:
+                LOG.warning("server-admin %s/%s: %s", backend, server_name, exc)
+
+    def servers_named(self, backend, server_name):
+        """(pool, server) of the server this config has by those names: one, or none."""
+        pool = self.proxy.pools.get(backend)
+        return [(pool, server) for server in (pool.servers if pool is not None else ())
+                if server.config.name == server_name]
+
+
+
+def counter_snapshot(proxy, checking):
+    """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
+    totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
+    (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
+    now = proxy.loop.now
+    snapshot = stats_snapshot(proxy.stats, now, checking)
+    snapshot.update(pid=os.getpid(), active=proxy.active,
+                    stopping_softly=proxy.stopping_softly,
+                    sessions=[session_record(view, now) for view in
+                              proxy.session_views(SESSIONS_IN_SNAPSHOT)])
+    return snapshot
 
 
 ###############################################################################
@@ -10062,102 +10203,6 @@ class Master(object):
                     send_message(worker.channel, MSG_SOFT_STOP)
 
 
-class WorkerLink(object):
-    """A worker's end of its channel, on the worker's loop (run_proxy's ``attach``).
-
-    Slot 0 of each generation is the one that runs health checks, and its verdicts go to
-    the master, which passes them on; the other workers run no checks, take the verdicts
-    they are sent and send their failed client connections (passive health) to be counted
-    by the checker, so each server gets one check per interval and one count however many
-    workers there are."""
-
-    def __init__(self, proxy, channel, checking, hard_stop_after):
-        self.proxy = proxy
-        self.channel = channel
-        self.checking = checking
-        self.hard_stop_after = hard_stop_after
-        self.snapshot_too_large = False     # said once in the log
-        if checking:
-            proxy.on_server_change = self.send_verdict
-            proxy.checker.on_resolved = self.send_resolution
-        else:
-            proxy.hand_checks_over(self.send_failure)
-        channel.setblocking(False)
-        proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
-        send_message(channel, MSG_READY)
-        if checking:
-            for name in proxy.checker.names:
-                self.send_resolution(name)
-
-    def send_verdict(self, pool, server):
-        send_message(self.channel, MSG_SERVER_STATE, pool.backend.name, server.config.name,
-                     STATE_UP if server.healthy else STATE_DOWN)
-
-    def send_resolution(self, name):
-        """Where the servers of a followed name (health.FollowedNameState) connect now."""
-        for server_name, (pool, server) in name.servers.items():
-            address = "-" if server.address is None else server.address.sockaddr[0]
-            send_message(self.channel, MSG_SERVER_ADDR, pool.backend.name, server_name, address,
-                         "1" if server.dns_maint else "0", name.resolution.status)
-
-    def send_failure(self, server, cause, duration):
-        send_message(self.channel, MSG_SERVER_FAILED, server.backend.name, server.config.name,
-                     cause, "%.6f" % duration)
-
-    def on_message(self, mask):
-        message = receive_message(self.channel)
-        if message is None:
-            return
-        kind = message[0] if message else None
-        if kind is None or kind == MSG_STOP:
-            if kind is None:
-                LOG.warning("the master is gone: finishing the connections")
-            self.proxy.loop.selector.unregister(self.channel)
-            self.proxy.soft_stop(self.hard_stop_after)
-        elif kind == MSG_SOFT_STOP:
-            self.proxy.stopping_softly = True
-        elif kind == MSG_SERVER_STATE and len(message) == 4:
-            for pool, server in self.servers_named(message[1], message[2]):
-                self.proxy.checker.adopt(pool, server, message[3] == STATE_UP)
-        elif kind == MSG_SERVER_ADDR and len(message) == 6:
-            address = None if message[3] == "-" else ip_address(message[3])
-            for pool, server in self.servers_named(message[1], message[2]):
-                self.proxy.checker.adopt_resolution(pool, server, address, message[4] == "1",
-                                                    message[5])
-        elif kind == MSG_SERVER_FAILED and len(message) == 5:
-            for pool, server in self.servers_named(message[1], message[2]):
-                self.proxy.checker.connection_failed(server, message[3], float(message[4]))
-        elif kind == MSG_SERVER_ADMIN and len(message) >= 4:
-            self.apply_admin(message[1], message[2], parse_admin_fields(message[3:]))
-        elif kind == MSG_COUNTERS and len(message) == 2:
-            self.send_counters(message[1])
-
-    def send_counters(self, request_id):
-        text = json.dumps(counter_snapshot(self.proxy, self.checking), separators=(",", ":"))
-        if len(text) + len(request_id) + len(MSG_COUNTERS) + 2 > MESSAGE_MAX:
-            if not self.snapshot_too_large:
-                self.snapshot_too_large = True
-                LOG.warning("this worker's counters (%d bytes) do not fit a channel message "
-                            "(%d): the stats under the master leave it out", len(text),
-                            MESSAGE_MAX)
-            return
-        send_message(self.channel, MSG_COUNTERS, request_id, text)
-
-    def apply_admin(self, backend, server_name, settings):
-        for pool, server in self.servers_named(backend, server_name):
-            try:
-                self.proxy.set_server_admin(pool, server, settings.get("state"),
-                                            settings.get("weight"), settings.get("maxconn"))
-            except ValueError as exc:
-                LOG.warning("server-admin %s/%s: %s", backend, server_name, exc)
-
-    def servers_named(self, backend, server_name):
-        """(pool, server) of the server this config has by those names: one, or none."""
-        pool = self.proxy.pools.get(backend)
-        return [(pool, server) for server in (pool.servers if pool is not None else ())
-                if server.config.name == server_name]
-
-
 class CounterRequest(object):
     """A request_counters() waiting for the workers' answers."""
 
@@ -10174,19 +10219,6 @@ class CounterRequest(object):
 
     def complete(self):
         return not self.waiting_for
-
-
-def counter_snapshot(proxy, checking):
-    """One worker's counters, by name: what ``counters`` carries to the master. Gauges and
-    totals only (stats.stats_snapshot), so that the master can add the workers' snapshots up
-    (masterview.aggregate_counters); ``checking``: this worker runs the health checks."""
-    now = proxy.loop.now
-    snapshot = stats_snapshot(proxy.stats, now, checking)
-    snapshot.update(pid=os.getpid(), active=proxy.active,
-                    stopping_softly=proxy.stopping_softly,
-                    sessions=[session_record(view, now) for view in
-                              proxy.session_views(SESSIONS_IN_SNAPSHOT)])
-    return snapshot
 
 
 def server_host(config, backend, server):

@@ -38,7 +38,7 @@ fields separated by tabs (config names never contain one), the first field its k
                                     state carries over restarts and reloads, by name.
     counters ID                     master -> worker: send a snapshot of your counters
     counters ID JSON                worker -> master: the snapshot (counter_snapshot in
-                                    master.py: its pid and stats.stats_snapshot, by name)
+                                    worker.py: its pid and stats.stats_snapshot, by name)
 
 The runtime API plugs in at the master, on the master's loop (masterview.MasterView):
 

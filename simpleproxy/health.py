@@ -232,7 +232,11 @@ class HealthState(object):
 
 class CheckWorkers(object):
     """The threads that run checks and lookups. A job is a function, its argument and the
-    function to hand its result to (None if it raised); the threads see nothing else."""
+    function to hand its result to (None if it raised); the threads see nothing else.
+
+    Why threads: getaddrinfo has no non-blocking form in the standard library, and a check
+    written with one blocking socket and its timeouts stays short and obviously right; on the
+    loop either would stall every connection for as long as a server takes to answer."""
 
     def __init__(self, count):
         self._jobs = queue.Queue()
@@ -309,7 +313,7 @@ class HealthChecker(object):
     here and whose names are looked up every period (those with one).
     ``on_resolved(name)``, when set, is called on the loop once a lookup has changed anything
     of ``name`` (a FollowedNameState): a worker that resolves for its siblings tells its
-    master (master.WorkerLink)."""
+    master (worker.WorkerLink)."""
 
     def __init__(self, loop, pools, threads, on_change, on_check, followed=()):
         self.loop = loop

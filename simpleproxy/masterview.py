@@ -149,7 +149,7 @@ def session_view(record, now):
 
 
 def aggregate_counters(snapshots):
-    """The workers' snapshots (master.counter_snapshot) as one proxy's: numbers added up
+    """The workers' snapshots (worker.counter_snapshot) as one proxy's: numbers added up
     (a server's maxconn is a worker's share: the sum is the proxy's), lists put together,
     the most recent ``last_session_age``; anything else (a server's status, admin state,
     weight) as the first worker has it: verdicts and operators' settings reach every worker

@@ -83,7 +83,7 @@ class Proxy(object):
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
-        # worker that checks for its siblings tells its master (master.WorkerLink).
+        # worker that checks for its siblings tells its master (worker.WorkerLink).
         self.on_server_change = None
         self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
         self.view = memoryview(self.buffer)

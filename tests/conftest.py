@@ -8,6 +8,8 @@ The fixtures every module uses (helpers in support.py):
   The launch form is ``python -m simpleproxy`` unless the test is parametrized with
   ``support.BOTH_FORMS`` (or ``indirect`` "module"/"bundle" params of its own).
 * ``proxy_python``: the interpreter that runs the proxy (support.proxy_python()).
+* ``dns_lab``: a started dnslab.DnsLab (a name server in a network namespace) with no
+  records yet.
 * ``backend``: a support.RecordingServer that reads to EOF and answers support.REPLY;
   ``echo``: one that echoes. Both are closed when the test ends.
 
@@ -15,8 +17,12 @@ Every test that starts the proxy depends on ``proxy_python`` (``launch`` does) a
 ``proxy``: ``pytest -m proxy`` runs exactly those, which is how the proxy36/proxy37 tox envs
 run them a second time with the proxy on Python 3.6 and 3.7 (SIMPLEPROXY_PYTHON).
 """
+import os
+import shutil
+
 import pytest
 
+from dnslab import DnsLab
 from support import (REPLY, Launcher, RecordingServer, proxy_python as find_proxy_python,
                      skip_or_fail)
 
@@ -78,3 +84,22 @@ def echo():
     server = RecordingServer(mode="echo")
     yield server
     server.close()
+
+
+@pytest.fixture
+def dns_lab(tmp_path):
+    """A started DnsLab with no records yet; skips (fails under CI) without root, ip or
+    dnsmasq (Debian's dnsmasq-base)."""
+    if os.geteuid() != 0:
+        skip_or_fail("a network namespace needs root")
+    for tool in ("ip", "dnsmasq"):
+        if shutil.which(tool) is None:
+            skip_or_fail("%s is not installed" % tool)
+    lab = DnsLab(str(tmp_path))
+    try:
+        problem = lab.start({})
+        if problem:
+            skip_or_fail(problem)
+        yield lab
+    finally:
+        lab.close()

@@ -19,10 +19,8 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from simpleproxy.discovery import IpAddress, LookupResult
-from support import DEFAULT_TIMEOUT, proxy_env, skip_or_fail, wait_until
+from support import DEFAULT_TIMEOUT, proxy_env, wait_until
 
 _lab_ids = itertools.count()
 # The resolver gives up on a silent server after one second, instead of glibc's 5s x 2.
@@ -146,22 +144,3 @@ class DnsLab(object):
             if self._namespace_added:
                 _run(("ip", "netns", "del", self.name))
             shutil.rmtree(self.etc_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def dns_lab(tmp_path):
-    """A started DnsLab with no records yet; skips (fails under CI) without root, ip or
-    dnsmasq (Debian's dnsmasq-base)."""
-    if os.geteuid() != 0:
-        skip_or_fail("a network namespace needs root")
-    for tool in ("ip", "dnsmasq"):
-        if shutil.which(tool) is None:
-            skip_or_fail("%s is not installed" % tool)
-    lab = DnsLab(str(tmp_path))
-    try:
-        problem = lab.start({})
-        if problem:
-            skip_or_fail(problem)
-        yield lab
-    finally:
-        lab.close()

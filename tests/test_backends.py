@@ -178,7 +178,7 @@ def test_check_send_proxy_exact_bytes(launch):
         ("v2", "%s check inter 100ms send-proxy-v2" % v2.config_address),
         # Checked on another port: no header there unless check-send-proxy says so.
         ("elsewhere", "127.0.0.1:1 check inter 100ms send-proxy port %d" % other_port.port)])
-    proxy = launch(text)
+    launch(text)
     got = v1.next_connection()
     assert bytes(got.received) == b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\n" % (
         got.peer[1], v1.port)

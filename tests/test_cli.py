@@ -10,7 +10,9 @@ import pytest
 
 from simpleproxy import __version__
 from simpleproxy.cli import main
-from support import BOTH_FORMS, REPO, SERVER_OPTIONS, proxy_command, proxy_env, run_cli
+from stats_support import ask, http_get
+from support import (BOTH_FORMS, REPO, SERVER_OPTIONS, V2_SIGNATURE, RecordingServer, exchange,
+                     free_port, proxy_command, proxy_env, run_cli)
 
 GOOD_TAIL = """
 [frontend web]
@@ -240,3 +242,37 @@ def test_decode_rejects_with_one_line(hex_text, kind, launch):
     if kind:
         assert "(%s)" % kind in result.stderr
 
+
+
+def test_the_demo_does_what_its_comments_say(launch):
+    """conf/simpleproxy.ini, run as its comments tell a newcomer (its ports swapped for free
+    ones): round robin gives s1 a v1 header and s2 a v2 one, the second frontend passes on
+    the client a header names, and the stats page and socket answer."""
+    with open(os.path.join(REPO, "conf", "simpleproxy.ini"), encoding="utf-8") as f:
+        text = f.read()
+    s1, s2 = RecordingServer(port=0), RecordingServer(port=0)
+    try:
+        ports = {"8080": free_port(), "8443": free_port(), "8404": free_port(),
+                 "9999": free_port(), "8081": s1.port, "8082": s2.port}
+        for demo_port, port in ports.items():
+            assert "127.0.0.1:" + demo_port in text
+            text = text.replace("127.0.0.1:" + demo_port, "127.0.0.1:%d" % port)
+        launch(text)
+        client = ("127.0.0.1", ports["8080"])
+        assert exchange(client, b"hello\n") == b""
+        assert exchange(client, b"hello\n") == b""
+        first, second = s1.next_connection(), s2.next_connection()
+        assert bytes(first.received).startswith(b"PROXY TCP4 127.0.0.1 127.0.0.1 ")
+        assert bytes(first.received).endswith(b" %d\r\nhello\n" % ports["8080"])
+        assert bytes(second.received).startswith(V2_SIGNATURE + b"\x21\x11\x00\x0c")
+        assert bytes(second.received).endswith(b"hello\n")
+        exchange(("127.0.0.1", ports["8443"]),
+                 b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 8443\r\nhello\n")
+        assert bytes(s1.next_connection().received) == \
+            b"PROXY TCP4 203.0.113.7 127.0.0.1 51000 8443\r\nhello\n"
+        status, page = http_get(ports["8404"], "/")
+        assert status == 200 and b" demo</h2>" in page and b" behind-a-proxy</h2>" in page
+        assert "demo,s1," in ask(("127.0.0.1", ports["9999"]), "show stat\n")
+    finally:
+        s1.close()
+        s2.close()

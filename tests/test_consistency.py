@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dnslab import dns_lab  # noqa: F401 (a fixture)
 from support import Launcher, RecordingServer, enter_netns, exchange, free_port, in_netns
 
 SERVERS = ("s1", "s2", "s3", "s4")

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dnslab import dns_lab  # noqa: F401 (a fixture)
 from simpleproxy.discovery import (NX, OTHER, TIMEOUT, AddressChange, EnterMaintenance,
                                    LeaveMaintenance, LookupResult, NameResolution,
                                    Notice, StartAddresses, assign_slots, initial_addresses,

@@ -5,7 +5,7 @@ import os
 import socket
 import subprocess
 
-from dnslab import DnsLab, dns_lab  # noqa: F401 (dns_lab: a fixture)
+from dnslab import DnsLab
 from simpleproxy.discovery import IpAddress, LookupResult
 
 

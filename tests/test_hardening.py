@@ -123,6 +123,23 @@ def test_v2_unix_paths_cannot_forge_log_lines(launch, backend):
     assert not [forged for forged in proxy.lines if forged.startswith("2026-01-01")]
 
 
+def test_json_log_lines_carry_no_raw_client_byte(launch, backend):
+    """log-format = json: the UNIX path goes through log_escape as in the tcplog, the TLVs'
+    text is JSON-escaped ASCII; the line stays one line and forges nothing."""
+    port = free_port()
+    proxy = launch(one_frontend(["127.0.0.1:%d accept-proxy" % port], backend.config_address,
+                                frontend="log-format = json\n"))
+    src = b"/x" + FORGED_LINE[:100]
+    authority = struct.pack("!BH", 0x02, len(FORGED_LINE)) + FORGED_LINE
+    assert exchange(("127.0.0.1", port), v2_unix(src, b"/dst", authority) + PAYLOAD) == REPLY
+    line = proxy.wait_for('"pp":"v2/UNIX"')
+    assert all(0x20 <= ord(char) <= 0x7e for char in line)
+    record = json.loads(line[line.index("{"):])
+    assert record["client"] == "unix@" + log_escape(src)
+    assert record["authority"] == FORGED_LINE.decode()
+    assert not [forged for forged in proxy.lines if "2026-01-01" in forged and forged != line]
+
+
 def test_unix_peer_paths_are_escaped(launch, backend, tmp_path):
     listen = str(tmp_path / "in.sock")
     proxy = launch(one_frontend(["unix@" + listen], backend.config_address))

@@ -8,6 +8,10 @@ Each rule is one row or one test, so that the one that breaks names itself:
 - the loop (loop.py) imports no module of the proxy: it knows nothing of proxying;
 - health's worker threads reach the loop only through its hand-off, call_soon_threadsafe;
 - nothing imports the CLI (only ``__main__.py``, the entry point);
+- a socket is touched only by the modules that run on the loop, in the master or at start-up,
+  and by health's worker threads (each named below with where it runs);
+- a thread is started only where its docstring says "Why threads";
+- no module is over about 700 lines;
 - the end causes are one table (endings.py): no other module spells an end word, and the
   table agrees with the documented ``end=`` list.
 """
@@ -29,8 +33,8 @@ MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(
 PROXY_MODULES = {"balancer", "config", "config_values", "discovery", "endings", "health", "ini",
                  "listeners", "proxy", "proxyproto", "relay", "resolve", "rules", "samples",
                  "session", "tlvfmt", "trust", "cli", "process", "channel", "systemd", "master",
-                 "stats", "statsviews", "metrics", "admin", "statshttp", "statspage",
-                 "logformat", "statsconfig", "statslistener", "masterview"}
+                 "settings", "stats", "statsviews", "metrics", "admin", "statshttp", "statspage",
+                 "logformat", "statsconfig", "statslistener", "masterview", "worker"}
 
 
 def _tree(module):
@@ -72,8 +76,9 @@ def test_protocol_core_uses_socket_only_for_address_text():
     assert used <= {"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"}
 
 
-@pytest.mark.parametrize("module", ["ini", "config_values", "config", "balancer", "rules",
-                                    "samples", "tlvfmt"])
+@pytest.mark.parametrize("module", ["ini", "config_values", "config", "settings",
+                                    "statsconfig", "balancer", "rules", "samples",
+                                    "tlvfmt"])
 def test_config_and_balancer_import_no_socket(module):
     """Reading a configuration asks no name server: host names are resolved at start-up
     (resolve.py), and choosing a server does no I/O."""
@@ -88,6 +93,55 @@ def test_loop_imports_no_proxy_module():
 def test_nothing_imports_the_cli():
     importers = [module for module in MODULES if "cli" in imports_of(module)[0]]
     assert importers == ["__main__"]
+
+
+# Every module that imports socket, and where what it does with one runs.
+SOCKET_MODULES = {
+    "proxyproto": "nowhere: inet_pton/inet_ntop for address text only (see below)",
+    "loop": "the loop: its selector and wake-up socketpair",
+    "listeners": "the loop: listening sockets and accept",
+    "session": "the loop: the server's socket",
+    "relay": "the loop: reads and writes of a session's two sockets",
+    "statslistener": "the loop: the stats socket and HTTP listener",
+    "proxy": "the loop: start-up and the accounting around sessions",
+    "logs": "the loop (and start-up): the syslog socket, written without blocking",
+    "resolve": "start-up: the first addresses of host names, before the loop runs",
+    "master": "the master: its wake-up socketpair and the shared listeners",
+    "channel": "the master and the worker's loop: the master-worker socketpair",
+    "systemd": "the master and start-up: sd_notify and socket activation",
+    "health": "health's worker threads: a blocking probe per check (see CheckWorkers)",
+    "discovery": "health's worker threads: lookup() (getaddrinfo)",
+}
+
+
+def test_only_the_modules_that_run_on_the_loop_or_in_the_master_touch_a_socket():
+    touching = {module for module in MODULES if "socket" in imports_of(module)[1]}
+    assert touching == set(SOCKET_MODULES)
+
+
+def test_every_thread_has_its_reason_written_down():
+    """STYLE: no new thread without a reason; a class or function around the start says why."""
+    starts = []
+    for module in MODULES:
+        def visit(node, reasons):
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                reasons = reasons + [ast.get_docstring(node) or ""]
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Thread":
+                starts.append((module, node.lineno, any("Why threads:" in r for r in reasons)))
+            for child in ast.iter_child_nodes(node):
+                visit(child, reasons)
+        visit(_tree(module), [])
+    assert starts, "no thread found: the rule reads nothing"
+    assert [start for start in starts if not start[2]] == []
+
+
+MAX_MODULE_LINES = 700
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_module_is_over_about_700_lines(module):
+    with open(os.path.join(PACKAGE, module + ".py"), encoding="utf-8") as f:
+        assert len(f.read().splitlines()) <= MAX_MODULE_LINES
 
 
 def _calls_outside_lambdas(node):

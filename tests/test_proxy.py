@@ -462,7 +462,7 @@ def test_timeouts_fire(launch):
 def test_maxconn_stops_accepting_then_resumes(launch):
     echo = RecordingServer(mode="echo")
     port = free_port()
-    proxy = launch(one_frontend(["127.0.0.1:%d" % port], echo.config_address, global_="maxconn = 2\n"))
+    launch(one_frontend(["127.0.0.1:%d" % port], echo.config_address, global_="maxconn = 2\n"))
     first, second = connect(("127.0.0.1", port)), connect(("127.0.0.1", port))
     for sock in (first, second):
         sock.sendall(b"x")
@@ -489,7 +489,7 @@ def test_chained_behind_another_simpleproxy(launch, first_hop):
     inner = launch(config(
         [("inner", ["127.0.0.1:%d accept-proxy" % inner_port], "be", "")],
         [("be", ["server s1 = %s send-proxy" % backend.config_address], "")]))
-    outer = launch(config(
+    launch(config(
         [("outer", ["127.0.0.1:%d" % outer_port], "be", "")],
         [("be", ["server inner = 127.0.0.1:%d %s" % (inner_port, first_hop)], "")]))
     sock = connect(("127.0.0.1", outer_port))
