@@ -52,14 +52,14 @@ Contents (line numbers in this file):
      8120  The proxy: listening and accepting (simpleproxy/listeners.py)
      8341  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
      8585  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9093  Processes: worker count, privileges (simpleproxy/process.py)
-     9146  Processes: the master-worker channel (simpleproxy/channel.py)
-     9267  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9446  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9540  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9664  Processes: the master, workers, reload (simpleproxy/master.py)
-    10281  The command line (simpleproxy/cli.py)
-    10364  Entry point (simpleproxy/__main__.py)
+     9095  Processes: worker count, privileges (simpleproxy/process.py)
+     9148  Processes: the master-worker channel (simpleproxy/channel.py)
+     9269  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9448  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9542  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9666  Processes: the master, workers, reload (simpleproxy/master.py)
+    10283  The command line (simpleproxy/cli.py)
+    10366  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -8816,6 +8816,8 @@ class Proxy(object):
                 fe.per_source[source] = count
         frontend = fe.frontend
         end = session.end
+        # Frontend, server and backend counters, written out rather than through a method:
+        # this runs once per connection, and three calls would cost more than the lines.
         counters = fe.counters
         counters.scur -= 1
         counters.ends[end] += 1

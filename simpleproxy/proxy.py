@@ -244,6 +244,8 @@ class Proxy(object):
                 fe.per_source[source] = count
         frontend = fe.frontend
         end = session.end
+        # Frontend, server and backend counters, written out rather than through a method:
+        # this runs once per connection, and three calls would cost more than the lines.
         counters = fe.counters
         counters.scur -= 1
         counters.ends[end] += 1
