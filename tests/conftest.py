@@ -16,6 +16,11 @@ The fixtures every module uses (helpers in support.py):
 Every test that starts the proxy depends on ``proxy_python`` (``launch`` does) and is marked
 ``proxy``: ``pytest -m proxy`` runs exactly those, which is how the proxy36/proxy37 tox envs
 run them a second time with the proxy on Python 3.6 and 3.7 (SIMPLEPROXY_PYTHON).
+
+The slow end-to-end tests are marked ``slow`` and run in one tox env (``tools``) rather than in
+all six: the master-worker tests (reloads under load, restarts, soft stop), everything in the
+DNS lab (``dns_lab``), the two-instance consistency tests, and those that wait out a timeout
+that cannot be shortened from outside.
 """
 import os
 import shutil
@@ -40,6 +45,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "tools: drives a slow real tool (hatop in tmux, prometheus-haproxy-exporter, "
                    "headless Chromium) against the stats socket and listener")
+    config.addinivalue_line(
+        "markers", "slow: a slow end-to-end test (master and workers, the DNS lab, several "
+                   "instances), run in one tox env")
 
 
 def pytest_report_header(config):
@@ -49,10 +57,16 @@ def pytest_report_header(config):
         return "simpleproxy runs on: nothing (%s)" % exc
 
 
+SLOW_MODULES = ("test_master.py", "test_consistency.py", "test_dnslab.py")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "proxy_python" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "proxy_python" in fixtures:
             item.add_marker(pytest.mark.proxy)
+        if "dns_lab" in fixtures or os.path.basename(str(item.fspath)) in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -293,6 +293,7 @@ def test_weight_and_maxconn_at_run_time(launch, tmp_path, echo_servers):
         sock_held.close()
 
 
+@pytest.mark.slow                  # the slow clients wait out CLIENT_TIMEOUT (10 s)
 def test_bad_commands_huge_lines_and_slow_clients_leave_the_proxy_unharmed(
         launch, tmp_path, echo_servers):
     text, sock, http, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
