@@ -11,7 +11,8 @@ The fixtures every module uses (helpers in support.py):
 * ``dns_lab``: a started dnslab.DnsLab (a name server in a network namespace) with no
   records yet.
 * ``backend``: a support.RecordingServer that reads to EOF and answers support.REPLY;
-  ``echo``: one that echoes. Both are closed when the test ends.
+  ``echo``: one that echoes; ``echo_servers``: two that echo. All are closed when the test
+  ends.
 
 Every test that starts the proxy depends on ``proxy_python`` (``launch`` does) and is marked
 ``proxy``: ``pytest -m proxy`` runs exactly those, which is how the proxy36/proxy37 tox envs
@@ -84,6 +85,15 @@ def launch(request, tmp_path, proxy_python):
     """Start proxies; all of them are stopped at the end of the test (see the module doc)."""
     with Launcher(getattr(request, "param", "module"), tmp_path) as launcher:
         yield launcher
+
+
+@pytest.fixture
+def echo_servers():
+    """Two support.RecordingServer echoing what they get; closed when the test ends."""
+    servers = [RecordingServer(mode="echo"), RecordingServer(mode="echo")]
+    yield servers
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """A stats model over real balancer objects, and the reference target the admin socket and the
 stats listener act on (the proxy implements the same interface; see simpleproxy/admin.py);
 and the clients of a running proxy's stats socket and listener."""
+import os
 import socket
 
 from simpleproxy.balancer import BackendPool
 from simpleproxy.config import parse_config
 from simpleproxy.stats import ProcessIdentity, ProxyStats
-from support import DEFAULT_TIMEOUT, connect, read_to_eof
+from support import DEFAULT_TIMEOUT, config, connect, free_port, read_to_eof
 
 START = 1000.0                 # loop time at start
 WALL = 1796610032.0            # wall time at start
@@ -39,14 +40,42 @@ def ask(address, text, timeout=DEFAULT_TIMEOUT):
 
 
 def http_get(port, path, headers=""):
+    """(status, body) of one GET on 127.0.0.1:``port``. HTTP/1.0: the server closes after its
+    answer and sends no chunked body (an exporter written in Go would)."""
     sock = connect(("127.0.0.1", port))
     try:
-        sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path, headers)).encode())
+        sock.sendall(("GET %s HTTP/1.0\r\nHost: x\r\n%s\r\n" % (path, headers)).encode())
         response = read_to_eof(sock)
     finally:
         sock.close()
     head, _, body = response.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def metrics(port):
+    """``/metrics`` on 127.0.0.1:``port`` (ours, or an exporter's), parsed by prometheus_client:
+    {(name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    status, body = http_get(port, "/metrics")
+    assert status == 200
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples}
+
+
+def stats_config(tmp_path, servers, global_extra="", backend="", frontend="", bind_extra=""):
+    """A config with the stats socket (a path in ``tmp_path``) and listener, and frontend
+    ``web`` in front of backend ``app`` with ``servers`` ((name, ADDRESS OPTIONS) pairs):
+    (text, socket path, stats http port, frontend port)."""
+    sock = os.path.join(str(tmp_path), "admin.sock")
+    http = free_port()
+    port = free_port()
+    text = config(
+        global_="stats socket = %s\nstats http = 127.0.0.1:%d\n%s" % (sock, http, global_extra),
+        frontends=[("web", ["127.0.0.1:%d%s" % (port, bind_extra)], "app", frontend)],
+        backends=[("app", ["server %s = %s" % (name, address) for name, address in servers],
+                   backend)])
+    return text, sock, http, port
 
 
 def show_stat_rows(text):

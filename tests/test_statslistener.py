@@ -13,45 +13,16 @@ import threading
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from simpleproxy.proxyproto import build_v2
 from simpleproxy.statslistener import CLIENT_TIMEOUT, MAX_CLIENTS
-from stats_support import ask, http_get
-from support import (DEFAULT_TIMEOUT, PAYLOAD, RESET, TIMING_MARGIN, RecordingServer, config,
-                     connect, exchange, exchange_or_reset, free_port, read_to_eof, v2_header,
-                     wait_until)
-
-
-def metrics(port):
-    status, body = http_get(port, "/metrics")
-    assert status == 200
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(body.decode())
-            for sample in family.samples}
-
-
-def servers_config(tmp_path, servers, global_extra="", backend="", frontend="", bind_extra=""):
-    sock = os.path.join(str(tmp_path), "admin.sock")
-    http = free_port()
-    port = free_port()
-    text = config(
-        global_="stats socket = %s\nstats http = 127.0.0.1:%d\n%s" % (sock, http, global_extra),
-        frontends=[("web", ["127.0.0.1:%d%s" % (port, bind_extra)], "app", frontend)],
-        backends=[("app", ["server %s = %s" % (name, address) for name, address in servers], backend)])
-    return text, sock, http, port
-
-
-@pytest.fixture
-def echo_servers():
-    servers = [RecordingServer(mode="echo"), RecordingServer(mode="echo")]
-    yield servers
-    for server in servers:
-        server.close()
+from stats_support import ask, http_get, metrics, stats_config
+from support import (DEFAULT_TIMEOUT, PAYLOAD, RESET, TIMING_MARGIN, RecordingServer, connect,
+                     exchange, exchange_or_reset, free_port, read_to_eof, v2_header, wait_until)
 
 
 def test_the_unix_socket_is_owner_only_and_answers_show_info(launch, tmp_path, echo_servers):
-    text, sock, http, _ = servers_config(
+    text, sock, http, _ = stats_config(
         tmp_path, [("s1", echo_servers[0].config_address)])
     proxy = launch(text)
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600 and stat.S_ISSOCK(os.stat(sock).st_mode)
@@ -62,7 +33,7 @@ def test_the_unix_socket_is_owner_only_and_answers_show_info(launch, tmp_path, e
 
 
 def test_mode_and_level_user_and_stats_name(launch, tmp_path, echo_servers):
-    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+    text, sock, _, _ = stats_config(tmp_path, [("s1", echo_servers[0].config_address)],
                                       global_extra="stats name = HAProxy\n")
     text = text.replace("admin.sock\n", "admin.sock mode 660 level user\n")
     launch(text)
@@ -74,7 +45,7 @@ def test_mode_and_level_user_and_stats_name(launch, tmp_path, echo_servers):
 
 
 def test_a_stale_socket_is_replaced_and_another_file_is_refused(launch, tmp_path, echo_servers):
-    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+    text, sock, _, _ = stats_config(tmp_path, [("s1", echo_servers[0].config_address)])
     leftover = socket.socket(socket.AF_UNIX)
     leftover.bind(sock)
     leftover.close()                          # the file of a socket nobody listens on
@@ -97,7 +68,7 @@ def test_a_stale_socket_is_replaced_and_another_file_is_refused(launch, tmp_path
 
 def test_stats_socket_over_tcp_and_prompt_mode(launch, tmp_path, echo_servers):
     port = free_port()
-    text, _, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+    text, _, _, _ = stats_config(tmp_path, [("s1", echo_servers[0].config_address)])
     text = text.replace("stats socket = %s" % os.path.join(str(tmp_path), "admin.sock"),
                         "stats socket = 127.0.0.1:%d" % port)
     launch(text)
@@ -110,7 +81,7 @@ def test_stats_socket_over_tcp_and_prompt_mode(launch, tmp_path, echo_servers):
 def test_set_timeout_cli_sets_the_clients_own_deadline(launch, tmp_path, echo_servers):
     """hatop sends "set timeout cli 60" on connecting; here a shorter one shows it is kept:
     an idle prompt-mode client is closed after it, not after CLIENT_TIMEOUT."""
-    text, sock, _, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+    text, sock, _, _ = stats_config(tmp_path, [("s1", echo_servers[0].config_address)])
     launch(text)
     client = connect(sock)
     try:
@@ -124,7 +95,7 @@ def test_set_timeout_cli_sets_the_clients_own_deadline(launch, tmp_path, echo_se
 
 
 def test_counters_match_the_traffic(launch, tmp_path, echo_servers):
-    text, sock, http, port = servers_config(
+    text, sock, http, port = stats_config(
         tmp_path, [("s1", echo_servers[0].config_address),
                    ("s2", echo_servers[1].config_address)],
         bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
@@ -173,7 +144,7 @@ def test_counters_match_the_traffic(launch, tmp_path, echo_servers):
 
 
 def test_health_and_basic_auth(launch, tmp_path, echo_servers):
-    text, _, http, _ = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+    text, _, http, _ = stats_config(tmp_path, [("s1", echo_servers[0].config_address)],
                                       global_extra="stats auth = ops:s3cret\n")
     launch(text)
     assert http_get(http, "/health") == (200, b"ok\n")
@@ -205,7 +176,7 @@ def server_total(sock, server):
 
 def test_drain_under_load_finishes_established_connections_and_sends_new_ones_elsewhere(
         launch, tmp_path, echo_servers):
-    text, sock, _, port = servers_config(
+    text, sock, _, port = stats_config(
         tmp_path, [("s1", echo_servers[0].config_address),
                    ("s2", echo_servers[1].config_address)])
     proxy = launch(text)
@@ -256,7 +227,7 @@ def test_drain_under_load_finishes_established_connections_and_sends_new_ones_el
 def test_maint_stops_checks_and_leaving_it_restarts_them(launch, tmp_path):
     checked = RecordingServer(mode="record")
     try:
-        text, sock, _, port = servers_config(
+        text, sock, _, port = stats_config(
             tmp_path, [("s1", checked.config_address + " check inter 100ms")])
         proxy = launch(text)
         wait_until(lambda: len(checked.accepted) >= 2, what="checks running")
@@ -275,7 +246,7 @@ def test_maint_stops_checks_and_leaving_it_restarts_them(launch, tmp_path):
 
 
 def test_weight_and_maxconn_at_run_time(launch, tmp_path, echo_servers):
-    text, sock, _, port = servers_config(
+    text, sock, _, port = stats_config(
         tmp_path, [("s1", echo_servers[0].config_address),
                    ("s2", echo_servers[1].config_address)], backend="timeout queue = 20s")
     launch(text)
@@ -296,7 +267,7 @@ def test_weight_and_maxconn_at_run_time(launch, tmp_path, echo_servers):
 @pytest.mark.slow                  # the slow clients wait out CLIENT_TIMEOUT (10 s)
 def test_bad_commands_huge_lines_and_slow_clients_leave_the_proxy_unharmed(
         launch, tmp_path, echo_servers):
-    text, sock, http, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)])
+    text, sock, http, port = stats_config(tmp_path, [("s1", echo_servers[0].config_address)])
     launch(text)
     assert ask(sock, "frobnicate\n").startswith("Unknown command, but maybe one of the "
                                                 "following ones is a better match:\n")
@@ -333,7 +304,7 @@ def test_bad_commands_huge_lines_and_slow_clients_leave_the_proxy_unharmed(
 def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
         launch, tmp_path, echo_servers, workers):
     """Under a master (two workers), from the workers' last snapshots: at most a second old."""
-    text, sock, _, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+    text, sock, _, port = stats_config(tmp_path, [("s1", echo_servers[0].config_address)],
                                          global_extra=workers,
                                          bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
     launch(text)
@@ -355,7 +326,7 @@ def test_show_sess_shows_the_client_the_header_gave_and_its_tlvs_escaped(
 
 
 def test_json_log_format(launch, tmp_path, echo_servers):
-    text, _, _, port = servers_config(tmp_path, [("s1", echo_servers[0].config_address)],
+    text, _, _, port = stats_config(tmp_path, [("s1", echo_servers[0].config_address)],
                                       frontend="log-format = json",
                                       bind_extra=" accept-proxy accept-proxy-from 127.0.0.1/32")
     proxy = launch(text)

@@ -18,33 +18,19 @@ import subprocess
 import tempfile
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from peers import PeerProcess, find_program, free_port
-from support import (DEFAULT_TIMEOUT, PAYLOAD, RecordingServer, config, connect, exchange,
-                     read_to_eof, wait_until)
+from stats_support import metrics, stats_config
+from support import DEFAULT_TIMEOUT, PAYLOAD, exchange, wait_until
 
 pytestmark = pytest.mark.tools
 
 
-@pytest.fixture
-def echo_servers():
-    servers = [RecordingServer(mode="echo"), RecordingServer(mode="echo")]
-    yield servers
-    for server in servers:
-        server.close()
-
-
 def proxy_config(tmp_path, servers, server_options="", global_=""):
-    sock = os.path.join(str(tmp_path), "admin.sock")
-    http, port = free_port(), free_port()
-    text = config(
-        global_="stats socket = %s\nstats http = 127.0.0.1:%d\nstats refresh = 1s\n%s"
-                % (sock, http, global_),
-        frontends=[("web", ["127.0.0.1:%d" % port], "app", "")],
-        backends=[("app", ["server s%d = %s%s" % (n, server.config_address, server_options)
-                           for n, server in enumerate(servers, 1)], "")])
-    return text, sock, http, port
+    """stats_config with the servers s1, s2 ... at ``servers`` and a 1 s page refresh."""
+    return stats_config(tmp_path, [("s%d" % n, server.config_address + server_options)
+                                   for n, server in enumerate(servers, 1)],
+                        global_extra="stats refresh = 1s\n" + global_)
 
 
 def served_by(servers, port, count):
@@ -134,16 +120,7 @@ class Exporter(PeerProcess):
                              workdir, [self.port])
 
     def metrics(self):
-        sock = connect(("127.0.0.1", self.port))
-        try:
-            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            response = read_to_eof(sock)
-        finally:
-            sock.close()
-        body = response.partition(b"\r\n\r\n")[2].decode()
-        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-                for family in text_string_to_metric_families(body)
-                for sample in family.samples}
+        return metrics(self.port)
 
 
 @pytest.mark.parametrize("via", ["csv", "unix"])
