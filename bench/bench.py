@@ -6,7 +6,7 @@
     python3 bench/bench.py --python /root/.pyenv/versions/3.8.18/bin/python --python python3.13
     python3 bench/bench.py --tree mine=/path/to/other/checkout     compare two source trees
     python3 bench/bench.py --workers 4      simpleproxy as a master and 4 workers (repeatable;
-                                            without it: workers = 1 and workers = 2)
+                                            without it: workers = 1 and workers = 2; 0: none)
 
 Needs HAProxy (``apt-get install -y haproxy``; ``--skip-haproxy`` runs without it) and Linux
 (epoll, /proc). Everything runs on 127.0.0.1 and every loop ends by a deadline.
@@ -556,11 +556,19 @@ def build_targets(args):
     for name, tree in trees:
         for python in args.python or [sys.executable]:
             label = "%s (py%s)" % (name, interpreter_version(python))
-            for workers in [None] + (args.workers or DEFAULT_WORKERS):
+            for workers in [None] + worker_rows(args.workers):
                 targets.append(Target(label + ("" if workers is None else ", workers=%d" % workers),
                                       "simpleproxy", python=python, tree=os.path.abspath(tree),
                                       workers=workers))
     return targets
+
+
+def worker_rows(asked):
+    """The ``workers`` values to run beside the single process: those asked for (0 alone:
+    none), or DEFAULT_WORKERS."""
+    if not asked:
+        return DEFAULT_WORKERS
+    return [workers for workers in asked if workers > 0]
 
 
 def parse_args(argv):
@@ -575,7 +583,7 @@ def parse_args(argv):
                         help="also run the simpleproxy package found in DIR (repeatable)")
     parser.add_argument("--workers", type=int, action="append", default=[],
                         help="also run simpleproxy as a master and this many workers "
-                             "(repeatable; default: 1 and 2)")
+                             "(repeatable; default: 1 and 2; 0: no such row)")
     parser.add_argument("--skip-haproxy", action="store_true", help="run without HAProxy")
     parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
     args = parser.parse_args(argv)
