@@ -27,6 +27,12 @@ Columns:
   idle KiB/conn       growth of the proxy's RSS over N idle proxied connections, divided by N,
                       each measured on a freshly started proxy (kernel socket memory is not RSS)
 
+Rows: no proxy, HAProxy, simpleproxy on each ``--python`` (the first also as a master with
+workers, and with ``log-level info``: one log line per connection, whose cost is printed under
+the tables). The last line, for scripts, is ``ratio throughput=X connrate=Y cpu=Z``: bulk 1
+stream, PROXY-path conn/s and PROXY-path CPU per connection of the first simpleproxy row, each
+against HAProxy in the same run.
+
 The machine has two cores shared by the load generator, the backend and the proxy: a second
 table says how much of a core each used, and how much every other process on the machine took
 meanwhile, so a rate capped by the load generator, or disturbed by someone else's work, shows
@@ -240,6 +246,9 @@ CONFIG_TEMPLATES = {
 
 
 DEFAULT_WORKERS = [1, 2]      # the rows beside the single process: master + 1, master + 2
+# The row run with --log-level info (a line per connection, to a file: the proxy's output is
+# one here), as users run it; the others log at warning as the config says.
+LOGGING_ROW = "log-level info"
 
 
 def proxy_config(kind, routes, workers=None):
@@ -546,20 +555,56 @@ def warnings_about(targets, summary):
     return notes
 
 
+def logging_cost(targets, summary, ours):
+    """What a log line per connection costs: CPU per connection of the logging row less that
+    of ``ours`` (which logs at warning), on each path; None without a logging row."""
+    logging_row = next((target for target in targets if target.label == ours.label + ", " +
+                        LOGGING_ROW), None)
+    if logging_row is None:
+        return None
+    costs = []
+    for mode in MODES:
+        with_log = summary.get((logging_row.label, mode), {}).get("cpu_conn_us")
+        without = summary.get((ours.label, mode), {}).get("cpu_conn_us")
+        if with_log is not None and without is not None:
+            costs.append("%s %.1f µs" % (mode, with_log - without))
+    return "log line cost per connection (CPU/conn at log-level info less at warning): " + (
+        ", ".join(costs) or "-")
+
+
+def ratio_line(summary, ours, reference):
+    """The last line of a run, for scripts: bulk 1 stream, PROXY-path conn/s and PROXY-path CPU
+    per connection of the first simpleproxy row, each against HAProxy in this run."""
+    def ratio(mode, key):
+        value = summary.get((ours.label, mode), {}).get(key)
+        base = summary.get((reference.label, mode), {}).get(key)
+        return "-" if not value or not base else "%.2f" % (value / base)
+    return "ratio throughput=%s connrate=%s cpu=%s" % (
+        ratio("plain", "bulk1"), ratio("pp", "conn"), ratio("pp", "cpu_conn_us"))
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 def build_targets(args):
     targets = [Target("no proxy", "none")]
     if not args.skip_haproxy:
         targets.append(Target("HAProxy " + haproxy_version(), "haproxy"))
+    reference_targets = list(targets)
     trees = [("simpleproxy", REPO)] + [tuple(spec.split("=", 1)) for spec in args.tree]
     for name, tree in trees:
         for python in args.python or [sys.executable]:
             label = "%s (py%s)" % (name, interpreter_version(python))
-            for workers in [None] + worker_rows(args.workers):
+            first = len(targets) == len(reference_targets)
+            # The master-and-workers rows and the logging row only for the first tree and
+            # interpreter: they answer questions about the process model and the log line,
+            # which the same figures for another interpreter would not change.
+            for workers in [None] + (worker_rows(args.workers) if first else []):
                 targets.append(Target(label + ("" if workers is None else ", workers=%d" % workers),
                                       "simpleproxy", python=python, tree=os.path.abspath(tree),
                                       workers=workers))
+            if first and not args.skip_logging:
+                targets.append(Target(label + ", " + LOGGING_ROW, "simpleproxy", python=python,
+                                      tree=os.path.abspath(tree), options=["--log-level", "info"]))
     return targets
 
 
@@ -585,6 +630,8 @@ def parse_args(argv):
                         help="also run simpleproxy as a master and this many workers "
                              "(repeatable; default: 1 and 2; 0: no such row)")
     parser.add_argument("--skip-haproxy", action="store_true", help="run without HAProxy")
+    parser.add_argument("--skip-logging", action="store_true",
+                        help="leave out the row with one log line per connection (log-level info)")
     parser.add_argument("--json", metavar="FILE", help="also write every sample to FILE")
     args = parser.parse_args(argv)
     for spec in args.tree:
@@ -639,6 +686,14 @@ def main(argv=None):
     print(format_cpu_table(targets, summary))
     for note in warnings_about(targets, summary):
         print("warning: " + note)
+    ours = next(target for target in targets if target.kind == "simpleproxy")
+    log_cost = logging_cost(targets, summary, ours)
+    if log_cost:
+        print()
+        print(log_cost)
+    if reference is not None:
+        print()
+        print(ratio_line(summary, ours, reference))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"settings": settings, "samples": [
