@@ -22,44 +22,44 @@ Contents (line numbers in this file):
 
        67  Version (simpleproxy/_version.py)
        75  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      728  Errors (simpleproxy/errors.py)
-      753  The longest wait handed to the system (simpleproxy/timeouts.py)
-      772  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      860  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1285  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1461  Configuration: reading the INI file (simpleproxy/ini.py)
-     1741  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2272  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2407  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
-     2494  Configuration: what each key means, checked (simpleproxy/config.py)
-     3162  Balancing: choosing a server (simpleproxy/balancer.py)
-     3617  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3772  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3848  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4177  How a connection ends: the end causes (simpleproxy/endings.py)
-     4255  Service discovery: following host names (simpleproxy/discovery.py)
-     4571  Start-up: resolving host names (simpleproxy/resolve.py)
-     4701  Health checks (simpleproxy/health.py)
-     5238  Stats: the counters (simpleproxy/stats.py)
-     5693  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6079  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6328  Stats: the HTML page (simpleproxy/statspage.py)
-     6491  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6894  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7282  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7472  The proxy: a connection's life (simpleproxy/session.py)
-     8120  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8341  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8585  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9095  Processes: worker count, privileges (simpleproxy/process.py)
-     9148  Processes: the master-worker channel (simpleproxy/channel.py)
-     9269  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9448  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9542  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9666  Processes: the master, workers, reload (simpleproxy/master.py)
-    10283  The command line (simpleproxy/cli.py)
-    10366  Entry point (simpleproxy/__main__.py)
+      773  Errors (simpleproxy/errors.py)
+      798  The longest wait handed to the system (simpleproxy/timeouts.py)
+      817  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      905  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1330  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1567  Configuration: reading the INI file (simpleproxy/ini.py)
+     1847  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2378  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2513  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
+     2600  Configuration: what each key means, checked (simpleproxy/config.py)
+     3268  Balancing: choosing a server (simpleproxy/balancer.py)
+     3723  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3885  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3961  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4290  How a connection ends: the end causes (simpleproxy/endings.py)
+     4368  Service discovery: following host names (simpleproxy/discovery.py)
+     4684  Start-up: resolving host names (simpleproxy/resolve.py)
+     4814  Health checks (simpleproxy/health.py)
+     5351  Stats: the counters (simpleproxy/stats.py)
+     5806  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6192  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6441  Stats: the HTML page (simpleproxy/statspage.py)
+     6604  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7007  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7142  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7395  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7585  The proxy: a connection's life (simpleproxy/session.py)
+     8233  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8454  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8698  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9208  Processes: worker count, privileges (simpleproxy/process.py)
+     9261  Processes: the master-worker channel (simpleproxy/channel.py)
+     9382  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9561  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9655  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9779  Processes: the master, workers, reload (simpleproxy/master.py)
+    10396  The command line (simpleproxy/cli.py)
+    10479  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -109,6 +109,11 @@ leaves room:
 * UNIX paths are the bytes up to the first NUL, decoded as UTF-8 with 'surrogateescape'
   (as os.fsdecode does on Linux), so any path round-trips through the builders.
 * An empty stream at EOF is TRUNCATED, like any other prefix of a header.
+
+Nearly every connection brings one of three headers: a v1 ``TCP4`` line, or a v2 PROXY TCP4
+or TCP6 header without TLVs. A short path takes each of them whole (one regular expression,
+or one unpack), and answers exactly what the full parser answers; anything else, including
+any of them when it is incomplete, invalid or over ``max_size``, goes the full way.
 """
 
 import re
@@ -219,6 +224,11 @@ def parse_header(data, eof=False, max_size=DEFAULT_MAX_HEADER):
     when eof is true. ``max_size`` caps a v2 header (16 + length); v1 is capped at 107.
     """
     start = bytes(data[:16])
+    return _pp_short_path(data, start, max_size) or _pp_parse_in_full(data, start, eof, max_size)
+
+
+def _pp_parse_in_full(data, start, eof, max_size):
+    """parse_header without the short paths: every rule, for every header."""
     if _pp_agrees(start, V2_SIGNATURE):
         return _pp_parse_v2(data, start, eof, max_size)
     if _pp_agrees(start, V1_SIGNATURE):
@@ -234,9 +244,13 @@ _PP_V1_IPV4 = re.compile(_PP_IPV4_TEXT)
 # Only the characters of IPv6 text, and a dotted tail only in strict IPv4 form, whatever
 # the C library's inet_pton would let through; inet_pton then checks the structure.
 _PP_V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}(?:(?<=:)%s)?" % _PP_IPV4_TEXT)
-_PP_V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
+_PP_V1_PORT_TEXT = rb"0|[1-9][0-9]{0,4}"
+_PP_V1_PORT = re.compile(_PP_V1_PORT_TEXT)
 _PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: .*)?", re.DOTALL)
 _PP_V1_NO_ADDRESSES = ("UNKNOWN", None, None, None, None)
+_PP_V1_TCP4_START = b"PROXY TCP4 "
+_PP_V1_TCP4_LINE = re.compile(rb"PROXY TCP4 (%s) (%s) (%s) (%s)\r\n" % (
+    (_PP_IPV4_TEXT,) * 2 + (_PP_V1_PORT_TEXT,) * 2))
 
 
 def _pp_v1_ipv4(text, what):
@@ -345,11 +359,39 @@ def _pp_parse_v1(data, eof):
     return _pp_need_more(eof, "v1 line")
 
 
+# ### The short path: the headers nearly every connection brings
+
+def _pp_short_path(data, start, max_size):
+    """A whole v2 PROXY TCP4/TCP6 header without TLVs or a whole valid v1 TCP4 line, as the
+    full parser would return it; None for anything else (the full parser then decides)."""
+    if start.startswith(_PP_V2_PROXY_START):
+        block = _PP_V2_SHORT_BLOCKS.get(start[13:16])
+        if block is None or len(data) < 16 + block.size or 16 + block.size > max_size:
+            return None
+        src, dst, src_port, dst_port = block.unpack_from(data, 16)
+        family, af = (("TCP4", socket.AF_INET) if block is _PP_V2_INET
+                      else ("TCP6", socket.AF_INET6))
+        return ProxyHeader(2, "PROXY", family, "STREAM", socket.inet_ntop(af, src), src_port,
+                           socket.inet_ntop(af, dst), dst_port, 16 + block.size, ())
+    if start.startswith(_PP_V1_TCP4_START):
+        line = _PP_V1_TCP4_LINE.match(data)
+        if line is None:
+            return None
+        src_addr, dst_addr, src_port, dst_port = line.groups()
+        src_port, dst_port = int(src_port), int(dst_port)
+        if src_port > 0xFFFF or dst_port > 0xFFFF:
+            return None
+        return ProxyHeader(1, "PROXY", "TCP4", None, src_addr.decode("ascii"), src_port,
+                           dst_addr.decode("ascii"), dst_port, line.end(), ())
+    return None
+
+
 # ### v2: the binary header
 
 _PP_V2_LOCAL = 0x0
 _PP_V2_PROXY = 0x1
 _PP_INET, _PP_INET6, _PP_UNIX = 0x1, 0x2, 0x3
+_PP_V2_PROXY_START = V2_SIGNATURE + bytes((0x20 | _PP_V2_PROXY,))
 _PP_V2_FIXED = struct.Struct("!12sBBH")
 _PP_V2_INET = struct.Struct("!4s4sHH")
 _PP_V2_INET6 = struct.Struct("!16s16sHH")
@@ -360,6 +402,9 @@ _PP_V2_FAMILIES = {0x11: "TCP4", 0x12: "UDP4", 0x21: "TCP6", 0x22: "UDP6",
                    0x31: "UNIX", 0x32: "UNIX"}
 _PP_V2_TRANSPORTS = ("UNSPEC", "STREAM", "DGRAM")
 _PP_TLV_HEAD = struct.Struct("!BH")
+# Bytes 14-16 of a TCP4 or TCP6 header whose length is exactly its address block: no TLVs.
+_PP_V2_SHORT_BLOCKS = {bytes((family << 4 | 1,)) + struct.pack("!H", block.size): block
+                       for family, block in ((_PP_INET, _PP_V2_INET), (_PP_INET6, _PP_V2_INET6))}
 _PP_SSL_FIXED = 5                  # client flags (1 byte) and verify result (4 bytes)
 
 
@@ -1311,6 +1356,7 @@ max_header_length), and then building it raises OutgoingHeaderError for the call
 a corrupt or cut header is never sent.
 """
 
+import struct
 from collections import namedtuple
 
 
@@ -1318,6 +1364,7 @@ TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
 V2_OPTION_WORDS = ("authority", "crc32c", "unique-id")
 V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fixed 16
 _TLV_HEAD = 3                      # type and length before each value
+_PORTS = struct.Struct("!HH")      # the ports after the two addresses of a v2 address block
 _TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
 TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
@@ -1327,9 +1374,66 @@ TlvFormat = namedtuple("TlvFormat", "tlv_type literal fetch")
 TlvFormat.__doc__ = """One set-proxy-v2-tlv-fmt: the TLV type, and either ``literal`` bytes
 or a samples.PpFetch whose value (when the client's header had one) is sent."""
 
-TlvPlan = namedtuple("TlvPlan", "crc32c authority unique_id formats")
-TlvPlan.__doc__ = """The TLVs of one server's v2 header: three proxy-v2-options flags and the
-tuple of TlvFormat in config order."""
+
+class TlvPlan(namedtuple("TlvPlan", "crc32c authority unique_id formats")):
+    """The TLVs of one server's v2 header: three proxy-v2-options flags and the tuple of
+    TlvFormat in config order.
+
+    ``template``, made from them (and so left out of comparisons): a HeaderTemplate when the
+    TLVs are the same on every connection (no AUTHORITY, UNIQUE_ID or forwarded value; the
+    usual case), else None.
+    """
+
+    def __new__(cls, crc32c, authority, unique_id, formats):
+        plan = super(TlvPlan, cls).__new__(cls, crc32c, authority, unique_id, formats)
+        plan.template = None
+        if not authority and not unique_id and all(tlv.fetch is None for tlv in formats):
+            plan.template = HeaderTemplate([(tlv.tlv_type, tlv.literal) for tlv in formats],
+                                           crc32c)
+        return plan
+
+
+class HeaderTemplate(object):
+    """build_v2 for one server whose TLVs are the same on every connection, prepared once.
+
+    Per address size (4: TCP4, 16: TCP6) it keeps build_v2's header for placeholder
+    addresses, split around the address block; a connection's header is its addresses and
+    ports packed in between. A CRC32C (build_v2 puts it first among the TLVs) is computed
+    anew, on from the checksum of the 16 fixed bytes. Any other pair (mixed families, UNIX,
+    none) goes to build_v2 itself.
+    """
+
+    __slots__ = ("tlvs", "add_crc32c", "_parts")
+
+    def __init__(self, tlvs, add_crc32c):
+        self.tlvs = tuple(tlvs)
+        self.add_crc32c = add_crc32c
+        self._parts = {}
+        for size, anywhere in ((4, ("0.0.0.0", 0)), (16, ("::", 0))):
+            try:
+                header = build_v2(anywhere, anywhere, self.tlvs, crc32c=add_crc32c)
+            except ValueError:
+                continue        # too long beside this block: build_v2 says so per connection
+            head, tlv_area = header[:16], header[16 + 2 * size + _PORTS.size:]
+            if add_crc32c:
+                tlv_area = tlv_area[:_TLV_HEAD] + bytes(4) + tlv_area[_TLV_HEAD + 4:]
+            self._parts[size] = (head, tlv_area, crc32c(head))
+
+    def build(self, src, dst):
+        """``build_v2(src, dst, tlvs, crc32c=add_crc32c)``, byte for byte, and its errors."""
+        if (isinstance(src, tuple) and isinstance(dst, tuple) and 0 <= src[1] <= 0xFFFF
+                and 0 <= dst[1] <= 0xFFFF):
+            src_ip, dst_ip = packed_ip(src[0]), packed_ip(dst[0])
+            parts = self._parts.get(len(src_ip)) if len(src_ip) == len(dst_ip) else None
+            if parts is not None:
+                head, tlv_area, head_checksum = parts
+                block = src_ip + dst_ip + _PORTS.pack(src[1], dst[1])
+                if not self.add_crc32c:
+                    return head + block + tlv_area
+                checksum = crc32c(block + tlv_area, head_checksum).to_bytes(4, "big")
+                return head + block + tlv_area[:_TLV_HEAD] + checksum + tlv_area[_TLV_HEAD + 4:]
+        return build_v2(src, dst, self.tlvs, crc32c=self.add_crc32c)
+
 
 NO_TLVS = TlvPlan(False, False, False, ())
 
@@ -1451,6 +1555,8 @@ def build_server_header(plan, src, dst, header, new_unique_id, transport="STREAM
     client's DGRAM stays DGRAM) carrying the plan's TLVs; OutgoingHeaderError when it cannot
     be built."""
     try:
+        if plan.template is not None and transport == "STREAM":
+            return plan.template.build(src, dst)
         return build_v2(src, dst, tlvs=outgoing_tlvs(plan, header, new_unique_id),
                         crc32c=plan.crc32c, transport=transport)
     except ValueError as exc:
@@ -3690,7 +3796,7 @@ class PeerTrust(namedtuple("PeerTrust", "header_rule bare_rule version")):
 class TrustPolicy(object):
     """The trust rules of one bind, prepared once so that judging a peer is a few integer tests."""
 
-    __slots__ = ("version", "_header_rules", "_bare_rules")
+    __slots__ = ("version", "_header_rules", "_bare_rules", "_same_for_every_peer")
 
     def __init__(self, bind):
         self.version = _TRUST_VERSIONS[bind.accept_proxy_version]
@@ -3698,9 +3804,16 @@ class TrustPolicy(object):
         self._header_rules = (_trust_rules("accept-proxy-from", bind.accept_proxy_from)
                               if bind.accept_proxy_from else None)
         self._bare_rules = _trust_rules("optional", bind.proxy_optional_from)
+        # A bind without rules (accept-proxy alone, the usual one) judges every peer alike:
+        # its answer is made once, not per connection.
+        self._same_for_every_peer = None
+        if self._header_rules is None and not any(self._bare_rules.values()):
+            self._same_for_every_peer = PeerTrust(ANY_PEER_RULE, None, self.version)
 
     def decide(self, peer):
         """The PeerTrust of a socket peer: (host, port) as accept() gave it, or a str (Unix)."""
+        if self._same_for_every_peer is not None:
+            return self._same_for_every_peer
         if isinstance(peer, str):
             family, value = UNIX_PEERS, 0
         else:
