@@ -36,30 +36,30 @@ Contents (line numbers in this file):
      3723  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3885  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3961  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4371  How a connection ends: the end causes (simpleproxy/endings.py)
-     4449  Service discovery: following host names (simpleproxy/discovery.py)
-     4765  Start-up: resolving host names (simpleproxy/resolve.py)
-     4895  Health checks (simpleproxy/health.py)
-     5432  Stats: the counters (simpleproxy/stats.py)
-     5887  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6273  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6522  Stats: the HTML page (simpleproxy/statspage.py)
-     6685  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7088  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7223  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7480  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7670  The proxy: a connection's life (simpleproxy/session.py)
-     8313  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8534  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8778  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9288  Processes: worker count, privileges (simpleproxy/process.py)
-     9341  Processes: the master-worker channel (simpleproxy/channel.py)
-     9462  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9641  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9735  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9859  Processes: the master, workers, reload (simpleproxy/master.py)
-    10476  The command line (simpleproxy/cli.py)
-    10559  Entry point (simpleproxy/__main__.py)
+     4385  How a connection ends: the end causes (simpleproxy/endings.py)
+     4463  Service discovery: following host names (simpleproxy/discovery.py)
+     4779  Start-up: resolving host names (simpleproxy/resolve.py)
+     4909  Health checks (simpleproxy/health.py)
+     5446  Stats: the counters (simpleproxy/stats.py)
+     5901  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6287  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6536  Stats: the HTML page (simpleproxy/statspage.py)
+     6699  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7102  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7237  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7494  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7684  The proxy: a connection's life (simpleproxy/session.py)
+     8327  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8548  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8792  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9302  Processes: worker count, privileges (simpleproxy/process.py)
+     9355  Processes: the master-worker channel (simpleproxy/channel.py)
+     9476  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9655  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9749  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9873  Processes: the master, workers, reload (simpleproxy/master.py)
+    10490  The command line (simpleproxy/cli.py)
+    10573  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4110,8 +4110,13 @@ class LogWriter(logging.Handler):
             self._write_batch()
 
     def _write_batch(self):
-        """Write the batch in one go, holding what the descriptor does not take; the lock held."""
-        lines = self.batch
+        """Write the batch, holding what the descriptor does not take; the lock held.
+
+        A write of at most PIPE_BUF bytes to a pipe is never interleaved with another
+        process's (workers share their master's stderr), as a line's single write was: so a
+        batch goes out in writes of whole lines of at most that size.
+        """
+        lines = [line.encode("utf-8", "backslashreplace") for line in self.batch]
         if not lines:
             return
         self.batch = []
@@ -4120,15 +4125,23 @@ class LogWriter(logging.Handler):
             self._reopen_if_moved()
         if self.held:
             for line in lines:
-                self._hold(line.encode("utf-8", "backslashreplace"))
+                self._hold(line)
             return
-        data = "".join(lines).encode("utf-8", "backslashreplace")
-        written = self._write(data, len(lines))
-        if written == len(data):
-            return
-        # The line cut short is held whole, whatever its size; the lines after it while they fit.
+        while lines:
+            count, size = 1, len(lines[0])
+            while count < len(lines) and size + len(lines[count]) <= select.PIPE_BUF:
+                size += len(lines[count])
+                count += 1
+            written = self._write(b"".join(lines[:count]), count)
+            if written < size:
+                self._hold_unwritten(lines, written)
+                return
+            lines = lines[count:]
+
+    def _hold_unwritten(self, lines, written):
+        """Hold the line the descriptor cut short whole, whatever its size (or the first not
+        written at all), and the lines after it while they fit; ``written`` bytes went out."""
         for line in lines:
-            line = line.encode("utf-8", "backslashreplace")
             if written >= len(line):
                 written -= len(line)
             elif self.held:
@@ -4136,6 +4149,7 @@ class LogWriter(logging.Handler):
             else:
                 self.held.append(line[written:])
                 self.held_size = len(line) - written
+                written = 0
         if self.on_held is not None:
             self.on_held()
 

@@ -149,8 +149,13 @@ class LogWriter(logging.Handler):
             self._write_batch()
 
     def _write_batch(self):
-        """Write the batch in one go, holding what the descriptor does not take; the lock held."""
-        lines = self.batch
+        """Write the batch, holding what the descriptor does not take; the lock held.
+
+        A write of at most PIPE_BUF bytes to a pipe is never interleaved with another
+        process's (workers share their master's stderr), as a line's single write was: so a
+        batch goes out in writes of whole lines of at most that size.
+        """
+        lines = [line.encode("utf-8", "backslashreplace") for line in self.batch]
         if not lines:
             return
         self.batch = []
@@ -159,15 +164,23 @@ class LogWriter(logging.Handler):
             self._reopen_if_moved()
         if self.held:
             for line in lines:
-                self._hold(line.encode("utf-8", "backslashreplace"))
+                self._hold(line)
             return
-        data = "".join(lines).encode("utf-8", "backslashreplace")
-        written = self._write(data, len(lines))
-        if written == len(data):
-            return
-        # The line cut short is held whole, whatever its size; the lines after it while they fit.
+        while lines:
+            count, size = 1, len(lines[0])
+            while count < len(lines) and size + len(lines[count]) <= select.PIPE_BUF:
+                size += len(lines[count])
+                count += 1
+            written = self._write(b"".join(lines[:count]), count)
+            if written < size:
+                self._hold_unwritten(lines, written)
+                return
+            lines = lines[count:]
+
+    def _hold_unwritten(self, lines, written):
+        """Hold the line the descriptor cut short whole, whatever its size (or the first not
+        written at all), and the lines after it while they fit; ``written`` bytes went out."""
         for line in lines:
-            line = line.encode("utf-8", "backslashreplace")
             if written >= len(line):
                 written -= len(line)
             elif self.held:
@@ -175,6 +188,7 @@ class LogWriter(logging.Handler):
             else:
                 self.held.append(line[written:])
                 self.held_size = len(line) - written
+                written = 0
         if self.on_held is not None:
             self.on_held()
 

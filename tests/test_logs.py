@@ -5,6 +5,7 @@ tests/test_hardening.py."""
 import logging
 import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -315,3 +316,30 @@ def test_a_connection_line_to_syslog_is_the_frame_a_record_gives():
     assert re.fullmatch(r"<134>1 %s \S+ simpleproxy %d - - 1\.2\.3\.4:5 end=normal"
                         % (stamp, os.getpid()), ours)
     assert re.sub(stamp, "T", ours) == re.sub(stamp, "T", logging_s)
+
+
+def test_a_batch_goes_out_in_writes_of_whole_lines_no_longer_than_pipe_buf():
+    """Workers share their master's stderr: a write of at most PIPE_BUF bytes to a pipe is
+    never interleaved with another's, so no write mixes part of a line. A SOCK_SEQPACKET pair
+    keeps each write a message of its own, which shows where the writes were cut."""
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    receiver.settimeout(DEFAULT_TIMEOUT)
+    writer = LogWriter(sender.fileno())
+    writer.on_held = lambda: None
+    try:
+        for number in range(LOG_BATCH_LINES - 1):
+            writer.add_line(logging.INFO, "%03d %s" % (number, "x" * (number % 7 * 30)))
+        writer.write_batch()
+        writes, received = [], 0
+        while received < LOG_BATCH_LINES - 1:
+            writes.append(receiver.recv(65536))
+            received += writes[-1].count(b"\n")
+    finally:
+        writer.on_held = None
+        writer.close()
+        sender.close()
+        receiver.close()
+    assert len(writes) > 1
+    assert all(len(write) <= select.PIPE_BUF and write.endswith(b"\n") for write in writes)
+    numbers = [int(line.split(b" INFO ")[1][:3]) for line in b"".join(writes).splitlines()]
+    assert numbers == list(range(LOG_BATCH_LINES - 1))
