@@ -36,30 +36,30 @@ Contents (line numbers in this file):
      3723  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3885  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3961  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4385  How a connection ends: the end causes (simpleproxy/endings.py)
-     4463  Service discovery: following host names (simpleproxy/discovery.py)
-     4779  Start-up: resolving host names (simpleproxy/resolve.py)
-     4909  Health checks (simpleproxy/health.py)
-     5446  Stats: the counters (simpleproxy/stats.py)
-     5901  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6287  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6536  Stats: the HTML page (simpleproxy/statspage.py)
-     6699  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7102  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7237  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7494  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7684  The proxy: a connection's life (simpleproxy/session.py)
-     8327  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8548  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8792  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9302  Processes: worker count, privileges (simpleproxy/process.py)
-     9355  Processes: the master-worker channel (simpleproxy/channel.py)
-     9476  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9655  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9749  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9873  Processes: the master, workers, reload (simpleproxy/master.py)
-    10490  The command line (simpleproxy/cli.py)
-    10573  Entry point (simpleproxy/__main__.py)
+     4386  How a connection ends: the end causes (simpleproxy/endings.py)
+     4464  Service discovery: following host names (simpleproxy/discovery.py)
+     4780  Start-up: resolving host names (simpleproxy/resolve.py)
+     4910  Health checks (simpleproxy/health.py)
+     5447  Stats: the counters (simpleproxy/stats.py)
+     5902  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6288  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6537  Stats: the HTML page (simpleproxy/statspage.py)
+     6700  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7103  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7238  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7495  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7685  The proxy: a connection's life (simpleproxy/session.py)
+     8328  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8549  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8793  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9303  Processes: worker count, privileges (simpleproxy/process.py)
+     9356  Processes: the master-worker channel (simpleproxy/channel.py)
+     9477  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9656  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9750  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9874  Processes: the master, workers, reload (simpleproxy/master.py)
+    10491  The command line (simpleproxy/cli.py)
+    10574  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -228,7 +228,7 @@ def parse_header(data, eof=False, max_size=DEFAULT_MAX_HEADER):
 
 
 def _pp_parse_in_full(data, start, eof, max_size):
-    """parse_header without the short paths: every rule, for every header."""
+    """parse_header without the short path: every rule, for every header."""
     if _pp_agrees(start, V2_SIGNATURE):
         return _pp_parse_v2(data, start, eof, max_size)
     if _pp_agrees(start, V1_SIGNATURE):
@@ -3982,9 +3982,9 @@ DroppedLogs).
 A connection's line (``log_connection``, one per connection at ``log-level info``) costs
 little: it goes to the writer without a LogRecord, its time text is made once a second,
 and a LogWriter batches such lines while the event loop serves it, which writes the batch
-at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` for all
-the connections that ended in one turn. Every other line is written at once, after the
-batch, so the order is kept.
+at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` (per
+PIPE_BUF bytes) for all the connections that ended in one turn. Every other line is
+written at once, after the batch, so the order is kept.
 
 Two things here protect the log from the traffic it describes:
 
@@ -4062,7 +4062,7 @@ class LogWriter(logging.Handler):
     (taken by ``handle`` and by ``add_line``, ``write_batch``, ``drain``) keeps them whole and
     in order. A connection's line (``add_line``) is batched while a loop serves the writer
     (it sets ``on_held``): the loop writes the batch once per turn, so a busy loop makes one
-    ``write`` for many connections. Any other line is written at once, after the batch.
+    ``write`` for several connections. Any other line is written at once, after the batch.
     """
 
     def __init__(self, fd, path=None):
@@ -4311,8 +4311,9 @@ def _open_log_file(path):
 def log_connection(levelno, message):
     """Log one connection's line at ``levelno`` (the caller has checked LOG.isEnabledFor).
 
-    The writers setup_logging installs take it without logging's LogRecord machinery (a
-    fifth of the line's cost; the bytes are the same); any other handler gets a record."""
+    The writers setup_logging installs take it as text, the same bytes a record would give:
+    logging's LogRecord and handler chain cost more than building the line. Any other
+    handler (a test's StringIO) gets a record."""
     handlers = LOG.handlers
     if len(handlers) == 1 and isinstance(handlers[0], _LINE_WRITERS):
         handlers[0].add_line(levelno, message)
@@ -7360,7 +7361,7 @@ class EventLoop(object):
                     log_loop_error("an event handler")
             self.fire_timers()
             if log_writer is not None and log_writer.batch:
-                log_writer.write_batch()     # this turn's connection lines, in one write
+                log_writer.write_batch()     # this turn's connection lines (logs.py)
 
     def next_wait(self):
         """How long select() may sleep: until the first timer is due, None without one. A

@@ -19,9 +19,9 @@ DroppedLogs).
 A connection's line (``log_connection``, one per connection at ``log-level info``) costs
 little: it goes to the writer without a LogRecord, its time text is made once a second,
 and a LogWriter batches such lines while the event loop serves it, which writes the batch
-at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` for all
-the connections that ended in one turn. Every other line is written at once, after the
-batch, so the order is kept.
+at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` (per
+PIPE_BUF bytes) for all the connections that ended in one turn. Every other line is
+written at once, after the batch, so the order is kept.
 
 Two things here protect the log from the traffic it describes:
 
@@ -101,7 +101,7 @@ class LogWriter(logging.Handler):
     (taken by ``handle`` and by ``add_line``, ``write_batch``, ``drain``) keeps them whole and
     in order. A connection's line (``add_line``) is batched while a loop serves the writer
     (it sets ``on_held``): the loop writes the batch once per turn, so a busy loop makes one
-    ``write`` for many connections. Any other line is written at once, after the batch.
+    ``write`` for several connections. Any other line is written at once, after the batch.
     """
 
     def __init__(self, fd, path=None):
@@ -350,8 +350,9 @@ def _open_log_file(path):
 def log_connection(levelno, message):
     """Log one connection's line at ``levelno`` (the caller has checked LOG.isEnabledFor).
 
-    The writers setup_logging installs take it without logging's LogRecord machinery (a
-    fifth of the line's cost; the bytes are the same); any other handler gets a record."""
+    The writers setup_logging installs take it as text, the same bytes a record would give:
+    logging's LogRecord and handler chain cost more than building the line. Any other
+    handler (a test's StringIO) gets a record."""
     handlers = LOG.handlers
     if len(handlers) == 1 and isinstance(handlers[0], _LINE_WRITERS):
         handlers[0].add_line(levelno, message)

@@ -123,7 +123,7 @@ class EventLoop(object):
                     log_loop_error("an event handler")
             self.fire_timers()
             if log_writer is not None and log_writer.batch:
-                log_writer.write_batch()     # this turn's connection lines, in one write
+                log_writer.write_batch()     # this turn's connection lines (logs.py)
 
     def next_wait(self):
         """How long select() may sleep: until the first timer is due, None without one. A

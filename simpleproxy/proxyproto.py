@@ -151,7 +151,7 @@ def parse_header(data, eof=False, max_size=DEFAULT_MAX_HEADER):
 
 
 def _pp_parse_in_full(data, start, eof, max_size):
-    """parse_header without the short paths: every rule, for every header."""
+    """parse_header without the short path: every rule, for every header."""
     if _pp_agrees(start, V2_SIGNATURE):
         return _pp_parse_v2(data, start, eof, max_size)
     if _pp_agrees(start, V1_SIGNATURE):
