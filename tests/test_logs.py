@@ -2,6 +2,7 @@
 RFC 5424 framing, and a syslog socket that takes no more (dropped and counted, never waited
 for). Real processes and real sockets; log_escape and the non-blocking stderr writer are in
 tests/test_hardening.py."""
+import io
 import logging
 import os
 import re
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from simpleproxy.logs import (
-    LOG, LOG_BATCH_LINES, LOG_HOLD_LIMIT, LogWriter, SyslogWriter, log_connection)
+    LOG, LOG_BATCH_LINES, LOG_HOLD_LIMIT, LogWriter, SyslogWriter, log_connection, setup_logging)
 from simpleproxy.loop import EventLoop
 from support import (DEFAULT_TIMEOUT, RecordingServer, exchange, free_port, proxy_command,
                      proxy_env, wait_until)
@@ -343,3 +344,17 @@ def test_a_batch_goes_out_in_writes_of_whole_lines_no_longer_than_pipe_buf():
     assert all(len(write) <= select.PIPE_BUF and write.endswith(b"\n") for write in writes)
     numbers = [int(line.split(b" INFO ")[1][:3]) for line in b"".join(writes).splitlines()]
     assert numbers == list(range(LOG_BATCH_LINES - 1))
+
+
+def test_any_other_handler_gets_a_connection_line_as_a_record():
+    """A test's StringIO (setup_logging with a stream without a descriptor) still gets the
+    line, through logging, in the same format."""
+    saved = LOG.handlers[:], LOG.level
+    stream = io.StringIO()
+    try:
+        setup_logging("info", stream)
+        log_connection(logging.INFO, "1.2.3.4:5 end=normal")
+    finally:
+        LOG.handlers[:], level = saved
+        LOG.setLevel(level)
+    assert re.fullmatch(LINE_HEAD + r"INFO 1\.2\.3\.4:5 end=normal\n", stream.getvalue())
