@@ -22,44 +22,44 @@ Contents (line numbers in this file):
 
        67  Version (simpleproxy/_version.py)
        75  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      728  Errors (simpleproxy/errors.py)
-      753  The longest wait handed to the system (simpleproxy/timeouts.py)
-      772  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      860  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1285  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1461  Configuration: reading the INI file (simpleproxy/ini.py)
-     1741  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2272  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2407  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
-     2494  Configuration: what each key means, checked (simpleproxy/config.py)
-     3162  Balancing: choosing a server (simpleproxy/balancer.py)
-     3617  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3772  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3848  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4177  How a connection ends: the end causes (simpleproxy/endings.py)
-     4255  Service discovery: following host names (simpleproxy/discovery.py)
-     4571  Start-up: resolving host names (simpleproxy/resolve.py)
-     4701  Health checks (simpleproxy/health.py)
-     5238  Stats: the counters (simpleproxy/stats.py)
-     5693  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6079  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6328  Stats: the HTML page (simpleproxy/statspage.py)
-     6491  Stats: the runtime API's commands (simpleproxy/admin.py)
-     6894  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7282  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7472  The proxy: a connection's life (simpleproxy/session.py)
-     8120  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8341  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8585  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9095  Processes: worker count, privileges (simpleproxy/process.py)
-     9148  Processes: the master-worker channel (simpleproxy/channel.py)
-     9269  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9448  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9542  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9666  Processes: the master, workers, reload (simpleproxy/master.py)
-    10283  The command line (simpleproxy/cli.py)
-    10366  Entry point (simpleproxy/__main__.py)
+      773  Errors (simpleproxy/errors.py)
+      798  The longest wait handed to the system (simpleproxy/timeouts.py)
+      817  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      905  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1330  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1567  Configuration: reading the INI file (simpleproxy/ini.py)
+     1847  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2378  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2513  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
+     2600  Configuration: what each key means, checked (simpleproxy/config.py)
+     3268  Balancing: choosing a server (simpleproxy/balancer.py)
+     3723  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3885  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3961  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4386  How a connection ends: the end causes (simpleproxy/endings.py)
+     4464  Service discovery: following host names (simpleproxy/discovery.py)
+     4780  Start-up: resolving host names (simpleproxy/resolve.py)
+     4910  Health checks (simpleproxy/health.py)
+     5447  Stats: the counters (simpleproxy/stats.py)
+     5902  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6288  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6537  Stats: the HTML page (simpleproxy/statspage.py)
+     6700  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7103  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7238  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7495  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7685  The proxy: a connection's life (simpleproxy/session.py)
+     8328  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8549  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8793  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9303  Processes: worker count, privileges (simpleproxy/process.py)
+     9356  Processes: the master-worker channel (simpleproxy/channel.py)
+     9477  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9656  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9750  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9874  Processes: the master, workers, reload (simpleproxy/master.py)
+    10491  The command line (simpleproxy/cli.py)
+    10574  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -109,6 +109,11 @@ leaves room:
 * UNIX paths are the bytes up to the first NUL, decoded as UTF-8 with 'surrogateescape'
   (as os.fsdecode does on Linux), so any path round-trips through the builders.
 * An empty stream at EOF is TRUNCATED, like any other prefix of a header.
+
+Nearly every connection brings one of three headers: a v1 ``TCP4`` line, or a v2 PROXY TCP4
+or TCP6 header without TLVs. A short path takes each of them whole (one regular expression,
+or one unpack), and answers exactly what the full parser answers; anything else, including
+any of them when it is incomplete, invalid or over ``max_size``, goes the full way.
 """
 
 import re
@@ -219,6 +224,11 @@ def parse_header(data, eof=False, max_size=DEFAULT_MAX_HEADER):
     when eof is true. ``max_size`` caps a v2 header (16 + length); v1 is capped at 107.
     """
     start = bytes(data[:16])
+    return _pp_short_path(data, start, max_size) or _pp_parse_in_full(data, start, eof, max_size)
+
+
+def _pp_parse_in_full(data, start, eof, max_size):
+    """parse_header without the short path: every rule, for every header."""
     if _pp_agrees(start, V2_SIGNATURE):
         return _pp_parse_v2(data, start, eof, max_size)
     if _pp_agrees(start, V1_SIGNATURE):
@@ -234,9 +244,13 @@ _PP_V1_IPV4 = re.compile(_PP_IPV4_TEXT)
 # Only the characters of IPv6 text, and a dotted tail only in strict IPv4 form, whatever
 # the C library's inet_pton would let through; inet_pton then checks the structure.
 _PP_V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}(?:(?<=:)%s)?" % _PP_IPV4_TEXT)
-_PP_V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
+_PP_V1_PORT_TEXT = rb"0|[1-9][0-9]{0,4}"
+_PP_V1_PORT = re.compile(_PP_V1_PORT_TEXT)
 _PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: .*)?", re.DOTALL)
 _PP_V1_NO_ADDRESSES = ("UNKNOWN", None, None, None, None)
+_PP_V1_TCP4_START = b"PROXY TCP4 "
+_PP_V1_TCP4_LINE = re.compile(rb"PROXY TCP4 (%s) (%s) (%s) (%s)\r\n" % (
+    (_PP_IPV4_TEXT,) * 2 + (_PP_V1_PORT_TEXT,) * 2))
 
 
 def _pp_v1_ipv4(text, what):
@@ -345,11 +359,39 @@ def _pp_parse_v1(data, eof):
     return _pp_need_more(eof, "v1 line")
 
 
+# ### The short path: the headers nearly every connection brings
+
+def _pp_short_path(data, start, max_size):
+    """A whole v2 PROXY TCP4/TCP6 header without TLVs or a whole valid v1 TCP4 line, as the
+    full parser would return it; None for anything else (the full parser then decides)."""
+    if start.startswith(_PP_V2_PROXY_START):
+        block = _PP_V2_SHORT_BLOCKS.get(start[13:16])
+        if block is None or len(data) < 16 + block.size or 16 + block.size > max_size:
+            return None
+        src, dst, src_port, dst_port = block.unpack_from(data, 16)
+        family, af = (("TCP4", socket.AF_INET) if block is _PP_V2_INET
+                      else ("TCP6", socket.AF_INET6))
+        return ProxyHeader(2, "PROXY", family, "STREAM", socket.inet_ntop(af, src), src_port,
+                           socket.inet_ntop(af, dst), dst_port, 16 + block.size, ())
+    if start.startswith(_PP_V1_TCP4_START):
+        line = _PP_V1_TCP4_LINE.match(data)
+        if line is None:
+            return None
+        src_addr, dst_addr, src_port, dst_port = line.groups()
+        src_port, dst_port = int(src_port), int(dst_port)
+        if src_port > 0xFFFF or dst_port > 0xFFFF:
+            return None
+        return ProxyHeader(1, "PROXY", "TCP4", None, src_addr.decode("ascii"), src_port,
+                           dst_addr.decode("ascii"), dst_port, line.end(), ())
+    return None
+
+
 # ### v2: the binary header
 
 _PP_V2_LOCAL = 0x0
 _PP_V2_PROXY = 0x1
 _PP_INET, _PP_INET6, _PP_UNIX = 0x1, 0x2, 0x3
+_PP_V2_PROXY_START = V2_SIGNATURE + bytes((0x20 | _PP_V2_PROXY,))
 _PP_V2_FIXED = struct.Struct("!12sBBH")
 _PP_V2_INET = struct.Struct("!4s4sHH")
 _PP_V2_INET6 = struct.Struct("!16s16sHH")
@@ -360,6 +402,9 @@ _PP_V2_FAMILIES = {0x11: "TCP4", 0x12: "UDP4", 0x21: "TCP6", 0x22: "UDP6",
                    0x31: "UNIX", 0x32: "UNIX"}
 _PP_V2_TRANSPORTS = ("UNSPEC", "STREAM", "DGRAM")
 _PP_TLV_HEAD = struct.Struct("!BH")
+# Bytes 14-16 of a TCP4 or TCP6 header whose length is exactly its address block: no TLVs.
+_PP_V2_SHORT_BLOCKS = {bytes((family << 4 | 1,)) + struct.pack("!H", block.size): block
+                       for family, block in ((_PP_INET, _PP_V2_INET), (_PP_INET6, _PP_V2_INET6))}
 _PP_SSL_FIXED = 5                  # client flags (1 byte) and verify result (4 bytes)
 
 
@@ -1311,6 +1356,7 @@ max_header_length), and then building it raises OutgoingHeaderError for the call
 a corrupt or cut header is never sent.
 """
 
+import struct
 from collections import namedtuple
 
 
@@ -1318,6 +1364,7 @@ TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
 V2_OPTION_WORDS = ("authority", "crc32c", "unique-id")
 V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fixed 16
 _TLV_HEAD = 3                      # type and length before each value
+_PORTS = struct.Struct("!HH")      # the ports after the two addresses of a v2 address block
 _TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
 TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
@@ -1327,9 +1374,66 @@ TlvFormat = namedtuple("TlvFormat", "tlv_type literal fetch")
 TlvFormat.__doc__ = """One set-proxy-v2-tlv-fmt: the TLV type, and either ``literal`` bytes
 or a samples.PpFetch whose value (when the client's header had one) is sent."""
 
-TlvPlan = namedtuple("TlvPlan", "crc32c authority unique_id formats")
-TlvPlan.__doc__ = """The TLVs of one server's v2 header: three proxy-v2-options flags and the
-tuple of TlvFormat in config order."""
+
+class TlvPlan(namedtuple("TlvPlan", "crc32c authority unique_id formats")):
+    """The TLVs of one server's v2 header: three proxy-v2-options flags and the tuple of
+    TlvFormat in config order.
+
+    ``template``, made from them (and so left out of comparisons): a HeaderTemplate when the
+    TLVs are the same on every connection (no AUTHORITY, UNIQUE_ID or forwarded value; the
+    usual case), else None.
+    """
+
+    def __new__(cls, crc32c, authority, unique_id, formats):
+        plan = super(TlvPlan, cls).__new__(cls, crc32c, authority, unique_id, formats)
+        plan.template = None
+        if not authority and not unique_id and all(tlv.fetch is None for tlv in formats):
+            plan.template = HeaderTemplate([(tlv.tlv_type, tlv.literal) for tlv in formats],
+                                           crc32c)
+        return plan
+
+
+class HeaderTemplate(object):
+    """build_v2 for one server whose TLVs are the same on every connection, prepared once.
+
+    Per address size (4: TCP4, 16: TCP6) it keeps build_v2's header for placeholder
+    addresses, split around the address block; a connection's header is its addresses and
+    ports packed in between. A CRC32C (build_v2 puts it first among the TLVs) is computed
+    anew, on from the checksum of the 16 fixed bytes. Any other pair (mixed families, UNIX,
+    none) goes to build_v2 itself.
+    """
+
+    __slots__ = ("tlvs", "add_crc32c", "_parts")
+
+    def __init__(self, tlvs, add_crc32c):
+        self.tlvs = tuple(tlvs)
+        self.add_crc32c = add_crc32c
+        self._parts = {}
+        for size, anywhere in ((4, ("0.0.0.0", 0)), (16, ("::", 0))):
+            try:
+                header = build_v2(anywhere, anywhere, self.tlvs, crc32c=add_crc32c)
+            except ValueError:
+                continue        # too long beside this block: build_v2 says so per connection
+            head, tlv_area = header[:16], header[16 + 2 * size + _PORTS.size:]
+            if add_crc32c:
+                tlv_area = tlv_area[:_TLV_HEAD] + bytes(4) + tlv_area[_TLV_HEAD + 4:]
+            self._parts[size] = (head, tlv_area, crc32c(head))
+
+    def build(self, src, dst):
+        """``build_v2(src, dst, tlvs, crc32c=add_crc32c)``, byte for byte, and its errors."""
+        if (isinstance(src, tuple) and isinstance(dst, tuple) and 0 <= src[1] <= 0xFFFF
+                and 0 <= dst[1] <= 0xFFFF):
+            src_ip, dst_ip = packed_ip(src[0]), packed_ip(dst[0])
+            parts = self._parts.get(len(src_ip)) if len(src_ip) == len(dst_ip) else None
+            if parts is not None:
+                head, tlv_area, head_checksum = parts
+                block = src_ip + dst_ip + _PORTS.pack(src[1], dst[1])
+                if not self.add_crc32c:
+                    return head + block + tlv_area
+                checksum = crc32c(block + tlv_area, head_checksum).to_bytes(4, "big")
+                return head + block + tlv_area[:_TLV_HEAD] + checksum + tlv_area[_TLV_HEAD + 4:]
+        return build_v2(src, dst, self.tlvs, crc32c=self.add_crc32c)
+
 
 NO_TLVS = TlvPlan(False, False, False, ())
 
@@ -1451,6 +1555,8 @@ def build_server_header(plan, src, dst, header, new_unique_id, transport="STREAM
     client's DGRAM stays DGRAM) carrying the plan's TLVs; OutgoingHeaderError when it cannot
     be built."""
     try:
+        if plan.template is not None and transport == "STREAM":
+            return plan.template.build(src, dst)
         return build_v2(src, dst, tlvs=outgoing_tlvs(plan, header, new_unique_id),
                         crc32c=plan.crc32c, transport=transport)
     except ValueError as exc:
@@ -3690,7 +3796,7 @@ class PeerTrust(namedtuple("PeerTrust", "header_rule bare_rule version")):
 class TrustPolicy(object):
     """The trust rules of one bind, prepared once so that judging a peer is a few integer tests."""
 
-    __slots__ = ("version", "_header_rules", "_bare_rules")
+    __slots__ = ("version", "_header_rules", "_bare_rules", "_same_for_every_peer")
 
     def __init__(self, bind):
         self.version = _TRUST_VERSIONS[bind.accept_proxy_version]
@@ -3698,9 +3804,16 @@ class TrustPolicy(object):
         self._header_rules = (_trust_rules("accept-proxy-from", bind.accept_proxy_from)
                               if bind.accept_proxy_from else None)
         self._bare_rules = _trust_rules("optional", bind.proxy_optional_from)
+        # A bind without rules (accept-proxy alone, the usual one) judges every peer alike:
+        # its answer is made once, not per connection.
+        self._same_for_every_peer = None
+        if self._header_rules is None and not any(self._bare_rules.values()):
+            self._same_for_every_peer = PeerTrust(ANY_PEER_RULE, None, self.version)
 
     def decide(self, peer):
         """The PeerTrust of a socket peer: (host, port) as accept() gave it, or a str (Unix)."""
+        if self._same_for_every_peer is not None:
+            return self._same_for_every_peer
         if isinstance(peer, str):
             family, value = UNIX_PEERS, 0
         else:
@@ -3866,6 +3979,13 @@ handler for it:
 ``dropped_log_lines()`` says how many lines were dropped (stats.dropped_logs, show info's
 DroppedLogs).
 
+A connection's line (``log_connection``, one per connection at ``log-level info``) costs
+little: it goes to the writer without a LogRecord, its time text is made once a second,
+and a LogWriter batches such lines while the event loop serves it, which writes the batch
+at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` (per
+PIPE_BUF bytes) for all the connections that ended in one turn. Every other line is
+written at once, after the batch, so the order is kept.
+
 Two things here protect the log from the traffic it describes:
 
 * ``log_escape`` is the one way a byte a client chose (a Unix socket path, from the kernel or
@@ -3893,6 +4013,7 @@ import time
 LOG = logging.getLogger("simpleproxy")
 
 LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
+LOG_BATCH_LINES = 128        # connection lines batched at most before they are written
 LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
 LOG_FILE_CHECK = 1.0         # seconds between two checks that a log file was not moved away
 LOG_FILE_MODE = 0o640
@@ -3912,39 +4033,52 @@ def log_escape(value):
     return value.decode("latin-1").translate(_LOG_ESCAPE_TABLE)
 
 
-class _LogSecondFormatter(logging.Formatter):
-    """A Formatter that formats each second's timestamp once, not once per line."""
+class _LogLineFormatter(logging.Formatter):
+    """``TIME.mmm simpleproxy[PID] LEVEL message``, for a LogRecord (``format``) and, the
+    same text, for a connection's line that has none (``line``). Each second's time text
+    is made once, not once per line."""
 
-    _second = None
-    _text = ""
+    def __init__(self):
+        logging.Formatter.__init__(self)
+        self._tag = " simpleproxy[%d] " % os.getpid()
+        self._second = (None, "")        # one tuple, so that a thread never sees half of it
 
-    def formatTime(self, record, datefmt=None):
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._text = second, logging.Formatter.formatTime(self, record, datefmt)
-        return self._text
+    def formatMessage(self, record):
+        return self.line(record.created, record.levelname, record.message)
+
+    def line(self, created, levelname, message):
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+            self._second = (second, text)
+        return "%s.%03d%s%s %s" % (text, (created - second) * 1000, self._tag, levelname, message)
 
 
 class LogWriter(logging.Handler):
     """Lines to a descriptor without ever blocking (see the module docstring).
 
-    While nothing is held a line costs one ``write`` and nothing else. Lines come from the
-    loop's thread and from health-check threads; the handler's lock (taken by ``handle`` and
-    by ``drain``/``flush``) keeps them whole and in order.
+    Lines come from the loop's thread and from health-check threads; the handler's lock
+    (taken by ``handle`` and by ``add_line``, ``write_batch``, ``drain``) keeps them whole and
+    in order. A connection's line (``add_line``) is batched while a loop serves the writer
+    (it sets ``on_held``): the loop writes the batch once per turn, so a busy loop makes one
+    ``write`` for several connections. Any other line is written at once, after the batch.
     """
 
     def __init__(self, fd, path=None):
         """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
+        self.setFormatter(_LogLineFormatter())
         self.fd = fd
         self.path = path
         self._file_id = _log_file_id(os.fstat(fd))
         self._next_check = time.monotonic() + LOG_FILE_CHECK
+        self.batch = []              # connection lines (text) not written yet
         self.held = []               # encoded lines (the first possibly partly written)
         self.held_size = 0
         self.dropped = 0             # lines dropped since the last "dropped" line
         self.dropped_total = 0
-        self.on_held = None          # called once when lines start to be held
+        self.on_held = None          # the loop's: called once when lines start to be held
         mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
         self._was_blocking = None
@@ -3954,38 +4088,90 @@ class LogWriter(logging.Handler):
 
     def emit(self, record):
         try:
-            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            line = self.format(record) + "\n"
         except Exception:
             self.handleError(record)
             return
+        self.batch.append(line)
+        self._write_batch()
+
+    def add_line(self, levelno, message):
+        """A connection's line at level ``levelno``: the text a LogRecord would give, made
+        without one, and batched (see the class docstring)."""
+        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message) + "\n"
+        with self.lock:
+            self.batch.append(line)
+            if self.on_held is None or len(self.batch) >= LOG_BATCH_LINES:
+                self._write_batch()
+
+    def write_batch(self):
+        """Write the batched lines now (the loop, at the end of each turn)."""
+        with self.lock:
+            self._write_batch()
+
+    def _write_batch(self):
+        """Write the batch, holding what the descriptor does not take; the lock held.
+
+        A write of at most PIPE_BUF bytes to a pipe is never interleaved with another
+        process's (workers share their master's stderr), as a line's single write was: so a
+        batch goes out in writes of whole lines of at most that size.
+        """
+        lines = [line.encode("utf-8", "backslashreplace") for line in self.batch]
+        if not lines:
+            return
+        self.batch = []
         if self.path is not None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + LOG_FILE_CHECK
             self._reopen_if_moved()
         if self.held:
-            if self.held_size + len(line) > LOG_HOLD_LIMIT:
-                self.dropped += 1
-                self.dropped_total += 1
-            else:
-                self.held.append(line)
-                self.held_size += len(line)
+            for line in lines:
+                self._hold(line)
             return
-        written = self._write(line)
-        if written < len(line):
-            self.held.append(line[written:])
-            self.held_size = len(line) - written
-            if self.on_held is not None:
-                self.on_held()
+        while lines:
+            count, size = 1, len(lines[0])
+            while count < len(lines) and size + len(lines[count]) <= select.PIPE_BUF:
+                size += len(lines[count])
+                count += 1
+            written = self._write(b"".join(lines[:count]), count)
+            if written < size:
+                self._hold_unwritten(lines, written)
+                return
+            lines = lines[count:]
 
-    def _write(self, data):
-        """Write what the descriptor takes now; how many bytes that was."""
+    def _hold_unwritten(self, lines, written):
+        """Hold the line the descriptor cut short whole, whatever its size (or the first not
+        written at all), and the lines after it while they fit; ``written`` bytes went out."""
+        for line in lines:
+            if written >= len(line):
+                written -= len(line)
+            elif self.held:
+                self._hold(line)
+            else:
+                self.held.append(line[written:])
+                self.held_size = len(line) - written
+                written = 0
+        if self.on_held is not None:
+            self.on_held()
+
+    def _hold(self, line):
+        """Keep an encoded line for later, or drop and count it beyond LOG_HOLD_LIMIT."""
+        if self.held_size + len(line) > LOG_HOLD_LIMIT:
+            self.dropped += 1
+            self.dropped_total += 1
+        else:
+            self.held.append(line)
+            self.held_size += len(line)
+
+    def _write(self, data, lines):
+        """Write what the descriptor takes now of ``lines`` lines; how many bytes that was."""
         try:
             return os.write(self.fd, data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
-            # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
-            self.dropped += 1
-            self.dropped_total += 1
+            # Nobody will ever read them (EPIPE, EIO): count them as dropped, hold nothing.
+            self.dropped += lines
+            self.dropped_total += lines
             return len(data)
 
     def _reopen_if_moved(self):
@@ -4021,7 +4207,7 @@ class LogWriter(logging.Handler):
         try:
             while self.held:
                 data = b"".join(self.held)
-                written = self._write(data)
+                written = self._write(data, len(self.held))
                 rest = data[written:]
                 self.held = [rest] if rest else []
                 self.held_size = len(rest)
@@ -4037,7 +4223,9 @@ class LogWriter(logging.Handler):
             self.release()
 
     def flush(self):
-        """At exit: wait up to LOG_EXIT_FLUSH seconds for the descriptor to take what is held."""
+        """At exit: write the batch, and wait up to LOG_EXIT_FLUSH seconds for the descriptor
+        to take what is held."""
+        self.write_batch()
         deadline = time.monotonic() + LOG_EXIT_FLUSH
         while not self.drain():
             left = deadline - time.monotonic()
@@ -4060,6 +4248,7 @@ class SyslogWriter(logging.Handler):
 
     def __init__(self, family, address):
         logging.Handler.__init__(self)
+        self.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
         self.address = address
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
@@ -4079,6 +4268,14 @@ class SyslogWriter(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self._send(frame)
+
+    def add_line(self, levelno, message):
+        """A connection's line: the frame a LogRecord would give, made without one."""
+        self._send(syslog_frame(message, time.time(), self.hostname, os.getpid(),
+                                _log_severity(levelno)))
+
+    def _send(self, frame):
         try:
             self.sock.send(frame)
         except OSError:           # full (EAGAIN, ENOBUFS), or nobody listening (ECONNREFUSED)
@@ -4087,6 +4284,9 @@ class SyslogWriter(logging.Handler):
     def close(self):
         self.sock.close()
         logging.Handler.close(self)
+
+
+_LINE_WRITERS = (LogWriter, SyslogWriter)
 
 
 def _log_severity(levelno):
@@ -4106,6 +4306,19 @@ def _open_log_file(path):
                        LOG_FILE_MODE)
     except OSError as exc:
         raise SimpleProxyError("cannot open the log file %s: %s" % (path, exc.strerror or exc))
+
+
+def log_connection(levelno, message):
+    """Log one connection's line at ``levelno`` (the caller has checked LOG.isEnabledFor).
+
+    The writers setup_logging installs take it as text, the same bytes a record would give:
+    logging's LogRecord and handler chain cost more than building the line. Any other
+    handler (a test's StringIO) gets a record."""
+    handlers = LOG.handlers
+    if len(handlers) == 1 and isinstance(handlers[0], _LINE_WRITERS):
+        handlers[0].add_line(levelno, message)
+    else:
+        LOG.log(levelno, "%s", message)
 
 
 def dropped_log_lines():
@@ -4160,12 +4373,8 @@ def setup_logging(level="info", stream=None, target=None):
         else:
             stream.flush()            # what was written through the stream goes first
             handler = LogWriter(fd)
-    if isinstance(handler, SyslogWriter):
-        handler.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
-    else:
-        handler.setFormatter(_LogSecondFormatter(
-            "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s"
-            % os.getpid(), "%Y-%m-%dT%H:%M:%S"))
+    if not isinstance(handler, _LINE_WRITERS):
+        handler.setFormatter(_LogLineFormatter())       # the writers bring their own
     for old in LOG.handlers:
         old.close()
     LOG.handlers[:] = [handler]
@@ -7141,6 +7350,7 @@ class EventLoop(object):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         selector = self.selector
         monotonic = time.monotonic
+        log_writer = self._log_writer
         while not self.stopping:
             events = selector.select(self.next_wait())
             self.now = monotonic()
@@ -7150,6 +7360,8 @@ class EventLoop(object):
                 except Exception:
                     log_loop_error("an event handler")
             self.fire_timers()
+            if log_writer is not None and log_writer.batch:
+                log_writer.write_batch()     # this turn's connection lines (logs.py)
 
     def next_wait(self):
         """How long select() may sleep: until the first timer is due, None without one. A
@@ -7261,6 +7473,7 @@ class EventLoop(object):
                 signal.signal(signum, signal.SIG_IGN)
         writer = self._log_writer
         if writer is not None:                 # what it still holds is written at exit
+            writer.write_batch()               # from now on it writes each line at once
             if writer.on_held == self._log_held:
                 writer.on_held = None
             try:
@@ -8043,38 +8256,33 @@ class Session(Relay):
             LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
 
     def log_line(self, detail=None):
-        """The connection's log line, in the spirit of HAProxy's tcplog."""
-        now = self.loop.now
-        server = self.server.label if self.server is not None else "-"
-        connect_ms = ("%d" % ((self.connected_at - self.connect_started) * 1000)
-                      if self.connected_at is not None else "-")
-        parts = [
-            endpoint_text(self.client),
-            "peer=" + endpoint_text(self.peer),
-            "fe=" + self.fe.frontend.name,
-            "be=" + server,
-            "Tw=%d" % (self.queue_wait * 1000),
-            "Tc=" + connect_ms,
-            "Tt=%d" % ((now - self.started) * 1000),
-            "in=%d" % self.bytes_in,
-            "out=%d" % self.bytes_out,
-            "end=" + self.end,
-        ]
-        if self.trust is not None:
-            parts.append("trust=" + self.trust.rule_for(self.header))
-        if self.rule is not None:
-            parts.append("rule=" + self.rule)
+        """The connection's log line, in the spirit of HAProxy's tcplog: the fields every
+        line has in one format, then those a connection may have. It is built once per
+        connection at log-level info, so it is built from what the session holds, directly."""
+        client = endpoint_text(self.client)
+        connected_at = self.connected_at
+        line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
+            client, client if self.peer is self.client else endpoint_text(self.peer),
+            self.fe.frontend.name, self.server.label if self.server is not None else "-",
+            self.queue_wait * 1000,
+            "%d" % ((connected_at - self.connect_started) * 1000)
+            if connected_at is not None else "-",
+            (self.loop.now - self.started) * 1000, self.bytes_in, self.bytes_out, self.end)
         header = self.header
+        if self.trust is not None:
+            line += " trust=" + self.trust.rule_for(header)
+        if self.rule is not None:
+            line += " rule=" + self.rule
         if header is not None:
-            parts.append("pp=" + proxy_text(header))
-            vpce = aws_vpce_id(header)
+            line += " pp=" + proxy_text(header)
+            vpce = aws_vpce_id(header) if header.tlvs else None
             if vpce:
-                parts.append("vpce=" + log_escape(vpce))
+                line += " vpce=" + log_escape(vpce)
         if len(self.tried) > 1:
-            parts.append("retries=%d" % (len(self.tried) - 1))
+            line += " retries=%d" % (len(self.tried) - 1)
         if detail:
-            parts.append('reason="%s"' % detail.replace('"', "'"))
-        return " ".join(parts)
+            line += ' reason="%s"' % detail.replace('"', "'")
+        return line
 
     def json_log_line(self, detail=None):
         """The same facts as log_line, as one JSON object (``log-format = json``)."""
@@ -8843,7 +9051,7 @@ class Proxy(object):
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", fe.log_line(session, detail))
+            log_connection(level, fe.log_line(session, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:

@@ -16,6 +16,13 @@ handler for it:
 ``dropped_log_lines()`` says how many lines were dropped (stats.dropped_logs, show info's
 DroppedLogs).
 
+A connection's line (``log_connection``, one per connection at ``log-level info``) costs
+little: it goes to the writer without a LogRecord, its time text is made once a second,
+and a LogWriter batches such lines while the event loop serves it, which writes the batch
+at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` (per
+PIPE_BUF bytes) for all the connections that ended in one turn. Every other line is
+written at once, after the batch, so the order is kept.
+
 Two things here protect the log from the traffic it describes:
 
 * ``log_escape`` is the one way a byte a client chose (a Unix socket path, from the kernel or
@@ -45,6 +52,7 @@ from .logformat import syslog_frame
 LOG = logging.getLogger("simpleproxy")
 
 LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
+LOG_BATCH_LINES = 128        # connection lines batched at most before they are written
 LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
 LOG_FILE_CHECK = 1.0         # seconds between two checks that a log file was not moved away
 LOG_FILE_MODE = 0o640
@@ -64,39 +72,52 @@ def log_escape(value):
     return value.decode("latin-1").translate(_LOG_ESCAPE_TABLE)
 
 
-class _LogSecondFormatter(logging.Formatter):
-    """A Formatter that formats each second's timestamp once, not once per line."""
+class _LogLineFormatter(logging.Formatter):
+    """``TIME.mmm simpleproxy[PID] LEVEL message``, for a LogRecord (``format``) and, the
+    same text, for a connection's line that has none (``line``). Each second's time text
+    is made once, not once per line."""
 
-    _second = None
-    _text = ""
+    def __init__(self):
+        logging.Formatter.__init__(self)
+        self._tag = " simpleproxy[%d] " % os.getpid()
+        self._second = (None, "")        # one tuple, so that a thread never sees half of it
 
-    def formatTime(self, record, datefmt=None):
-        second = int(record.created)
-        if second != self._second:
-            self._second, self._text = second, logging.Formatter.formatTime(self, record, datefmt)
-        return self._text
+    def formatMessage(self, record):
+        return self.line(record.created, record.levelname, record.message)
+
+    def line(self, created, levelname, message):
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+            self._second = (second, text)
+        return "%s.%03d%s%s %s" % (text, (created - second) * 1000, self._tag, levelname, message)
 
 
 class LogWriter(logging.Handler):
     """Lines to a descriptor without ever blocking (see the module docstring).
 
-    While nothing is held a line costs one ``write`` and nothing else. Lines come from the
-    loop's thread and from health-check threads; the handler's lock (taken by ``handle`` and
-    by ``drain``/``flush``) keeps them whole and in order.
+    Lines come from the loop's thread and from health-check threads; the handler's lock
+    (taken by ``handle`` and by ``add_line``, ``write_batch``, ``drain``) keeps them whole and
+    in order. A connection's line (``add_line``) is batched while a loop serves the writer
+    (it sets ``on_held``): the loop writes the batch once per turn, so a busy loop makes one
+    ``write`` for several connections. Any other line is written at once, after the batch.
     """
 
     def __init__(self, fd, path=None):
         """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
+        self.setFormatter(_LogLineFormatter())
         self.fd = fd
         self.path = path
         self._file_id = _log_file_id(os.fstat(fd))
         self._next_check = time.monotonic() + LOG_FILE_CHECK
+        self.batch = []              # connection lines (text) not written yet
         self.held = []               # encoded lines (the first possibly partly written)
         self.held_size = 0
         self.dropped = 0             # lines dropped since the last "dropped" line
         self.dropped_total = 0
-        self.on_held = None          # called once when lines start to be held
+        self.on_held = None          # the loop's: called once when lines start to be held
         mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
         self._was_blocking = None
@@ -106,38 +127,90 @@ class LogWriter(logging.Handler):
 
     def emit(self, record):
         try:
-            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            line = self.format(record) + "\n"
         except Exception:
             self.handleError(record)
             return
+        self.batch.append(line)
+        self._write_batch()
+
+    def add_line(self, levelno, message):
+        """A connection's line at level ``levelno``: the text a LogRecord would give, made
+        without one, and batched (see the class docstring)."""
+        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message) + "\n"
+        with self.lock:
+            self.batch.append(line)
+            if self.on_held is None or len(self.batch) >= LOG_BATCH_LINES:
+                self._write_batch()
+
+    def write_batch(self):
+        """Write the batched lines now (the loop, at the end of each turn)."""
+        with self.lock:
+            self._write_batch()
+
+    def _write_batch(self):
+        """Write the batch, holding what the descriptor does not take; the lock held.
+
+        A write of at most PIPE_BUF bytes to a pipe is never interleaved with another
+        process's (workers share their master's stderr), as a line's single write was: so a
+        batch goes out in writes of whole lines of at most that size.
+        """
+        lines = [line.encode("utf-8", "backslashreplace") for line in self.batch]
+        if not lines:
+            return
+        self.batch = []
         if self.path is not None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + LOG_FILE_CHECK
             self._reopen_if_moved()
         if self.held:
-            if self.held_size + len(line) > LOG_HOLD_LIMIT:
-                self.dropped += 1
-                self.dropped_total += 1
-            else:
-                self.held.append(line)
-                self.held_size += len(line)
+            for line in lines:
+                self._hold(line)
             return
-        written = self._write(line)
-        if written < len(line):
-            self.held.append(line[written:])
-            self.held_size = len(line) - written
-            if self.on_held is not None:
-                self.on_held()
+        while lines:
+            count, size = 1, len(lines[0])
+            while count < len(lines) and size + len(lines[count]) <= select.PIPE_BUF:
+                size += len(lines[count])
+                count += 1
+            written = self._write(b"".join(lines[:count]), count)
+            if written < size:
+                self._hold_unwritten(lines, written)
+                return
+            lines = lines[count:]
 
-    def _write(self, data):
-        """Write what the descriptor takes now; how many bytes that was."""
+    def _hold_unwritten(self, lines, written):
+        """Hold the line the descriptor cut short whole, whatever its size (or the first not
+        written at all), and the lines after it while they fit; ``written`` bytes went out."""
+        for line in lines:
+            if written >= len(line):
+                written -= len(line)
+            elif self.held:
+                self._hold(line)
+            else:
+                self.held.append(line[written:])
+                self.held_size = len(line) - written
+                written = 0
+        if self.on_held is not None:
+            self.on_held()
+
+    def _hold(self, line):
+        """Keep an encoded line for later, or drop and count it beyond LOG_HOLD_LIMIT."""
+        if self.held_size + len(line) > LOG_HOLD_LIMIT:
+            self.dropped += 1
+            self.dropped_total += 1
+        else:
+            self.held.append(line)
+            self.held_size += len(line)
+
+    def _write(self, data, lines):
+        """Write what the descriptor takes now of ``lines`` lines; how many bytes that was."""
         try:
             return os.write(self.fd, data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
-            # Nobody will ever read it (EPIPE, EIO): count it as dropped, hold nothing.
-            self.dropped += 1
-            self.dropped_total += 1
+            # Nobody will ever read them (EPIPE, EIO): count them as dropped, hold nothing.
+            self.dropped += lines
+            self.dropped_total += lines
             return len(data)
 
     def _reopen_if_moved(self):
@@ -173,7 +246,7 @@ class LogWriter(logging.Handler):
         try:
             while self.held:
                 data = b"".join(self.held)
-                written = self._write(data)
+                written = self._write(data, len(self.held))
                 rest = data[written:]
                 self.held = [rest] if rest else []
                 self.held_size = len(rest)
@@ -189,7 +262,9 @@ class LogWriter(logging.Handler):
             self.release()
 
     def flush(self):
-        """At exit: wait up to LOG_EXIT_FLUSH seconds for the descriptor to take what is held."""
+        """At exit: write the batch, and wait up to LOG_EXIT_FLUSH seconds for the descriptor
+        to take what is held."""
+        self.write_batch()
         deadline = time.monotonic() + LOG_EXIT_FLUSH
         while not self.drain():
             left = deadline - time.monotonic()
@@ -212,6 +287,7 @@ class SyslogWriter(logging.Handler):
 
     def __init__(self, family, address):
         logging.Handler.__init__(self)
+        self.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
         self.address = address
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
@@ -231,6 +307,14 @@ class SyslogWriter(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        self._send(frame)
+
+    def add_line(self, levelno, message):
+        """A connection's line: the frame a LogRecord would give, made without one."""
+        self._send(syslog_frame(message, time.time(), self.hostname, os.getpid(),
+                                _log_severity(levelno)))
+
+    def _send(self, frame):
         try:
             self.sock.send(frame)
         except OSError:           # full (EAGAIN, ENOBUFS), or nobody listening (ECONNREFUSED)
@@ -239,6 +323,9 @@ class SyslogWriter(logging.Handler):
     def close(self):
         self.sock.close()
         logging.Handler.close(self)
+
+
+_LINE_WRITERS = (LogWriter, SyslogWriter)
 
 
 def _log_severity(levelno):
@@ -258,6 +345,19 @@ def _open_log_file(path):
                        LOG_FILE_MODE)
     except OSError as exc:
         raise SimpleProxyError("cannot open the log file %s: %s" % (path, exc.strerror or exc))
+
+
+def log_connection(levelno, message):
+    """Log one connection's line at ``levelno`` (the caller has checked LOG.isEnabledFor).
+
+    The writers setup_logging installs take it as text, the same bytes a record would give:
+    logging's LogRecord and handler chain cost more than building the line. Any other
+    handler (a test's StringIO) gets a record."""
+    handlers = LOG.handlers
+    if len(handlers) == 1 and isinstance(handlers[0], _LINE_WRITERS):
+        handlers[0].add_line(levelno, message)
+    else:
+        LOG.log(levelno, "%s", message)
 
 
 def dropped_log_lines():
@@ -312,12 +412,8 @@ def setup_logging(level="info", stream=None, target=None):
         else:
             stream.flush()            # what was written through the stream goes first
             handler = LogWriter(fd)
-    if isinstance(handler, SyslogWriter):
-        handler.setFormatter(logging.Formatter("%(message)s"))   # the frame says the rest
-    else:
-        handler.setFormatter(_LogSecondFormatter(
-            "%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s %%(message)s"
-            % os.getpid(), "%Y-%m-%dT%H:%M:%S"))
+    if not isinstance(handler, _LINE_WRITERS):
+        handler.setFormatter(_LogLineFormatter())       # the writers bring their own
     for old in LOG.handlers:
         old.close()
     LOG.handlers[:] = [handler]

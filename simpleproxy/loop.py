@@ -112,6 +112,7 @@ class EventLoop(object):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         selector = self.selector
         monotonic = time.monotonic
+        log_writer = self._log_writer
         while not self.stopping:
             events = selector.select(self.next_wait())
             self.now = monotonic()
@@ -121,6 +122,8 @@ class EventLoop(object):
                 except Exception:
                     log_loop_error("an event handler")
             self.fire_timers()
+            if log_writer is not None and log_writer.batch:
+                log_writer.write_batch()     # this turn's connection lines (logs.py)
 
     def next_wait(self):
         """How long select() may sleep: until the first timer is due, None without one. A
@@ -232,6 +235,7 @@ class EventLoop(object):
                 signal.signal(signum, signal.SIG_IGN)
         writer = self._log_writer
         if writer is not None:                 # what it still holds is written at exit
+            writer.write_batch()               # from now on it writes each line at once
             if writer.on_held == self._log_held:
                 writer.on_held = None
             try:

@@ -37,7 +37,7 @@ from .endings import (END_CAUSES, END_HEADER_EVICTED, END_HEALTH_CHECK, END_NO_D
 from .health import HealthChecker
 from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open_listener
 from .logformat import proxy_text
-from .logs import LOG, dropped_log_lines
+from .logs import LOG, dropped_log_lines, log_connection
 from .loop import EVENT_READ, EventLoop
 from .proxyproto import PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_NETNS, packed_ip
 from .resolve import start_addresses
@@ -271,7 +271,7 @@ class Proxy(object):
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            LOG.log(level, "%s", fe.log_line(session, detail))
+            log_connection(level, fe.log_line(session, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:

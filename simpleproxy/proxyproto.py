@@ -32,6 +32,11 @@ leaves room:
 * UNIX paths are the bytes up to the first NUL, decoded as UTF-8 with 'surrogateescape'
   (as os.fsdecode does on Linux), so any path round-trips through the builders.
 * An empty stream at EOF is TRUNCATED, like any other prefix of a header.
+
+Nearly every connection brings one of three headers: a v1 ``TCP4`` line, or a v2 PROXY TCP4
+or TCP6 header without TLVs. A short path takes each of them whole (one regular expression,
+or one unpack), and answers exactly what the full parser answers; anything else, including
+any of them when it is incomplete, invalid or over ``max_size``, goes the full way.
 """
 
 import re
@@ -142,6 +147,11 @@ def parse_header(data, eof=False, max_size=DEFAULT_MAX_HEADER):
     when eof is true. ``max_size`` caps a v2 header (16 + length); v1 is capped at 107.
     """
     start = bytes(data[:16])
+    return _pp_short_path(data, start, max_size) or _pp_parse_in_full(data, start, eof, max_size)
+
+
+def _pp_parse_in_full(data, start, eof, max_size):
+    """parse_header without the short path: every rule, for every header."""
     if _pp_agrees(start, V2_SIGNATURE):
         return _pp_parse_v2(data, start, eof, max_size)
     if _pp_agrees(start, V1_SIGNATURE):
@@ -157,9 +167,13 @@ _PP_V1_IPV4 = re.compile(_PP_IPV4_TEXT)
 # Only the characters of IPv6 text, and a dotted tail only in strict IPv4 form, whatever
 # the C library's inet_pton would let through; inet_pton then checks the structure.
 _PP_V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}(?:(?<=:)%s)?" % _PP_IPV4_TEXT)
-_PP_V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
+_PP_V1_PORT_TEXT = rb"0|[1-9][0-9]{0,4}"
+_PP_V1_PORT = re.compile(_PP_V1_PORT_TEXT)
 _PP_V1_UNKNOWN = re.compile(rb"UNKNOWN(?: .*)?", re.DOTALL)
 _PP_V1_NO_ADDRESSES = ("UNKNOWN", None, None, None, None)
+_PP_V1_TCP4_START = b"PROXY TCP4 "
+_PP_V1_TCP4_LINE = re.compile(rb"PROXY TCP4 (%s) (%s) (%s) (%s)\r\n" % (
+    (_PP_IPV4_TEXT,) * 2 + (_PP_V1_PORT_TEXT,) * 2))
 
 
 def _pp_v1_ipv4(text, what):
@@ -268,11 +282,39 @@ def _pp_parse_v1(data, eof):
     return _pp_need_more(eof, "v1 line")
 
 
+# ### The short path: the headers nearly every connection brings
+
+def _pp_short_path(data, start, max_size):
+    """A whole v2 PROXY TCP4/TCP6 header without TLVs or a whole valid v1 TCP4 line, as the
+    full parser would return it; None for anything else (the full parser then decides)."""
+    if start.startswith(_PP_V2_PROXY_START):
+        block = _PP_V2_SHORT_BLOCKS.get(start[13:16])
+        if block is None or len(data) < 16 + block.size or 16 + block.size > max_size:
+            return None
+        src, dst, src_port, dst_port = block.unpack_from(data, 16)
+        family, af = (("TCP4", socket.AF_INET) if block is _PP_V2_INET
+                      else ("TCP6", socket.AF_INET6))
+        return ProxyHeader(2, "PROXY", family, "STREAM", socket.inet_ntop(af, src), src_port,
+                           socket.inet_ntop(af, dst), dst_port, 16 + block.size, ())
+    if start.startswith(_PP_V1_TCP4_START):
+        line = _PP_V1_TCP4_LINE.match(data)
+        if line is None:
+            return None
+        src_addr, dst_addr, src_port, dst_port = line.groups()
+        src_port, dst_port = int(src_port), int(dst_port)
+        if src_port > 0xFFFF or dst_port > 0xFFFF:
+            return None
+        return ProxyHeader(1, "PROXY", "TCP4", None, src_addr.decode("ascii"), src_port,
+                           dst_addr.decode("ascii"), dst_port, line.end(), ())
+    return None
+
+
 # ### v2: the binary header
 
 _PP_V2_LOCAL = 0x0
 _PP_V2_PROXY = 0x1
 _PP_INET, _PP_INET6, _PP_UNIX = 0x1, 0x2, 0x3
+_PP_V2_PROXY_START = V2_SIGNATURE + bytes((0x20 | _PP_V2_PROXY,))
 _PP_V2_FIXED = struct.Struct("!12sBBH")
 _PP_V2_INET = struct.Struct("!4s4sHH")
 _PP_V2_INET6 = struct.Struct("!16s16sHH")
@@ -283,6 +325,9 @@ _PP_V2_FAMILIES = {0x11: "TCP4", 0x12: "UDP4", 0x21: "TCP6", 0x22: "UDP6",
                    0x31: "UNIX", 0x32: "UNIX"}
 _PP_V2_TRANSPORTS = ("UNSPEC", "STREAM", "DGRAM")
 _PP_TLV_HEAD = struct.Struct("!BH")
+# Bytes 14-16 of a TCP4 or TCP6 header whose length is exactly its address block: no TLVs.
+_PP_V2_SHORT_BLOCKS = {bytes((family << 4 | 1,)) + struct.pack("!H", block.size): block
+                       for family, block in ((_PP_INET, _PP_V2_INET), (_PP_INET6, _PP_V2_INET6))}
 _PP_SSL_FIXED = 5                  # client flags (1 byte) and verify result (4 bytes)
 
 

@@ -583,38 +583,33 @@ class Session(Relay):
             LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
 
     def log_line(self, detail=None):
-        """The connection's log line, in the spirit of HAProxy's tcplog."""
-        now = self.loop.now
-        server = self.server.label if self.server is not None else "-"
-        connect_ms = ("%d" % ((self.connected_at - self.connect_started) * 1000)
-                      if self.connected_at is not None else "-")
-        parts = [
-            endpoint_text(self.client),
-            "peer=" + endpoint_text(self.peer),
-            "fe=" + self.fe.frontend.name,
-            "be=" + server,
-            "Tw=%d" % (self.queue_wait * 1000),
-            "Tc=" + connect_ms,
-            "Tt=%d" % ((now - self.started) * 1000),
-            "in=%d" % self.bytes_in,
-            "out=%d" % self.bytes_out,
-            "end=" + self.end,
-        ]
-        if self.trust is not None:
-            parts.append("trust=" + self.trust.rule_for(self.header))
-        if self.rule is not None:
-            parts.append("rule=" + self.rule)
+        """The connection's log line, in the spirit of HAProxy's tcplog: the fields every
+        line has in one format, then those a connection may have. It is built once per
+        connection at log-level info, so it is built from what the session holds, directly."""
+        client = endpoint_text(self.client)
+        connected_at = self.connected_at
+        line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
+            client, client if self.peer is self.client else endpoint_text(self.peer),
+            self.fe.frontend.name, self.server.label if self.server is not None else "-",
+            self.queue_wait * 1000,
+            "%d" % ((connected_at - self.connect_started) * 1000)
+            if connected_at is not None else "-",
+            (self.loop.now - self.started) * 1000, self.bytes_in, self.bytes_out, self.end)
         header = self.header
+        if self.trust is not None:
+            line += " trust=" + self.trust.rule_for(header)
+        if self.rule is not None:
+            line += " rule=" + self.rule
         if header is not None:
-            parts.append("pp=" + proxy_text(header))
-            vpce = aws_vpce_id(header)
+            line += " pp=" + proxy_text(header)
+            vpce = aws_vpce_id(header) if header.tlvs else None
             if vpce:
-                parts.append("vpce=" + log_escape(vpce))
+                line += " vpce=" + log_escape(vpce)
         if len(self.tried) > 1:
-            parts.append("retries=%d" % (len(self.tried) - 1))
+            line += " retries=%d" % (len(self.tried) - 1)
         if detail:
-            parts.append('reason="%s"' % detail.replace('"', "'"))
-        return " ".join(parts)
+            line += ' reason="%s"' % detail.replace('"', "'")
+        return line
 
     def json_log_line(self, detail=None):
         """The same facts as log_line, as one JSON object (``log-format = json``)."""

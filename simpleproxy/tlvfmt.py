@@ -24,18 +24,20 @@ max_header_length), and then building it raises OutgoingHeaderError for the call
 a corrupt or cut header is never sent.
 """
 
+import struct
 from collections import namedtuple
 
 from .errors import SimpleProxyError
 from .proxyproto import (
     PP2_TYPE_AUTHORITY, PP2_TYPE_CRC32C, PP2_TYPE_UNIQUE_ID, UNIQUE_ID_MAX, ProxyHeaderError,
-    build_v2, parse_header, tlv_value)
+    build_v2, crc32c, packed_ip, parse_header, tlv_value)
 from .samples import BYTES, parse_tlv_id, pp_fetch
 
 TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
 V2_OPTION_WORDS = ("authority", "crc32c", "unique-id")
 V2_MAX_LENGTH = 0xFFFF             # the 16-bit length field: bytes after the fixed 16
 _TLV_HEAD = 3                      # type and length before each value
+_PORTS = struct.Struct("!HH")      # the ports after the two addresses of a v2 address block
 _TLV_SMALLEST_ADDRESSES = 12       # the TCP4 address block
 _TLV_LARGEST_ADDRESSES = 216       # the UNIX address block, the largest build_v2 writes
 TLV_FMT_EXPECTED = ("a literal string without '%', or one of %[fc_pp_tlv(ID)], "
@@ -45,9 +47,66 @@ TlvFormat = namedtuple("TlvFormat", "tlv_type literal fetch")
 TlvFormat.__doc__ = """One set-proxy-v2-tlv-fmt: the TLV type, and either ``literal`` bytes
 or a samples.PpFetch whose value (when the client's header had one) is sent."""
 
-TlvPlan = namedtuple("TlvPlan", "crc32c authority unique_id formats")
-TlvPlan.__doc__ = """The TLVs of one server's v2 header: three proxy-v2-options flags and the
-tuple of TlvFormat in config order."""
+
+class TlvPlan(namedtuple("TlvPlan", "crc32c authority unique_id formats")):
+    """The TLVs of one server's v2 header: three proxy-v2-options flags and the tuple of
+    TlvFormat in config order.
+
+    ``template``, made from them (and so left out of comparisons): a HeaderTemplate when the
+    TLVs are the same on every connection (no AUTHORITY, UNIQUE_ID or forwarded value; the
+    usual case), else None.
+    """
+
+    def __new__(cls, crc32c, authority, unique_id, formats):
+        plan = super(TlvPlan, cls).__new__(cls, crc32c, authority, unique_id, formats)
+        plan.template = None
+        if not authority and not unique_id and all(tlv.fetch is None for tlv in formats):
+            plan.template = HeaderTemplate([(tlv.tlv_type, tlv.literal) for tlv in formats],
+                                           crc32c)
+        return plan
+
+
+class HeaderTemplate(object):
+    """build_v2 for one server whose TLVs are the same on every connection, prepared once.
+
+    Per address size (4: TCP4, 16: TCP6) it keeps build_v2's header for placeholder
+    addresses, split around the address block; a connection's header is its addresses and
+    ports packed in between. A CRC32C (build_v2 puts it first among the TLVs) is computed
+    anew, on from the checksum of the 16 fixed bytes. Any other pair (mixed families, UNIX,
+    none) goes to build_v2 itself.
+    """
+
+    __slots__ = ("tlvs", "add_crc32c", "_parts")
+
+    def __init__(self, tlvs, add_crc32c):
+        self.tlvs = tuple(tlvs)
+        self.add_crc32c = add_crc32c
+        self._parts = {}
+        for size, anywhere in ((4, ("0.0.0.0", 0)), (16, ("::", 0))):
+            try:
+                header = build_v2(anywhere, anywhere, self.tlvs, crc32c=add_crc32c)
+            except ValueError:
+                continue        # too long beside this block: build_v2 says so per connection
+            head, tlv_area = header[:16], header[16 + 2 * size + _PORTS.size:]
+            if add_crc32c:
+                tlv_area = tlv_area[:_TLV_HEAD] + bytes(4) + tlv_area[_TLV_HEAD + 4:]
+            self._parts[size] = (head, tlv_area, crc32c(head))
+
+    def build(self, src, dst):
+        """``build_v2(src, dst, tlvs, crc32c=add_crc32c)``, byte for byte, and its errors."""
+        if (isinstance(src, tuple) and isinstance(dst, tuple) and 0 <= src[1] <= 0xFFFF
+                and 0 <= dst[1] <= 0xFFFF):
+            src_ip, dst_ip = packed_ip(src[0]), packed_ip(dst[0])
+            parts = self._parts.get(len(src_ip)) if len(src_ip) == len(dst_ip) else None
+            if parts is not None:
+                head, tlv_area, head_checksum = parts
+                block = src_ip + dst_ip + _PORTS.pack(src[1], dst[1])
+                if not self.add_crc32c:
+                    return head + block + tlv_area
+                checksum = crc32c(block + tlv_area, head_checksum).to_bytes(4, "big")
+                return head + block + tlv_area[:_TLV_HEAD] + checksum + tlv_area[_TLV_HEAD + 4:]
+        return build_v2(src, dst, self.tlvs, crc32c=self.add_crc32c)
+
 
 NO_TLVS = TlvPlan(False, False, False, ())
 
@@ -169,6 +228,8 @@ def build_server_header(plan, src, dst, header, new_unique_id, transport="STREAM
     client's DGRAM stays DGRAM) carrying the plan's TLVs; OutgoingHeaderError when it cannot
     be built."""
     try:
+        if plan.template is not None and transport == "STREAM":
+            return plan.template.build(src, dst)
         return build_v2(src, dst, tlvs=outgoing_tlvs(plan, header, new_unique_id),
                         crc32c=plan.crc32c, transport=transport)
     except ValueError as exc:

@@ -72,7 +72,7 @@ class PeerTrust(namedtuple("PeerTrust", "header_rule bare_rule version")):
 class TrustPolicy(object):
     """The trust rules of one bind, prepared once so that judging a peer is a few integer tests."""
 
-    __slots__ = ("version", "_header_rules", "_bare_rules")
+    __slots__ = ("version", "_header_rules", "_bare_rules", "_same_for_every_peer")
 
     def __init__(self, bind):
         self.version = _TRUST_VERSIONS[bind.accept_proxy_version]
@@ -80,9 +80,16 @@ class TrustPolicy(object):
         self._header_rules = (_trust_rules("accept-proxy-from", bind.accept_proxy_from)
                               if bind.accept_proxy_from else None)
         self._bare_rules = _trust_rules("optional", bind.proxy_optional_from)
+        # A bind without rules (accept-proxy alone, the usual one) judges every peer alike:
+        # its answer is made once, not per connection.
+        self._same_for_every_peer = None
+        if self._header_rules is None and not any(self._bare_rules.values()):
+            self._same_for_every_peer = PeerTrust(ANY_PEER_RULE, None, self.version)
 
     def decide(self, peer):
         """The PeerTrust of a socket peer: (host, port) as accept() gave it, or a str (Unix)."""
+        if self._same_for_every_peer is not None:
+            return self._same_for_every_peer
         if isinstance(peer, str):
             family, value = UNIX_PEERS, 0
         else:

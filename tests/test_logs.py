@@ -2,16 +2,20 @@
 RFC 5424 framing, and a syslog socket that takes no more (dropped and counted, never waited
 for). Real processes and real sockets; log_escape and the non-blocking stderr writer are in
 tests/test_hardening.py."""
+import io
 import logging
 import os
 import re
+import select
 import socket
 import subprocess
 import time
 
 import pytest
 
-from simpleproxy.logs import SyslogWriter
+from simpleproxy.logs import (
+    LOG, LOG_BATCH_LINES, LOG_HOLD_LIMIT, LogWriter, SyslogWriter, log_connection, setup_logging)
+from simpleproxy.loop import EventLoop
 from support import (DEFAULT_TIMEOUT, RecordingServer, exchange, free_port, proxy_command,
                      proxy_env, wait_until)
 
@@ -132,3 +136,225 @@ def test_a_full_syslog_socket_drops_and_counts_lines_without_waiting(tmp_path):
     finally:
         writer.close()
         receiver.close()
+
+
+# -- a connection's line: without a LogRecord, batched per loop turn ----------------------------
+
+LINE_HEAD = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} simpleproxy\[%d\] " % os.getpid()
+
+
+@pytest.fixture
+def pipe_writer():
+    """A LogWriter on a pipe's write end, and a function that reads what it wrote so far."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    writer = LogWriter(write_end)
+
+    def written():
+        data = b""
+        while True:
+            try:
+                chunk = os.read(read_end, 1 << 20)
+            except BlockingIOError:
+                return data.decode()
+            if not chunk:
+                return data.decode()
+            data += chunk
+    yield writer, written
+    writer.on_held = None
+    writer.close()
+    os.close(write_end)
+    os.close(read_end)
+
+
+def record(level, message):
+    return logging.LogRecord("simpleproxy", level, "", 0, "%s", (message,), None)
+
+
+def test_a_connection_line_is_the_line_a_record_gives(pipe_writer):
+    writer, written = pipe_writer
+    writer.add_line(logging.INFO, "1.2.3.4:5 peer=1.2.3.4:5 end=normal")
+    writer.handle(record(logging.INFO, "1.2.3.4:5 peer=1.2.3.4:5 end=normal"))
+    writer.add_line(logging.WARNING, "caf\u00e9 \udcff")
+    writer.handle(record(logging.WARNING, "caf\u00e9 \udcff"))
+    lines = written().splitlines()
+    assert len(lines) == 4
+    assert re.fullmatch(LINE_HEAD + r"INFO 1\.2\.3\.4:5 peer=1\.2\.3\.4:5 end=normal", lines[0])
+    assert re.fullmatch(LINE_HEAD + r"WARNING caf\u00e9 \\udcff", lines[2])
+    for ours, logging_s in ((lines[0], lines[1]), (lines[2], lines[3])):
+        assert ours[len("2026-12-07T05:00:00.000"):] == logging_s[len("2026-12-07T05:00:00.000"):]
+
+
+@pytest.mark.parametrize("created", [1700000000.0, 1700000000.999, 1800000000.5004])
+def test_the_time_text_is_what_the_logging_format_gives(created):
+    """The writer's format, written out, is the one logging's Formatter spelled before."""
+    spelled = logging.Formatter("%%(asctime)s.%%(msecs)03d simpleproxy[%d] %%(levelname)s "
+                                "%%(message)s" % os.getpid(), "%Y-%m-%dT%H:%M:%S")
+    line = record(logging.INFO, "x")
+    line.created, line.msecs = created, (created - int(created)) * 1000
+    read_end, write_end = os.pipe()
+    try:
+        writer = LogWriter(write_end)
+        assert writer.format(line) == spelled.format(line)
+        assert writer.formatter.line(created, "INFO", "x") == spelled.format(line)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_connection_lines_wait_for_the_end_of_the_loop_turn(pipe_writer):
+    writer, written = pipe_writer
+    turns_held = []
+    writer.on_held = lambda: turns_held.append(1)        # as an EventLoop serving it does
+    for number in range(3):
+        writer.add_line(logging.INFO, "connection %d" % number)
+    assert written() == ""
+    writer.write_batch()
+    assert [line.split(" INFO ")[1] for line in written().splitlines()] == [
+        "connection 0", "connection 1", "connection 2"]
+    writer.add_line(logging.INFO, "connection 3")
+    writer.handle(record(logging.WARNING, "a line of its own"))       # goes after the batch
+    assert [line.split(" ", 3)[3] for line in written().splitlines()] == [
+        "connection 3", "a line of its own"]
+    for number in range(LOG_BATCH_LINES):
+        writer.add_line(logging.INFO, "busy %d" % number)
+    assert len(written().splitlines()) == LOG_BATCH_LINES           # a full batch goes at once
+    writer.add_line(logging.INFO, "at exit")
+    writer.flush()
+    assert written().endswith(" INFO at exit\n")
+    assert turns_held == []
+
+
+def test_without_a_loop_a_connection_line_is_written_at_once(pipe_writer):
+    writer, written = pipe_writer
+    writer.add_line(logging.INFO, "alone")
+    assert written().endswith(" INFO alone\n")
+
+
+def test_a_batch_the_descriptor_does_not_take_is_held_and_dropped_by_whole_lines(pipe_writer):
+    writer, written = pipe_writer
+    held_calls = []
+    writer.on_held = lambda: held_calls.append(1)
+    while True:                                   # fill the pipe
+        try:
+            os.write(writer.fd, b"." * 4096)
+        except BlockingIOError:
+            break
+    count = 2 * LOG_HOLD_LIMIT // 100
+    for number in range(count):
+        writer.add_line(logging.INFO, "%05d %s" % (number, "x" * 60))
+        if number % 50 == 49:
+            writer.write_batch()
+    writer.write_batch()
+    assert held_calls == [1]
+    assert 0 < writer.held_size <= LOG_HOLD_LIMIT and writer.dropped > 0
+    dropped = writer.dropped
+    output = ""
+    deadline = time.monotonic() + DEFAULT_TIMEOUT
+    while not writer.drain():
+        output += written()
+        assert time.monotonic() < deadline
+    output += written()
+    lines = output.lstrip(".").splitlines()
+    numbers = [int(line.split(" INFO ")[1][:5]) for line in lines if " INFO " in line]
+    assert numbers == list(range(len(numbers)))                 # whole, in order, the first ones
+    assert len(numbers) + dropped == count
+    assert lines[-1].endswith("WARNING dropped %d log lines: stderr was not taking them"
+                              % dropped)
+
+
+def test_the_loop_writes_the_connection_lines_at_the_end_of_each_turn(pipe_writer):
+    writer, written = pipe_writer
+    saved = LOG.handlers[:], LOG.level
+    LOG.handlers[:] = [writer]
+    LOG.setLevel(logging.INFO)
+    loop = EventLoop()
+    seen = []
+
+    def log_one():
+        log_connection(logging.INFO, "turn one")
+        seen.append(written())                    # not yet: batched
+        loop.timer(check).arm(loop.now + 0.01)    # a later turn
+
+    def check():
+        seen.append(written())                    # written when the turn ended
+        log_connection(logging.INFO, "last turn")
+        loop.stopping = True
+    try:
+        loop.timer(log_one).arm(loop.now)
+        loop.run()
+        seen.append(written())
+        log_connection(logging.INFO, "closed at shutdown")   # as Proxy._shutdown's sessions
+        seen.append(written())
+        loop.close()                              # writes what is left
+        seen.append(written())
+        log_connection(logging.INFO, "after the loop")
+        seen.append(written())
+    finally:
+        LOG.handlers[:], level = saved
+        LOG.setLevel(level)
+    assert seen[0] == ""
+    assert seen[1].endswith(" INFO turn one\n")
+    assert seen[2].endswith(" INFO last turn\n")
+    assert seen[3] == ""
+    assert seen[4].endswith(" INFO closed at shutdown\n")
+    assert seen[5].endswith(" INFO after the loop\n")
+
+
+def test_a_connection_line_to_syslog_is_the_frame_a_record_gives():
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(DEFAULT_TIMEOUT)
+    writer = SyslogWriter(socket.AF_INET, receiver.getsockname())
+    try:
+        writer.add_line(logging.INFO, "1.2.3.4:5 end=normal")
+        writer.handle(record(logging.INFO, "1.2.3.4:5 end=normal"))
+        ours, logging_s = receiver.recv(4096).decode(), receiver.recv(4096).decode()
+    finally:
+        writer.close()
+        receiver.close()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(r"<134>1 %s \S+ simpleproxy %d - - 1\.2\.3\.4:5 end=normal"
+                        % (stamp, os.getpid()), ours)
+    assert re.sub(stamp, "T", ours) == re.sub(stamp, "T", logging_s)
+
+
+def test_a_batch_goes_out_in_writes_of_whole_lines_no_longer_than_pipe_buf():
+    """Workers share their master's stderr: a write of at most PIPE_BUF bytes to a pipe is
+    never interleaved with another's, so no write mixes part of a line. A SOCK_SEQPACKET pair
+    keeps each write a message of its own, which shows where the writes were cut."""
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    receiver.settimeout(DEFAULT_TIMEOUT)
+    writer = LogWriter(sender.fileno())
+    writer.on_held = lambda: None
+    try:
+        for number in range(LOG_BATCH_LINES - 1):
+            writer.add_line(logging.INFO, "%03d %s" % (number, "x" * (number % 7 * 30)))
+        writer.write_batch()
+        writes, received = [], 0
+        while received < LOG_BATCH_LINES - 1:
+            writes.append(receiver.recv(65536))
+            received += writes[-1].count(b"\n")
+    finally:
+        writer.on_held = None
+        writer.close()
+        sender.close()
+        receiver.close()
+    assert len(writes) > 1
+    assert all(len(write) <= select.PIPE_BUF and write.endswith(b"\n") for write in writes)
+    numbers = [int(line.split(b" INFO ")[1][:3]) for line in b"".join(writes).splitlines()]
+    assert numbers == list(range(LOG_BATCH_LINES - 1))
+
+
+def test_any_other_handler_gets_a_connection_line_as_a_record():
+    """A test's StringIO (setup_logging with a stream without a descriptor) still gets the
+    line, through logging, in the same format."""
+    saved = LOG.handlers[:], LOG.level
+    stream = io.StringIO()
+    try:
+        setup_logging("info", stream)
+        log_connection(logging.INFO, "1.2.3.4:5 end=normal")
+    finally:
+        LOG.handlers[:], level = saved
+        LOG.setLevel(level)
+    assert re.fullmatch(LINE_HEAD + r"INFO 1\.2\.3\.4:5 end=normal\n", stream.getvalue())

@@ -4,16 +4,18 @@ of tests/data, the builders, CRC32C and the --decode view."""
 import glob
 import json
 import os
+import random
 import re
 
 import pytest
 
 from proxyproto_cases import (
     CASES, MAX_SIZE_CASES, NEED_MORE, SIGNATURE, assert_incremental, crc32c_bitwise, inet4,
-    inet6, outcome, tlv, unix_block, v2)
+    inet6, mutate, outcome, random_header, tlv, unix_block, v2)
+from simpleproxy import proxyproto
 from simpleproxy.proxyproto import (
     DEFAULT_MAX_HEADER, HEADER_ERROR_KINDS, TRUNCATED, V1_SIGNATURE, V2_SIGNATURE, ProxyHeader,
-    aws_vpce_id, build_v1, build_v2, crc32c, header_as_dict, parse_header)
+    ProxyHeaderError, aws_vpce_id, build_v1, build_v2, crc32c, header_as_dict, parse_header)
 from support import REPO, load_vectors
 
 
@@ -331,3 +333,106 @@ def test_header_as_dict_of_a_unix_path_that_is_not_utf8():
 ])
 def test_has_addresses(wire, has_addresses):
     assert parse_header(wire).has_addresses is has_addresses
+
+
+# ### The short path answers exactly as the full parser (proxyproto's docstring, issue 13)
+
+def answer_of(parse, data, eof, max_size):
+    """What one parser answers: a ProxyHeader, NEED_MORE, or (kind, reason) of its error."""
+    try:
+        header = parse(data, eof, max_size)
+    except ProxyHeaderError as error:
+        return error.kind, error.reason
+    return NEED_MORE if header is None else header
+
+
+def full_parser(data, eof, max_size):
+    return proxyproto._pp_parse_in_full(data, bytes(data[:16]), eof, max_size)
+
+
+def short_path(data, max_size=DEFAULT_MAX_HEADER):
+    return proxyproto._pp_short_path(data, bytes(data[:16]), max_size)
+
+
+def assert_both_paths_agree(wire):
+    """parse_header (short path first) and the full parser give the same header or the same
+    error, for the wire, its prefixes at the short path's edges, at EOF and under tight
+    limits; the short path itself either passes or answers as the full parser."""
+    for data in {wire, wire[:len(wire) - 1], wire[:16], wire[:28], wire[:52], wire[:56]}:
+        for eof in (False, True):
+            for max_size in (DEFAULT_MAX_HEADER, 28, 52, 27):
+                full = answer_of(full_parser, data, eof, max_size)
+                assert answer_of(parse_header, data, eof, max_size) == full, (data, eof, max_size)
+                short = short_path(data, max_size)
+                assert short is None or short == full, (data, max_size)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_short_path_agrees_with_the_full_parser_on_every_case(case):
+    assert_both_paths_agree(case.wire)
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=[vector["name"] for vector in VECTORS])
+def test_short_path_agrees_with_the_full_parser_on_every_vector(vector):
+    assert_both_paths_agree(bytes.fromhex(vector["hex"]))
+
+
+def test_short_path_agrees_with_the_full_parser_on_random_and_mutated_headers():
+    rng = random.Random(1313)
+    seeds = [case.wire for case in CASES if len(case.wire) < 2048]
+    taken = 0
+    for index in range(6000):
+        wire = random_header(rng)[0] + rng.choice((b"", b"GET / HTTP/1.1\r\n"))
+        if index % 2:
+            wire = mutate(rng, wire, seeds)
+        assert_both_paths_agree(wire)
+        taken += short_path(wire) is not None
+    assert taken > 300           # the random headers do reach the short path
+
+
+COMMON = [
+    b"PROXY TCP4 192.0.2.10 198.51.100.20 40000 443\r\nGET /",
+    b"PROXY TCP4 255.255.255.255 0.0.0.0 65535 0\r\n",
+    v2(0x21, 0x11, inet4("192.0.2.10", "198.51.100.20", 40000, 443)) + b"GET /",
+    v2(0x21, 0x21, inet6("2001:db8::1", "::ffff:192.0.2.1", 1, 65535)),
+]
+
+
+@pytest.mark.parametrize("wire", COMMON)
+def test_the_common_headers_take_the_short_path(wire):
+    header = short_path(wire)
+    assert header is not None and header == full_parser(wire, False, DEFAULT_MAX_HEADER)
+
+
+ELSEWHERE = [
+    ("v2 with a TLV", v2(0x21, 0x11, inet4("1.1.1.1", "2.2.2.2", 1, 2) + tlv(0x04, b""))),
+    ("v2 with a CRC32C", build_v2(("1.1.1.1", 1), ("2.2.2.2", 2), crc32c=True)),
+    ("v2 LOCAL", v2(0x20, 0x11, inet4("1.1.1.1", "2.2.2.2", 1, 2))),
+    ("v2 UDP4", v2(0x21, 0x12, inet4("1.1.1.1", "2.2.2.2", 1, 2))),
+    ("v2 UNIX", v2(0x21, 0x31, unix_block(b"/a", b"/b"))),
+    ("v2 UNSPEC", v2(0x21, 0x00)),
+    ("v2 length short of the block", SIGNATURE + b"\x21\x11\x00\x0b" + bytes(11)),
+    ("v2 truncated", v2(0x21, 0x11, inet4("1.1.1.1", "2.2.2.2", 1, 2))[:27]),
+    ("v2 version 3", SIGNATURE + b"\x31\x11\x00\x0c" + bytes(12)),
+    ("v1 TCP6", b"PROXY TCP6 ::1 ::2 1 2\r\n"),
+    ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n"),
+    ("v1 truncated", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r"),
+    ("v1 port above 65535", b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n"),
+    ("v1 leading zero", b"PROXY TCP4 01.2.3.4 5.6.7.8 1 2\r\n"),
+    ("v1 double space", b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n"),
+    ("v1 LF only", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"),
+    ("not PROXY", b"GET / HTTP/1.1\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("name, wire", ELSEWHERE, ids=[name for name, _ in ELSEWHERE])
+def test_everything_else_goes_the_full_way(name, wire):
+    assert short_path(wire) is None
+    assert_both_paths_agree(wire)
+
+
+def test_a_header_over_max_size_goes_the_full_way():
+    wire = v2(0x21, 0x21, inet6("::1", "::2", 1, 2))
+    assert short_path(wire, max_size=len(wire) - 1) is None
+    assert answer_of(parse_header, wire, False, len(wire) - 1)[0] == "too-long"
+

@@ -1,15 +1,17 @@
 """The TLVs of a server's v2 header from tables: set-proxy-v2-tlv-fmt and proxy-v2-options
 in, the compiled format or its one-line error out; a client's header in, the exact bytes
 sent out, with order, lengths and CRC32C checked against an independent CRC and our parser."""
+import random
 import struct
 
 import pytest
 
-from proxyproto_cases import AWS_NLB, crc32c_bitwise, inet4, tlv
+from proxyproto_cases import (
+    AWS_NLB, crc32c_bitwise, inet4, random_ipv4, random_ipv6, random_port, tlv)
 from simpleproxy.proxyproto import V2_SIGNATURE, build_v2, parse_header
 from simpleproxy.samples import parse_tlv_id
 from simpleproxy.tlvfmt import (
-    NO_TLVS, V2_MAX_LENGTH, OutgoingHeaderError, TlvPlan, build_server_header,
+    NO_TLVS, V2_MAX_LENGTH, HeaderTemplate, OutgoingHeaderError, TlvPlan, build_server_header,
     compile_tlv_fmt, compile_tlv_plan, max_header_length, outgoing_tlvs)
 
 CLIENT = ("198.51.100.7", 40000)
@@ -259,3 +261,111 @@ def test_a_udp_client_header_is_forwarded_as_udp():
                                transport=udp.transport)
     assert sent[13] == 0x12
     assert parse_header(sent).tlvs == ((0x02, b"site"),)
+
+
+# Plans whose TLVs are the same on every connection get a HeaderTemplate;
+# the others build each header from the client's.
+TEMPLATED = [((), ()), ((), ("crc32c",)), ((("0xE1", "tenant-7"), ("0xE2", "")), ()),
+             ((("0xE1", "tenant-7"),), ("crc32c",))]
+PER_CONNECTION = [((), ("authority",)), ((), ("unique-id",)), ((), ("crc32c", "unique-id")),
+                  ((("0xE1", "lit"), ("0xEA", "%[fc_pp_tlv(0xEA)]")), ("crc32c",))]
+ENDPOINTS = [(CLIENT, FRONT), (("2001:db8::7", 40000), ("2001:db8::1", 443)),
+             (CLIENT, ("2001:db8::1", 443)), (("::ffff:198.51.100.7", 1), FRONT),
+             ("/run/client.sock", "/run/front.sock"), (None, FRONT)]
+
+
+@pytest.mark.parametrize("formats, options", TEMPLATED)
+@pytest.mark.parametrize("src, dst", ENDPOINTS)
+def test_a_plan_with_fixed_tlvs_sends_from_its_template_what_build_v2_sends(formats, options,
+                                                                          src, dst):
+    server_plan = plan(*formats, options=options)
+    assert server_plan.template is not None
+    literals = [(tlv.tlv_type, tlv.literal) for tlv in server_plan.formats]
+    client = received((0x02, b"site"), (0xE1, b"client's"))       # never forwarded here
+    sent = build_server_header(server_plan, src, dst, client, never_called)
+    assert sent == build_v2(src, dst, literals, crc32c=server_plan.crc32c)
+    assert parse_header(sent).header_len == len(sent)
+
+
+@pytest.mark.parametrize("formats, options", PER_CONNECTION)
+def test_a_plan_with_per_connection_tlvs_has_no_template(formats, options):
+    assert plan(*formats, options=options).template is None
+
+
+def test_a_template_keeps_the_udp_transport_and_the_errors():
+    udp = parse_header(build_v2(CLIENT, FRONT, transport="DGRAM"))
+    assert build_server_header(NO_TLVS, CLIENT, FRONT, udp, never_called,
+                               transport="DGRAM")[13] == 0x12
+    with pytest.raises(OutgoingHeaderError, match=r"port 70000 is outside 0-65535"):
+        build_server_header(NO_TLVS, CLIENT, ("192.0.2.1", 70000), None, never_called)
+    fits_ipv4_only = plan(("0xE1", "x" * (V2_MAX_LENGTH - 12 - 3)))
+    assert len(build_server_header(fits_ipv4_only, CLIENT, FRONT, None, never_called)) == 65551
+    with pytest.raises(OutgoingHeaderError, match=r"exceeds 65535"):
+        build_server_header(fits_ipv4_only, ("::1", 1), ("::2", 2), None, never_called)
+
+
+def test_equal_plans_compare_equal_whatever_their_templates():
+    assert plan(options=["crc32c"]) == TlvPlan(True, False, False, ())
+    assert plan(options=["crc32c"]) != NO_TLVS
+
+
+# ### HeaderTemplate: build_v2 prepared once for a server's fixed TLVs
+
+TEMPLATE_TLVS = [
+    ((), False),
+    ((), True),
+    (((0xE1, b"tenant-7"),), False),
+    (((0xE1, b"tenant-7"), (0x03, b"old!"), (0x04, b"")), True),     # a CRC32C never copied
+    (((0xE1, b"x" * (65535 - 12 - 3)),), False),                      # fits beside IPv4 only
+]
+TEMPLATE_PAIRS = [
+    (("192.0.2.1", 40000), ("198.51.100.2", 443)),
+    (("0.0.0.0", 0), ("255.255.255.255", 65535)),
+    (("2001:db8::1", 40000), ("2001:db8::2", 443)),
+    (("2001:db8::1", 40000, 0, 0), ("::1", 443, 0, 0)),              # 4-tuples, as accept() gives
+    (("192.0.2.1", 40000), ("2001:db8::2", 443)),                     # mixed: v4-mapped
+    (("::ffff:192.0.2.1", 1), ("192.0.2.2", 2)),                      # mapped on one side only
+    (("fe80::1%eth0", 1), ("fe80::2", 2)),                            # a zone id is dropped
+    ("/run/client.sock", "/run/front.sock"),
+    (None, ("192.0.2.1", 1)),
+    ("/run/client.sock", ("192.0.2.1", 1)),
+]
+
+
+@pytest.mark.parametrize("tlvs, crc", TEMPLATE_TLVS)
+@pytest.mark.parametrize("src, dst", TEMPLATE_PAIRS)
+def test_a_template_builds_what_build_v2_builds(tlvs, crc, src, dst):
+    assert answer_of_build(HeaderTemplate(tlvs, crc).build, src, dst) == answer_of_build(
+        lambda src, dst: build_v2(src, dst, tlvs, crc32c=crc), src, dst)
+
+
+@pytest.mark.parametrize("src, dst", [
+    (("192.0.2.1", 65536), ("192.0.2.2", 1)),
+    (("192.0.2.1", 1), ("192.0.2.2", -1)),
+    (("192.0.2.300", 1), ("192.0.2.2", 1)),
+    (("192.0.2.1", 1), ("2001:db8::g", 1)),
+])
+def test_a_template_refuses_what_build_v2_refuses(src, dst):
+    answer = answer_of_build(HeaderTemplate((), False).build, src, dst)
+    assert answer[0] == "ValueError"
+    assert answer == answer_of_build(build_v2, src, dst)
+
+
+def test_a_template_builds_what_build_v2_builds_for_random_addresses():
+    rng = random.Random(13)
+    templates = [(HeaderTemplate(tlvs, crc), tlvs, crc) for tlvs, crc in TEMPLATE_TLVS[:4]]
+    for _ in range(2000):
+        src, dst = ((random_ipv4(rng) if rng.random() < 0.6 else random_ipv6(rng)[0],
+                     random_port(rng)) for _ in range(2))
+        template, tlvs, crc = rng.choice(templates)
+        sent = template.build(src, dst)
+        assert sent == build_v2(src, dst, tlvs, crc32c=crc), (src, dst)
+        assert parse_header(sent).header_len == len(sent)       # a wrong CRC32C would raise
+
+
+def answer_of_build(build, src, dst):
+    """The bytes a builder returns, or the type and text of what it raises."""
+    try:
+        return build(src, dst)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)

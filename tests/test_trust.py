@@ -82,6 +82,22 @@ def test_version_carried_to_every_peer(options, version):
     assert policy(options).decide(("::1", 1)).version == version
 
 
+@pytest.mark.parametrize("options", ["accept-proxy", "accept-proxy accept-proxy-version v2"])
+def test_a_bind_without_rules_answers_every_peer_with_one_decision(options):
+    trust = policy(options)
+    answers = [trust.decide(peer) for peer in (("203.0.113.9", 1), ("2001:db8::9", 2),
+                                               ("::ffff:10.0.0.1", 3), UNIX_PEER, "/run/c")]
+    assert answers[0] == PeerTrust("accept-proxy", None, trust.version)
+    assert all(answer is answers[0] for answer in answers)
+
+
+@pytest.mark.parametrize("options", ["accept-proxy-from 10.0.0.0/8",
+                                     "accept-proxy proxy-optional-from 10.5.0.0/16"])
+def test_a_bind_with_rules_judges_each_peer(options):
+    trust = policy(options)
+    assert trust.decide(("10.5.0.1", 1)) != trust.decide(("203.0.113.9", 1))
+
+
 REQUIRED = PeerTrust("accept-proxy", None, 0)
 OPTIONAL = PeerTrust(None, "optional:192.168.0.0/16", 0)
 BOTH = PeerTrust("accept-proxy-from:10.0.0.0/8", "optional:10.5.0.0/16", 0)
