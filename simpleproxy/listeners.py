@@ -111,15 +111,15 @@ class AcceptBackoff(object):
 class ExclusiveAccepts(object):
     """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
 
-    ``selectors`` cannot pass the flag, so this small epoll sits in the loop's selector as
-    one readable descriptor, and offers the two selector calls the proxy makes for
-    listeners. An exclusive registration cannot be modified, only added and removed, which
-    is all a listener needs."""
+    The loop's ``register`` takes no such flag, so this small epoll sits in the loop as one
+    readable descriptor, and offers the two loop calls the proxy makes for listeners. An
+    exclusive registration cannot be modified, only added and removed, which is all a
+    listener needs."""
 
-    def __init__(self, selector):
+    def __init__(self, loop):
         self._epoll = select.epoll()
         self._callbacks = {}
-        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
+        loop.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
 
     def register(self, sock, events, callback):
         self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
@@ -138,13 +138,12 @@ class ExclusiveAccepts(object):
         self._epoll.close()
 
 
-def accept_watcher(selector, shared):
-    """What the proxy registers its listeners with: the loop's ``selector`` itself, or for
-    ``shared`` sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5,
-    an epoll selector)."""
+def accept_watcher(loop, shared):
+    """What the proxy registers its listeners with: the ``loop`` itself, or for ``shared``
+    sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5)."""
     if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
-        return ExclusiveAccepts(selector)
-    return selector
+        return ExclusiveAccepts(loop)
+    return loop
 
 
 def listen_key(family, sockaddr):

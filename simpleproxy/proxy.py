@@ -19,7 +19,7 @@ by the sessions and here), runs ``stats.tick`` from a timer once a second, and a
 server`` commands to its pools and health checks (``set_server_admin``, the one way a
 server's admin state, weight or maxconn changes, whoever asks).
 
-The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
+The modules under it, from the loop up: loop.py (poller, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
 (the stats socket and listener).
 """
@@ -79,7 +79,7 @@ class Proxy(object):
         self.loop = EventLoop()
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
         self.listening = listening
-        self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
+        self.accepts = accept_watcher(self.loop, shared=listening is not None)
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
@@ -201,7 +201,7 @@ class Proxy(object):
         self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
-        if self.accepts is not self.loop.selector:
+        if self.accepts is not self.loop:
             self.accepts.close()
         self.loop.close()
         LOG.info("stopped")

@@ -41,8 +41,8 @@ class Relay(object):
                  "last_activity")
 
     def _want(self, upstream, mask):
-        """Set the selector interest of the socket the ``upstream`` direction is read from
-        (True: the client, False: the server), touching the selector only on a change."""
+        """Set the loop's interest in the socket the ``upstream`` direction is read from
+        (True: the client, False: the server), touching the poller only on a change."""
         if upstream:
             old = self.cmask
             if old == mask:
@@ -55,13 +55,12 @@ class Relay(object):
                 return
             self.smask = mask
             sock, callback = self.ssock, self.on_server_event
-        selector = self.loop.selector
         if not old:
-            selector.register(sock, mask, callback)
+            self.loop.register(sock, mask, callback)
         elif not mask:
-            selector.unregister(sock)
+            self.loop.unregister(sock)
         else:
-            selector.modify(sock, mask, callback)
+            self.loop.modify(sock, mask, callback)
 
     def _relay_event(self, upstream, mask):
         """An event on the source socket of the ``upstream`` direction (True: the client)."""
