@@ -48,18 +48,18 @@ Contents (line numbers in this file):
      6894  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      7426  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7615  The proxy: a connection's life (simpleproxy/session.py)
-     8275  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8495  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8739  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9249  Processes: worker count, privileges (simpleproxy/process.py)
-     9302  Processes: the master-worker channel (simpleproxy/channel.py)
-     9423  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9602  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9696  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9820  Processes: the master, workers, reload (simpleproxy/master.py)
-    10432  The command line (simpleproxy/cli.py)
-    10515  Entry point (simpleproxy/__main__.py)
+     7618  The proxy: a connection's life (simpleproxy/session.py)
+     8278  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8498  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8742  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9252  Processes: worker count, privileges (simpleproxy/process.py)
+     9305  Processes: the master-worker channel (simpleproxy/channel.py)
+     9426  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9605  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9699  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9823  Processes: the master, workers, reload (simpleproxy/master.py)
+    10435  The command line (simpleproxy/cli.py)
+    10518  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7575,18 +7575,21 @@ class Relay(object):
             self._pass_eof(upstream)
 
     def _source_ended(self, upstream):
-        """EOF read from a direction's source: stop reading it, pass the EOF on once its bytes
-        are out."""
+        """EOF read from a direction's source: pass the EOF on once its bytes are out, stop
+        reading it. The second EOF usually closes the session: its socket is then closed
+        while still watched, which costs no poller call at all (loop.forget)."""
         if upstream:
             self.c2s_eof = True
-            self._want(True, self.cmask & ~EVENT_READ)
             if not self.c2s:
                 self._pass_eof(True)
+            if not self.state.closed:
+                self._want(True, self.cmask & ~EVENT_READ)
         else:
             self.s2c_eof = True
-            self._want(False, self.smask & ~EVENT_READ)
             if not self.s2c:
                 self._pass_eof(False)
+            if not self.state.closed:
+                self._want(False, self.smask & ~EVENT_READ)
 
     def _pass_eof(self, upstream):
         """Half-close: the direction's destination gets our FIN; both done is the normal end."""
