@@ -36,6 +36,7 @@ class Listener(object):
         self.frontend = fe.frontend
         self.bind = bind
         self.sock = sock
+        self.family, self.kind = int(sock.family), int(sock.type)    # plain ints: see on_event
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
@@ -43,13 +44,20 @@ class Listener(object):
         self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
+        """Accept until the queue is empty (EAGAIN), at most ACCEPT_BATCH at a time.
+
+        ``_accept()`` and a socket built from its descriptor are what ``socket.accept()``
+        does, less the conversion of the listener's family and type to enums on every call
+        (eight Python calls, about 2 µs a connection). The accepted descriptor is blocking
+        whatever the listener is (Linux, accept(2)): one ioctl makes it non-blocking."""
         proxy = self.proxy
         backoff = proxy.accept_backoff
+        family, kind = self.family, self.kind
         for _ in range(ACCEPT_BATCH):
             if self.paused:
                 return           # a connection limit was reached by the previous accept
             try:
-                csock, peer = self.sock.accept()
+                fd, peer = self.sock._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -58,6 +66,7 @@ class Listener(object):
                 elif exc.errno not in PEER_GONE_ERRNOS:
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
+            csock = socket.socket(family, kind, 0, fd)
             csock.setblocking(False)
             if backoff.failing_since is not None:
                 backoff.recovered()

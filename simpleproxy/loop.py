@@ -258,27 +258,13 @@ class EventLoop(object):
         """Wait up to ``timeout`` seconds (None: until an event), then serve the ready
         sockets and the due timers: one round of run(), also the master's."""
         ready = self._poller.poll(timeout)
-        self.now = time.monotonic()
+        now = self.now = time.monotonic()
         for callback, mask in ready:
             try:
                 callback(mask)
             except Exception:
                 log_loop_error("an event handler")
-        self.fire_timers()
-
-    def next_wait(self):
-        """How long a poll may sleep: until the first timer is due, None without one. A
-        timer may be due later than a poll can wait: it wakes up early, finds nothing
-        due, and waits again. (The master, which also watches clocks of its own, asks too.)"""
         timers = self._timers
-        if not timers:
-            return None
-        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
-
-    def fire_timers(self):
-        """Run the callbacks of the timers due by ``self.now``."""
-        timers = self._timers
-        now = self.now
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
             if timer is None:
@@ -289,6 +275,15 @@ class EventLoop(object):
                 timer.callback()
             except Exception:
                 log_loop_error("a timer")
+
+    def next_wait(self):
+        """How long a poll may sleep: until the first timer is due, None without one. A
+        timer may be due later than a poll can wait: it wakes up early, finds nothing
+        due, and waits again. (The master, which also watches clocks of its own, asks too.)"""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
 
     def _drop_dead_timers(self):
         timers = self._timers
