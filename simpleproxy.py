@@ -47,19 +47,19 @@ Contents (line numbers in this file):
      6491  Stats: the runtime API's commands (simpleproxy/admin.py)
      6894  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7421  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7613  The proxy: a connection's life (simpleproxy/session.py)
-     8271  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8500  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8744  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9254  Processes: worker count, privileges (simpleproxy/process.py)
-     9307  Processes: the master-worker channel (simpleproxy/channel.py)
-     9428  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9607  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9701  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9825  Processes: the master, workers, reload (simpleproxy/master.py)
-    10437  The command line (simpleproxy/cli.py)
-    10520  Entry point (simpleproxy/__main__.py)
+     7427  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7619  The proxy: a connection's life (simpleproxy/session.py)
+     8277  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8477  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8721  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9229  Processes: worker count, privileges (simpleproxy/process.py)
+     9282  Processes: the master-worker channel (simpleproxy/channel.py)
+     9403  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9582  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9676  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9800  Processes: the master, workers, reload (simpleproxy/master.py)
+    10412  The command line (simpleproxy/cli.py)
+    10495  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7154,6 +7154,9 @@ class EpollPoller(object):
     """The Linux path: ``select.epoll`` and a table from descriptor to callback."""
 
     tells_errors = True
+    # EPOLLEXCLUSIVE (Linux 4.5): added to EVENT_READ, one of the processes watching a shared
+    # listening socket wakes, not all. Such a registration is never modified, only removed.
+    exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     def __init__(self):
         self._epoll = select.epoll()
@@ -7204,6 +7207,7 @@ class SelectorsPoller(object):
     """The portable path: ``selectors.DefaultSelector``, with the masks translated."""
 
     tells_errors = False
+    exclusive = 0                   # selectors cannot pass EPOLLEXCLUSIVE
 
     def __init__(self):
         self._selector = selectors.DefaultSelector()
@@ -7249,7 +7253,8 @@ class EventLoop(object):
 
     ``register``, ``modify``, ``unregister`` and ``forget`` are the poller's own methods
     (no call in between on the hot path); ``tells_errors`` says whether masks carry
-    ``EVENT_ERROR``."""
+    ``EVENT_ERROR``; ``exclusive``, when not 0, is the flag that makes a registration wake
+    one process of those sharing a socket (EPOLLEXCLUSIVE)."""
 
     def __init__(self, poller=None):
         poller = self._poller = make_poller(poller)
@@ -7259,6 +7264,7 @@ class EventLoop(object):
         self.forget = poller.forget
         self.registered = poller.registered
         self.tells_errors = poller.tells_errors
+        self.exclusive = poller.exclusive
         self.now = time.monotonic()
         self.stopping = False
         self._stop_signals_installed = False
@@ -8280,12 +8286,15 @@ that moment is over; a connection closing meanwhile frees a descriptor for the n
 
 A worker of a master (master.py) does not open its listening sockets: it inherits them, and
 shares each with its sibling workers. Every idle worker would then wake for each connection
-and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
-EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
+and all but one find nothing to accept; EPOLLEXCLUSIVE (Linux 4.5) wakes one, and the loop's
+epoll poller registers shared listeners with it. It works only on the epoll a thread sleeps
+in: an epoll of its own inside the loop's (how the selectors poller would have to do it, and
+how workers did it before) is woken like any other waiter, since the kernel counts an
+exclusive wake-up as done only when it woke a thread sleeping on that very epoll. So on the
+selectors poller every worker wakes (tests/test_listeners.py shows both).
 """
 import errno
 import os
-import select
 import socket
 import stat
 
@@ -8384,42 +8393,10 @@ class AcceptBackoff(object):
         self.on_change()
 
 
-class ExclusiveAccepts(object):
-    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
-
-    The loop's ``register`` takes no such flag, so this small epoll sits in the loop as one
-    readable descriptor, and offers the two loop calls the proxy makes for listeners. An
-    exclusive registration cannot be modified, only added and removed, which is all a
-    listener needs."""
-
-    def __init__(self, loop):
-        self._epoll = select.epoll()
-        self._callbacks = {}
-        loop.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
-
-    def register(self, sock, events, callback):
-        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        self._callbacks[sock.fileno()] = callback
-
-    def unregister(self, sock):
-        self._epoll.unregister(sock.fileno())
-        del self._callbacks[sock.fileno()]
-
-    def _on_ready(self, mask):
-        for fd, events in self._epoll.poll(0):
-            self._callbacks[fd](mask)
-
-    def close(self):
-        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
-        self._epoll.close()
-
-
-def accept_watcher(loop, shared):
-    """What the proxy registers its listeners with: the ``loop`` itself, or for ``shared``
-    sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5)."""
-    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
-        return ExclusiveAccepts(loop)
-    return loop
+def accept_events(loop, shared):
+    """The events a listener is watched for: EVENT_READ, with EPOLLEXCLUSIVE for a socket
+    ``shared`` with other workers where the loop's poller passes it (see the module doc)."""
+    return EVENT_READ | loop.exclusive if shared else EVENT_READ
 
 
 def listen_key(family, sockaddr):
@@ -8810,7 +8787,7 @@ class Proxy(object):
         self.loop = EventLoop()
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
         self.listening = listening
-        self.accepts = accept_watcher(self.loop, shared=listening is not None)
+        self.accept_events = accept_events(self.loop, shared=listening is not None)
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
@@ -8868,7 +8845,7 @@ class Proxy(object):
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
+            self.loop.register(listener.sock, self.accept_events, listener.on_event)
 
     def serve_stats(self):
         """The stats socket and the stats listener, when [global] asks for them (a single
@@ -8918,7 +8895,7 @@ class Proxy(object):
     def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.accepts.unregister(listener.sock)
+                self.loop.unregister(listener.sock)
             listener.close()
         for fe in self.frontends.values():
             fe.listeners = []
@@ -8932,8 +8909,6 @@ class Proxy(object):
         self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
-        if self.accepts is not self.loop:
-            self.accepts.close()
         self.loop.close()
         LOG.info("stopped")
 
@@ -9160,16 +9135,16 @@ class Proxy(object):
             return
         globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
         paused = 0
-        accepts = self.accepts
+        loop = self.loop
         for fe in self.frontends.values():
             limit = fe.frontend.maxconn
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    accepts.register(listener.sock, EVENT_READ, listener.on_event)
+                    loop.register(listener.sock, self.accept_events, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    accepts.unregister(listener.sock)
+                    loop.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused

@@ -7,12 +7,15 @@ that moment is over; a connection closing meanwhile frees a descriptor for the n
 
 A worker of a master (master.py) does not open its listening sockets: it inherits them, and
 shares each with its sibling workers. Every idle worker would then wake for each connection
-and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
-EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
+and all but one find nothing to accept; EPOLLEXCLUSIVE (Linux 4.5) wakes one, and the loop's
+epoll poller registers shared listeners with it. It works only on the epoll a thread sleeps
+in: an epoll of its own inside the loop's (how the selectors poller would have to do it, and
+how workers did it before) is woken like any other waiter, since the kernel counts an
+exclusive wake-up as done only when it woke a thread sleeping on that very epoll. So on the
+selectors poller every worker wakes (tests/test_listeners.py shows both).
 """
 import errno
 import os
-import select
 import socket
 import stat
 
@@ -117,42 +120,10 @@ class AcceptBackoff(object):
         self.on_change()
 
 
-class ExclusiveAccepts(object):
-    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
-
-    The loop's ``register`` takes no such flag, so this small epoll sits in the loop as one
-    readable descriptor, and offers the two loop calls the proxy makes for listeners. An
-    exclusive registration cannot be modified, only added and removed, which is all a
-    listener needs."""
-
-    def __init__(self, loop):
-        self._epoll = select.epoll()
-        self._callbacks = {}
-        loop.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
-
-    def register(self, sock, events, callback):
-        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        self._callbacks[sock.fileno()] = callback
-
-    def unregister(self, sock):
-        self._epoll.unregister(sock.fileno())
-        del self._callbacks[sock.fileno()]
-
-    def _on_ready(self, mask):
-        for fd, events in self._epoll.poll(0):
-            self._callbacks[fd](mask)
-
-    def close(self):
-        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
-        self._epoll.close()
-
-
-def accept_watcher(loop, shared):
-    """What the proxy registers its listeners with: the ``loop`` itself, or for ``shared``
-    sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5)."""
-    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
-        return ExclusiveAccepts(loop)
-    return loop
+def accept_events(loop, shared):
+    """The events a listener is watched for: EVENT_READ, with EPOLLEXCLUSIVE for a socket
+    ``shared`` with other workers where the loop's poller passes it (see the module doc)."""
+    return EVENT_READ | loop.exclusive if shared else EVENT_READ
 
 
 def listen_key(family, sockaddr):

@@ -125,6 +125,9 @@ class EpollPoller(object):
     """The Linux path: ``select.epoll`` and a table from descriptor to callback."""
 
     tells_errors = True
+    # EPOLLEXCLUSIVE (Linux 4.5): added to EVENT_READ, one of the processes watching a shared
+    # listening socket wakes, not all. Such a registration is never modified, only removed.
+    exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     def __init__(self):
         self._epoll = select.epoll()
@@ -175,6 +178,7 @@ class SelectorsPoller(object):
     """The portable path: ``selectors.DefaultSelector``, with the masks translated."""
 
     tells_errors = False
+    exclusive = 0                   # selectors cannot pass EPOLLEXCLUSIVE
 
     def __init__(self):
         self._selector = selectors.DefaultSelector()
@@ -220,7 +224,8 @@ class EventLoop(object):
 
     ``register``, ``modify``, ``unregister`` and ``forget`` are the poller's own methods
     (no call in between on the hot path); ``tells_errors`` says whether masks carry
-    ``EVENT_ERROR``."""
+    ``EVENT_ERROR``; ``exclusive``, when not 0, is the flag that makes a registration wake
+    one process of those sharing a socket (EPOLLEXCLUSIVE)."""
 
     def __init__(self, poller=None):
         poller = self._poller = make_poller(poller)
@@ -230,6 +235,7 @@ class EventLoop(object):
         self.forget = poller.forget
         self.registered = poller.registered
         self.tells_errors = poller.tells_errors
+        self.exclusive = poller.exclusive
         self.now = time.monotonic()
         self.stopping = False
         self._stop_signals_installed = False
