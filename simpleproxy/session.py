@@ -416,8 +416,8 @@ class Session(Relay):
             self.smask = EVENT_WRITE          # a new socket: _want would only find it unwatched
             self.loop.register(sock, EVENT_WRITE, self.on_server_event)
         elif err == 0:
-            # Connected already (a server on this host, a Unix socket): no wait for
-            # writability, no SO_ERROR to ask, no interest to change afterwards.
+            # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
+            # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
             self._connected()
         else:
             # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
