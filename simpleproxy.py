@@ -49,17 +49,17 @@ Contents (line numbers in this file):
      7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      7427  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      7619  The proxy: a connection's life (simpleproxy/session.py)
-     8277  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8477  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8721  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9229  Processes: worker count, privileges (simpleproxy/process.py)
-     9282  Processes: the master-worker channel (simpleproxy/channel.py)
-     9403  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9582  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9676  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9800  Processes: the master, workers, reload (simpleproxy/master.py)
-    10412  The command line (simpleproxy/cli.py)
-    10495  Entry point (simpleproxy/__main__.py)
+     8278  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8478  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8722  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9230  Processes: worker count, privileges (simpleproxy/process.py)
+     9283  Processes: the master-worker channel (simpleproxy/channel.py)
+     9404  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9583  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9677  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9801  Processes: the master, workers, reload (simpleproxy/master.py)
+    10413  The command line (simpleproxy/cli.py)
+    10496  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7767,8 +7767,9 @@ class Session(Relay):
                 self._enter(HEADER)
                 self.inbuf = bytearray()
                 proxy.header_wait_started(self)
-                self._want(True, EVENT_READ)
-                self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
+                self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
+                loop.register(csock, EVENT_READ, self.on_client_event)
+                self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 

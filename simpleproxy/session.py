@@ -160,8 +160,9 @@ class Session(Relay):
                 self._enter(HEADER)
                 self.inbuf = bytearray()
                 proxy.header_wait_started(self)
-                self._want(True, EVENT_READ)
-                self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
+                self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
+                loop.register(csock, EVENT_READ, self.on_client_event)
+                self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 
