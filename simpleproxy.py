@@ -47,19 +47,19 @@ Contents (line numbers in this file):
      6491  Stats: the runtime API's commands (simpleproxy/admin.py)
      6894  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7029  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7427  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7619  The proxy: a connection's life (simpleproxy/session.py)
-     8278  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8478  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8722  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9230  Processes: worker count, privileges (simpleproxy/process.py)
-     9283  Processes: the master-worker channel (simpleproxy/channel.py)
-     9404  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9583  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9677  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9801  Processes: the master, workers, reload (simpleproxy/master.py)
-    10413  The command line (simpleproxy/cli.py)
-    10496  Entry point (simpleproxy/__main__.py)
+     7429  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7621  The proxy: a connection's life (simpleproxy/session.py)
+     8280  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8480  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8724  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9232  Processes: worker count, privileges (simpleproxy/process.py)
+     9285  Processes: the master-worker channel (simpleproxy/channel.py)
+     9406  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9585  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9679  Processes: a worker's end of the channel (simpleproxy/worker.py)
+     9803  Processes: the master, workers, reload (simpleproxy/master.py)
+    10415  The command line (simpleproxy/cli.py)
+    10498  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7033,12 +7033,14 @@ def _sh_response(status, body, head_only=False, content_type="text/plain", extra
 
 It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users watch
 sockets with ``loop.register(sock, mask, callback)``, ``loop.modify``, ``loop.unregister``
-(``callback(mask)`` runs when the socket is ready) and keep timers (``loop.timer(callback)``)
-for the time-outs they need. Every socket of the proxy is served on the loop's thread; other
-threads (health checks) and signals only reach it through ``call_soon_threadsafe`` and the
-wake-up socket.
+and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep timers
+(``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
+on the loop's thread; other threads (health checks) and signals only reach it through
+``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
+a poll, the ready callbacks, the due timers; what should happen once a round, after all of
+them, goes at the end of ``run_once``.
 
-Two pollers stand behind those three calls, and the loop's users cannot tell them apart:
+Two pollers stand behind those calls, and the loop's users cannot tell them apart:
 
 * On Linux, ``select.epoll`` itself with a table from descriptor to callback
   (``EpollPoller``). ``selectors`` costs about 9 % of a proxied connection (a key namedtuple
@@ -7079,8 +7081,8 @@ Timers, and why they look the way they do:
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
-signal arriving while select() sleeps makes it return at once (Python runs the handler only
-between bytecodes of the main thread, which select() would otherwise keep waiting).
+signal arriving while the poll sleeps makes it return at once (Python runs the handler only
+between bytecodes of the main thread, which the poll would otherwise keep waiting).
 
 The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
 writer holds lines and tells the loop, which watches the descriptor and writes them out as

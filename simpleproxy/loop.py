@@ -2,12 +2,14 @@
 
 It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users watch
 sockets with ``loop.register(sock, mask, callback)``, ``loop.modify``, ``loop.unregister``
-(``callback(mask)`` runs when the socket is ready) and keep timers (``loop.timer(callback)``)
-for the time-outs they need. Every socket of the proxy is served on the loop's thread; other
-threads (health checks) and signals only reach it through ``call_soon_threadsafe`` and the
-wake-up socket.
+and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep timers
+(``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
+on the loop's thread; other threads (health checks) and signals only reach it through
+``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
+a poll, the ready callbacks, the due timers; what should happen once a round, after all of
+them, goes at the end of ``run_once``.
 
-Two pollers stand behind those three calls, and the loop's users cannot tell them apart:
+Two pollers stand behind those calls, and the loop's users cannot tell them apart:
 
 * On Linux, ``select.epoll`` itself with a table from descriptor to callback
   (``EpollPoller``). ``selectors`` costs about 9 % of a proxied connection (a key namedtuple
@@ -48,8 +50,8 @@ Timers, and why they look the way they do:
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
-signal arriving while select() sleeps makes it return at once (Python runs the handler only
-between bytecodes of the main thread, which select() would otherwise keep waiting).
+signal arriving while the poll sleeps makes it return at once (Python runs the handler only
+between bytecodes of the main thread, which the poll would otherwise keep waiting).
 
 The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
 writer holds lines and tells the loop, which watches the descriptor and writes them out as
