@@ -47,19 +47,19 @@ Contents (line numbers in this file):
      6700  Stats: the runtime API's commands (simpleproxy/admin.py)
      7103  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7238  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7495  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7685  The proxy: a connection's life (simpleproxy/session.py)
-     8328  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8549  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8793  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9303  Processes: worker count, privileges (simpleproxy/process.py)
-     9356  Processes: the master-worker channel (simpleproxy/channel.py)
-     9477  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9656  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9750  Processes: a worker's end of the channel (simpleproxy/worker.py)
-     9874  Processes: the master, workers, reload (simpleproxy/master.py)
-    10491  The command line (simpleproxy/cli.py)
-    10574  Entry point (simpleproxy/__main__.py)
+     7642  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7834  The proxy: a connection's life (simpleproxy/session.py)
+     8488  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8688  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8932  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9440  Processes: worker count, privileges (simpleproxy/process.py)
+     9493  Processes: the master-worker channel (simpleproxy/channel.py)
+     9614  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9793  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9887  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10011  Processes: the master, workers, reload (simpleproxy/master.py)
+    10623  The command line (simpleproxy/cli.py)
+    10706  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7238,13 +7238,43 @@ def _sh_response(status, body, head_only=False, content_type="text/plain", extra
 # The event loop: selector, timers, hand-off (simpleproxy/loop.py) ############
 ###############################################################################
 
-"""The event loop proper: a selector, a timer heap, a thread-safe hand-off, run and stop.
+"""The event loop proper: a poller, a timer heap, a thread-safe hand-off, run and stop.
 
-It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
-sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
-timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is
-served on the loop's thread; other threads (health checks) and signals only reach it through
-``call_soon_threadsafe`` and the wake-up socket.
+It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users watch
+sockets with ``loop.register(sock, mask, callback)``, ``loop.modify``, ``loop.unregister``
+and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep timers
+(``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
+on the loop's thread; other threads (health checks) and signals only reach it through
+``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
+a poll, the ready callbacks, the due timers; what should happen once a round, after all of
+them, goes at the end of ``run_once``.
+
+Two pollers stand behind those calls, and the loop's users cannot tell them apart:
+
+* On Linux, ``select.epoll`` itself with a table from descriptor to callback
+  (``EpollPoller``). ``selectors`` costs about 9 % of a proxied connection (a key namedtuple
+  per registration, fd-to-key dicts, a translation of every event), and epoll's own events
+  say more than selectors passes on: ``EVENT_ERROR`` (EPOLLERR) tells a failed connect from a
+  completed one without a ``getsockopt(SO_ERROR)``.
+* Elsewhere, and wherever ``SIMPLEPROXY_POLLER=selectors`` (or ``EventLoop("selectors")``)
+  asks for it, ``selectors.DefaultSelector`` (``SelectorsPoller``): the portable path, which
+  the tests run the proxy on too. It never reports ``EVENT_ERROR`` (``tells_errors`` is
+  False), so a user that wants to know whether a connect failed asks the socket.
+
+The masks are epoll's numbers on both paths (``EVENT_READ`` 1, ``EVENT_WRITE`` 4): epoll's
+events need no translation, selectors' cost two bit operations. On a socket, epoll reports an
+error or a hang-up together with the readiness the callback asked for (the kernel marks a
+socket that failed or closed readable and writable), so a callback that looks only at
+``EVENT_READ`` and ``EVENT_WRITE`` misses nothing on either path.
+
+Closing a watched socket: ``loop.forget(sock)`` just before ``sock.close()``. epoll drops a
+descriptor from its set by itself when the last descriptor of the socket is closed, so the
+epoll path only forgets its table entry (no ``epoll_ctl(DEL)``, one syscall per socket
+saved); this holds only while no other descriptor refers to the socket (no ``dup``, no fork
+that keeps it), which is true of a session's sockets. The events of one ``poll`` are matched
+to their callbacks before any of them runs, as ``selectors`` does: a socket closed by an
+earlier callback of the same round, whose descriptor number a new socket took, never hands
+its stale event to the newcomer's callback.
 
 Timers, and why they look the way they do:
 
@@ -7260,14 +7290,16 @@ Timers, and why they look the way they do:
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
-signal arriving while select() sleeps makes it return at once (Python runs the handler only
-between bytecodes of the main thread, which select() would otherwise keep waiting).
+signal arriving while the poll sleeps makes it return at once (Python runs the handler only
+between bytecodes of the main thread, which the poll would otherwise keep waiting).
 
 The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
 writer holds lines and tells the loop, which watches the descriptor and writes them out as
 it has room.
 """
 import heapq
+import os
+import select
 import selectors
 import signal
 import socket
@@ -7277,11 +7309,14 @@ import traceback
 from collections import deque
 
 
-EVENT_READ = selectors.EVENT_READ
-EVENT_WRITE = selectors.EVENT_WRITE
+EVENT_READ = 1              # epoll's EPOLLIN, also on the selectors path (see above)
+EVENT_WRITE = 4             # EPOLLOUT
+EVENT_ERROR = 8 | 16        # EPOLLERR | EPOLLHUP: only the epoll path reports them
+POLLER_VARIABLE = "SIMPLEPROXY_POLLER"     # "selectors": the portable path, also on Linux
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
-# Signals whose default action would kill the process, for features that do not exist yet.
+
+
 class Timer(object):
     """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
 
@@ -7322,11 +7357,125 @@ class Timer(object):
             self.loop._dead_timers += 1
 
 
-class EventLoop(object):
-    """A selector loop with timers; ``run()`` serves until ``stop()``."""
+def _ignore_event(mask):
+    """The callback of an event whose descriptor the loop no longer watches."""
+
+
+class EpollPoller(object):
+    """The Linux path: ``select.epoll`` and a table from descriptor to callback."""
+
+    tells_errors = True
+    # EPOLLEXCLUSIVE (Linux 4.5): added to EVENT_READ, one of the processes watching a shared
+    # listening socket wakes, not all. Such a registration is never modified, only removed.
+    exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     def __init__(self):
-        self.selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._callbacks = {}        # fd -> callback(mask)
+        self._files = {}            # fd -> what was registered (closed for a forked worker)
+
+    def register(self, fileobj, mask, callback):
+        # A socket, or a bare descriptor (the log writer's, ExclusiveAccepts' epoll).
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        if fd in self._callbacks:
+            raise KeyError("%r is already registered" % (fileobj,))
+        self._epoll.register(fd, mask)
+        self._callbacks[fd] = callback
+        self._files[fd] = fileobj
+
+    def modify(self, fileobj, mask, callback):
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        self._epoll.modify(fd, mask)
+        self._callbacks[fd] = callback
+
+    def unregister(self, fileobj):
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        del self._callbacks[fd]            # KeyError, as selectors, when it is not registered
+        del self._files[fd]
+        self._epoll.unregister(fd)
+
+    def forget(self, fileobj):
+        """``fileobj`` is closed next, and holds the only descriptor of its socket: epoll
+        drops it then by itself, so only the table forgets it (no epoll_ctl)."""
+        fd = fileobj.fileno()
+        del self._callbacks[fd]
+        del self._files[fd]
+
+    def poll(self, timeout):
+        """The ready (callback, mask) pairs; callbacks are looked up before any runs."""
+        callbacks = self._callbacks
+        return [(callbacks.get(fd, _ignore_event), mask)
+                for fd, mask in self._epoll.poll(-1 if timeout is None else timeout)]
+
+    def registered(self):
+        return list(self._files.values())
+
+    def close(self):
+        self._epoll.close()
+
+
+class SelectorsPoller(object):
+    """The portable path: ``selectors.DefaultSelector``, with the masks translated."""
+
+    tells_errors = False
+    exclusive = 0                   # selectors cannot pass EPOLLEXCLUSIVE
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+
+    def register(self, fileobj, mask, callback):
+        self._selector.register(fileobj, (mask & EVENT_READ) | (mask & EVENT_WRITE) >> 1,
+                                callback)
+
+    def modify(self, fileobj, mask, callback):
+        self._selector.modify(fileobj, (mask & EVENT_READ) | (mask & EVENT_WRITE) >> 1,
+                              callback)
+
+    def unregister(self, fileobj):
+        self._selector.unregister(fileobj)
+
+    forget = unregister        # selectors keeps a key per socket: it must go
+
+    def poll(self, timeout):
+        return [(key.data, (mask & EVENT_READ) | (mask & selectors.EVENT_WRITE) << 1)
+                for key, mask in self._selector.select(timeout)]
+
+    def registered(self):
+        return [key.fileobj for key in self._selector.get_map().values()]
+
+    def close(self):
+        self._selector.close()
+
+
+def make_poller(name=None):
+    """The poller called ``name`` ("epoll", "selectors"), else the one $SIMPLEPROXY_POLLER
+    names, else epoll where the platform has it."""
+    name = name or os.environ.get(POLLER_VARIABLE) or (
+        "epoll" if hasattr(select, "epoll") else "selectors")
+    if name == "epoll":
+        return EpollPoller()
+    if name == "selectors":
+        return SelectorsPoller()
+    raise ValueError("unknown poller %r (epoll or selectors)" % name)
+
+
+class EventLoop(object):
+    """A poller loop with timers; ``run()`` serves until ``stop()``.
+
+    ``register``, ``modify``, ``unregister`` and ``forget`` are the poller's own methods
+    (no call in between on the hot path); ``tells_errors`` says whether masks carry
+    ``EVENT_ERROR``; ``exclusive``, when not 0, is the flag that makes a registration wake
+    one process of those sharing a socket (EPOLLEXCLUSIVE)."""
+
+    def __init__(self, poller=None):
+        poller = self._poller = make_poller(poller)
+        self.register = poller.register
+        self.modify = poller.modify
+        self.unregister = poller.unregister
+        self.forget = poller.forget
+        self.registered = poller.registered
+        self.tells_errors = poller.tells_errors
+        self.exclusive = poller.exclusive
         self.now = time.monotonic()
         self.stopping = False
         self._stop_signals_installed = False
@@ -7337,7 +7486,7 @@ class EventLoop(object):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+        self.register(self._wake_r, EVENT_READ, self._on_wakeup)
         self._log_writer = log_writer()
         if self._log_writer is not None:
             self._log_writer.on_held = self._log_held
@@ -7348,34 +7497,20 @@ class EventLoop(object):
 
     def run(self):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
-        selector = self.selector
-        monotonic = time.monotonic
-        log_writer = self._log_writer
         while not self.stopping:
-            events = selector.select(self.next_wait())
-            self.now = monotonic()
-            for key, mask in events:
-                try:
-                    key.data(mask)
-                except Exception:
-                    log_loop_error("an event handler")
-            self.fire_timers()
-            if log_writer is not None and log_writer.batch:
-                log_writer.write_batch()     # this turn's connection lines (logs.py)
+            self.run_once(self.next_wait())
 
-    def next_wait(self):
-        """How long select() may sleep: until the first timer is due, None without one. A
-        timer may be due later than the selector can wait: it wakes up early, finds nothing
-        due, and waits again. (The master, which runs a select loop of its own, asks too.)"""
+    def run_once(self, timeout):
+        """Wait up to ``timeout`` seconds (None: until an event), then serve the ready
+        sockets and the due timers: one round of run(), also the master's."""
+        ready = self._poller.poll(timeout)
+        now = self.now = time.monotonic()
+        for callback, mask in ready:
+            try:
+                callback(mask)
+            except Exception:
+                log_loop_error("an event handler")
         timers = self._timers
-        if not timers:
-            return None
-        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
-
-    def fire_timers(self):
-        """Run the callbacks of the timers due by ``self.now``."""
-        timers = self._timers
-        now = self.now
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
             if timer is None:
@@ -7386,6 +7521,18 @@ class EventLoop(object):
                 timer.callback()
             except Exception:
                 log_loop_error("a timer")
+        log_writer = self._log_writer
+        if log_writer is not None and log_writer.batch:
+            log_writer.write_batch()     # this round's connection lines in one write (logs.py)
+
+    def next_wait(self):
+        """How long a poll may sleep: until the first timer is due, None without one. A
+        timer may be due later than a poll can wait: it wakes up early, finds nothing
+        due, and waits again. (The master, which also watches clocks of its own, asks too.)"""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
 
     def _drop_dead_timers(self):
         timers = self._timers
@@ -7447,13 +7594,13 @@ class EventLoop(object):
     def _watch_log(self):
         """Write the held log lines when stderr has room (on the loop)."""
         try:
-            self.selector.register(self._log_writer.fd, EVENT_WRITE, self._on_log_writable)
+            self.register(self._log_writer.fd, EVENT_WRITE, self._on_log_writable)
         except KeyError:
             pass                 # already watched
 
     def _on_log_writable(self, mask):
         if self._log_writer.drain():
-            self.selector.unregister(self._log_writer.fd)
+            self.unregister(self._log_writer.fd)
 
     def stop(self):
         """Ask the loop to stop; callable from any thread."""
@@ -7462,7 +7609,7 @@ class EventLoop(object):
         self.call_soon_threadsafe(_stop)
 
     def close(self):
-        """Release the selector and the wake-up sockets, once run() has returned."""
+        """Release the poller and the wake-up sockets, once run() has returned."""
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
         if self._stop_signals_installed:
@@ -7477,10 +7624,10 @@ class EventLoop(object):
             if writer.on_held == self._log_held:
                 writer.on_held = None
             try:
-                self.selector.unregister(writer.fd)
+                self.unregister(writer.fd)
             except KeyError:
                 pass
-        self.selector.close()
+        self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -7536,8 +7683,8 @@ class Relay(object):
                  "last_activity")
 
     def _want(self, upstream, mask):
-        """Set the selector interest of the socket the ``upstream`` direction is read from
-        (True: the client, False: the server), touching the selector only on a change."""
+        """Set the loop's interest in the socket the ``upstream`` direction is read from
+        (True: the client, False: the server), touching the poller only on a change."""
         if upstream:
             old = self.cmask
             if old == mask:
@@ -7550,13 +7697,12 @@ class Relay(object):
                 return
             self.smask = mask
             sock, callback = self.ssock, self.on_server_event
-        selector = self.loop.selector
         if not old:
-            selector.register(sock, mask, callback)
+            self.loop.register(sock, mask, callback)
         elif not mask:
-            selector.unregister(sock)
+            self.loop.unregister(sock)
         else:
-            selector.modify(sock, mask, callback)
+            self.loop.modify(sock, mask, callback)
 
     def _relay_event(self, upstream, mask):
         """An event on the source socket of the ``upstream`` direction (True: the client)."""
@@ -7645,18 +7791,21 @@ class Relay(object):
             self._pass_eof(upstream)
 
     def _source_ended(self, upstream):
-        """EOF read from a direction's source: stop reading it, pass the EOF on once its bytes
-        are out."""
+        """EOF read from a direction's source: pass the EOF on once its bytes are out, stop
+        reading it. The second EOF usually closes the session: its socket is then closed
+        while still watched, which costs no poller call at all (loop.forget)."""
         if upstream:
             self.c2s_eof = True
-            self._want(True, self.cmask & ~EVENT_READ)
             if not self.c2s:
                 self._pass_eof(True)
+            if not self.state.closed:
+                self._want(True, self.cmask & ~EVENT_READ)
         else:
             self.s2c_eof = True
-            self._want(False, self.smask & ~EVENT_READ)
             if not self.s2c:
                 self._pass_eof(False)
+            if not self.state.closed:
+                self._want(False, self.smask & ~EVENT_READ)
 
     def _pass_eof(self, upstream):
         """Half-close: the direction's destination gets our FIN; both done is the normal end."""
@@ -7833,8 +7982,9 @@ class Session(Relay):
                 self._enter(HEADER)
                 self.inbuf = bytearray()
                 proxy.header_wait_started(self)
-                self._want(True, EVENT_READ)
-                self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
+                self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
+                loop.register(csock, EVENT_READ, self.on_client_event)
+                self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 
@@ -8016,9 +8166,6 @@ class Session(Relay):
             if rule is not None:
                 self.rule = rule.name
                 self.pool = self.proxy.pools[rule.action]
-        self._choose_server()
-
-    def _choose_server(self):
         pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
@@ -8087,12 +8234,17 @@ class Session(Relay):
         if address.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
-        # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
-        if err not in (0, errno.EINPROGRESS):
-            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
-            return
-        self._want(False, EVENT_WRITE)
         self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+        if err == errno.EINPROGRESS:
+            self.smask = EVENT_WRITE          # a new socket: _want would only find it unwatched
+            self.loop.register(sock, EVENT_WRITE, self.on_server_event)
+        elif err == 0:
+            # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
+            # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
+            self._connected()
+        else:
+            # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
+            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
 
     def _connect_timed_out(self, cause):
         self._connect_failed(cause)
@@ -8100,7 +8252,9 @@ class Session(Relay):
     def _connect_failed(self, cause, detail=None):
         """Close the failed server socket and retry, on another server if redispatch is on."""
         server = self.server
-        self._want(False, 0)
+        if self.smask:
+            self.loop.forget(self.ssock)
+            self.smask = 0
         self.ssock.close()
         self.ssock = None
         pool = self.pool
@@ -8141,10 +8295,20 @@ class Session(Relay):
         self._read_before_relay(END_CLIENT_ABORT)
 
     def _connecting_event(self, upstream, mask):
+        """CONNECTING: client bytes are kept; the server socket's event ends the connect.
+
+        epoll marks a failed connect with EVENT_ERROR, so only then is the socket asked why;
+        selectors cannot tell, and the socket is asked every time."""
         if upstream:
             self._read_before_relay(END_CLIENT_ABORT)
-        else:
-            self._connected()
+            return
+        if mask & EVENT_ERROR or not self.loop.tells_errors:
+            err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
+                self._connect_failed(cause, os.strerror(err))
+                return
+        self._connected()
 
     def _read_before_relay(self, gone_cause):
         """Client bytes or EOF while no server is connected yet: keep them and stop reading.
@@ -8168,11 +8332,7 @@ class Session(Relay):
             self.c2s_eof = True
 
     def _connected(self):
-        err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
-            self._connect_failed(cause, os.strerror(err))
-            return
+        """The server accepted: send it the header and what the client sent so far."""
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
         if self.server_header:
@@ -8220,15 +8380,15 @@ class Session(Relay):
             self.queue_wait = self.loop.now - self.queued_at
         slot = self.slot
         self.slot = None
-        self._enter(CLOSED)
+        self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
         self.timer.cancel()
-        selector = self.loop.selector
+        forget = self.loop.forget
         for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
             if sock is None:
                 continue
             if mask:
-                selector.unregister(sock)
+                forget(sock)                 # closed next, and only we hold it: no epoll DEL
             if abort:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
@@ -8337,12 +8497,15 @@ that moment is over; a connection closing meanwhile frees a descriptor for the n
 
 A worker of a master (master.py) does not open its listening sockets: it inherits them, and
 shares each with its sibling workers. Every idle worker would then wake for each connection
-and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
-EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
+and all but one find nothing to accept; EPOLLEXCLUSIVE (Linux 4.5) wakes one, and the loop's
+epoll poller registers shared listeners with it. It works only on the epoll a thread sleeps
+in: an epoll of its own inside the loop's (how the selectors poller would have to do it, and
+how workers did it before) is woken like any other waiter, since the kernel counts an
+exclusive wake-up as done only when it woke a thread sleeping on that very epoll. So on the
+selectors poller every worker wakes (tests/test_listeners.py shows both).
 """
 import errno
 import os
-import select
 import socket
 import stat
 
@@ -8360,6 +8523,7 @@ class Listener(object):
         self.frontend = fe.frontend
         self.bind = bind
         self.sock = sock
+        self.family, self.kind = int(sock.family), int(sock.type)    # plain ints: see on_event
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
@@ -8367,13 +8531,20 @@ class Listener(object):
         self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
+        """Accept until the queue is empty (EAGAIN), at most ACCEPT_BATCH at a time.
+
+        ``_accept()`` and a socket built from its descriptor are what ``socket.accept()``
+        does, less the conversion of the listener's family and type to enums on every call
+        (eight Python calls, about 2 µs a connection). The accepted descriptor is blocking
+        whatever the listener is (Linux, accept(2)): one ioctl makes it non-blocking."""
         proxy = self.proxy
         backoff = proxy.accept_backoff
+        family, kind = self.family, self.kind
         for _ in range(ACCEPT_BATCH):
             if self.paused:
                 return           # a connection limit was reached by the previous accept
             try:
-                csock, peer = self.sock.accept()
+                fd, peer = self.sock._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -8382,6 +8553,7 @@ class Listener(object):
                 elif exc.errno not in PEER_GONE_ERRNOS:
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
+            csock = socket.socket(family, kind, 0, fd)
             csock.setblocking(False)
             if backoff.failing_since is not None:
                 backoff.recovered()
@@ -8432,43 +8604,10 @@ class AcceptBackoff(object):
         self.on_change()
 
 
-class ExclusiveAccepts(object):
-    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
-
-    ``selectors`` cannot pass the flag, so this small epoll sits in the loop's selector as
-    one readable descriptor, and offers the two selector calls the proxy makes for
-    listeners. An exclusive registration cannot be modified, only added and removed, which
-    is all a listener needs."""
-
-    def __init__(self, selector):
-        self._epoll = select.epoll()
-        self._callbacks = {}
-        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
-
-    def register(self, sock, events, callback):
-        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        self._callbacks[sock.fileno()] = callback
-
-    def unregister(self, sock):
-        self._epoll.unregister(sock.fileno())
-        del self._callbacks[sock.fileno()]
-
-    def _on_ready(self, mask):
-        for fd, events in self._epoll.poll(0):
-            self._callbacks[fd](mask)
-
-    def close(self):
-        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
-        self._epoll.close()
-
-
-def accept_watcher(selector, shared):
-    """What the proxy registers its listeners with: the loop's ``selector`` itself, or for
-    ``shared`` sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5,
-    an epoll selector)."""
-    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
-        return ExclusiveAccepts(selector)
-    return selector
+def accept_events(loop, shared):
+    """The events a listener is watched for: EVENT_READ, with EPOLLEXCLUSIVE for a socket
+    ``shared`` with other workers where the loop's poller passes it (see the module doc)."""
+    return EVENT_READ | loop.exclusive if shared else EVENT_READ
 
 
 def listen_key(family, sockaddr):
@@ -8658,7 +8797,7 @@ class ServiceListener(object):
         self._listen()
 
     def _listen(self):
-        self.loop.selector.register(self.sock, EVENT_READ, self._on_accept)
+        self.loop.register(self.sock, EVENT_READ, self._on_accept)
 
     def _on_accept(self, mask):
         for _ in range(ACCEPT_BATCH):
@@ -8670,7 +8809,7 @@ class ServiceListener(object):
                 if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
                     LOG.warning("%s: cannot accept (%s), pausing for %ds", self.what,
                                 exc.strerror, ACCEPT_PAUSE)
-                    self.loop.selector.unregister(self.sock)
+                    self.loop.unregister(self.sock)
                     self._resume.arm(self.loop.now + ACCEPT_PAUSE)
                 return                       # ECONNABORTED and the like: that client is gone
             if len(self.clients) >= MAX_CLIENTS:
@@ -8681,7 +8820,7 @@ class ServiceListener(object):
     def close(self):
         """Stop listening and drop every client; a Unix socket's file goes too."""
         if self._resume.when is None:
-            self.loop.selector.unregister(self.sock)
+            self.loop.unregister(self.sock)
         self._resume.cancel()
         self.sock.close()
         for client in list(self.clients):
@@ -8706,7 +8845,7 @@ class ServiceClient(object):
         sock.setblocking(False)
         self.timer = self.loop.timer(self.close)
         self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
-        self.loop.selector.register(sock, EVENT_READ, self._on_event)
+        self.loop.register(sock, EVENT_READ, self._on_event)
 
     def _on_event(self, mask):
         try:
@@ -8776,14 +8915,14 @@ class ServiceClient(object):
 
     def _want(self, mask):
         if mask != self.mask:
-            self.loop.selector.modify(self.sock, mask, self._on_event)
+            self.loop.modify(self.sock, mask, self._on_event)
             self.mask = mask
 
     def close(self):
         if self.sock is None:
             return
         self.timer.cancel()
-        self.loop.selector.unregister(self.sock)
+        self.loop.unregister(self.sock)
         self.sock.close()
         self.sock = None
         self.listener.clients.discard(self)
@@ -8814,7 +8953,7 @@ by the sessions and here), runs ``stats.tick`` from a timer once a second, and a
 server`` commands to its pools and health checks (``set_server_admin``, the one way a
 server's admin state, weight or maxconn changes, whoever asks).
 
-The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
+The modules under it, from the loop up: loop.py (poller, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
 (the stats socket and listener).
 """
@@ -8859,7 +8998,7 @@ class Proxy(object):
         self.loop = EventLoop()
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
         self.listening = listening
-        self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
+        self.accept_events = accept_events(self.loop, shared=listening is not None)
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
@@ -8917,7 +9056,7 @@ class Proxy(object):
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
+            self.loop.register(listener.sock, self.accept_events, listener.on_event)
 
     def serve_stats(self):
         """The stats socket and the stats listener, when [global] asks for them (a single
@@ -8967,7 +9106,7 @@ class Proxy(object):
     def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.accepts.unregister(listener.sock)
+                self.loop.unregister(listener.sock)
             listener.close()
         for fe in self.frontends.values():
             fe.listeners = []
@@ -8981,8 +9120,6 @@ class Proxy(object):
         self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
-        if self.accepts is not self.loop.selector:
-            self.accepts.close()
         self.loop.close()
         LOG.info("stopped")
 
@@ -9209,16 +9346,16 @@ class Proxy(object):
             return
         globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
         paused = 0
-        accepts = self.accepts
+        loop = self.loop
         for fe in self.frontends.values():
             limit = fe.frontend.maxconn
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    accepts.register(listener.sock, EVENT_READ, listener.on_event)
+                    loop.register(listener.sock, self.accept_events, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    accepts.unregister(listener.sock)
+                    loop.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused
@@ -9781,7 +9918,7 @@ class WorkerLink(object):
         else:
             proxy.hand_checks_over(self.send_failure)
         channel.setblocking(False)
-        proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
+        proxy.loop.register(channel, EVENT_READ, self.on_message)
         send_message(channel, MSG_READY)
         if checking:
             for name in proxy.checker.names:
@@ -9810,7 +9947,7 @@ class WorkerLink(object):
         if kind is None or kind == MSG_STOP:
             if kind is None:
                 LOG.warning("the master is gone: finishing the connections")
-            self.proxy.loop.selector.unregister(self.channel)
+            self.proxy.loop.unregister(self.channel)
             self.proxy.soft_stop(self.hard_stop_after)
         elif kind == MSG_SOFT_STOP:
             self.proxy.stopping_softly = True
@@ -9929,9 +10066,9 @@ start from them when init-addr says ``last`` (the default, ``last,libc``), and s
 master's own check of the new config, so a name that does not resolve at that moment does
 not fail the reload. channel.py lists the messages and the
 calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
-socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
-selector is the master's own, whose timers the master's select loop fires), they act on a
-masterview.MasterView; the workers serve neither.
+socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop of the
+master's own, which its ``_loop`` serves a round at a time between its own chores), they act
+on a masterview.MasterView; the workers serve neither.
 """
 import json
 import logging
@@ -10005,15 +10142,14 @@ class Master(object):
         self.soft_stop_at = None      # when SIGUSR1's grace ends
         self.stopping = False         # the workers were told to stop: exit when they are gone
         # The runtime API's stats socket and listener run on this loop (masterview.py); the
-        # master's own sockets share its selector and it fires the loop's timers.
+        # master's own sockets share it, and _loop() serves it a round at a time.
         self.loop = EventLoop()
-        self.selector = self.loop.selector
         self.view = None              # the MasterView, when a stats socket or listener is set
         self.stats_listeners = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, EVENT_READ, lambda mask: _drain(self._wake_r))
+        self.loop.register(self._wake_r, EVENT_READ, lambda mask: _drain(self._wake_r))
         self.next_watchdog = None
 
     # -- listening sockets ------------------------------------------------------------------
@@ -10064,7 +10200,7 @@ class Master(object):
         master_end.setblocking(False)       # a worker that stops reading must not stall us
         worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
         self.workers[pid] = worker
-        self.selector.register(master_end, EVENT_READ, lambda mask: self.on_message(worker))
+        self.loop.register(master_end, EVENT_READ, lambda mask: self.on_message(worker))
         LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
 
     def _worker_main(self, channel, slot):
@@ -10076,11 +10212,11 @@ class Master(object):
             for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
             signal.set_wakeup_fd(-1)
-            for key in list(self.selector.get_map().values()):
-                if hasattr(key.fileobj, "close"):
-                    key.fileobj.close()   # channels, wake-up ends, stats sockets, watch()'s
+            for fileobj in self.loop.registered():
+                if hasattr(fileobj, "close"):
+                    fileobj.close()       # channels, wake-up ends, stats sockets, watch()'s
             for listener in self.stats_listeners:
-                listener.sock.close()     # also when paused (not in the selector then)
+                listener.sock.close()     # also when paused (not watched by the loop then)
             self.loop.close()
             self._wake_w.close()
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower(),
@@ -10115,7 +10251,7 @@ class Master(object):
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            self.selector.unregister(worker.channel)
+            self.loop.unregister(worker.channel)
             worker.channel.close()
             how = describe_exit(status)
             expected = worker.stopping or self.stopping
@@ -10188,10 +10324,10 @@ class Master(object):
     def watch(self, sock, callback):
         """Serve ``sock`` on the master's loop: ``callback(mask)`` when it is readable (the
         runtime API's admin socket, and what its connections need). Workers close it."""
-        self.selector.register(sock, EVENT_READ, callback)
+        self.loop.register(sock, EVENT_READ, callback)
 
     def unwatch(self, sock):
-        self.selector.unregister(sock)
+        self.loop.unregister(sock)
 
     def set_server_admin(self, backend, server, state=None, weight=None, maxconn=None):
         """Set a server's admin state, weight or maxconn in every worker, now and after
@@ -10363,11 +10499,7 @@ class Master(object):
         while not (self.stopping and not self.workers):
             now = time.monotonic()
             timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
-            events = self.selector.select(max(0.0, timeout))
-            self.loop.now = time.monotonic()
-            for key, mask in events:
-                key.data(mask)
-            self.loop.fire_timers()
+            self.loop.run_once(max(0.0, timeout))
             self._handle_signals()
             now = time.monotonic()
             if self.next_watchdog is not None and now >= self.next_watchdog:

@@ -6,8 +6,10 @@ uses and why):
     shared      one listening socket, inherited by every worker, in each worker's selector
                 as usual: every connection wakes every idle worker, all but one get EAGAIN
     exclusive   the same socket, but each worker watches it through a small epoll of its own
-                registered with EPOLLEXCLUSIVE, the way simpleproxy's workers do: the kernel
-                wakes one waiter per connection
+                registered with EPOLLEXCLUSIVE, the way simpleproxy's workers did until
+                2026-12; the kernel does not count waking a nested epoll as exclusive, so
+                every worker still wakes (simpleproxy/listeners.py; its workers now
+                register the flag in the loop's own epoll)
     reuseport   one SO_REUSEPORT socket per worker: the kernel hashes each connection to one
                 socket (a closed socket's queue is lost, which is why it is not used)
 

@@ -192,7 +192,14 @@ def cprofile(target, backend, workdir, seconds, test, mode):
 
 
 def print_cprofile(stats, units, title):
-    print("### %s: %d units (connections or requests), top own time\n" % (title, units))
+    # Calls per unit, counting the functions called at least every third unit (so that
+    # start-up, imports and config parsing stay out): in all, and to functions written in
+    # Python (those that have a line number).
+    per_unit = [(line, calls / units) for (_, line, _), (_, calls, _, _, _)
+                in stats.stats.items() if calls >= units * 0.3]
+    print("### %s: %d units (connections or requests), %.1f calls per unit, %.1f of them to "
+          "Python functions; top own time\n" % (title, units, sum(c for _, c in per_unit),
+                                                 sum(c for line, c in per_unit if line)))
     print("    calls/unit  own µs/unit  cum µs/unit  function")
     entries = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)
     for (filename, line, name), (_, calls, own, cumulative, _) in entries[:20]:

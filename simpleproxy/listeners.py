@@ -7,12 +7,15 @@ that moment is over; a connection closing meanwhile frees a descriptor for the n
 
 A worker of a master (master.py) does not open its listening sockets: it inherits them, and
 shares each with its sibling workers. Every idle worker would then wake for each connection
-and all but one find nothing to accept; ``ExclusiveAccepts`` watches them with
-EPOLLEXCLUSIVE, which wakes one (bench/accept_modes.py measures the difference).
+and all but one find nothing to accept; EPOLLEXCLUSIVE (Linux 4.5) wakes one, and the loop's
+epoll poller registers shared listeners with it. It works only on the epoll a thread sleeps
+in: an epoll of its own inside the loop's (how the selectors poller would have to do it, and
+how workers did it before) is woken like any other waiter, since the kernel counts an
+exclusive wake-up as done only when it woke a thread sleeping on that very epoll. So on the
+selectors poller every worker wakes (tests/test_listeners.py shows both).
 """
 import errno
 import os
-import select
 import socket
 import stat
 
@@ -36,6 +39,7 @@ class Listener(object):
         self.frontend = fe.frontend
         self.bind = bind
         self.sock = sock
+        self.family, self.kind = int(sock.family), int(sock.type)    # plain ints: see on_event
         self.is_unix = sock.family == socket.AF_UNIX
         self.paused = False
         self.trust = TrustPolicy(bind) if bind.accept_proxy else None
@@ -43,13 +47,20 @@ class Listener(object):
         self.unix_file = _file_identity(bind.address.sockaddr) if self.is_unix else None
 
     def on_event(self, mask):
+        """Accept until the queue is empty (EAGAIN), at most ACCEPT_BATCH at a time.
+
+        ``_accept()`` and a socket built from its descriptor are what ``socket.accept()``
+        does, less the conversion of the listener's family and type to enums on every call
+        (eight Python calls, about 2 µs a connection). The accepted descriptor is blocking
+        whatever the listener is (Linux, accept(2)): one ioctl makes it non-blocking."""
         proxy = self.proxy
         backoff = proxy.accept_backoff
+        family, kind = self.family, self.kind
         for _ in range(ACCEPT_BATCH):
             if self.paused:
                 return           # a connection limit was reached by the previous accept
             try:
-                csock, peer = self.sock.accept()
+                fd, peer = self.sock._accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -58,6 +69,7 @@ class Listener(object):
                 elif exc.errno not in PEER_GONE_ERRNOS:
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
+            csock = socket.socket(family, kind, 0, fd)
             csock.setblocking(False)
             if backoff.failing_since is not None:
                 backoff.recovered()
@@ -108,43 +120,10 @@ class AcceptBackoff(object):
         self.on_change()
 
 
-class ExclusiveAccepts(object):
-    """Shared listeners watched through an epoll of their own with EPOLLEXCLUSIVE.
-
-    ``selectors`` cannot pass the flag, so this small epoll sits in the loop's selector as
-    one readable descriptor, and offers the two selector calls the proxy makes for
-    listeners. An exclusive registration cannot be modified, only added and removed, which
-    is all a listener needs."""
-
-    def __init__(self, selector):
-        self._epoll = select.epoll()
-        self._callbacks = {}
-        selector.register(self._epoll.fileno(), EVENT_READ, self._on_ready)
-
-    def register(self, sock, events, callback):
-        self._epoll.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
-        self._callbacks[sock.fileno()] = callback
-
-    def unregister(self, sock):
-        self._epoll.unregister(sock.fileno())
-        del self._callbacks[sock.fileno()]
-
-    def _on_ready(self, mask):
-        for fd, events in self._epoll.poll(0):
-            self._callbacks[fd](mask)
-
-    def close(self):
-        """Once the loop has stopped: the epoll goes (the listeners are closed already)."""
-        self._epoll.close()
-
-
-def accept_watcher(selector, shared):
-    """What the proxy registers its listeners with: the loop's ``selector`` itself, or for
-    ``shared`` sockets an ExclusiveAccepts where the kernel and Python offer it (Linux 4.5,
-    an epoll selector)."""
-    if shared and hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll"):
-        return ExclusiveAccepts(selector)
-    return selector
+def accept_events(loop, shared):
+    """The events a listener is watched for: EVENT_READ, with EPOLLEXCLUSIVE for a socket
+    ``shared`` with other workers where the loop's poller passes it (see the module doc)."""
+    return EVENT_READ | loop.exclusive if shared else EVENT_READ
 
 
 def listen_key(family, sockaddr):

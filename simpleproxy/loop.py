@@ -1,10 +1,40 @@
-"""The event loop proper: a selector, a timer heap, a thread-safe hand-off, run and stop.
+"""The event loop proper: a poller, a timer heap, a thread-safe hand-off, run and stop.
 
-It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users register
-sockets on ``loop.selector`` with a callback ``callback(mask)`` as the key's data, and keep
-timers (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is
-served on the loop's thread; other threads (health checks) and signals only reach it through
-``call_soon_threadsafe`` and the wake-up socket.
+It knows nothing of proxying (asyncio's ``base_events.py`` is the model): its users watch
+sockets with ``loop.register(sock, mask, callback)``, ``loop.modify``, ``loop.unregister``
+and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep timers
+(``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
+on the loop's thread; other threads (health checks) and signals only reach it through
+``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
+a poll, the ready callbacks, the due timers; what should happen once a round, after all of
+them, goes at the end of ``run_once``.
+
+Two pollers stand behind those calls, and the loop's users cannot tell them apart:
+
+* On Linux, ``select.epoll`` itself with a table from descriptor to callback
+  (``EpollPoller``). ``selectors`` costs about 9 % of a proxied connection (a key namedtuple
+  per registration, fd-to-key dicts, a translation of every event), and epoll's own events
+  say more than selectors passes on: ``EVENT_ERROR`` (EPOLLERR) tells a failed connect from a
+  completed one without a ``getsockopt(SO_ERROR)``.
+* Elsewhere, and wherever ``SIMPLEPROXY_POLLER=selectors`` (or ``EventLoop("selectors")``)
+  asks for it, ``selectors.DefaultSelector`` (``SelectorsPoller``): the portable path, which
+  the tests run the proxy on too. It never reports ``EVENT_ERROR`` (``tells_errors`` is
+  False), so a user that wants to know whether a connect failed asks the socket.
+
+The masks are epoll's numbers on both paths (``EVENT_READ`` 1, ``EVENT_WRITE`` 4): epoll's
+events need no translation, selectors' cost two bit operations. On a socket, epoll reports an
+error or a hang-up together with the readiness the callback asked for (the kernel marks a
+socket that failed or closed readable and writable), so a callback that looks only at
+``EVENT_READ`` and ``EVENT_WRITE`` misses nothing on either path.
+
+Closing a watched socket: ``loop.forget(sock)`` just before ``sock.close()``. epoll drops a
+descriptor from its set by itself when the last descriptor of the socket is closed, so the
+epoll path only forgets its table entry (no ``epoll_ctl(DEL)``, one syscall per socket
+saved); this holds only while no other descriptor refers to the socket (no ``dup``, no fork
+that keeps it), which is true of a session's sockets. The events of one ``poll`` are matched
+to their callbacks before any of them runs, as ``selectors`` does: a socket closed by an
+earlier callback of the same round, whose descriptor number a new socket took, never hands
+its stale event to the newcomer's callback.
 
 Timers, and why they look the way they do:
 
@@ -20,14 +50,16 @@ Timers, and why they look the way they do:
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
-signal arriving while select() sleeps makes it return at once (Python runs the handler only
-between bytecodes of the main thread, which select() would otherwise keep waiting).
+signal arriving while the poll sleeps makes it return at once (Python runs the handler only
+between bytecodes of the main thread, which the poll would otherwise keep waiting).
 
 The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
 writer holds lines and tells the loop, which watches the descriptor and writes them out as
 it has room.
 """
 import heapq
+import os
+import select
 import selectors
 import signal
 import socket
@@ -39,11 +71,14 @@ from collections import deque
 from .logs import LOG, log_writer
 from .timeouts import LONGEST_WAIT
 
-EVENT_READ = selectors.EVENT_READ
-EVENT_WRITE = selectors.EVENT_WRITE
+EVENT_READ = 1              # epoll's EPOLLIN, also on the selectors path (see above)
+EVENT_WRITE = 4             # EPOLLOUT
+EVENT_ERROR = 8 | 16        # EPOLLERR | EPOLLHUP: only the epoll path reports them
+POLLER_VARIABLE = "SIMPLEPROXY_POLLER"     # "selectors": the portable path, also on Linux
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
-# Signals whose default action would kill the process, for features that do not exist yet.
+
+
 class Timer(object):
     """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
 
@@ -84,11 +119,125 @@ class Timer(object):
             self.loop._dead_timers += 1
 
 
-class EventLoop(object):
-    """A selector loop with timers; ``run()`` serves until ``stop()``."""
+def _ignore_event(mask):
+    """The callback of an event whose descriptor the loop no longer watches."""
+
+
+class EpollPoller(object):
+    """The Linux path: ``select.epoll`` and a table from descriptor to callback."""
+
+    tells_errors = True
+    # EPOLLEXCLUSIVE (Linux 4.5): added to EVENT_READ, one of the processes watching a shared
+    # listening socket wakes, not all. Such a registration is never modified, only removed.
+    exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
 
     def __init__(self):
-        self.selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
+        self._callbacks = {}        # fd -> callback(mask)
+        self._files = {}            # fd -> what was registered (closed for a forked worker)
+
+    def register(self, fileobj, mask, callback):
+        # A socket, or a bare descriptor (the log writer's, ExclusiveAccepts' epoll).
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        if fd in self._callbacks:
+            raise KeyError("%r is already registered" % (fileobj,))
+        self._epoll.register(fd, mask)
+        self._callbacks[fd] = callback
+        self._files[fd] = fileobj
+
+    def modify(self, fileobj, mask, callback):
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        self._epoll.modify(fd, mask)
+        self._callbacks[fd] = callback
+
+    def unregister(self, fileobj):
+        fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        del self._callbacks[fd]            # KeyError, as selectors, when it is not registered
+        del self._files[fd]
+        self._epoll.unregister(fd)
+
+    def forget(self, fileobj):
+        """``fileobj`` is closed next, and holds the only descriptor of its socket: epoll
+        drops it then by itself, so only the table forgets it (no epoll_ctl)."""
+        fd = fileobj.fileno()
+        del self._callbacks[fd]
+        del self._files[fd]
+
+    def poll(self, timeout):
+        """The ready (callback, mask) pairs; callbacks are looked up before any runs."""
+        callbacks = self._callbacks
+        return [(callbacks.get(fd, _ignore_event), mask)
+                for fd, mask in self._epoll.poll(-1 if timeout is None else timeout)]
+
+    def registered(self):
+        return list(self._files.values())
+
+    def close(self):
+        self._epoll.close()
+
+
+class SelectorsPoller(object):
+    """The portable path: ``selectors.DefaultSelector``, with the masks translated."""
+
+    tells_errors = False
+    exclusive = 0                   # selectors cannot pass EPOLLEXCLUSIVE
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+
+    def register(self, fileobj, mask, callback):
+        self._selector.register(fileobj, (mask & EVENT_READ) | (mask & EVENT_WRITE) >> 1,
+                                callback)
+
+    def modify(self, fileobj, mask, callback):
+        self._selector.modify(fileobj, (mask & EVENT_READ) | (mask & EVENT_WRITE) >> 1,
+                              callback)
+
+    def unregister(self, fileobj):
+        self._selector.unregister(fileobj)
+
+    forget = unregister        # selectors keeps a key per socket: it must go
+
+    def poll(self, timeout):
+        return [(key.data, (mask & EVENT_READ) | (mask & selectors.EVENT_WRITE) << 1)
+                for key, mask in self._selector.select(timeout)]
+
+    def registered(self):
+        return [key.fileobj for key in self._selector.get_map().values()]
+
+    def close(self):
+        self._selector.close()
+
+
+def make_poller(name=None):
+    """The poller called ``name`` ("epoll", "selectors"), else the one $SIMPLEPROXY_POLLER
+    names, else epoll where the platform has it."""
+    name = name or os.environ.get(POLLER_VARIABLE) or (
+        "epoll" if hasattr(select, "epoll") else "selectors")
+    if name == "epoll":
+        return EpollPoller()
+    if name == "selectors":
+        return SelectorsPoller()
+    raise ValueError("unknown poller %r (epoll or selectors)" % name)
+
+
+class EventLoop(object):
+    """A poller loop with timers; ``run()`` serves until ``stop()``.
+
+    ``register``, ``modify``, ``unregister`` and ``forget`` are the poller's own methods
+    (no call in between on the hot path); ``tells_errors`` says whether masks carry
+    ``EVENT_ERROR``; ``exclusive``, when not 0, is the flag that makes a registration wake
+    one process of those sharing a socket (EPOLLEXCLUSIVE)."""
+
+    def __init__(self, poller=None):
+        poller = self._poller = make_poller(poller)
+        self.register = poller.register
+        self.modify = poller.modify
+        self.unregister = poller.unregister
+        self.forget = poller.forget
+        self.registered = poller.registered
+        self.tells_errors = poller.tells_errors
+        self.exclusive = poller.exclusive
         self.now = time.monotonic()
         self.stopping = False
         self._stop_signals_installed = False
@@ -99,7 +248,7 @@ class EventLoop(object):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, EVENT_READ, self._on_wakeup)
+        self.register(self._wake_r, EVENT_READ, self._on_wakeup)
         self._log_writer = log_writer()
         if self._log_writer is not None:
             self._log_writer.on_held = self._log_held
@@ -110,34 +259,20 @@ class EventLoop(object):
 
     def run(self):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
-        selector = self.selector
-        monotonic = time.monotonic
-        log_writer = self._log_writer
         while not self.stopping:
-            events = selector.select(self.next_wait())
-            self.now = monotonic()
-            for key, mask in events:
-                try:
-                    key.data(mask)
-                except Exception:
-                    log_loop_error("an event handler")
-            self.fire_timers()
-            if log_writer is not None and log_writer.batch:
-                log_writer.write_batch()     # this turn's connection lines (logs.py)
+            self.run_once(self.next_wait())
 
-    def next_wait(self):
-        """How long select() may sleep: until the first timer is due, None without one. A
-        timer may be due later than the selector can wait: it wakes up early, finds nothing
-        due, and waits again. (The master, which runs a select loop of its own, asks too.)"""
+    def run_once(self, timeout):
+        """Wait up to ``timeout`` seconds (None: until an event), then serve the ready
+        sockets and the due timers: one round of run(), also the master's."""
+        ready = self._poller.poll(timeout)
+        now = self.now = time.monotonic()
+        for callback, mask in ready:
+            try:
+                callback(mask)
+            except Exception:
+                log_loop_error("an event handler")
         timers = self._timers
-        if not timers:
-            return None
-        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
-
-    def fire_timers(self):
-        """Run the callbacks of the timers due by ``self.now``."""
-        timers = self._timers
-        now = self.now
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
             if timer is None:
@@ -148,6 +283,18 @@ class EventLoop(object):
                 timer.callback()
             except Exception:
                 log_loop_error("a timer")
+        log_writer = self._log_writer
+        if log_writer is not None and log_writer.batch:
+            log_writer.write_batch()     # this round's connection lines in one write (logs.py)
+
+    def next_wait(self):
+        """How long a poll may sleep: until the first timer is due, None without one. A
+        timer may be due later than a poll can wait: it wakes up early, finds nothing
+        due, and waits again. (The master, which also watches clocks of its own, asks too.)"""
+        timers = self._timers
+        if not timers:
+            return None
+        return min(max(0.0, timers[0][0] - time.monotonic()), LONGEST_WAIT)
 
     def _drop_dead_timers(self):
         timers = self._timers
@@ -209,13 +356,13 @@ class EventLoop(object):
     def _watch_log(self):
         """Write the held log lines when stderr has room (on the loop)."""
         try:
-            self.selector.register(self._log_writer.fd, EVENT_WRITE, self._on_log_writable)
+            self.register(self._log_writer.fd, EVENT_WRITE, self._on_log_writable)
         except KeyError:
             pass                 # already watched
 
     def _on_log_writable(self, mask):
         if self._log_writer.drain():
-            self.selector.unregister(self._log_writer.fd)
+            self.unregister(self._log_writer.fd)
 
     def stop(self):
         """Ask the loop to stop; callable from any thread."""
@@ -224,7 +371,7 @@ class EventLoop(object):
         self.call_soon_threadsafe(_stop)
 
     def close(self):
-        """Release the selector and the wake-up sockets, once run() has returned."""
+        """Release the poller and the wake-up sockets, once run() has returned."""
         if threading.current_thread() is threading.main_thread():
             signal.set_wakeup_fd(-1)
         if self._stop_signals_installed:
@@ -239,10 +386,10 @@ class EventLoop(object):
             if writer.on_held == self._log_held:
                 writer.on_held = None
             try:
-                self.selector.unregister(writer.fd)
+                self.unregister(writer.fd)
             except KeyError:
                 pass
-        self.selector.close()
+        self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
 

@@ -53,9 +53,9 @@ start from them when init-addr says ``last`` (the default, ``last,libc``), and s
 master's own check of the new config, so a name that does not resolve at that moment does
 not fail the reload. channel.py lists the messages and the
 calls the runtime API makes here (``set_server_admin``, ``request_counters``). The stats
-socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop whose
-selector is the master's own, whose timers the master's select loop fires), they act on a
-masterview.MasterView; the workers serve neither.
+socket and the stats listener are the master's: served on ``self.loop`` (an EventLoop of the
+master's own, which its ``_loop`` serves a round at a time between its own chores), they act
+on a masterview.MasterView; the workers serve neither.
 """
 import json
 import logging
@@ -147,15 +147,14 @@ class Master(object):
         self.soft_stop_at = None      # when SIGUSR1's grace ends
         self.stopping = False         # the workers were told to stop: exit when they are gone
         # The runtime API's stats socket and listener run on this loop (masterview.py); the
-        # master's own sockets share its selector and it fires the loop's timers.
+        # master's own sockets share it, and _loop() serves it a round at a time.
         self.loop = EventLoop()
-        self.selector = self.loop.selector
         self.view = None              # the MasterView, when a stats socket or listener is set
         self.stats_listeners = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, EVENT_READ, lambda mask: _drain(self._wake_r))
+        self.loop.register(self._wake_r, EVENT_READ, lambda mask: _drain(self._wake_r))
         self.next_watchdog = None
 
     # -- listening sockets ------------------------------------------------------------------
@@ -206,7 +205,7 @@ class Master(object):
         master_end.setblocking(False)       # a worker that stops reading must not stall us
         worker = Worker(pid, self.generation, slot, master_end, time.monotonic())
         self.workers[pid] = worker
-        self.selector.register(master_end, EVENT_READ, lambda mask: self.on_message(worker))
+        self.loop.register(master_end, EVENT_READ, lambda mask: self.on_message(worker))
         LOG.info("worker %d.%d started (pid %d)", self.generation, slot, pid)
 
     def _worker_main(self, channel, slot):
@@ -218,11 +217,11 @@ class Master(object):
             for signum in (signal.SIGUSR1,) + RELOAD_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)     # the master's signals, not ours
             signal.set_wakeup_fd(-1)
-            for key in list(self.selector.get_map().values()):
-                if hasattr(key.fileobj, "close"):
-                    key.fileobj.close()   # channels, wake-up ends, stats sockets, watch()'s
+            for fileobj in self.loop.registered():
+                if hasattr(fileobj, "close"):
+                    fileobj.close()       # channels, wake-up ends, stats sockets, watch()'s
             for listener in self.stats_listeners:
-                listener.sock.close()     # also when paused (not in the selector then)
+                listener.sock.close()     # also when paused (not watched by the loop then)
             self.loop.close()
             self._wake_w.close()
             setup_logging(logging.getLevelName(LOG.getEffectiveLevel()).lower(),
@@ -257,7 +256,7 @@ class Master(object):
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            self.selector.unregister(worker.channel)
+            self.loop.unregister(worker.channel)
             worker.channel.close()
             how = describe_exit(status)
             expected = worker.stopping or self.stopping
@@ -330,10 +329,10 @@ class Master(object):
     def watch(self, sock, callback):
         """Serve ``sock`` on the master's loop: ``callback(mask)`` when it is readable (the
         runtime API's admin socket, and what its connections need). Workers close it."""
-        self.selector.register(sock, EVENT_READ, callback)
+        self.loop.register(sock, EVENT_READ, callback)
 
     def unwatch(self, sock):
-        self.selector.unregister(sock)
+        self.loop.unregister(sock)
 
     def set_server_admin(self, backend, server, state=None, weight=None, maxconn=None):
         """Set a server's admin state, weight or maxconn in every worker, now and after
@@ -505,11 +504,7 @@ class Master(object):
         while not (self.stopping and not self.workers):
             now = time.monotonic()
             timeout = min([due for due in self._dues() if due is not None] or [now + 1.0]) - now
-            events = self.selector.select(max(0.0, timeout))
-            self.loop.now = time.monotonic()
-            for key, mask in events:
-                key.data(mask)
-            self.loop.fire_timers()
+            self.loop.run_once(max(0.0, timeout))
             self._handle_signals()
             now = time.monotonic()
             if self.next_watchdog is not None and now >= self.next_watchdog:

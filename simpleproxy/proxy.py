@@ -19,7 +19,7 @@ by the sessions and here), runs ``stats.tick`` from a timer once a second, and a
 server`` commands to its pools and health checks (``set_server_admin``, the one way a
 server's admin state, weight or maxconn changes, whoever asks).
 
-The modules under it, from the loop up: loop.py (selector, timers, hand-off), listeners.py
+The modules under it, from the loop up: loop.py (poller, timers, hand-off), listeners.py
 (accept), session.py (a connection's life), relay.py (bytes both ways), statslistener.py
 (the stats socket and listener).
 """
@@ -35,10 +35,10 @@ from .balancer import MAINT, BackendPool
 from .endings import (END_CAUSES, END_HEADER_EVICTED, END_HEALTH_CHECK, END_NO_DESCRIPTORS,
                       END_NO_SERVER, END_NORMAL, END_NULL_QUIET, END_SHUTDOWN, END_SOURCE_LIMIT)
 from .health import HealthChecker
-from .listeners import AcceptBackoff, Listener, accept_watcher, listen_key, open_listener
+from .listeners import AcceptBackoff, Listener, accept_events, listen_key, open_listener
 from .logformat import proxy_text
 from .logs import LOG, dropped_log_lines, log_connection
-from .loop import EVENT_READ, EventLoop
+from .loop import EventLoop
 from .proxyproto import PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_NETNS, packed_ip
 from .resolve import start_addresses
 from ._version import __version__
@@ -79,7 +79,7 @@ class Proxy(object):
         self.loop = EventLoop()
         # Listening sockets a master opened, by listen_key; None: this process binds its own.
         self.listening = listening
-        self.accepts = accept_watcher(self.loop.selector, shared=listening is not None)
+        self.accept_events = accept_events(self.loop, shared=listening is not None)
         self.draining = False         # the listeners are closed: stop when no session is left
         self._hard_stop_timer = self.loop.timer(self._hard_stop)
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
@@ -137,7 +137,7 @@ class Proxy(object):
                 fe.listeners.append(listener)
                 self.listeners.append(listener)
         for listener in self.listeners:
-            self.accepts.register(listener.sock, EVENT_READ, listener.on_event)
+            self.loop.register(listener.sock, self.accept_events, listener.on_event)
 
     def serve_stats(self):
         """The stats socket and the stats listener, when [global] asks for them (a single
@@ -187,7 +187,7 @@ class Proxy(object):
     def _close_listeners(self):
         for listener in self.listeners:
             if not listener.paused:
-                self.accepts.unregister(listener.sock)
+                self.loop.unregister(listener.sock)
             listener.close()
         for fe in self.frontends.values():
             fe.listeners = []
@@ -201,8 +201,6 @@ class Proxy(object):
         self._close_listeners()
         for session in list(self.sessions):
             session.close(END_SHUTDOWN)
-        if self.accepts is not self.loop.selector:
-            self.accepts.close()
         self.loop.close()
         LOG.info("stopped")
 
@@ -429,16 +427,16 @@ class Proxy(object):
             return
         globally_open = self.active < self.maxconn and self.accept_backoff.paused_until is None
         paused = 0
-        accepts = self.accepts
+        loop = self.loop
         for fe in self.frontends.values():
             limit = fe.frontend.maxconn
             accepting = globally_open and not (limit and fe.active >= limit)
             for listener in fe.listeners:
                 if accepting and listener.paused:
-                    accepts.register(listener.sock, EVENT_READ, listener.on_event)
+                    loop.register(listener.sock, self.accept_events, listener.on_event)
                     listener.paused = False
                 elif not accepting and not listener.paused:
-                    accepts.unregister(listener.sock)
+                    loop.unregister(listener.sock)
                     listener.paused = True
                 paused += listener.paused
         self.paused_listeners = paused

@@ -41,8 +41,8 @@ class Relay(object):
                  "last_activity")
 
     def _want(self, upstream, mask):
-        """Set the selector interest of the socket the ``upstream`` direction is read from
-        (True: the client, False: the server), touching the selector only on a change."""
+        """Set the loop's interest in the socket the ``upstream`` direction is read from
+        (True: the client, False: the server), touching the poller only on a change."""
         if upstream:
             old = self.cmask
             if old == mask:
@@ -55,13 +55,12 @@ class Relay(object):
                 return
             self.smask = mask
             sock, callback = self.ssock, self.on_server_event
-        selector = self.loop.selector
         if not old:
-            selector.register(sock, mask, callback)
+            self.loop.register(sock, mask, callback)
         elif not mask:
-            selector.unregister(sock)
+            self.loop.unregister(sock)
         else:
-            selector.modify(sock, mask, callback)
+            self.loop.modify(sock, mask, callback)
 
     def _relay_event(self, upstream, mask):
         """An event on the source socket of the ``upstream`` direction (True: the client)."""
@@ -150,18 +149,21 @@ class Relay(object):
             self._pass_eof(upstream)
 
     def _source_ended(self, upstream):
-        """EOF read from a direction's source: stop reading it, pass the EOF on once its bytes
-        are out."""
+        """EOF read from a direction's source: pass the EOF on once its bytes are out, stop
+        reading it. The second EOF usually closes the session: its socket is then closed
+        while still watched, which costs no poller call at all (loop.forget)."""
         if upstream:
             self.c2s_eof = True
-            self._want(True, self.cmask & ~EVENT_READ)
             if not self.c2s:
                 self._pass_eof(True)
+            if not self.state.closed:
+                self._want(True, self.cmask & ~EVENT_READ)
         else:
             self.s2c_eof = True
-            self._want(False, self.smask & ~EVENT_READ)
             if not self.s2c:
                 self._pass_eof(False)
+            if not self.state.closed:
+                self._want(False, self.smask & ~EVENT_READ)
 
     def _pass_eof(self, upstream):
         """Half-close: the direction's destination gets our FIN; both done is the normal end."""

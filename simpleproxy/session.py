@@ -43,7 +43,7 @@ from .endings import (
     END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
 from .logformat import json_log_line, proxy_text
 from .logs import LOG, log_escape
-from .loop import EVENT_READ, EVENT_WRITE, Timer
+from .loop import EVENT_ERROR, EVENT_READ, EVENT_WRITE, Timer
 from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, parse_header
 from .relay import Relay
 from .rules import REJECT, facts_after_header, facts_at_accept, first_match
@@ -160,8 +160,9 @@ class Session(Relay):
                 self._enter(HEADER)
                 self.inbuf = bytearray()
                 proxy.header_wait_started(self)
-                self._want(True, EVENT_READ)
-                self.timer.arm_by(self.started + self.fe.frontend.timeout_proxy_header)
+                self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
+                loop.register(csock, EVENT_READ, self.on_client_event)
+                self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 
@@ -343,9 +344,6 @@ class Session(Relay):
             if rule is not None:
                 self.rule = rule.name
                 self.pool = self.proxy.pools[rule.action]
-        self._choose_server()
-
-    def _choose_server(self):
         pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
@@ -414,12 +412,17 @@ class Session(Relay):
         if address.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
-        # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
-        if err not in (0, errno.EINPROGRESS):
-            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
-            return
-        self._want(False, EVENT_WRITE)
         self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+        if err == errno.EINPROGRESS:
+            self.smask = EVENT_WRITE          # a new socket: _want would only find it unwatched
+            self.loop.register(sock, EVENT_WRITE, self.on_server_event)
+        elif err == 0:
+            # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
+            # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
+            self._connected()
+        else:
+            # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
+            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
 
     def _connect_timed_out(self, cause):
         self._connect_failed(cause)
@@ -427,7 +430,9 @@ class Session(Relay):
     def _connect_failed(self, cause, detail=None):
         """Close the failed server socket and retry, on another server if redispatch is on."""
         server = self.server
-        self._want(False, 0)
+        if self.smask:
+            self.loop.forget(self.ssock)
+            self.smask = 0
         self.ssock.close()
         self.ssock = None
         pool = self.pool
@@ -468,10 +473,20 @@ class Session(Relay):
         self._read_before_relay(END_CLIENT_ABORT)
 
     def _connecting_event(self, upstream, mask):
+        """CONNECTING: client bytes are kept; the server socket's event ends the connect.
+
+        epoll marks a failed connect with EVENT_ERROR, so only then is the socket asked why;
+        selectors cannot tell, and the socket is asked every time."""
         if upstream:
             self._read_before_relay(END_CLIENT_ABORT)
-        else:
-            self._connected()
+            return
+        if mask & EVENT_ERROR or not self.loop.tells_errors:
+            err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
+                self._connect_failed(cause, os.strerror(err))
+                return
+        self._connected()
 
     def _read_before_relay(self, gone_cause):
         """Client bytes or EOF while no server is connected yet: keep them and stop reading.
@@ -495,11 +510,7 @@ class Session(Relay):
             self.c2s_eof = True
 
     def _connected(self):
-        err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
-            self._connect_failed(cause, os.strerror(err))
-            return
+        """The server accepted: send it the header and what the client sent so far."""
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
         if self.server_header:
@@ -547,15 +558,15 @@ class Session(Relay):
             self.queue_wait = self.loop.now - self.queued_at
         slot = self.slot
         self.slot = None
-        self._enter(CLOSED)
+        self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
         self.timer.cancel()
-        selector = self.loop.selector
+        forget = self.loop.forget
         for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
             if sock is None:
                 continue
             if mask:
-                selector.unregister(sock)
+                forget(sock)                 # closed next, and only we hold it: no epoll DEL
             if abort:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)

@@ -115,7 +115,7 @@ class ServiceListener(object):
         self._listen()
 
     def _listen(self):
-        self.loop.selector.register(self.sock, EVENT_READ, self._on_accept)
+        self.loop.register(self.sock, EVENT_READ, self._on_accept)
 
     def _on_accept(self, mask):
         for _ in range(ACCEPT_BATCH):
@@ -127,7 +127,7 @@ class ServiceListener(object):
                 if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS:
                     LOG.warning("%s: cannot accept (%s), pausing for %ds", self.what,
                                 exc.strerror, ACCEPT_PAUSE)
-                    self.loop.selector.unregister(self.sock)
+                    self.loop.unregister(self.sock)
                     self._resume.arm(self.loop.now + ACCEPT_PAUSE)
                 return                       # ECONNABORTED and the like: that client is gone
             if len(self.clients) >= MAX_CLIENTS:
@@ -138,7 +138,7 @@ class ServiceListener(object):
     def close(self):
         """Stop listening and drop every client; a Unix socket's file goes too."""
         if self._resume.when is None:
-            self.loop.selector.unregister(self.sock)
+            self.loop.unregister(self.sock)
         self._resume.cancel()
         self.sock.close()
         for client in list(self.clients):
@@ -163,7 +163,7 @@ class ServiceClient(object):
         sock.setblocking(False)
         self.timer = self.loop.timer(self.close)
         self.timer.arm(self.loop.now + CLIENT_TIMEOUT)
-        self.loop.selector.register(sock, EVENT_READ, self._on_event)
+        self.loop.register(sock, EVENT_READ, self._on_event)
 
     def _on_event(self, mask):
         try:
@@ -233,14 +233,14 @@ class ServiceClient(object):
 
     def _want(self, mask):
         if mask != self.mask:
-            self.loop.selector.modify(self.sock, mask, self._on_event)
+            self.loop.modify(self.sock, mask, self._on_event)
             self.mask = mask
 
     def close(self):
         if self.sock is None:
             return
         self.timer.cancel()
-        self.loop.selector.unregister(self.sock)
+        self.loop.unregister(self.sock)
         self.sock.close()
         self.sock = None
         self.listener.clients.discard(self)

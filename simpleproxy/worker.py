@@ -37,7 +37,7 @@ class WorkerLink(object):
         else:
             proxy.hand_checks_over(self.send_failure)
         channel.setblocking(False)
-        proxy.loop.selector.register(channel, EVENT_READ, self.on_message)
+        proxy.loop.register(channel, EVENT_READ, self.on_message)
         send_message(channel, MSG_READY)
         if checking:
             for name in proxy.checker.names:
@@ -66,7 +66,7 @@ class WorkerLink(object):
         if kind is None or kind == MSG_STOP:
             if kind is None:
                 LOG.warning("the master is gone: finishing the connections")
-            self.proxy.loop.selector.unregister(self.channel)
+            self.proxy.loop.unregister(self.channel)
             self.proxy.soft_stop(self.hard_stop_after)
         elif kind == MSG_SOFT_STOP:
             self.proxy.stopping_softly = True

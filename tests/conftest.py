@@ -6,7 +6,9 @@ The fixtures every module uses (helpers in support.py):
   process and returns its ProxyProcess; ``launch.cli(args)`` runs the command line to the
   end. Every proxy it started is stopped when the test ends, pass or fail, and must exit 0.
   The launch form is ``python -m simpleproxy`` unless the test is parametrized with
-  ``support.BOTH_FORMS`` (or ``indirect`` "module"/"bundle" params of its own).
+  ``support.BOTH_FORMS`` (or ``indirect`` "module"/"bundle" params of its own);
+  ``support.BOTH_POLLERS`` runs it also on the loop's portable poller ("selectors": the
+  module form with SIMPLEPROXY_POLLER=selectors).
 * ``proxy_python``: the interpreter that runs the proxy (support.proxy_python()).
 * ``dns_lab``: a started dnslab.DnsLab (a name server in a network namespace) with no
   records yet.

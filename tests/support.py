@@ -599,9 +599,13 @@ class Launcher(object):
 
     def __call__(self, config_text, args=(), command_prefix=()):
         """Start a proxy on ``config_text`` (under ``command_prefix``, if any) and wait
-        until it is ready."""
+        until it is ready. The form "selectors" is "module" on the loop's portable poller."""
         workdir = os.path.join(self.folder, "proxy%d" % len(self.started))
-        proxy = ProxyProcess(config_text, workdir, form=self.form, args=args,
+        env = None
+        form = self.form
+        if form == "selectors":
+            form, env = "module", dict(proxy_env(), SIMPLEPROXY_POLLER="selectors")
+        proxy = ProxyProcess(config_text, workdir, form=form, args=args, env=env,
                              command_prefix=command_prefix)
         self.started.append(proxy)
         return proxy
@@ -633,6 +637,9 @@ class Launcher(object):
 
 # Run a test (or, as a module's pytestmark, every test there) in both launch forms.
 BOTH_FORMS = pytest.mark.parametrize("launch", ["module", "bundle"], indirect=True)
+# Run a test on both of the loop's pollers: epoll where there is one, and selectors.
+BOTH_POLLERS = pytest.mark.parametrize("launch", ["module", "selectors"], indirect=True)
+EVERY_FORM = pytest.mark.parametrize("launch", ["module", "bundle", "selectors"], indirect=True)
 
 
 def skip_or_fail(reason):

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from support import (BOTH_FORMS, RESET, TIMING_MARGIN, V2_LOCAL, RecordingServer, connect, finish,
-                     free_port, one_frontend, read_to_eof, v1_line, wait_until)
+from support import (BOTH_FORMS, BOTH_POLLERS, RESET, TIMING_MARGIN, V2_LOCAL, RecordingServer,
+                     connect, finish, free_port, one_frontend, read_to_eof, v1_line,
+                     wait_until)
 
 
 class NamedServer(object):
@@ -259,6 +260,7 @@ def test_source_hashing_is_stable_and_moves_only_the_dead_servers_clients(launch
 PAYLOAD = b"hello\r\n" + bytes(range(256))
 
 
+@BOTH_POLLERS
 @pytest.mark.parametrize("redispatch, retries, end, tried", [
     (True, 3, "end=normal", "retries=1"),        # the first pick refuses, the next one serves
     (False, 2, "end=connect-refused", "retries=2"),

@@ -5,13 +5,14 @@ traceback, closed, and every other connection carries on.
 """
 import hashlib
 import io
+import select
 import socket
 import threading
 
 import pytest
 
 from simpleproxy.config import parse_config
-from simpleproxy.loop import EVENT_READ
+from simpleproxy.loop import EVENT_READ, EVENT_WRITE, POLLER_VARIABLE
 from simpleproxy.proxy import Proxy
 from simpleproxy.session import Session
 from simpleproxy.logs import setup_logging
@@ -144,3 +145,58 @@ def test_first_flight_stays_in_order_when_the_server_side_is_short(monkeypatch):
     proxy.stop()
     thread.join(10)
     backend.close()
+
+
+# -- the connect path: what the poller is asked, per kind of server ------------------------------
+
+POLLERS = ["epoll", "selectors"] if hasattr(select, "epoll") else ["selectors"]
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_server_that_accepts_at_once_is_never_watched_for_room(tmp_path, monkeypatch, poller):
+    """A Unix server's connect completes inside connect(): the session relays at once, with
+    no wait for writability and no SO_ERROR to ask; the bytes are the same."""
+    monkeypatch.setenv(POLLER_VARIABLE, poller)
+    backend = RecordingServer(mode="record", reply=REPLY, path=str(tmp_path / "server"))
+    port = free_port()
+    config = parse_config("[listen app]\nbind = 127.0.0.1:%d\nserver s1 = %s\n"
+                          % (port, backend.config_address))
+    asked = []
+    try:
+        with proxy_in_thread(config) as (proxy, _, log):
+            loop = proxy.loop
+            for name in ("register", "modify"):
+                def record(sock, mask, callback, call=getattr(loop, name)):
+                    if getattr(sock, "family", None) == socket.AF_UNIX:
+                        asked.append(mask)
+                    call(sock, mask, callback)
+                setattr(loop, name, record)
+            for _ in range(3):
+                assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
+            wait_until(lambda: log.getvalue().count("end=normal") == 3, what="three log lines")
+    finally:
+        backend.close()
+    received = [bytes(seen.received) for seen in backend.accepted]
+    assert received == [PAYLOAD] * 3
+    assert asked and not any(mask & EVENT_WRITE for mask in asked)
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_completed_connect_is_asked_for_its_error_only_where_the_poller_cannot_tell(
+        running_proxy, monkeypatch, poller):
+    """epoll reports a failed connect as EVENT_ERROR, so a TCP connect that completed costs
+    no getsockopt(SO_ERROR); selectors cannot tell, and the socket is asked every time."""
+    proxy, port, backend, log = running_proxy
+    asked = []
+    real_getsockopt = socket.socket.getsockopt
+
+    def getsockopt(sock, level, option, *args):
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR):
+            asked.append(sock)
+        return real_getsockopt(sock, level, option, *args)
+    monkeypatch.setattr(socket.socket, "getsockopt", getsockopt)
+    monkeypatch.setattr(proxy.loop, "tells_errors", poller == "epoll" and proxy.loop.tells_errors)
+    for _ in range(3):
+        assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
+    wait_until(lambda: log.getvalue().count("end=normal") == 3, what="three log lines")
+    assert len(asked) == (0 if proxy.loop.tells_errors else 3)

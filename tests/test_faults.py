@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from support import (DEFAULT_TIMEOUT, TIMING_MARGIN, RecordingServer, dial, free_port, in_netns,
-                     one_frontend, skip_or_fail, wait_until)
+from support import (BOTH_POLLERS, DEFAULT_TIMEOUT, TIMING_MARGIN, RecordingServer, dial, free_port,
+                     in_netns, one_frontend, skip_or_fail, wait_until)
 
 PROXY_HOST, SERVER_HOST = "10.55.0.1", "10.55.0.2"
 FAULT_BACKEND = "timeout connect = 1s\nretries = 0\n"
@@ -180,6 +180,7 @@ SERVER_FAULTS = [
 ]
 
 
+@BOTH_POLLERS
 @pytest.mark.parametrize("make_server,server_timeout,ends",
                          [case[1:] for case in SERVER_FAULTS], ids=[c[0] for c in SERVER_FAULTS])
 def test_misbehaving_server(launch, closing, make_server, server_timeout, ends):

@@ -98,7 +98,7 @@ def test_nothing_imports_the_cli():
 # Every module that imports socket, and where what it does with one runs.
 SOCKET_MODULES = {
     "proxyproto": "nowhere: inet_pton/inet_ntop for address text only (see below)",
-    "loop": "the loop: its selector and wake-up socketpair",
+    "loop": "the loop: its poller (epoll or selectors) and wake-up socketpair",
     "listeners": "the loop: listening sockets and accept",
     "session": "the loop: the server's socket",
     "relay": "the loop: reads and writes of a session's two sockets",

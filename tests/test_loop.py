@@ -1,14 +1,33 @@
-"""The event loop alone (loop.py): timers, the thread-safe hand-off, errors contained."""
+"""The event loop alone (loop.py): timers, the thread-safe hand-off, errors contained, and
+the sockets it watches; every test runs on both pollers (epoll, and the portable selectors)."""
+import errno
 import io
+import select
+import socket
 import threading
 
 import pytest
 
 from simpleproxy import loop as loop_module
 from simpleproxy.logs import setup_logging
-from simpleproxy.loop import TIMER_HEAP_SLACK, EventLoop
+from simpleproxy.loop import (EVENT_ERROR, EVENT_READ, EVENT_WRITE, POLLER_VARIABLE,
+                              TIMER_HEAP_SLACK, EventLoop)
 
 STEP = 0.02        # seconds between timers: far above the clock's resolution
+POLLERS = ["epoll", "selectors"] if hasattr(select, "epoll") else ["selectors"]
+
+
+@pytest.fixture(autouse=True, params=POLLERS)
+def poller(request, monkeypatch):
+    """Every EventLoop() of the test uses this poller, as $SIMPLEPROXY_POLLER makes the
+    proxy's do."""
+    monkeypatch.setenv(POLLER_VARIABLE, request.param)
+    return request.param
+
+
+def serve_rounds(loop, rounds=1, timeout=1.0):
+    for _ in range(rounds):
+        loop.run_once(timeout)
 
 
 def run_until_fired(loop, expected, fired):
@@ -130,3 +149,170 @@ def test_a_timer_beyond_what_the_selector_can_wait_does_not_stop_the_loop(delay)
     loop.run()
     loop.close()
     assert far.when is not None
+
+
+# -- watching sockets -------------------------------------------------------------------------
+
+def test_the_poller_is_the_one_asked_for(poller):
+    loop = EventLoop()
+    assert type(loop._poller).__name__ == {"epoll": "EpollPoller",
+                                           "selectors": "SelectorsPoller"}[poller]
+    assert loop.tells_errors == (poller == "epoll")
+    loop.close()
+    with pytest.raises(ValueError):
+        EventLoop("kqueue-please")
+
+
+def test_events_come_with_the_mask_asked_for_and_follow_modify_and_unregister():
+    loop = EventLoop()
+    a, b = socket.socketpair()
+    seen = []
+    try:
+        loop.register(a, EVENT_WRITE, lambda mask: seen.append(("write", mask)))
+        serve_rounds(loop)
+        assert seen == [("write", EVENT_WRITE)]          # room to write, nothing to read
+        del seen[:]
+        loop.modify(a, EVENT_READ, lambda mask: seen.append(("read", mask)))
+        loop.run_once(0)
+        assert seen == []                                # nothing to read yet
+        b.send(b"x")
+        serve_rounds(loop)
+        assert seen == [("read", EVENT_READ)]
+        del seen[:]
+        loop.modify(a, EVENT_READ | EVENT_WRITE, lambda mask: seen.append(("both", mask)))
+        serve_rounds(loop)
+        assert seen == [("both", EVENT_READ | EVENT_WRITE)]
+        assert a in loop.registered()
+        loop.unregister(a)
+        assert a not in loop.registered()
+        del seen[:]
+        loop.run_once(0)
+        assert seen == []
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+
+
+def test_registering_twice_or_unregistering_a_stranger_is_a_key_error():
+    loop = EventLoop()
+    a, b = socket.socketpair()
+    try:
+        loop.register(a, EVENT_READ, lambda mask: None)
+        with pytest.raises(KeyError):
+            loop.register(a, EVENT_READ, lambda mask: None)
+        with pytest.raises(KeyError):
+            loop.unregister(b)
+    finally:
+        loop.close()
+        a.close()
+        b.close()
+
+
+def test_a_forgotten_socket_is_gone_once_closed_and_its_number_serves_the_next_one():
+    """forget() + close(): no epoll_ctl on the epoll path; the kernel drops the closed socket,
+    and a new socket on the same descriptor number is watched as itself."""
+    loop = EventLoop()
+    a, b = socket.socketpair()
+    c = d = None
+    seen = []
+    try:
+        loop.register(a, EVENT_READ, lambda mask: seen.append("a"))
+        number = a.fileno()
+        loop.forget(a)
+        a.close()
+        b.close()                        # a's peer hangs up: an event, were a watched
+        loop.run_once(0.05)
+        assert seen == []
+        c, d = socket.socketpair()
+        assert number in (c.fileno(), d.fileno())
+        mine = c if c.fileno() == number else d
+        loop.register(mine, EVENT_READ, lambda mask: seen.append("new"))
+        loop.run_once(0.05)
+        assert seen == []                # nothing sent to the new one yet
+        (d if mine is c else c).send(b"y")
+        serve_rounds(loop)
+        assert seen == ["new"]
+        assert set(loop.registered()) == {mine, loop._wake_r}
+    finally:
+        loop.close()
+        for sock in (a, b, c, d):
+            if sock is not None:
+                sock.close()
+
+
+def test_an_event_of_a_socket_closed_earlier_in_the_round_never_reaches_its_successor():
+    """Two sockets ready in one round: the first callback closes the second and a new socket
+    takes its descriptor number. The round's event for the old socket goes to the old
+    callback (which knows it is closed), never to the new socket's."""
+    loop = EventLoop()
+    pairs = [socket.socketpair() for _ in range(2)]
+    calls = []
+    replaced = {}
+
+    def first(mask):
+        calls.append("first")
+        if replaced:
+            return
+        victim = pairs[1][0]
+        number = victim.fileno()
+        loop.forget(victim)
+        victim.close()
+        new, peer = socket.socketpair()
+        assert number in (new.fileno(), peer.fileno())
+        if new.fileno() != number:
+            new, peer = peer, new
+        replaced["sockets"] = (new, peer)
+        loop.register(new, EVENT_READ, lambda mask: calls.append("successor"))
+
+    try:
+        loop.register(pairs[0][0], EVENT_READ, first)
+        loop.register(pairs[1][0], EVENT_READ, lambda mask: calls.append("victim"))
+        pairs[0][1].send(b"x")
+        pairs[1][1].send(b"x")
+        loop.run_once(1.0)
+        assert "successor" not in calls
+        assert calls.count("first") == 1
+    finally:
+        loop.close()
+        for a, b in pairs + [replaced.get("sockets", (None, None))]:
+            for sock in (a, b):
+                if sock is not None:
+                    sock.close()
+
+
+def test_a_refused_connect_is_an_error_event_where_the_poller_tells_errors():
+    """epoll's EVENT_ERROR tells a failed connect from a completed one without SO_ERROR;
+    selectors cannot (the session asks the socket then)."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()                                       # nobody listens there now
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    loop = EventLoop()
+    masks = {}
+    socks = []
+    try:
+        for name, target in (("refused", port), ("accepted", listener.getsockname()[1])):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            socks.append(sock)
+            err = sock.connect_ex(("127.0.0.1", target))
+            assert err in (0, errno.EINPROGRESS, errno.ECONNREFUSED)
+            if err == errno.ECONNREFUSED:
+                pytest.skip("this kernel refuses a loopback connect at once")
+            loop.register(sock, EVENT_WRITE, lambda mask, name=name: masks.setdefault(name, mask))
+        for _ in range(20):
+            if len(masks) == 2:
+                break
+            loop.run_once(0.5)
+        assert masks["accepted"] == EVENT_WRITE
+        assert masks["refused"] & EVENT_WRITE
+        assert bool(masks["refused"] & EVENT_ERROR) == loop.tells_errors
+        assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+    finally:
+        loop.close()
+        listener.close()
+        for sock in socks:
+            sock.close()

@@ -12,10 +12,11 @@ import threading
 
 import pytest
 
-from support import (BOTH_FORMS, CLAIMED_V1, CLAIMED_V2, DEFAULT_TIMEOUT, PAYLOAD, REPLY, RESET,
-                     V2_LOCAL, V2_SIGNATURE, JammedListener, Launcher, RecordingServer, config,
-                     connect, exchange, exchange_or_reset, finish, free_port, one_frontend,
-                     read_to_eof, v1_line, v2_header, wait_until)
+from support import (BOTH_FORMS, BOTH_POLLERS, CLAIMED_V1, CLAIMED_V2, DEFAULT_TIMEOUT,
+                     EVERY_FORM, PAYLOAD, REPLY, RESET, V2_LOCAL, V2_SIGNATURE, JammedListener,
+                     Launcher, RecordingServer, config, connect, exchange, exchange_or_reset,
+                     finish, free_port, one_frontend, read_to_eof, v1_line, v2_header,
+                     wait_until)
 
 SEND_OPTION = {"none": "", "v1": "send-proxy", "v2": "send-proxy-v2"}
 
@@ -310,7 +311,7 @@ def test_bad_header_closes_without_touching_backend(accepting, kind, data):
 
 # -- relaying: volume, half-close, backpressure ------------------------------------------------
 
-@BOTH_FORMS
+@EVERY_FORM
 def test_64_mib_each_way_byte_exact(launch):
     backend = RecordingServer(mode="echo")
     port = free_port()
@@ -357,7 +358,7 @@ class GreetThenRead(RecordingServer):
             record.received += data
 
 
-@BOTH_FORMS
+@EVERY_FORM
 def test_half_close_both_ways(launch):
     record_backend = RecordingServer(mode="record", reply=REPLY)
     greeter = GreetThenRead()
@@ -430,7 +431,7 @@ def _proxy_blocked(proxy, backend_port):
 
 # -- timeouts ------------------------------------------------------------------------------------
 
-@BOTH_FORMS
+@EVERY_FORM
 def test_timeouts_fire(launch):
     echo = RecordingServer(mode="echo")
     jammed = JammedListener()
@@ -525,6 +526,7 @@ def test_listen_section_and_sigint_stop(launch):
         connect(("127.0.0.1", port))              # and the listener is gone
 
 
+@BOTH_POLLERS
 def test_unix_server_with_a_full_backlog_is_a_connect_error(tmp_path, launch):
     """A non-blocking connect to a Unix listener whose backlog is full fails at once (EAGAIN);
     it is a failed connect, not a connection."""
