@@ -34,8 +34,8 @@ server s1 = 127.0.0.1:8081
 
 GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log, log-level, maxconn, pidfile, "
                "resolve-hold-nx, resolve-hold-other, resolve-hold-timeout, resolve-interval, "
-               "stats auth, stats http, stats name, stats refresh, stats socket, tune.bufsize, "
-               "user, workers")
+               "stats auth, stats http, stats name, stats refresh, stats socket, "
+               "tune.buffers.limit, tune.bufsize, tune.bufsize.large, user, workers")
 DURATION = "(expected a number with ms, s, m, h or d)"
 
 
