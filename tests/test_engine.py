@@ -6,6 +6,7 @@ traceback, closed, and every other connection carries on.
 import hashlib
 import io
 import socket
+import struct
 import threading
 
 import pytest
@@ -15,8 +16,8 @@ from simpleproxy.loop import EVENT_READ
 from simpleproxy.proxy import Proxy
 from simpleproxy.session import Session
 from simpleproxy.logs import setup_logging
-from support import (RecordingServer, connect, exchange, free_port, proxy_in_thread, read_to_eof,
-                     wait_until)
+from support import (Firehose, RecordingServer, connect, exchange, free_port, proxy_in_thread,
+                     read_to_eof, wait_until)
 
 PAYLOAD = b"hello\x00world\r\n"
 REPLY = b"reply"
@@ -144,3 +145,26 @@ def test_first_flight_stays_in_order_when_the_server_side_is_short(monkeypatch):
     proxy.stop()
     thread.join(10)
     backend.close()
+
+
+def test_bytes_held_for_slow_readers_are_counted_and_freed_at_close():
+    """Past tune.buffers.limit large buffers held, reads drop to tune.bufsize; once the slow
+    readers are gone (reset: their sessions close holding bytes), nothing is counted as held
+    and reads are large again."""
+    backend = Firehose(64 << 20)
+    port = free_port()
+    config = parse_config("[global]\ntune.bufsize = 64k\ntune.bufsize.large = 1m\n"
+                          "tune.buffers.limit = 2\n[listen app]\nbind = 127.0.0.1:%d\n"
+                          "server s1 = %s\n" % (port, backend.config_address))
+    try:
+        with proxy_in_thread(config) as (proxy, _, log):
+            assert proxy.read_size == 1 << 20
+            readers = [connect(("127.0.0.1", port)) for _ in range(8)]
+            wait_until(lambda: proxy.read_size == 64 << 10, what="reads to drop to tune.bufsize")
+            for sock in readers:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            wait_until(lambda: not proxy.sessions, what="the sessions to close")
+            assert (proxy.held, proxy.holding, proxy.read_size) == (0, {}, 1 << 20)
+    finally:
+        backend.close()

@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from support import (BOTH_FORMS, CLAIMED_V1, CLAIMED_V2, DEFAULT_TIMEOUT, PAYLOAD, REPLY, RESET,
-                     V2_LOCAL, V2_SIGNATURE, JammedListener, Launcher, RecordingServer, config,
-                     connect, exchange, exchange_or_reset, finish, free_port, one_frontend,
-                     read_to_eof, v1_line, v2_header, wait_until)
+                     V2_LOCAL, V2_SIGNATURE, Firehose, JammedListener, Launcher, RecordingServer,
+                     config, connect, exchange, exchange_or_reset, finish, free_port,
+                     one_frontend, read_to_eof, v1_line, v2_header, wait_until)
 
 SEND_OPTION = {"none": "", "v1": "send-proxy", "v2": "send-proxy-v2"}
 
@@ -382,20 +382,9 @@ def test_half_close_both_ways(launch):
     assert "end=normal" in proxy.wait_for("fe=server_closes ")
 
 
-class Firehose(RecordingServer):
-    """A server that sends ``total`` bytes as fast as the network takes them, then closes."""
-
-    total = 256 << 20
-
-    def handle(self, conn, record):
-        chunk = b"\xab" * (1 << 20)
-        for _ in range(self.total // len(chunk)):
-            conn.sendall(chunk)
-
-
 @BOTH_FORMS
 def test_slow_reader_keeps_memory_bounded(launch):
-    backend = Firehose()
+    backend = Firehose(256 << 20)
     port = free_port()
     proxy = launch(one_frontend(["127.0.0.1:%d" % port], backend.config_address))
     baseline = proxy.rss_kib()
@@ -414,13 +403,9 @@ def test_slow_reader_keeps_memory_bounded(launch):
             peak = max(peak, proxy.rss_kib())
     sock.close()
     assert stalled
-    assert received == Firehose.total
+    assert received == backend.total
     # One read buffer (256 KiB) per direction at most, plus interpreter noise: far below 256 MiB.
     assert peak - baseline < 16 * 1024, (baseline, peak)
-
-
-class ShortFirehose(Firehose):
-    total = 64 << 20
 
 
 @BOTH_FORMS
@@ -428,7 +413,7 @@ def test_many_slow_readers_hold_at_most_the_bound(launch):
     """32 streams into clients that stopped reading: without tune.buffers.limit each may hold a
     large read (about 14 MiB held here, up to 32 MiB); with it, at most 4 large buffers in all
     plus tune.bufsize per stream: 6 MiB."""
-    backend = ShortFirehose()
+    backend = Firehose(64 << 20)
     port = free_port()
     streams = 32
     proxy = launch(one_frontend(["127.0.0.1:%d" % port], backend.config_address, global_=(
