@@ -14,7 +14,7 @@ Why it looks the way it does (this is the hot path: no Python call is added per 
   while idle.
 * The read size is the bulk lever: a read returns only what has arrived, so asking for
   ``tune.bufsize.large`` (4 MiB) costs a quiet connection nothing, and a streaming one makes
-  a quarter of the syscalls and Python rounds of 256 KiB reads (bulk throughput 1.5-2x). Only
+  a quarter of the syscalls and Python rounds of 256 KiB reads (bulk throughput 1.4-2x). Only
   a held remainder costs memory, so the proxy counts what all sessions hold
   (``Proxy.held_changed``, called when a direction starts or stops holding, never per read)
   and reads ``tune.bufsize`` at a time while one more large read would not fit under
