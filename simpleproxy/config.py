@@ -162,6 +162,9 @@ _CFG_GLOBAL_KEYS = {
     "log-level": _CfgKey("log_level", one_of("log level", ("debug", "info", "warning", "error")),
                          ("global",)),
     "tune.bufsize": _CfgKey("bufsize", size_range(1024, 64 * 1024 * 1024), ("global",)),
+    "tune.bufsize.large": _CfgKey("bufsize_large", size_range(1024, 64 * 1024 * 1024),
+                                  ("global",)),
+    "tune.buffers.limit": _CfgKey("buffers_limit", whole_number(0, MAX_COUNT), ("global",)),
     "check-threads": _CfgKey("check_threads", whole_number(1, 256), ("global",)),
     "resolve-interval": _CfgKey("resolve_interval", DURATION_VALUE, ("global",)),
     # HAProxy's ``hold nx`` and kin (words of its resolvers section, which simpleproxy has not).

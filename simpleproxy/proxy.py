@@ -85,8 +85,20 @@ class Proxy(object):
         # Called as on_server_change(pool, server) once a health verdict has been acted on: a
         # worker that checks for its siblings tells its master (worker.WorkerLink).
         self.on_server_change = None
-        self.buffer = bytearray(config.global_settings.bufsize)   # every read goes here first
-        self.view = memoryview(self.buffer)
+        # Every read goes into one buffer first (relay.py). A relay read asks for read_size
+        # bytes: tune.bufsize.large while the bytes held for slow peers stay under their bound,
+        # else tune.bufsize, as every read before the relay does (``buffer``).
+        settings = config.global_settings
+        self.bufsize = settings.bufsize
+        self.large_bufsize = max(settings.bufsize, settings.bufsize_large)
+        self.view = memoryview(bytearray(self.large_bufsize))
+        self.buffer = self.view[:self.bufsize]
+        self.read_size = self.large_bufsize
+        self.held = 0               # bytes all sessions hold for destinations that were full
+        self.holding = {}           # session -> the bytes it holds (only sessions holding any)
+        # A relay read may fill a large buffer only while the held bytes leave room for it.
+        self.large_reads_until = (settings.buffers_limit * self.large_bufsize - self.large_bufsize
+                                  if settings.buffers_limit else float("inf"))
         affordable = default_maxconn()
         self.maxconn = config.global_settings.maxconn or affordable
         if self.maxconn > affordable:
@@ -234,6 +246,8 @@ class Proxy(object):
         fe = session.fe
         fe.active -= 1
         self.sessions.discard(session)
+        if self.held:
+            self.held_changed(session)      # what it held for a slow peer is free now
         self.header_wait_ended(session)
         source = _limited_source(session)
         if source is not None:
@@ -274,6 +288,17 @@ class Proxy(object):
             self._update_accepting()
         if self.draining and not self.active:
             self.loop.stopping = True
+
+    def held_changed(self, session):
+        """Count what ``session`` holds now (its pending bytes both ways) into the proxy's
+        total, and choose the relay read size from it: one more large read must fit under
+        tune.buffers.limit large buffers, else reads are tune.bufsize (relay.py)."""
+        now = len(session.c2s) + len(session.s2c)
+        self.held += now - self.holding.pop(session, 0)
+        if now:
+            self.holding[session] = now
+        self.read_size = (self.large_bufsize if self.held <= self.large_reads_until
+                          else self.bufsize)
 
     def header_wait_started(self, session):
         """A session now waits for its header. At maxconn-pending-header, the oldest waiting

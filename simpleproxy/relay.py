@@ -12,6 +12,13 @@ Why it looks the way it does (this is the hot path: no Python call is added per 
   direction's pending bytes; while a direction has pending bytes its source is not read
   (backpressure), so a connection holds at most one read's worth per direction, and nothing
   while idle.
+* The read size is the bulk lever: a read returns only what has arrived, so asking for
+  ``tune.bufsize.large`` (4 MiB) costs a quiet connection nothing, and a streaming one makes
+  a quarter of the syscalls and Python rounds of 256 KiB reads (bulk throughput 1.4-2x). Only
+  a held remainder costs memory, so the proxy counts what all sessions hold
+  (``Proxy.held_changed``, called when a direction starts or stops holding, never per read)
+  and reads ``tune.bufsize`` at a time while one more large read would not fit under
+  ``tune.buffers.limit``.
 * EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are
   out (half-close); the other direction keeps flowing. A reset on one side is passed on as a
   reset (SO_LINGER 0, in Session.close).
@@ -77,7 +84,7 @@ class Relay(object):
         proxy = self.proxy
         src, dst = (self.csock, self.ssock) if upstream else (self.ssock, self.csock)
         try:
-            n = src.recv_into(proxy.buffer)
+            n = src.recv_into(proxy.view, proxy.read_size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -114,6 +121,7 @@ class Relay(object):
             self.s2c = pending
             self._want(False, self.smask & ~EVENT_READ)
             self._want(True, self.cmask | EVENT_WRITE)
+        self.proxy.held_changed(self)
 
     def _flush(self, upstream):
         """Send a direction's pending bytes; once empty, read its source again."""
@@ -145,6 +153,8 @@ class Relay(object):
             eof, done = self.s2c_eof, self.s2c_done
             if not eof:
                 self._want(False, self.smask | EVENT_READ)
+        if self.proxy.held:
+            self.proxy.held_changed(self)
         if eof and not done:
             self._pass_eof(upstream)
 

@@ -64,9 +64,12 @@ GlobalSettings = namedtuple("GlobalSettings", "maxconn log_level bufsize check_t
                                               "resolve_hold_timeout resolve_hold_other workers "
                                               "grace hard_stop_after pidfile user group "
                                               "stats_socket stats_http stats_auth stats_refresh "
-                                              "stats_name log_target")
+                                              "stats_name log_target bufsize_large "
+                                              "buffers_limit")
 GlobalSettings.__doc__ = """The [global] section. maxconn None: the engine derives it from
-the descriptor limit; bufsize: the read chunk size in bytes; resolve_interval None: host
+the descriptor limit; bufsize: the read size in bytes before relaying, and while relaying
+once the held bytes are at their bound; bufsize_large: the relay read size below it;
+buffers_limit: that bound, in large buffers (0: none); resolve_interval None: host
 names are resolved once, at start (but see the ``resolve`` option); the holds: seconds a
 failing name keeps its servers' addresses, by HAProxy's failure kinds; workers None: one
 process, no master (see master.py), else the worker count; grace and hard_stop_after: float
@@ -76,7 +79,7 @@ page's refresh in seconds; stats_name: what show info and the page call the proc
 log_target: where the log goes, a statsconfig.LogTarget, or None for stderr."""
 # The process keys (absent means not set) and the stats keys have defaults.
 GlobalSettings.__new__.__defaults__ = (None,) * 6 + (None, None, None, 5, DEFAULT_STATS_NAME,
-                                                    None)
+                                                    None, 4 * 1024 * 1024, 16)
 
 Config = namedtuple("Config", "path global_settings frontends backends warnings")
 Config.__doc__ = """A whole configuration. frontends: tuple in file order (listen sections

@@ -280,6 +280,19 @@ class RecordingServer(object):
         self.sock.close()
 
 
+class Firehose(RecordingServer):
+    """A server that sends ``total`` bytes as fast as the network takes them, then closes."""
+
+    def __init__(self, total):
+        self.total = total
+        RecordingServer.__init__(self)
+
+    def handle(self, conn, record):
+        chunk = b"\xab" * (1 << 20)
+        for _ in range(self.total // len(chunk)):
+            conn.sendall(chunk)
+
+
 class JammedListener(object):
     """A loopback port whose accept queue is full, so the kernel drops SYNs to it: a connect
     there hangs until the connecting side's own timeout."""

@@ -34,8 +34,8 @@ server s1 = 127.0.0.1:8081
 
 GLOBAL_KEYS = ("check-threads, grace, group, hard-stop-after, log, log-level, maxconn, pidfile, "
                "resolve-hold-nx, resolve-hold-other, resolve-hold-timeout, resolve-interval, "
-               "stats auth, stats http, stats name, stats refresh, stats socket, tune.bufsize, "
-               "user, workers")
+               "stats auth, stats http, stats name, stats refresh, stats socket, "
+               "tune.buffers.limit, tune.bufsize, tune.bufsize.large, user, workers")
 DURATION = "(expected a number with ms, s, m, h or d)"
 
 
@@ -327,11 +327,18 @@ server c = unix@/run/c.sock send-proxy no-check-send-proxy fastinter 100ms downi
 def test_process_keys():
     config = parse_config("[global]\nworkers = 3\ngrace = 1s\nhard-stop-after = 2500ms\n"
                           "pidfile = /run/simpleproxy.pid\nuser = 65534\ngroup = nogroup\n"
+                          "tune.bufsize.large = 8m\ntune.buffers.limit = 0\n"
                           "[listen a]\nbind = :8000\nserver s = 127.0.0.1:1\n")
     assert config.global_settings == GlobalSettings(
         maxconn=None, log_level="info", bufsize=256 * 1024, check_threads=4, workers=3,
         grace=1.0, hard_stop_after=2.5, pidfile="/run/simpleproxy.pid", user="nobody",
-        group="nogroup", **NO_RESOLVE_SETTINGS)
+        group="nogroup", bufsize_large=8 << 20, buffers_limit=0, **NO_RESOLVE_SETTINGS)
+
+
+def test_large_reads_default_to_4m_bounded_by_16_of_them():
+    settings = parse_config("[listen a]\nbind = :8000\nserver s = 127.0.0.1:1\n").global_settings
+    assert (settings.bufsize, settings.bufsize_large, settings.buffers_limit) == (
+        256 * 1024, 4 << 20, 16)
 
 
 def test_listen_section_with_defaults_and_default_server():
@@ -676,13 +683,17 @@ BAD_CONFIGS = [
         "conf/bad.ini:3: [defaults] option redispatch: an indented line continues a key that "
         "has no value (expected 'option redispatch = ...' above it, or no indent)"]),
     ("bad global values", "[global]\nmaxconn = lots\nlog-level = verbose\ntune.bufsize = 1\n"
-     + FRAME, [
+     "tune.bufsize.large = 65m\ntune.buffers.limit = -1\n" + FRAME, [
         "conf/bad.ini:2: [global] maxconn: 'lots' is not a whole number (expected a whole "
         "number from 1 to 1000000)",
         "conf/bad.ini:3: [global] log-level: unknown log level 'verbose' (expected one of: "
         "debug, error, info, warning)",
         "conf/bad.ini:4: [global] tune.bufsize: '1' is out of range (expected a size from 1024 "
-        "to 67108864 bytes)"]),
+        "to 67108864 bytes)",
+        "conf/bad.ini:5: [global] tune.bufsize.large: '65m' is out of range (expected a size "
+        "from 1024 to 67108864 bytes)",
+        "conf/bad.ini:6: [global] tune.buffers.limit: '-1' is not a whole number (expected a "
+        "whole number from 0 to 1000000)"]),
     ("name taken", "[listen webservers]\nbind = :81\n" + FRAME, [
         "conf/bad.ini:7: [backend webservers]: the name 'webservers' is taken by [listen "
         "webservers] on line 1 (expected a unique name)"]),

@@ -7,6 +7,7 @@ import hashlib
 import io
 import select
 import socket
+import struct
 import threading
 
 import pytest
@@ -16,8 +17,8 @@ from simpleproxy.loop import EVENT_READ, EVENT_WRITE, POLLER_VARIABLE
 from simpleproxy.proxy import Proxy
 from simpleproxy.session import Session
 from simpleproxy.logs import setup_logging
-from support import (RecordingServer, connect, exchange, free_port, proxy_in_thread, read_to_eof,
-                     wait_until)
+from support import (Firehose, RecordingServer, connect, exchange, free_port, proxy_in_thread,
+                     read_to_eof, wait_until)
 
 PAYLOAD = b"hello\x00world\r\n"
 REPLY = b"reply"
@@ -200,3 +201,26 @@ def test_a_completed_connect_is_asked_for_its_error_only_where_the_poller_cannot
         assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
     wait_until(lambda: log.getvalue().count("end=normal") == 3, what="three log lines")
     assert len(asked) == (0 if proxy.loop.tells_errors else 3)
+
+
+def test_bytes_held_for_slow_readers_are_counted_and_freed_at_close():
+    """Past tune.buffers.limit large buffers held, reads drop to tune.bufsize; once the slow
+    readers are gone (reset: their sessions close holding bytes), nothing is counted as held
+    and reads are large again."""
+    backend = Firehose(64 << 20)
+    port = free_port()
+    config = parse_config("[global]\ntune.bufsize = 64k\ntune.bufsize.large = 1m\n"
+                          "tune.buffers.limit = 2\n[listen app]\nbind = 127.0.0.1:%d\n"
+                          "server s1 = %s\n" % (port, backend.config_address))
+    try:
+        with proxy_in_thread(config) as (proxy, _, log):
+            assert proxy.read_size == 1 << 20
+            readers = [connect(("127.0.0.1", port)) for _ in range(8)]
+            wait_until(lambda: proxy.read_size == 64 << 10, what="reads to drop to tune.bufsize")
+            for sock in readers:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            wait_until(lambda: not proxy.sessions, what="the sessions to close")
+            assert (proxy.held, proxy.holding, proxy.read_size) == (0, {}, 1 << 20)
+    finally:
+        backend.close()

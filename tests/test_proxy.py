@@ -13,10 +13,10 @@ import threading
 import pytest
 
 from support import (BOTH_FORMS, BOTH_POLLERS, CLAIMED_V1, CLAIMED_V2, DEFAULT_TIMEOUT,
-                     EVERY_FORM, PAYLOAD, REPLY, RESET, V2_LOCAL, V2_SIGNATURE, JammedListener,
-                     Launcher, RecordingServer, config, connect, exchange, exchange_or_reset,
-                     finish, free_port, one_frontend, read_to_eof, v1_line, v2_header,
-                     wait_until)
+                     EVERY_FORM, PAYLOAD, REPLY, RESET, V2_LOCAL, V2_SIGNATURE, Firehose,
+                     JammedListener, Launcher, RecordingServer, config, connect, exchange,
+                     exchange_or_reset, finish, free_port, one_frontend, read_to_eof, v1_line,
+                     v2_header, wait_until)
 
 SEND_OPTION = {"none": "", "v1": "send-proxy", "v2": "send-proxy-v2"}
 
@@ -383,20 +383,9 @@ def test_half_close_both_ways(launch):
     assert "end=normal" in proxy.wait_for("fe=server_closes ")
 
 
-class Firehose(RecordingServer):
-    """A server that sends ``total`` bytes as fast as the network takes them, then closes."""
-
-    total = 256 << 20
-
-    def handle(self, conn, record):
-        chunk = b"\xab" * (1 << 20)
-        for _ in range(self.total // len(chunk)):
-            conn.sendall(chunk)
-
-
 @BOTH_FORMS
 def test_slow_reader_keeps_memory_bounded(launch):
-    backend = Firehose()
+    backend = Firehose(256 << 20)
     port = free_port()
     proxy = launch(one_frontend(["127.0.0.1:%d" % port], backend.config_address))
     baseline = proxy.rss_kib()
@@ -415,18 +404,64 @@ def test_slow_reader_keeps_memory_bounded(launch):
             peak = max(peak, proxy.rss_kib())
     sock.close()
     assert stalled
-    assert received == Firehose.total
+    assert received == backend.total
     # One read buffer (256 KiB) per direction at most, plus interpreter noise: far below 256 MiB.
     assert peak - baseline < 16 * 1024, (baseline, peak)
 
 
-def _proxy_blocked(proxy, backend_port):
-    """True when bytes from the backend wait unread in the proxy's socket: it stopped reading."""
+@BOTH_FORMS
+def test_many_slow_readers_hold_at_most_the_bound(launch):
+    """32 streams into clients that stopped reading: without tune.buffers.limit each may hold a
+    large read (about 14 MiB held here, up to 32 MiB); with it, at most 4 large buffers in all
+    plus tune.bufsize per stream: 6 MiB."""
+    backend = Firehose(64 << 20)
+    port = free_port()
+    streams = 32
+    proxy = launch(one_frontend(["127.0.0.1:%d" % port], backend.config_address, global_=(
+        "tune.bufsize = 64k\ntune.bufsize.large = 1m\ntune.buffers.limit = 4\n")))
+    baseline = proxy.rss_kib()
+    socks = []
+    try:
+        for _ in range(streams):
+            sock = connect(("127.0.0.1", port), timeout=60)
+            socks.append(sock)
+            # Read fast at first, so that the kernel grows every socket buffer on the way and
+            # the proxy's reads come back full; then stall.
+            got = 0
+            while got < 4 << 20:
+                data = sock.recv((4 << 20) - got)
+                assert data, "the stream ended early"
+                got += len(data)
+        last = []
+
+        def every_stream_stalled():
+            # Bytes wait unread from every stream, and no queue moved since the last look.
+            queues = _unread_from(proxy, backend.port)
+            stalled = len(queues) == streams and all(queues) and queues == last
+            last[:] = queues
+            return stalled
+
+        wait_until(every_stream_stalled, timeout=30, interval=0.1,
+                   what="the proxy to stop reading every stream")
+        held_kib = proxy.rss_kib() - baseline
+    finally:
+        for sock in socks:
+            sock.close()
+    assert held_kib < 6 * 1024 + 512, held_kib
+
+
+def _unread_from(proxy, backend_port):
+    """The bytes waiting unread in each of the proxy's connections to the backend, by port."""
     with open("/proc/%d/net/tcp" % proxy.proc.pid) as f:
         rows = [line.split() for line in f.readlines()[1:]]
-    # Field 2 is the remote "ADDR:PORT" and field 4 "tx_queue:rx_queue", all in hex.
-    return any(int(row[2].split(":")[1], 16) == backend_port
-               and int(row[4].split(":")[1], 16) >= 32768 for row in rows)
+    # Field 1 is the local "ADDR:PORT", 2 the remote one and 4 "tx_queue:rx_queue", all in hex.
+    return [int(row[4].split(":")[1], 16) for row in sorted(rows, key=lambda row: row[1])
+            if int(row[2].split(":")[1], 16) == backend_port]
+
+
+def _proxy_blocked(proxy, backend_port):
+    """True when bytes from the backend wait unread in the proxy's socket: it stopped reading."""
+    return any(unread >= 32768 for unread in _unread_from(proxy, backend_port))
 
 
 # -- timeouts ------------------------------------------------------------------------------------
