@@ -22,6 +22,7 @@ Columns:
   bulk 1 / bulk 8     MB/s (10^6 bytes) pushed through 1 or 8 connections
   conn/s              new connections per second: connect, 16-byte reply, server closes
   keep-alive req/s    16-byte request/response ping-pong, 32 connections, one request each in flight
+  keep-alive p99 µs   99th percentile of a keep-alive request's latency (poll round to poll round)
   CPU/conn            proxy CPU (user+system, from /proc/PID/stat) per connection, in µs
   CPU/GB              proxy CPU seconds per GB in the 1-stream bulk test
   idle KiB/conn       growth of the proxy's RSS over N idle proxied connections, divided by N,
@@ -365,7 +366,7 @@ def run_load_test(test, instance, mode, backend, settings):
         outcome = connection_rate(instance.addresses["reply" + suffix], CONN_CONCURRENCY, **common)
     else:
         outcome = keepalive(instance.addresses["echo" + suffix], KEEPALIVE_CONNECTIONS, **common)
-    figures = {"rate": outcome["rate"], "errors": outcome["errors"]}
+    figures = {"rate": outcome["rate"], "errors": outcome["errors"], "p99": outcome.get("p99")}
     for who in ("proxy", "backend", "loadgen", "machine"):
         start, end = outcome["probe_start"][who], outcome["probe_end"][who]
         figures["cpu_" + who] = None if start is None else (end - start) / outcome["seconds"]
@@ -460,6 +461,9 @@ def summarise(samples):
         row[test + "_errors"] = sum(run["errors"] for run in runs)
         for who in WHO_USED_CPU:
             row[test + "_cpu_" + who] = median(run.get("cpu_" + who) for run in runs)
+        p99 = median(run.get("p99") for run in runs)
+        if test == "keepalive" and p99 is not None:
+            row["keepalive_p99_us"] = p99 * 1e6
         per_unit = median(run.get("cpu_per_unit") for run in runs)
         if test == "conn" and per_unit is not None:
             row["cpu_conn_us"] = per_unit * 1e6
@@ -473,6 +477,7 @@ COLUMNS = (
     ("bulk 8 MB/s", "bulk8", 1e-6, "%.0f"),
     ("conn/s", "conn", 1, "%.0f"),
     ("keep-alive req/s", "keepalive", 1, "%.0f"),
+    ("keep-alive p99 µs", "keepalive_p99_us", 1, "%.0f"),
     ("CPU µs/conn", "cpu_conn_us", 1, "%.0f"),
     ("CPU s/GB", "cpu_gb_s", 1, "%.2f"),
     ("idle KiB/conn", "idle", 1, "%.1f"),

@@ -366,11 +366,16 @@ def connection_rate(address, concurrency, warmup, seconds, probe, send_header=Fa
 
 
 def keepalive(address, connections, warmup, seconds, probe, send_header=False):
-    """Ping-pong 16-byte requests over long-lived ``connections``, one in flight on each."""
+    """Ping-pong 16-byte requests over long-lived ``connections``, one in flight on each.
+
+    Each request's latency, from the poll round that sent it to the one that saw its whole
+    reply, is kept while the window is open: the result's ``p99`` (seconds)."""
     header = _header_for(address, send_header)
     epoll = select.epoll()
     socks = {}
     received = {}
+    sent_at = {}
+    latencies = []
     for _ in range(connections):
         sock = _open_blocking(address, header)
         sock.setblocking(False)
@@ -378,13 +383,18 @@ def keepalive(address, connections, warmup, seconds, probe, send_header=False):
         socks[fd] = sock
         received[fd] = 0
         epoll.register(fd, EPOLLIN)
+        sent_at[fd] = time.monotonic()
         sock.send(REQUEST)
     window = Window(warmup, seconds, probe)
     buffer = bytearray(4096)
     size = len(REQUEST)
     try:
-        while window.tick(time.monotonic()):
-            for fd, _ in epoll.poll(0.2):
+        now = time.monotonic()
+        while window.tick(now):
+            measuring = window.start is not None
+            ready = epoll.poll(0.2)
+            now = time.monotonic()
+            for fd, _ in ready:
                 try:
                     got = socks[fd].recv_into(buffer)
                 except (BlockingIOError, InterruptedError):
@@ -397,11 +407,16 @@ def keepalive(address, connections, warmup, seconds, probe, send_header=False):
                     continue
                 received[fd] = got - size
                 window.count += 1
+                if measuring:
+                    latencies.append(now - sent_at[fd])
+                sent_at[fd] = now
                 socks[fd].send(REQUEST)
     finally:
         epoll.close()
         unclean = _close_after_eof(list(socks.values()), time.monotonic() + 10)
-    return window.result(errors=unclean)
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] if latencies else None
+    return window.result(errors=unclean, p99=p99)
 
 
 def idle_connections(address, count, settle, send_header=False, deadline_seconds=120):
