@@ -1,20 +1,21 @@
 """How two worker processes should share a listening address: measured, not guessed.
 
-Three ways for N workers to accept on one address (simpleproxy/master.py says which one it
+Four ways for N workers to accept on one address (simpleproxy/master.py says which one it
 uses and why):
 
     shared      one listening socket, inherited by every worker, in each worker's selector
                 as usual: every connection wakes every idle worker, all but one get EAGAIN
-    exclusive   the same socket, but each worker watches it through a small epoll of its own
-                registered with EPOLLEXCLUSIVE, the way simpleproxy's workers did until
-                2026-12; the kernel does not count waking a nested epoll as exclusive, so
-                every worker still wakes (simpleproxy/listeners.py; its workers now
-                register the flag in the loop's own epoll)
+    nested      the same socket, but each worker watches it through a small epoll of its own
+                registered with EPOLLEXCLUSIVE, inside its selector, the way simpleproxy's
+                workers did until 2026-12; the kernel does not count waking a nested epoll
+                as exclusive, so every worker still wakes
+    exclusive   the same socket registered with EPOLLEXCLUSIVE in the epoll the worker's
+                loop waits on, as simpleproxy's workers do now (loop.py's epoll poller)
     reuseport   one SO_REUSEPORT socket per worker: the kernel hashes each connection to one
                 socket (a closed socket's queue is lost, which is why it is not used)
 
-Each worker is a toy with simpleproxy's accept path (a ``selectors`` loop, accept in a
-batch until EAGAIN) that answers 16 bytes and closes, so the figure is the accept path's
+Each worker is a toy with simpleproxy's accept path (a ``selectors`` loop, or an epoll one
+for "exclusive", accept in a batch until EAGAIN) that answers 16 bytes and closes, so the figure is the accept path's
 cost, not the proxy's. The load generator is bench/loadgen.py's connection test. Reported:
 connections per second, the workers' CPU time (utime + stime from /proc) per connection,
 and the share of wake-ups that found nothing to accept.
@@ -28,12 +29,11 @@ import selectors
 import signal
 import socket
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loadgen import REPLY, connection_rate  # noqa: E402
 
-MODES = ("shared", "exclusive", "reuseport")
+MODES = ("shared", "nested", "exclusive", "reuseport")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -48,14 +48,13 @@ def listening_socket(port, reuseport):
     return sock
 
 
-def worker(sock, exclusive, report_fd):
+def worker(sock, mode, report_fd):
     """Serve until SIGTERM, then write 'wakeups empty' to report_fd."""
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    selector = selectors.DefaultSelector()
     counts = [0, 0]                 # wake-ups, wake-ups that found nothing
 
-    def on_listener(_mask=None):
+    def on_listener():
         counts[0] += 1
         for position in range(64):
             try:
@@ -69,26 +68,37 @@ def worker(sock, exclusive, report_fd):
                 pass
             conn.close()
 
-    if exclusive:
-        inner = select.epoll()
-        inner.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    if mode == "exclusive":
+        poller = select.epoll()
+        poller.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
 
-        def on_inner(_mask):
-            if inner.poll(0):
-                on_listener()
-            else:
-                counts[0] += 1
-                counts[1] += 1
-        selector.register(inner.fileno(), selectors.EVENT_READ, on_inner)
+        def ready(timeout):
+            return [on_listener] if poller.poll(timeout) else []
     else:
-        selector.register(sock, selectors.EVENT_READ, on_listener)
+        selector = selectors.DefaultSelector()
+        if mode == "nested":
+            inner = select.epoll()
+            inner.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+
+            def on_inner():
+                if inner.poll(0):
+                    on_listener()
+                else:
+                    counts[0] += 1
+                    counts[1] += 1
+            selector.register(inner.fileno(), selectors.EVENT_READ, on_inner)
+        else:
+            selector.register(sock, selectors.EVENT_READ, on_listener)
+
+        def ready(timeout):
+            return [key.data for key, _ in selector.select(timeout)]
     while not stopping:
         try:
-            events = selector.select(0.5)
+            callbacks = ready(0.5)
         except InterruptedError:
             continue
-        for key, mask in events:
-            key.data(mask)
+        for callback in callbacks:
+            callback()
     os.write(report_fd, ("%d %d\n" % tuple(counts)).encode())
     os._exit(0)
 
@@ -108,7 +118,7 @@ def run(mode, workers, concurrency, seconds, port):
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            worker(sock, mode == "exclusive", write_fd)
+            worker(sock, mode, write_fd)
         os.close(write_fd)
         if shared is None:
             sock.close()
