@@ -17,8 +17,8 @@ from simpleproxy.loop import EVENT_READ, EVENT_WRITE, POLLER_VARIABLE
 from simpleproxy.proxy import Proxy
 from simpleproxy.session import Session
 from simpleproxy.logs import setup_logging
-from support import (Firehose, RecordingServer, connect, exchange, free_port, proxy_in_thread,
-                     read_to_eof, wait_until)
+from support import (DEFAULT_TIMEOUT, Firehose, RecordingServer, connect, exchange, free_port,
+                     proxy_in_thread, read_to_eof, wait_until)
 
 PAYLOAD = b"hello\x00world\r\n"
 REPLY = b"reply"
@@ -224,3 +224,49 @@ def test_bytes_held_for_slow_readers_are_counted_and_freed_at_close():
             assert (proxy.held, proxy.holding, proxy.read_size) == (0, {}, 1 << 20)
     finally:
         backend.close()
+
+
+# -- the PROXY header: read in the round that accepts when it is already there ------------------
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_header_in_before_the_accept_is_read_in_the_accepting_round(monkeypatch, poller):
+    """A client that sends its header right after connecting has it in the socket by the time
+    the proxy accepts: the round that accepts reads it and connects to the server at once,
+    without registering the client and waiting for a poll to say it is readable. The server
+    then gets the header it is sent and the client's bytes, and the client the reply."""
+    monkeypatch.setenv(POLLER_VARIABLE, poller)
+    backend = RecordingServer(mode="record", reply=REPLY)
+    port = free_port()
+    config = parse_config("[listen app]\nbind = 127.0.0.1:%d accept-proxy\nserver s1 = %s "
+                          "send-proxy\n" % (port, backend.config_address))
+    setup_logging("info", io.StringIO())
+    proxy = Proxy(config)
+    proxy.bind_all()
+    thread = threading.Thread(target=proxy.run, daemon=True)
+    registered = []
+    real_register = proxy.loop.register
+
+    def register(sock, mask, callback):
+        registered.append(callback.__name__)
+        real_register(sock, mask, callback)
+    monkeypatch.setattr(proxy.loop, "register", register)
+    sock = connect(("127.0.0.1", port))
+    try:
+        sock.sendall(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n" + PAYLOAD)
+        sock.shutdown(socket.SHUT_WR)      # loopback: all of it is in before the proxy accepts
+        proxy.loop.run_once(DEFAULT_TIMEOUT)        # the round that accepts
+        (session,) = proxy.sessions
+        assert session.state.name == "CONNECTING"
+        assert registered == ["on_server_event"]   # the server's connect; never the client
+        thread.start()
+        assert read_to_eof(sock) == REPLY
+        assert bytes(backend.next_connection().received) == (
+            b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n" + PAYLOAD)
+    finally:
+        sock.close()
+        if thread.ident is None:
+            thread.start()           # run() then stop(): the proxy closes what it holds
+        proxy.stop()
+        thread.join(DEFAULT_TIMEOUT)
+        backend.close()
+    assert not thread.is_alive()
