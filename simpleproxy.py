@@ -49,17 +49,17 @@ Contents (line numbers in this file):
      7238  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      7642  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      7834  The proxy: a connection's life (simpleproxy/session.py)
-     8488  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8688  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8932  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9440  Processes: worker count, privileges (simpleproxy/process.py)
-     9493  Processes: the master-worker channel (simpleproxy/channel.py)
-     9614  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9793  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9887  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10011  Processes: the master, workers, reload (simpleproxy/master.py)
-    10623  The command line (simpleproxy/cli.py)
-    10706  Entry point (simpleproxy/__main__.py)
+     8493  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8693  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8937  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9445  Processes: worker count, privileges (simpleproxy/process.py)
+     9498  Processes: the master-worker channel (simpleproxy/channel.py)
+     9619  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9798  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9892  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10016  Processes: the master, workers, reload (simpleproxy/master.py)
+    10628  The command line (simpleproxy/cli.py)
+    10711  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7876,6 +7876,11 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 # socket() and accept() failing for these: the process or the system is out of descriptors.
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# A session's two sockets are of the C type under socket.socket (_socket.socket, public as
+# socket.SocketType on every Python 3): socket.socket adds a Python __init__ and a Python
+# close() (three calls a socket) for makefile(), dup() and ``with``, none of which a session
+# uses. Created SOCK_NONBLOCK, it is non-blocking without an ioctl.
+SessionSocket = socket.SocketType
 
 
 class SessionState(object):
@@ -8224,7 +8229,7 @@ class Session(Relay):
                 counters.smax = server.active
         self.connect_started = self.loop.now
         try:
-            sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = SessionSocket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
             cause = (END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS
                      else END_INTERNAL_ERROR)
@@ -8553,7 +8558,7 @@ class Listener(object):
                 elif exc.errno not in PEER_GONE_ERRNOS:
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
-            csock = socket.socket(family, kind, 0, fd)
+            csock = SessionSocket(family, kind, 0, fd)
             csock.setblocking(False)
             if backoff.failing_since is not None:
                 backoff.recovered()

@@ -54,6 +54,11 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 # socket() and accept() failing for these: the process or the system is out of descriptors.
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# A session's two sockets are of the C type under socket.socket (_socket.socket, public as
+# socket.SocketType on every Python 3): socket.socket adds a Python __init__ and a Python
+# close() (three calls a socket) for makefile(), dup() and ``with``, none of which a session
+# uses. Created SOCK_NONBLOCK, it is non-blocking without an ioctl.
+SessionSocket = socket.SocketType
 
 
 class SessionState(object):
@@ -402,7 +407,7 @@ class Session(Relay):
                 counters.smax = server.active
         self.connect_started = self.loop.now
         try:
-            sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = SessionSocket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
             cause = (END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS
                      else END_INTERNAL_ERROR)
