@@ -61,6 +61,14 @@ DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOB
 SessionSocket = socket.SocketType
 
 
+def _reset_on_close(sock):
+    """Make close() send a reset rather than a FIN (SO_LINGER on, 0 s)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    except OSError:
+        pass
+
+
 class SessionState(object):
     """One row of the table (see the module docstring); the functions take the session.
     ``closed``: the final state, the one that may become no other."""
@@ -124,6 +132,8 @@ class Session(Relay):
         if listener.is_unix:
             # An unnamed peer is '', a path is str, an abstract address comes as bytes.
             self.peer = os.fsdecode(peer) if isinstance(peer, bytes) else peer
+        elif listener.family == socket.AF_INET:
+            self.peer = peer         # (host, port) already: no zone id, no v4-mapped form
         else:
             self.peer = inet_endpoint(peer)
         self.state = NEW
@@ -352,7 +362,8 @@ class Session(Relay):
         pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
-            self._dispatch(server)
+            self.server = server
+            self._connect()
         elif not pool.candidates:
             self.close(END_NO_SERVER)
         elif pool.queue_full:
@@ -369,28 +380,30 @@ class Session(Relay):
     def leave_queue(self, server):
         """Its turn in the queue has come (Proxy.serve_queue): connect to ``server``."""
         self.queue_wait = self.loop.now - self.queued_at
+        self.server = server
         try:
-            self._dispatch(server)
+            self._connect()
         except Exception:
             self._crash()
 
-    def _dispatch(self, server):
-        self.retries_left = self.pool.backend.retries
-        self.server = server
-        counters = self.proxy.backend_counters[self.pool]
-        counters.stot += 1
-        counters.scur += 1
-        if counters.scur > counters.smax:
-            counters.smax = counters.scur
-        self._connect()
-
     def _connect(self, cause=None):
-        """Connect to ``self.server`` (also RETRY_WAIT's timeout: ``cause`` is then unused)."""
+        """Connect to ``self.server``: the server chosen for the session (by _route or its turn
+        in the queue), another after a failure (redispatch), or the same again (RETRY_WAIT's
+        timeout: ``cause`` is then unused)."""
         server = self.server
         address = server.address            # service discovery may have moved it
+        if not self.tried:
+            # The first server: the session is dispatched, and counts in its backend from now
+            # on, whatever retries follow (session_closed counts it out).
+            self.retries_left = self.pool.backend.retries
+            counters = self.proxy.backend_counters[self.pool]
+            counters.stot += 1
+            counters.scur += 1
+            if counters.scur > counters.smax:
+                counters.smax = counters.scur
         self._enter(CONNECTING)
         try:
-            self.server_header = self._outgoing_header()
+            self.server_header = self._outgoing_header() if server.config.send_proxy else b""
         except OutgoingHeaderError as exc:
             # Built before connecting, so that a server is never left with a connection
             # that brings no header.
@@ -424,6 +437,8 @@ class Session(Relay):
         elif err == 0:
             # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
             # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
+            self.smask = EVENT_READ
+            self.loop.register(sock, EVENT_READ, self.on_server_event)
             self._connected()
         else:
             # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
@@ -491,6 +506,8 @@ class Session(Relay):
                 cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
                 self._connect_failed(cause, os.strerror(err))
                 return
+        self.smask = EVENT_READ               # watched for room until now: for its bytes now
+        self.loop.modify(self.ssock, EVENT_READ, self.on_server_event)
         self._connected()
 
     def _read_before_relay(self, gone_cause):
@@ -515,25 +532,26 @@ class Session(Relay):
             self.c2s_eof = True
 
     def _connected(self):
-        """The server accepted: send it the header and what the client sent so far."""
+        """The server accepted, and is watched for its bytes: send it the header and what the
+        client sent so far, or read the client (on a bind with header handling it is still
+        watched from its header; otherwise it is watched from now on)."""
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
         if self.server_header:
             self.c2s = self.server_header + self.c2s
             self.server_header = b""
-        self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)
         elif self.c2s_eof:
             self._pass_eof(True)
-        else:
-            self._want(True, EVENT_READ)
+        elif not self.cmask:
+            self.cmask = EVENT_READ
+            self.loop.register(self.csock, EVENT_READ, self.on_client_event)
 
     def _outgoing_header(self):
+        """The PROXY header for a server with send-proxy or send-proxy-v2."""
         config = self.server.config
         version = config.send_proxy
-        if not version:
-            return b""
         client, local, transport = self.client, self.local, "STREAM"
         if self.header is None or not self.header.has_addresses:
             client = self.peer
@@ -566,26 +584,28 @@ class Session(Relay):
         self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
         self.timer.cancel()
-        forget = self.loop.forget
-        for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
-            if sock is None:
-                continue
-            if mask:
-                forget(sock)                 # closed next, and only we hold it: no epoll DEL
-            if abort:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-                except OSError:
-                    pass
-            sock.close()
+        csock, ssock = self.csock, self.ssock
+        # A watched socket is closed next, and only we hold it: forgotten, no epoll DEL.
+        if self.cmask:
+            self.loop.forget(csock)
+        if self.smask:
+            self.loop.forget(ssock)
+        if abort:
+            _reset_on_close(csock)
+            if ssock is not None:
+                _reset_on_close(ssock)
+        csock.close()
+        if ssock is not None:
+            ssock.close()
+            self.ssock = None
         self.cmask = self.smask = 0
         self.c2s = self.s2c = b""
+        pool = self.pool
         if slot is not None:
-            self.pool.connection_ended(slot)
-        self.ssock = None
+            pool.connection_ended(slot)
         self.proxy.session_closed(self, detail)
-        if slot is not None:
-            self.proxy.serve_queue(self.pool)        # the slot it held may be a waiter's turn
+        if slot is not None and pool.waiting:
+            self.proxy.serve_queue(pool)            # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one.
