@@ -49,17 +49,17 @@ Contents (line numbers in this file):
      7244  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      7648  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      7850  The proxy: a connection's life (simpleproxy/session.py)
-     8510  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8710  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8954  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9487  Processes: worker count, privileges (simpleproxy/process.py)
-     9540  Processes: the master-worker channel (simpleproxy/channel.py)
-     9661  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9840  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9934  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10058  Processes: the master, workers, reload (simpleproxy/master.py)
-    10670  The command line (simpleproxy/cli.py)
-    10753  Entry point (simpleproxy/__main__.py)
+     8535  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8735  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     8979  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9515  Processes: worker count, privileges (simpleproxy/process.py)
+     9568  Processes: the master-worker channel (simpleproxy/channel.py)
+     9689  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9868  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9962  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10086  Processes: the master, workers, reload (simpleproxy/master.py)
+    10698  The command line (simpleproxy/cli.py)
+    10781  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7892,6 +7892,19 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 # socket() and accept() failing for these: the process or the system is out of descriptors.
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# A session's two sockets are of the C type under socket.socket (_socket.socket, public as
+# socket.SocketType on every Python 3): socket.socket adds a Python __init__ and a Python
+# close() (three calls a socket) for makefile(), dup() and ``with``, none of which a session
+# uses. Created SOCK_NONBLOCK, it is non-blocking without an ioctl.
+SessionSocket = socket.SocketType
+
+
+def _reset_on_close(sock):
+    """Make close() send a reset rather than a FIN (SO_LINGER on, 0 s)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+    except OSError:
+        pass
 
 
 class SessionState(object):
@@ -7957,6 +7970,8 @@ class Session(Relay):
         if listener.is_unix:
             # An unnamed peer is '', a path is str, an abstract address comes as bytes.
             self.peer = os.fsdecode(peer) if isinstance(peer, bytes) else peer
+        elif listener.family == socket.AF_INET:
+            self.peer = peer         # (host, port) already: no zone id, no v4-mapped form
         else:
             self.peer = inet_endpoint(peer)
         self.state = NEW
@@ -8191,7 +8206,8 @@ class Session(Relay):
         pool = self.pool
         server = pool.pick(self.client)
         if server is not None:
-            self._dispatch(server)
+            self.server = server
+            self._connect()
         elif not pool.candidates:
             self.close(END_NO_SERVER)
         elif pool.queue_full:
@@ -8208,28 +8224,30 @@ class Session(Relay):
     def leave_queue(self, server):
         """Its turn in the queue has come (Proxy.serve_queue): connect to ``server``."""
         self.queue_wait = self.loop.now - self.queued_at
+        self.server = server
         try:
-            self._dispatch(server)
+            self._connect()
         except Exception:
             self._crash()
 
-    def _dispatch(self, server):
-        self.retries_left = self.pool.backend.retries
-        self.server = server
-        counters = self.proxy.backend_counters[self.pool]
-        counters.stot += 1
-        counters.scur += 1
-        if counters.scur > counters.smax:
-            counters.smax = counters.scur
-        self._connect()
-
     def _connect(self, cause=None):
-        """Connect to ``self.server`` (also RETRY_WAIT's timeout: ``cause`` is then unused)."""
+        """Connect to ``self.server``: the server chosen for the session (by _route or its turn
+        in the queue), another after a failure (redispatch), or the same again (RETRY_WAIT's
+        timeout: ``cause`` is then unused)."""
         server = self.server
         address = server.address            # service discovery may have moved it
+        if not self.tried:
+            # The first server: the session is dispatched, and counts in its backend from now
+            # on, whatever retries follow (session_closed counts it out).
+            self.retries_left = self.pool.backend.retries
+            counters = self.proxy.backend_counters[self.pool]
+            counters.stot += 1
+            counters.scur += 1
+            if counters.scur > counters.smax:
+                counters.smax = counters.scur
         self._enter(CONNECTING)
         try:
-            self.server_header = self._outgoing_header()
+            self.server_header = self._outgoing_header() if server.config.send_proxy else b""
         except OutgoingHeaderError as exc:
             # Built before connecting, so that a server is never left with a connection
             # that brings no header.
@@ -8246,7 +8264,7 @@ class Session(Relay):
                 counters.smax = server.active
         self.connect_started = self.loop.now
         try:
-            sock = socket.socket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+            sock = SessionSocket(address.family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         except OSError as exc:
             cause = (END_NO_DESCRIPTORS if exc.errno in DESCRIPTOR_EXHAUSTION_ERRNOS
                      else END_INTERNAL_ERROR)
@@ -8263,6 +8281,8 @@ class Session(Relay):
         elif err == 0:
             # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
             # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
+            self.smask = EVENT_READ
+            self.loop.register(sock, EVENT_READ, self.on_server_event)
             self._connected()
         else:
             # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
@@ -8330,6 +8350,8 @@ class Session(Relay):
                 cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
                 self._connect_failed(cause, os.strerror(err))
                 return
+        self.smask = EVENT_READ               # watched for room until now: for its bytes now
+        self.loop.modify(self.ssock, EVENT_READ, self.on_server_event)
         self._connected()
 
     def _read_before_relay(self, gone_cause):
@@ -8354,25 +8376,26 @@ class Session(Relay):
             self.c2s_eof = True
 
     def _connected(self):
-        """The server accepted: send it the header and what the client sent so far."""
+        """The server accepted, and is watched for its bytes: send it the header and what the
+        client sent so far, or read the client (on a bind with header handling it is still
+        watched from its header; otherwise it is watched from now on)."""
         self._enter(RELAY)
         self.connected_at = self.last_activity = self.loop.now
         if self.server_header:
             self.c2s = self.server_header + self.c2s
             self.server_header = b""
-        self._want(False, EVENT_READ)
         if self.c2s:
             self._flush(True)
         elif self.c2s_eof:
             self._pass_eof(True)
-        else:
-            self._want(True, EVENT_READ)
+        elif not self.cmask:
+            self.cmask = EVENT_READ
+            self.loop.register(self.csock, EVENT_READ, self.on_client_event)
 
     def _outgoing_header(self):
+        """The PROXY header for a server with send-proxy or send-proxy-v2."""
         config = self.server.config
         version = config.send_proxy
-        if not version:
-            return b""
         client, local, transport = self.client, self.local, "STREAM"
         if self.header is None or not self.header.has_addresses:
             client = self.peer
@@ -8405,26 +8428,28 @@ class Session(Relay):
         self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
         self.timer.cancel()
-        forget = self.loop.forget
-        for sock, mask in ((self.csock, self.cmask), (self.ssock, self.smask)):
-            if sock is None:
-                continue
-            if mask:
-                forget(sock)                 # closed next, and only we hold it: no epoll DEL
-            if abort:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-                except OSError:
-                    pass
-            sock.close()
+        csock, ssock = self.csock, self.ssock
+        # A watched socket is closed next, and only we hold it: forgotten, no epoll DEL.
+        if self.cmask:
+            self.loop.forget(csock)
+        if self.smask:
+            self.loop.forget(ssock)
+        if abort:
+            _reset_on_close(csock)
+            if ssock is not None:
+                _reset_on_close(ssock)
+        csock.close()
+        if ssock is not None:
+            ssock.close()
+            self.ssock = None
         self.cmask = self.smask = 0
         self.c2s = self.s2c = b""
+        pool = self.pool
         if slot is not None:
-            self.pool.connection_ended(slot)
-        self.ssock = None
+            pool.connection_ended(slot)
         self.proxy.session_closed(self, detail)
-        if slot is not None:
-            self.proxy.serve_queue(self.pool)        # the slot it held may be a waiter's turn
+        if slot is not None and pool.waiting:
+            self.proxy.serve_queue(pool)            # the slot it held may be a waiter's turn
 
     def _crash(self):
         """An unexpected error in this session: log it with its traceback, close only this one.
@@ -8575,7 +8600,7 @@ class Listener(object):
                 elif exc.errno not in PEER_GONE_ERRNOS:
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
-            csock = socket.socket(family, kind, 0, fd)
+            csock = SessionSocket(family, kind, 0, fd)
             csock.setblocking(False)
             if backoff.failing_since is not None:
                 backoff.recovered()
@@ -9173,11 +9198,12 @@ class Proxy(object):
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
-        source = _limited_source(session)
-        if source is not None:
-            count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
-            if count > fe.frontend.maxconn_per_source:
-                return END_SOURCE_LIMIT
+        if fe.frontend.maxconn_per_source:
+            source = _limited_source(session)
+            if source is not None:
+                count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
+                if count > fe.frontend.maxconn_per_source:
+                    return END_SOURCE_LIMIT
         return None
 
     def session_closed(self, session, detail):
@@ -9189,13 +9215,13 @@ class Proxy(object):
         self.sessions.discard(session)
         if self.held:
             self.held_changed(session)      # what it held for a slow peer is free now
-        self.header_wait_ended(session)
-        source = _limited_source(session)
-        if source is not None:
-            count = fe.per_source.pop(source) - 1
-            if count:
-                fe.per_source[source] = count
         frontend = fe.frontend
+        if frontend.maxconn_per_source:
+            source = _limited_source(session)
+            if source is not None:
+                count = fe.per_source.pop(source) - 1
+                if count:
+                    fe.per_source[source] = count
         end = session.end
         # Frontend, server and backend counters, written out rather than through a method:
         # this runs once per connection, and three calls would cost more than the lines.
@@ -9214,7 +9240,8 @@ class Proxy(object):
             counters.ends[end] += 1
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
-        if session.trust is not None:
+        if session.trust is not None:          # a bind with header handling
+            self.header_wait_ended(session)      # (it may have closed still waiting for one)
             self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1
@@ -9419,9 +9446,10 @@ def _started(session):
 
 
 def _limited_source(session):
-    """The real peer IP that maxconn-per-source counts the session under, or None when the limit
-    is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
-    if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
+    """The real peer IP that maxconn-per-source counts the session under (on a frontend with
+    the limit), or None for a Unix socket peer. A dual-stack bind's v4-mapped peer counts as
+    IPv4."""
+    if session.listener.is_unix:
         return None
     return packed_ip(session.peer[0])
 

@@ -23,7 +23,7 @@ from .errors import SimpleProxyError
 from .logs import LOG
 from .loop import EVENT_READ
 from .relay import PEER_GONE_ERRNOS
-from .session import DESCRIPTOR_EXHAUSTION_ERRNOS, Session
+from .session import DESCRIPTOR_EXHAUSTION_ERRNOS, Session, SessionSocket
 from .trust import TrustPolicy
 
 ACCEPT_BATCH = 64            # accepts per readiness event, so one busy listener cannot starve the rest
@@ -69,7 +69,7 @@ class Listener(object):
                 elif exc.errno not in PEER_GONE_ERRNOS:
                     LOG.warning("accept on %s failed: %s", self.bind.address.text, exc)
                 return
-            csock = socket.socket(family, kind, 0, fd)
+            csock = SessionSocket(family, kind, 0, fd)
             csock.setblocking(False)
             if backoff.failing_since is not None:
                 backoff.recovered()

@@ -232,11 +232,12 @@ class Proxy(object):
         self.sessions.add(session)
         if self.active >= self.maxconn or (fe.frontend.maxconn and fe.active >= fe.frontend.maxconn):
             self._update_accepting()
-        source = _limited_source(session)
-        if source is not None:
-            count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
-            if count > fe.frontend.maxconn_per_source:
-                return END_SOURCE_LIMIT
+        if fe.frontend.maxconn_per_source:
+            source = _limited_source(session)
+            if source is not None:
+                count = fe.per_source[source] = fe.per_source.get(source, 0) + 1
+                if count > fe.frontend.maxconn_per_source:
+                    return END_SOURCE_LIMIT
         return None
 
     def session_closed(self, session, detail):
@@ -248,13 +249,13 @@ class Proxy(object):
         self.sessions.discard(session)
         if self.held:
             self.held_changed(session)      # what it held for a slow peer is free now
-        self.header_wait_ended(session)
-        source = _limited_source(session)
-        if source is not None:
-            count = fe.per_source.pop(source) - 1
-            if count:
-                fe.per_source[source] = count
         frontend = fe.frontend
+        if frontend.maxconn_per_source:
+            source = _limited_source(session)
+            if source is not None:
+                count = fe.per_source.pop(source) - 1
+                if count:
+                    fe.per_source[source] = count
         end = session.end
         # Frontend, server and backend counters, written out rather than through a method:
         # this runs once per connection, and three calls would cost more than the lines.
@@ -273,7 +274,8 @@ class Proxy(object):
             counters.ends[end] += 1
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
-        if session.trust is not None:
+        if session.trust is not None:          # a bind with header handling
+            self.header_wait_ended(session)      # (it may have closed still waiting for one)
             self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1
@@ -478,9 +480,10 @@ def _started(session):
 
 
 def _limited_source(session):
-    """The real peer IP that maxconn-per-source counts the session under, or None when the limit
-    is off or the peer is a Unix socket. A dual-stack bind's v4-mapped peer counts as IPv4."""
-    if not session.fe.frontend.maxconn_per_source or session.listener.is_unix:
+    """The real peer IP that maxconn-per-source counts the session under (on a frontend with
+    the limit), or None for a Unix socket peer. A dual-stack bind's v4-mapped peer counts as
+    IPv4."""
+    if session.listener.is_unix:
         return None
     return packed_ip(session.peer[0])
 

@@ -15,7 +15,8 @@ import pytest
 from simpleproxy.config import parse_config
 from simpleproxy.loop import EVENT_READ, EVENT_WRITE, POLLER_VARIABLE
 from simpleproxy.proxy import Proxy
-from simpleproxy.session import Session
+from simpleproxy import session as session_module
+from simpleproxy.session import Session, SessionSocket
 from simpleproxy.logs import setup_logging
 from support import (DEFAULT_TIMEOUT, Firehose, RecordingServer, connect, exchange, free_port,
                      proxy_in_thread, read_to_eof, wait_until)
@@ -189,13 +190,16 @@ def test_a_completed_connect_is_asked_for_its_error_only_where_the_poller_cannot
     no getsockopt(SO_ERROR); selectors cannot tell, and the socket is asked every time."""
     proxy, port, backend, log = running_proxy
     asked = []
-    real_getsockopt = socket.socket.getsockopt
 
-    def getsockopt(sock, level, option, *args):
-        if (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR):
-            asked.append(sock)
-        return real_getsockopt(sock, level, option, *args)
-    monkeypatch.setattr(socket.socket, "getsockopt", getsockopt)
+    class AskedSocket(SessionSocket):
+        """A server socket that notes when it is asked for SO_ERROR (the C type cannot be
+        patched: the session is given this subclass instead)."""
+
+        def getsockopt(self, level, option, *args):
+            if (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR):
+                asked.append(self)
+            return SessionSocket.getsockopt(self, level, option, *args)
+    monkeypatch.setattr(session_module, "SessionSocket", AskedSocket)
     monkeypatch.setattr(proxy.loop, "tells_errors", poller == "epoll" and proxy.loop.tells_errors)
     for _ in range(3):
         assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
