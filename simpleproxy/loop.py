@@ -137,7 +137,7 @@ class EpollPoller(object):
         self._files = {}            # fd -> what was registered (closed for a forked worker)
 
     def register(self, fileobj, mask, callback):
-        # A socket, or a bare descriptor (the log writer's, ExclusiveAccepts' epoll).
+        # A socket, or a bare descriptor (the log writer's).
         fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
         if fd in self._callbacks:
             raise KeyError("%r is already registered" % (fileobj,))
