@@ -10112,9 +10112,9 @@ Why one shared listening socket per address rather than one SO_REUSEPORT socket 
 a reload must not lose connections, and closing a REUSEPORT socket drops whatever is queued
 on it (Linux migrates them only with net.ipv4.tcp_migrate_req, 5.14+), while a shared socket
 simply goes on being accepted from by the new workers. The cost of a shared socket is that
-every idle worker wakes for each connection; each worker therefore watches its listeners
-through an epoll of its own with EPOLLEXCLUSIVE (listeners.ExclusiveAccepts), which wakes one.
-``bench/accept_modes.py`` measures the three ways; its figures are in docs/operations.md.
+every idle worker wakes for each connection; each worker therefore registers its listeners
+with EPOLLEXCLUSIVE in the epoll its loop waits on (loop.py), which wakes one.
+``bench/accept_modes.py`` measures the ways; its figures are in docs/operations.md.
 
 Why ``workers = 1`` is a master and one worker rather than one process handing its sockets
 to a re-executed successor: it is the same code path as N workers, so reloads, restarts and
