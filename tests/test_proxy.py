@@ -451,12 +451,31 @@ def test_many_slow_readers_hold_at_most_the_bound(launch):
 
 
 def _unread_from(proxy, backend_port):
-    """The bytes waiting unread in each of the proxy's connections to the backend, by port."""
+    """The bytes waiting unread in each of the proxy's connections to the backend, by port.
+    The kernel's table is the whole network namespace's: after thousands of tests it also
+    holds other processes' connections and TIME_WAIT rows to an earlier server that had the
+    same port, so rows are taken by the inodes of the proxy's own sockets."""
     with open("/proc/%d/net/tcp" % proxy.proc.pid) as f:
         rows = [line.split() for line in f.readlines()[1:]]
-    # Field 1 is the local "ADDR:PORT", 2 the remote one and 4 "tx_queue:rx_queue", all in hex.
+    own = _socket_inodes(proxy.proc.pid)
+    # Field 1 is the local "ADDR:PORT", 2 the remote one, 4 "tx_queue:rx_queue" (all in hex)
+    # and 9 the inode.
     return [int(row[4].split(":")[1], 16) for row in sorted(rows, key=lambda row: row[1])
-            if int(row[2].split(":")[1], 16) == backend_port]
+            if row[9] in own and int(row[2].split(":")[1], 16) == backend_port]
+
+
+def _socket_inodes(pid):
+    """The inodes of a process's open sockets, as /proc/net/tcp writes them."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue                    # closed since the listing
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    return inodes
 
 
 def _proxy_blocked(proxy, backend_port):
