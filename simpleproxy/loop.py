@@ -118,6 +118,14 @@ class Timer(object):
             self.when = None
             self.loop._dead_timers += 1
 
+    def release(self):
+        """Cancel for good: its owner has ended. The callback is usually the owner's bound
+        method, and the owner holds the timer: dropping it breaks that cycle, so that both
+        are freed when the owner's last reference goes, not by the cyclic garbage collector
+        (whose passes cost a proxied connection about 3 us)."""
+        self.cancel()
+        self.callback = None
+
 
 def _ignore_event(mask):
     """The callback of an event whose descriptor the loop no longer watches."""

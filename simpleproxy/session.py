@@ -589,7 +589,7 @@ class Session(Relay):
         self.slot = None
         self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
-        self.timer.cancel()
+        self.timer.release()
         csock, ssock = self.csock, self.ssock
         # A watched socket is closed next, and only we hold it: forgotten, no epoll DEL.
         if self.cmask:

@@ -239,7 +239,7 @@ class ServiceClient(object):
     def close(self):
         if self.sock is None:
             return
-        self.timer.cancel()
+        self.timer.release()
         self.loop.unregister(self.sock)
         self.sock.close()
         self.sock = None

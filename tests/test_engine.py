@@ -3,6 +3,7 @@
 A bug in the handling of one connection must cost that connection only: it is logged with its
 traceback, closed, and every other connection carries on.
 """
+import gc
 import hashlib
 import io
 import select
@@ -19,7 +20,7 @@ from simpleproxy import session as session_module
 from simpleproxy.session import Session, SessionSocket
 from simpleproxy.logs import setup_logging
 from support import (DEFAULT_TIMEOUT, Firehose, RecordingServer, connect, exchange, free_port,
-                     proxy_in_thread, read_to_eof, wait_until)
+                     proxy_in_thread, read_to_eof, v2_header, wait_until)
 
 PAYLOAD = b"hello\x00world\r\n"
 REPLY = b"reply"
@@ -227,6 +228,43 @@ def test_bytes_held_for_slow_readers_are_counted_and_freed_at_close():
             wait_until(lambda: not proxy.sessions, what="the sessions to close")
             assert (proxy.held, proxy.holding, proxy.read_size) == (0, {}, 1 << 20)
     finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_closed_session_is_freed_without_the_garbage_collector(monkeypatch, poller):
+    """A session and its timer point at each other until the session closes: whatever way
+    it ends (normally, by a timer, after a retry), it is then freed by its last reference
+    going, and the cyclic garbage collector, off here, has nothing of it to find."""
+    monkeypatch.setenv(POLLER_VARIABLE, poller)
+    backend = RecordingServer(mode="record", reply=REPLY)
+    ports = [free_port() for _ in range(3)]
+    config = parse_config(
+        "[listen pp]\nbind = 127.0.0.1:%d accept-proxy\ntimeout proxy-header = 100ms\n"
+        "server s1 = %s send-proxy-v2\n"
+        "[listen plain]\nbind = 127.0.0.1:%d\nserver s1 = %s\n"
+        "[listen down]\nbind = 127.0.0.1:%d\nretries = 1\nserver s1 = 127.0.0.1:%d\n"
+        % (ports[0], backend.config_address, ports[1], backend.config_address, ports[2],
+           free_port()))
+    gc.disable()
+    try:
+        with proxy_in_thread(config) as (proxy, _, log):
+            header = v2_header("203.0.113.7", "198.51.100.1", 5555, 80)
+            assert exchange(("127.0.0.1", ports[0]), header + PAYLOAD) == REPLY
+            assert exchange(("127.0.0.1", ports[1]), PAYLOAD) == REPLY
+            with connect(("127.0.0.1", ports[0])) as silent:
+                assert read_to_eof(silent) == b""           # the header timeout closed it
+            with connect(("127.0.0.1", ports[2])) as refused:
+                assert read_to_eof(refused) == b""          # refused twice: a retry's timer
+            wait_until(lambda: not proxy.sessions and log.getvalue().count("end=") == 4,
+                       what="the four sessions to close")
+            assert [end.split()[0] for end in log.getvalue().split("end=")[1:]] == [
+                "normal", "normal", "header-timeout", "connect-refused"]
+            left = [obj for obj in gc.get_objects()
+                    if isinstance(obj, Session) and obj.proxy is proxy]
+            assert left == []
+    finally:
+        gc.enable()
         backend.close()
 
 
