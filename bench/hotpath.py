@@ -5,7 +5,7 @@
     python3 bench/hotpath.py --seconds 1     shorter
     python3 bench/hotpath.py --tree mine=/path/to/checkout --python python3.13
 
-Prints four sections:
+Prints five sections:
 
 1. Per proxied connection and per keep-alive request, counted by ``perf stat`` on the proxy
    process only: syscalls (raw_syscalls:sys_enter), CPU (task-clock) and context switches, and
@@ -15,6 +15,8 @@ Prints four sections:
    py-spy``): own time per function, which is not distorted by profiling overhead.
 3. The same under cProfile: calls and own time per connection, per function.
 4. What the per-connection log line costs (``--log-level info`` against ``warning``).
+5. What the cyclic garbage collector does per connection (``gcwatch.py``): nothing, when
+   closed sessions are freed by reference counting as they should be.
 
 Needs perf (``apt-get install -y linux-perf``) with access to tracepoints (root, or
 kernel.perf_event_paranoid <= 1), and HAProxy for the comparison (``--skip-haproxy``).
@@ -31,8 +33,9 @@ import tempfile
 import time
 from collections import Counter
 
-from bench import (BackendProcess, Probe, Target, cpu_times, haproxy_version, interpreter_version,
-                   REPO)
+from bench import (BENCH_DIR, BackendProcess, Probe, Target, cpu_times, haproxy_version,
+                   interpreter_version, REPO)
+from gcwatch import REPORT_PREFIX
 from loadgen import connection_rate, keepalive
 
 CONCURRENCY = 32
@@ -234,6 +237,32 @@ def logging_cost(target, backend, workdir, seconds, rounds):
     print()
 
 
+def garbage_collection(target, backend, workdir, seconds):
+    """Section 5: the collector's passes, time and collected objects per connection, over the
+    whole run of the proxy (start-up included) under gcwatch.py, in the conn tests."""
+    print("## 5. The cyclic garbage collector per connection (conn test, whole run)\n")
+    watched = Target(target.label, "simpleproxy", python=target.python, tree=target.tree,
+                     wrapper=[os.path.join(BENCH_DIR, "gcwatch.py")])
+    for mode in ("plain", "pp"):
+        instance = watched.start(backend, workdir)
+        try:
+            outcome = run_workload("conn", instance, mode, backend, seconds)
+        finally:
+            instance.stop()              # SIGTERM: the loop returns and gcwatch reports
+        with open(instance.process.log_path) as log:
+            report = [line for line in log if line.startswith(REPORT_PREFIX)]
+        if not report:
+            print("    %-5s  no report from gcwatch.py (the proxy did not exit cleanly)" % mode)
+            continue
+        totals = dict(field.split("=") for field in report[-1].split()[1:])
+        units = outcome["total"]
+        print("    %-5s  %d connections: %d passes, %.2f µs collecting and %.2f objects "
+              "collected per connection" % (mode, units, int(totals["passes"]),
+                                            float(totals["seconds"]) * 1e6 / units,
+                                            int(totals["collected"]) / units))
+    print()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each workload")
@@ -274,6 +303,7 @@ def main(argv=None):
                                     args.seconds, test, mode)
             print_cprofile(stats, units, "%s %s" % (test, mode))
         logging_cost(simpleproxy, backend, os.path.join(workdir, "log"), args.seconds, 3)
+        garbage_collection(simpleproxy, backend, os.path.join(workdir, "gc"), args.seconds)
     finally:
         backend.stop()
         shutil.rmtree(workdir, ignore_errors=True)
