@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Paired A/B of simpleproxy source trees on one test: is a change a win beyond the noise?
+
+    python3 bench/abtest.py --tree before=../old-checkout --tree after=. --rounds 12 conn
+    python3 bench/abtest.py --tree a=. --tree b=../other --modes pp --seconds 2 keepalive
+
+bench.py's medians over a few rounds move by 10-15 % on this machine from one run to the
+next, more than most single changes on the hot path. Here the trees take turns on a fresh
+proxy each, round after round, so that whatever drifts (other load, the host's clock speed)
+hits both alike, and each round's figures of a tree are divided by the first tree's of the
+same round: the median of those paired ratios is the change's effect. Same routes, load and
+backend as bench.py; no HAProxy.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+from bench import TESTS, BackendProcess, Target, run_load_test
+
+
+def compare(trees, test, modes, rounds, seconds, python, workdir):
+    """{(label, mode): [(rate, CPU µs per unit), ...]} over ``rounds`` interleaved rounds."""
+    backend = BackendProcess(workdir)
+    settings = {"warmup": 0.3, "seconds": seconds}
+    results = {}
+    try:
+        for number in range(rounds):
+            for label, tree in trees:
+                target = Target(label, "simpleproxy", python=python, tree=tree)
+                for mode in modes:
+                    instance = target.start(backend, os.path.join(workdir, label))
+                    try:
+                        figures = run_load_test(test, instance, mode, backend, settings)
+                    finally:
+                        instance.stop()
+                    results.setdefault((label, mode), []).append(
+                        (figures["rate"], figures["cpu_per_unit"] * 1e6))
+            print("round %d of %d done" % (number + 1, rounds), file=sys.stderr)
+    finally:
+        backend.stop()
+    return results
+
+
+def report(trees, modes, results):
+    first = trees[0][0]
+    for mode in modes:
+        for label, _ in trees:
+            rates, cpus = zip(*results[label, mode])
+            print("%-10s %-5s rate/s median %8.0f   CPU µs/unit median %6.1f   (CPU per round: %s)"
+                  % (label, mode, statistics.median(rates), statistics.median(cpus),
+                     " ".join("%.0f" % cpu for cpu in cpus)))
+        for label, _ in trees[1:]:
+            pairs = list(zip(results[label, mode], results[first, mode]))
+            print("%s / %s, %s: paired ratio medians: rate %.3f, CPU per unit %.3f" % (
+                label, first, mode, statistics.median(ours[0] / theirs[0] for ours, theirs in pairs),
+                statistics.median(ours[1] / theirs[1] for ours, theirs in pairs)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("test", choices=TESTS)
+    parser.add_argument("--tree", action="append", required=True, metavar="LABEL=DIR",
+                        help="a source tree (twice or more; the first is the reference)")
+    parser.add_argument("--modes", default="plain,pp", help="plain, pp or both (default)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of each measurement")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for simpleproxy")
+    args = parser.parse_args(argv)
+    trees = [(label, os.path.abspath(tree)) for label, _, tree in
+             (spec.partition("=") for spec in args.tree)]
+    if len(trees) < 2 or not all(tree for _, tree in trees):
+        parser.error("give at least two --tree LABEL=DIR")
+    modes = args.modes.split(",")
+    workdir = tempfile.mkdtemp(prefix="simpleproxy-abtest-")
+    try:
+        results = compare(trees, args.test, modes, args.rounds, args.seconds, args.python,
+                          workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report(trees, modes, results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
