@@ -47,19 +47,19 @@ Contents (line numbers in this file):
      6706  Stats: the runtime API's commands (simpleproxy/admin.py)
      7109  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7244  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7656  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7858  The proxy: a connection's life (simpleproxy/session.py)
-     8543  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8743  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     8987  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9523  Processes: worker count, privileges (simpleproxy/process.py)
-     9576  Processes: the master-worker channel (simpleproxy/channel.py)
-     9697  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9876  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9970  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10094  Processes: the master, workers, reload (simpleproxy/master.py)
-    10706  The command line (simpleproxy/cli.py)
-    10789  Entry point (simpleproxy/__main__.py)
+     7667  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7881  The proxy: a connection's life (simpleproxy/session.py)
+     8566  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8766  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9010  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9546  Processes: worker count, privileges (simpleproxy/process.py)
+     9599  Processes: the master-worker channel (simpleproxy/channel.py)
+     9720  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9899  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+     9993  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10117  Processes: the master, workers, reload (simpleproxy/master.py)
+    10729  The command line (simpleproxy/cli.py)
+    10812  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7268,7 +7268,11 @@ Two pollers stand behind those calls, and the loop's users cannot tell them apar
   False), so a user that wants to know whether a connect failed asks the socket.
 
 The masks are epoll's numbers on both paths (``EVENT_READ`` 1, ``EVENT_WRITE`` 4): epoll's
-events need no translation, selectors' cost two bit operations. On a socket, epoll reports an
+events need no translation, selectors' cost two bit operations. The epoll path asks for
+EPOLLRDHUP with every ``EVENT_READ`` (not with EPOLLEXCLUSIVE, which refuses it) and reports
+it as ``EVENT_HANGUP``: the peer's FIN has arrived, so a read that returns less than it asked
+for has emptied the socket up to the EOF (a reader then needs no second read to learn it).
+selectors never reports it. On a socket, epoll reports an
 error or a hang-up together with the readiness the callback asked for (the kernel marks a
 socket that failed or closed readable and writable), so a callback that looks only at
 ``EVENT_READ`` and ``EVENT_WRITE`` misses nothing on either path.
@@ -7318,6 +7322,8 @@ from collections import deque
 EVENT_READ = 1              # epoll's EPOLLIN, also on the selectors path (see above)
 EVENT_WRITE = 4             # EPOLLOUT
 EVENT_ERROR = 8 | 16        # EPOLLERR | EPOLLHUP: only the epoll path reports them
+EVENT_FAILED = 8            # EPOLLERR alone: an error (a reset), not a peer's orderly FIN
+EVENT_HANGUP = 0x2000       # EPOLLRDHUP: the peer's FIN has arrived (the epoll path only)
 POLLER_VARIABLE = "SIMPLEPROXY_POLLER"     # "selectors": the portable path, also on Linux
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
@@ -7382,6 +7388,7 @@ class EpollPoller(object):
     # EPOLLEXCLUSIVE (Linux 4.5): added to EVENT_READ, one of the processes watching a shared
     # listening socket wakes, not all. Such a registration is never modified, only removed.
     exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
+    _hangup_wanted = EVENT_READ | exclusive     # masked: EVENT_READ alone asks for EVENT_HANGUP
 
     def __init__(self):
         self._epoll = select.epoll()
@@ -7393,12 +7400,16 @@ class EpollPoller(object):
         fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
         if fd in self._callbacks:
             raise KeyError("%r is already registered" % (fileobj,))
+        if mask & self._hangup_wanted == EVENT_READ:
+            mask |= EVENT_HANGUP
         self._epoll.register(fd, mask)
         self._callbacks[fd] = callback
         self._files[fd] = fileobj
 
     def modify(self, fileobj, mask, callback):
         fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        if mask & self._hangup_wanted == EVENT_READ:
+            mask |= EVENT_HANGUP
         self._epoll.modify(fd, mask)
         self._callbacks[fd] = callback
 
@@ -7678,7 +7689,11 @@ Why it looks the way it does (this is the hot path: no Python call is added per 
   and reads ``tune.bufsize`` at a time while one more large read would not fit under
   ``tune.buffers.limit``.
 * EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are
-  out (half-close); the other direction keeps flowing. A reset on one side is passed on as a
+  out (half-close); the other direction keeps flowing. When the poller says the source's FIN
+  has come (``EVENT_HANGUP``) and a read returns less than it asked for, that read emptied the
+  source: its bytes go out with ``MSG_MORE`` and the EOF is passed on at once, so that they
+  leave as one segment and no read is spent learning what is known (HAProxy does the same; a
+  server's last reply and its close cost one segment, one read and one loop round less). A reset on one side is passed on as a
   reset (SO_LINGER 0, in Session.close).
 * Reads and writes only stamp ``last_activity`` with the loop's clock; the session's one
   timer works out from it, when it comes due, whether the connection really idled out.
@@ -7690,6 +7705,9 @@ than an object of its own so that a read costs no extra call or attribute hop.
 import errno
 import socket
 
+
+MSG_MORE = getattr(socket, "MSG_MORE", 0)     # Linux: hold the bytes for the FIN that follows
+_ORDERLY_END = EVENT_HANGUP | EVENT_FAILED    # masked: EVENT_HANGUP alone, a FIN and no reset
 
 # Errors that mean "this peer is gone", as opposed to a bug of ours.
 PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT,
@@ -7733,14 +7751,16 @@ class Relay(object):
             if self.state.closed:
                 return
         if mask & EVENT_READ:
-            self._pump(upstream)
+            self._pump(upstream, mask & _ORDERLY_END == EVENT_HANGUP)
 
-    def _pump(self, upstream):
-        """Read once from the direction's source and pass it straight to its destination."""
+    def _pump(self, upstream, fin_arrived):
+        """Read once from the direction's source and pass it straight to its destination;
+        ``fin_arrived``: the source's FIN is in (see the module docstring)."""
         proxy = self.proxy
+        size = proxy.read_size
         src, dst = (self.csock, self.ssock) if upstream else (self.ssock, self.csock)
         try:
-            n = src.recv_into(proxy.view, proxy.read_size)
+            n = src.recv_into(proxy.view, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -7755,8 +7775,9 @@ class Relay(object):
         else:
             self.bytes_out += n
         data = proxy.view[:n]
+        ended = fin_arrived and n < size
         try:
-            sent = dst.send(data)
+            sent = dst.send(data, MSG_MORE if ended else 0)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -7764,6 +7785,8 @@ class Relay(object):
             return
         if sent < n:
             self._hold(upstream, bytes(data[sent:]))   # the proxy's buffer is reused next read
+        if ended:
+            self._source_ended(upstream)
 
     def _hold(self, upstream, pending):
         """The destination is full: keep ``pending`` for it, watch it for room, and do not read

@@ -22,7 +22,11 @@ Two pollers stand behind those calls, and the loop's users cannot tell them apar
   False), so a user that wants to know whether a connect failed asks the socket.
 
 The masks are epoll's numbers on both paths (``EVENT_READ`` 1, ``EVENT_WRITE`` 4): epoll's
-events need no translation, selectors' cost two bit operations. On a socket, epoll reports an
+events need no translation, selectors' cost two bit operations. The epoll path asks for
+EPOLLRDHUP with every ``EVENT_READ`` (not with EPOLLEXCLUSIVE, which refuses it) and reports
+it as ``EVENT_HANGUP``: the peer's FIN has arrived, so a read that returns less than it asked
+for has emptied the socket up to the EOF (a reader then needs no second read to learn it).
+selectors never reports it. On a socket, epoll reports an
 error or a hang-up together with the readiness the callback asked for (the kernel marks a
 socket that failed or closed readable and writable), so a callback that looks only at
 ``EVENT_READ`` and ``EVENT_WRITE`` misses nothing on either path.
@@ -74,6 +78,8 @@ from .timeouts import LONGEST_WAIT
 EVENT_READ = 1              # epoll's EPOLLIN, also on the selectors path (see above)
 EVENT_WRITE = 4             # EPOLLOUT
 EVENT_ERROR = 8 | 16        # EPOLLERR | EPOLLHUP: only the epoll path reports them
+EVENT_FAILED = 8            # EPOLLERR alone: an error (a reset), not a peer's orderly FIN
+EVENT_HANGUP = 0x2000       # EPOLLRDHUP: the peer's FIN has arrived (the epoll path only)
 POLLER_VARIABLE = "SIMPLEPROXY_POLLER"     # "selectors": the portable path, also on Linux
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
@@ -138,6 +144,7 @@ class EpollPoller(object):
     # EPOLLEXCLUSIVE (Linux 4.5): added to EVENT_READ, one of the processes watching a shared
     # listening socket wakes, not all. Such a registration is never modified, only removed.
     exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
+    _hangup_wanted = EVENT_READ | exclusive     # masked: EVENT_READ alone asks for EVENT_HANGUP
 
     def __init__(self):
         self._epoll = select.epoll()
@@ -149,12 +156,16 @@ class EpollPoller(object):
         fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
         if fd in self._callbacks:
             raise KeyError("%r is already registered" % (fileobj,))
+        if mask & self._hangup_wanted == EVENT_READ:
+            mask |= EVENT_HANGUP
         self._epoll.register(fd, mask)
         self._callbacks[fd] = callback
         self._files[fd] = fileobj
 
     def modify(self, fileobj, mask, callback):
         fd = fileobj if fileobj.__class__ is int else fileobj.fileno()
+        if mask & self._hangup_wanted == EVENT_READ:
+            mask |= EVENT_HANGUP
         self._epoll.modify(fd, mask)
         self._callbacks[fd] = callback
 

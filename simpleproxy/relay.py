@@ -20,7 +20,11 @@ Why it looks the way it does (this is the hot path: no Python call is added per 
   and reads ``tune.bufsize`` at a time while one more large read would not fit under
   ``tune.buffers.limit``.
 * EOF from one side becomes ``shutdown(SHUT_WR)`` on the other once its pending bytes are
-  out (half-close); the other direction keeps flowing. A reset on one side is passed on as a
+  out (half-close); the other direction keeps flowing. When the poller says the source's FIN
+  has come (``EVENT_HANGUP``) and a read returns less than it asked for, that read emptied the
+  source: its bytes go out with ``MSG_MORE`` and the EOF is passed on at once, so that they
+  leave as one segment and no read is spent learning what is known (HAProxy does the same; a
+  server's last reply and its close cost one segment, one read and one loop round less). A reset on one side is passed on as a
   reset (SO_LINGER 0, in Session.close).
 * Reads and writes only stamp ``last_activity`` with the loop's clock; the session's one
   timer works out from it, when it comes due, whether the connection really idled out.
@@ -33,7 +37,10 @@ import errno
 import socket
 
 from .endings import END_CLIENT_ABORT, END_NORMAL, END_SERVER_ABORT
-from .loop import EVENT_READ, EVENT_WRITE
+from .loop import EVENT_FAILED, EVENT_HANGUP, EVENT_READ, EVENT_WRITE
+
+MSG_MORE = getattr(socket, "MSG_MORE", 0)     # Linux: hold the bytes for the FIN that follows
+_ORDERLY_END = EVENT_HANGUP | EVENT_FAILED    # masked: EVENT_HANGUP alone, a FIN and no reset
 
 # Errors that mean "this peer is gone", as opposed to a bug of ours.
 PEER_GONE_ERRNOS = frozenset((errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT,
@@ -77,14 +84,16 @@ class Relay(object):
             if self.state.closed:
                 return
         if mask & EVENT_READ:
-            self._pump(upstream)
+            self._pump(upstream, mask & _ORDERLY_END == EVENT_HANGUP)
 
-    def _pump(self, upstream):
-        """Read once from the direction's source and pass it straight to its destination."""
+    def _pump(self, upstream, fin_arrived):
+        """Read once from the direction's source and pass it straight to its destination;
+        ``fin_arrived``: the source's FIN is in (see the module docstring)."""
         proxy = self.proxy
+        size = proxy.read_size
         src, dst = (self.csock, self.ssock) if upstream else (self.ssock, self.csock)
         try:
-            n = src.recv_into(proxy.view, proxy.read_size)
+            n = src.recv_into(proxy.view, size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -99,8 +108,9 @@ class Relay(object):
         else:
             self.bytes_out += n
         data = proxy.view[:n]
+        ended = fin_arrived and n < size
         try:
-            sent = dst.send(data)
+            sent = dst.send(data, MSG_MORE if ended else 0)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as exc:
@@ -108,6 +118,8 @@ class Relay(object):
             return
         if sent < n:
             self._hold(upstream, bytes(data[sent:]))   # the proxy's buffer is reused next read
+        if ended:
+            self._source_ended(upstream)
 
     def _hold(self, upstream, pending):
         """The destination is full: keep ``pending`` for it, watch it for room, and do not read

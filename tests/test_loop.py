@@ -10,8 +10,8 @@ import pytest
 
 from simpleproxy import loop as loop_module
 from simpleproxy.logs import setup_logging
-from simpleproxy.loop import (EVENT_ERROR, EVENT_READ, EVENT_WRITE, POLLER_VARIABLE,
-                              TIMER_HEAP_SLACK, EventLoop)
+from simpleproxy.loop import (EVENT_ERROR, EVENT_HANGUP, EVENT_READ, EVENT_WRITE,
+                              POLLER_VARIABLE, TIMER_HEAP_SLACK, EventLoop)
 
 STEP = 0.02        # seconds between timers: far above the clock's resolution
 POLLERS = ["epoll", "selectors"] if hasattr(select, "epoll") else ["selectors"]
@@ -192,6 +192,48 @@ def test_events_come_with_the_mask_asked_for_and_follow_modify_and_unregister():
         loop.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_UNIX])
+def test_a_peers_fin_comes_as_a_hangup_where_the_poller_tells_errors(family):
+    """epoll adds EPOLLRDHUP to a read interest and reports the FIN that has arrived, after
+    the bytes before it, as EVENT_HANGUP (after a modify too); selectors never reports it.
+    A shared listener's EPOLLEXCLUSIVE interest, which refuses EPOLLRDHUP, registers."""
+    loop = EventLoop()
+    if family == socket.AF_INET:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        a = socket.create_connection(listener.getsockname())
+        b = listener.accept()[0]
+    else:
+        listener = None
+        a, b = socket.socketpair()
+    seen = []
+    try:
+        loop.register(a, EVENT_WRITE, lambda mask: None)
+        loop.modify(a, EVENT_READ, lambda mask: seen.append(mask))
+        b.sendall(b"last words")
+        b.shutdown(socket.SHUT_WR)
+        wait_for_events(loop, seen)
+        hangup = EVENT_HANGUP if loop.tells_errors else 0
+        assert seen == [EVENT_READ | hangup]
+        assert a.recv(100) == b"last words"
+        if listener is not None and loop.exclusive:
+            loop.register(listener, EVENT_READ | loop.exclusive, lambda mask: None)
+    finally:
+        loop.close()
+        for sock in (a, b, listener):
+            if sock is not None:
+                sock.close()
+
+
+def wait_for_events(loop, seen, rounds=20):
+    """Serve rounds until a callback has recorded something (at most ``rounds`` of 0.5 s)."""
+    for _ in range(rounds):
+        if seen:
+            return
+        loop.run_once(0.5)
 
 
 def test_registering_twice_or_unregistering_a_stranger_is_a_key_error():

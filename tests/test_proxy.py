@@ -383,6 +383,43 @@ def test_half_close_both_ways(launch):
     assert "end=normal" in proxy.wait_for("fe=server_closes ")
 
 
+class LastWordServer(RecordingServer):
+    """A server that sends its reply and its FIN in one segment, then waits for the FIN."""
+
+    def handle(self, conn, record):
+        conn.send(REPLY, socket.MSG_MORE)
+        conn.shutdown(socket.SHUT_WR)
+        read_to_eof(conn)
+
+
+def _segments_received(address):
+    """Read the connection's bytes to EOF, then count the TCP segments that brought them
+    (tcpi_segs_in of TCP_INFO, Linux 4.2 and later: the handshake's SYN-ACK included)."""
+    sock = connect(address)
+    try:
+        assert read_to_eof(sock) == REPLY
+        return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                       256), 140)[0]
+    finally:
+        sock.close()
+
+
+@BOTH_FORMS
+def test_a_reply_and_its_fin_that_came_together_leave_together(launch):
+    """epoll says the FIN is in (EPOLLRDHUP), so the reply goes out with MSG_MORE and the FIN
+    right after it, in the one segment the server used; a proxy that learns the EOF from a
+    second read sends them in two (selectors cannot tell, which is why epoll alone is here)."""
+    server = LastWordServer()
+    try:
+        port = free_port()
+        proxy = launch(one_frontend(["127.0.0.1:%d" % port], server.config_address))
+        direct = _segments_received(server.address)
+        assert _segments_received(("127.0.0.1", port)) == direct
+        assert "end=normal" in proxy.wait_for("in=0 out=%d" % len(REPLY))
+    finally:
+        server.close()
+
+
 @BOTH_FORMS
 def test_slow_reader_keeps_memory_bounded(launch):
     backend = Firehose(256 << 20)
