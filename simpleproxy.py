@@ -22,44 +22,44 @@ Contents (line numbers in this file):
 
        67  Version (simpleproxy/_version.py)
        75  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      773  Errors (simpleproxy/errors.py)
-      798  The longest wait handed to the system (simpleproxy/timeouts.py)
-      817  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      905  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1330  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1567  Configuration: reading the INI file (simpleproxy/ini.py)
-     1847  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2378  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2513  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
-     2603  Configuration: what each key means, checked (simpleproxy/config.py)
-     3274  Balancing: choosing a server (simpleproxy/balancer.py)
-     3729  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3891  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3967  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4392  How a connection ends: the end causes (simpleproxy/endings.py)
-     4470  Service discovery: following host names (simpleproxy/discovery.py)
-     4786  Start-up: resolving host names (simpleproxy/resolve.py)
-     4916  Health checks (simpleproxy/health.py)
-     5453  Stats: the counters (simpleproxy/stats.py)
-     5908  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6294  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6543  Stats: the HTML page (simpleproxy/statspage.py)
-     6706  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7109  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7244  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7667  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7881  The proxy: a connection's life (simpleproxy/session.py)
-     8566  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8766  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9010  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9546  Processes: worker count, privileges (simpleproxy/process.py)
-     9599  Processes: the master-worker channel (simpleproxy/channel.py)
-     9720  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9899  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-     9993  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10117  Processes: the master, workers, reload (simpleproxy/master.py)
-    10729  The command line (simpleproxy/cli.py)
-    10812  Entry point (simpleproxy/__main__.py)
+      781  Errors (simpleproxy/errors.py)
+      806  The longest wait handed to the system (simpleproxy/timeouts.py)
+      825  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      913  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1338  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1575  Configuration: reading the INI file (simpleproxy/ini.py)
+     1855  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2386  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2521  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
+     2611  Configuration: what each key means, checked (simpleproxy/config.py)
+     3282  Balancing: choosing a server (simpleproxy/balancer.py)
+     3737  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3899  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3975  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4400  How a connection ends: the end causes (simpleproxy/endings.py)
+     4478  Service discovery: following host names (simpleproxy/discovery.py)
+     4794  Start-up: resolving host names (simpleproxy/resolve.py)
+     4924  Health checks (simpleproxy/health.py)
+     5461  Stats: the counters (simpleproxy/stats.py)
+     5916  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6302  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6551  Stats: the HTML page (simpleproxy/statspage.py)
+     6714  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7117  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7252  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7675  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7889  The proxy: a connection's life (simpleproxy/session.py)
+     8574  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8774  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9018  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9554  Processes: worker count, privileges (simpleproxy/process.py)
+     9607  Processes: the master-worker channel (simpleproxy/channel.py)
+     9728  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9907  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10001  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10125  Processes: the master, workers, reload (simpleproxy/master.py)
+    10737  The command line (simpleproxy/cli.py)
+    10820  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -560,6 +560,14 @@ def packed_ip(host):
     except OSError:
         raise ValueError("%r is neither IPv4 nor IPv6 text" % (host,)) from None
     return packed[12:] if packed.startswith(V4_MAPPED_PREFIX) else packed
+
+
+def packed_ip_pair(first, second):
+    """packed_ip of both, in one call; IPv4 text (most connections' pair) needs no more."""
+    try:
+        return socket.inet_pton(socket.AF_INET, first), socket.inet_pton(socket.AF_INET, second)
+    except OSError:
+        return packed_ip(first), packed_ip(second)
 
 
 def _pp_ip_endpoint(endpoint):
@@ -1423,7 +1431,7 @@ class HeaderTemplate(object):
         """``build_v2(src, dst, tlvs, crc32c=add_crc32c)``, byte for byte, and its errors."""
         if (isinstance(src, tuple) and isinstance(dst, tuple) and 0 <= src[1] <= 0xFFFF
                 and 0 <= dst[1] <= 0xFFFF):
-            src_ip, dst_ip = packed_ip(src[0]), packed_ip(dst[0])
+            src_ip, dst_ip = packed_ip_pair(src[0], dst[0])
             parts = self._parts.get(len(src_ip)) if len(src_ip) == len(dst_ip) else None
             if parts is not None:
                 head, tlv_area, head_checksum = parts
@@ -8428,7 +8436,7 @@ class Session(Relay):
         config = self.server.config
         version = config.send_proxy
         client, local, transport = self.client, self.local, "STREAM"
-        if self.header is None or not self.header.has_addresses:
+        if local is None:                    # no header, or one without addresses
             client = self.peer
             local = self._real_local()
         elif self.header.version == 2:

@@ -485,6 +485,14 @@ def packed_ip(host):
     return packed[12:] if packed.startswith(V4_MAPPED_PREFIX) else packed
 
 
+def packed_ip_pair(first, second):
+    """packed_ip of both, in one call; IPv4 text (most connections' pair) needs no more."""
+    try:
+        return socket.inet_pton(socket.AF_INET, first), socket.inet_pton(socket.AF_INET, second)
+    except OSError:
+        return packed_ip(first), packed_ip(second)
+
+
 def _pp_ip_endpoint(endpoint):
     """(packed address, port) of a (host, port, ...) tuple."""
     host, port = endpoint[0], endpoint[1]

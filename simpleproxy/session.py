@@ -559,7 +559,7 @@ class Session(Relay):
         config = self.server.config
         version = config.send_proxy
         client, local, transport = self.client, self.local, "STREAM"
-        if self.header is None or not self.header.has_addresses:
+        if local is None:                    # no header, or one without addresses
             client = self.peer
             local = self._real_local()
         elif self.header.version == 2:

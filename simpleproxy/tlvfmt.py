@@ -30,7 +30,7 @@ from collections import namedtuple
 from .errors import SimpleProxyError
 from .proxyproto import (
     PP2_TYPE_AUTHORITY, PP2_TYPE_CRC32C, PP2_TYPE_UNIQUE_ID, UNIQUE_ID_MAX, ProxyHeaderError,
-    build_v2, crc32c, packed_ip, parse_header, tlv_value)
+    build_v2, crc32c, packed_ip_pair, parse_header, tlv_value)
 from .samples import BYTES, parse_tlv_id, pp_fetch
 
 TLV_FMT_OPTION = "set-proxy-v2-tlv-fmt"
@@ -96,7 +96,7 @@ class HeaderTemplate(object):
         """``build_v2(src, dst, tlvs, crc32c=add_crc32c)``, byte for byte, and its errors."""
         if (isinstance(src, tuple) and isinstance(dst, tuple) and 0 <= src[1] <= 0xFFFF
                 and 0 <= dst[1] <= 0xFFFF):
-            src_ip, dst_ip = packed_ip(src[0]), packed_ip(dst[0])
+            src_ip, dst_ip = packed_ip_pair(src[0], dst[0])
             parts = self._parts.get(len(src_ip)) if len(src_ip) == len(dst_ip) else None
             if parts is not None:
                 head, tlv_area, head_checksum = parts
