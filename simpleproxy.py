@@ -47,19 +47,19 @@ Contents (line numbers in this file):
      6714  Stats: the runtime API's commands (simpleproxy/admin.py)
      7117  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7252  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7675  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7889  The proxy: a connection's life (simpleproxy/session.py)
-     8574  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8774  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9018  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9554  Processes: worker count, privileges (simpleproxy/process.py)
-     9607  Processes: the master-worker channel (simpleproxy/channel.py)
-     9728  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9907  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10001  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10125  Processes: the master, workers, reload (simpleproxy/master.py)
-    10737  The command line (simpleproxy/cli.py)
-    10820  Entry point (simpleproxy/__main__.py)
+     7681  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7895  The proxy: a connection's life (simpleproxy/session.py)
+     8580  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8780  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9024  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9560  Processes: worker count, privileges (simpleproxy/process.py)
+     9613  Processes: the master-worker channel (simpleproxy/channel.py)
+     9734  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9913  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10007  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10131  Processes: the master, workers, reload (simpleproxy/master.py)
+    10743  The command line (simpleproxy/cli.py)
+    10826  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7512,6 +7512,7 @@ class EventLoop(object):
         self.now = time.monotonic()
         self.stopping = False
         self._stop_signals_installed = False
+        self._stop_signal = None     # the SIGTERM or SIGINT that stopped run(), to log
         self._timers = []
         self._timer_sequence = 0
         self._dead_timers = 0
@@ -7532,6 +7533,8 @@ class EventLoop(object):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         while not self.stopping:
             self.run_once(self.next_wait())
+        if self._stop_signal is not None:
+            LOG.info("received %s, stopping", signal.Signals(self._stop_signal).name)
 
     def run_once(self, timeout):
         """Wait up to ``timeout`` seconds (None: until an event), then serve the ready
@@ -7614,7 +7617,10 @@ class EventLoop(object):
         signal.signal(signum, lambda signum, frame: self.call_soon_threadsafe(callback))
 
     def _on_signal(self, signum, frame):
-        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        """Flags only: a handler runs between any two bytecodes of the loop's thread, maybe
+        in the middle of the log writer, whose lock lets the same thread in again (a line
+        logged here lost the lines a drain was writing); run() logs the signal."""
+        self._stop_signal = signum
         self.stopping = True
 
     def _log_held(self):

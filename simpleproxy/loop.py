@@ -260,6 +260,7 @@ class EventLoop(object):
         self.now = time.monotonic()
         self.stopping = False
         self._stop_signals_installed = False
+        self._stop_signal = None     # the SIGTERM or SIGINT that stopped run(), to log
         self._timers = []
         self._timer_sequence = 0
         self._dead_timers = 0
@@ -280,6 +281,8 @@ class EventLoop(object):
         """Serve events and timers until stop() (or a signal, see install_signal_handlers)."""
         while not self.stopping:
             self.run_once(self.next_wait())
+        if self._stop_signal is not None:
+            LOG.info("received %s, stopping", signal.Signals(self._stop_signal).name)
 
     def run_once(self, timeout):
         """Wait up to ``timeout`` seconds (None: until an event), then serve the ready
@@ -362,7 +365,10 @@ class EventLoop(object):
         signal.signal(signum, lambda signum, frame: self.call_soon_threadsafe(callback))
 
     def _on_signal(self, signum, frame):
-        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        """Flags only: a handler runs between any two bytecodes of the loop's thread, maybe
+        in the middle of the log writer, whose lock lets the same thread in again (a line
+        logged here lost the lines a drain was writing); run() logs the signal."""
+        self._stop_signal = signum
         self.stopping = True
 
     def _log_held(self):

@@ -2,14 +2,17 @@
 the sockets it watches; every test runs on both pollers (epoll, and the portable selectors)."""
 import errno
 import io
+import logging
+import os
 import select
+import signal
 import socket
 import threading
 
 import pytest
 
 from simpleproxy import loop as loop_module
-from simpleproxy.logs import setup_logging
+from simpleproxy.logs import LOG, setup_logging
 from simpleproxy.loop import (EVENT_ERROR, EVENT_HANGUP, EVENT_READ, EVENT_WRITE,
                               POLLER_VARIABLE, TIMER_HEAP_SLACK, EventLoop)
 
@@ -234,6 +237,52 @@ def wait_for_events(loop, seen, rounds=20):
         if seen:
             return
         loop.run_once(0.5)
+
+
+class SignalInTheMiddle(logging.Handler):
+    """A log handler during whose work SIGTERM arrives, as it can in the log writer: records
+    whether a line was logged again from inside (the signal handler re-entering it)."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+        self.messages = []
+        self.depth = 0
+        self.reentered = False
+
+    def emit(self, record):
+        self.reentered = self.reentered or self.depth > 0
+        self.depth += 1
+        try:
+            self.messages.append(record.getMessage())
+            if len(self.messages) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                sum(range(10000))              # bytecodes: the Python handler runs in here
+        finally:
+            self.depth -= 1
+
+
+def test_a_stop_signal_logs_nothing_from_its_handler_and_run_logs_it():
+    """A signal handler runs between any two bytecodes of the loop's thread, maybe inside
+    the log writer, whose lock lets the same thread in again: a line logged there lost the
+    lines a drain was writing (the unread-stderr test, under load). So the handler only sets
+    flags, and run() logs the signal once it returns."""
+    handler = SignalInTheMiddle()
+    saved = LOG.handlers[:], LOG.level, {s: signal.getsignal(s) for s in loop_module.STOP_SIGNALS}
+    LOG.handlers[:] = [handler]
+    LOG.setLevel(logging.INFO)
+    loop = EventLoop()
+    try:
+        loop.install_signal_handlers()
+        LOG.info("a line being written")
+        assert not handler.reentered
+        loop.run()                               # the signal stopped it: it returns at once
+        loop.close()
+    finally:
+        LOG.handlers[:], level, handlers = saved
+        LOG.setLevel(level)
+        for signum, previous in handlers.items():
+            signal.signal(signum, previous)
+    assert handler.messages == ["a line being written", "received SIGTERM, stopping"]
 
 
 def test_registering_twice_or_unregistering_a_stranger_is_a_key_error():
