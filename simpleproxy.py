@@ -36,30 +36,30 @@ Contents (line numbers in this file):
      3737  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3899  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3975  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4400  How a connection ends: the end causes (simpleproxy/endings.py)
-     4478  Service discovery: following host names (simpleproxy/discovery.py)
-     4794  Start-up: resolving host names (simpleproxy/resolve.py)
-     4924  Health checks (simpleproxy/health.py)
-     5461  Stats: the counters (simpleproxy/stats.py)
-     5916  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6302  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6551  Stats: the HTML page (simpleproxy/statspage.py)
-     6714  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7117  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7252  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7681  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7895  The proxy: a connection's life (simpleproxy/session.py)
-     8580  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8780  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9024  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9560  Processes: worker count, privileges (simpleproxy/process.py)
-     9613  Processes: the master-worker channel (simpleproxy/channel.py)
-     9734  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9913  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10007  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10131  Processes: the master, workers, reload (simpleproxy/master.py)
-    10743  The command line (simpleproxy/cli.py)
-    10826  Entry point (simpleproxy/__main__.py)
+     4408  How a connection ends: the end causes (simpleproxy/endings.py)
+     4486  Service discovery: following host names (simpleproxy/discovery.py)
+     4802  Start-up: resolving host names (simpleproxy/resolve.py)
+     4932  Health checks (simpleproxy/health.py)
+     5469  Stats: the counters (simpleproxy/stats.py)
+     5924  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6310  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6559  Stats: the HTML page (simpleproxy/statspage.py)
+     6722  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7125  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7260  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7693  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7907  The proxy: a connection's life (simpleproxy/session.py)
+     8592  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8792  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9036  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9572  Processes: worker count, privileges (simpleproxy/process.py)
+     9625  Processes: the master-worker channel (simpleproxy/channel.py)
+     9746  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9925  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10019  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10143  Processes: the master, workers, reload (simpleproxy/master.py)
+    10755  The command line (simpleproxy/cli.py)
+    10838  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3995,10 +3995,12 @@ DroppedLogs).
 
 A connection's line (``log_connection``, one per connection at ``log-level info``) costs
 little: it goes to the writer without a LogRecord, its time text is made once a second,
-and a LogWriter batches such lines while the event loop serves it, which writes the batch
-at the end of each turn and when it closes (and ``flush()`` at exit): one ``write`` (per
-PIPE_BUF bytes) for all the connections that ended in one turn. Every other line is
-written at once, after the batch, so the order is kept.
+and a LogWriter batches such lines while the event loop serves it: the batch is written
+``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it reaches
+``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
+makes one ``write`` per PIPE_BUF bytes of lines, some twenty connections, where a write per
+loop turn carried three to eight and cost 2-3.5 us a line. Every other line is written at
+once, after the batch, so the order is kept.
 
 Two things here protect the log from the traffic it describes:
 
@@ -4028,6 +4030,7 @@ LOG = logging.getLogger("simpleproxy")
 
 LOG_HOLD_LIMIT = 65536       # bytes of log lines held while stderr takes nothing (a pipe's worth)
 LOG_BATCH_LINES = 128        # connection lines batched at most before they are written
+LOG_BATCH_DELAY = 0.05       # seconds a connection line may wait for others to share its write
 LOG_EXIT_FLUSH = 2.0         # seconds to wait at exit for stderr to take the held lines
 LOG_FILE_CHECK = 1.0         # seconds between two checks that a log file was not moved away
 LOG_FILE_MODE = 0o640
@@ -4075,8 +4078,9 @@ class LogWriter(logging.Handler):
     Lines come from the loop's thread and from health-check threads; the handler's lock
     (taken by ``handle`` and by ``add_line``, ``write_batch``, ``drain``) keeps them whole and
     in order. A connection's line (``add_line``) is batched while a loop serves the writer
-    (it sets ``on_held``): the loop writes the batch once per turn, so a busy loop makes one
-    ``write`` for several connections. Any other line is written at once, after the batch.
+    (it sets ``on_held``, and ``on_batch_started``, which it calls when a line starts a
+    batch: the loop writes the batch LOG_BATCH_DELAY later). Any other line is written at
+    once, after the batch.
     """
 
     def __init__(self, fd, path=None):
@@ -4093,6 +4097,7 @@ class LogWriter(logging.Handler):
         self.dropped = 0             # lines dropped since the last "dropped" line
         self.dropped_total = 0
         self.on_held = None          # the loop's: called once when lines start to be held
+        self.on_batch_started = None     # the loop's: called when a line starts a batch
         mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
         self._was_blocking = None
@@ -4114,9 +4119,12 @@ class LogWriter(logging.Handler):
         without one, and batched (see the class docstring)."""
         line = self.formatter.line(time.time(), logging.getLevelName(levelno), message) + "\n"
         with self.lock:
-            self.batch.append(line)
-            if self.on_held is None or len(self.batch) >= LOG_BATCH_LINES:
+            batch = self.batch
+            batch.append(line)
+            if self.on_held is None or len(batch) >= LOG_BATCH_LINES:
                 self._write_batch()
+            elif len(batch) == 1 and self.on_batch_started is not None:
+                self.on_batch_started()
 
     def write_batch(self):
         """Write the batched lines now (the loop, at the end of each turn)."""
@@ -7260,8 +7268,7 @@ and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep 
 (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
 on the loop's thread; other threads (health checks) and signals only reach it through
 ``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
-a poll, the ready callbacks, the due timers; what should happen once a round, after all of
-them, goes at the end of ``run_once``.
+a poll, the ready callbacks, the due timers.
 
 Two pollers stand behind those calls, and the loop's users cannot tell them apart:
 
@@ -7313,7 +7320,8 @@ between bytecodes of the main thread, which the poll would otherwise keep waitin
 
 The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
 writer holds lines and tells the loop, which watches the descriptor and writes them out as
-it has room.
+it has room. Connection lines wait for others in the writer's batch, which a loop timer
+writes out (``LOG_BATCH_DELAY``).
 """
 import heapq
 import os
@@ -7524,6 +7532,8 @@ class EventLoop(object):
         self._log_writer = log_writer()
         if self._log_writer is not None:
             self._log_writer.on_held = self._log_held
+            self._log_writer.on_batch_started = self._log_batch_started
+            self._log_batch_timer = Timer(self, self._log_writer.write_batch)
 
     def timer(self, callback):
         """A Timer of this loop, not armed yet: ``callback()`` runs once it is armed and due."""
@@ -7557,9 +7567,6 @@ class EventLoop(object):
                 timer.callback()
             except Exception:
                 log_loop_error("a timer")
-        log_writer = self._log_writer
-        if log_writer is not None and log_writer.batch:
-            log_writer.write_batch()     # this round's connection lines in one write (logs.py)
 
     def next_wait(self):
         """How long a poll may sleep: until the first timer is due, None without one. A
@@ -7623,6 +7630,11 @@ class EventLoop(object):
         self._stop_signal = signum
         self.stopping = True
 
+    def _log_batch_started(self):
+        """A connection's log line started a batch: written with the others LOG_BATCH_DELAY
+        later, or sooner if it fills (logs.py)."""
+        self._log_batch_timer.arm_by(self.now + LOG_BATCH_DELAY)
+
     def _log_held(self):
         """The log writer holds lines (called from any thread that logs)."""
         try:
@@ -7661,7 +7673,7 @@ class EventLoop(object):
         if writer is not None:                 # what it still holds is written at exit
             writer.write_batch()               # from now on it writes each line at once
             if writer.on_held == self._log_held:
-                writer.on_held = None
+                writer.on_held = writer.on_batch_started = None
             try:
                 self.unregister(writer.fd)
             except KeyError:

@@ -6,8 +6,7 @@ and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep 
 (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
 on the loop's thread; other threads (health checks) and signals only reach it through
 ``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
-a poll, the ready callbacks, the due timers; what should happen once a round, after all of
-them, goes at the end of ``run_once``.
+a poll, the ready callbacks, the due timers.
 
 Two pollers stand behind those calls, and the loop's users cannot tell them apart:
 
@@ -59,7 +58,8 @@ between bytecodes of the main thread, which the poll would otherwise keep waitin
 
 The log never blocks the loop (logs.py's ``LogWriter``): when stderr takes no more, the
 writer holds lines and tells the loop, which watches the descriptor and writes them out as
-it has room.
+it has room. Connection lines wait for others in the writer's batch, which a loop timer
+writes out (``LOG_BATCH_DELAY``).
 """
 import heapq
 import os
@@ -72,7 +72,7 @@ import time
 import traceback
 from collections import deque
 
-from .logs import LOG, log_writer
+from .logs import LOG, LOG_BATCH_DELAY, log_writer
 from .timeouts import LONGEST_WAIT
 
 EVENT_READ = 1              # epoll's EPOLLIN, also on the selectors path (see above)
@@ -272,6 +272,8 @@ class EventLoop(object):
         self._log_writer = log_writer()
         if self._log_writer is not None:
             self._log_writer.on_held = self._log_held
+            self._log_writer.on_batch_started = self._log_batch_started
+            self._log_batch_timer = Timer(self, self._log_writer.write_batch)
 
     def timer(self, callback):
         """A Timer of this loop, not armed yet: ``callback()`` runs once it is armed and due."""
@@ -305,9 +307,6 @@ class EventLoop(object):
                 timer.callback()
             except Exception:
                 log_loop_error("a timer")
-        log_writer = self._log_writer
-        if log_writer is not None and log_writer.batch:
-            log_writer.write_batch()     # this round's connection lines in one write (logs.py)
 
     def next_wait(self):
         """How long a poll may sleep: until the first timer is due, None without one. A
@@ -371,6 +370,11 @@ class EventLoop(object):
         self._stop_signal = signum
         self.stopping = True
 
+    def _log_batch_started(self):
+        """A connection's log line started a batch: written with the others LOG_BATCH_DELAY
+        later, or sooner if it fills (logs.py)."""
+        self._log_batch_timer.arm_by(self.now + LOG_BATCH_DELAY)
+
     def _log_held(self):
         """The log writer holds lines (called from any thread that logs)."""
         try:
@@ -409,7 +413,7 @@ class EventLoop(object):
         if writer is not None:                 # what it still holds is written at exit
             writer.write_batch()               # from now on it writes each line at once
             if writer.on_held == self._log_held:
-                writer.on_held = None
+                writer.on_held = writer.on_batch_started = None
             try:
                 self.unregister(writer.fd)
             except KeyError:

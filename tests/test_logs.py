@@ -14,7 +14,8 @@ import time
 import pytest
 
 from simpleproxy.logs import (
-    LOG, LOG_BATCH_LINES, LOG_HOLD_LIMIT, LogWriter, SyslogWriter, log_connection, setup_logging)
+    LOG, LOG_BATCH_DELAY, LOG_BATCH_LINES, LOG_HOLD_LIMIT, LogWriter, SyslogWriter, log_connection,
+    setup_logging)
 from simpleproxy.loop import EventLoop
 from support import (DEFAULT_TIMEOUT, RecordingServer, exchange, free_port, proxy_command,
                      proxy_env, wait_until)
@@ -138,7 +139,7 @@ def test_a_full_syslog_socket_drops_and_counts_lines_without_waiting(tmp_path):
         receiver.close()
 
 
-# -- a connection's line: without a LogRecord, batched per loop turn ----------------------------
+# -- a connection's line: without a LogRecord, batched ------------------------------------------
 
 LINE_HEAD = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} simpleproxy\[%d\] " % os.getpid()
 
@@ -202,7 +203,7 @@ def test_the_time_text_is_what_the_logging_format_gives(created):
         os.close(write_end)
 
 
-def test_connection_lines_wait_for_the_end_of_the_loop_turn(pipe_writer):
+def test_connection_lines_wait_for_the_batch_to_be_written(pipe_writer):
     writer, written = pipe_writer
     turns_held = []
     writer.on_held = lambda: turns_held.append(1)        # as an EventLoop serving it does
@@ -263,27 +264,32 @@ def test_a_batch_the_descriptor_does_not_take_is_held_and_dropped_by_whole_lines
                               % dropped)
 
 
-def test_the_loop_writes_the_connection_lines_at_the_end_of_each_turn(pipe_writer):
+def test_the_loop_writes_a_batch_of_connection_lines_once_the_batch_delay_is_over(pipe_writer):
+    """However quiet the loop is (no other timer, no event), a batch is written
+    LOG_BATCH_DELAY after its first line, and not before; the lines left at shutdown are
+    written when the loop closes, and after it each line at once."""
     writer, written = pipe_writer
     saved = LOG.handlers[:], LOG.level
     LOG.handlers[:] = [writer]
     LOG.setLevel(logging.INFO)
     loop = EventLoop()
+    logged_at = []
     seen = []
 
-    def log_one():
-        log_connection(logging.INFO, "turn one")
+    def log_two():
+        logged_at.append(time.monotonic())
+        log_connection(logging.INFO, "first")
+        log_connection(logging.INFO, "second")
         seen.append(written())                    # not yet: batched
-        loop.timer(check).arm(loop.now + 0.01)    # a later turn
-
-    def check():
-        seen.append(written())                    # written when the turn ended
-        log_connection(logging.INFO, "last turn")
-        loop.stopping = True
     try:
-        loop.timer(log_one).arm(loop.now)
-        loop.run()
-        seen.append(written())
+        loop.timer(log_two).arm(loop.now)
+        output = ""
+        deadline = time.monotonic() + DEFAULT_TIMEOUT
+        while " INFO second\n" not in output:
+            assert time.monotonic() < deadline, "the batch was never written"
+            loop.run_once(min(loop.next_wait() or 1.0, 1.0))
+            output += written()
+        waited = time.monotonic() - logged_at[0]
         log_connection(logging.INFO, "closed at shutdown")   # as Proxy._shutdown's sessions
         seen.append(written())
         loop.close()                              # writes what is left
@@ -294,11 +300,11 @@ def test_the_loop_writes_the_connection_lines_at_the_end_of_each_turn(pipe_write
         LOG.handlers[:], level = saved
         LOG.setLevel(level)
     assert seen[0] == ""
-    assert seen[1].endswith(" INFO turn one\n")
-    assert seen[2].endswith(" INFO last turn\n")
-    assert seen[3] == ""
-    assert seen[4].endswith(" INFO closed at shutdown\n")
-    assert seen[5].endswith(" INFO after the loop\n")
+    assert [line.split(" INFO ")[1] for line in output.splitlines()] == ["first", "second"]
+    assert waited >= LOG_BATCH_DELAY
+    assert seen[1] == ""
+    assert seen[2].endswith(" INFO closed at shutdown\n")
+    assert seen[3].endswith(" INFO after the loop\n")
 
 
 def test_a_connection_line_to_syslog_is_the_frame_a_record_gives():
