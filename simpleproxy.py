@@ -8071,7 +8071,7 @@ class Session(Relay):
                 self.inbuf = bytearray()
                 proxy.header_wait_started(self)
                 # Read before waiting, as HAProxy does: a client sends its header as soon as
-                # it is connected, so it is often in already (half of the bench's connections),
+                # it is connected, so it is often in already (most of the bench's connections),
                 # and then the session routes and connects in this round instead of the next.
                 # When it is not, the read costs an EAGAIN (about 2.5 us), and we wait.
                 self._read_header(True, EVENT_READ)
