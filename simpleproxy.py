@@ -4127,7 +4127,7 @@ class LogWriter(logging.Handler):
                 self.on_batch_started()
 
     def write_batch(self):
-        """Write the batched lines now (the loop, at the end of each turn)."""
+        """Write the batched lines now (the loop's batch timer, and the loop's close)."""
         with self.lock:
             self._write_batch()
 
@@ -7286,11 +7286,11 @@ The masks are epoll's numbers on both paths (``EVENT_READ`` 1, ``EVENT_WRITE`` 4
 events need no translation, selectors' cost two bit operations. The epoll path asks for
 EPOLLRDHUP with every ``EVENT_READ`` (not with EPOLLEXCLUSIVE, which refuses it) and reports
 it as ``EVENT_HANGUP``: the peer's FIN has arrived, so a read that returns less than it asked
-for has emptied the socket up to the EOF (a reader then needs no second read to learn it).
-selectors never reports it. On a socket, epoll reports an
-error or a hang-up together with the readiness the callback asked for (the kernel marks a
-socket that failed or closed readable and writable), so a callback that looks only at
-``EVENT_READ`` and ``EVENT_WRITE`` misses nothing on either path.
+for has emptied the socket up to the EOF (a reader then needs no second read to learn it);
+selectors never reports it. On a socket, epoll reports an error or a hang-up together with
+the readiness the callback asked for (the kernel marks a socket that failed or closed
+readable and writable), so a callback that looks only at ``EVENT_READ`` and ``EVENT_WRITE``
+misses nothing on either path.
 
 Closing a watched socket: ``loop.forget(sock)`` just before ``sock.close()``. epoll drops a
 descriptor from its set by itself when the last descriptor of the socket is closed, so the
@@ -7719,8 +7719,8 @@ Why it looks the way it does (this is the hot path: no Python call is added per 
   has come (``EVENT_HANGUP``) and a read returns less than it asked for, that read emptied the
   source: its bytes go out with ``MSG_MORE`` and the EOF is passed on at once, so that they
   leave as one segment and no read is spent learning what is known (HAProxy does the same; a
-  server's last reply and its close cost one segment, one read and one loop round less). A reset on one side is passed on as a
-  reset (SO_LINGER 0, in Session.close).
+  server's last reply and its close cost one segment, one read and one loop round less).
+  A reset on one side is passed on as a reset (SO_LINGER 0, in Session.close).
 * Reads and writes only stamp ``last_activity`` with the loop's clock; the session's one
   timer works out from it, when it comes due, whether the connection really idled out.
 * Selector interest is changed only when a direction blocks or unblocks, not per read.

@@ -152,7 +152,7 @@ class LogWriter(logging.Handler):
                 self.on_batch_started()
 
     def write_batch(self):
-        """Write the batched lines now (the loop, at the end of each turn)."""
+        """Write the batched lines now (the loop's batch timer, and the loop's close)."""
         with self.lock:
             self._write_batch()
 

@@ -24,11 +24,11 @@ The masks are epoll's numbers on both paths (``EVENT_READ`` 1, ``EVENT_WRITE`` 4
 events need no translation, selectors' cost two bit operations. The epoll path asks for
 EPOLLRDHUP with every ``EVENT_READ`` (not with EPOLLEXCLUSIVE, which refuses it) and reports
 it as ``EVENT_HANGUP``: the peer's FIN has arrived, so a read that returns less than it asked
-for has emptied the socket up to the EOF (a reader then needs no second read to learn it).
-selectors never reports it. On a socket, epoll reports an
-error or a hang-up together with the readiness the callback asked for (the kernel marks a
-socket that failed or closed readable and writable), so a callback that looks only at
-``EVENT_READ`` and ``EVENT_WRITE`` misses nothing on either path.
+for has emptied the socket up to the EOF (a reader then needs no second read to learn it);
+selectors never reports it. On a socket, epoll reports an error or a hang-up together with
+the readiness the callback asked for (the kernel marks a socket that failed or closed
+readable and writable), so a callback that looks only at ``EVENT_READ`` and ``EVENT_WRITE``
+misses nothing on either path.
 
 Closing a watched socket: ``loop.forget(sock)`` just before ``sock.close()``. epoll drops a
 descriptor from its set by itself when the last descriptor of the socket is closed, so the

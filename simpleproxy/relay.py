@@ -24,8 +24,8 @@ Why it looks the way it does (this is the hot path: no Python call is added per 
   has come (``EVENT_HANGUP``) and a read returns less than it asked for, that read emptied the
   source: its bytes go out with ``MSG_MORE`` and the EOF is passed on at once, so that they
   leave as one segment and no read is spent learning what is known (HAProxy does the same; a
-  server's last reply and its close cost one segment, one read and one loop round less). A reset on one side is passed on as a
-  reset (SO_LINGER 0, in Session.close).
+  server's last reply and its close cost one segment, one read and one loop round less).
+  A reset on one side is passed on as a reset (SO_LINGER 0, in Session.close).
 * Reads and writes only stamp ``last_activity`` with the loop's clock; the session's one
   timer works out from it, when it comes due, whether the connection really idled out.
 * Selector interest is changed only when a direction blocks or unblocks, not per read.
