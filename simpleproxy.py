@@ -7337,8 +7337,8 @@ from collections import deque
 
 EVENT_READ = 1              # epoll's EPOLLIN, also on the selectors path (see above)
 EVENT_WRITE = 4             # EPOLLOUT
-EVENT_ERROR = 8 | 16        # EPOLLERR | EPOLLHUP: only the epoll path reports them
 EVENT_FAILED = 8            # EPOLLERR alone: an error (a reset), not a peer's orderly FIN
+EVENT_ERROR = EVENT_FAILED | 16     # and EPOLLHUP: only the epoll path reports them
 EVENT_HANGUP = 0x2000       # EPOLLRDHUP: the peer's FIN has arrived (the epoll path only)
 POLLER_VARIABLE = "SIMPLEPROXY_POLLER"     # "selectors": the portable path, also on Linux
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -20,6 +20,10 @@ import tempfile
 
 from bench import TESTS, BackendProcess, Target, run_load_test
 
+# What a unit's CPU is shown in: bulk tests count bytes, the others connections or requests.
+CPU_SCALE = {"bulk1": (1e9, "CPU s/GB"), "bulk8": (1e9, "CPU s/GB"),
+             "conn": (1e6, "CPU µs/conn"), "keepalive": (1e6, "CPU µs/request")}
+
 
 def compare(trees, test, modes, rounds, seconds, python, workdir):
     """{(label, mode): [(rate, CPU µs per unit), ...]} over ``rounds`` interleaved rounds."""
@@ -37,26 +41,28 @@ def compare(trees, test, modes, rounds, seconds, python, workdir):
                     finally:
                         instance.stop()
                     results.setdefault((label, mode), []).append(
-                        (figures["rate"], figures["cpu_per_unit"] * 1e6))
+                        (figures["rate"], figures["cpu_per_unit"] * CPU_SCALE[test][0]))
             print("round %d of %d done" % (number + 1, rounds), file=sys.stderr)
     finally:
         backend.stop()
     return results
 
 
-def report(trees, modes, results):
+def report(trees, test, modes, results):
     first = trees[0][0]
+    cpu_name = CPU_SCALE[test][1]
     for mode in modes:
         for label, _ in trees:
             rates, cpus = zip(*results[label, mode])
-            print("%-10s %-5s rate/s median %8.0f   CPU µs/unit median %6.1f   (CPU per round: %s)"
-                  % (label, mode, statistics.median(rates), statistics.median(cpus),
-                     " ".join("%.0f" % cpu for cpu in cpus)))
+            print("%-10s %-5s rate/s median %8.0f   %s median %6.3g   (per round: %s)"
+                  % (label, mode, statistics.median(rates), cpu_name, statistics.median(cpus),
+                     " ".join("%.3g" % cpu for cpu in cpus)))
         for label, _ in trees[1:]:
             pairs = list(zip(results[label, mode], results[first, mode]))
-            print("%s / %s, %s: paired ratio medians: rate %.3f, CPU per unit %.3f" % (
-                label, first, mode, statistics.median(ours[0] / theirs[0] for ours, theirs in pairs),
-                statistics.median(ours[1] / theirs[1] for ours, theirs in pairs)))
+            rate, cpu = (statistics.median(ours[i] / theirs[i] for ours, theirs in pairs)
+                         for i in (0, 1))
+            print("%s / %s, %s: paired ratio medians: rate %.3f, CPU per unit %.3f"
+                  % (label, first, mode, rate, cpu))
 
 
 def main(argv=None):
@@ -80,7 +86,7 @@ def main(argv=None):
                           workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report(trees, modes, results)
+    report(trees, args.test, modes, results)
     return 0
 
 
