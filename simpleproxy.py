@@ -20,46 +20,47 @@ editing this file.
 
 Contents (line numbers in this file):
 
-       67  Version (simpleproxy/_version.py)
-       75  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
-      781  Errors (simpleproxy/errors.py)
-      806  The longest wait handed to the system (simpleproxy/timeouts.py)
-      825  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
-      913  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
-     1338  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
-     1575  Configuration: reading the INI file (simpleproxy/ini.py)
-     1855  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
-     2386  Configuration: stats and log settings (simpleproxy/statsconfig.py)
-     2521  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
-     2611  Configuration: what each key means, checked (simpleproxy/config.py)
-     3282  Balancing: choosing a server (simpleproxy/balancer.py)
-     3737  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3899  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3975  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4408  How a connection ends: the end causes (simpleproxy/endings.py)
-     4486  Service discovery: following host names (simpleproxy/discovery.py)
-     4802  Start-up: resolving host names (simpleproxy/resolve.py)
-     4932  Health checks (simpleproxy/health.py)
-     5469  Stats: the counters (simpleproxy/stats.py)
-     5924  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6310  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6559  Stats: the HTML page (simpleproxy/statspage.py)
-     6722  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7125  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7260  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7693  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7907  The proxy: a connection's life (simpleproxy/session.py)
-     8592  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8792  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9036  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9572  Processes: worker count, privileges (simpleproxy/process.py)
-     9625  Processes: the master-worker channel (simpleproxy/channel.py)
-     9746  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9925  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10019  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10143  Processes: the master, workers, reload (simpleproxy/master.py)
-    10755  The command line (simpleproxy/cli.py)
-    10838  Entry point (simpleproxy/__main__.py)
+       68  Version (simpleproxy/_version.py)
+       76  The PROXY protocol core: parser, builders (simpleproxy/proxyproto.py)
+      782  Errors (simpleproxy/errors.py)
+      807  The longest wait handed to the system (simpleproxy/timeouts.py)
+      826  Rules and TLVs: the fc_pp_* fetches (simpleproxy/samples.py)
+      914  Rules and TLVs: acl, use_backend, tcp-request (simpleproxy/rules.py)
+     1339  Rules and TLVs: a server's v2 TLVs (simpleproxy/tlvfmt.py)
+     1576  Configuration: reading the INI file (simpleproxy/ini.py)
+     1856  Configuration: durations, sizes, addresses (simpleproxy/config_values.py)
+     2387  Configuration: stats and log settings (simpleproxy/statsconfig.py)
+     2522  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
+     2612  Configuration: what each key means, checked (simpleproxy/config.py)
+     3283  Balancing: choosing a server (simpleproxy/balancer.py)
+     3738  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3900  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3976  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4409  How a connection ends: the end causes (simpleproxy/endings.py)
+     4487  Service discovery: following host names (simpleproxy/discovery.py)
+     4803  Start-up: resolving host names (simpleproxy/resolve.py)
+     4933  Health checks (simpleproxy/health.py)
+     5470  Stats: the counters (simpleproxy/stats.py)
+     5925  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6311  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6560  Stats: the HTML page (simpleproxy/statspage.py)
+     6723  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7126  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7261  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7694  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7908  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     7981  The proxy: a connection's life (simpleproxy/session.py)
+     8646  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8846  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9090  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9626  Processes: worker count, privileges (simpleproxy/process.py)
+     9679  Processes: the master-worker channel (simpleproxy/channel.py)
+     9800  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9979  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10073  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10197  Processes: the master, workers, reload (simpleproxy/master.py)
+    10809  The command line (simpleproxy/cli.py)
+    10892  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7904,6 +7905,79 @@ class Relay(object):
 
 
 ###############################################################################
+# The proxy: a connection's log line (simpleproxy/sessionlog.py) ##############
+###############################################################################
+
+"""A finished session's log line: tcplog (``log-format = tcplog``, the default) or JSON.
+
+The proxy calls the frontend's builder once per connection, only when the line will be
+written (proxy.Proxy.session_closed). A builder reads what the session holds directly: it
+runs on the hot path of every connection logged at log-level info. Everything a client
+controls in a line (a Unix path, a TLV's value) is escaped.
+"""
+
+
+def endpoint_text(endpoint):
+    """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
+    if endpoint is None:
+        return "-"
+    if isinstance(endpoint, str):
+        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
+        if endpoint.startswith("\0"):
+            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
+    host, port = endpoint
+    if ":" in host:
+        return "[%s]:%d" % (host, port)
+    return "%s:%d" % (host, port)
+
+
+def tcplog_line(session, detail=None):
+    """The connection's line in the spirit of HAProxy's tcplog: the fields every line has,
+    in one format, then those a connection may have; ``detail`` is the end's reason."""
+    client = endpoint_text(session.client)
+    connected_at = session.connected_at
+    line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
+        client, client if session.peer is session.client else endpoint_text(session.peer),
+        session.fe.frontend.name, session.server.label if session.server is not None else "-",
+        session.queue_wait * 1000,
+        "%d" % ((connected_at - session.connect_started) * 1000)
+        if connected_at is not None else "-",
+        (session.loop.now - session.started) * 1000, session.bytes_in, session.bytes_out,
+        session.end)
+    header = session.header
+    if session.trust is not None:
+        line += " trust=" + session.trust.rule_for(header)
+    if session.rule is not None:
+        line += " rule=" + session.rule
+    if header is not None:
+        line += " pp=" + proxy_text(header)
+        vpce = aws_vpce_id(header) if header.tlvs else None
+        if vpce:
+            line += " vpce=" + log_escape(vpce)
+    if len(session.tried) > 1:
+        line += " retries=%d" % (len(session.tried) - 1)
+    if detail:
+        line += ' reason="%s"' % detail.replace('"', "'")
+    return line
+
+
+def json_line(session, detail=None):
+    """The same facts as tcplog_line, as one JSON object (``log-format = json``)."""
+    server = session.server
+    return json_log_line(
+        endpoint_text(session.client), endpoint_text(session.peer), session.fe.frontend.name,
+        session.pool.backend.name if server is not None else None,
+        server.config.name if server is not None else None,
+        int(session.queue_wait * 1000),
+        int((session.connected_at - session.connect_started) * 1000)
+        if session.connected_at is not None else None,
+        int((session.loop.now - session.started) * 1000), session.bytes_in, session.bytes_out,
+        session.end, session.trust.rule_for(session.header) if session.trust is not None else None,
+        session.header, len(session.tried) - 1 if session.tried else 0, detail, session.rule)
+
+
+###############################################################################
 # The proxy: a connection's life (simpleproxy/session.py) #####################
 ###############################################################################
 
@@ -7926,7 +8000,9 @@ in flags::
     QUEUED      every server that could take it is at its maxconn: it waits in the backend's
                 queue, served oldest first as slots free, until ``timeout queue``
     CONNECTING  a server was chosen; non-blocking connect in progress, the header and any
-                client bytes already read wait in the client-to-server buffer
+                client bytes already read wait in the client-to-server buffer (a server
+                on a loopback address has mostly accepted within connect(): the send that
+                follows finds it so, and the session goes on to RELAY in the same round)
     RETRY_WAIT  a connect failed and the same server is tried again after a turn-around
                 time, keeping its slot meanwhile (so the server's maxconn holds)
     RELAY       bytes flow both ways (relay.py); each direction ends on its own (half-close)
@@ -7941,6 +8017,7 @@ reads and writes never touch the timer heap.
 import errno
 import os
 import socket
+import sys
 import time
 import traceback
 
@@ -7949,6 +8026,11 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 # socket() and accept() failing for these: the process or the system is out of descriptors.
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# Linux answers a send on a TCP socket that is still connecting with EAGAIN, and sends once it
+# is connected (a zero-length send then returns 0): the send is how a connect is finished early.
+SEND_TELLS_CONNECTED = sys.platform.startswith("linux")
+LOOPBACK_V4_PREFIX = "127."
+LOOPBACK_V6 = "::1"
 # A session's two sockets are of the C type under socket.socket (_socket.socket, public as
 # socket.SocketType on every Python 3): socket.socket adds a Python __init__ and a Python
 # close() (three calls a socket) for makefile(), dup() and ``with``, none of which a session
@@ -7962,6 +8044,11 @@ def _reset_on_close(sock):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
     except OSError:
         pass
+
+
+def _on_loopback(sockaddr):
+    host = sockaddr[0]
+    return host.startswith(LOOPBACK_V4_PREFIX) or host == LOOPBACK_V6
 
 
 class SessionState(object):
@@ -7988,21 +8075,6 @@ def inet_endpoint(sockaddr):
     elif host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, sockaddr[1]
-
-
-def endpoint_text(endpoint):
-    """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
-    if endpoint is None:
-        return "-"
-    if isinstance(endpoint, str):
-        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
-        if endpoint.startswith("\0"):
-            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
-        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
-    host, port = endpoint
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
 
 
 class Session(Relay):
@@ -8332,21 +8404,47 @@ class Session(Relay):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
         self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+        if err == errno.EINPROGRESS and SEND_TELLS_CONNECTED and _on_loopback(address.sockaddr):
+            err = self._send_early(sock)
         if err == errno.EINPROGRESS:
             self.smask = EVENT_WRITE          # a new socket: _want would only find it unwatched
             self.loop.register(sock, EVENT_WRITE, self.on_server_event)
         elif err == 0:
-            # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
-            # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
+            # Connected already (a Unix socket, or a TCP one _send_early found connected): no
+            # wait for writability, no SO_ERROR to ask, no interest to change.
             self.smask = EVENT_READ
             self.loop.register(sock, EVENT_READ, self.on_server_event)
             self._connected()
         else:
             # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
-            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
+            self._connect_error(err)
+
+    def _send_early(self, sock):
+        """A TCP connect to a loopback address said EINPROGRESS: send the server's PROXY
+        header (or nothing) at once.
+
+        Linux runs the whole handshake with a listener on this host inside connect(), which
+        still says EINPROGRESS. A send that goes through proves the connection up, and saves
+        the wait for writability, the poller change after it and a loop round. (A remote
+        server cannot have answered yet: there the send would only cost an EAGAIN, about
+        2.5 us, so it is not tried.) Returns EINPROGRESS, 0 (connected) or the error."""
+        try:
+            sent = sock.send(self.server_header)
+        except (BlockingIOError, InterruptedError):
+            return errno.EINPROGRESS
+        except OSError as exc:
+            return exc.errno
+        if sent:
+            self.server_header = self.server_header[sent:]
+        return 0
 
     def _connect_timed_out(self, cause):
         self._connect_failed(cause)
+
+    def _connect_error(self, err):
+        """The connect failed with errno ``err``: refused, or another error."""
+        cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
+        self._connect_failed(cause, os.strerror(err))
 
     def _connect_failed(self, cause, detail=None):
         """Close the failed server socket and retry, on another server if redispatch is on."""
@@ -8404,8 +8502,7 @@ class Session(Relay):
         if mask & EVENT_ERROR or not self.loop.tells_errors:
             err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
-                self._connect_failed(cause, os.strerror(err))
+                self._connect_error(err)
                 return
         self.smask = EVENT_READ               # watched for room until now: for its bytes now
         self.loop.modify(self.ssock, EVENT_READ, self.on_server_event)
@@ -8518,49 +8615,6 @@ class Session(Relay):
             self.close(END_INTERNAL_ERROR, abort=True)
         except Exception:
             LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
-
-    def log_line(self, detail=None):
-        """The connection's log line, in the spirit of HAProxy's tcplog: the fields every
-        line has in one format, then those a connection may have. It is built once per
-        connection at log-level info, so it is built from what the session holds, directly."""
-        client = endpoint_text(self.client)
-        connected_at = self.connected_at
-        line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
-            client, client if self.peer is self.client else endpoint_text(self.peer),
-            self.fe.frontend.name, self.server.label if self.server is not None else "-",
-            self.queue_wait * 1000,
-            "%d" % ((connected_at - self.connect_started) * 1000)
-            if connected_at is not None else "-",
-            (self.loop.now - self.started) * 1000, self.bytes_in, self.bytes_out, self.end)
-        header = self.header
-        if self.trust is not None:
-            line += " trust=" + self.trust.rule_for(header)
-        if self.rule is not None:
-            line += " rule=" + self.rule
-        if header is not None:
-            line += " pp=" + proxy_text(header)
-            vpce = aws_vpce_id(header) if header.tlvs else None
-            if vpce:
-                line += " vpce=" + log_escape(vpce)
-        if len(self.tried) > 1:
-            line += " retries=%d" % (len(self.tried) - 1)
-        if detail:
-            line += ' reason="%s"' % detail.replace('"', "'")
-        return line
-
-    def json_log_line(self, detail=None):
-        """The same facts as log_line, as one JSON object (``log-format = json``)."""
-        server = self.server
-        return json_log_line(
-            endpoint_text(self.client), endpoint_text(self.peer), self.fe.frontend.name,
-            self.pool.backend.name if server is not None else None,
-            server.config.name if server is not None else None,
-            int(self.queue_wait * 1000),
-            int((self.connected_at - self.connect_started) * 1000)
-            if self.connected_at is not None else None,
-            int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
-            self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
-            self.header, len(self.tried) - 1 if self.tried else 0, detail, self.rule)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,
@@ -9071,7 +9125,7 @@ import time
 
 DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
 STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
-LOG_LINE_BUILDERS = {"tcplog": Session.log_line, "json": Session.json_log_line}
+LOG_LINE_BUILDERS = {"tcplog": tcplog_line, "json": json_line}
 
 
 class FrontendState(object):
@@ -9085,7 +9139,7 @@ class FrontendState(object):
         self.frontend = frontend
         self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
         self.counters = counters
-        # log-format, chosen here once: Session.log_line (tcplog) or Session.json_log_line.
+        # log-format, chosen here once: sessionlog.tcplog_line or sessionlog.json_line.
         self.log_line = LOG_LINE_BUILDERS[frontend.log_format]
         self.active = 0
         self.listeners = []

@@ -42,13 +42,14 @@ from .loop import EventLoop
 from .proxyproto import PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_NETNS, packed_ip
 from .resolve import start_addresses
 from ._version import __version__
-from .session import Session, endpoint_text
+from .session import Session
+from .sessionlog import endpoint_text, json_line, tcplog_line
 from .stats import ProcessIdentity, ProxyStats
 from .statslistener import open_stats_listeners
 
 DESCRIPTOR_RESERVE = 64      # descriptors kept for the rest (listeners, selector, checks)
 STATS_TICK = 1.0             # seconds between two stats.tick(): rates are per second
-LOG_LINE_BUILDERS = {"tcplog": Session.log_line, "json": Session.json_log_line}
+LOG_LINE_BUILDERS = {"tcplog": tcplog_line, "json": json_line}
 
 
 class FrontendState(object):
@@ -62,7 +63,7 @@ class FrontendState(object):
         self.frontend = frontend
         self.default_pool = default_pool    # a use_backend rule may send a session elsewhere
         self.counters = counters
-        # log-format, chosen here once: Session.log_line (tcplog) or Session.json_log_line.
+        # log-format, chosen here once: sessionlog.tcplog_line or sessionlog.json_line.
         self.log_line = LOG_LINE_BUILDERS[frontend.log_format]
         self.active = 0
         self.listeners = []

@@ -17,7 +17,9 @@ in flags::
     QUEUED      every server that could take it is at its maxconn: it waits in the backend's
                 queue, served oldest first as slots free, until ``timeout queue``
     CONNECTING  a server was chosen; non-blocking connect in progress, the header and any
-                client bytes already read wait in the client-to-server buffer
+                client bytes already read wait in the client-to-server buffer (a server
+                on a loopback address has mostly accepted within connect(): the send that
+                follows finds it so, and the session goes on to RELAY in the same round)
     RETRY_WAIT  a connect failed and the same server is tried again after a turn-around
                 time, keeping its slot meanwhile (so the server's maxconn holds)
     RELAY       bytes flow both ways (relay.py); each direction ends on its own (half-close)
@@ -32,6 +34,7 @@ reads and writes never touch the timer heap.
 import errno
 import os
 import socket
+import sys
 import time
 import traceback
 
@@ -41,12 +44,12 @@ from .endings import (
     END_BAD_OUTGOING_HEADER, END_INTERNAL_ERROR, END_NO_DESCRIPTORS, END_NO_SERVER,
     END_QUEUE_FULL, END_QUEUE_TIMEOUT, END_REJECTED_CONNECTION, END_REJECTED_CONTENT,
     END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
-from .logformat import json_log_line, proxy_text
-from .logs import LOG, log_escape
+from .logs import LOG
 from .loop import EVENT_ERROR, EVENT_READ, EVENT_WRITE, Timer
-from .proxyproto import ProxyHeaderError, aws_vpce_id, build_v1, parse_header
+from .proxyproto import ProxyHeaderError, build_v1, parse_header
 from .relay import Relay
 from .rules import REJECT, facts_after_header, facts_at_accept, first_match
+from .sessionlog import endpoint_text
 from .tlvfmt import OutgoingHeaderError, build_server_header
 from .trust import START_BARE, START_PARSE, START_UNTRUSTED, judge_start
 
@@ -54,6 +57,11 @@ RETRY_TURNAROUND = 1.0       # at most this long before retrying the server that
 LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0s}: close() sends RST
 # socket() and accept() failing for these: the process or the system is out of descriptors.
 DESCRIPTOR_EXHAUSTION_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# Linux answers a send on a TCP socket that is still connecting with EAGAIN, and sends once it
+# is connected (a zero-length send then returns 0): the send is how a connect is finished early.
+SEND_TELLS_CONNECTED = sys.platform.startswith("linux")
+LOOPBACK_V4_PREFIX = "127."
+LOOPBACK_V6 = "::1"
 # A session's two sockets are of the C type under socket.socket (_socket.socket, public as
 # socket.SocketType on every Python 3): socket.socket adds a Python __init__ and a Python
 # close() (three calls a socket) for makefile(), dup() and ``with``, none of which a session
@@ -67,6 +75,11 @@ def _reset_on_close(sock):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
     except OSError:
         pass
+
+
+def _on_loopback(sockaddr):
+    host = sockaddr[0]
+    return host.startswith(LOOPBACK_V4_PREFIX) or host == LOOPBACK_V6
 
 
 class SessionState(object):
@@ -93,21 +106,6 @@ def inet_endpoint(sockaddr):
     elif host.startswith("::ffff:") and "." in host:
         host = host[7:]
     return host, sockaddr[1]
-
-
-def endpoint_text(endpoint):
-    """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
-    if endpoint is None:
-        return "-"
-    if isinstance(endpoint, str):
-        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
-        if endpoint.startswith("\0"):
-            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
-        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
-    host, port = endpoint
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
 
 
 class Session(Relay):
@@ -437,21 +435,47 @@ class Session(Relay):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
         self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+        if err == errno.EINPROGRESS and SEND_TELLS_CONNECTED and _on_loopback(address.sockaddr):
+            err = self._send_early(sock)
         if err == errno.EINPROGRESS:
             self.smask = EVENT_WRITE          # a new socket: _want would only find it unwatched
             self.loop.register(sock, EVENT_WRITE, self.on_server_event)
         elif err == 0:
-            # Connected already (a Unix socket; Linux answers EINPROGRESS for TCP, even on
-            # loopback): no wait for writability, no SO_ERROR to ask, no interest to change.
+            # Connected already (a Unix socket, or a TCP one _send_early found connected): no
+            # wait for writability, no SO_ERROR to ask, no interest to change.
             self.smask = EVENT_READ
             self.loop.register(sock, EVENT_READ, self.on_server_event)
             self._connected()
         else:
             # EAGAIN is not "in progress": a Unix server whose backlog is full refused us.
-            self._connect_failed(END_CONNECT_ERROR, os.strerror(err))
+            self._connect_error(err)
+
+    def _send_early(self, sock):
+        """A TCP connect to a loopback address said EINPROGRESS: send the server's PROXY
+        header (or nothing) at once.
+
+        Linux runs the whole handshake with a listener on this host inside connect(), which
+        still says EINPROGRESS. A send that goes through proves the connection up, and saves
+        the wait for writability, the poller change after it and a loop round. (A remote
+        server cannot have answered yet: there the send would only cost an EAGAIN, about
+        2.5 us, so it is not tried.) Returns EINPROGRESS, 0 (connected) or the error."""
+        try:
+            sent = sock.send(self.server_header)
+        except (BlockingIOError, InterruptedError):
+            return errno.EINPROGRESS
+        except OSError as exc:
+            return exc.errno
+        if sent:
+            self.server_header = self.server_header[sent:]
+        return 0
 
     def _connect_timed_out(self, cause):
         self._connect_failed(cause)
+
+    def _connect_error(self, err):
+        """The connect failed with errno ``err``: refused, or another error."""
+        cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
+        self._connect_failed(cause, os.strerror(err))
 
     def _connect_failed(self, cause, detail=None):
         """Close the failed server socket and retry, on another server if redispatch is on."""
@@ -509,8 +533,7 @@ class Session(Relay):
         if mask & EVENT_ERROR or not self.loop.tells_errors:
             err = self.ssock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                cause = END_CONNECT_REFUSED if err == errno.ECONNREFUSED else END_CONNECT_ERROR
-                self._connect_failed(cause, os.strerror(err))
+                self._connect_error(err)
                 return
         self.smask = EVENT_READ               # watched for room until now: for its bytes now
         self.loop.modify(self.ssock, EVENT_READ, self.on_server_event)
@@ -623,49 +646,6 @@ class Session(Relay):
             self.close(END_INTERNAL_ERROR, abort=True)
         except Exception:
             LOG.error("and closing it failed too:\n%s", traceback.format_exc().rstrip())
-
-    def log_line(self, detail=None):
-        """The connection's log line, in the spirit of HAProxy's tcplog: the fields every
-        line has in one format, then those a connection may have. It is built once per
-        connection at log-level info, so it is built from what the session holds, directly."""
-        client = endpoint_text(self.client)
-        connected_at = self.connected_at
-        line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
-            client, client if self.peer is self.client else endpoint_text(self.peer),
-            self.fe.frontend.name, self.server.label if self.server is not None else "-",
-            self.queue_wait * 1000,
-            "%d" % ((connected_at - self.connect_started) * 1000)
-            if connected_at is not None else "-",
-            (self.loop.now - self.started) * 1000, self.bytes_in, self.bytes_out, self.end)
-        header = self.header
-        if self.trust is not None:
-            line += " trust=" + self.trust.rule_for(header)
-        if self.rule is not None:
-            line += " rule=" + self.rule
-        if header is not None:
-            line += " pp=" + proxy_text(header)
-            vpce = aws_vpce_id(header) if header.tlvs else None
-            if vpce:
-                line += " vpce=" + log_escape(vpce)
-        if len(self.tried) > 1:
-            line += " retries=%d" % (len(self.tried) - 1)
-        if detail:
-            line += ' reason="%s"' % detail.replace('"', "'")
-        return line
-
-    def json_log_line(self, detail=None):
-        """The same facts as log_line, as one JSON object (``log-format = json``)."""
-        server = self.server
-        return json_log_line(
-            endpoint_text(self.client), endpoint_text(self.peer), self.fe.frontend.name,
-            self.pool.backend.name if server is not None else None,
-            server.config.name if server is not None else None,
-            int(self.queue_wait * 1000),
-            int((self.connected_at - self.connect_started) * 1000)
-            if self.connected_at is not None else None,
-            int((self.loop.now - self.started) * 1000), self.bytes_in, self.bytes_out,
-            self.end, self.trust.rule_for(self.header) if self.trust is not None else None,
-            self.header, len(self.tried) - 1 if self.tried else 0, detail, self.rule)
 
 
 # The table: per state, the handler of socket events, the deadline, what its passing does,

@@ -19,8 +19,8 @@ from simpleproxy.proxy import Proxy
 from simpleproxy import session as session_module
 from simpleproxy.session import Session, SessionSocket
 from simpleproxy.logs import setup_logging
-from support import (DEFAULT_TIMEOUT, Firehose, RecordingServer, connect, exchange, free_port,
-                     proxy_in_thread, read_to_eof, v2_header, wait_until)
+from support import (DEFAULT_TIMEOUT, Firehose, JammedListener, RecordingServer, connect,
+                     exchange, free_port, proxy_in_thread, read_to_eof, v2_header, wait_until)
 
 PAYLOAD = b"hello\x00world\r\n"
 REPLY = b"reply"
@@ -202,6 +202,9 @@ def test_a_completed_connect_is_asked_for_its_error_only_where_the_poller_cannot
             return SessionSocket.getsockopt(self, level, option, *args)
     monkeypatch.setattr(session_module, "SessionSocket", AskedSocket)
     monkeypatch.setattr(proxy.loop, "tells_errors", poller == "epoll" and proxy.loop.tells_errors)
+    # A loopback connect is found done by the send after it (the next two tests): the wait
+    # for writability, whose event is asked here, is a remote server's path, and elsewhere's.
+    monkeypatch.setattr(session_module, "SEND_TELLS_CONNECTED", False)
     for _ in range(3):
         assert exchange(("127.0.0.1", port), PAYLOAD) == REPLY
     wait_until(lambda: log.getvalue().count("end=normal") == 3, what="three log lines")
@@ -270,17 +273,14 @@ def test_a_closed_session_is_freed_without_the_garbage_collector(monkeypatch, po
 
 # -- the PROXY header: read in the round that accepts when it is already there ------------------
 
-@pytest.mark.parametrize("poller", POLLERS)
-def test_a_header_in_before_the_accept_is_read_in_the_accepting_round(monkeypatch, poller):
-    """A client that sends its header right after connecting has it in the socket by the time
-    the proxy accepts: the round that accepts reads it and connects to the server at once,
-    without registering the client and waiting for a poll to say it is readable. The server
-    then gets the header it is sent and the client's bytes, and the client the reply."""
+def _proxy_recording_registrations(monkeypatch, poller, server_address):
+    """A Proxy for ``[listen app]`` on a free port, accept-proxy and send-proxy to
+    ``server_address``, not running yet: (proxy, port, thread to run it, registrations),
+    the last a list of (callback name, mask) that grows as the loop registers sockets."""
     monkeypatch.setenv(POLLER_VARIABLE, poller)
-    backend = RecordingServer(mode="record", reply=REPLY)
     port = free_port()
     config = parse_config("[listen app]\nbind = 127.0.0.1:%d accept-proxy\nserver s1 = %s "
-                          "send-proxy\n" % (port, backend.config_address))
+                          "send-proxy\n" % (port, server_address))
     setup_logging("info", io.StringIO())
     proxy = Proxy(config)
     proxy.bind_all()
@@ -289,26 +289,68 @@ def test_a_header_in_before_the_accept_is_read_in_the_accepting_round(monkeypatc
     real_register = proxy.loop.register
 
     def register(sock, mask, callback):
-        registered.append(callback.__name__)
+        registered.append((callback.__name__, mask))
         real_register(sock, mask, callback)
     monkeypatch.setattr(proxy.loop, "register", register)
+    return proxy, port, thread, registered
+
+
+def _stop(proxy, thread):
+    if thread.ident is None:
+        thread.start()           # run() then stop(): the proxy closes what it holds
+    proxy.stop()
+    thread.join(DEFAULT_TIMEOUT)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_header_in_before_the_accept_is_read_in_the_accepting_round(monkeypatch, poller):
+    """A client that sends its header right after connecting has it in the socket by the time
+    the proxy accepts: the round that accepts reads it and connects to the server at once,
+    without registering the client and waiting for a poll to say it is readable. A server on
+    this host has taken the connection inside connect(), and the send after it finds that
+    out: the header and the client's bytes are with the server before any poll, and the
+    server is watched for its reply, never for room."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    proxy, port, thread, registered = _proxy_recording_registrations(
+        monkeypatch, poller, backend.config_address)
     sock = connect(("127.0.0.1", port))
     try:
         sock.sendall(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n" + PAYLOAD)
         sock.shutdown(socket.SHUT_WR)      # loopback: all of it is in before the proxy accepts
         proxy.loop.run_once(DEFAULT_TIMEOUT)        # the round that accepts
         (session,) = proxy.sessions
-        assert session.state.name == "CONNECTING"
-        assert registered == ["on_server_event"]   # the server's connect; never the client
+        assert session.state.name == "RELAY"
+        # The server for its reply, then the client once its bytes were passed on.
+        assert registered == [("on_server_event", EVENT_READ), ("on_client_event", EVENT_READ)]
+        expected = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n" + PAYLOAD
+        wait_until(lambda: [bytes(seen.received) for seen in backend.accepted] == [expected],
+                   what="the server to have the bytes")
         thread.start()
         assert read_to_eof(sock) == REPLY
-        assert bytes(backend.next_connection().received) == (
-            b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n" + PAYLOAD)
     finally:
         sock.close()
-        if thread.ident is None:
-            thread.start()           # run() then stop(): the proxy closes what it holds
-        proxy.stop()
-        thread.join(DEFAULT_TIMEOUT)
+        _stop(proxy, thread)
         backend.close()
-    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("poller", POLLERS)
+def test_a_server_that_has_not_answered_the_syn_is_watched_for_room(monkeypatch, poller):
+    """The send after connect() says EAGAIN while the handshake is under way (a remote
+    server's case; here a listener whose accept queue is full drops the SYN): the session
+    waits for writability, as it did before the send, and the header waits with it."""
+    jammed = JammedListener()
+    proxy, port, thread, registered = _proxy_recording_registrations(
+        monkeypatch, poller, jammed.config_address)
+    sock = connect(("127.0.0.1", port))
+    try:
+        sock.sendall(b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n" + PAYLOAD)
+        proxy.loop.run_once(DEFAULT_TIMEOUT)        # the round that accepts
+        (session,) = proxy.sessions
+        assert session.state.name == "CONNECTING"
+        assert registered == [("on_server_event", EVENT_WRITE)]
+        assert session.server_header == b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
+    finally:
+        sock.close()
+        _stop(proxy, thread)
+        jammed.close()

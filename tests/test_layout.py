@@ -32,9 +32,9 @@ MODULES = sorted(os.path.basename(path)[:-3] for path in glob.glob(os.path.join(
 # The modules that make up the proxy on top of the loop: the loop may import none of them.
 PROXY_MODULES = {"balancer", "config", "config_values", "discovery", "endings", "health", "ini",
                  "listeners", "proxy", "proxyproto", "relay", "resolve", "rules", "samples",
-                 "session", "tlvfmt", "trust", "cli", "process", "channel", "systemd", "master",
-                 "settings", "stats", "statsviews", "metrics", "admin", "statshttp", "statspage",
-                 "logformat", "statsconfig", "statslistener", "masterview", "worker"}
+                 "session", "sessionlog", "tlvfmt", "trust", "cli", "process", "channel", "systemd",
+                 "master", "settings", "stats", "statsviews", "metrics", "admin", "statshttp",
+                 "statspage", "logformat", "statsconfig", "statslistener", "masterview", "worker"}
 
 
 def _tree(module):

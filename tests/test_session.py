@@ -48,3 +48,12 @@ def test_a_transition_not_in_the_table_is_refused():
     assert bare.state.name == "HEADER"
     with pytest.raises(AssertionError, match="cannot go from HEADER to RELAY"):
         session.Session._enter(bare, STATES["RELAY"])
+
+
+@pytest.mark.parametrize("sockaddr, loopback", [
+    (("127.0.0.1", 80), True), (("127.9.8.7", 80), True), (("::1", 80, 0, 0), True),
+    (("10.0.0.20", 80), False), (("128.0.0.1", 80), False), (("::10", 80, 0, 0), False),
+    (("::ffff:10.0.0.1", 80, 0, 0), False)])
+def test_only_a_loopback_server_is_sent_to_before_its_connect_is_seen_done(sockaddr, loopback):
+    """A remote server cannot have answered the SYN within connect(): no early send there."""
+    assert session._on_loopback(sockaddr) is loopback

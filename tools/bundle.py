@@ -66,6 +66,7 @@ READING_ORDER = (
     ("statshttp", "Stats: the HTTP listener's requests"),
     ("loop", "The event loop: selector, timers, hand-off"),
     ("relay", "The proxy: relaying bytes both ways"),
+    ("sessionlog", "The proxy: a connection's log line"),
     ("session", "The proxy: a connection's life"),
     ("listeners", "The proxy: listening and accepting"),
     ("statslistener", "Stats: socket and listener on the loop"),
