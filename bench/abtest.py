@@ -3,13 +3,15 @@
 
     python3 bench/abtest.py --tree before=../old-checkout --tree after=. --rounds 12 conn
     python3 bench/abtest.py --tree a=. --tree b=../other --modes pp --seconds 2 keepalive
+    python3 bench/abtest.py --tree warning=. --tree info=. --log-level info=info conn
 
 bench.py's medians over a few rounds move by 10-15 % on this machine from one run to the
 next, more than most single changes on the hot path. Here the trees take turns on a fresh
 proxy each, round after round, so that whatever drifts (other load, the host's clock speed)
 hits both alike, and each round's figures of a tree are divided by the first tree's of the
-same round: the median of those paired ratios is the change's effect. Same routes, load and
-backend as bench.py; no HAProxy.
+same round: the median of those paired ratios is the change's effect, and the median of the
+paired differences of CPU per unit its cost in time (with one tree under two log levels: the
+log line's cost). Same routes, load and backend as bench.py; no HAProxy.
 """
 import argparse
 import os
@@ -25,15 +27,17 @@ CPU_SCALE = {"bulk1": (1e9, "CPU s/GB"), "bulk8": (1e9, "CPU s/GB"),
              "conn": (1e6, "CPU µs/conn"), "keepalive": (1e6, "CPU µs/request")}
 
 
-def compare(trees, test, modes, rounds, seconds, python, workdir):
-    """{(label, mode): [(rate, CPU µs per unit), ...]} over ``rounds`` interleaved rounds."""
+def compare(trees, test, modes, rounds, seconds, python, workdir, log_levels):
+    """{(label, mode): [(rate, CPU µs per unit), ...]} over ``rounds`` interleaved rounds;
+    ``log_levels``: {label: the --log-level of that tree's proxy}, bench.py's otherwise."""
     backend = BackendProcess(workdir)
     settings = {"warmup": 0.3, "seconds": seconds}
     results = {}
     try:
         for number in range(rounds):
             for label, tree in trees:
-                target = Target(label, "simpleproxy", python=python, tree=tree)
+                options = ["--log-level", log_levels[label]] if label in log_levels else []
+                target = Target(label, "simpleproxy", python=python, tree=tree, options=options)
                 for mode in modes:
                     instance = target.start(backend, os.path.join(workdir, label))
                     try:
@@ -61,8 +65,9 @@ def report(trees, test, modes, results):
             pairs = list(zip(results[label, mode], results[first, mode]))
             rate, cpu = (statistics.median(ours[i] / theirs[i] for ours, theirs in pairs)
                          for i in (0, 1))
-            print("%s / %s, %s: paired ratio medians: rate %.3f, CPU per unit %.3f"
-                  % (label, first, mode, rate, cpu))
+            more_cpu = statistics.median(ours[1] - theirs[1] for ours, theirs in pairs)
+            print("%s / %s, %s: paired ratio medians: rate %.3f, CPU per unit %.3f "
+                  "(paired difference median %+.3g)" % (label, first, mode, rate, cpu, more_cpu))
 
 
 def main(argv=None):
@@ -74,16 +79,23 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each measurement")
     parser.add_argument("--python", default=sys.executable, help="interpreter for simpleproxy")
+    parser.add_argument("--log-level", action="append", default=[], metavar="LABEL=LEVEL",
+                        help="run that tree's proxy at this --log-level (info: a line per "
+                             "connection)")
     args = parser.parse_args(argv)
     trees = [(label, os.path.abspath(tree)) for label, _, tree in
              (spec.partition("=") for spec in args.tree)]
     if len(trees) < 2 or not all(tree for _, tree in trees):
         parser.error("give at least two --tree LABEL=DIR")
+    log_levels = dict(spec.split("=", 1) for spec in args.log_level)
+    unknown = set(log_levels) - {label for label, _ in trees}
+    if unknown:
+        parser.error("--log-level for no --tree: %s" % ", ".join(sorted(unknown)))
     modes = args.modes.split(",")
     workdir = tempfile.mkdtemp(prefix="simpleproxy-abtest-")
     try:
         results = compare(trees, args.test, modes, args.rounds, args.seconds, args.python,
-                          workdir)
+                          workdir, log_levels)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(trees, args.test, modes, results)

@@ -560,21 +560,27 @@ def warnings_about(targets, summary):
     return notes
 
 
-def logging_cost(targets, summary, ours):
+def logging_cost(targets, samples, ours):
     """What a log line per connection costs: CPU per connection of the logging row less that
-    of ``ours`` (which logs at warning), on each path; None without a logging row."""
+    of ``ours`` (which logs at warning) in the same round of the conn test, the median over
+    the rounds, on each path (a round's drift hits both rows alike); None without a logging
+    row."""
     logging_row = next((target for target in targets if target.label == ours.label + ", " +
                         LOGGING_ROW), None)
     if logging_row is None:
         return None
     costs = []
     for mode in MODES:
-        with_log = summary.get((logging_row.label, mode), {}).get("cpu_conn_us")
-        without = summary.get((ours.label, mode), {}).get("cpu_conn_us")
-        if with_log is not None and without is not None:
-            costs.append("%s %.1f µs" % (mode, with_log - without))
-    return "log line cost per connection (CPU/conn at log-level info less at warning): " + (
-        ", ".join(costs) or "-")
+        pairs = zip(samples.get((logging_row.label, mode, "conn"), ()),
+                    samples.get((ours.label, mode, "conn"), ()))
+        differences = [with_log["cpu_per_unit"] - without["cpu_per_unit"]
+                       for with_log, without in pairs
+                       if with_log.get("cpu_per_unit") is not None
+                       and without.get("cpu_per_unit") is not None]
+        if differences:
+            costs.append("%s %.1f µs" % (mode, median(differences) * 1e6))
+    return ("log line cost per connection (CPU/conn at log-level info less at warning, paired "
+            "by round): " + (", ".join(costs) or "-"))
 
 
 def ratio_line(summary, ours, reference):
@@ -692,7 +698,7 @@ def main(argv=None):
     for note in warnings_about(targets, summary):
         print("warning: " + note)
     ours = next(target for target in targets if target.kind == "simpleproxy")
-    log_cost = logging_cost(targets, summary, ours)
+    log_cost = logging_cost(targets, samples, ours)
     if log_cost:
         print()
         print(log_cost)
