@@ -33,34 +33,34 @@ Contents (line numbers in this file):
      2522  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
      2612  Configuration: what each key means, checked (simpleproxy/config.py)
      3283  Balancing: choosing a server (simpleproxy/balancer.py)
-     3738  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3900  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3976  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4409  How a connection ends: the end causes (simpleproxy/endings.py)
-     4487  Service discovery: following host names (simpleproxy/discovery.py)
-     4803  Start-up: resolving host names (simpleproxy/resolve.py)
-     4933  Health checks (simpleproxy/health.py)
-     5470  Stats: the counters (simpleproxy/stats.py)
-     5925  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6311  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6560  Stats: the HTML page (simpleproxy/statspage.py)
-     6723  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7126  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7261  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7694  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7908  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     7981  The proxy: a connection's life (simpleproxy/session.py)
-     8646  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8846  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9090  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9626  Processes: worker count, privileges (simpleproxy/process.py)
-     9679  Processes: the master-worker channel (simpleproxy/channel.py)
-     9800  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9979  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10073  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10197  Processes: the master, workers, reload (simpleproxy/master.py)
-    10809  The command line (simpleproxy/cli.py)
-    10892  Entry point (simpleproxy/__main__.py)
+     3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4406  How a connection ends: the end causes (simpleproxy/endings.py)
+     4484  Service discovery: following host names (simpleproxy/discovery.py)
+     4800  Start-up: resolving host names (simpleproxy/resolve.py)
+     4930  Health checks (simpleproxy/health.py)
+     5467  Stats: the counters (simpleproxy/stats.py)
+     5922  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6308  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6557  Stats: the HTML page (simpleproxy/statspage.py)
+     6720  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7123  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7258  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7691  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7905  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     7978  The proxy: a connection's life (simpleproxy/session.py)
+     8644  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8844  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9088  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9624  Processes: worker count, privileges (simpleproxy/process.py)
+     9677  Processes: the master-worker channel (simpleproxy/channel.py)
+     9798  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9977  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10071  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10195  Processes: the master, workers, reload (simpleproxy/master.py)
+    10807  The command line (simpleproxy/cli.py)
+    10890  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -111,18 +111,15 @@ leaves room:
   (as os.fsdecode does on Linux), so any path round-trips through the builders.
 * An empty stream at EOF is TRUNCATED, like any other prefix of a header.
 
-Nearly every connection brings one of three headers: a v1 ``TCP4`` line, or a v2 PROXY TCP4
-or TCP6 header without TLVs. A short path takes each of them whole (one regular expression,
-or one unpack), and answers exactly what the full parser answers; anything else, including
-any of them when it is incomplete, invalid or over ``max_size``, goes the full way.
+A short path (one regular expression, or one unpack) takes whole the three headers nearly every
+connection brings, v1 ``TCP4`` and v2 PROXY TCP4/TCP6 without TLVs, as the full parser would.
 """
 
 import re
-# Only for its address-text functions (inet_pton/inet_ntop) and their AF_ constants: no socket
-# is ever opened here (tests/test_layout.py holds it to that). ipaddress would do the same
-# job at 10-20 times the cost (measured on Python 3.11: 0.7 us against 6.4 us to turn a v2
-# IPv4 address into text, 1.1 us against 23 us to check and normalise v1 IPv6 text), on every
-# header parsed and built; and inet_pton is exactly the strictness the spec asks of v1.
+# Only for inet_pton/inet_ntop and their AF_ constants: no socket is ever opened here
+# (tests/test_layout.py holds it to that). ipaddress would cost 10-20 times as much on every
+# header parsed and built (Python 3.11: 0.7 us against 6.4 us to turn a v2 IPv4 address into
+# text, 1.1 us against 23 us to check v1 IPv6 text); inet_pton is the strictness v1 asks.
 import socket
 import struct
 from collections import namedtuple
@@ -364,16 +361,15 @@ def _pp_parse_v1(data, eof):
 
 def _pp_short_path(data, start, max_size):
     """A whole v2 PROXY TCP4/TCP6 header without TLVs or a whole valid v1 TCP4 line, as the
-    full parser would return it; None for anything else (the full parser then decides)."""
+    full parser returns it (made as ProxyHeader.__new__ does, less its Python frame); None for
+    anything else (the full parser then decides)."""
     if start.startswith(_PP_V2_PROXY_START):
-        block = _PP_V2_SHORT_BLOCKS.get(start[13:16])
-        if block is None or len(data) < 16 + block.size or 16 + block.size > max_size:
+        block, family, af, size = _PP_V2_SHORT_FORMS.get(start[13:16], _PP_V2_NOT_SHORT)
+        if block is None or len(data) < size or size > max_size:
             return None
         src, dst, src_port, dst_port = block.unpack_from(data, 16)
-        family, af = (("TCP4", socket.AF_INET) if block is _PP_V2_INET
-                      else ("TCP6", socket.AF_INET6))
-        return ProxyHeader(2, "PROXY", family, "STREAM", socket.inet_ntop(af, src), src_port,
-                           socket.inet_ntop(af, dst), dst_port, 16 + block.size, ())
+        return tuple.__new__(ProxyHeader, (2, "PROXY", family, "STREAM", socket.inet_ntop(af, src),
+                                           src_port, socket.inet_ntop(af, dst), dst_port, size, ()))
     if start.startswith(_PP_V1_TCP4_START):
         line = _PP_V1_TCP4_LINE.match(data)
         if line is None:
@@ -382,8 +378,9 @@ def _pp_short_path(data, start, max_size):
         src_port, dst_port = int(src_port), int(dst_port)
         if src_port > 0xFFFF or dst_port > 0xFFFF:
             return None
-        return ProxyHeader(1, "PROXY", "TCP4", None, src_addr.decode("ascii"), src_port,
-                           dst_addr.decode("ascii"), dst_port, line.end(), ())
+        return tuple.__new__(ProxyHeader, (1, "PROXY", "TCP4", None, src_addr.decode("ascii"),
+                                           src_port, dst_addr.decode("ascii"), dst_port,
+                                           line.end(), ()))
     return None
 
 
@@ -403,9 +400,12 @@ _PP_V2_FAMILIES = {0x11: "TCP4", 0x12: "UDP4", 0x21: "TCP6", 0x22: "UDP6",
                    0x31: "UNIX", 0x32: "UNIX"}
 _PP_V2_TRANSPORTS = ("UNSPEC", "STREAM", "DGRAM")
 _PP_TLV_HEAD = struct.Struct("!BH")
-# Bytes 14-16 of a TCP4 or TCP6 header whose length is exactly its address block: no TLVs.
-_PP_V2_SHORT_BLOCKS = {bytes((family << 4 | 1,)) + struct.pack("!H", block.size): block
-                       for family, block in ((_PP_INET, _PP_V2_INET), (_PP_INET6, _PP_V2_INET6))}
+# Bytes 14-16 of a TCP4/TCP6 header without TLVs: its block, family, AF_ and whole length.
+_PP_V2_SHORT_FORMS = {
+    bytes((family << 4 | 1,)) + struct.pack("!H", block.size): (block, name, af, 16 + block.size)
+    for family, block, name, af in ((_PP_INET, _PP_V2_INET, "TCP4", socket.AF_INET),
+                                    (_PP_INET6, _PP_V2_INET6, "TCP6", socket.AF_INET6))}
+_PP_V2_NOT_SHORT = (None, None, None, 0)
 _PP_SSL_FIXED = 5                  # client flags (1 byte) and verify result (4 bytes)
 
 
@@ -3356,12 +3356,13 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "dns_status",
-                 "weight", "maxconn", "active", "status", "usable")
+    __slots__ = ("config", "backend", "label", "admin", "healthy", "dns_maint", "address",
+                 "dns_status", "weight", "maxconn", "active", "status", "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
         self.backend = backend
+        self.label = "%s/%s" % (backend.name, server.name)    # backend/server, as logs say
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
         # Where new connections go: the configured Address, resolved at start-up; service
@@ -3380,10 +3381,6 @@ class ServerState(object):
     def _settle(self):
         self.status = MAINT if self.dns_maint else SERVER_STATES[self.admin, self.healthy]
         self.usable = self.status == UP and self.weight > 0
-
-    @property
-    def label(self):
-        return "%s/%s" % (self.backend.name, self.config.name)
 
 
 class BackendPool(object):
@@ -8141,13 +8138,14 @@ class Session(Relay):
                     return
                 self._enter(HEADER)
                 self.inbuf = bytearray()
-                proxy.header_wait_started(self)
                 # Read before waiting, as HAProxy does: a client sends its header as soon as
                 # it is connected, so it is often in already (most of the bench's connections),
-                # and then the session routes and connects in this round instead of the next.
-                # When it is not, the read costs an EAGAIN (about 2.5 us), and we wait.
+                # and then the session routes and connects in this round instead of the next,
+                # never counted as waiting. When it is not, the read costs an EAGAIN (about
+                # 2.5 us), and we wait.
                 self._read_header(True, EVENT_READ)
                 if self.state is HEADER or self.state is LOCAL_WAIT:
+                    proxy.header_wait_started(self)
                     self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
                     loop.register(csock, EVENT_READ, self.on_client_event)
                     self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
@@ -9352,7 +9350,7 @@ class Proxy(object):
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
         if session.trust is not None:          # a bind with header handling
-            self.header_wait_ended(session)      # (it may have closed still waiting for one)
+            fe.awaiting_header.pop(session, None)     # it may have closed waiting for one
             self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1

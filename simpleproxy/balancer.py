@@ -72,12 +72,13 @@ SERVER_STATES = {
 class ServerState(object):
     """The run-time state of one configured server."""
 
-    __slots__ = ("config", "backend", "admin", "healthy", "dns_maint", "address", "dns_status",
-                 "weight", "maxconn", "active", "status", "usable")
+    __slots__ = ("config", "backend", "label", "admin", "healthy", "dns_maint", "address",
+                 "dns_status", "weight", "maxconn", "active", "status", "usable")
 
     def __init__(self, server, backend):
         self.config = server          # the configured Server
         self.backend = backend
+        self.label = "%s/%s" % (backend.name, server.name)    # backend/server, as logs say
         self.admin = MAINT if server.disabled else READY
         self.healthy = True           # until checks say otherwise (unchecked servers: always)
         # Where new connections go: the configured Address, resolved at start-up; service
@@ -96,10 +97,6 @@ class ServerState(object):
     def _settle(self):
         self.status = MAINT if self.dns_maint else SERVER_STATES[self.admin, self.healthy]
         self.usable = self.status == UP and self.weight > 0
-
-    @property
-    def label(self):
-        return "%s/%s" % (self.backend.name, self.config.name)
 
 
 class BackendPool(object):

@@ -172,13 +172,14 @@ class Session(Relay):
                     return
                 self._enter(HEADER)
                 self.inbuf = bytearray()
-                proxy.header_wait_started(self)
                 # Read before waiting, as HAProxy does: a client sends its header as soon as
                 # it is connected, so it is often in already (most of the bench's connections),
-                # and then the session routes and connects in this round instead of the next.
-                # When it is not, the read costs an EAGAIN (about 2.5 us), and we wait.
+                # and then the session routes and connects in this round instead of the next,
+                # never counted as waiting. When it is not, the read costs an EAGAIN (about
+                # 2.5 us), and we wait.
                 self._read_header(True, EVENT_READ)
                 if self.state is HEADER or self.state is LOCAL_WAIT:
+                    proxy.header_wait_started(self)
                     self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
                     loop.register(csock, EVENT_READ, self.on_client_event)
                     self.timer.arm(self.started + fe.frontend.timeout_proxy_header)

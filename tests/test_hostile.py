@@ -10,6 +10,7 @@ import random
 import re
 import resource
 import selectors
+import signal
 import socket
 import struct
 import time
@@ -395,8 +396,20 @@ def test_pending_header_limit_evicts_the_oldest(launch, backend):
     line = proxy.wait_for("end=evicted:maxconn-pending-header")
     assert "peer=127.0.0.1:%d " % silent[0].getsockname()[1] in line
     assert not any(closed_by_proxy(sock) for sock in silent[1:] + [newest])
-    assert finish(dial(port), CLAIMED_V2 + PAYLOAD) == REPLY
-    # The real client made room too: a second eviction (its line may still be on its way).
+    # A client whose header is in by the time it is accepted (here: sent while the proxy was
+    # stopped) never waits for it, and takes no waiting connection's place.
+    os.kill(proxy.proc.pid, signal.SIGSTOP)
+    try:
+        prompt = dial(port)
+        prompt.sendall(CLAIMED_V2 + PAYLOAD)
+    finally:
+        os.kill(proxy.proc.pid, signal.SIGCONT)
+    assert finish(prompt) == REPLY
+    assert not closed_by_proxy(silent[1])
+    # A real client accepted before its header comes waits like the others: it makes room.
+    late = dial(port)
+    wait_until(lambda: closed_by_proxy(silent[1]), what="the oldest one left to be evicted")
+    assert finish(late, CLAIMED_V2 + PAYLOAD) == REPLY
     wait_until(lambda: len(proxy.log_lines("end=evicted:")) == 2, what="a second eviction")
     for sock in silent + [newest]:
         sock.close()
