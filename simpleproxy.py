@@ -33,34 +33,34 @@ Contents (line numbers in this file):
      2522  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
      2612  Configuration: what each key means, checked (simpleproxy/config.py)
      3283  Balancing: choosing a server (simpleproxy/balancer.py)
-     3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4406  How a connection ends: the end causes (simpleproxy/endings.py)
-     4484  Service discovery: following host names (simpleproxy/discovery.py)
-     4800  Start-up: resolving host names (simpleproxy/resolve.py)
-     4930  Health checks (simpleproxy/health.py)
-     5467  Stats: the counters (simpleproxy/stats.py)
-     5922  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6308  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6557  Stats: the HTML page (simpleproxy/statspage.py)
-     6720  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7123  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7258  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7691  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7905  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     7978  The proxy: a connection's life (simpleproxy/session.py)
-     8644  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8844  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9088  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9624  Processes: worker count, privileges (simpleproxy/process.py)
-     9677  Processes: the master-worker channel (simpleproxy/channel.py)
-     9798  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9977  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10071  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10195  Processes: the master, workers, reload (simpleproxy/master.py)
-    10807  The command line (simpleproxy/cli.py)
-    10890  Entry point (simpleproxy/__main__.py)
+     3740  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3902  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3978  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4411  How a connection ends: the end causes (simpleproxy/endings.py)
+     4489  Service discovery: following host names (simpleproxy/discovery.py)
+     4805  Start-up: resolving host names (simpleproxy/resolve.py)
+     4935  Health checks (simpleproxy/health.py)
+     5472  Stats: the counters (simpleproxy/stats.py)
+     5927  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6313  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6562  Stats: the HTML page (simpleproxy/statspage.py)
+     6725  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7128  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7263  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7696  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7910  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     7983  The proxy: a connection's life (simpleproxy/session.py)
+     8649  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8849  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9093  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9629  Processes: worker count, privileges (simpleproxy/process.py)
+     9682  Processes: the master-worker channel (simpleproxy/channel.py)
+     9803  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9982  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10076  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10200  Processes: the master, workers, reload (simpleproxy/master.py)
+    10812  The command line (simpleproxy/cli.py)
+    10895  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3531,6 +3531,11 @@ class _LbRoundRobinPicker(object):
 
     def pick(self, client_key, exclude):
         heap = self._heap
+        if heap and _lb_acceptable(heap[0][3], exclude):    # the usual case: the first one
+            entry = heap[0]
+            entry[0] += entry[2]
+            heapq.heapreplace(heap, entry)
+            return entry[3]
         passed_over = []
         chosen = None
         while heap:

@@ -247,6 +247,11 @@ class _LbRoundRobinPicker(object):
 
     def pick(self, client_key, exclude):
         heap = self._heap
+        if heap and _lb_acceptable(heap[0][3], exclude):    # the usual case: the first one
+            entry = heap[0]
+            entry[0] += entry[2]
+            heapq.heapreplace(heap, entry)
+            return entry[3]
         passed_over = []
         chosen = None
         while heap:
