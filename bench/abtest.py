@@ -4,6 +4,7 @@
     python3 bench/abtest.py --tree before=../old-checkout --tree after=. --rounds 12 conn
     python3 bench/abtest.py --tree a=. --tree b=../other --modes pp --seconds 2 keepalive
     python3 bench/abtest.py --tree warning=. --tree info=. --log-level info=info conn
+    python3 bench/abtest.py --haproxy --tree now=. --rounds 12 conn    # against HAProxy
 
 bench.py's medians over a few rounds move by 10-15 % on this machine from one run to the
 next, more than most single changes on the hot path. Here the trees take turns on a fresh
@@ -11,7 +12,8 @@ proxy each, round after round, so that whatever drifts (other load, the host's c
 hits both alike, and each round's figures of a tree are divided by the first tree's of the
 same round: the median of those paired ratios is the change's effect, and the median of the
 paired differences of CPU per unit its cost in time (with one tree under two log levels: the
-log line's cost). Same routes, load and backend as bench.py; no HAProxy.
+log line's cost). With ``--haproxy``, HAProxy is the first (the reference), as in bench.py.
+Same routes, load and backend as bench.py.
 """
 import argparse
 import os
@@ -20,7 +22,7 @@ import statistics
 import sys
 import tempfile
 
-from bench import TESTS, BackendProcess, Target, run_load_test
+from bench import TESTS, BackendProcess, Target, haproxy_version, run_load_test
 
 # What a unit's CPU is shown in: bulk tests count bytes, the others connections or requests.
 CPU_SCALE = {"bulk1": (1e9, "CPU s/GB"), "bulk8": (1e9, "CPU s/GB"),
@@ -29,7 +31,8 @@ CPU_SCALE = {"bulk1": (1e9, "CPU s/GB"), "bulk8": (1e9, "CPU s/GB"),
 
 def compare(trees, test, modes, rounds, seconds, python, workdir, log_levels):
     """{(label, mode): [(rate, CPU µs per unit), ...]} over ``rounds`` interleaved rounds;
-    ``log_levels``: {label: the --log-level of that tree's proxy}, bench.py's otherwise."""
+    ``log_levels``: {label: the --log-level of that tree's proxy}, bench.py's otherwise. A
+    tree of None is HAProxy."""
     backend = BackendProcess(workdir)
     settings = {"warmup": 0.3, "seconds": seconds}
     results = {}
@@ -37,7 +40,8 @@ def compare(trees, test, modes, rounds, seconds, python, workdir, log_levels):
         for number in range(rounds):
             for label, tree in trees:
                 options = ["--log-level", log_levels[label]] if label in log_levels else []
-                target = Target(label, "simpleproxy", python=python, tree=tree, options=options)
+                target = (Target(label, "haproxy") if tree is None else
+                          Target(label, "simpleproxy", python=python, tree=tree, options=options))
                 for mode in modes:
                     instance = target.start(backend, os.path.join(workdir, label))
                     try:
@@ -75,6 +79,8 @@ def main(argv=None):
     parser.add_argument("test", choices=TESTS)
     parser.add_argument("--tree", action="append", required=True, metavar="LABEL=DIR",
                         help="a source tree (twice or more; the first is the reference)")
+    parser.add_argument("--haproxy", action="store_true",
+                        help="HAProxy as the reference, before the trees (one tree is enough)")
     parser.add_argument("--modes", default="plain,pp", help="plain, pp or both (default)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each measurement")
@@ -83,10 +89,14 @@ def main(argv=None):
                         help="run that tree's proxy at this --log-level (info: a line per "
                              "connection)")
     args = parser.parse_args(argv)
-    trees = [(label, os.path.abspath(tree)) for label, _, tree in
-             (spec.partition("=") for spec in args.tree)]
-    if len(trees) < 2 or not all(tree for _, tree in trees):
-        parser.error("give at least two --tree LABEL=DIR")
+    trees = [(label, tree) for label, _, tree in (spec.partition("=") for spec in args.tree)]
+    if not all(label and tree for label, tree in trees):
+        parser.error("give each --tree as LABEL=DIR")
+    trees = [(label, os.path.abspath(tree)) for label, tree in trees]
+    if args.haproxy:
+        trees.insert(0, ("HAProxy " + haproxy_version(), None))
+    if len(trees) < 2:
+        parser.error("give at least two --tree LABEL=DIR, or --haproxy and one")
     log_levels = dict(spec.split("=", 1) for spec in args.log_level)
     unknown = set(log_levels) - {label for label, _ in trees}
     if unknown:

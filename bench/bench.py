@@ -583,6 +583,30 @@ def logging_cost(targets, samples, ours):
             "by round): " + (", ".join(costs) or "-"))
 
 
+def paired_ratios(samples, ours, reference):
+    """The first simpleproxy row against HAProxy, each round's figure divided by HAProxy's of
+    the same round and the median taken: what drifts from round to round (this machine's
+    speed moves by 10-20 %) hits both alike. None without rounds of both."""
+    parts = []
+    for test, key, name in (("conn", "rate", "conn/s"), ("conn", "cpu_per_unit", "CPU/conn"),
+                            ("keepalive", "rate", "keep-alive req/s"),
+                            ("bulk1", "rate", "bulk 1")):
+        ratios = []
+        for mode in MODES:
+            pairs = zip(samples.get((ours.label, mode, test), ()),
+                        samples.get((reference.label, mode, test), ()))
+            values = [mine[key] / theirs[key] for mine, theirs in pairs
+                      if mine.get(key) and theirs.get(key)]
+            if values:
+                ratios.append("%s %.2f×" % (mode, median(values)))
+        if ratios:
+            parts.append("%s %s" % (name, ", ".join(ratios)))
+    if not parts:
+        return None
+    return ("%s against %s, paired by round (median of the rounds' ratios): %s"
+            % (ours.label, reference.label, "; ".join(parts)))
+
+
 def ratio_line(summary, ours, reference):
     """The last line of a run, for scripts: bulk 1 stream, PROXY-path conn/s and PROXY-path CPU
     per connection of the first simpleproxy row, each against HAProxy in this run."""
@@ -702,6 +726,10 @@ def main(argv=None):
     if log_cost:
         print()
         print(log_cost)
+    paired = paired_ratios(samples, ours, reference) if reference is not None else None
+    if paired:
+        print()
+        print(paired)
     if reference is not None:
         print()
         print(ratio_line(summary, ours, reference))
