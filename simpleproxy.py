@@ -36,31 +36,31 @@ Contents (line numbers in this file):
      3740  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3902  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3978  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4411  How a connection ends: the end causes (simpleproxy/endings.py)
-     4489  Service discovery: following host names (simpleproxy/discovery.py)
-     4805  Start-up: resolving host names (simpleproxy/resolve.py)
-     4935  Health checks (simpleproxy/health.py)
-     5472  Stats: the counters (simpleproxy/stats.py)
-     5927  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6313  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6562  Stats: the HTML page (simpleproxy/statspage.py)
-     6725  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7128  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7263  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7696  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7910  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     7983  The proxy: a connection's life (simpleproxy/session.py)
-     8649  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8849  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9093  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9629  Processes: worker count, privileges (simpleproxy/process.py)
-     9682  Processes: the master-worker channel (simpleproxy/channel.py)
-     9803  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9982  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10076  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10200  Processes: the master, workers, reload (simpleproxy/master.py)
-    10812  The command line (simpleproxy/cli.py)
-    10895  Entry point (simpleproxy/__main__.py)
+     4413  How a connection ends: the end causes (simpleproxy/endings.py)
+     4491  Service discovery: following host names (simpleproxy/discovery.py)
+     4807  Start-up: resolving host names (simpleproxy/resolve.py)
+     4937  Health checks (simpleproxy/health.py)
+     5474  Stats: the counters (simpleproxy/stats.py)
+     5929  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6315  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6564  Stats: the HTML page (simpleproxy/statspage.py)
+     6727  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7130  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7265  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7698  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7912  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     7982  The proxy: a connection's life (simpleproxy/session.py)
+     8648  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8848  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9092  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9628  Processes: worker count, privileges (simpleproxy/process.py)
+     9681  Processes: the master-worker channel (simpleproxy/channel.py)
+     9802  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9981  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10075  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10199  Processes: the master, workers, reload (simpleproxy/master.py)
+    10811  The command line (simpleproxy/cli.py)
+    10894  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4066,13 +4066,15 @@ class _LogLineFormatter(logging.Formatter):
     def formatMessage(self, record):
         return self.line(record.created, record.levelname, record.message)
 
-    def line(self, created, levelname, message):
+    def line(self, created, levelname, message, end=""):
+        """The line, and ``end`` after it in the same string (a newline for the writer)."""
         second, text = self._second
         if int(created) != second:
             second = int(created)
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
             self._second = (second, text)
-        return "%s.%03d%s%s %s" % (text, (created - second) * 1000, self._tag, levelname, message)
+        return "%s.%03d%s%s %s%s" % (text, (created - second) * 1000, self._tag, levelname,
+                                     message, end)
 
 
 class LogWriter(logging.Handler):
@@ -4120,7 +4122,7 @@ class LogWriter(logging.Handler):
     def add_line(self, levelno, message):
         """A connection's line at level ``levelno``: the text a LogRecord would give, made
         without one, and batched (see the class docstring)."""
-        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message) + "\n"
+        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message, "\n")
         with self.lock:
             batch = self.batch
             batch.append(line)
@@ -7921,17 +7923,14 @@ controls in a line (a Unix path, a TLV's value) is escaped.
 
 def endpoint_text(endpoint):
     """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
+    if endpoint.__class__ is tuple:          # (host, port): nearly every line's, so first
+        return ("[%s]:%d" if ":" in endpoint[0] else "%s:%d") % endpoint
     if endpoint is None:
         return "-"
-    if isinstance(endpoint, str):
-        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
-        if endpoint.startswith("\0"):
-            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
-        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
-    host, port = endpoint
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
+    # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
+    if endpoint.startswith("\0"):
+        return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+    return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
 
 
 def tcplog_line(session, detail=None):

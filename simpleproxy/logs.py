@@ -88,13 +88,15 @@ class _LogLineFormatter(logging.Formatter):
     def formatMessage(self, record):
         return self.line(record.created, record.levelname, record.message)
 
-    def line(self, created, levelname, message):
+    def line(self, created, levelname, message, end=""):
+        """The line, and ``end`` after it in the same string (a newline for the writer)."""
         second, text = self._second
         if int(created) != second:
             second = int(created)
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
             self._second = (second, text)
-        return "%s.%03d%s%s %s" % (text, (created - second) * 1000, self._tag, levelname, message)
+        return "%s.%03d%s%s %s%s" % (text, (created - second) * 1000, self._tag, levelname,
+                                     message, end)
 
 
 class LogWriter(logging.Handler):
@@ -142,7 +144,7 @@ class LogWriter(logging.Handler):
     def add_line(self, levelno, message):
         """A connection's line at level ``levelno``: the text a LogRecord would give, made
         without one, and batched (see the class docstring)."""
-        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message) + "\n"
+        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message, "\n")
         with self.lock:
             batch = self.batch
             batch.append(line)

@@ -12,17 +12,14 @@ from .proxyproto import aws_vpce_id
 
 def endpoint_text(endpoint):
     """How an endpoint reads in the log: 1.2.3.4:5, [::1]:5, unix@/path, or - when unknown."""
+    if endpoint.__class__ is tuple:          # (host, port): nearly every line's, so first
+        return ("[%s]:%d" if ":" in endpoint[0] else "%s:%d") % endpoint
     if endpoint is None:
         return "-"
-    if isinstance(endpoint, str):
-        # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
-        if endpoint.startswith("\0"):
-            return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
-        return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
-    host, port = endpoint
-    if ":" in host:
-        return "[%s]:%d" % (host, port)
-    return "%s:%d" % (host, port)
+    # A Unix path is the client's choice (its own socket's, or a v2 header's): escaped.
+    if endpoint.startswith("\0"):
+        return "unix@@" + log_escape(endpoint[1:])     # abstract namespace, as ss(8) shows it
+    return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
 
 
 def tcplog_line(session, detail=None):
