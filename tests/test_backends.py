@@ -292,6 +292,25 @@ def test_retries_and_redispatch(launch, redispatch, retries, end, tried):
         assert reply in (b"", RESET) and good.accepted == []
 
 
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_a_refused_connect_ends_as_connect_refused_for_tcp_and_unix_servers(launch, tmp_path,
+                                                                           kind):
+    """Nobody listens: a TCP port (the refusal comes from the send right after connect()) and
+    a Unix socket file left behind by a server that has gone (connect() itself refuses)."""
+    if kind == "tcp":
+        server = "127.0.0.1:%d" % free_port()
+    else:
+        path = str(tmp_path / "gone.sock")
+        with socket.socket(socket.AF_UNIX) as gone:
+            gone.bind(path)           # the file stays after close: connecting to it is refused
+        server = "unix@" + path
+    text, port = config([("gone", server)], backend="retries = 0\n")
+    proxy = launch(text)
+    assert finish(connect(("127.0.0.1", port)), PAYLOAD) in (b"", RESET)
+    line = proxy.wait_for("fe=fe ")
+    assert "end=connect-refused" in line and 'reason="Connection refused"' in line
+
+
 def test_refused_traffic_marks_a_server_down(launch):
     """Passive health: the check port answers, the traffic port refuses. Each refused client
     connection counts as a failed check, so the server goes down after ``fall`` of them (one
