@@ -47,20 +47,20 @@ Contents (line numbers in this file):
      6727  Stats: the runtime API's commands (simpleproxy/admin.py)
      7130  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7265  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7698  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7912  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     7982  The proxy: a connection's life (simpleproxy/session.py)
-     8648  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8848  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9092  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9628  Processes: worker count, privileges (simpleproxy/process.py)
-     9681  Processes: the master-worker channel (simpleproxy/channel.py)
-     9802  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9981  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10075  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10199  Processes: the master, workers, reload (simpleproxy/master.py)
-    10811  The command line (simpleproxy/cli.py)
-    10894  Entry point (simpleproxy/__main__.py)
+     7711  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7925  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     7995  The proxy: a connection's life (simpleproxy/session.py)
+     8664  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8864  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9108  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9644  Processes: worker count, privileges (simpleproxy/process.py)
+     9697  Processes: the master-worker channel (simpleproxy/channel.py)
+     9818  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9997  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10091  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10215  Processes: the master, workers, reload (simpleproxy/master.py)
+    10827  The command line (simpleproxy/cli.py)
+    10910  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7315,8 +7315,9 @@ Timers, and why they look the way they do:
   live entries once more than half of it is dead.
 * ``loop.timer(callback)`` is the one timer API (asyncio's ``call_at``, made re-armable):
   ``arm(when)`` fires it at ``when``; ``arm_by(when)`` arms it unless it is already due
-  sooner. A session keeps one timer and works out, when it comes due, whether it really
-  timed out (from a last-activity stamp) or re-arms itself. No timer operation per read.
+  sooner. A session is its own timer (a ``Deadline``, as a Timer is) and works out, when it
+  comes due, whether it really timed out (from a last-activity stamp) or re-arms itself. No
+  timer operation per read.
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
@@ -7350,18 +7351,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
 
 
-class Timer(object):
-    """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
+class Deadline(object):
+    """A re-armable one-shot deadline on a loop: ``fire()`` runs once ``when`` has come.
 
-    ``when`` is None while it is not armed (new, cancelled, or fired)."""
+    ``when`` is None while it is not armed (new, cancelled, or fired). A subclass gives
+    ``fire()`` and the slots ``loop``, ``when`` (None to start with) and ``_entry`` (None):
+    a Timer calls a callback; a session is its own deadline (session.py), which saves a
+    timer object, a bound method and the cycle between them on every connection."""
 
-    __slots__ = ("loop", "callback", "when", "_entry")
-
-    def __init__(self, loop, callback):
-        self.loop = loop
-        self.callback = callback
-        self.when = None
-        self._entry = None           # [when, sequence, self] in the heap; [.., .., None] is dead
+    __slots__ = ()
 
     def arm(self, when):
         """Fire at ``when`` (loop clock), instead of whenever it was armed for."""
@@ -7388,6 +7386,21 @@ class Timer(object):
             self._entry = None
             self.when = None
             self.loop._dead_timers += 1
+
+
+class Timer(Deadline):
+    """A Deadline that calls ``callback()``."""
+
+    __slots__ = ("loop", "callback", "when", "_entry")
+
+    def __init__(self, loop, callback):
+        self.loop = loop
+        self.callback = callback
+        self.when = None
+        self._entry = None           # [when, sequence, self] in the heap; [.., .., None] is dead
+
+    def fire(self):
+        self.callback()
 
     def release(self):
         """Cancel for good: its owner has ended. The callback is usually the owner's bound
@@ -7569,7 +7582,7 @@ class EventLoop(object):
                 continue
             timer._entry = timer.when = None
             try:
-                timer.callback()
+                timer.fire()
             except Exception:
                 log_loop_error("a timer")
 
@@ -8012,8 +8025,9 @@ in flags::
 Every socket event goes to ``state.on_event(session, upstream, mask)`` (``upstream``: the
 event is on the client socket) and every due timer to ``state.deadline(session)``, which says
 when the state times out and as what; once that time has passed, ``state.on_timeout(session,
-cause)`` runs. A session keeps one timer and re-arms it from its last-activity stamp, so
-reads and writes never touch the timer heap.
+cause)`` runs. A session is its own timer (loop.Deadline: no timer object, no bound method
+held, no cycle to break at its end) and re-arms it from its last-activity stamp, so reads and
+writes never touch the timer heap.
 """
 import errno
 import os
@@ -8078,13 +8092,14 @@ def inet_endpoint(sockaddr):
     return host, sockaddr[1]
 
 
-class Session(Relay):
-    """One client connection and, once chosen, its server connection."""
+class Session(Relay, Deadline):
+    """One client connection and, once chosen, its server connection; also its own timer
+    (``arm``, ``arm_by``, ``cancel``: its one deadline, see ``fire``)."""
 
     __slots__ = (
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
-        "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
-        "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
+        "started", "queued_at", "queue_wait", "connect_started", "connected_at", "when",
+        "_entry", "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
         "server_header",
     )
 
@@ -8120,7 +8135,7 @@ class Session(Relay):
         self.queued_at = None
         self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
         self.connect_started = self.connected_at = None
-        self.timer = Timer(loop, self.on_timer)     # loop.timer() without its call: hot path
+        self.when = self._entry = None              # the deadline, not armed yet (Deadline)
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
@@ -8152,7 +8167,7 @@ class Session(Relay):
                     proxy.header_wait_started(self)
                     self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
                     loop.register(csock, EVENT_READ, self.on_client_event)
-                    self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
+                    self.arm(self.started + fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 
@@ -8176,11 +8191,12 @@ class Session(Relay):
         except Exception:
             self._crash()
 
-    def on_timer(self):
+    def fire(self):
+        """The deadline has come (the loop calls it): time out, or re-arm for later."""
         try:
             due, cause = self.state.deadline(self)
             if due > self.loop.now:
-                self.timer.arm_by(due)
+                self.arm_by(due)
             else:
                 self.state.on_timeout(self, cause)
         except Exception:
@@ -8350,7 +8366,7 @@ class Session(Relay):
             if len(pool.waiting) > counters.qmax:
                 counters.qmax = len(pool.waiting)
             self.queued_at = self.loop.now
-            self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
+            self.arm_by(self.queued_at + pool.backend.timeout_queue)
 
     def leave_queue(self, server):
         """Its turn in the queue has come (Proxy.serve_queue): connect to ``server``."""
@@ -8405,7 +8421,7 @@ class Session(Relay):
         if address.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
-        self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+        self.arm_by(self.connect_started + server.backend.timeout_connect)
         if err == errno.EINPROGRESS and SEND_TELLS_CONNECTED and _on_loopback(address.sockaddr):
             err = self._send_early(sock)
         if err == errno.EINPROGRESS:
@@ -8479,7 +8495,7 @@ class Session(Relay):
             counters.backend.wretr += 1
             self._enter(RETRY_WAIT)
             self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
-            self.timer.arm_by(self.connect_started)
+            self.arm_by(self.connect_started)
             return
         counters.wredis += 1
         counters.backend.wredis += 1
@@ -8583,7 +8599,7 @@ class Session(Relay):
         self.slot = None
         self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
-        self.timer.release()
+        self.cancel()
         csock, ssock = self.csock, self.ssock
         # A watched socket is closed next, and only we hold it: forgotten, no epoll DEL.
         if self.cmask:

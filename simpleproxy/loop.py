@@ -48,8 +48,9 @@ Timers, and why they look the way they do:
   live entries once more than half of it is dead.
 * ``loop.timer(callback)`` is the one timer API (asyncio's ``call_at``, made re-armable):
   ``arm(when)`` fires it at ``when``; ``arm_by(when)`` arms it unless it is already due
-  sooner. A session keeps one timer and works out, when it comes due, whether it really
-  timed out (from a last-activity stamp) or re-arms itself. No timer operation per read.
+  sooner. A session is its own timer (a ``Deadline``, as a Timer is) and works out, when it
+  comes due, whether it really timed out (from a last-activity stamp) or re-arms itself. No
+  timer operation per read.
 
 The wake-up socket pair serves two masters: ``call_soon_threadsafe`` writes a byte after
 appending to the deque, and ``signal.set_wakeup_fd`` writes the signal number, so that a
@@ -85,18 +86,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 TIMER_HEAP_SLACK = 512       # dead entries always tolerated before a rebuild is considered
 
 
-class Timer(object):
-    """A re-armable one-shot timer: ``callback()`` runs on the loop once ``when`` has come.
+class Deadline(object):
+    """A re-armable one-shot deadline on a loop: ``fire()`` runs once ``when`` has come.
 
-    ``when`` is None while it is not armed (new, cancelled, or fired)."""
+    ``when`` is None while it is not armed (new, cancelled, or fired). A subclass gives
+    ``fire()`` and the slots ``loop``, ``when`` (None to start with) and ``_entry`` (None):
+    a Timer calls a callback; a session is its own deadline (session.py), which saves a
+    timer object, a bound method and the cycle between them on every connection."""
 
-    __slots__ = ("loop", "callback", "when", "_entry")
-
-    def __init__(self, loop, callback):
-        self.loop = loop
-        self.callback = callback
-        self.when = None
-        self._entry = None           # [when, sequence, self] in the heap; [.., .., None] is dead
+    __slots__ = ()
 
     def arm(self, when):
         """Fire at ``when`` (loop clock), instead of whenever it was armed for."""
@@ -123,6 +121,21 @@ class Timer(object):
             self._entry = None
             self.when = None
             self.loop._dead_timers += 1
+
+
+class Timer(Deadline):
+    """A Deadline that calls ``callback()``."""
+
+    __slots__ = ("loop", "callback", "when", "_entry")
+
+    def __init__(self, loop, callback):
+        self.loop = loop
+        self.callback = callback
+        self.when = None
+        self._entry = None           # [when, sequence, self] in the heap; [.., .., None] is dead
+
+    def fire(self):
+        self.callback()
 
     def release(self):
         """Cancel for good: its owner has ended. The callback is usually the owner's bound
@@ -304,7 +317,7 @@ class EventLoop(object):
                 continue
             timer._entry = timer.when = None
             try:
-                timer.callback()
+                timer.fire()
             except Exception:
                 log_loop_error("a timer")
 

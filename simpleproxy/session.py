@@ -28,8 +28,9 @@ in flags::
 Every socket event goes to ``state.on_event(session, upstream, mask)`` (``upstream``: the
 event is on the client socket) and every due timer to ``state.deadline(session)``, which says
 when the state times out and as what; once that time has passed, ``state.on_timeout(session,
-cause)`` runs. A session keeps one timer and re-arms it from its last-activity stamp, so
-reads and writes never touch the timer heap.
+cause)`` runs. A session is its own timer (loop.Deadline: no timer object, no bound method
+held, no cycle to break at its end) and re-arms it from its last-activity stamp, so reads and
+writes never touch the timer heap.
 """
 import errno
 import os
@@ -45,7 +46,7 @@ from .endings import (
     END_QUEUE_FULL, END_QUEUE_TIMEOUT, END_REJECTED_CONNECTION, END_REJECTED_CONTENT,
     END_SERVER_TIMEOUT, END_UNTRUSTED_HEADER, END_UNTRUSTED_PEER)
 from .logs import LOG
-from .loop import EVENT_ERROR, EVENT_READ, EVENT_WRITE, Timer
+from .loop import EVENT_ERROR, EVENT_READ, EVENT_WRITE, Deadline
 from .proxyproto import ProxyHeaderError, build_v1, parse_header
 from .relay import Relay
 from .rules import REJECT, facts_after_header, facts_at_accept, first_match
@@ -108,13 +109,14 @@ def inet_endpoint(sockaddr):
     return host, sockaddr[1]
 
 
-class Session(Relay):
-    """One client connection and, once chosen, its server connection."""
+class Session(Relay, Deadline):
+    """One client connection and, once chosen, its server connection; also its own timer
+    (``arm``, ``arm_by``, ``cancel``: its one deadline, see ``fire``)."""
 
     __slots__ = (
         "listener", "fe", "peer", "server", "client", "local", "header", "inbuf",
-        "started", "queued_at", "queue_wait", "connect_started", "connected_at", "timer",
-        "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
+        "started", "queued_at", "queue_wait", "connect_started", "connected_at", "when",
+        "_entry", "retries_left", "tried", "end", "trust", "slot", "pool", "rule",
         "server_header",
     )
 
@@ -150,7 +152,7 @@ class Session(Relay):
         self.queued_at = None
         self.queue_wait = 0.0        # seconds spent in the backend's queue (the log's Tw)
         self.connect_started = self.connected_at = None
-        self.timer = Timer(loop, self.on_timer)     # loop.timer() without its call: hot path
+        self.when = self._entry = None              # the deadline, not armed yet (Deadline)
         self.retries_left = 0
         self.tried = []
         self.slot = None             # the server whose connection count includes this session
@@ -182,7 +184,7 @@ class Session(Relay):
                     proxy.header_wait_started(self)
                     self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
                     loop.register(csock, EVENT_READ, self.on_client_event)
-                    self.timer.arm(self.started + fe.frontend.timeout_proxy_header)
+                    self.arm(self.started + fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 
@@ -206,11 +208,12 @@ class Session(Relay):
         except Exception:
             self._crash()
 
-    def on_timer(self):
+    def fire(self):
+        """The deadline has come (the loop calls it): time out, or re-arm for later."""
         try:
             due, cause = self.state.deadline(self)
             if due > self.loop.now:
-                self.timer.arm_by(due)
+                self.arm_by(due)
             else:
                 self.state.on_timeout(self, cause)
         except Exception:
@@ -380,7 +383,7 @@ class Session(Relay):
             if len(pool.waiting) > counters.qmax:
                 counters.qmax = len(pool.waiting)
             self.queued_at = self.loop.now
-            self.timer.arm_by(self.queued_at + pool.backend.timeout_queue)
+            self.arm_by(self.queued_at + pool.backend.timeout_queue)
 
     def leave_queue(self, server):
         """Its turn in the queue has come (Proxy.serve_queue): connect to ``server``."""
@@ -435,7 +438,7 @@ class Session(Relay):
         if address.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         err = sock.connect_ex(address.sockaddr)
-        self.timer.arm_by(self.connect_started + server.backend.timeout_connect)
+        self.arm_by(self.connect_started + server.backend.timeout_connect)
         if err == errno.EINPROGRESS and SEND_TELLS_CONNECTED and _on_loopback(address.sockaddr):
             err = self._send_early(sock)
         if err == errno.EINPROGRESS:
@@ -509,7 +512,7 @@ class Session(Relay):
             counters.backend.wretr += 1
             self._enter(RETRY_WAIT)
             self.connect_started = now + min(server.backend.timeout_connect, RETRY_TURNAROUND)
-            self.timer.arm_by(self.connect_started)
+            self.arm_by(self.connect_started)
             return
         counters.wredis += 1
         counters.backend.wredis += 1
@@ -613,7 +616,7 @@ class Session(Relay):
         self.slot = None
         self.state = CLOSED          # not _enter: the table lets every state close (test_session)
         self.end = cause
-        self.timer.release()
+        self.cancel()
         csock, ssock = self.csock, self.ssock
         # A watched socket is closed next, and only we hold it: forgotten, no epoll DEL.
         if self.cmask:
