@@ -33,34 +33,34 @@ Contents (line numbers in this file):
      2522  Configuration: the frozen objects it reads into (simpleproxy/settings.py)
      2612  Configuration: what each key means, checked (simpleproxy/config.py)
      3283  Balancing: choosing a server (simpleproxy/balancer.py)
-     3740  Trust: whose PROXY header to believe (simpleproxy/trust.py)
-     3902  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
-     3978  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4413  How a connection ends: the end causes (simpleproxy/endings.py)
-     4491  Service discovery: following host names (simpleproxy/discovery.py)
-     4807  Start-up: resolving host names (simpleproxy/resolve.py)
-     4937  Health checks (simpleproxy/health.py)
-     5474  Stats: the counters (simpleproxy/stats.py)
-     5929  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6315  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6564  Stats: the HTML page (simpleproxy/statspage.py)
-     6727  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7130  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7265  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7711  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7925  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     7995  The proxy: a connection's life (simpleproxy/session.py)
-     8664  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8864  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9108  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9644  Processes: worker count, privileges (simpleproxy/process.py)
-     9697  Processes: the master-worker channel (simpleproxy/channel.py)
-     9818  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9997  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10091  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10215  Processes: the master, workers, reload (simpleproxy/master.py)
-    10827  The command line (simpleproxy/cli.py)
-    10910  Entry point (simpleproxy/__main__.py)
+     3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
+     3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
+     3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
+     4408  How a connection ends: the end causes (simpleproxy/endings.py)
+     4486  Service discovery: following host names (simpleproxy/discovery.py)
+     4802  Start-up: resolving host names (simpleproxy/resolve.py)
+     4932  Health checks (simpleproxy/health.py)
+     5469  Stats: the counters (simpleproxy/stats.py)
+     5924  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6310  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6559  Stats: the HTML page (simpleproxy/statspage.py)
+     6722  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7125  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7260  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7706  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7920  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     7990  The proxy: a connection's life (simpleproxy/session.py)
+     8659  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8859  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9103  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9639  Processes: worker count, privileges (simpleproxy/process.py)
+     9692  Processes: the master-worker channel (simpleproxy/channel.py)
+     9813  Processes: the master's view of the stats (simpleproxy/masterview.py)
+     9992  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10086  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10210  Processes: the master, workers, reload (simpleproxy/master.py)
+    10822  The command line (simpleproxy/cli.py)
+    10905  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3531,21 +3531,16 @@ class _LbRoundRobinPicker(object):
 
     def pick(self, client_key, exclude):
         heap = self._heap
-        if heap and _lb_acceptable(heap[0][3], exclude):    # the usual case: the first one
-            entry = heap[0]
-            entry[0] += entry[2]
-            heapq.heapreplace(heap, entry)
-            return entry[3]
         passed_over = []
         chosen = None
         while heap:
-            entry = heapq.heappop(heap)
+            entry = heap[0]
             if _lb_acceptable(entry[3], exclude):
                 chosen = entry
                 entry[0] += entry[2]
-                heapq.heappush(heap, entry)
+                heapq.heapreplace(heap, entry)     # moved on: one sift instead of a pop and a push
                 break
-            passed_over.append(entry)
+            passed_over.append(heapq.heappop(heap))
         for entry in passed_over:
             heapq.heappush(heap, entry)
         return chosen[3] if chosen is not None else None
@@ -9370,7 +9365,7 @@ class Proxy(object):
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
         if session.trust is not None:          # a bind with header handling
-            fe.awaiting_header.pop(session, None)     # it may have closed waiting for one
+            self.header_wait_ended(session)      # (it may have closed still waiting for one)
             self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1

@@ -560,25 +560,28 @@ def warnings_about(targets, summary):
     return notes
 
 
+def paired_median(samples, label, other, mode, test, key, combine):
+    """The median over the rounds of ``combine(label's figure, other's figure)`` of the same
+    round (a round's drift hits both rows alike); None without rounds of both."""
+    pairs = zip(samples.get((label, mode, test), ()), samples.get((other, mode, test), ()))
+    return median([combine(mine[key], theirs[key]) for mine, theirs in pairs
+                   if mine.get(key) and theirs.get(key)])
+
+
 def logging_cost(targets, samples, ours):
     """What a log line per connection costs: CPU per connection of the logging row less that
-    of ``ours`` (which logs at warning) in the same round of the conn test, the median over
-    the rounds, on each path (a round's drift hits both rows alike); None without a logging
-    row."""
+    of ``ours`` (which logs at warning) in the same round of the conn test, on each path;
+    None without a logging row."""
     logging_row = next((target for target in targets if target.label == ours.label + ", " +
                         LOGGING_ROW), None)
     if logging_row is None:
         return None
     costs = []
     for mode in MODES:
-        pairs = zip(samples.get((logging_row.label, mode, "conn"), ()),
-                    samples.get((ours.label, mode, "conn"), ()))
-        differences = [with_log["cpu_per_unit"] - without["cpu_per_unit"]
-                       for with_log, without in pairs
-                       if with_log.get("cpu_per_unit") is not None
-                       and without.get("cpu_per_unit") is not None]
-        if differences:
-            costs.append("%s %.1f µs" % (mode, median(differences) * 1e6))
+        cost = paired_median(samples, logging_row.label, ours.label, mode, "conn",
+                             "cpu_per_unit", lambda mine, theirs: mine - theirs)
+        if cost is not None:
+            costs.append("%s %.1f µs" % (mode, cost * 1e6))
     return ("log line cost per connection (CPU/conn at log-level info less at warning, paired "
             "by round): " + (", ".join(costs) or "-"))
 
@@ -593,12 +596,10 @@ def paired_ratios(samples, ours, reference):
                             ("bulk1", "rate", "bulk 1")):
         ratios = []
         for mode in MODES:
-            pairs = zip(samples.get((ours.label, mode, test), ()),
-                        samples.get((reference.label, mode, test), ()))
-            values = [mine[key] / theirs[key] for mine, theirs in pairs
-                      if mine.get(key) and theirs.get(key)]
-            if values:
-                ratios.append("%s %.2f×" % (mode, median(values)))
+            ratio = paired_median(samples, ours.label, reference.label, mode, test, key,
+                                  lambda mine, theirs: mine / theirs)
+            if ratio is not None:
+                ratios.append("%s %.2f×" % (mode, ratio))
         if ratios:
             parts.append("%s %s" % (name, ", ".join(ratios)))
     if not parts:

@@ -247,21 +247,16 @@ class _LbRoundRobinPicker(object):
 
     def pick(self, client_key, exclude):
         heap = self._heap
-        if heap and _lb_acceptable(heap[0][3], exclude):    # the usual case: the first one
-            entry = heap[0]
-            entry[0] += entry[2]
-            heapq.heapreplace(heap, entry)
-            return entry[3]
         passed_over = []
         chosen = None
         while heap:
-            entry = heapq.heappop(heap)
+            entry = heap[0]
             if _lb_acceptable(entry[3], exclude):
                 chosen = entry
                 entry[0] += entry[2]
-                heapq.heappush(heap, entry)
+                heapq.heapreplace(heap, entry)     # moved on: one sift instead of a pop and a push
                 break
-            passed_over.append(entry)
+            passed_over.append(heapq.heappop(heap))
         for entry in passed_over:
             heapq.heappush(heap, entry)
         return chosen[3] if chosen is not None else None

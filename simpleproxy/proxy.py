@@ -276,7 +276,7 @@ class Proxy(object):
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
         if session.trust is not None:          # a bind with header handling
-            fe.awaiting_header.pop(session, None)     # it may have closed waiting for one
+            self.header_wait_ended(session)      # (it may have closed still waiting for one)
             self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1
