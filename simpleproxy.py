@@ -36,31 +36,31 @@ Contents (line numbers in this file):
      3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4408  How a connection ends: the end causes (simpleproxy/endings.py)
-     4486  Service discovery: following host names (simpleproxy/discovery.py)
-     4802  Start-up: resolving host names (simpleproxy/resolve.py)
-     4932  Health checks (simpleproxy/health.py)
-     5469  Stats: the counters (simpleproxy/stats.py)
-     5924  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6310  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6559  Stats: the HTML page (simpleproxy/statspage.py)
-     6722  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7125  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7260  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7706  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7920  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     7990  The proxy: a connection's life (simpleproxy/session.py)
-     8659  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8859  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9103  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9639  Processes: worker count, privileges (simpleproxy/process.py)
-     9692  Processes: the master-worker channel (simpleproxy/channel.py)
-     9813  Processes: the master's view of the stats (simpleproxy/masterview.py)
-     9992  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10086  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10210  Processes: the master, workers, reload (simpleproxy/master.py)
-    10822  The command line (simpleproxy/cli.py)
-    10905  Entry point (simpleproxy/__main__.py)
+     4428  How a connection ends: the end causes (simpleproxy/endings.py)
+     4506  Service discovery: following host names (simpleproxy/discovery.py)
+     4822  Start-up: resolving host names (simpleproxy/resolve.py)
+     4952  Health checks (simpleproxy/health.py)
+     5489  Stats: the counters (simpleproxy/stats.py)
+     5944  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6330  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6579  Stats: the HTML page (simpleproxy/statspage.py)
+     6742  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7145  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7280  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7726  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7940  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     8010  The proxy: a connection's life (simpleproxy/session.py)
+     8679  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8879  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9123  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9659  Processes: worker count, privileges (simpleproxy/process.py)
+     9712  Processes: the master-worker channel (simpleproxy/channel.py)
+     9833  Processes: the master's view of the stats (simpleproxy/masterview.py)
+    10012  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10106  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10230  Processes: the master, workers, reload (simpleproxy/master.py)
+    10842  The command line (simpleproxy/cli.py)
+    10925  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3996,9 +3996,9 @@ little: it goes to the writer without a LogRecord, its time text is made once a 
 and a LogWriter batches such lines while the event loop serves it: the batch is written
 ``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it reaches
 ``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
-makes one ``write`` per PIPE_BUF bytes of lines, some twenty connections, where a write per
-loop turn carried three to eight and cost 2-3.5 us a line. Every other line is written at
-once, after the batch, so the order is kept.
+makes one ``write`` per batch to a file, and one per PIPE_BUF bytes of lines (some twenty
+connections) to a pipe, where a write per loop turn carried three to eight and cost 2-3.5 us
+a line. Every other line is written at once, after the batch, so the order is kept.
 
 Two things here protect the log from the traffic it describes:
 
@@ -4050,26 +4050,30 @@ def log_escape(value):
 
 class _LogLineFormatter(logging.Formatter):
     """``TIME.mmm simpleproxy[PID] LEVEL message``, for a LogRecord (``format``) and, the
-    same text, for a connection's line that has none (``line``). Each second's time text
-    is made once, not once per line."""
+    same text, for a connection's line that has none (``line``). Each second's time text,
+    and each level's `` simpleproxy[PID] LEVEL `` text, is made once, not once per line."""
 
     def __init__(self):
         logging.Formatter.__init__(self)
         self._tag = " simpleproxy[%d] " % os.getpid()
+        self._level_tags = {}
         self._second = (None, "")        # one tuple, so that a thread never sees half of it
 
     def formatMessage(self, record):
-        return self.line(record.created, record.levelname, record.message)
+        return self.line(record.created, record.levelno, record.message)
 
-    def line(self, created, levelname, message, end=""):
+    def line(self, created, levelno, message, end=""):
         """The line, and ``end`` after it in the same string (a newline for the writer)."""
         second, text = self._second
         if int(created) != second:
             second = int(created)
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
             self._second = (second, text)
-        return "%s.%03d%s%s %s%s" % (text, (created - second) * 1000, self._tag, levelname,
-                                     message, end)
+        tag = self._level_tags.get(levelno)
+        if tag is None:
+            tag = "%s%s " % (self._tag, logging.getLevelName(levelno))
+            self._level_tags[levelno] = tag
+        return "%s.%03d%s%s%s" % (text, (created - second) * 1000, tag, message, end)
 
 
 class LogWriter(logging.Handler):
@@ -4090,6 +4094,7 @@ class LogWriter(logging.Handler):
         self.fd = fd
         self.path = path
         self._file_id = _log_file_id(os.fstat(fd))
+        self.whole_writes = _takes_whole_writes(fd)
         self._next_check = time.monotonic() + LOG_FILE_CHECK
         self.batch = []              # connection lines (text) not written yet
         self.held = []               # encoded lines (the first possibly partly written)
@@ -4117,7 +4122,7 @@ class LogWriter(logging.Handler):
     def add_line(self, levelno, message):
         """A connection's line at level ``levelno``: the text a LogRecord would give, made
         without one, and batched (see the class docstring)."""
-        line = self.formatter.line(time.time(), logging.getLevelName(levelno), message, "\n")
+        line = self.formatter.line(time.time(), levelno, message, "\n")
         with self.lock:
             batch = self.batch
             batch.append(line)
@@ -4134,17 +4139,26 @@ class LogWriter(logging.Handler):
     def _write_batch(self):
         """Write the batch, holding what the descriptor does not take; the lock held.
 
-        A write of at most PIPE_BUF bytes to a pipe is never interleaved with another
-        process's (workers share their master's stderr), as a line's single write was: so a
-        batch goes out in writes of whole lines of at most that size.
+        Workers share their master's stderr, so a line must never be cut by another
+        process's write. A regular file takes each write whole, at its end: there the batch
+        goes out in one write. A write to a pipe is whole only up to PIPE_BUF bytes: there
+        it goes out in writes of whole lines of at most that size.
         """
-        lines = [line.encode("utf-8", "backslashreplace") for line in self.batch]
-        if not lines:
+        batch = self.batch
+        if not batch:
             return
         self.batch = []
         if self.path is not None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + LOG_FILE_CHECK
             self._reopen_if_moved()
+        if self.whole_writes and not self.held:
+            data = "".join(batch).encode("utf-8", "backslashreplace")
+            written = self._write(data, len(batch))
+            if written < len(data):        # the disk is full: hold what did not go out
+                self._hold_unwritten([line.encode("utf-8", "backslashreplace")
+                                      for line in batch], written)
+            return
+        lines = [line.encode("utf-8", "backslashreplace") for line in batch]
         if self.held:
             for line in lines:
                 self._hold(line)
@@ -4219,6 +4233,7 @@ class LogWriter(logging.Handler):
             os.close(self.fd)
             self.fd = fd
             self._file_id = _log_file_id(os.fstat(fd))
+            self.whole_writes = _takes_whole_writes(fd)
         finally:
             self.release()
 
@@ -4320,6 +4335,11 @@ def _log_severity(levelno):
 
 def _log_file_id(st):
     return st.st_dev, st.st_ino
+
+
+def _takes_whole_writes(fd):
+    """True for a regular file: a write there is never cut by another process's."""
+    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def _open_log_file(path):

@@ -9,6 +9,7 @@ import re
 import select
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -197,7 +198,7 @@ def test_the_time_text_is_what_the_logging_format_gives(created):
     try:
         writer = LogWriter(write_end)
         assert writer.format(line) == spelled.format(line)
-        assert writer.formatter.line(created, "INFO", "x") == spelled.format(line)
+        assert writer.formatter.line(created, logging.INFO, "x") == spelled.format(line)
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -351,6 +352,66 @@ def test_a_batch_goes_out_in_writes_of_whole_lines_no_longer_than_pipe_buf():
     assert all(len(write) <= select.PIPE_BUF and write.endswith(b"\n") for write in writes)
     numbers = [int(line.split(b" INFO ")[1][:3]) for line in b"".join(writes).splitlines()]
     assert numbers == list(range(LOG_BATCH_LINES - 1))
+
+
+def write_syscalls():
+    """How many write(2) calls this process has made (Linux's /proc/self/io)."""
+    with open("/proc/self/io") as io_counts:
+        return int(re.search(r"^syscw: (\d+)$", io_counts.read(), re.M).group(1))
+
+
+def test_a_batch_goes_to_a_regular_file_in_one_write(tmp_path):
+    """A regular file takes each write whole, so a batch longer than PIPE_BUF is one write."""
+    path = tmp_path / "proxy.log"
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    writer = LogWriter(fd)
+    writer.on_held = lambda: None
+    try:
+        for number in range(LOG_BATCH_LINES - 1):
+            writer.add_line(logging.INFO, "%03d %s" % (number, "x" * (number % 7 * 30)))
+        before = write_syscalls()
+        writer.write_batch()
+        writes = write_syscalls() - before
+    finally:
+        writer.on_held = None
+        writer.close()
+        os.close(fd)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert sum(map(len, lines)) > select.PIPE_BUF and writes == 1
+    numbers = [int(line.split(b" INFO ")[1][:3]) for line in lines]
+    assert numbers == list(range(LOG_BATCH_LINES - 1))
+
+
+CUT_SHORT_BY_FILE_SIZE_LIMIT = """
+import logging, os, resource, signal, sys
+from simpleproxy.logs import LogWriter
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # a write past the limit says EFBIG instead
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+writer = LogWriter(fd)
+writer.on_held = lambda: None
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+for number in range(40):
+    writer.add_line(logging.INFO, "%02d %s" % (number, "x" * 40))
+writer.write_batch()
+print(os.fstat(fd).st_size, len(writer.held))
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+writer.on_held = None
+writer.close()
+"""
+
+
+def test_a_file_write_cut_short_keeps_the_rest_of_its_lines_held_and_whole(tmp_path):
+    """A file at its size limit (or a full disk) takes part of a batch's one write: the line
+    it cut goes on from where it was cut, and the lines after it are held, then written."""
+    path = tmp_path / "proxy.log"
+    done = subprocess.run([sys.executable, "-c", CUT_SHORT_BY_FILE_SIZE_LIMIT, str(path)],
+                          env=proxy_env(), stdout=subprocess.PIPE, timeout=DEFAULT_TIMEOUT)
+    size_at_limit, held = done.stdout.split()
+    assert done.returncode == 0 and int(size_at_limit) == 1000 and int(held) > 1
+    lines = path.read_bytes().splitlines()
+    assert [int(line.split(b" INFO ")[1][:2]) for line in lines] == list(range(40))
+    assert all(line.endswith(b" " + b"x" * 40) for line in lines)
 
 
 def test_any_other_handler_gets_a_connection_line_as_a_record():
