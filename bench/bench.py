@@ -593,7 +593,8 @@ def paired_ratios(samples, ours, reference):
     parts = []
     for test, key, name in (("conn", "rate", "conn/s"), ("conn", "cpu_per_unit", "CPU/conn"),
                             ("keepalive", "rate", "keep-alive req/s"),
-                            ("bulk1", "rate", "bulk 1")):
+                            ("keepalive", "p99", "keep-alive p99"),
+                            ("bulk1", "rate", "bulk 1"), ("bulk8", "rate", "bulk 8")):
         ratios = []
         for mode in MODES:
             ratio = paired_median(samples, ours.label, reference.label, mode, test, key,
