@@ -6,7 +6,10 @@ and ``loop.forget`` (``callback(mask)`` runs when the socket is ready) and keep 
 (``loop.timer(callback)``) for the time-outs they need. Every socket of the proxy is served
 on the loop's thread; other threads (health checks) and signals only reach it through
 ``call_soon_threadsafe`` and the wake-up socket. ``run()`` is ``run_once()`` over and over:
-a poll, the ready callbacks, the due timers.
+a poll, the ready callbacks, the calls they left for the end of the round
+(``call_after_events``: work that gains from a short wait, such as reading a new
+connection's first bytes, which a round's other callbacks give time to arrive), the due
+timers.
 
 Two pollers stand behind those calls, and the loop's users cannot tell them apart:
 
@@ -278,6 +281,7 @@ class EventLoop(object):
         self._timer_sequence = 0
         self._dead_timers = 0
         self._calls = deque()
+        self._after_events = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -309,6 +313,13 @@ class EventLoop(object):
                 callback(mask)
             except Exception:
                 log_loop_error("an event handler")
+        if self._after_events:
+            calls, self._after_events = self._after_events, []
+            for callback in calls:
+                try:
+                    callback()
+                except Exception:
+                    log_loop_error("a call after events")
         timers = self._timers
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
@@ -335,6 +346,11 @@ class EventLoop(object):
         timers[:] = [entry for entry in timers if entry[2] is not None]
         heapq.heapify(timers)
         self._dead_timers = 0
+
+    def call_after_events(self, callback):
+        """Run ``callback()`` in this round once its ready callbacks have run (before its
+        timers); one added by such a call runs in the next round. Loop thread only."""
+        self._after_events.append(callback)
 
     def call_soon_threadsafe(self, callback):
         """Run ``callback()`` on the loop's thread soon; safe to call from any thread. This

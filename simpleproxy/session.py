@@ -174,17 +174,27 @@ class Session(Relay, Deadline):
                     return
                 self._enter(HEADER)
                 self.inbuf = bytearray()
-                # Read before waiting, as HAProxy does: a client sends its header as soon as
-                # it is connected, so it is often in already (most of the bench's connections),
-                # and then the session routes and connects in this round instead of the next,
-                # never counted as waiting. When it is not, the read costs an EAGAIN (about
-                # 2.5 us), and we wait.
-                self._read_header(True, EVENT_READ)
-                if self.state is HEADER or self.state is LOCAL_WAIT:
-                    proxy.header_wait_started(self)
-                    self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
-                    loop.register(csock, EVENT_READ, self.on_client_event)
-                    self.arm(self.started + fe.frontend.timeout_proxy_header)
+                loop.call_after_events(self._read_first_header)
+        except Exception:
+            self._crash()
+
+    def _read_first_header(self):
+        """Read before waiting, as HAProxy does, but at the end of the accepting round.
+
+        A client sends its header as soon as it is connected: by the time the round's other
+        events are served it is often in (for 64 % of the bench's PROXY connections, where a
+        read at accept found 28 %), and the session routes and connects in this round,
+        never counted as waiting. When it is not, the read costs an EAGAIN (about 2.5 us),
+        and we wait."""
+        if self.state is not HEADER:
+            return                          # closed meanwhile
+        try:
+            self._read_header(True, EVENT_READ)
+            if self.state is HEADER or self.state is LOCAL_WAIT:
+                self.proxy.header_wait_started(self)
+                self.cmask = EVENT_READ       # a new socket, a new timer: no _want, no arm_by
+                self.loop.register(self.csock, EVENT_READ, self.on_client_event)
+                self.arm(self.started + self.fe.frontend.timeout_proxy_header)
         except Exception:
             self._crash()
 

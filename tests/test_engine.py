@@ -335,6 +335,43 @@ def test_a_header_in_before_the_accept_is_read_in_the_accepting_round(monkeypatc
 
 
 @pytest.mark.parametrize("poller", POLLERS)
+def test_a_header_that_comes_later_in_the_accepting_round_is_read_in_that_round(monkeypatch,
+                                                                                poller):
+    """The header is read once the accepting round's events are served, not at accept: a
+    client whose header arrives while a later event of the round is served (here that event
+    sends it) is never registered to wait for it."""
+    backend = RecordingServer(mode="record", reply=REPLY)
+    proxy, port, thread, registered = _proxy_recording_registrations(
+        monkeypatch, poller, backend.config_address)
+    sock = connect(("127.0.0.1", port))
+    header = b"PROXY TCP4 203.0.113.7 198.51.100.1 5555 80\r\n"
+    trigger, pull = socket.socketpair()
+
+    def send_header(mask):                  # an event served after the accept, in its round
+        trigger.recv(1)
+        sock.sendall(header + PAYLOAD)
+    try:
+        proxy.loop.register(trigger, EVENT_READ, send_header)
+        listening = [listener.sock for fe in proxy.frontends.values() for listener in fe.listeners]
+        assert select.select(listening, [], [], DEFAULT_TIMEOUT)[0]     # ready first: served first
+        pull.send(b"!")
+        assert select.select([trigger], [], [], DEFAULT_TIMEOUT)[0]
+        del registered[:]
+        proxy.loop.run_once(DEFAULT_TIMEOUT)        # the round that accepts
+        (session,) = proxy.sessions
+        assert session.state.name == "RELAY"
+        assert registered == [("on_server_event", EVENT_READ), ("on_client_event", EVENT_READ)]
+        wait_until(lambda: [bytes(seen.received) for seen in backend.accepted]
+                   == [header + PAYLOAD], what="the server to have the bytes")
+    finally:
+        sock.close()
+        trigger.close()
+        pull.close()
+        _stop(proxy, thread)
+        backend.close()
+
+
+@pytest.mark.parametrize("poller", POLLERS)
 def test_a_server_that_has_not_answered_the_syn_is_watched_for_room(monkeypatch, poller):
     """The send after connect() says EAGAIN while the handshake is under way (a remote
     server's case; here a listener whose accept queue is full drops the SYN): the session

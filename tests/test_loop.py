@@ -118,6 +118,48 @@ def test_calls_from_another_thread_run_on_the_loop():
     assert ran_on == [threading.current_thread()]
 
 
+def test_calls_after_events_run_once_the_rounds_events_are_served_before_its_timers():
+    """Whichever of two ready sockets is served first leaves a call: it runs after both, and
+    before the round's due timer; a call left by such a call waits for the next round."""
+    log = io.StringIO()
+    setup_logging("info", log)
+    loop = EventLoop()
+    pairs = [socket.socketpair() for _ in range(2)]
+    happened = []
+
+    def later(name):
+        happened.append(name)
+        if name == "after events":
+            loop.call_after_events(lambda: happened.append("next round"))
+        raise RuntimeError("a broken call after events")     # logged, the others still run
+
+    def on_ready(name, sock):
+        def callback(mask):
+            sock.recv(16)
+            happened.append(name)
+            if len(happened) == 1:
+                loop.call_after_events(lambda: later("after events"))
+        return callback
+    try:
+        for number, (ours, theirs) in enumerate(pairs):
+            loop.register(ours, EVENT_READ, on_ready("event %d" % number, ours))
+            theirs.send(b"x")
+        loop.timer(lambda: happened.append("timer")).arm(loop.now)
+        readable, _, _ = select.select([ours for ours, _ in pairs], [], [], 10)
+        assert len(readable) == 2            # so one poll sees both
+        serve_rounds(loop)
+        assert sorted(happened[:2]) == ["event 0", "event 1"]
+        assert happened[2:] == ["after events", "timer"]
+        serve_rounds(loop, timeout=0)
+        assert happened[4:] == ["next round"]
+        assert log.getvalue().count("internal error in a call after events") == 1
+    finally:
+        loop.close()
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
+
+
 def test_an_error_in_a_timer_is_logged_and_the_loop_goes_on():
     log = io.StringIO()
     setup_logging("info", log)
