@@ -8,11 +8,12 @@
 
 bench.py's medians over a few rounds move by 10-15 % on this machine from one run to the
 next, more than most single changes on the hot path. Here the trees take turns on a fresh
-proxy each, round after round, so that whatever drifts (other load, the host's clock speed)
-hits both alike, and each round's figures of a tree are divided by the first tree's of the
+proxy each, round after round, each in each place of a round in turn, so that whatever
+drifts (other load, the host's clock speed) or comes with a place (what ran just before)
+hits all alike, and each round's figures of a tree are divided by the first tree's of the
 same round: the median of those paired ratios is the change's effect, and the median of the
 paired differences of CPU per unit its cost in time (with one tree under two log levels: the
-log line's cost). With ``--haproxy``, HAProxy is the first (the reference), as in bench.py.
+log line's cost). With ``--haproxy``, HAProxy is the reference, as in bench.py.
 Same routes, load and backend as bench.py.
 """
 import argparse
@@ -38,7 +39,8 @@ def compare(trees, test, modes, rounds, seconds, python, workdir, log_levels):
     results = {}
     try:
         for number in range(rounds):
-            for label, tree in trees:
+            shift = number % len(trees)         # each tree takes each place in turn, as in
+            for label, tree in trees[shift:] + trees[:shift]:     # bench.py's rounds
                 options = ["--log-level", log_levels[label]] if label in log_levels else []
                 target = (Target(label, "haproxy") if tree is None else
                           Target(label, "simpleproxy", python=python, tree=tree, options=options))

@@ -181,7 +181,7 @@ class LogWriter(logging.Handler):
         if self.whole_writes and not self.held:
             data = "".join(batch).encode("utf-8", "backslashreplace")
             written = self._write(data, len(batch))
-            if written < len(data):        # the disk is full: hold what did not go out
+            if written < len(data):        # a full disk or a size limit: hold the rest
                 self._hold_unwritten([line.encode("utf-8", "backslashreplace")
                                       for line in batch], written)
             return
