@@ -136,10 +136,18 @@ def tcp_connections(pid):
     return count
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+def free_ports(count):
+    """``count`` distinct free ports: each stays bound until all are chosen (a port bound and
+    let go at once may be the kernel's next choice too)."""
+    socks = []
+    try:
+        for _ in range(count):
+            socks.append(socket.socket())
+            socks[-1].bind((HOST, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def wait_until(predicate, timeout, what, interval=0.02):
@@ -224,8 +232,9 @@ def backend_routes(backend_ports):
 
 def route_table(backend_ports):
     """Each route's listening port on a proxy, the backend port it forwards to, and its mode."""
-    return {route: (free_port(), backend_port, pp)
-            for route, (backend_port, pp) in backend_routes(backend_ports).items()}
+    routes = backend_routes(backend_ports)
+    return {route: (port, backend_port, pp)
+            for port, (route, (backend_port, pp)) in zip(free_ports(len(routes)), routes.items())}
 
 
 # Each proxy's configuration: a head, then one frontend/backend pair per route. HAProxy keeps its
