@@ -47,20 +47,20 @@ Contents (line numbers in this file):
      6742  Stats: the runtime API's commands (simpleproxy/admin.py)
      7145  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
      7280  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7742  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7956  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     8026  The proxy: a connection's life (simpleproxy/session.py)
-     8705  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8905  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9149  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9685  Processes: worker count, privileges (simpleproxy/process.py)
-     9738  Processes: the master-worker channel (simpleproxy/channel.py)
-     9859  Processes: the master's view of the stats (simpleproxy/masterview.py)
-    10038  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10132  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10256  Processes: the master, workers, reload (simpleproxy/master.py)
-    10868  The command line (simpleproxy/cli.py)
-    10951  Entry point (simpleproxy/__main__.py)
+     7745  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7959  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     8029  The proxy: a connection's life (simpleproxy/session.py)
+     8708  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8908  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9152  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9688  Processes: worker count, privileges (simpleproxy/process.py)
+     9741  Processes: the master-worker channel (simpleproxy/channel.py)
+     9862  Processes: the master's view of the stats (simpleproxy/masterview.py)
+    10041  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10135  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10259  Processes: the master, workers, reload (simpleproxy/master.py)
+    10871  The command line (simpleproxy/cli.py)
+    10954  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -7613,9 +7613,12 @@ class EventLoop(object):
                 log_loop_error("a timer")
 
     def next_wait(self):
-        """How long a poll may sleep: until the first timer is due, None without one. A
-        timer may be due later than a poll can wait: it wakes up early, finds nothing
-        due, and waits again. (The master, which also watches clocks of its own, asks too.)"""
+        """How long a poll may sleep: until the first timer is due, None without one, 0 with
+        calls after events left for the next round. A timer may be due later than a poll
+        can wait: it wakes up early, finds nothing due, and waits again. (The master, which
+        also watches clocks of its own, asks too.)"""
+        if self._after_events:
+            return 0.0
         timers = self._timers
         if not timers:
             return None

@@ -333,9 +333,12 @@ class EventLoop(object):
                 log_loop_error("a timer")
 
     def next_wait(self):
-        """How long a poll may sleep: until the first timer is due, None without one. A
-        timer may be due later than a poll can wait: it wakes up early, finds nothing
-        due, and waits again. (The master, which also watches clocks of its own, asks too.)"""
+        """How long a poll may sleep: until the first timer is due, None without one, 0 with
+        calls after events left for the next round. A timer may be due later than a poll
+        can wait: it wakes up early, finds nothing due, and waits again. (The master, which
+        also watches clocks of its own, asks too.)"""
+        if self._after_events:
+            return 0.0
         timers = self._timers
         if not timers:
             return None

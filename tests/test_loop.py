@@ -160,6 +160,25 @@ def test_calls_after_events_run_once_the_rounds_events_are_served_before_its_tim
                 sock.close()
 
 
+def test_a_call_after_events_left_by_a_timer_does_not_wait_for_an_event():
+    """A timer runs after the round's calls after events: one it leaves runs in the next
+    round, whose poll then does not sleep (run() would otherwise wait for any event)."""
+    loop = EventLoop()
+    happened = []
+
+    def stop():
+        happened.append("later")
+        loop.stopping = True
+    loop.timer(lambda: loop.call_after_events(stop)).arm(loop.now)
+    watchdog = loop.timer(lambda: happened.append("no call before this"))
+    watchdog.arm(loop.now + 2)
+    try:
+        loop.run()
+    finally:
+        loop.close()
+    assert happened == ["later"]
+
+
 def test_an_error_in_a_timer_is_logged_and_the_loop_goes_on():
     log = io.StringIO()
     setup_logging("info", log)
