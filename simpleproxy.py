@@ -36,31 +36,31 @@ Contents (line numbers in this file):
      3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4428  How a connection ends: the end causes (simpleproxy/endings.py)
-     4506  Service discovery: following host names (simpleproxy/discovery.py)
-     4822  Start-up: resolving host names (simpleproxy/resolve.py)
-     4952  Health checks (simpleproxy/health.py)
-     5489  Stats: the counters (simpleproxy/stats.py)
-     5944  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6330  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6579  Stats: the HTML page (simpleproxy/statspage.py)
-     6742  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7145  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7280  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7745  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7959  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     8029  The proxy: a connection's life (simpleproxy/session.py)
-     8708  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8908  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9152  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9688  Processes: worker count, privileges (simpleproxy/process.py)
-     9741  Processes: the master-worker channel (simpleproxy/channel.py)
-     9862  Processes: the master's view of the stats (simpleproxy/masterview.py)
-    10041  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10135  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10259  Processes: the master, workers, reload (simpleproxy/master.py)
-    10871  The command line (simpleproxy/cli.py)
-    10954  Entry point (simpleproxy/__main__.py)
+     4426  How a connection ends: the end causes (simpleproxy/endings.py)
+     4504  Service discovery: following host names (simpleproxy/discovery.py)
+     4820  Start-up: resolving host names (simpleproxy/resolve.py)
+     4950  Health checks (simpleproxy/health.py)
+     5487  Stats: the counters (simpleproxy/stats.py)
+     5942  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6328  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6577  Stats: the HTML page (simpleproxy/statspage.py)
+     6740  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7143  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7278  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7743  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7957  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     8027  The proxy: a connection's life (simpleproxy/session.py)
+     8706  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8906  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9150  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9686  Processes: worker count, privileges (simpleproxy/process.py)
+     9739  Processes: the master-worker channel (simpleproxy/channel.py)
+     9860  Processes: the master's view of the stats (simpleproxy/masterview.py)
+    10039  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10133  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10257  Processes: the master, workers, reload (simpleproxy/master.py)
+    10869  The command line (simpleproxy/cli.py)
+    10952  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4091,10 +4091,8 @@ class LogWriter(logging.Handler):
         """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
         self.setFormatter(_LogLineFormatter())
-        self.fd = fd
         self.path = path
-        self._file_id = _log_file_id(os.fstat(fd))
-        self.whole_writes = _takes_whole_writes(fd)
+        mode = self._write_to(fd).st_mode
         self._next_check = time.monotonic() + LOG_FILE_CHECK
         self.batch = []              # connection lines (text) not written yet
         self.held = []               # encoded lines (the first possibly partly written)
@@ -4103,12 +4101,19 @@ class LogWriter(logging.Handler):
         self.dropped_total = 0
         self.on_held = None          # the loop's: called once when lines start to be held
         self.on_batch_started = None     # the loop's: called when a line starts a batch
-        mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
         self._was_blocking = None
         if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode) and os.get_blocking(fd):
             self._was_blocking = True
             os.set_blocking(fd, False)
+
+    def _write_to(self, fd):
+        """Write to ``fd`` from now on; its os.fstat, which says what kind of file it is."""
+        st = os.fstat(fd)
+        self.fd = fd
+        self._file_id = _log_file_id(st)
+        self.whole_writes = stat.S_ISREG(st.st_mode)   # never cut by another process's write
+        return st
 
     def emit(self, record):
         try:
@@ -4231,9 +4236,7 @@ class LogWriter(logging.Handler):
             except SimpleProxyError:
                 return
             os.close(self.fd)
-            self.fd = fd
-            self._file_id = _log_file_id(os.fstat(fd))
-            self.whole_writes = _takes_whole_writes(fd)
+            self._write_to(fd)
         finally:
             self.release()
 
@@ -4335,11 +4338,6 @@ def _log_severity(levelno):
 
 def _log_file_id(st):
     return st.st_dev, st.st_ino
-
-
-def _takes_whole_writes(fd):
-    """True for a regular file: a write there is never cut by another process's."""
-    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def _open_log_file(path):

@@ -118,10 +118,8 @@ class LogWriter(logging.Handler):
         """``path``: the log file ``fd`` was opened from, reopened when moved away."""
         logging.Handler.__init__(self)
         self.setFormatter(_LogLineFormatter())
-        self.fd = fd
         self.path = path
-        self._file_id = _log_file_id(os.fstat(fd))
-        self.whole_writes = _takes_whole_writes(fd)
+        mode = self._write_to(fd).st_mode
         self._next_check = time.monotonic() + LOG_FILE_CHECK
         self.batch = []              # connection lines (text) not written yet
         self.held = []               # encoded lines (the first possibly partly written)
@@ -130,12 +128,19 @@ class LogWriter(logging.Handler):
         self.dropped_total = 0
         self.on_held = None          # the loop's: called once when lines start to be held
         self.on_batch_started = None     # the loop's: called when a line starts a batch
-        mode = os.fstat(fd).st_mode
         # A regular file never waits for a reader; anything else (pipe, socket, terminal) can.
         self._was_blocking = None
         if not stat.S_ISREG(mode) and not stat.S_ISBLK(mode) and os.get_blocking(fd):
             self._was_blocking = True
             os.set_blocking(fd, False)
+
+    def _write_to(self, fd):
+        """Write to ``fd`` from now on; its os.fstat, which says what kind of file it is."""
+        st = os.fstat(fd)
+        self.fd = fd
+        self._file_id = _log_file_id(st)
+        self.whole_writes = stat.S_ISREG(st.st_mode)   # never cut by another process's write
+        return st
 
     def emit(self, record):
         try:
@@ -258,9 +263,7 @@ class LogWriter(logging.Handler):
             except SimpleProxyError:
                 return
             os.close(self.fd)
-            self.fd = fd
-            self._file_id = _log_file_id(os.fstat(fd))
-            self.whole_writes = _takes_whole_writes(fd)
+            self._write_to(fd)
         finally:
             self.release()
 
@@ -362,11 +365,6 @@ def _log_severity(levelno):
 
 def _log_file_id(st):
     return st.st_dev, st.st_ino
-
-
-def _takes_whole_writes(fd):
-    """True for a regular file: a write there is never cut by another process's."""
-    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def _open_log_file(path):
