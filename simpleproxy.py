@@ -36,31 +36,31 @@ Contents (line numbers in this file):
      3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4426  How a connection ends: the end causes (simpleproxy/endings.py)
-     4504  Service discovery: following host names (simpleproxy/discovery.py)
-     4820  Start-up: resolving host names (simpleproxy/resolve.py)
-     4950  Health checks (simpleproxy/health.py)
-     5487  Stats: the counters (simpleproxy/stats.py)
-     5942  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6328  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6577  Stats: the HTML page (simpleproxy/statspage.py)
-     6740  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7143  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7278  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7743  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7957  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     8027  The proxy: a connection's life (simpleproxy/session.py)
-     8706  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8906  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9150  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9686  Processes: worker count, privileges (simpleproxy/process.py)
-     9739  Processes: the master-worker channel (simpleproxy/channel.py)
-     9860  Processes: the master's view of the stats (simpleproxy/masterview.py)
-    10039  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10133  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10257  Processes: the master, workers, reload (simpleproxy/master.py)
-    10869  The command line (simpleproxy/cli.py)
-    10952  Entry point (simpleproxy/__main__.py)
+     4434  How a connection ends: the end causes (simpleproxy/endings.py)
+     4512  Service discovery: following host names (simpleproxy/discovery.py)
+     4828  Start-up: resolving host names (simpleproxy/resolve.py)
+     4958  Health checks (simpleproxy/health.py)
+     5495  Stats: the counters (simpleproxy/stats.py)
+     5950  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6336  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6585  Stats: the HTML page (simpleproxy/statspage.py)
+     6748  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7151  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7286  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7751  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7965  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     8035  The proxy: a connection's life (simpleproxy/session.py)
+     8714  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8914  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9158  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9694  Processes: worker count, privileges (simpleproxy/process.py)
+     9747  Processes: the master-worker channel (simpleproxy/channel.py)
+     9868  Processes: the master's view of the stats (simpleproxy/masterview.py)
+    10047  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10141  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10265  Processes: the master, workers, reload (simpleproxy/master.py)
+    10877  The command line (simpleproxy/cli.py)
+    10960  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -3992,10 +3992,10 @@ handler for it:
 DroppedLogs).
 
 A connection's line (``log_connection``, one per connection at ``log-level info``) costs
-little: it goes to the writer without a LogRecord, its time text is made once a second,
-and a LogWriter batches such lines while the event loop serves it: the batch is written
-``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it reaches
-``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
+little: it goes to the writer without a LogRecord, the text before its message is made
+once a millisecond, and a LogWriter batches such lines while the event loop serves it: the
+batch is written ``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it
+reaches ``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
 makes one ``write`` per batch to a file, and one per PIPE_BUF bytes of lines (some twenty
 connections) to a pipe, where a write per loop turn carried three to eight and cost 2-3.5 us
 a line. Every other line is written at once, after the batch, so the order is kept.
@@ -4050,30 +4050,38 @@ def log_escape(value):
 
 class _LogLineFormatter(logging.Formatter):
     """``TIME.mmm simpleproxy[PID] LEVEL message``, for a LogRecord (``format``) and, the
-    same text, for a connection's line that has none (``line``). Each second's time text,
-    and each level's `` simpleproxy[PID] LEVEL `` text, is made once, not once per line."""
+    same text, for a connection's line that has none (``line``). The text before the message
+    is made once per millisecond and level, not once per line (a busy proxy writes several
+    lines a millisecond), and each second's time text once."""
 
     def __init__(self):
         logging.Formatter.__init__(self)
         self._tag = " simpleproxy[%d] " % os.getpid()
-        self._level_tags = {}
-        self._second = (None, "")        # one tuple, so that a thread never sees half of it
+        # One tuple each, so that a thread never sees half of one.
+        self._second = (None, "")
+        self._head = (None, None, "")         # (millisecond, level, the text before a message)
 
     def formatMessage(self, record):
         return self.line(record.created, record.levelno, record.message)
 
     def line(self, created, levelno, message, end=""):
         """The line, and ``end`` after it in the same string (a newline for the writer)."""
+        millisecond = int(created * 1000)
+        last, last_level, head = self._head
+        if millisecond != last or levelno != last_level:
+            head = self._make_head(millisecond, levelno)
+        return head + message + end
+
+    def _make_head(self, millisecond, levelno):
         second, text = self._second
-        if int(created) != second:
-            second = int(created)
+        if millisecond // 1000 != second:
+            second = millisecond // 1000
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
             self._second = (second, text)
-        tag = self._level_tags.get(levelno)
-        if tag is None:
-            tag = "%s%s " % (self._tag, logging.getLevelName(levelno))
-            self._level_tags[levelno] = tag
-        return "%s.%03d%s%s%s" % (text, (created - second) * 1000, tag, message, end)
+        head = "%s.%03d%s%s " % (text, millisecond - second * 1000, self._tag,
+                                 logging.getLevelName(levelno))
+        self._head = (millisecond, levelno, head)
+        return head
 
 
 class LogWriter(logging.Handler):

@@ -17,10 +17,10 @@ handler for it:
 DroppedLogs).
 
 A connection's line (``log_connection``, one per connection at ``log-level info``) costs
-little: it goes to the writer without a LogRecord, its time text is made once a second,
-and a LogWriter batches such lines while the event loop serves it: the batch is written
-``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it reaches
-``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
+little: it goes to the writer without a LogRecord, the text before its message is made
+once a millisecond, and a LogWriter batches such lines while the event loop serves it: the
+batch is written ``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it
+reaches ``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
 makes one ``write`` per batch to a file, and one per PIPE_BUF bytes of lines (some twenty
 connections) to a pipe, where a write per loop turn carried three to eight and cost 2-3.5 us
 a line. Every other line is written at once, after the batch, so the order is kept.
@@ -77,30 +77,38 @@ def log_escape(value):
 
 class _LogLineFormatter(logging.Formatter):
     """``TIME.mmm simpleproxy[PID] LEVEL message``, for a LogRecord (``format``) and, the
-    same text, for a connection's line that has none (``line``). Each second's time text,
-    and each level's `` simpleproxy[PID] LEVEL `` text, is made once, not once per line."""
+    same text, for a connection's line that has none (``line``). The text before the message
+    is made once per millisecond and level, not once per line (a busy proxy writes several
+    lines a millisecond), and each second's time text once."""
 
     def __init__(self):
         logging.Formatter.__init__(self)
         self._tag = " simpleproxy[%d] " % os.getpid()
-        self._level_tags = {}
-        self._second = (None, "")        # one tuple, so that a thread never sees half of it
+        # One tuple each, so that a thread never sees half of one.
+        self._second = (None, "")
+        self._head = (None, None, "")         # (millisecond, level, the text before a message)
 
     def formatMessage(self, record):
         return self.line(record.created, record.levelno, record.message)
 
     def line(self, created, levelno, message, end=""):
         """The line, and ``end`` after it in the same string (a newline for the writer)."""
+        millisecond = int(created * 1000)
+        last, last_level, head = self._head
+        if millisecond != last or levelno != last_level:
+            head = self._make_head(millisecond, levelno)
+        return head + message + end
+
+    def _make_head(self, millisecond, levelno):
         second, text = self._second
-        if int(created) != second:
-            second = int(created)
+        if millisecond // 1000 != second:
+            second = millisecond // 1000
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
             self._second = (second, text)
-        tag = self._level_tags.get(levelno)
-        if tag is None:
-            tag = "%s%s " % (self._tag, logging.getLevelName(levelno))
-            self._level_tags[levelno] = tag
-        return "%s.%03d%s%s%s" % (text, (created - second) * 1000, tag, message, end)
+        head = "%s.%03d%s%s " % (text, millisecond - second * 1000, self._tag,
+                                 logging.getLevelName(levelno))
+        self._head = (millisecond, levelno, head)
+        return head
 
 
 class LogWriter(logging.Handler):

@@ -204,6 +204,30 @@ def test_the_time_text_is_what_the_logging_format_gives(created):
         os.close(write_end)
 
 
+def test_each_millisecond_and_level_has_its_own_time_and_level_text():
+    """The text before a message is kept from line to line: a new millisecond, second or
+    level makes it anew."""
+    read_end, write_end = os.pipe()
+    try:
+        line = LogWriter(write_end).formatter.line
+        heads = [line(created, level, "x").rsplit(" ", 1)[0].split(" simpleproxy")
+                 for created, level in ((1700000000.0014, logging.INFO),
+                                        (1700000000.0016, logging.INFO),
+                                        (1700000000.0026, logging.INFO),
+                                        (1700000000.0027, logging.WARNING),
+                                        (1700000001.0027, logging.WARNING),
+                                        (1700000001.0028, logging.INFO))]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    second = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1700000000))
+    next_second = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1700000001))
+    assert [(stamp, level.split("] ")[1]) for stamp, level in heads] == [
+        (second + ".001", "INFO"), (second + ".001", "INFO"), (second + ".002", "INFO"),
+        (second + ".002", "WARNING"), (next_second + ".002", "WARNING"),
+        (next_second + ".002", "INFO")]
+
+
 def test_connection_lines_wait_for_the_batch_to_be_written(pipe_writer):
     writer, written = pipe_writer
     turns_held = []
