@@ -17,13 +17,15 @@ handler for it:
 DroppedLogs).
 
 A connection's line (``log_connection``, one per connection at ``log-level info``) costs
-little: it goes to the writer without a LogRecord, the text before its message is made
-once a millisecond, and a LogWriter batches such lines while the event loop serves it: the
-batch is written ``LOG_BATCH_DELAY`` after its first line (a loop timer), at once when it
-reaches ``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at exit). So a busy proxy
-makes one ``write`` per batch to a file, and one per PIPE_BUF bytes of lines (some twenty
-connections) to a pipe, where a write per loop turn carried three to eight and cost 2-3.5 us
-a line. Every other line is written at once, after the batch, so the order is kept.
+little: it goes to the writer without a LogRecord, as its facts and the function that
+builds its text (sessionlog), the text before its message is made once a millisecond, and a
+LogWriter batches such lines while the event loop serves it, building their text when it
+writes them: the batch is written ``LOG_BATCH_DELAY`` after its first line (a loop timer),
+at once when it reaches ``LOG_BATCH_LINES``, and when the loop closes (and ``flush()`` at
+exit). So a busy proxy makes one ``write`` per batch to a file, and one per PIPE_BUF bytes
+of lines (some twenty connections) to a pipe, where a write per loop turn carried three to
+eight and cost 2-3.5 us a line. Every other line is written at once, after the batch, so
+the order is kept.
 
 Two things here protect the log from the traffic it describes:
 
@@ -129,7 +131,7 @@ class LogWriter(logging.Handler):
         self.path = path
         mode = self._write_to(fd).st_mode
         self._next_check = time.monotonic() + LOG_FILE_CHECK
-        self.batch = []              # connection lines (text) not written yet
+        self.batch = []              # connection lines not written: (time, level, build, facts)
         self.held = []               # encoded lines (the first possibly partly written)
         self.held_size = 0
         self.dropped = 0             # lines dropped since the last "dropped" line
@@ -156,16 +158,16 @@ class LogWriter(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        self.batch.append(line)
-        self._write_batch()
+        self._write_batch(line)
 
-    def add_line(self, levelno, message):
-        """A connection's line at level ``levelno``: the text a LogRecord would give, made
-        without one, and batched (see the class docstring)."""
-        line = self.formatter.line(time.time(), levelno, message, "\n")
+    def add_line(self, levelno, build, facts):
+        """A connection's line at level ``levelno``, ``build(facts)`` its message: batched
+        (see the class docstring), and then the text a LogRecord would give, made without
+        one."""
+        created = time.time()
         with self.lock:
             batch = self.batch
-            batch.append(line)
+            batch.append((created, levelno, build, facts))
             if self.on_held is None or len(batch) >= LOG_BATCH_LINES:
                 self._write_batch()
             elif len(batch) == 1 and self.on_batch_started is not None:
@@ -176,18 +178,24 @@ class LogWriter(logging.Handler):
         with self.lock:
             self._write_batch()
 
-    def _write_batch(self):
-        """Write the batch, holding what the descriptor does not take; the lock held.
+    def _write_batch(self, last=None):
+        """Write the batch, and then ``last`` (a line's text), holding what the descriptor does
+        not take; the lock held.
 
         Workers share their master's stderr, so a line must never be cut by another
         process's write. A regular file takes each write whole, at its end: there the batch
         goes out in one write. A write to a pipe is whole only up to PIPE_BUF bytes: there
         it goes out in writes of whole lines of at most that size.
         """
-        batch = self.batch
-        if not batch:
+        entries = self.batch
+        if not entries and last is None:
             return
         self.batch = []
+        text = self.formatter.line
+        batch = [text(created, levelno, build(facts), "\n")
+                 for created, levelno, build, facts in entries]
+        if last is not None:
+            batch.append(last)
         if self.path is not None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + LOG_FILE_CHECK
             self._reopen_if_moved()
@@ -345,9 +353,9 @@ class SyslogWriter(logging.Handler):
             return
         self._send(frame)
 
-    def add_line(self, levelno, message):
+    def add_line(self, levelno, build, facts):
         """A connection's line: the frame a LogRecord would give, made without one."""
-        self._send(syslog_frame(message, time.time(), self.hostname, os.getpid(),
+        self._send(syslog_frame(build(facts), time.time(), self.hostname, os.getpid(),
                                 _log_severity(levelno)))
 
     def _send(self, frame):
@@ -383,17 +391,18 @@ def _open_log_file(path):
         raise SimpleProxyError("cannot open the log file %s: %s" % (path, exc.strerror or exc))
 
 
-def log_connection(levelno, message):
-    """Log one connection's line at ``levelno`` (the caller has checked LOG.isEnabledFor).
+def log_connection(levelno, build, facts):
+    """Log one connection's line at ``levelno`` (the caller has checked LOG.isEnabledFor);
+    ``build(facts)`` is its message.
 
-    The writers setup_logging installs take it as text, the same bytes a record would give:
-    logging's LogRecord and handler chain cost more than building the line. Any other
-    handler (a test's StringIO) gets a record."""
+    The writers setup_logging installs take it without a record, and write the same bytes a
+    record would give: logging's LogRecord and handler chain cost more than building the
+    line. Any other handler (a test's StringIO) gets a record."""
     handlers = LOG.handlers
     if len(handlers) == 1 and isinstance(handlers[0], _LINE_WRITERS):
-        handlers[0].add_line(levelno, message)
+        handlers[0].add_line(levelno, build, facts)
     else:
-        LOG.log(levelno, "%s", message)
+        LOG.log(levelno, "%s", build(facts))
 
 
 def dropped_log_lines():

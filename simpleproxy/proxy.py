@@ -43,7 +43,7 @@ from .proxyproto import PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY, PP2_TYPE_NETNS, packe
 from .resolve import start_addresses
 from ._version import __version__
 from .session import Session
-from .sessionlog import endpoint_text, json_line, tcplog_line
+from .sessionlog import endpoint_text, json_line, line_facts, tcplog_line
 from .stats import ProcessIdentity, ProxyStats
 from .statslistener import open_stats_listeners
 
@@ -286,7 +286,7 @@ class Proxy(object):
         # The line is built only when it will be written: it is a tenth of a connection's
         # interpreter time, and a busy proxy may run at log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            log_connection(level, fe.log_line(session, detail))
+            log_connection(level, fe.log_line, line_facts(session, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:

