@@ -49,18 +49,18 @@ Contents (line numbers in this file):
      7295  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
      7760  The proxy: relaying bytes both ways (simpleproxy/relay.py)
      7974  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     8054  The proxy: a connection's life (simpleproxy/session.py)
-     8733  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8933  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9177  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9713  Processes: worker count, privileges (simpleproxy/process.py)
-     9766  Processes: the master-worker channel (simpleproxy/channel.py)
-     9887  Processes: the master's view of the stats (simpleproxy/masterview.py)
-    10066  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10160  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10284  Processes: the master, workers, reload (simpleproxy/master.py)
-    10896  The command line (simpleproxy/cli.py)
-    10979  Entry point (simpleproxy/__main__.py)
+     8055  The proxy: a connection's life (simpleproxy/session.py)
+     8734  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8934  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9178  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9716  Processes: worker count, privileges (simpleproxy/process.py)
+     9769  Processes: the master-worker channel (simpleproxy/channel.py)
+     9890  Processes: the master's view of the stats (simpleproxy/masterview.py)
+    10069  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10163  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10287  Processes: the master, workers, reload (simpleproxy/master.py)
+    10899  The command line (simpleproxy/cli.py)
+    10982  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4164,22 +4164,22 @@ class LogWriter(logging.Handler):
         if not entries and last is None:
             return
         self.batch = []
-        text = self.formatter.line
-        batch = [text(created, levelno, build(facts), "\n")
+        line = self.formatter.line
+        texts = [line(created, levelno, build(facts), "\n")
                  for created, levelno, build, facts in entries]
         if last is not None:
-            batch.append(last)
+            texts.append(last)
         if self.path is not None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + LOG_FILE_CHECK
             self._reopen_if_moved()
         if self.whole_writes and not self.held:
-            data = "".join(batch).encode("utf-8", "backslashreplace")
-            written = self._write(data, len(batch))
+            data = "".join(texts).encode("utf-8", "backslashreplace")
+            written = self._write(data, len(texts))
             if written < len(data):        # a full disk or a size limit: hold the rest
-                self._hold_unwritten([line.encode("utf-8", "backslashreplace")
-                                      for line in batch], written)
+                self._hold_unwritten([text.encode("utf-8", "backslashreplace")
+                                      for text in texts], written)
             return
-        lines = [line.encode("utf-8", "backslashreplace") for line in batch]
+        lines = [text.encode("utf-8", "backslashreplace") for text in texts]
         if self.held:
             for line in lines:
                 self._hold(line)
@@ -7979,8 +7979,9 @@ class Relay(object):
 When the line will be written, the proxy takes the session's facts (``line_facts``: a tuple,
 made in a fraction of the line's cost) and hands them with the frontend's builder to the log
 writer, which builds the text when it writes its batch (logs.LogWriter). Built one after
-another there, with their code and format warm, lines cost about a fifth less than built
-one at a time among each connection's other work. Everything a client controls in a line
+another there, with their code and format warm, facts and text together cost about 40 %
+less than a line built at the close, among the connection's other work (timed in one
+running proxy, docs/benchmark.md). Everything a client controls in a line
 (a Unix path, a TLV's value) is escaped.
 """
 
@@ -7997,18 +7998,18 @@ def endpoint_text(endpoint):
     return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
 
 
-def line_facts(session, detail=None):
+def line_facts(session, trust_rule=None, detail=None):
     """What a closed session's line says, as the builders take it: (client, peer, frontend
     name, server or None, backend pool, Tw s, Tc s or None, Tt s, bytes in, bytes out, end,
-    trust rule or None, routing rule or None, header or None, servers tried, detail)."""
+    trust rule or None, routing rule or None, header or None, servers tried, detail).
+    ``trust_rule``: the rule its bind's trust named for it (the proxy has it at hand)."""
     connected_at = session.connected_at
-    header = session.header
     return (session.client, session.peer, session.fe.frontend.name, session.server,
             session.pool, session.queue_wait,
             connected_at - session.connect_started if connected_at is not None else None,
             session.loop.now - session.started, session.bytes_in, session.bytes_out,
-            session.end, session.trust.rule_for(header) if session.trust is not None else None,
-            session.rule, header, len(session.tried), detail)
+            session.end, trust_rule, session.rule, session.header, len(session.tried),
+            detail)
 
 
 def tcplog_line(facts):
@@ -9438,18 +9439,20 @@ class Proxy(object):
             counters.ends[end] += 1
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
+        trust_rule = None
         if session.trust is not None:          # a bind with header handling
             self.header_wait_ended(session)      # (it may have closed still waiting for one)
-            self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
+            trust_rule = session.trust.rule_for(session.header)
+            self.stats.trust_decisions[trust_rule] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1
         level = END_CAUSES[end].level
         quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
-        # The line is built only when it will be written: it is a tenth of a connection's
-        # interpreter time, and a busy proxy may run at log-level warning.
+        # The line's facts are taken only when it will be written: a busy proxy may run at
+        # log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            log_connection(level, fe.log_line, line_facts(session, detail))
+            log_connection(level, fe.log_line, line_facts(session, trust_rule, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:

@@ -191,22 +191,22 @@ class LogWriter(logging.Handler):
         if not entries and last is None:
             return
         self.batch = []
-        text = self.formatter.line
-        batch = [text(created, levelno, build(facts), "\n")
+        line = self.formatter.line
+        texts = [line(created, levelno, build(facts), "\n")
                  for created, levelno, build, facts in entries]
         if last is not None:
-            batch.append(last)
+            texts.append(last)
         if self.path is not None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + LOG_FILE_CHECK
             self._reopen_if_moved()
         if self.whole_writes and not self.held:
-            data = "".join(batch).encode("utf-8", "backslashreplace")
-            written = self._write(data, len(batch))
+            data = "".join(texts).encode("utf-8", "backslashreplace")
+            written = self._write(data, len(texts))
             if written < len(data):        # a full disk or a size limit: hold the rest
-                self._hold_unwritten([line.encode("utf-8", "backslashreplace")
-                                      for line in batch], written)
+                self._hold_unwritten([text.encode("utf-8", "backslashreplace")
+                                      for text in texts], written)
             return
-        lines = [line.encode("utf-8", "backslashreplace") for line in batch]
+        lines = [text.encode("utf-8", "backslashreplace") for text in texts]
         if self.held:
             for line in lines:
                 self._hold(line)

@@ -275,18 +275,20 @@ class Proxy(object):
             counters.ends[end] += 1
             counters.bin += session.bytes_in
             counters.bout += session.bytes_out
+        trust_rule = None
         if session.trust is not None:          # a bind with header handling
             self.header_wait_ended(session)      # (it may have closed still waiting for one)
-            self.stats.trust_decisions[session.trust.rule_for(session.header)] += 1
+            trust_rule = session.trust.rule_for(session.header)
+            self.stats.trust_decisions[trust_rule] += 1
         if end == END_HEALTH_CHECK:
             self.stats.local_checks_absorbed += 1
         level = END_CAUSES[end].level
         quiet = ((end == END_NORMAL and frontend.dontlog_normal) or
                  (frontend.dontlognull and session.bytes_in == 0 and end in END_NULL_QUIET))
-        # The line is built only when it will be written: it is a tenth of a connection's
-        # interpreter time, and a busy proxy may run at log-level warning.
+        # The line's facts are taken only when it will be written: a busy proxy may run at
+        # log-level warning.
         if not quiet and LOG.isEnabledFor(level):
-            log_connection(level, fe.log_line, line_facts(session, detail))
+            log_connection(level, fe.log_line, line_facts(session, trust_rule, detail))
         if self.paused_listeners:
             self._update_accepting()
         if self.draining and not self.active:

@@ -3,8 +3,9 @@
 When the line will be written, the proxy takes the session's facts (``line_facts``: a tuple,
 made in a fraction of the line's cost) and hands them with the frontend's builder to the log
 writer, which builds the text when it writes its batch (logs.LogWriter). Built one after
-another there, with their code and format warm, lines cost about a fifth less than built
-one at a time among each connection's other work. Everything a client controls in a line
+another there, with their code and format warm, facts and text together cost about 40 %
+less than a line built at the close, among the connection's other work (timed in one
+running proxy, docs/benchmark.md). Everything a client controls in a line
 (a Unix path, a TLV's value) is escaped.
 """
 from .logformat import json_log_line, proxy_text
@@ -24,18 +25,18 @@ def endpoint_text(endpoint):
     return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
 
 
-def line_facts(session, detail=None):
+def line_facts(session, trust_rule=None, detail=None):
     """What a closed session's line says, as the builders take it: (client, peer, frontend
     name, server or None, backend pool, Tw s, Tc s or None, Tt s, bytes in, bytes out, end,
-    trust rule or None, routing rule or None, header or None, servers tried, detail)."""
+    trust rule or None, routing rule or None, header or None, servers tried, detail).
+    ``trust_rule``: the rule its bind's trust named for it (the proxy has it at hand)."""
     connected_at = session.connected_at
-    header = session.header
     return (session.client, session.peer, session.fe.frontend.name, session.server,
             session.pool, session.queue_wait,
             connected_at - session.connect_started if connected_at is not None else None,
             session.loop.now - session.started, session.bytes_in, session.bytes_out,
-            session.end, session.trust.rule_for(header) if session.trust is not None else None,
-            session.rule, header, len(session.tried), detail)
+            session.end, trust_rule, session.rule, session.header, len(session.tried),
+            detail)
 
 
 def tcplog_line(facts):
