@@ -23,7 +23,8 @@ import statistics
 import sys
 import tempfile
 
-from bench import TESTS, BackendProcess, Target, haproxy_version, run_load_test
+from bench import (TESTS, BackendProcess, Target, haproxy_version, run_load_test,
+                   stop_on_sigterm)
 
 # What a unit's CPU is shown in: bulk tests count bytes, the others connections or requests.
 CPU_SCALE = {"bulk1": (1e9, "CPU s/GB"), "bulk8": (1e9, "CPU s/GB"),
@@ -91,6 +92,7 @@ def main(argv=None):
                         help="run that tree's proxy at this --log-level (info: a line per "
                              "connection)")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     trees = [(label, tree) for label, _, tree in (spec.partition("=") for spec in args.tree)]
     if not all(label and tree for label, tree in trees):
         parser.error("give each --tree as LABEL=DIR")

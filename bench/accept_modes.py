@@ -31,6 +31,7 @@ import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import stop_on_sigterm  # noqa: E402
 from loadgen import REPLY, connection_rate  # noqa: E402
 
 MODES = ("shared", "nested", "exclusive", "reuseport")
@@ -158,6 +159,7 @@ def main(argv=None):
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--port", type=int, default=17999)
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     print("| mode | concurrency | conn/s | worker CPU us/conn | empty wake-ups | errors |")
     print("|---|---|---|---|---|---|")
     for concurrency in args.concurrency:

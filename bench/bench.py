@@ -45,6 +45,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -329,6 +330,12 @@ def interpreter_version(python):
     out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                          stdout=subprocess.PIPE, check=True, universal_newlines=True)
     return out.stdout.strip()
+
+
+def stop_on_sigterm():
+    """SIGTERM (``kill``, ``timeout``) unwinds like Ctrl-C, so that every ``finally`` stops the
+    proxies, backends and load generators it started rather than leave them running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def haproxy_version():
@@ -701,6 +708,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    stop_on_sigterm()
     settings = dict(QUICK if args.quick else FULL)
     for key in ("rounds", "seconds", "idle"):
         if getattr(args, key):

@@ -34,7 +34,7 @@ import time
 from collections import Counter
 
 from bench import (BENCH_DIR, BackendProcess, Probe, Target, cpu_times, haproxy_version,
-                   interpreter_version, REPO)
+                   interpreter_version, stop_on_sigterm, REPO)
 from gcwatch import REPORT_PREFIX
 from loadgen import connection_rate, keepalive
 
@@ -271,6 +271,7 @@ def main(argv=None):
                         help="the simpleproxy source tree to profile (default: this checkout)")
     parser.add_argument("--skip-haproxy", action="store_true")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     if not shutil.which("perf"):
         parser.error("perf is not installed: apt-get install -y linux-perf")
     name, tree = args.tree.split("=", 1)
