@@ -192,8 +192,11 @@ class LogWriter(logging.Handler):
             return
         self.batch = []
         line = self.formatter.line
-        texts = [line(created, levelno, build(facts), "\n")
-                 for created, levelno, build, facts in entries]
+        try:
+            texts = [line(created, levelno, build(facts), "\n")
+                     for created, levelno, build, facts in entries]
+        except Exception:
+            texts = self._texts_one_by_one(entries)
         if last is not None:
             texts.append(last)
         if self.path is not None and time.monotonic() >= self._next_check:
@@ -221,6 +224,19 @@ class LogWriter(logging.Handler):
                 self._hold_unwritten(lines, written)
                 return
             lines = lines[count:]
+
+    def _texts_one_by_one(self, entries):
+        """The batch's texts when a line could not be built: that line alone becomes an error
+        line, so that one builder's bug never costs the batch's other connections theirs."""
+        texts = []
+        for created, levelno, build, facts in entries:
+            try:
+                message = build(facts)
+            except Exception as exc:
+                levelno = logging.ERROR
+                message = "a connection's log line could not be built: %r" % (exc,)
+            texts.append(self.formatter.line(created, levelno, message, "\n"))
+        return texts
 
     def _hold_unwritten(self, lines, written):
         """Hold the line the descriptor cut short whole, whatever its size (or the first not

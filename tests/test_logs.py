@@ -251,6 +251,20 @@ def test_connection_lines_wait_for_the_batch_to_be_written(pipe_writer):
     assert turns_held == []
 
 
+def test_a_line_that_cannot_be_built_costs_only_itself(pipe_writer):
+    writer, written = pipe_writer
+    writer.on_held = lambda: None
+    broken = {"src": "1.2.3.4"}
+    writer.add_line(logging.INFO, str, "first")
+    writer.add_line(logging.INFO, lambda facts: facts["dst\n"], broken)
+    writer.add_line(logging.INFO, str, "last")
+    writer.write_batch()
+    assert [line.split(" ", 3)[2:] for line in written().splitlines()] == [
+        ["INFO", "first"],
+        ["ERROR", "a connection's log line could not be built: KeyError('dst\\n')"],
+        ["INFO", "last"]]
+
+
 def test_without_a_loop_a_connection_line_is_written_at_once(pipe_writer):
     writer, written = pipe_writer
     writer.add_line(logging.INFO, str, "alone")
