@@ -8014,7 +8014,7 @@ def endpoint_text(endpoint):
     return "unix@" + (log_escape(endpoint) if endpoint else "(unnamed)")
 
 
-def line_facts(session, trust_rule=None, detail=None):
+def line_facts(session, trust_rule, detail):
     """What a closed session's line says, as the builders take it: (client, peer, frontend
     name, server or None, backend pool, Tw s, Tc s or None, Tt s, bytes in, bytes out, end,
     trust rule or None, routing rule or None, header or None, servers tried, detail).

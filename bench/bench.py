@@ -342,7 +342,8 @@ def haproxy_version():
     """HAProxy's version, or exit with how to install it (every bench command compares)."""
     haproxy = shutil.which("haproxy")
     if not haproxy:
-        sys.exit("haproxy is not installed: apt-get install -y haproxy")
+        sys.exit("haproxy is not installed: apt-get install -y haproxy (bench.py and hotpath.py "
+                 "also run without it: --skip-haproxy)")
     out = subprocess.run([haproxy, "-v"], stdout=subprocess.PIPE,
                          universal_newlines=True)
     return out.stdout.split()[2].split("-")[0]          # 2.6.12-1+deb12u4: 2.6.12
