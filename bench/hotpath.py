@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Profile simpleproxy's hot path (accept, read, write, close) next to HAProxy's.
 
-    python3 bench/hotpath.py                 about 2 minutes
+    python3 bench/hotpath.py                 about 3 minutes
     python3 bench/hotpath.py --seconds 1     shorter
+    python3 bench/hotpath.py --rounds 9      steadier medians in sections 4 and 6
     python3 bench/hotpath.py --tree mine=/path/to/checkout --python python3.13
 
-Prints five sections:
+Prints six sections:
 
 1. Per proxied connection and per keep-alive request, counted by ``perf stat`` on the proxy
    process only: syscalls (raw_syscalls:sys_enter), CPU (task-clock) and context switches, and
@@ -17,11 +18,18 @@ Prints five sections:
 4. What the per-connection log line costs (``--log-level info`` against ``warning``).
 5. What the cyclic garbage collector does per connection (``gcwatch.py``): nothing, when
    closed sessions are freed by reference counting as they should be.
+6. Who waits for a core: how much of the wall time the proxy, the load generator and the
+   backend ran, and how much they waited on a run queue, ready to run while others held
+   the cores (the kernel's schedstat of each thread, nothing attached), with a row for
+   simpleproxy with two workers. A process whose running and waiting add up to about
+   100 % was never idle: its rate is what the scheduler gave it. Each thread or worker
+   counts, so HAProxy's waiting can pass 100 %.
 
 Needs perf (``apt-get install -y linux-perf``) with access to tracepoints (root, or
 kernel.perf_event_paranoid <= 1), and HAProxy for the comparison (``--skip-haproxy``).
 """
 import argparse
+import glob
 import os
 import pstats
 import select
@@ -34,7 +42,7 @@ import time
 from collections import Counter
 
 from bench import (BENCH_DIR, BackendProcess, Probe, Target, cpu_times, haproxy_version,
-                   interpreter_version, stop_on_sigterm, REPO)
+                   interpreter_version, median, process_tree, stop_on_sigterm, REPO)
 from gcwatch import REPORT_PREFIX
 from loadgen import connection_rate, keepalive
 
@@ -87,10 +95,10 @@ class PerfCounters(object):
         return counts
 
 
-def run_workload(test, instance, mode, backend, seconds):
+def run_workload(test, instance, mode, backend, seconds, probe=None):
     suffix = "_pp" if mode == "pp" else ""
-    common = dict(warmup=0.2, seconds=seconds, probe=Probe(instance.process.pid, backend.pid),
-                  send_header=(mode == "pp"))
+    probe = probe or Probe(instance.process.pid, backend.pid)
+    common = dict(warmup=0.2, seconds=seconds, probe=probe, send_header=(mode == "pp"))
     if test == "conn":
         return connection_rate(instance.addresses["reply" + suffix], CONCURRENCY, **common)
     return keepalive(instance.addresses["echo" + suffix], CONCURRENCY, **common)
@@ -263,12 +271,92 @@ def garbage_collection(target, backend, workdir, seconds):
     print()
 
 
+def scheduler_times(pids):
+    """(running, waiting on a run queue) seconds of the processes ``pids``, all threads
+    (/proc/PID/task/TID/schedstat); None where the kernel keeps no such counts."""
+    running = waiting = 0
+    paths = [path for pid in pids for path in glob.glob("/proc/%d/task/*/schedstat" % pid)]
+    if not paths:
+        return None
+    for path in paths:
+        try:
+            with open(path) as f:
+                ran, waited = f.read().split()[:2]
+        except OSError:
+            continue                     # a thread that ended meanwhile
+        running += int(ran)
+        waiting += int(waited)
+    return running / 1e9, waiting / 1e9
+
+
+def core_waits(targets, backend, workdir, seconds, rounds):
+    """Section 6: the share of the wall time each process ran and waited for a core, in the
+    plain conn and keep-alive tests, medians of ``rounds`` rounds in alternating order."""
+    print("## 6. Who waits for a core (schedstat, plain, medians of %d rounds)\n" % rounds)
+    if scheduler_times([os.getpid()]) is None:
+        print("    this kernel keeps no schedstat (/proc/PID/task/TID/schedstat): skipped\n")
+        return
+    instances = {}
+    samples = {}                 # (label, test) -> [(rate, {who: (running, waiting)}), ...]
+    try:
+        for number, target in enumerate(targets):
+            instances[target.label] = target.start(backend, os.path.join(workdir, str(number)))
+        for round_index in range(rounds):
+            shift = round_index % len(targets)
+            for test in ("conn", "keepalive"):
+                for target in targets[shift:] + targets[:shift]:
+                    # The load generator is this process, less its children (the others).
+                    pids = {"proxy": process_tree(instances[target.label].process.pid),
+                            "loadgen": [os.getpid()], "backend": [backend.pid]}
+                    outcome = run_workload(test, instances[target.label], "plain", backend,
+                                           seconds, SchedulerProbe(pids))
+                    start, end, wall = (outcome["probe_start"], outcome["probe_end"],
+                                        outcome["seconds"])
+                    shares = dict((who, ((end[who][0] - start[who][0]) / wall,
+                                         (end[who][1] - start[who][1]) / wall)) for who in pids)
+                    samples.setdefault((target.label, test), []).append(
+                        (outcome["rate"], shares))
+    finally:
+        for instance in instances.values():
+            instance.stop()
+    print("| proxy | test | rate/s | proxy running | proxy waiting | proxy CPU µs/unit "
+          "| load generator running, waiting | backend running, waiting |")
+    print("|---|---|---|---|---|---|---|---|")
+    for test in ("conn", "keepalive"):
+        for target in targets:
+            rows = samples[(target.label, test)]
+
+            def percent(who, which):
+                return "%.0f %%" % (100 * median([shares[who][which] for _, shares in rows]))
+
+            print("| %s | %s | %.0f | %s | %s | %.1f | %s, %s | %s, %s |" % (
+                target.label, test, median([rate for rate, _ in rows]),
+                percent("proxy", 0), percent("proxy", 1),
+                median([shares["proxy"][0] / rate * 1e6 for rate, shares in rows]),
+                percent("loadgen", 0), percent("loadgen", 1),
+                percent("backend", 0), percent("backend", 1)))
+    print()
+
+
+class SchedulerProbe(object):
+    """The load generator's probe for section 6: scheduler_times of each named process
+    group (a master and its workers are one)."""
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def __call__(self):
+        return dict((who, scheduler_times(pid)) for who, pid in self.pids.items())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each workload")
     parser.add_argument("--python", default=sys.executable, help="interpreter for simpleproxy")
     parser.add_argument("--tree", default="simpleproxy=" + REPO, metavar="LABEL=DIR",
                         help="the simpleproxy source tree to profile (default: this checkout)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds whose medians sections 4 and 6 print")
     parser.add_argument("--skip-haproxy", action="store_true")
     args = parser.parse_args(argv)
     stop_on_sigterm()
@@ -303,8 +391,13 @@ def main(argv=None):
             stats, units = cprofile(simpleproxy, backend, os.path.join(workdir, "cprofile"),
                                     args.seconds, test, mode)
             print_cprofile(stats, units, "%s %s" % (test, mode))
-        logging_cost(simpleproxy, backend, os.path.join(workdir, "log"), args.seconds, 3)
+        logging_cost(simpleproxy, backend, os.path.join(workdir, "log"), args.seconds,
+                     args.rounds)
         garbage_collection(simpleproxy, backend, os.path.join(workdir, "gc"), args.seconds)
+        two_workers = Target(simpleproxy.label + ", workers=2", "simpleproxy",
+                             python=args.python, tree=simpleproxy.tree, workers=2)
+        core_waits(targets + [two_workers], backend, os.path.join(workdir, "sched"),
+                   args.seconds, args.rounds)
     finally:
         backend.stop()
         shutil.rmtree(workdir, ignore_errors=True)
