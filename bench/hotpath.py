@@ -305,11 +305,15 @@ def core_waits(targets, backend, workdir, seconds, rounds):
             shift = round_index % len(targets)
             for test in ("conn", "keepalive"):
                 for target in targets[shift:] + targets[:shift]:
+                    instance = instances[target.label]
                     # The load generator is this process, less its children (the others).
-                    pids = {"proxy": process_tree(instances[target.label].process.pid),
+                    pids = {"proxy": process_tree(instance.process.pid),
                             "loadgen": [os.getpid()], "backend": [backend.pid]}
-                    outcome = run_workload(test, instances[target.label], "plain", backend,
-                                           seconds, SchedulerProbe(pids))
+                    outcome = run_workload(test, instance, "plain", backend, seconds,
+                                           SchedulerProbe(pids))
+                    if not instance.process.alive():
+                        raise RuntimeError("%s died during %s:\n%s" % (
+                            target.label, test, instance.process.log_tail()))
                     start, end, wall = (outcome["probe_start"], outcome["probe_end"],
                                         outcome["seconds"])
                     shares = dict((who, ((end[who][0] - start[who][0]) / wall,
