@@ -189,11 +189,19 @@ def print_py_spy(own, title):
     print()
 
 
+# ``python -c PROFILED_MODULE -m simpleproxy CONFIG``: ``python -m cProfile -m simpleproxy``
+# is Python 3.7+; this runs on the 3.6 that appliances ship too. cProfile.run writes its
+# file when the module exits, also by sys.exit.
+PROFILED_MODULE = ("import cProfile, runpy, sys; sys.argv[:3] = ['simpleproxy']; "
+                   "cProfile.run('runpy.run_module(\"simpleproxy\", run_name=\"__main__\", "
+                   "alter_sys=True)', %r)")
+
+
 def cprofile(target, backend, workdir, seconds, test, mode):
     """pstats of simpleproxy run under cProfile for one workload, and the units it served."""
     stats_path = os.path.join(workdir, "cprofile.out")
     profiled = Target(target.label, "simpleproxy", python=target.python, tree=target.tree,
-                      wrapper=["-m", "cProfile", "-o", stats_path])
+                      wrapper=["-c", PROFILED_MODULE % stats_path])
     instance = profiled.start(backend, workdir)
     try:
         outcome = run_workload(test, instance, mode, backend, seconds)
