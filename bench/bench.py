@@ -40,6 +40,7 @@ meanwhile, so a rate capped by the load generator, or disturbed by someone else'
 as such.
 """
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -168,14 +169,18 @@ def accepts_connections(port):
 
 
 class Process(object):
-    """A child process whose output goes to a log file, stopped with SIGTERM then SIGKILL."""
+    """A child process whose output goes to a log file, stopped with SIGTERM then SIGKILL.
+
+    It also gets SIGTERM when the bench ends without stopping it: a SIGKILLed bench runs no
+    ``finally`` (stop_on_sigterm covers SIGTERM only), and would leave HAProxy and the
+    proxies holding their ports."""
 
     def __init__(self, args, log_path, env=None, cwd=None, stdin=subprocess.DEVNULL):
         self.args = args
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.popen = subprocess.Popen(args, stdin=stdin, stdout=self.log, stderr=subprocess.STDOUT,
-                                      env=env, cwd=cwd)
+                                      env=env, cwd=cwd, preexec_fn=_ended_with(os.getpid()))
         self.pid = self.popen.pid
 
     def alive(self):
@@ -194,6 +199,22 @@ class Process(object):
                 self.popen.kill()
                 self.popen.wait(10)
         self.log.close()
+
+
+PR_SET_PDEATHSIG = 1             # prctl(2): the signal a process gets when its parent ends
+
+
+def _ended_with(parent):
+    """The child's last step before exec: SIGTERM when ``parent`` ends (Linux's
+    PR_SET_PDEATHSIG), and at once if it ended before the child could ask. libc's prctl is
+    looked up here, in the parent: the child between fork and exec only calls it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def ask():
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return ask
 
 
 class BackendProcess(object):
