@@ -337,28 +337,29 @@ def core_waits(targets, backend, workdir, seconds, rounds):
     for test in ("conn", "keepalive"):
         for target in targets:
             rows = samples[(target.label, test)]
-
-            def percent(who, which):
-                return "%.0f %%" % (100 * median([shares[who][which] for _, shares in rows]))
-
             print("| %s | %s | %.0f | %s | %s | %.1f | %s, %s | %s, %s |" % (
                 target.label, test, median([rate for rate, _ in rows]),
-                percent("proxy", 0), percent("proxy", 1),
+                _median_share(rows, "proxy", 0), _median_share(rows, "proxy", 1),
                 median([shares["proxy"][0] / rate * 1e6 for rate, shares in rows]),
-                percent("loadgen", 0), percent("loadgen", 1),
-                percent("backend", 0), percent("backend", 1)))
+                _median_share(rows, "loadgen", 0), _median_share(rows, "loadgen", 1),
+                _median_share(rows, "backend", 0), _median_share(rows, "backend", 1)))
     print()
+
+
+def _median_share(rows, who, which):
+    """The median over ``rows`` of ``who``'s running (``which`` 0) or waiting (1) share."""
+    return "%.0f %%" % (100 * median([shares[who][which] for _, shares in rows]))
 
 
 class SchedulerProbe(object):
     """The load generator's probe for section 6: scheduler_times of each named process
     group (a master and its workers are one)."""
 
-    def __init__(self, pids):
-        self.pids = pids
+    def __init__(self, groups):
+        self.groups = groups             # {who: [pid, ...]}
 
     def __call__(self):
-        return dict((who, scheduler_times(pid)) for who, pid in self.pids.items())
+        return dict((who, scheduler_times(pids)) for who, pids in self.groups.items())
 
 
 def main(argv=None):
