@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark simpleproxy side by side with HAProxy and with no proxy at all, in one run.
 
-    python3 bench/bench.py                  the full run (about 8 minutes)
-    python3 bench/bench.py --quick          about a minute, for developers
+    python3 bench/bench.py                  the full run (about 15 minutes)
+    python3 bench/bench.py --quick          about two minutes, for developers
     python3 bench/bench.py --python /root/.pyenv/versions/3.8.18/bin/python --python python3.13
     python3 bench/bench.py --tree mine=/path/to/other/checkout     compare two source trees
     python3 bench/bench.py --workers 4      simpleproxy as a master and 4 workers (repeatable;
@@ -697,7 +697,7 @@ def worker_rows(asked):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about a minute: 2 short rounds")
+    parser.add_argument("--quick", action="store_true", help="about two minutes: 2 short rounds")
     parser.add_argument("--rounds", type=int, help="rounds per test (medians are reported)")
     parser.add_argument("--seconds", type=float, help="measuring window of each test")
     parser.add_argument("--idle", type=int, help="connections in the idle-memory test")
