@@ -36,31 +36,31 @@ Contents (line numbers in this file):
      3735  Trust: whose PROXY header to believe (simpleproxy/trust.py)
      3897  Logging: JSON lines and syslog frames (simpleproxy/logformat.py)
      3973  Logging: escaping, writes that never block (simpleproxy/logs.py)
-     4459  How a connection ends: the end causes (simpleproxy/endings.py)
-     4537  Service discovery: following host names (simpleproxy/discovery.py)
-     4853  Start-up: resolving host names (simpleproxy/resolve.py)
-     4983  Health checks (simpleproxy/health.py)
-     5520  Stats: the counters (simpleproxy/stats.py)
-     5975  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
-     6361  Stats: Prometheus /metrics (simpleproxy/metrics.py)
-     6610  Stats: the HTML page (simpleproxy/statspage.py)
-     6773  Stats: the runtime API's commands (simpleproxy/admin.py)
-     7176  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
-     7311  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
-     7776  The proxy: relaying bytes both ways (simpleproxy/relay.py)
-     7990  The proxy: a connection's log line (simpleproxy/sessionlog.py)
-     8071  The proxy: a connection's life (simpleproxy/session.py)
-     8750  The proxy: listening and accepting (simpleproxy/listeners.py)
-     8950  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
-     9194  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
-     9732  Processes: worker count, privileges (simpleproxy/process.py)
-     9785  Processes: the master-worker channel (simpleproxy/channel.py)
-     9906  Processes: the master's view of the stats (simpleproxy/masterview.py)
-    10085  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
-    10179  Processes: a worker's end of the channel (simpleproxy/worker.py)
-    10303  Processes: the master, workers, reload (simpleproxy/master.py)
-    10915  The command line (simpleproxy/cli.py)
-    10998  Entry point (simpleproxy/__main__.py)
+     4462  How a connection ends: the end causes (simpleproxy/endings.py)
+     4540  Service discovery: following host names (simpleproxy/discovery.py)
+     4856  Start-up: resolving host names (simpleproxy/resolve.py)
+     4986  Health checks (simpleproxy/health.py)
+     5523  Stats: the counters (simpleproxy/stats.py)
+     5978  Stats: show stat, info, sess, errors (simpleproxy/statsviews.py)
+     6364  Stats: Prometheus /metrics (simpleproxy/metrics.py)
+     6613  Stats: the HTML page (simpleproxy/statspage.py)
+     6776  Stats: the runtime API's commands (simpleproxy/admin.py)
+     7179  Stats: the HTTP listener's requests (simpleproxy/statshttp.py)
+     7314  The event loop: selector, timers, hand-off (simpleproxy/loop.py)
+     7779  The proxy: relaying bytes both ways (simpleproxy/relay.py)
+     7993  The proxy: a connection's log line (simpleproxy/sessionlog.py)
+     8074  The proxy: a connection's life (simpleproxy/session.py)
+     8753  The proxy: listening and accepting (simpleproxy/listeners.py)
+     8953  Stats: socket and listener on the loop (simpleproxy/statslistener.py)
+     9197  The proxy: frontends, pools, limits (simpleproxy/proxy.py)
+     9735  Processes: worker count, privileges (simpleproxy/process.py)
+     9788  Processes: the master-worker channel (simpleproxy/channel.py)
+     9909  Processes: the master's view of the stats (simpleproxy/masterview.py)
+    10088  Processes: systemd notify and socket activation (simpleproxy/systemd.py)
+    10182  Processes: a worker's end of the channel (simpleproxy/worker.py)
+    10306  Processes: the master, workers, reload (simpleproxy/master.py)
+    10918  The command line (simpleproxy/cli.py)
+    11001  Entry point (simpleproxy/__main__.py)
 """
 
 
@@ -4086,6 +4086,18 @@ class _LogLineFormatter(logging.Formatter):
         return head
 
 
+def _built_or_error(entry):
+    """A batch entry with its message built already (``str`` its builder now), or an error
+    line in its place when its builder raises: one builder's bug never costs the batch's
+    other connections their lines."""
+    created, levelno, build, facts = entry
+    try:
+        return created, levelno, str, build(facts)
+    except Exception as exc:
+        return (created, logging.ERROR, str,
+                "a connection's log line could not be built: %r" % (exc,))
+
+
 class LogWriter(logging.Handler):
     """Lines to a descriptor without ever blocking (see the module docstring).
 
@@ -4164,12 +4176,10 @@ class LogWriter(logging.Handler):
         if not entries and last is None:
             return
         self.batch = []
-        line = self.formatter.line
         try:
-            texts = [line(created, levelno, build(facts), "\n")
-                     for created, levelno, build, facts in entries]
+            texts = self._texts(entries)
         except Exception:
-            texts = self._texts_one_by_one(entries)
+            texts = self._texts([_built_or_error(entry) for entry in entries])
         if last is not None:
             texts.append(last)
         if self.path is not None and time.monotonic() >= self._next_check:
@@ -4198,18 +4208,11 @@ class LogWriter(logging.Handler):
                 return
             lines = lines[count:]
 
-    def _texts_one_by_one(self, entries):
-        """The batch's texts when a line could not be built: that line alone becomes an error
-        line, so that one builder's bug never costs the batch's other connections theirs."""
-        texts = []
-        for created, levelno, build, facts in entries:
-            try:
-                message = build(facts)
-            except Exception as exc:
-                levelno = logging.ERROR
-                message = "a connection's log line could not be built: %r" % (exc,)
-            texts.append(self.formatter.line(created, levelno, message, "\n"))
-        return texts
+    def _texts(self, entries):
+        """The batched lines' texts, each with its newline."""
+        line = self.formatter.line
+        return [line(created, levelno, build(facts), "\n")
+                for created, levelno, build, facts in entries]
 
     def _hold_unwritten(self, lines, written):
         """Hold the line the descriptor cut short whole, whatever its size (or the first not

@@ -113,6 +113,18 @@ class _LogLineFormatter(logging.Formatter):
         return head
 
 
+def _built_or_error(entry):
+    """A batch entry with its message built already (``str`` its builder now), or an error
+    line in its place when its builder raises: one builder's bug never costs the batch's
+    other connections their lines."""
+    created, levelno, build, facts = entry
+    try:
+        return created, levelno, str, build(facts)
+    except Exception as exc:
+        return (created, logging.ERROR, str,
+                "a connection's log line could not be built: %r" % (exc,))
+
+
 class LogWriter(logging.Handler):
     """Lines to a descriptor without ever blocking (see the module docstring).
 
@@ -191,12 +203,10 @@ class LogWriter(logging.Handler):
         if not entries and last is None:
             return
         self.batch = []
-        line = self.formatter.line
         try:
-            texts = [line(created, levelno, build(facts), "\n")
-                     for created, levelno, build, facts in entries]
+            texts = self._texts(entries)
         except Exception:
-            texts = self._texts_one_by_one(entries)
+            texts = self._texts([_built_or_error(entry) for entry in entries])
         if last is not None:
             texts.append(last)
         if self.path is not None and time.monotonic() >= self._next_check:
@@ -225,18 +235,11 @@ class LogWriter(logging.Handler):
                 return
             lines = lines[count:]
 
-    def _texts_one_by_one(self, entries):
-        """The batch's texts when a line could not be built: that line alone becomes an error
-        line, so that one builder's bug never costs the batch's other connections theirs."""
-        texts = []
-        for created, levelno, build, facts in entries:
-            try:
-                message = build(facts)
-            except Exception as exc:
-                levelno = logging.ERROR
-                message = "a connection's log line could not be built: %r" % (exc,)
-            texts.append(self.formatter.line(created, levelno, message, "\n"))
-        return texts
+    def _texts(self, entries):
+        """The batched lines' texts, each with its newline."""
+        line = self.formatter.line
+        return [line(created, levelno, build(facts), "\n")
+                for created, levelno, build, facts in entries]
 
     def _hold_unwritten(self, lines, written):
         """Hold the line the descriptor cut short whole, whatever its size (or the first not
